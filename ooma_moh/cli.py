@@ -1,0 +1,191 @@
+"""``ooma-moh``: the operators' command line. Commands are thin: build the service, call it,
+print the result (``--json`` for scripts), turn ``OomaMohError`` into a one-line failure."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import Settings, load_settings
+from .errors import OomaMohError
+from .media import FfmpegConverter, write_wav
+from .model import FORMATS_BY_EXTENSION, TenantMoh
+from .service import MohService
+from .storage import BlobStore, SqliteCatalog
+
+
+def build_service(settings: Settings) -> MohService:
+    """The service on the embedded default back end."""
+    return MohService(
+        settings, SqliteCatalog(settings.catalog_path), BlobStore(settings.blob_dir), FfmpegConverter(settings)
+    )
+
+
+def tenant_dict(tenant: TenantMoh, prefix: str) -> dict[str, Any]:
+    """A tenant as plain JSON-able data."""
+    data: dict[str, Any] = {
+        "tenant": tenant.tenant_id,
+        "setting": tenant.setting.value,
+        "moh_class": tenant.moh_class(prefix),
+        "updated_at": tenant.updated_at.isoformat() if tenant.updated_at else None,
+        "file": None,
+        "disclaimer": None,
+        "renditions": [],
+    }
+    if tenant.upload:
+        up = tenant.upload
+        data["file"] = {
+            "original_name": up.original_name, "size": up.size, "sha256": up.sha256,
+            "duration_ms": up.duration_ms, "container": up.container, "uploaded_at": up.uploaded_at.isoformat(),
+        }
+    if tenant.disclaimer:
+        d = tenant.disclaimer
+        data["disclaimer"] = {"accepted_by": d.accepted_by, "accepted_at": d.accepted_at.isoformat(), "sha256": d.sha256}
+    data["renditions"] = [
+        {"format": r.extension, "codec": FORMATS_BY_EXTENSION[r.extension].codec, "rate": r.sample_rate,
+         "bytes": r.size, "sha256": r.sha256}
+        for r in tenant.renditions
+    ]
+    return data
+
+
+def describe(data: dict[str, Any]) -> str:
+    """Human-readable form of :func:`tenant_dict`."""
+    lines = [f"tenant      {data['tenant']}", f"setting     {data['setting']}", f"moh class   {data['moh_class']}"]
+    if data["file"]:
+        f = data["file"]
+        lines.append(f"file        {f['original_name']} ({f['container']}, {f['size']:,} bytes,"
+                     f" {f['duration_ms'] / 1000:.2f} s, sha256 {f['sha256'][:16]}…) uploaded {f['uploaded_at']}")
+    if data["disclaimer"]:
+        d = data["disclaimer"]
+        lines.append(f"disclaimer  accepted by {d['accepted_by']} at {d['accepted_at']} for sha256 {d['sha256'][:16]}…")
+    for r in data["renditions"]:
+        lines.append(f"rendition   .{r['format']:<6} {r['codec']:<11} {r['rate']:>6} Hz {r['bytes']:>10,} bytes")
+    return "\n".join(lines)
+
+
+def emit(ctx: click.Context, as_json: bool, data: Any, text: str) -> None:
+    """Print ``data`` as JSON or ``text``."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn domain errors into a one-line message and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OomaMohError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML configuration file (or OOMA_MOH_CONFIG).")
+@click.option("--home", type=click.Path(file_okay=False), help="Data directory (or OOMA_MOH_HOME).")
+@click.version_option(package_name="ooma-moh")
+@click.pass_context
+@handles_errors
+def main(ctx: click.Context, config_file: str | None, home: str | None) -> None:
+    """Per-tenant music on hold for Asterisk."""
+    ctx.obj = load_settings(config_file, overrides={"home": home})
+
+
+def service_of(ctx: click.Context) -> MohService:
+    """The service for this invocation, built once."""
+    if "service" not in ctx.meta:
+        ctx.meta["service"] = build_service(ctx.obj)
+    return ctx.meta["service"]
+
+
+@main.command()
+@click.argument("tenant")
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to this file.")
+@click.option("--by", "accepted_by", help="Who accepted the disclaimer (default: current user).")
+@click.option("--name", "original_name", help="Original file name to record (default: FILE's name).")
+@json_option
+@click.pass_context
+@handles_errors
+def upload(ctx: click.Context, tenant: str, file: str, accept_disclaimer: bool,
+           accepted_by: str | None, original_name: str | None, as_json: bool) -> None:
+    """Make FILE the music TENANT's callers hear on hold (FILE may be - for stdin)."""
+    service = service_of(ctx)
+    source = sys.stdin.buffer if file == "-" else Path(file)
+    result = service.upload(tenant, source, accept_disclaimer=accept_disclaimer,
+                            accepted_by=accepted_by, original_name=original_name)
+    data = tenant_dict(result, ctx.obj.class_prefix)
+    emit(ctx, as_json, data, describe(data))
+
+
+@main.command()
+@click.argument("tenant")
+@json_option
+@click.pass_context
+@handles_errors
+def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
+    """Setting, file, disclaimer, renditions and class of TENANT."""
+    data = tenant_dict(service_of(ctx).show(tenant), ctx.obj.class_prefix)
+    emit(ctx, as_json, data, describe(data))
+
+
+@main.command("list")
+@json_option
+@click.pass_context
+@handles_errors
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """Every tenant the catalog knows."""
+    tenants = [tenant_dict(t, ctx.obj.class_prefix) for t in service_of(ctx).list()]
+    text = "\n".join(
+        f"{t['tenant']:<24} {t['setting']:<8} {t['moh_class']:<30} {(t['file'] or {}).get('original_name', '')}"
+        for t in tenants
+    ) or "no tenants"
+    emit(ctx, as_json, tenants, text)
+
+
+@main.command()
+@click.argument("tenant")
+@json_option
+@click.pass_context
+@handles_errors
+def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
+    """Remove TENANT's file: its callers hear the default music again."""
+    data = tenant_dict(service_of(ctx).delete(tenant), ctx.obj.class_prefix)
+    emit(ctx, as_json, data, f"tenant {tenant} is on default music")
+
+
+@main.command()
+@click.argument("tenant")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True), help="WAV file to write.")
+@json_option
+@click.pass_context
+@handles_errors
+def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
+    """Write what TENANT's callers hear (the 16 kHz rendition) as a WAV file."""
+    audio = service_of(ctx).rendition_bytes(tenant, "sln16")
+    write_wav(audio, Path(output))
+    seconds = len(audio) / 32000
+    emit(ctx, as_json, {"tenant": tenant, "output": output, "seconds": seconds},
+         f"wrote {output}: {seconds:.2f} s, 16 kHz mono")
+
+
+@main.command()
+@click.pass_context
+@handles_errors
+def demo(ctx: click.Context) -> None:
+    """Run the main job end to end on the embedded default and print what it did."""
+    from .demo import run_ingest_demo
+
+    run_ingest_demo(ctx.obj, service_of(ctx), click.echo)
+    click.echo("demo passed")

@@ -1,0 +1,141 @@
+"""Settings, read once: defaults -> TOML file -> environment (``OOMA_MOH_*``) -> flags.
+
+The result is a frozen :class:`Settings` passed down explicitly; nothing deeper in the package
+reads the environment. Every field can be set in the TOML file under its own name (top level or
+in an ``[ooma_moh]`` table) and in the environment as ``OOMA_MOH_<NAME IN CAPITALS>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .model import CLASS_PREFIX_PATTERN
+
+ENV_PREFIX = "OOMA_MOH_"
+CONFIG_ENV = "OOMA_MOH_CONFIG"
+PUBLISH_MODES = ("realtime", "static")
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ooma-moh"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration of ooma-moh. Paths left unset derive from ``home``."""
+
+    home: Path = field(default_factory=_default_home)
+    max_upload_bytes: int = 5 * 1024 * 1024
+    min_duration_s: float = 1.0
+    max_duration_s: float = 30 * 60.0
+    loudness_lufs: float = -20.0
+    true_peak_dbtp: float = -2.0
+    class_prefix: str = "tenant-"
+    ffmpeg: str = "ffmpeg"
+    moh_dir: Path | None = None
+    publish_mode: str = "realtime"
+    realtime_db: Path | None = None
+    classes_conf: Path | None = None
+    ari_url: str = "http://127.0.0.1:8088"
+    ari_user: str = "ooma-moh"
+    ari_password: str = ""
+    asterisk_cli: str = "asterisk -rx"
+
+    def __post_init__(self) -> None:
+        home = Path(self.home)
+        object.__setattr__(self, "home", home)
+        for name, default in (
+            ("moh_dir", home / "moh"),
+            ("realtime_db", home / "realtime.sqlite3"),
+            ("classes_conf", home / "ooma-moh-classes.conf"),
+        ):
+            value = getattr(self, name)
+            object.__setattr__(self, name, Path(value) if value is not None else default)
+        self._check()
+
+    def _check(self) -> None:
+        if self.max_upload_bytes < 1:
+            raise ConfigError("max_upload_bytes must be at least 1")
+        if not 0 < self.min_duration_s < self.max_duration_s:
+            raise ConfigError("durations must satisfy 0 < min_duration_s < max_duration_s")
+        if not -70.0 <= self.loudness_lufs <= -5.0:
+            raise ConfigError(f"loudness_lufs {self.loudness_lufs} is outside -70 .. -5")
+        if not -20.0 <= self.true_peak_dbtp <= 0.0:
+            raise ConfigError(f"true_peak_dbtp {self.true_peak_dbtp} is outside -20 .. 0")
+        if CLASS_PREFIX_PATTERN.fullmatch(self.class_prefix) is None:
+            raise ConfigError(
+                f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -"
+            )
+        if self.publish_mode not in PUBLISH_MODES:
+            raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
+
+    @property
+    def catalog_path(self) -> Path:
+        """The SQLite catalog of the embedded default back end."""
+        return self.home / "catalog.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Content-addressed store of originals and renditions."""
+        return self.home / "blobs"
+
+    @property
+    def asterisk_cli_argv(self) -> list[str]:
+        """``asterisk_cli`` split into an argv; the Asterisk command is appended to it."""
+        return shlex.split(self.asterisk_cli)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+        if "Path" in kind:
+            return Path(str(raw)).expanduser()
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {raw!r} is not a valid {kind.split(' ')[0]}") from None
+    return str(raw)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, a TOML file, the environment and flag overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(CONFIG_ENV)
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                document = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        document = document.get("ooma_moh", document)
+        for key, raw in document.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"unknown setting {key!r} in {config_file}")
+            values[key] = _coerce(key, raw)
+    for name in _FIELDS:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ and environ[env_name] != "":
+            values[name] = _coerce(name, environ[env_name])
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    return Settings(**values)

@@ -1,0 +1,128 @@
+"""The domain of ooma-moh as plain, immutable data. No I/O happens here.
+
+A *tenant* is one business account. Its MOH *setting* is either ``default`` (its callers hear the
+platform's ``default`` class) or ``file`` (they hear the one file the tenant uploaded). An upload is
+kept as the *original* plus one *rendition* per format Asterisk streams without transcoding; all of
+them are identified by the sha256 of their bytes. Each tenant on ``file`` has one musiconhold
+*class*, named ``<prefix><tenant id>``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from .errors import InvalidTenantId
+
+TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+CLASS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
+DEFAULT_CLASS = "default"
+
+
+def validate_tenant_id(value: object) -> str:
+    """Return ``value`` if it is a valid tenant id, else raise :class:`InvalidTenantId`.
+
+    Tenant ids end up in file names, SQL rows and Asterisk class names, so the pattern is strict:
+    an ASCII letter or digit, then up to 63 letters, digits, ``_`` or ``-``.
+    """
+    if not isinstance(value, str) or TENANT_ID_PATTERN.fullmatch(value) is None:
+        raise InvalidTenantId(
+            f"invalid tenant id {value!r}: use 1-64 characters A-Z a-z 0-9 _ -,"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+def moh_class_name(tenant_id: str, prefix: str = "tenant-") -> str:
+    """The musiconhold class of a tenant on ``file``: ``<prefix><tenant id>``."""
+    return prefix + validate_tenant_id(tenant_id)
+
+
+class MohSetting(str, enum.Enum):
+    """What a tenant's callers hear on hold."""
+
+    DEFAULT = "default"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class RenditionFormat:
+    """One audio format Asterisk can stream natively, identified by its file extension."""
+
+    extension: str
+    sample_rate: int
+    codec: str
+    bytes_per_sample: float
+
+    def expected_bytes(self, samples: int) -> int:
+        """Size in bytes of ``samples`` samples in this format."""
+        return int(samples * self.bytes_per_sample)
+
+
+#: The renditions produced for every upload. Asterisk picks among files sharing a base name.
+RENDITION_FORMATS: tuple[RenditionFormat, ...] = (
+    RenditionFormat("sln", 8000, "pcm_s16le", 2),
+    RenditionFormat("sln16", 16000, "pcm_s16le", 2),
+    RenditionFormat("ulaw", 8000, "pcm_mulaw", 1),
+    RenditionFormat("alaw", 8000, "pcm_alaw", 1),
+    RenditionFormat("g722", 16000, "adpcm_g722", 0.5),
+)
+FORMATS_BY_EXTENSION = {f.extension: f for f in RENDITION_FORMATS}
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One converted file of an upload."""
+
+    extension: str
+    sample_rate: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """The original file a tenant uploaded, as received."""
+
+    original_name: str
+    size: int
+    sha256: str
+    duration_ms: int
+    container: str
+    uploaded_at: datetime
+
+
+@dataclass(frozen=True)
+class Disclaimer:
+    """Who accepted the rights disclaimer, when, and for which exact file."""
+
+    accepted_by: str
+    accepted_at: datetime
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TenantMoh:
+    """Everything the catalog knows about one tenant's music on hold."""
+
+    tenant_id: str
+    setting: MohSetting
+    upload: UploadedFile | None = None
+    disclaimer: Disclaimer | None = None
+    renditions: tuple[Rendition, ...] = ()
+    updated_at: datetime | None = None
+
+    def moh_class(self, prefix: str) -> str:
+        """The class a held caller of this tenant should hear."""
+        if self.setting is MohSetting.FILE:
+            return moh_class_name(self.tenant_id, prefix)
+        return DEFAULT_CLASS
+
+    def rendition(self, extension: str) -> Rendition:
+        """The rendition with ``extension``; ``KeyError`` if absent."""
+        for rendition in self.renditions:
+            if rendition.extension == extension:
+                return rendition
+        raise KeyError(extension)

@@ -1,0 +1,159 @@
+"""The rules of ooma-moh: what an upload must satisfy, and what each operation changes.
+
+:class:`MohService` takes its collaborators (catalog, blob store, converter, clock) in its
+constructor, so these rules are tested without ffmpeg or disk, and each edge is tested for real.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from .config import Settings
+from .errors import DisclaimerRequired, NoTenantFile, UploadRejected
+from .media import Conversion
+from .model import FORMATS_BY_EXTENSION, Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile, validate_tenant_id
+from .storage import BlobStore, Catalog
+
+MAX_NAME_CHARS = 255
+CHUNK = 1 << 16
+
+
+class Converter(Protocol):
+    """Validates an upload and writes its renditions (see :mod:`ooma_moh.media`)."""
+
+    def convert(self, source: Path, workdir: Path) -> Conversion:
+        """Validate ``source``; write its renditions under ``workdir``."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def clean_original_name(name: str) -> str:
+    """The uploaded file's name as a record: base name only, no control characters, bounded."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    printable = "".join(ch for ch in base if ch.isprintable())
+    return printable[:MAX_NAME_CHARS] or "upload"
+
+
+class MohService:
+    """Upload, show, list, delete and listen to tenants' music on hold."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        blobs: BlobStore,
+        converter: Converter,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.blobs = blobs
+        self.converter = converter
+        self.clock = clock
+
+    def _stage(self, source: BinaryIO, target: Path) -> tuple[int, str]:
+        """Copy at most ``max_upload_bytes`` of ``source`` to ``target``; return size and sha256."""
+        limit = self.settings.max_upload_bytes
+        digest = hashlib.sha256()
+        size = 0
+        with open(target, "wb") as out:
+            while chunk := source.read(min(CHUNK, limit + 1 - size)):
+                size += len(chunk)
+                if size > limit:
+                    raise UploadRejected(
+                        "too_large", f"the file is larger than the limit of {limit:,} bytes"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise UploadRejected("empty", "the file is empty")
+        return size, digest.hexdigest()
+
+    def upload(
+        self,
+        tenant_id: str,
+        source: Path | BinaryIO,
+        *,
+        accept_disclaimer: bool,
+        accepted_by: str | None = None,
+        original_name: str | None = None,
+    ) -> TenantMoh:
+        """Validate and convert ``source``, then make it the tenant's music in one step.
+
+        Nothing changes unless every check and the whole conversion succeed.
+        """
+        validate_tenant_id(tenant_id)
+        if not accept_disclaimer:
+            raise DisclaimerRequired(
+                "the rights disclaimer must be accepted: confirm you hold the rights to play this"
+                " file to callers (--accept-disclaimer); nothing was stored"
+            )
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise UploadRejected("not_a_file", f"{path} is not a readable file")
+            if path.stat().st_size > self.settings.max_upload_bytes:
+                raise UploadRejected(
+                    "too_large",
+                    f"the file is larger than the limit of {self.settings.max_upload_bytes:,} bytes",
+                )
+            with open(path, "rb") as fh:
+                return self._ingest(tenant_id, fh, original_name or path.name, accepted_by)
+        return self._ingest(tenant_id, source, original_name or "upload", accepted_by)
+
+    def _ingest(self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str | None) -> TenantMoh:
+        with self.blobs.scratch() as work:
+            staged = work / "original"
+            size, sha = self._stage(source, staged)
+            conversion = self.converter.convert(staged, work)
+            renditions = []
+            for extension, path in sorted(conversion.files.items()):
+                blob_sha, blob_size = self.blobs.put(path)
+                rate = FORMATS_BY_EXTENSION[extension].sample_rate
+                renditions.append(Rendition(extension, rate, blob_size, blob_sha))
+            self.blobs.put(staged)
+            now = self.clock()
+            upload = UploadedFile(clean_original_name(name), size, sha, conversion.duration_ms,
+                                  conversion.container, now)
+            disclaimer = Disclaimer(accepted_by or getpass.getuser(), now, sha)
+            result = self.catalog.save_upload(tenant_id, upload, disclaimer, tuple(renditions))
+        self.collect_garbage()
+        return result
+
+    def collect_garbage(self) -> int:
+        """Remove blobs the catalog no longer references; returns how many."""
+        return self.blobs.collect(self.catalog.referenced_blobs())
+
+    def show(self, tenant_id: str) -> TenantMoh:
+        """The tenant's music; an unknown tenant is simply on default music."""
+        validate_tenant_id(tenant_id)
+        return self.catalog.get(tenant_id) or TenantMoh(tenant_id, MohSetting.DEFAULT)
+
+    def list(self) -> list[TenantMoh]:
+        """Every tenant the catalog knows."""
+        return self.catalog.list()
+
+    def delete(self, tenant_id: str) -> TenantMoh:
+        """Remove the tenant's file: its callers go back to the default music. Idempotent."""
+        validate_tenant_id(tenant_id)
+        result = self.catalog.set_default(tenant_id, self.clock())
+        self.collect_garbage()
+        return result or TenantMoh(tenant_id, MohSetting.DEFAULT)
+
+    def rendition_bytes(self, tenant_id: str, extension: str) -> bytes:
+        """The bytes of one rendition of the tenant's file."""
+        tenant = self.show(tenant_id)
+        if tenant.setting is not MohSetting.FILE:
+            raise NoTenantFile(
+                f"tenant {tenant_id} uses the platform default music: there is no uploaded file"
+            )
+        return self.blobs.read(tenant.rendition(extension).sha256)

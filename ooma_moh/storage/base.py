@@ -1,0 +1,47 @@
+"""The storage interface the service relies on; SQLite implements it, PostgreSQL will."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ..model import Disclaimer, Rendition, TenantMoh, UploadedFile
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of a tenant's history (uploads with their disclaimer, deletions)."""
+
+    at: datetime
+    tenant_id: str
+    action: str
+    detail: dict[str, object]
+
+
+class Catalog(Protocol):
+    """Tenants and their music. Every method is one atomic transaction."""
+
+    def get(self, tenant_id: str) -> TenantMoh | None:
+        """The tenant's record, or None if the catalog has never seen it."""
+
+    def list(self) -> list[TenantMoh]:
+        """Every known tenant, ordered by id."""
+
+    def save_upload(
+        self,
+        tenant_id: str,
+        upload: UploadedFile,
+        disclaimer: Disclaimer,
+        renditions: tuple[Rendition, ...],
+    ) -> TenantMoh:
+        """Make ``upload`` the tenant's file (setting ``file``), replacing any previous one."""
+
+    def set_default(self, tenant_id: str, at: datetime) -> TenantMoh | None:
+        """Drop the tenant's file, back to default music; None if the tenant is unknown."""
+
+    def referenced_blobs(self) -> set[str]:
+        """sha256 of every original and rendition the catalog references."""
+
+    def audit(self, tenant_id: str) -> list[AuditEntry]:
+        """The tenant's history, oldest first."""

@@ -1,0 +1,204 @@
+"""The embedded catalog: one SQLite file in WAL mode.
+
+Each public method is one transaction (``BEGIN IMMEDIATE`` for writes), so a crash at any point
+leaves either the old or the new state. sqlite3 errors are translated to ``OomaMohError`` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import OomaMohError
+from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
+from .base import AuditEntry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    original_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    container TEXT NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    accepted_by TEXT NOT NULL,
+    accepted_at TEXT NOT NULL,
+    disclaimer_sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS renditions (
+    upload_id INTEGER NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    extension TEXT NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (upload_id, extension)
+);
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id TEXT PRIMARY KEY,
+    setting TEXT NOT NULL CHECK (setting IN ('default', 'file')),
+    upload_id INTEGER REFERENCES uploads(id),
+    updated_at TEXT NOT NULL,
+    CHECK ((setting = 'file') = (upload_id IS NOT NULL))
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_tenant ON audit (tenant_id, id);
+"""
+
+
+def _ts(value: datetime) -> str:
+    return value.isoformat(timespec="microseconds")
+
+
+class SqliteCatalog:
+    """:class:`~ooma_moh.storage.base.Catalog` on a local SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise OomaMohError(f"cannot open catalog {path}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise OomaMohError(f"catalog write failed ({self.path}): {exc}") from None
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            cursor = self._db.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise OomaMohError(f"catalog read failed ({self.path}): {exc}") from None
+
+    def _tenant(self, row: sqlite3.Row) -> TenantMoh:
+        setting = MohSetting(row["setting"])
+        updated_at = datetime.fromisoformat(row["updated_at"])
+        if row["upload_id"] is None:
+            return TenantMoh(row["tenant_id"], setting, updated_at=updated_at)
+        (up,) = self._query("SELECT * FROM uploads WHERE id = ?", (row["upload_id"],))
+        renditions = tuple(
+            Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
+            for r in self._query(
+                "SELECT * FROM renditions WHERE upload_id = ? ORDER BY extension", (row["upload_id"],)
+            )
+        )
+        upload = UploadedFile(
+            up["original_name"], up["size"], up["sha256"], up["duration_ms"], up["container"],
+            datetime.fromisoformat(up["uploaded_at"]),
+        )
+        disclaimer = Disclaimer(
+            up["accepted_by"], datetime.fromisoformat(up["accepted_at"]), up["disclaimer_sha256"]
+        )
+        return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, updated_at)
+
+    def get(self, tenant_id: str) -> TenantMoh | None:
+        rows = self._query("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,))
+        return self._tenant(rows[0]) if rows else None
+
+    def list(self) -> list[TenantMoh]:
+        return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
+
+    def save_upload(
+        self,
+        tenant_id: str,
+        upload: UploadedFile,
+        disclaimer: Disclaimer,
+        renditions: tuple[Rendition, ...],
+    ) -> TenantMoh:
+        with self._write() as db:
+            upload_id = db.execute(
+                "INSERT INTO uploads (tenant_id, original_name, size, sha256, duration_ms, container,"
+                " uploaded_at, accepted_by, accepted_at, disclaimer_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (tenant_id, upload.original_name, upload.size, upload.sha256, upload.duration_ms,
+                 upload.container, _ts(upload.uploaded_at), disclaimer.accepted_by,
+                 _ts(disclaimer.accepted_at), disclaimer.sha256),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO renditions (upload_id, extension, sample_rate, size, sha256)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(upload_id, r.extension, r.sample_rate, r.size, r.sha256) for r in renditions],
+            )
+            previous = self._replace_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
+            self._audit(db, upload.uploaded_at, tenant_id, "upload", {
+                "original_name": upload.original_name, "size": upload.size, "sha256": upload.sha256,
+                "duration_ms": upload.duration_ms, "accepted_by": disclaimer.accepted_by,
+                "accepted_at": _ts(disclaimer.accepted_at), "replaced_upload": previous,
+            })
+        result = self.get(tenant_id)
+        assert result is not None
+        return result
+
+    def set_default(self, tenant_id: str, at: datetime) -> TenantMoh | None:
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
+                return None
+            previous = self._replace_tenant(db, tenant_id, MohSetting.DEFAULT, None, at)
+            self._audit(db, at, tenant_id, "delete", {"removed_upload": previous})
+        return self.get(tenant_id)
+
+    def _replace_tenant(
+        self, db: sqlite3.Connection, tenant_id: str, setting: MohSetting, upload_id: int | None, at: datetime
+    ) -> str | None:
+        """Point the tenant at ``upload_id``; drop its previous upload; return that one's sha256."""
+        row = db.execute(
+            "SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id"
+            " WHERE t.tenant_id = ?", (tenant_id,),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO tenants (tenant_id, setting, upload_id, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET setting = excluded.setting,"
+            " upload_id = excluded.upload_id, updated_at = excluded.updated_at",
+            (tenant_id, setting.value, upload_id, _ts(at)),
+        )
+        if row is None:
+            return None
+        db.execute("DELETE FROM uploads WHERE id = ?", (row[0],))
+        return row[1]
+
+    def _audit(self, db: sqlite3.Connection, at: datetime, tenant_id: str, action: str, detail: dict) -> None:
+        db.execute(
+            "INSERT INTO audit (at, tenant_id, action, detail) VALUES (?, ?, ?, ?)",
+            (_ts(at), tenant_id, action, json.dumps(detail, sort_keys=True)),
+        )
+
+    def referenced_blobs(self) -> set[str]:
+        rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")
+        return {row[0] for row in rows}
+
+    def audit(self, tenant_id: str) -> list[AuditEntry]:
+        return [
+            AuditEntry(datetime.fromisoformat(r["at"]), r["tenant_id"], r["action"], json.loads(r["detail"]))
+            for r in self._query("SELECT * FROM audit WHERE tenant_id = ? ORDER BY id", (tenant_id,))
+        ]

@@ -1,0 +1,88 @@
+"""The ``ooma-moh`` commands, end to end on the embedded back end with real ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ooma_moh.cli import main
+from tests.audio import dominant_frequency, tone
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    runner = CliRunner()
+    home = tmp_path / "home"
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return invoke
+
+
+def test_upload_refused_without_disclaimer(run, tmp_path: Path) -> None:
+    out = run("upload", "acme", str(tone(tmp_path / "a.wav", 440)), code=1)
+    assert "disclaimer" in out and "nothing was stored" in out
+    assert out.count("\n") == 1
+    assert json.loads(run("list", "--json")) == []
+
+
+def test_upload_show_list_listen_delete(run, tmp_path: Path) -> None:
+    source = tone(tmp_path / "hold music.ogg", 550, seconds=2, container="ogg")
+    uploaded = json.loads(run("upload", "acme", str(source), "--accept-disclaimer", "--by", "alice", "--json"))
+    assert uploaded["setting"] == "file" and uploaded["moh_class"] == "tenant-acme"
+    assert uploaded["file"]["original_name"] == "hold music.ogg"
+    assert uploaded["disclaimer"]["accepted_by"] == "alice"
+    assert uploaded["disclaimer"]["sha256"] == uploaded["file"]["sha256"]
+    assert {r["format"]: r["rate"] for r in uploaded["renditions"]} == {
+        "sln": 8000, "sln16": 16000, "ulaw": 8000, "alaw": 8000, "g722": 16000}
+
+    shown = json.loads(run("show", "acme", "--json"))
+    assert shown == uploaded
+    assert "tenant-acme" in run("show", "acme")
+    assert [t["tenant"] for t in json.loads(run("list", "--json"))] == ["acme"]
+
+    out = tmp_path / "check.wav"
+    listened = json.loads(run("listen", "acme", "-o", str(out), "--json"))
+    assert listened["seconds"] == pytest.approx(2.0, abs=0.02)
+    with wave.open(str(out)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    assert dominant_frequency(samples[4000:20000], 16000) == pytest.approx(550, abs=3)
+
+    deleted = json.loads(run("delete", "acme", "--json"))
+    assert deleted["setting"] == "default" and deleted["moh_class"] == "default"
+    message = run("listen", "acme", "-o", str(out), code=1)
+    assert "default music" in message
+
+
+def test_bad_upload_exit_code_and_one_line(run, tmp_path: Path) -> None:
+    bad = tmp_path / "x.mp3"
+    bad.write_text("#EXTM3U\n/etc/passwd\n")
+    out = run("upload", "acme", str(bad), "--accept-disclaimer", code=1)
+    assert out.startswith("Error: not a supported audio file") and out.count("\n") == 1
+
+
+def test_upload_from_stdin(tmp_path: Path) -> None:
+    source = tone(tmp_path / "a.flac", 440, container="flac")
+    result = CliRunner().invoke(
+        main, ["--home", str(tmp_path / "h"), "upload", "acme", "-", "--name", "a.flac", "--accept-disclaimer", "--json"],
+        input=source.read_bytes(),
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["file"]["container"] == "flac"
+
+
+def test_invalid_tenant_and_config(run, tmp_path: Path) -> None:
+    assert "invalid tenant id" in run("show", "../x", code=1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("class_prefix = 'a b'\n")
+    result = CliRunner().invoke(main, ["--config", str(bad), "list"])
+    assert result.exit_code == 1 and "class_prefix" in result.output

@@ -1,0 +1,62 @@
+"""An ingest SIGKILLed at any point leaves the catalog and blobs consistent; a re-run completes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ooma_moh.cli import build_service
+from ooma_moh.config import Settings
+from ooma_moh.model import MohSetting
+from ooma_moh.storage.blobs import sha256_file
+from tests.audio import tone
+
+ROOT = Path(__file__).resolve().parents[2]
+POINTS = ["decoded", "put:1", "put:3", "put:6", "in-transaction", "committed"]
+
+
+def assert_consistent(settings: Settings) -> None:
+    """Every blob the catalog references exists with the right content."""
+    service = build_service(settings)
+    try:
+        for tenant in service.list():
+            if tenant.setting is MohSetting.FILE:
+                for sha in [tenant.upload.sha256] + [r.sha256 for r in tenant.renditions]:
+                    assert sha256_file(service.blobs.path(sha)) == sha
+    finally:
+        service.catalog.close()
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_ingest_leaves_old_or_new_state(settings: Settings, tmp_path: Path, point: str) -> None:
+    service = build_service(settings)
+    old = service.upload("acme", tone(tmp_path / "old.wav", 440, seconds=2), accept_disclaimer=True)
+    service.catalog.close()
+    new_file = tone(tmp_path / "new.mp3", 880, seconds=2, container="mp3")
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.integration.crash_driver", str(settings.home), "acme", str(new_file), point],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+    assert_consistent(settings)
+    service = build_service(settings)
+    after_kill = service.show("acme")
+    new_sha = sha256_file(new_file)
+    if point == "committed":
+        assert after_kill.upload.sha256 == new_sha
+    else:
+        assert after_kill == old
+
+    again = service.upload("acme", new_file, accept_disclaimer=True)
+    assert again.upload.sha256 == new_sha
+    assert_consistent(settings)
+    stored = {p.name for p in service.blobs.root.glob("??/*")}
+    assert stored == service.catalog.referenced_blobs()
+    assert list(service.blobs.scratch_root.iterdir()) == []
+    service.catalog.close()

@@ -1,0 +1,115 @@
+"""Service rules with a fake converter: nothing is stored unless everything succeeded."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from ooma_moh.config import Settings
+from ooma_moh.errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, UploadRejected
+from ooma_moh.media import Conversion, LoudnessPlan
+from ooma_moh.model import MohSetting
+from ooma_moh.service import MohService, clean_original_name
+from ooma_moh.storage import BlobStore, SqliteCatalog
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+class FakeConverter:
+    """Writes one byte per rendition; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.fail: Exception | None = None
+        self.calls = 0
+
+    def convert(self, source: Path, workdir: Path) -> Conversion:
+        self.calls += 1
+        if self.fail:
+            raise self.fail
+        files = {}
+        for ext in ("sln", "sln16", "ulaw", "alaw", "g722"):
+            files[ext] = workdir / f"r.{ext}"
+            files[ext].write_bytes(source.read_bytes()[:8] + ext.encode())
+        return Conversion("wav", 2000, -20.0, -3.0, LoudnessPlan(0.0, None), files)
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> tuple[MohService, FakeConverter]:
+    settings = Settings(home=tmp_path, max_upload_bytes=100)
+    converter = FakeConverter()
+    svc = MohService(settings, SqliteCatalog(settings.catalog_path), BlobStore(settings.blob_dir),
+                     converter, clock=lambda: NOW)
+    return svc, converter
+
+
+def test_disclaimer_required_reads_nothing(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, converter = fake
+    stream = io.BytesIO(b"x" * 10)
+    with pytest.raises(DisclaimerRequired, match="disclaimer must be accepted"):
+        svc.upload("acme", stream, accept_disclaimer=False)
+    assert stream.tell() == 0 and converter.calls == 0 and svc.list() == []
+
+
+def test_stream_over_limit_is_rejected_without_reading_it_all(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, converter = fake
+    stream = io.BytesIO(b"x" * 10_000)
+    with pytest.raises(UploadRejected) as info:
+        svc.upload("acme", stream, accept_disclaimer=True)
+    assert info.value.reason == "too_large"
+    assert stream.tell() <= 101 and converter.calls == 0
+
+
+def test_upload_records_file_disclaimer_and_renditions(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, _ = fake
+    result = svc.upload("acme", io.BytesIO(b"abcdefgh"), accept_disclaimer=True, accepted_by="alice",
+                        original_name="../../etc/My Song\n.mp3")
+    assert result.setting is MohSetting.FILE
+    assert result.upload.original_name == "My Song.mp3"
+    assert result.upload.size == 8 and result.disclaimer.accepted_by == "alice"
+    assert result.disclaimer.sha256 == result.upload.sha256 and result.disclaimer.accepted_at == NOW
+    assert sorted(r.extension for r in result.renditions) == ["alaw", "g722", "sln", "sln16", "ulaw"]
+    assert svc.rendition_bytes("acme", "ulaw") == b"abcdefghulaw"
+    assert [e.action for e in svc.catalog.audit("acme")] == ["upload"]
+
+
+def test_failed_conversion_keeps_previous_music(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, converter = fake
+    before = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True)
+    converter.fail = UploadRejected("undecodable", "bad")
+    with pytest.raises(UploadRejected):
+        svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True)
+    assert svc.show("acme") == before
+    assert svc.blobs.collect(svc.catalog.referenced_blobs()) == 0
+
+
+def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, _ = fake
+    first = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True)
+    svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True)
+    assert not svc.blobs.exists(first.upload.sha256)
+    deleted = svc.delete("acme")
+    assert deleted.setting is MohSetting.DEFAULT and deleted.moh_class("tenant-") == "default"
+    assert svc.catalog.referenced_blobs() == set()
+    assert [e.action for e in svc.catalog.audit("acme")] == ["upload", "upload", "delete"]
+    with pytest.raises(NoTenantFile, match="default music"):
+        svc.rendition_bytes("acme", "sln16")
+    assert svc.delete("acme").setting is MohSetting.DEFAULT  # idempotent
+    assert svc.delete("never-seen").setting is MohSetting.DEFAULT
+
+
+def test_invalid_tenant_everywhere(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, converter = fake
+    for call in (lambda: svc.upload("../x", io.BytesIO(b"x"), accept_disclaimer=True),
+                 lambda: svc.show("a]b"), lambda: svc.delete("")):
+        with pytest.raises(InvalidTenantId):
+            call()
+    assert converter.calls == 0
+
+
+def test_clean_original_name() -> None:
+    assert clean_original_name("C:\\music\\hold.mp3") == "hold.mp3"
+    assert clean_original_name("") == "upload"
+    assert len(clean_original_name("a" * 1000)) == 255
