@@ -12,12 +12,14 @@ from typing import Any
 
 import click
 
+from .asterisk_cli import AsteriskCli
 from .config import Settings, load_settings
-from .errors import OomaMohError
+from .errors import OomaMohError, ReloadPending
 from .media import FfmpegConverter, write_wav
 from .model import FORMATS_BY_EXTENSION, TenantMoh
 from .service import MohService
 from .storage import BlobStore, SqliteCatalog
+from .sync import Change, Syncer, SyncReport
 
 
 def build_service(settings: Settings) -> MohService:
@@ -189,3 +191,76 @@ def demo(ctx: click.Context) -> None:
 
     run_ingest_demo(ctx.obj, service_of(ctx), click.echo)
     click.echo("demo passed")
+
+
+def syncer_of(ctx: click.Context) -> Syncer:
+    """The syncer for this invocation."""
+    service = service_of(ctx)
+    return Syncer(ctx.obj, service.catalog, service.blobs)
+
+
+def report_dict(report: SyncReport) -> dict[str, Any]:
+    """A sync report as JSON-able data."""
+    return {
+        "dry_run": report.dry_run, "summary": report.counts, "files_written": report.files_written,
+        "published": report.published, "reloaded": report.reloaded,
+        "old_versions_retired": report.retired, "old_versions_deleted": report.deleted,
+        "classes": [{"class": p.moh_class, "change": p.change.value, "directory": p.directory}
+                    for p in report.plan if p.change is not Change.UNCHANGED],
+    }
+
+
+def report_text(data: dict[str, Any]) -> str:
+    """Human-readable form of :func:`report_dict`."""
+    lines = [f"{c['change']:<9} {c['class']}  {c['directory'] or ''}".rstrip() for c in data["classes"]]
+    s = data["summary"]
+    lines.append(("would sync: " if data["dry_run"] else "synced: ") +
+                 f"{s['added']} added, {s['changed']} changed, {s['removed']} removed, {s['unchanged']} unchanged")
+    if not data["dry_run"]:
+        lines.append(f"files written: {data['files_written']}; reload: {'done' if data['reloaded'] else 'none'};"
+                     f" old versions retired {data['old_versions_retired']}, deleted {data['old_versions_deleted']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("tenants", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every tenant; also removes classes of tenants no longer on file.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@json_option
+@click.pass_context
+@handles_errors
+def sync(ctx: click.Context, tenants: tuple[str, ...], all_: bool, dry_run: bool, as_json: bool) -> None:
+    """Publish tenants' classes to Asterisk (realtime rows or static include + reload)."""
+    if bool(tenants) == all_:
+        raise click.UsageError("name one or more TENANTS, or --all")
+    syncer = syncer_of(ctx)
+    targets = None if all_ else list(tenants)
+    try:
+        if all_ and not as_json and not dry_run and sys.stdout.isatty():
+            total = len(syncer.catalog.list())
+            with click.progressbar(length=total, label="syncing", file=sys.stderr) as bar:
+                report = syncer.run(targets, progress=bar.update)
+        else:
+            report = syncer.run(targets, dry_run=dry_run)
+    except ReloadPending as exc:
+        data = report_dict(exc.report)
+        emit(ctx, as_json, data, report_text(data))
+        raise
+    data = report_dict(report)
+    emit(ctx, as_json, data, report_text(data))
+
+
+@main.command()
+@json_option
+@click.pass_context
+@handles_errors
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Compare catalog, files on disk and what Asterisk sees; exit 0 only if they agree."""
+    from .verify import verify as run_verify
+
+    diffs = run_verify(ctx.obj, syncer_of(ctx), AsteriskCli(ctx.obj.asterisk_cli_argv))
+    data = {"ok": not diffs, "differences": [d.__dict__ for d in diffs]}
+    text = "\n".join(f"{d.layer:<11} {d.moh_class}: {d.detail}" for d in diffs) or "catalog, disk and Asterisk agree"
+    emit(ctx, as_json, data, text)
+    if diffs:
+        ctx.exit(1)

@@ -43,6 +43,7 @@ class Settings:
     ffmpeg: str = "ffmpeg"
     moh_dir: Path | None = None
     publish_mode: str = "realtime"
+    retain_old_s: float = 6 * 3600.0
     realtime_db: Path | None = None
     classes_conf: Path | None = None
     ari_url: str = "http://127.0.0.1:8088"
@@ -75,6 +76,8 @@ class Settings:
             raise ConfigError(
                 f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -"
             )
+        if self.retain_old_s < 0:
+            raise ConfigError("retain_old_s must be >= 0")
         if self.publish_mode not in PUBLISH_MODES:
             raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
 

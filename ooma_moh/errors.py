@@ -11,6 +11,7 @@ specific message; the CLI prints that line and exits non-zero. The tree::
     ├── NoTenantFile           the tenant is on default music (nothing to listen to)
     ├── MediaToolError         ffmpeg is missing or failed on our own, already-valid data
     └── AsteriskError          Asterisk could not be reached or refused a command
+        ├── AriRequestFailed   ARI answered with an error status (carries .status)
         └── ReloadPending      files were written but Asterisk has not reloaded them yet
 
 Errors from libraries underneath (sqlite3, subprocess, aiohttp) are translated into these at
@@ -57,4 +58,17 @@ class AsteriskError(OomaMohError):
 
 
 class ReloadPending(AsteriskError):
-    """Configuration was written, but Asterisk has not reloaded it yet."""
+    """Configuration was written, but Asterisk has not reloaded it yet; ``report`` says what
+    the sync did."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class AriRequestFailed(AsteriskError):
+    """ARI answered a request with an error status."""
+
+    def __init__(self, method: str, path: str, status: int, message: str) -> None:
+        super().__init__(f"ARI {method} {path} failed with {status}: {message}")
+        self.status = status

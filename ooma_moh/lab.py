@@ -27,6 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .asterisk_cli import AsteriskCli
 from .errors import AsteriskError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -328,7 +329,7 @@ class LabAsterisk:
     # -- using it --------------------------------------------------------------------------
     def cli(self, command: str) -> str:
         """Run one Asterisk CLI command; its output."""
-        return _run([*self.cli_argv, command], f"asterisk -rx {command!r}", timeout=60)
+        return AsteriskCli(self.cli_argv, timeout=60).run(command)
 
     def start_recording(self, name: str, seconds: int, moh_class: str | None) -> Path:
         """Originate a Local channel that plays MOH (``moh_class``, or the channel default when

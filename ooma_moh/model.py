@@ -10,6 +10,7 @@ them are identified by the sha256 of their bytes. Each tenant on ``file`` has on
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,6 +120,15 @@ class TenantMoh:
         if self.setting is MohSetting.FILE:
             return moh_class_name(self.tenant_id, prefix)
         return DEFAULT_CLASS
+
+    @property
+    def version(self) -> str:
+        """Short content id of the tenant's renditions: a new file gives a new version, the same
+        file the same one (so a re-sync of unchanged music writes nothing)."""
+        digest = hashlib.sha256()
+        for rendition in sorted(self.renditions, key=lambda r: r.extension):
+            digest.update(f"{rendition.extension}:{rendition.sha256}\n".encode())
+        return digest.hexdigest()[:16]
 
     def rendition(self, extension: str) -> Rendition:
         """The rendition with ``extension``; ``KeyError`` if absent."""

@@ -1,0 +1,75 @@
+"""ARI REST client on aiohttp: one ``ClientSession``, typed errors.
+
+aiohttp's exceptions are translated here and nowhere else: a connection problem becomes
+``AsteriskError``, an error status ``AriRequestFailed`` (with ``.status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import aiohttp
+
+from ..errors import AriRequestFailed, AsteriskError
+
+
+class AriClient:
+    """Calls Asterisk's REST Interface at ``<base_url>/ari``."""
+
+    def __init__(self, base_url: str, user: str, password: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/") + "/ari"
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The process's one HTTP session, created on first use (inside the event loop)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> "AriClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, **params: Any) -> Any:
+        """Send one request; the decoded JSON body, or None for an empty one."""
+        query = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items() if v is not None}
+        try:
+            async with self.session.request(method, self.base_url + path, params=query) as response:
+                body = await response.text()
+                if response.status >= 400:
+                    message = body
+                    if response.content_type == "application/json":
+                        try:
+                            message = (await response.json()).get("message", body)
+                        except (ValueError, AttributeError):
+                            pass
+                    raise AriRequestFailed(method, path, response.status, message.strip() or response.reason or "")
+                if not body:
+                    return None
+                return await response.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise AsteriskError(f"cannot reach ARI at {self.base_url}: {exc}") from None
+        except asyncio.TimeoutError:
+            raise AsteriskError(f"ARI at {self.base_url} did not answer {method} {path} in time") from None
+
+    async def reload_module(self, module: str) -> None:
+        """Reload one Asterisk module (``PUT /asterisk/modules/{module}``)."""
+        await self.request("PUT", f"/asterisk/modules/{module}")
+
+    async def asterisk_info(self) -> Any:
+        """``GET /asterisk/info`` (used to check ARI is reachable)."""
+        return await self.request("GET", "/asterisk/info")

@@ -1,0 +1,178 @@
+"""``ooma-moh sync``: make Asterisk's view of tenant classes match the catalog.
+
+The decision is a pure function, :func:`plan_sync`, of what should be published (from the
+catalog) and what is (read back from the publisher). :class:`Syncer` then carries it out in an
+order that is safe to kill at any point: files first (complete version directories), then the
+publication switch (one transaction or one rename), then at most one reload (static mode), then
+clean-up of versions no longer published (see :mod:`ooma_moh.mohdir`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ari.client import AriClient
+from .config import Settings
+from .errors import AsteriskError, ReloadPending
+from .model import MohSetting, TenantMoh, validate_tenant_id
+from .mohdir import MohDirectory
+from .publish import Publisher, RealtimePublisher, StaticPublisher
+from .storage import BlobStore, Catalog
+
+
+class Change(str, enum.Enum):
+    """What a sync does to one class."""
+
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class ClassPlan:
+    """One class in a sync plan; ``directory`` is None for a removal."""
+
+    moh_class: str
+    change: Change
+    directory: str | None
+    tenant: TenantMoh | None = None
+
+
+def plan_sync(desired: dict[str, tuple[str, TenantMoh]], published: dict[str, str],
+              scope: set[str] | None) -> list[ClassPlan]:
+    """Compare ``desired`` (class -> (directory, tenant)) with ``published`` (class -> directory).
+
+    ``scope`` limits the comparison to those classes (a sync of named tenants); None means every
+    class, so published classes nobody wants any more are removed.
+    """
+    plan = []
+    for moh_class, (directory, tenant) in sorted(desired.items()):
+        current = published.get(moh_class)
+        change = Change.ADDED if current is None else Change.UNCHANGED if current == directory else Change.CHANGED
+        plan.append(ClassPlan(moh_class, change, directory, tenant))
+    for moh_class in sorted(published):
+        if moh_class not in desired and (scope is None or moh_class in scope):
+            plan.append(ClassPlan(moh_class, Change.REMOVED, None))
+    return plan
+
+
+@dataclass
+class SyncReport:
+    """What a sync did (or, with ``dry_run``, would do)."""
+
+    plan: list[ClassPlan]
+    dry_run: bool = False
+    files_written: int = 0
+    published: bool = False
+    reloaded: bool = False
+    retired: int = 0
+    deleted: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.counts = {c.value: sum(1 for p in self.plan if p.change is c) for c in Change}
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """The publisher for ``settings.publish_mode``."""
+    if settings.publish_mode == "static":
+        return StaticPublisher(settings.classes_conf, settings.class_prefix)
+    return RealtimePublisher(settings.realtime_db, settings.class_prefix)
+
+
+class Syncer:
+    """Carries out sync plans for one catalog, MOH directory and publisher."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, blobs: BlobStore,
+                 publisher: Publisher | None = None,
+                 reload: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.mohdir = MohDirectory(settings.moh_dir, blobs)
+        self.publisher = publisher or make_publisher(settings)
+        self.reload = reload or self._reload_through_ari
+        self._pending_marker = settings.home / "reload-pending"
+
+    def _reload_through_ari(self) -> None:
+        async def go() -> None:
+            async with AriClient(self.settings.ari_url, self.settings.ari_user, self.settings.ari_password) as ari:
+                await ari.reload_module("res_musiconhold.so")
+        asyncio.run(go())
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.home / "sync.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def desired(self, tenant_ids: Iterable[str] | None) -> dict[str, tuple[str, TenantMoh]]:
+        """class -> (version directory, tenant) for the tenants on ``file`` in scope."""
+        if tenant_ids is None:
+            tenants = self.catalog.list()
+        else:
+            tenants = [t for t in (self.catalog.get(validate_tenant_id(i)) for i in tenant_ids) if t]
+        result = {}
+        for tenant in tenants:
+            if tenant.setting is MohSetting.FILE:
+                moh_class = tenant.moh_class(self.settings.class_prefix)
+                result[moh_class] = (str(self.mohdir.version_dir(moh_class, tenant.version)), tenant)
+        return result
+
+    def run(self, tenant_ids: list[str] | None = None, *, dry_run: bool = False,
+            progress: Callable[[int], None] | None = None) -> SyncReport:
+        """Sync the named tenants (None: all); see the module docstring for the order of steps."""
+        scope = None if tenant_ids is None else {
+            self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids
+        }
+        with self._exclusive():
+            desired = self.desired(tenant_ids)
+            published = self.publisher.current()
+            report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run)
+            if dry_run:
+                return report
+            for item in report.plan:
+                if item.tenant is not None:
+                    report.files_written += self.mohdir.materialise(
+                        item.moh_class, item.tenant.version, item.tenant.renditions)
+                if progress:
+                    progress(1)
+            upserts = {p.moh_class: p.directory for p in report.plan
+                       if p.change in (Change.ADDED, Change.CHANGED) and p.directory}
+            deletes = {p.moh_class for p in report.plan if p.change is Change.REMOVED}
+            if upserts or deletes:
+                if self.publisher.needs_reload:
+                    # Marked before the switch: if we die before reloading, the next sync reloads.
+                    self._pending_marker.touch()
+                self.publisher.apply(upserts, deletes)
+                report.published = True
+            pending_error = None
+            if self.publisher.needs_reload and self._pending_marker.exists():
+                pending_error = self._reload(report)
+            # While a reload is pending, Asterisk may still play the old versions: retire only.
+            retain = float("inf") if pending_error else self.settings.retain_old_s
+            report.retired, report.deleted = self.mohdir.collect(self.publisher.current(), retain)
+            if pending_error:
+                raise ReloadPending(pending_error, report)
+            return report
+
+    def _reload(self, report: SyncReport) -> str | None:
+        """Reload Asterisk's MOH; on success clear the pending mark, else say what is pending."""
+        try:
+            self.reload()
+        except AsteriskError as exc:
+            return (f"classes written to {self.settings.classes_conf}, but the reload is pending"
+                    f" (the next sync retries it): {exc}")
+        self._pending_marker.unlink(missing_ok=True)
+        report.reloaded = True
+        return None

@@ -1,0 +1,59 @@
+"""``ooma-moh verify``: does what Asterisk sees agree with the catalog and the files on disk?"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .asterisk_cli import AsteriskCli, parse_moh_classes, parse_realtime_row
+from .config import Settings
+from .sync import Syncer
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One disagreement: ``layer`` is ``disk``, ``publication`` or ``asterisk``."""
+
+    moh_class: str
+    layer: str
+    detail: str
+
+
+def verify(settings: Settings, syncer: Syncer, cli: AsteriskCli) -> list[Difference]:
+    """Every difference between catalog, disk, publication and Asterisk's own view."""
+    desired = syncer.desired(None)
+    expected = {moh_class: directory for moh_class, (directory, _) in desired.items()}
+    diffs = []
+    for moh_class, (directory, tenant) in sorted(desired.items()):
+        if not syncer.mohdir.is_complete(moh_class, tenant.version, tenant.renditions):
+            diffs.append(Difference(moh_class, "disk", f"{directory} is missing or incomplete"))
+    published = syncer.publisher.current()
+    for moh_class in sorted(set(expected) | set(published)):
+        want, have = expected.get(moh_class), published.get(moh_class)
+        if want != have:
+            detail = (f"published but its tenant is not on file ({have})" if want is None else
+                      "not published" if have is None else f"published as {have}, expected {want}")
+            diffs.append(Difference(moh_class, "publication", detail))
+    seen = _asterisk_view(settings, cli, sorted(set(expected) | set(published)))
+    for moh_class in sorted(set(expected) | set(seen)):
+        want, have = expected.get(moh_class), seen.get(moh_class)
+        if want != have:
+            detail = (f"Asterisk still has it ({have}) but its tenant is not on file" if want is None else
+                      "Asterisk does not see it" if have is None else f"Asterisk sees {have}, expected {want}")
+            diffs.append(Difference(moh_class, "asterisk", detail))
+    return diffs
+
+
+def _asterisk_view(settings: Settings, cli: AsteriskCli, classes: list[str]) -> dict[str, str]:
+    """class -> directory as Asterisk sees our classes (realtime rows, or loaded static classes)."""
+    if settings.publish_mode == "static":
+        loaded = parse_moh_classes(cli.run("moh show classes"))
+        return {name: info.get("Directory", "") for name, info in loaded.items()
+                if name.startswith(settings.class_prefix)}
+
+    def load(moh_class: str) -> tuple[str, dict[str, str] | None]:
+        return moh_class, parse_realtime_row(cli.run(f"realtime load musiconhold name {moh_class}"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        rows = list(pool.map(load, classes))
+    return {name: row.get("directory", "") for name, row in rows if row and row.get("mode") == "files"}

@@ -1,0 +1,98 @@
+"""Fixtures for tests against the real lab Asterisk, started once per session.
+
+If the lab cannot be provisioned or booted, every test that needs it fails with the reason:
+nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ooma_moh.cli import build_service
+from ooma_moh.config import Settings
+from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
+from ooma_moh.publish import RealtimePublisher, write_atomically
+from ooma_moh.service import MohService
+from tests.audio import dominant_per_window
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
+    """The running lab Asterisk."""
+    instance = LabAsterisk(tmp_path_factory.mktemp("lab"))
+    try:
+        instance.start()
+    except Exception:
+        instance.stop()
+        raise
+    yield instance
+    instance.stop()
+
+
+def reset_lab(lab: LabAsterisk) -> None:
+    """Empty the lab's ooma-moh home and make Asterisk forget every tenant class."""
+    if not lab.running:
+        lab.boot()
+    realtime = lab.home / "realtime.sqlite3"
+    if realtime.exists():  # never replace this file: Asterisk keeps it open
+        publisher = RealtimePublisher(realtime, "")
+        publisher.apply({}, set(publisher.current()))
+    write_atomically(lab.home / "ooma-moh-classes.conf", "")
+    lab.cli("moh reload")
+    for entry in lab.home.iterdir():
+        if entry.name not in ("realtime.sqlite3", "realtime.sqlite3-wal", "realtime.sqlite3-shm",
+                              "ooma-moh-classes.conf"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+@pytest.fixture(params=["realtime", "static"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Both publication modes."""
+    return request.param
+
+
+@pytest.fixture
+def lab_settings(lab: LabAsterisk, mode: str) -> Settings:
+    """Settings pointing at the lab, in ``mode``, with a fresh home; old versions deleted at the
+    next sync (retain_old_s=0) so clean-up is observable."""
+    reset_lab(lab)
+    return Settings(**lab.settings_overrides(), publish_mode=mode, retain_old_s=0)
+
+
+@pytest.fixture
+def lab_service(lab_settings: Settings) -> Iterator[MohService]:
+    """The service on the lab's home."""
+    service = build_service(lab_settings)
+    yield service
+    service.catalog.close()
+
+
+def tones_heard(wav_path: Path, candidates: list[float]) -> list[float | None]:
+    """Per 100 ms of a recording: which of ``candidates`` (or DEFAULT_TONE) it is, None if silent."""
+    with wave.open(str(wav_path)) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    known = [*candidates, DEFAULT_TONE]
+    result: list[float | None] = []
+    for freq in dominant_per_window(samples, rate):
+        if freq == 0.0:
+            result.append(None)
+            continue
+        nearest = min(known, key=lambda k: abs(k - freq))
+        result.append(nearest if abs(nearest - freq) <= 15 else freq)
+    return result
+
+
+def longest_silence(windows: list[float | None]) -> int:
+    """The longest run of silent windows, ignoring the first window (call setup)."""
+    best = run = 0
+    for w in windows[1:]:
+        run = run + 1 if w is None else 0
+        best = max(best, run)
+    return best

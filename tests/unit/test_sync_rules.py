@@ -1,0 +1,74 @@
+"""Pure parts of sync and verify: the plan, the static include, CLI output parsers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ooma_moh.asterisk_cli import parse_moh_classes, parse_realtime_row
+from ooma_moh.model import MohSetting, Rendition, TenantMoh
+from ooma_moh.mohdir import MohDirectory
+from ooma_moh.publish import StaticPublisher
+from ooma_moh.storage import BlobStore
+from ooma_moh.sync import Change, plan_sync
+
+T = TenantMoh("t", MohSetting.FILE, renditions=(Rendition("sln", 8000, 2, "ab" * 32),))
+
+
+def test_plan_classifies_every_class() -> None:
+    desired = {"tenant-a": ("/m/a/1", T), "tenant-b": ("/m/b/2", T), "tenant-c": ("/m/c/1", T)}
+    published = {"tenant-a": "/m/a/1", "tenant-b": "/m/b/1", "tenant-d": "/m/d/1"}
+    plan = {p.moh_class: p.change for p in plan_sync(desired, published, None)}
+    assert plan == {"tenant-a": Change.UNCHANGED, "tenant-b": Change.CHANGED,
+                    "tenant-c": Change.ADDED, "tenant-d": Change.REMOVED}
+
+
+def test_plan_of_named_tenants_leaves_others_alone() -> None:
+    published = {"tenant-a": "/m/a/1", "tenant-d": "/m/d/1"}
+    plan = plan_sync({}, published, scope={"tenant-a"})
+    assert [(p.moh_class, p.change) for p in plan] == [("tenant-a", Change.REMOVED)]
+
+
+def test_version_follows_content() -> None:
+    other = TenantMoh("u", MohSetting.FILE, renditions=T.renditions)
+    changed = TenantMoh("t", MohSetting.FILE, renditions=(Rendition("sln", 8000, 2, "cd" * 32),))
+    assert T.version == other.version != changed.version and len(T.version) == 16
+
+
+def test_static_include_roundtrip(tmp_path: Path) -> None:
+    publisher = StaticPublisher(tmp_path / "c.conf", "tenant-")
+    publisher.apply({"tenant-b": "/m/b/1", "tenant-a": "/m/a/1"}, set())
+    text = (tmp_path / "c.conf").read_text()
+    assert text.index("[tenant-a]") < text.index("[tenant-b]") and "mode=files" in text
+    publisher.apply({"tenant-a": "/m/a/2"}, {"tenant-b"})
+    assert publisher.current() == {"tenant-a": "/m/a/2"}
+
+
+def test_mohdir_retires_then_deletes(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    moh = MohDirectory(tmp_path / "moh", blobs)
+    for version in ("v1", "v2"):
+        (tmp_path / "moh" / "tenant-a" / version).mkdir(parents=True)
+    keep = {"tenant-a": str(tmp_path / "moh" / "tenant-a" / "v2")}
+    assert moh.collect(keep, retain_s=60, now=1000.0) == (1, 0)
+    assert moh.collect(keep, retain_s=60, now=1030.0) == (0, 0)
+    assert moh.collect(keep, retain_s=60, now=1061.0) == (0, 1)
+    assert moh.versions() == {"tenant-a": ["v2"]}
+
+
+def test_parse_realtime_row() -> None:
+    out = ("                   Column Name  Column Value                  \n"
+           "          --------------------  --------------------          \n"
+           "                          name  tenant-acme                   \n"
+           "                          mode  files                         \n"
+           "                     directory  /var/lib/ooma-moh/moh/tenant-acme/abc\n"
+           "                   application                                \n")
+    row = parse_realtime_row(out)
+    assert row == {"name": "tenant-acme", "mode": "files",
+                   "directory": "/var/lib/ooma-moh/moh/tenant-acme/abc", "application": ""}
+    assert parse_realtime_row("No rows found matching search criteria.\n") is None
+
+
+def test_parse_moh_classes() -> None:
+    out = "Class: default\n\tMode: files\n\tDirectory: /x\nClass: tenant-a\n\tMode: files\n\tDirectory: /m/a/1\n"
+    assert parse_moh_classes(out) == {"default": {"Mode": "files", "Directory": "/x"},
+                                      "tenant-a": {"Mode": "files", "Directory": "/m/a/1"}}
