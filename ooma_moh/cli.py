@@ -183,14 +183,14 @@ def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.pass_context
+@click.option("--keep", type=click.Path(file_okay=False), help="Directory for the lab's files (kept afterwards).")
 @handles_errors
-def demo(ctx: click.Context) -> None:
-    """Run the main job end to end on the embedded default and print what it did."""
-    from .demo import run_ingest_demo
+def demo(keep: str | None) -> None:
+    """The main job end to end: lab Asterisk, upload, sync, and a recorded caller who must hear it."""
+    from .demo import run_demo
 
-    run_ingest_demo(ctx.obj, service_of(ctx), click.echo)
-    click.echo("demo passed")
+    if not run_demo(click.echo, Path(keep) if keep else None):
+        raise click.ClickException("the demo caller did not hear the tenant's music")
 
 
 def syncer_of(ctx: click.Context) -> Syncer:

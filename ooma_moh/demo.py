@@ -1,33 +1,64 @@
-"""The main job on the embedded default: ingest a generated sample and prove what callers hear."""
+"""The main job on the embedded default, end to end against a real Asterisk.
+
+Starts the lab Asterisk (provisioning it on first use), generates a sample upload, ingests it for
+tenant ``demo``, syncs it into a realtime class, then places a Local channel on that class and
+records what it hears: the demo passes only if the recording is the sample's tone.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import wave
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from .cli import build_service
 from .config import Settings
+from .lab import DEFAULT_TONE, LabAsterisk
 from .media import synth_sample
-from .service import MohService
+from .sync import Syncer
 from .tones import classify_windows
 
 DEMO_TENANT = "demo"
 DEMO_TONE = 440.0
-OTHER_TONES = (330.0, 523.0, 880.0)
 
 
-def run_ingest_demo(settings: Settings, service: MohService, say: Callable[[str], None]) -> Path:
-    """Generate a sample, upload it for the demo tenant, and check its rendition's tone."""
-    work = settings.home / "demo"
-    work.mkdir(parents=True, exist_ok=True)
-    sample = synth_sample(settings, work / "sample.mp3", DEMO_TONE, 8.0)
-    say(f"generated {sample} ({sample.stat().st_size:,} bytes, {DEMO_TONE:g} Hz tone, 8 s)")
-    tenant = service.upload(DEMO_TENANT, sample, accept_disclaimer=True, accepted_by="demo")
-    say(f"uploaded for tenant {DEMO_TENANT}: class {tenant.moh_class(settings.class_prefix)}, "
-        f"{len(tenant.renditions)} renditions: " + ", ".join(f".{r.extension}" for r in tenant.renditions))
-    heard = classify_windows(service.rendition_bytes(DEMO_TENANT, "sln16"), 16000, (DEMO_TONE, *OTHER_TONES))
-    counts = Counter(heard)
-    say(f"the .sln16 rendition: {counts[DEMO_TONE]} of {len(heard)} windows of 100 ms are the {DEMO_TONE:g} Hz tone")
-    if counts[DEMO_TONE] < 0.95 * len(heard):
-        raise SystemExit("demo failed: the rendition does not carry the sample's tone")
-    return sample
+def heard(wav_path: Path) -> Counter[float | None]:
+    """How many 100 ms windows of a recording carry the demo tone, the default tone, or silence."""
+    with wave.open(str(wav_path)) as wav:
+        pcm, rate = wav.readframes(wav.getnframes()), wav.getframerate()
+    return Counter(classify_windows(pcm, rate, (DEMO_TONE, DEFAULT_TONE))[1:])
+
+
+def run_demo(say: Callable[[str], None], keep: Path | None = None) -> bool:
+    """Run the demo; True if callers heard the right music. ``keep``: directory to keep."""
+    shared = keep or Path(tempfile.mkdtemp(prefix="ooma-moh-demo-"))
+    say(f"lab: starting Asterisk 22 in a chroot (provisioned on first use); files in {shared}")
+    with LabAsterisk(shared) as lab:
+        say(f"lab: {lab.cli('core show version').strip()}; ARI on {lab.ari_url}")
+        settings = Settings(**lab.settings_overrides(), publish_mode="realtime")
+        service = build_service(settings)
+        sample = synth_sample(settings, shared / "sample.mp3", DEMO_TONE, 8.0)
+        say(f"upload: generated {sample.name} ({sample.stat().st_size:,} bytes, {DEMO_TONE:g} Hz tone)")
+        tenant = service.upload(DEMO_TENANT, sample, accept_disclaimer=True, accepted_by="demo")
+        moh_class = tenant.moh_class(settings.class_prefix)
+        say(f"upload: tenant {DEMO_TENANT} -> class {moh_class}, renditions "
+            + ", ".join(f".{r.extension} ({r.size:,} B)" for r in tenant.renditions))
+        report = Syncer(settings, service.catalog, service.blobs).run(None)
+        say(f"sync: {report.counts['added']} class added, {report.files_written} files written,"
+            f" realtime row in {settings.realtime_db}, no reload")
+        ok = True
+        for who, klass, expected in ((DEMO_TENANT, moh_class, DEMO_TONE), ("a tenant on default music", "default", DEFAULT_TONE)):
+            counts = heard(lab.record(f"demo_{klass.replace('-', '_')}", 3, klass))
+            total = sum(counts.values())
+            right = counts[expected]
+            say(f"listen: a caller of {who} (class {klass}) heard the {expected:g} Hz tone in {right} of {total}"
+                " windows of 100 ms")
+            ok = ok and total > 0 and right >= 0.95 * total
+        service.catalog.close()
+    if keep is None:
+        shutil.rmtree(shared, ignore_errors=True)
+    say("demo passed: callers hear their tenant's music" if ok else "demo FAILED")
+    return ok

@@ -166,6 +166,16 @@ exten => _rec-X.,1,Answer()
  same => n,Record({recordings}/${{NAME}}.wav,0,${{CUT(EXTEN,-,2)}},qxk)
  same => n,System(touch {recordings}/${{NAME}}.done)
  same => n,Hangup()
+
+; ---- lab only: Local/mohstart-<class>@ooma-lab-mohstart times StartMusicOnHold(<class>) (the
+; class lookup, realtime or not, and its directory scan) into {recordings}/<class>.start.
+[ooma-lab-mohstart]
+exten => _mohstart-.,1,Set(CLASS=${{CUT(EXTEN,-,2-)}})
+ same => n,Set(T0=${{STRFTIME(,,%s.%6q)}})
+ same => n,StartMusicOnHold(${{CLASS}})
+ same => n,Set(T1=${{STRFTIME(,,%s.%6q)}})
+ same => n,System(echo ${{T0}} ${{T1}} > {recordings}/${{CLASS}}.start)
+ same => n,Hangup()
 """
 
 
@@ -352,6 +362,21 @@ class LabAsterisk:
                 raise AsteriskError(f"recording {wav.name} did not finish within {timeout:.0f} s")
             time.sleep(0.1)
         return wav
+
+    def moh_start_seconds(self, moh_class: str, timeout: float = 30.0) -> float:
+        """How long Asterisk's StartMusicOnHold(``moh_class``) took on a fresh channel."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", moh_class):
+            raise ValueError(f"class name {moh_class!r}")
+        result = self.recordings / f"{moh_class}.start"
+        result.unlink(missing_ok=True)
+        self.cli(f"channel originate Local/mohstart-{moh_class}@ooma-lab-mohstart/n application Wait 1")
+        deadline = time.monotonic() + timeout
+        while not result.exists() or not result.read_text().strip():
+            if time.monotonic() > deadline:
+                raise AsteriskError(f"StartMusicOnHold({moh_class}) timing did not arrive")
+            time.sleep(0.05)
+        t0, t1 = (float(x) for x in result.read_text().split())
+        return t1 - t0
 
     def record(self, name: str, seconds: int, moh_class: str | None) -> Path:
         """Record ``seconds`` s of ``moh_class`` as heard by a channel; the WAV path."""
