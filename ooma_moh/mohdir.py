@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .model import RENDITION_FORMATS, Rendition
+from .model import Rendition
 from .storage.blobs import BlobStore, fsync_dir
 
 BASE_NAME = "moh"
@@ -77,28 +77,32 @@ class MohDirectory:
                 os.fsync(fh.fileno())
         os.chmod(dest, 0o644)
 
-    def versions(self) -> dict[str, list[str]]:
-        """Every class directory and its version directories (dot-entries excluded)."""
+    def versions(self, classes: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """Class directories (all, or just ``classes``) and their version directories
+        (dot-entries excluded)."""
         result: dict[str, list[str]] = {}
         if not self.root.is_dir():
             return result
-        for class_dir in sorted(self.root.iterdir()):
+        candidates = self.root.iterdir() if classes is None else (self.root / c for c in classes)
+        for class_dir in sorted(candidates):
             if class_dir.is_dir() and not class_dir.name.startswith("."):
                 result[class_dir.name] = sorted(
                     v.name for v in class_dir.iterdir() if v.is_dir() and not v.name.startswith(".")
                 )
         return result
 
-    def collect(self, published: dict[str, str], retain_s: float, now: float | None = None) -> tuple[int, int]:
+    def collect(self, published: dict[str, str], retain_s: float, now: float | None = None,
+                classes: Iterable[str] | None = None) -> tuple[int, int]:
         """Retire versions that ``published`` (class -> directory) no longer names, delete those
-        retired for ``retain_s`` or longer, and remove abandoned partial builds.
+        retired for ``retain_s`` or longer, and remove abandoned partial builds — in every class
+        directory, or only in ``classes``.
 
         Returns (retired now, deleted).
         """
         now = time.time() if now is None else now
         in_use = {Path(d) for d in published.values()}
         retired = deleted = 0
-        for moh_class, versions in self.versions().items():
+        for moh_class, versions in self.versions(classes).items():
             class_dir = self.root / moh_class
             for leftover in class_dir.glob(".partial-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -118,7 +122,3 @@ class MohDirectory:
                 class_dir.rmdir()
         return retired, deleted
 
-
-def rendition_extensions() -> list[str]:
-    """Extensions every complete version directory has."""
-    return [f.extension for f in RENDITION_FORMATS]

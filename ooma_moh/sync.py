@@ -15,7 +15,6 @@ import fcntl
 import enum
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .ari.client import AriClient
 from .config import Settings
@@ -161,7 +160,8 @@ class Syncer:
                 pending_error = self._reload(report)
             # While a reload is pending, Asterisk may still play the old versions: retire only.
             retain = float("inf") if pending_error else self.settings.retain_old_s
-            report.retired, report.deleted = self.mohdir.collect(self.publisher.current(), retain)
+            now_published = {c: d for c, d in {**published, **upserts}.items() if c not in deletes}
+            report.retired, report.deleted = self.mohdir.collect(now_published, retain, classes=scope)
             if pending_error:
                 raise ReloadPending(pending_error, report)
             return report

@@ -28,19 +28,27 @@ def verify(settings: Settings, syncer: Syncer, cli: AsteriskCli) -> list[Differe
         if not syncer.mohdir.is_complete(moh_class, tenant.version, tenant.renditions):
             diffs.append(Difference(moh_class, "disk", f"{directory} is missing or incomplete"))
     published = syncer.publisher.current()
-    for moh_class in sorted(set(expected) | set(published)):
-        want, have = expected.get(moh_class), published.get(moh_class)
-        if want != have:
-            detail = (f"published but its tenant is not on file ({have})" if want is None else
-                      "not published" if have is None else f"published as {have}, expected {want}")
-            diffs.append(Difference(moh_class, "publication", detail))
+    diffs += _compare(expected, published, "publication", (
+        "published but its tenant is not on file ({have})", "not published",
+        "published as {have}, expected {want}"))
     seen = _asterisk_view(settings, cli, sorted(set(expected) | set(published)))
-    for moh_class in sorted(set(expected) | set(seen)):
-        want, have = expected.get(moh_class), seen.get(moh_class)
+    diffs += _compare(expected, seen, "asterisk", (
+        "Asterisk still has it ({have}) but its tenant is not on file", "Asterisk does not see it",
+        "Asterisk sees {have}, expected {want}"))
+    return diffs
+
+
+def _compare(expected: dict[str, str], actual: dict[str, str], layer: str,
+             messages: tuple[str, str, str]) -> list[Difference]:
+    """Differences between two class -> directory maps; ``messages``: (unexpected, missing,
+    different), formatted with ``want`` and ``have``."""
+    unexpected, missing, different = messages
+    diffs = []
+    for moh_class in sorted(set(expected) | set(actual)):
+        want, have = expected.get(moh_class), actual.get(moh_class)
         if want != have:
-            detail = (f"Asterisk still has it ({have}) but its tenant is not on file" if want is None else
-                      "Asterisk does not see it" if have is None else f"Asterisk sees {have}, expected {want}")
-            diffs.append(Difference(moh_class, "asterisk", detail))
+            template = unexpected if want is None else missing if have is None else different
+            diffs.append(Difference(moh_class, layer, template.format(want=want, have=have)))
     return diffs
 
 

@@ -21,7 +21,6 @@ from click.testing import CliRunner
 
 from ooma_moh.cli import main
 from ooma_moh.config import Settings
-from ooma_moh.errors import ReloadPending
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from ooma_moh.service import MohService
 from ooma_moh.sync import Syncer
