@@ -3,7 +3,9 @@ print the result (``--json`` for scripts), turn ``OomaMohError`` into a one-line
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import signal
 import json
 import sys
 from collections.abc import Callable
@@ -264,3 +266,46 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     emit(ctx, as_json, data, text)
     if diffs:
         ctx.exit(1)
+
+
+@main.group()
+def serve() -> None:
+    """Long-running services: the FastAGI server (and the ARI hold handler)."""
+
+
+@serve.command("agi")
+@click.option("--listen", help="HOST:PORT to listen on (or OOMA_MOH_AGI_LISTEN; default 127.0.0.1:4573).")
+@click.pass_context
+@handles_errors
+def serve_agi(ctx: click.Context, listen: str | None) -> None:
+    """FastAGI server: AGI(agi://HOST:PORT/moh[?tenant=X]) sets the tenant's class on the channel."""
+    import asyncio
+    import logging
+
+    from .agi.route import ClassResolver
+    from .agi.server import FastAgiServer
+
+    settings: Settings = ctx.obj
+    if listen:
+        settings = dataclasses.replace(settings, agi_listen=listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    resolver = ClassResolver(SqliteCatalog(settings.catalog_path), settings.class_prefix)
+    host, port = settings.agi_address
+
+    async def run() -> None:
+        server = FastAgiServer(resolver)
+        bound = await server.start(host, port)
+        click.echo(f"ooma-moh FastAGI listening on {host}:{bound}", err=True)
+        serving = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
+        try:
+            await server.serve_forever()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass

@@ -50,6 +50,8 @@ class Settings:
     ari_user: str = "ooma-moh"
     ari_password: str = ""
     asterisk_cli: str = "asterisk -rx"
+    ari_app: str = "ooma-moh"
+    agi_listen: str = "127.0.0.1:4573"
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -78,6 +80,9 @@ class Settings:
             )
         if self.retain_old_s < 0:
             raise ConfigError("retain_old_s must be >= 0")
+        host, sep, port = self.agi_listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"agi_listen {self.agi_listen!r} must be HOST:PORT")
         if self.publish_mode not in PUBLISH_MODES:
             raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
 
@@ -90,6 +95,12 @@ class Settings:
     def blob_dir(self) -> Path:
         """Content-addressed store of originals and renditions."""
         return self.home / "blobs"
+
+    @property
+    def agi_address(self) -> tuple[str, int]:
+        """``agi_listen`` as (host, port)."""
+        host, _, port = self.agi_listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
 
     @property
     def asterisk_cli_argv(self) -> list[str]:

@@ -10,7 +10,8 @@ Each :class:`LabAsterisk` gets a *shared* directory, bind-mounted into the chroo
 absolute path so paths written by Python are valid for Asterisk, holding its generated
 configuration (from ``asterisk_conf/`` plus lab-only bits: ARI password, ports, a PJSIP loopback
 endpoint, recording dialplan, a ``default`` class playing :data:`DEFAULT_TONE`), its run, log and
-spool directories, and the ooma-moh home the tests use. HTTP and SIP listen on free 127.0.0.1
+spool directories, and the ooma-moh home the tests use. Two lab classes play known tones:
+``default`` (:data:`DEFAULT_TONE`) and ``lab-talk`` (:data:`TALK_TONE`, a called party talking). HTTP and SIP listen on free 127.0.0.1
 ports, so a system Asterisk is never disturbed.
 """
 
@@ -33,6 +34,7 @@ from .errors import AsteriskError
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_SOURCE = PACKAGE_DIR.parent / "asterisk_conf"
 DEFAULT_TONE = 300.0
+TALK_TONE = 1000.0
 LAB_ARI_USER = "ooma-moh"
 OPERATOR_HOME = "/var/lib/ooma-moh"
 NOLOAD = (
@@ -157,6 +159,13 @@ endpoint=lab-loop
 match=127.0.0.1
 """
 
+LAB_MOH = """
+; ---- lab only: what a called party "says" in tests (a steady tone), started on it through ARI.
+[lab-talk]
+mode=files
+directory={talk}
+"""
+
 LAB_DIALPLAN = """
 ; ---- lab only: Local/rec-<seconds>-<name>@ooma-lab-record answers, records <seconds> s of what
 ; it hears into {recordings}/<name>.wav, then marks it done and hangs up.
@@ -165,6 +174,35 @@ exten => _rec-X.,1,Answer()
  same => n,Set(NAME=${{CUT(EXTEN,-,3-)}})
  same => n,Record({recordings}/${{NAME}}.wav,0,${{CUT(EXTEN,-,2)}},qxk)
  same => n,System(touch {recordings}/${{NAME}}.done)
+ same => n,Hangup()
+
+; ---- lab only: dialplan calls for the AGI route. Local/rec-...@ooma-lab-record/n with extension
+; <how>-<tenant>@ooma-lab-agi-call: attach the class through AGI (tenant given as argument, as
+; variable, as accountcode, or not at all), then Dial the loopback endpoint; its far leg enters
+; Stasis(ooma-lab), where a test can hold it (a real SIP re-INVITE a=sendonly).
+[globals]
+OOMA_MOH_AGI=agi://127.0.0.1:4573
+
+[ooma-lab-agi-call]
+exten => _arg-.,1,AGI(${{OOMA_MOH_AGI}}/moh,${{CUT(EXTEN,-,2-)}})
+ same => n,Goto(dial,1)
+exten => _query-.,1,AGI(${{OOMA_MOH_AGI}}/moh?tenant=${{CUT(EXTEN,-,2-)}})
+ same => n,Goto(dial,1)
+exten => _var-.,1,Set(OOMA_MOH_TENANT=${{CUT(EXTEN,-,2-)}})
+ same => n,AGI(${{OOMA_MOH_AGI}}/moh)
+ same => n,Goto(dial,1)
+exten => _acct-.,1,Set(CHANNEL(accountcode)=${{CUT(EXTEN,-,2-)}})
+ same => n,AGI(${{OOMA_MOH_AGI}}/moh)
+ same => n,Goto(dial,1)
+exten => none,1,AGI(${{OOMA_MOH_AGI}}/moh)
+ same => n,Goto(dial,1)
+exten => dial,1,Verbose(1,ooma-lab: class ${{CHANNEL(musicclass)}} OOMA_MOH_CLASS=${{OOMA_MOH_CLASS}} AGISTATUS=${{AGISTATUS}})
+ same => n,Dial(PJSIP/lab-loop,20)
+ same => n,Hangup()
+
+[ooma-lab-from-loop]
+exten => lab-loop,1,Answer()
+ same => n,Stasis(ooma-lab)
  same => n,Hangup()
 
 ; ---- lab only: Local/mohstart-<class>@ooma-lab-mohstart times StartMusicOnHold(<class>) (the
@@ -189,6 +227,7 @@ class LabAsterisk:
         self.home = self.shared / "home"
         self.recordings = self.shared / "recordings"
         self.default_moh = self.shared / "moh-default"
+        self.talk_moh = self.shared / "moh-talk"
         self.http_port = free_port()
         self.sip_port = free_port()
         self.ari_user = LAB_ARI_USER
@@ -218,7 +257,7 @@ class LabAsterisk:
                 "ari_password": self.ari_password, "asterisk_cli": self.asterisk_cli}
 
     def _write_config(self) -> None:
-        for sub in ("etc", "run", "log", "spool", "db", "recordings", "moh-default", "home"):
+        for sub in ("etc", "run", "log", "spool", "db", "recordings", "moh-default", "moh-talk", "home"):
             (self.shared / sub).mkdir(parents=True, exist_ok=True)
         moddir = next(iter(glob.glob(str(self.root / "usr/lib/*/asterisk/modules"))), None)
         if moddir is None:
@@ -247,24 +286,27 @@ class LabAsterisk:
             text = text.replace("bind=127.0.0.1:5060", f"bind=127.0.0.1:{self.sip_port}")
             files[name] = text
         files["pjsip.conf"] += LAB_PJSIP.format(sip_port=self.sip_port)
+        files["musiconhold.conf"] += LAB_MOH.format(talk=self.talk_moh)
         files["extensions.conf"] += LAB_DIALPLAN.format(recordings=self.recordings)
         for name, text in files.items():
             (self.etc / name).write_text(text)
 
-    def _write_default_music(self) -> None:
-        """The lab's ``default`` class: a :data:`DEFAULT_TONE` tone in every rendition."""
+    def _write_tone_classes(self) -> None:
+        """Music for the lab's own classes: ``default`` (:data:`DEFAULT_TONE`) and ``lab-talk``
+        (:data:`TALK_TONE`, what a called party "says" in tests), in every rendition."""
         from .config import Settings
         from .media import FfmpegConverter, synth_sample
 
-        if len(list(self.default_moh.glob("default.*"))) == 5:
-            return
         settings = Settings(home=self.home)
-        work = self.shared / "default-work"
-        work.mkdir(exist_ok=True)
-        sample = synth_sample(settings, work / "default.mp3", DEFAULT_TONE, 20.0)
-        for ext, path in FfmpegConverter(settings).convert(sample, work).files.items():
-            os.replace(path, self.default_moh / f"default.{ext}")
-        shutil.rmtree(work)
+        for directory, freq in ((self.default_moh, DEFAULT_TONE), (self.talk_moh, TALK_TONE)):
+            if len(list(directory.glob("tone.*"))) == 5:
+                continue
+            work = self.shared / f"tone-work-{int(freq)}"
+            work.mkdir(exist_ok=True)
+            sample = synth_sample(settings, work / "tone.mp3", freq, 20.0)
+            for ext, path in FfmpegConverter(settings).convert(sample, work).files.items():
+                os.replace(path, directory / f"tone.{ext}")
+            shutil.rmtree(work)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _mount(self, source: str, target: Path, *options: str) -> None:
@@ -279,7 +321,7 @@ class LabAsterisk:
         provision(self.root)
         self.shared.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        self._write_default_music()
+        self._write_tone_classes()
         self._mount("proc", self.root / "proc", "-t", "proc")
         self._mount(str(self.shared), self.root / str(self.shared).lstrip("/"), "--bind")
         self.boot(timeout)
@@ -345,12 +387,24 @@ class LabAsterisk:
         """Originate a Local channel that plays MOH (``moh_class``, or the channel default when
         None) into a recorder for ``seconds`` s; return the WAV path (complete when
         :meth:`wait_recording` returns)."""
+        app = f"MusicOnHold {moh_class}" if moh_class else "MusicOnHold"
+        return self._originate_recorder(name, seconds, "n", f"application {app}")
+
+    def start_call_recording(self, name: str, seconds: int, destination: str) -> Path:
+        """Originate a caller whose audio is recorded for ``seconds`` s and who runs the dialplan
+        at ``destination`` (``exten@context``). The caller's Local channel plays MOH itself when
+        held (Local channels intercept hold unless given ``/m``), as a trunk channel would;
+        returns the WAV path."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+@[A-Za-z0-9_-]+", destination):
+            raise ValueError(f"destination {destination!r}")
+        return self._originate_recorder(name, seconds, "n", f"extension {destination}")
+
+    def _originate_recorder(self, name: str, seconds: int, options: str, what: str) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_]+", name):
             raise ValueError(f"recording name {name!r}")
         for stale in (self.recordings / f"{name}.wav", self.recordings / f"{name}.done"):
             stale.unlink(missing_ok=True)
-        app = f"MusicOnHold {moh_class}" if moh_class else "MusicOnHold"
-        self.cli(f"channel originate Local/rec-{seconds}-{name}@ooma-lab-record/n application {app}")
+        self.cli(f"channel originate Local/rec-{seconds}-{name}@ooma-lab-record/{options} {what}")
         return self.recordings / f"{name}.wav"
 
     def wait_recording(self, wav: Path, timeout: float = 60.0) -> Path:

@@ -16,7 +16,7 @@ import pytest
 
 from ooma_moh.cli import build_service
 from ooma_moh.config import Settings
-from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
+from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.publish import RealtimePublisher, write_atomically
 from ooma_moh.service import MohService
 from tests.audio import dominant_per_window
@@ -74,11 +74,12 @@ def lab_service(lab_settings: Settings) -> Iterator[MohService]:
 
 
 def tones_heard(wav_path: Path, candidates: list[float]) -> list[float | None]:
-    """Per 100 ms of a recording: which of ``candidates`` (or DEFAULT_TONE) it is, None if silent."""
+    """Per 100 ms of a recording: which of ``candidates`` (or the lab's DEFAULT_TONE, TALK_TONE)
+    it is, None if silent, the measured frequency if it is none of them."""
     with wave.open(str(wav_path)) as wav:
         rate = wav.getframerate()
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
-    known = [*candidates, DEFAULT_TONE]
+    known = [*candidates, DEFAULT_TONE, TALK_TONE]
     result: list[float | None] = []
     for freq in dominant_per_window(samples, rate):
         if freq == 0.0:
@@ -96,3 +97,35 @@ def longest_silence(windows: list[float | None]) -> int:
         run = run + 1 if w is None else 0
         best = max(best, run)
     return best
+
+
+@pytest.fixture(scope="session")
+def ari_lab(lab: LabAsterisk):
+    """The ``ooma-lab`` Stasis application on the lab (see ari_harness.py)."""
+    from tests.integration.ari_harness import AriHarness
+
+    harness = AriHarness(lab).start()
+    yield harness
+    harness.stop()
+
+
+def wait_for_port(port: int, proc, timeout: float = 15.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``OOMA_MOH_*`` variables that reproduce ``settings`` in a child process."""
+    import os
+
+    return {**os.environ, **{"OOMA_MOH_" + k.upper(): str(v) for k, v in settings.__dict__.items()}}
