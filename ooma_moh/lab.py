@@ -179,10 +179,8 @@ exten => _rec-X.,1,Answer()
 ; ---- lab only: dialplan calls for the AGI route. Local/rec-...@ooma-lab-record/n with extension
 ; <how>-<tenant>@ooma-lab-agi-call: attach the class through AGI (tenant given as argument, as
 ; variable, as accountcode, or not at all), then Dial the loopback endpoint; its far leg enters
-; Stasis(ooma-lab), where a test can hold it (a real SIP re-INVITE a=sendonly).
-[globals]
-OOMA_MOH_AGI=agi://127.0.0.1:4573
-
+; Stasis(ooma-lab), where a test can hold it (a real SIP re-INVITE a=sendonly). OOMA_MOH_AGI comes
+; from the [globals] of asterisk_conf/extensions.conf; tests point it at their server.
 [ooma-lab-agi-call]
 exten => _arg-.,1,AGI(${{OOMA_MOH_AGI}}/moh,${{CUT(EXTEN,-,2-)}})
  same => n,Goto(dial,1)

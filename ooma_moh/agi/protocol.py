@@ -50,7 +50,7 @@ def parse_response(line: str) -> AgiResponse:
     if line == "HANGUP":
         return AgiResponse(511, "-1", "hangup")
     match = re_code.search(line)
-    if not match:
+    if not match or not match.group(1):
         raise ProtocolError(f"not an AGI response: {line[:60]!r}")
     code, rest = int(match.group(1)), match.group(2)
     for key, value, data in re_kv.findall(rest):

@@ -64,7 +64,10 @@ class FastAgiServer:
     async def _command(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: str) -> AgiResponse:
         writer.write(line.encode())
         await asyncio.wait_for(writer.drain(), self.io_timeout)
-        return parse_response(await self._readline(reader))
+        response = parse_response(await self._readline(reader))
+        if response.code == 511:  # HANGUP, or "Command Not Permitted on a dead channel"
+            raise ConnectionError("the channel hung up")
+        return response
 
     async def _decide(self, request: AgiRequest, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> Decision:
