@@ -282,7 +282,7 @@ def serve_agi(ctx: click.Context, listen: str | None) -> None:
     import asyncio
     import logging
 
-    from .agi.route import ClassResolver
+    from .resolve import ClassResolver
     from .agi.server import FastAgiServer
 
     settings: Settings = ctx.obj

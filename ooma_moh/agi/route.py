@@ -7,13 +7,9 @@ environment). The route never breaks a call: anything wrong gives ``default`` an
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
-from ..errors import InvalidTenantId, OomaMohError
-from ..model import DEFAULT_CLASS, MohSetting, validate_tenant_id
-from ..storage import Catalog
+from ..model import DEFAULT_CLASS
 from .protocol import AgiRequest, get_variable, set_variable
 
 TENANT_VARIABLE = "OOMA_MOH_TENANT"
@@ -59,44 +55,6 @@ def choose_tenant(request: AgiRequest, variable: str | None) -> tuple[str | None
     if account and account != "unknown":
         return account, "accountcode"
     return None, "none"
-
-
-class ClassResolver:
-    """tenant -> class from the catalog, with a short cache; errors become ``default``."""
-
-    def __init__(self, catalog: Catalog, prefix: str, cache_s: float = 2.0) -> None:
-        self.catalog = catalog
-        self.prefix = prefix
-        self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, str, str | None]] = {}
-        self._lock = threading.Lock()
-
-    def cached(self, tenant: str) -> tuple[str, str | None] | None:
-        """A fresh cached answer, without touching the catalog."""
-        hit = self._cache.get(tenant)
-        if hit and time.monotonic() - hit[0] < self.cache_s:
-            return hit[1], hit[2]
-        return None
-
-    def resolve(self, tenant: str) -> tuple[str, str | None]:
-        """(class, fallback reason or None). Blocking: call it off the event loop."""
-        try:
-            validate_tenant_id(tenant)
-        except InvalidTenantId:
-            return DEFAULT_CLASS, "invalid tenant id"
-        try:
-            with self._lock:
-                record = self.catalog.get(tenant)
-        except OomaMohError as exc:
-            return DEFAULT_CLASS, f"catalog unavailable: {exc}"
-        if record is None:
-            answer = (DEFAULT_CLASS, "unknown tenant")
-        elif record.setting is not MohSetting.FILE:
-            answer = (DEFAULT_CLASS, "tenant on default music")
-        else:
-            answer = (record.moh_class(self.prefix), None)
-        self._cache[tenant] = (time.monotonic(), *answer)
-        return answer
 
 
 def decide(tenant: str | None, source: str, resolved: tuple[str, str | None] | None) -> Decision:

@@ -16,7 +16,8 @@ from ..config import load_settings
 from ..errors import OomaMohError
 from ..storage import SqliteCatalog
 from .protocol import AgiRequest
-from .route import TENANT_VARIABLE, ClassResolver, choose_tenant, decide, needs_variable
+from ..resolve import ClassResolver
+from .route import TENANT_VARIABLE, choose_tenant, decide, needs_variable
 
 
 def main() -> int:

@@ -13,7 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .protocol import MAX_ENV_LINES, MAX_LINE_BYTES, AgiRequest, AgiResponse, ProtocolError, parse_env_line, parse_response
-from .route import ROUTE, ClassResolver, Decision, choose_tenant, decide, needs_variable
+from ..resolve import ClassResolver
+from .route import ROUTE, Decision, choose_tenant, decide, needs_variable
 
 log = logging.getLogger(__name__)
 

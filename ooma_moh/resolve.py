@@ -1,0 +1,48 @@
+"""tenant -> musiconhold class, as the AGI route and the ARI hold handler need it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .errors import InvalidTenantId, OomaMohError
+from .model import DEFAULT_CLASS, MohSetting, validate_tenant_id
+from .storage import Catalog
+
+
+class ClassResolver:
+    """tenant -> class from the catalog, with a short cache; errors become ``default``."""
+
+    def __init__(self, catalog: Catalog, prefix: str, cache_s: float = 2.0) -> None:
+        self.catalog = catalog
+        self.prefix = prefix
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, str, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, tenant: str) -> tuple[str, str | None] | None:
+        """A fresh cached answer, without touching the catalog."""
+        hit = self._cache.get(tenant)
+        if hit and time.monotonic() - hit[0] < self.cache_s:
+            return hit[1], hit[2]
+        return None
+
+    def resolve(self, tenant: str) -> tuple[str, str | None]:
+        """(class, fallback reason or None). Blocking: call it off the event loop."""
+        try:
+            validate_tenant_id(tenant)
+        except InvalidTenantId:
+            return DEFAULT_CLASS, "invalid tenant id"
+        try:
+            with self._lock:
+                record = self.catalog.get(tenant)
+        except OomaMohError as exc:
+            return DEFAULT_CLASS, f"catalog unavailable: {exc}"
+        if record is None:
+            answer = (DEFAULT_CLASS, "unknown tenant")
+        elif record.setting is not MohSetting.FILE:
+            answer = (DEFAULT_CLASS, "tenant on default music")
+        else:
+            answer = (record.moh_class(self.prefix), None)
+        self._cache[tenant] = (time.monotonic(), *answer)
+        return answer
