@@ -309,3 +309,24 @@ def serve_agi(ctx: click.Context, listen: str | None) -> None:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+
+
+@serve.command("ari")
+@click.option("--app", help="Stasis application name (or OOMA_MOH_ARI_APP; default ooma-moh).")
+@click.pass_context
+@handles_errors
+def serve_ari(ctx: click.Context, app: str | None) -> None:
+    """ARI hold handler: held callers hear the holder's tenant music (docs/ari.md)."""
+    import asyncio
+    import logging
+
+    from .ari.service import run_hold_handler
+
+    settings: Settings = ctx.obj
+    if app:
+        settings = dataclasses.replace(settings, ari_app=app)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_hold_handler(settings, SqliteCatalog(settings.catalog_path)))
+    except KeyboardInterrupt:
+        pass

@@ -173,8 +173,9 @@ LAB_DIALPLAN = """
 exten => _rec-X.,1,Answer()
  same => n,Set(NAME=${{CUT(EXTEN,-,3-)}})
  same => n,Record({recordings}/${{NAME}}.wav,0,${{CUT(EXTEN,-,2)}},qxk)
- same => n,System(touch {recordings}/${{NAME}}.done)
  same => n,Hangup()
+; also when the call ends early (the recording is kept: option k)
+exten => h,1,System(touch {recordings}/${{NAME}}.done)
 
 ; ---- lab only: dialplan calls for the AGI route. Local/rec-...@ooma-lab-record/n with extension
 ; <how>-<tenant>@ooma-lab-agi-call: attach the class through AGI (tenant given as argument, as
@@ -200,7 +201,13 @@ exten => dial,1,Verbose(1,ooma-lab: class ${{CHANNEL(musicclass)}} OOMA_MOH_CLAS
 
 [ooma-lab-from-loop]
 exten => lab-loop,1,Answer()
- same => n,Stasis(ooma-lab)
+ same => n,Stasis(ooma-lab,phone-${{PJSIP_HEADER(read,X-Lab-Call)}})
+ same => n,Hangup()
+
+; ---- lab only: Local/rec-...@ooma-lab-record/n with extension caller-<name>@ooma-lab-stasis: a
+; recorded caller handed to the ooma-lab Stasis application (tests bridge it with a "phone").
+[ooma-lab-stasis]
+exten => _caller-.,1,Stasis(ooma-lab,${{EXTEN}})
  same => n,Hangup()
 
 ; ---- lab only: Local/mohstart-<class>@ooma-lab-mohstart times StartMusicOnHold(<class>) (the
@@ -255,7 +262,7 @@ class LabAsterisk:
                 "ari_password": self.ari_password, "asterisk_cli": self.asterisk_cli}
 
     def _write_config(self) -> None:
-        for sub in ("etc", "run", "log", "spool", "db", "recordings", "moh-default", "moh-talk", "home"):
+        for sub in ("etc", "run", "log", "spool/recording", "db", "recordings", "moh-default", "moh-talk", "home"):
             (self.shared / sub).mkdir(parents=True, exist_ok=True)
         moddir = next(iter(glob.glob(str(self.root / "usr/lib/*/asterisk/modules"))), None)
         if moddir is None:

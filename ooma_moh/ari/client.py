@@ -44,11 +44,12 @@ class AriClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def request(self, method: str, path: str, **params: Any) -> Any:
-        """Send one request; the decoded JSON body, or None for an empty one."""
+    async def request(self, method: str, path: str, *, body: Any = None, **params: Any) -> Any:
+        """Send one request (``params`` as query, ``body`` as JSON); the decoded JSON answer,
+        or None for an empty one."""
         query = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items() if v is not None}
         try:
-            async with self.session.request(method, self.base_url + path, params=query) as response:
+            async with self.session.request(method, self.base_url + path, params=query, json=body) as response:
                 body = await response.text()
                 if response.status >= 400:
                     message = body
@@ -73,3 +74,42 @@ class AriClient:
     async def asterisk_info(self) -> Any:
         """``GET /asterisk/info`` (used to check ARI is reachable)."""
         return await self.request("GET", "/asterisk/info")
+
+    # -- the calls the hold handler makes ------------------------------------------------------
+    async def list_channels(self) -> list[dict[str, Any]]:
+        """``GET /channels``."""
+        return await self.request("GET", "/channels") or []
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        """``GET /channels/{id}``."""
+        return await self.request("GET", f"/channels/{channel_id}")
+
+    async def list_bridges(self) -> list[dict[str, Any]]:
+        """``GET /bridges``."""
+        return await self.request("GET", "/bridges") or []
+
+    async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
+        """``GET /bridges/{id}``."""
+        return await self.request("GET", f"/bridges/{bridge_id}")
+
+    async def get_variable(self, channel_id: str, name: str) -> str | None:
+        """A channel variable or function (any channel); None if it is not set."""
+        try:
+            body = await self.request("GET", f"/channels/{channel_id}/variable", variable=name)
+        except AriRequestFailed as exc:
+            if exc.status == 404 and "variable was not found" in str(exc):
+                return None
+            raise
+        return (body or {}).get("value")
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        """Set a channel variable or function (channel must be in some Stasis application)."""
+        await self.request("POST", f"/channels/{channel_id}/variable", variable=name, value=value)
+
+    async def start_moh(self, channel_id: str, moh_class: str) -> None:
+        """``POST /channels/{id}/moh``. Note: a set ``CHANNEL(musicclass)`` wins over ``moh_class``."""
+        await self.request("POST", f"/channels/{channel_id}/moh", mohClass=moh_class)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        """``DELETE /channels/{id}/moh``."""
+        await self.request("DELETE", f"/channels/{channel_id}/moh")

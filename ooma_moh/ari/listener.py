@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from ..errors import AsteriskError
 from .client import AriClient
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class EventListener:
                         await self.on_connect()
                     self.connected.set()
                     await self._read(ws)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AsteriskError) as exc:
                 if not self._stopping:
                     log.warning("ARI events connection failed: %s; retrying in %.1f s", exc, backoff)
             finally:

@@ -11,6 +11,7 @@ import asyncio
 import queue
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ class AriHarness:
         self.listener = EventListener(self.client, app, self._on_event, subscribe_all=False)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._task: asyncio.Future[None] | None = None
+        self._backlog: list[dict[str, Any]] = []
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         self.events.put(event)
@@ -45,18 +47,20 @@ class AriHarness:
 
     def wait_event(self, kind: str, match: Callable[[dict[str, Any]], bool] = lambda e: True,
                    timeout: float = 15.0) -> dict[str, Any]:
-        """The next event of type ``kind`` satisfying ``match`` (others are dropped)."""
+        """The first event of type ``kind`` satisfying ``match``; other events stay available."""
         deadline = time.monotonic() + timeout
         while True:
+            for i, event in enumerate(self._backlog):
+                if event.get("type") == kind and match(event):
+                    return self._backlog.pop(i)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"no {kind} event within {timeout} s")
             try:
-                event = self.events.get(timeout=remaining)
+                self._backlog.append(self.events.get(timeout=remaining))
             except queue.Empty:
                 continue
-            if event.get("type") == kind and match(event):
-                return event
+            del self._backlog[:-2000]
 
     def request(self, method: str, path: str, **params: Any) -> Any:
         return self.call(self.client.request(method, path, **params))
@@ -74,3 +78,64 @@ class AriHarness:
         self.call(self.client.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+class Call:
+    """A recorded caller bridged (by the ooma-lab application) with a tenant's SIP "phone"."""
+
+    def __init__(self, harness: AriHarness, lab: LabAsterisk, name: str, tenant: str | None, seconds: int) -> None:
+        self.harness, self.lab, self.name = harness, lab, name
+        self.wav = lab.start_call_recording(name, seconds, f"caller-{name}@ooma-lab-stasis")
+        self.caller = harness.wait_event("StasisStart", lambda e: e["args"] == [f"caller-{name}"])["channel"]["id"]
+        self.bridge = harness.request("POST", "/bridges", type="mixing")["id"]
+        harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=self.caller)
+        variables = {"PJSIP_HEADER(add,X-Lab-Call)": name}
+        if tenant is not None:
+            variables["OOMA_MOH_TENANT"] = tenant
+        harness.request("POST", "/channels", endpoint="PJSIP/lab-loop", app="ooma-lab", appArgs=f"user-{name}",
+                        body={"variables": variables})
+        self.phone = harness.wait_event("StasisStart", lambda e: e["args"] == [f"phone-{name}"])["channel"]["id"]
+        self.user = harness.wait_event("StasisStart", lambda e: e["args"] == [f"user-{name}"])["channel"]["id"]
+        harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=self.user)
+        harness.request("POST", f"/channels/{self.phone}/moh", mohClass="lab-talk")
+        self.started = time.monotonic()  # the recording's first frame: the phone starts talking
+
+    def at(self, seconds: float) -> float:
+        """Sleep until ``seconds`` after the call started; return the exact offset."""
+        time.sleep(max(0.0, self.started + seconds - time.monotonic()))
+        return time.monotonic() - self.started
+
+    def hold(self) -> float:
+        """The phone holds (re-INVITE a=sendonly); returns the offset."""
+        offset = time.monotonic() - self.started
+        self.harness.hold(self.phone)
+        return offset
+
+    def unhold(self) -> float:
+        offset = time.monotonic() - self.started
+        self.harness.unhold(self.phone)
+        return offset
+
+    def record_bridge(self) -> None:
+        """Record the bridge through ARI, which turns it into a softmix bridge."""
+        self.harness.request("POST", f"/bridges/{self.bridge}/record", name=f"bridge-{self.name}",
+                             format="wav", ifExists="overwrite")
+
+    def hangup(self, which: str) -> float:
+        offset = time.monotonic() - self.started
+        self.harness.request("DELETE", f"/channels/{getattr(self, which)}")
+        return offset
+
+    def finish(self) -> Path:
+        """Wait for the recording; tear down what is left of the call."""
+        wav = self.lab.wait_recording(self.wav)
+        for channel in (self.phone, self.user, self.caller):
+            try:
+                self.harness.request("DELETE", f"/channels/{channel}")
+            except Exception:  # already gone
+                pass
+        try:
+            self.harness.request("DELETE", f"/bridges/{self.bridge}")
+        except Exception:
+            pass
+        return wav

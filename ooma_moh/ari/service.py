@@ -1,0 +1,39 @@
+"""Wiring for ``ooma-moh serve ari``: client, listener and hold handler in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from ..config import Settings
+from ..resolve import ClassResolver
+from ..storage import Catalog
+from .client import AriClient
+from .hold import HoldHandler
+from .listener import EventListener
+
+log = logging.getLogger(__name__)
+
+
+async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
+    """Run until SIGTERM/SIGINT or cancellation; returns the handler (its stats)."""
+    client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
+    handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix))
+    listener = EventListener(client, settings.ari_app, handler.handle, on_connect=handler.resync)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reader = asyncio.create_task(listener.run(), name="ari-events")
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await listener.stop()
+        for task in (reader, stopper):
+            task.cancel()
+        await asyncio.gather(reader, stopper, return_exceptions=True)
+        await client.close()
+        log.info("ARI hold handler stopped; %s", handler.stats.summary())
+    return handler

@@ -1,0 +1,215 @@
+"""`ooma-moh serve ari` on the lab Asterisk: real SIP holds, the caller's audio recorded.
+
+Each call: a recorded caller and a tenant's SIP "phone" (loopback endpoint, its user leg carries
+OOMA_MOH_TENANT) in an ARI bridge owned by the ooma-lab application; the phone "talks" (the
+lab-talk tone) until it holds with a re-INVITE a=sendonly. Every 100 ms window of the caller's
+recording is matched to a tone.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ooma_moh.config import Settings
+from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
+from ooma_moh.service import MohService
+from tests.audio import tone
+from tests.integration.ari_harness import Call
+from tests.integration.conftest import settings_env, tones_heard
+
+A, B = 440.0, 660.0
+pytestmark = pytest.mark.parametrize("mode", ["realtime"])
+
+
+class Handler:
+    """`ooma-moh serve ari` as a child process."""
+
+    def __init__(self, settings: Settings, lab: LabAsterisk) -> None:
+        self.settings, self.lab = settings, lab
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = settings.home / "serve-ari.log"
+
+    def start(self) -> None:
+        before = self.connections()
+        self.proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"],
+                                     env=settings_env(self.settings), stderr=open(self.log, "a"), text=True)
+        deadline = time.monotonic() + 15
+        while self.connections() == before:
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "handler did not connect"
+            time.sleep(0.05)
+        while "resynced" not in self.log.read_text().split("ARI events connected")[-1]:
+            assert time.monotonic() < deadline, "handler did not resync"
+            time.sleep(0.05)
+
+    def connections(self) -> int:
+        return self.log.read_text().count("ARI events connected") if self.log.exists() else 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path):
+    lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True)
+    lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True)
+    lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True)
+    lab_service.delete("gamma")
+    from ooma_moh.cli import build_service  # noqa: F401 - same catalog; sync publishes classes
+    from ooma_moh.sync import Syncer
+    Syncer(lab_settings, lab_service.catalog, lab_service.blobs).run(None)
+    h = Handler(lab_settings, lab)
+    h.start()
+    yield h
+    h.stop()
+    assert "Traceback" not in h.log.read_text(), h.log.read_text()
+
+
+def segments(windows: list) -> list[tuple[object, int, int]]:
+    """Runs of equal windows: (value, first index, last index)."""
+    runs: list[tuple[object, int, int]] = []
+    for i, w in enumerate(windows):
+        if runs and runs[-1][0] == w:
+            runs[-1] = (w, runs[-1][1], i)
+        else:
+            runs.append((w, i, i))
+    return runs
+
+
+def assert_holds(windows: list, periods: list[tuple[float, float]], expected: float) -> None:
+    """The caller hears talk, and during each (hold, unhold) period ``expected`` from the first
+    100 ms to within 200 ms of unhold, never another class, never a silent gap. The first hold
+    is placed on the wall clock; later ones relative to the previous unhold (a long recording
+    drifts a few frames against the wall clock)."""
+    music = [r for r in segments(windows) if r[0] not in (TALK_TONE, None)]
+    assert [r[0] for r in music] == [expected] * len(periods), (segments(windows), periods)
+    previous_end = previous_unhold = None
+    for (_, first, last), (hold_t, unhold_t) in zip(music, periods):
+        if previous_end is None:
+            assert abs(first / 10 - hold_t) <= 0.4, (first, hold_t, segments(windows))
+        else:
+            assert abs((first - previous_end) / 10 - (hold_t - previous_unhold)) <= 0.3, segments(windows)
+        assert windows[first - 1] == TALK_TONE, segments(windows)
+        assert (last + 1 - first) / 10 - (unhold_t - hold_t) <= 0.3, (first, last, hold_t, unhold_t)
+        assert (last + 1 - first) / 10 >= (unhold_t - hold_t) - 0.3, (first, last, hold_t, unhold_t)
+        assert windows[last + 1] == TALK_TONE, segments(windows)
+        previous_end, previous_unhold = last + 1, unhold_t
+    assert None not in windows[1:-1], segments(windows)
+
+
+def test_without_the_handler_the_caller_hears_default(lab, ari_lab, handler) -> None:
+    """The control: what this suite guards against really happens on this Asterisk."""
+    handler.stop()
+    call = Call(ari_lab, lab, "ari_no_handler", "alpha", 6)
+    call.at(1.5)
+    hold_t = call.hold()
+    call.at(4.0)
+    periods = [(hold_t, call.unhold())]
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, DEFAULT_TONE)
+
+
+def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> None:
+    alpha = Call(ari_lab, lab, "ari_alpha", "alpha", 8)
+    beta = Call(ari_lab, lab, "ari_beta", "beta", 8)
+    periods = {}
+    for call in (alpha, beta):
+        call.at(2.5)
+        periods[call.name] = [(call.hold(), 0.0)]
+    for call in (alpha, beta):
+        call.at(5.5)
+        periods[call.name] = [(periods[call.name][0][0], call.unhold())]
+    assert_holds(tones_heard(alpha.finish(), [A, B]), periods["ari_alpha"], A)
+    assert_holds(tones_heard(beta.finish(), [A, B]), periods["ari_beta"], B)
+    assert "action=forwarded" in handler.log.read_text()
+
+
+@pytest.mark.parametrize("tenant", ["gamma", "nobody", None])
+def test_tenant_on_default_or_unknown_hears_default(lab, ari_lab, handler, tenant) -> None:
+    call = Call(ari_lab, lab, f"ari_default_{tenant}", tenant, 6)
+    call.at(1.5)
+    hold_t = call.hold()
+    call.at(4.0)
+    periods = [(hold_t, call.unhold())]
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, DEFAULT_TONE)
+
+
+def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -> None:
+    call = Call(ari_lab, lab, "ari_recorded", "alpha", 7)
+    call.record_bridge()
+    call.at(2.0)
+    hold_t = call.hold()
+    call.at(5.0)
+    periods = [(hold_t, call.unhold())]
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    assert "action=started" in handler.log.read_text()
+
+
+def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
+    call = Call(ari_lab, lab, "ari_twenty", "alpha", 25)
+    periods = []
+    for i in range(20):
+        call.at(1.0 + i * 1.1)
+        hold_t = call.hold()
+        call.at(1.6 + i * 1.1)
+        periods.append((hold_t, call.unhold()))
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_holder_hangs_up_during_hold(lab, ari_lab, handler, recorded: bool) -> None:
+    call = Call(ari_lab, lab, f"ari_holder_gone_{int(recorded)}", "alpha", 6)
+    if recorded:
+        call.record_bridge()
+    call.at(1.5)
+    hold_t = call.hold()
+    call.at(3.0)
+    gone_t = call.hangup("user")
+    windows = tones_heard(call.finish(), [A, B])
+    music = [r for r in segments(windows) if r[0] == A]
+    assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4, segments(windows)
+    assert (music[0][2] + 1) / 10 - gone_t <= 0.3, (gone_t, segments(windows))  # music stops with the holder
+    assert "reason=holder" in handler.log.read_text()
+
+
+def test_caller_hangs_up_during_hold_then_next_hold_works(lab, ari_lab, handler) -> None:
+    call = Call(ari_lab, lab, "ari_caller_gone", "alpha", 6)
+    call.record_bridge()
+    call.at(1.5)
+    call.hold()
+    call.at(2.5)
+    call.hangup("caller")
+    call.unhold()
+    call.finish()
+    nxt = Call(ari_lab, lab, "ari_after_gone", "alpha", 5)
+    nxt.at(1.5)
+    hold_t = nxt.hold()
+    nxt.at(3.5)
+    periods = [(hold_t, nxt.unhold())]
+    assert_holds(tones_heard(nxt.finish(), [A, B]), periods, A)
+    assert handler.proc.poll() is None
+
+
+def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
+    call = Call(ari_lab, lab, "ari_restart", "alpha", 10)
+    call.record_bridge()  # softmix: the handler itself must start and stop the music
+    call.at(1.5)
+    first_hold = call.hold()
+    call.at(2.5)
+    handler.stop(signal.SIGKILL)
+    handler.start()  # resyncs: finds the hold through OOMA_MOH_HOLD on the holder
+    call.at(4.0)
+    first_unhold = call.unhold()  # the new process must stop music it did not start
+    call.at(5.5)
+    second_hold = call.hold()
+    call.at(7.5)
+    periods = [(first_hold, first_unhold), (second_hold, call.unhold())]
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    assert "holds in progress" in handler.log.read_text()
