@@ -63,7 +63,6 @@ def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, t
     lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True)
     lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True)
     lab_service.delete("gamma")
-    from ooma_moh.cli import build_service  # noqa: F401 - same catalog; sync publishes classes
     from ooma_moh.sync import Syncer
     Syncer(lab_settings, lab_service.catalog, lab_service.blobs).run(None)
     h = Handler(lab_settings, lab)
@@ -92,7 +91,7 @@ def assert_holds(windows: list, periods: list[tuple[float, float]], expected: fl
     music = [r for r in segments(windows) if r[0] not in (TALK_TONE, None)]
     assert [r[0] for r in music] == [expected] * len(periods), (segments(windows), periods)
     previous_end = previous_unhold = None
-    for (_, first, last), (hold_t, unhold_t) in zip(music, periods):
+    for (_, first, last), (hold_t, unhold_t) in zip(music, periods, strict=True):
         if previous_end is None:
             assert abs(first / 10 - hold_t) <= 0.4, (first, hold_t, segments(windows))
         else:
@@ -213,3 +212,50 @@ def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
     periods = [(first_hold, first_unhold), (second_hold, call.unhold())]
     assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
     assert "holds in progress" in handler.log.read_text()
+
+
+def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Settings, handler) -> None:
+    """The handler as a library object in our own event loop; its WebSocket is cut mid-hold."""
+    import asyncio
+    import threading
+
+    from ooma_moh.ari.client import AriClient
+    from ooma_moh.ari.hold import HoldHandler
+    from ooma_moh.ari.listener import EventListener
+    from ooma_moh.resolve import ClassResolver
+    from ooma_moh.storage import SqliteCatalog
+
+    handler.stop()  # this test runs its own
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    client = AriClient(lab_settings.ari_url, lab_settings.ari_user, lab_settings.ari_password)
+    hold_handler = HoldHandler(client, ClassResolver(SqliteCatalog(lab_settings.catalog_path), "tenant-"))
+    listener = EventListener(client, "ooma-moh-lib", hold_handler.handle, on_connect=hold_handler.resync)
+    task = asyncio.run_coroutine_threadsafe(listener.run(), loop)
+    run = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(15)  # noqa: E731
+    run(asyncio.wait_for(listener.connected.wait(), 10))
+
+    call = Call(ari_lab, lab, "ari_ws_cut", "alpha", 10)
+    call.record_bridge()
+    call.at(1.5)
+    first_hold = call.hold()
+    call.at(2.5)
+    run(listener.drop())
+    deadline = time.monotonic() + 10
+    while not (listener.connections == 2 and listener.connected.is_set()):
+        assert time.monotonic() < deadline, "the listener did not reconnect"
+        time.sleep(0.05)
+    assert len(hold_handler.holds) == 1  # rebuilt by the resync
+    call.at(4.0)
+    first_unhold = call.unhold()
+    call.at(5.5)
+    second_hold = call.hold()
+    call.at(7.5)
+    periods = [(first_hold, first_unhold), (second_hold, call.unhold())]
+    windows = tones_heard(call.finish(), [A, B])
+    run(listener.stop())
+    task.result(10)
+    run(client.close())
+    loop.call_soon_threadsafe(loop.stop)
+    assert_holds(windows, periods, A)
+    assert hold_handler.stats.actions["started"] == 2 and hold_handler.stats.actions["resynced"] == 1
