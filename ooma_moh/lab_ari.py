@@ -1,8 +1,8 @@
-"""A Stasis application on the lab's ARI, driven from synchronous tests.
+"""The lab's own ARI application (``ooma-lab``), driven from synchronous code (tests, benchmarks).
 
+It plays the provider's application: owns callers and SIP "phones", bridges them, and holds a
+phone, which makes chan_pjsip send a real re-INVITE a=sendonly over the lab's loopback endpoint.
 It runs ooma-moh's own ARI client and events listener on an event loop in a background thread.
-Tests use it to own channels that enter ``Stasis(ooma-lab)`` and to hold/unhold them, which makes
-chan_pjsip send a real re-INVITE a=sendonly over the lab's loopback endpoint.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import asyncio
 import queue
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from ooma_moh.ari.client import AriClient
-from ooma_moh.ari.listener import EventListener
-from ooma_moh.lab import LabAsterisk
+from .ari.client import AriClient
+from .ari.listener import EventListener
+from .lab import LabAsterisk
 
 
 class AriHarness:
