@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
 import json
 import sys
 from collections.abc import Callable
@@ -270,7 +269,19 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
 @main.group()
 def serve() -> None:
-    """Long-running services: the FastAGI server (and the ARI hold handler)."""
+    """Long-running services: the FastAGI server and the ARI hold handler."""
+
+
+def run_service(coro: Any) -> None:
+    """Run a service coroutine with INFO logging until it returns or is interrupted."""
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(coro)
+    except KeyboardInterrupt:
+        pass
 
 
 @serve.command("agi")
@@ -279,36 +290,12 @@ def serve() -> None:
 @handles_errors
 def serve_agi(ctx: click.Context, listen: str | None) -> None:
     """FastAGI server: AGI(agi://HOST:PORT/moh[?tenant=X]) sets the tenant's class on the channel."""
-    import asyncio
-    import logging
-
-    from .resolve import ClassResolver
-    from .agi.server import FastAgiServer
+    from .agi.server import run_fastagi
 
     settings: Settings = ctx.obj
     if listen:
         settings = dataclasses.replace(settings, agi_listen=listen)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    resolver = ClassResolver(SqliteCatalog(settings.catalog_path), settings.class_prefix)
-    host, port = settings.agi_address
-
-    async def run() -> None:
-        server = FastAgiServer(resolver)
-        bound = await server.start(host, port)
-        click.echo(f"ooma-moh FastAGI listening on {host}:{bound}", err=True)
-        serving = asyncio.current_task()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
-        try:
-            await server.serve_forever()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await server.close()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    run_service(run_fastagi(settings, SqliteCatalog(settings.catalog_path)))
 
 
 @serve.command("ari")
@@ -317,16 +304,9 @@ def serve_agi(ctx: click.Context, listen: str | None) -> None:
 @handles_errors
 def serve_ari(ctx: click.Context, app: str | None) -> None:
     """ARI hold handler: held callers hear the holder's tenant music (docs/ari.md)."""
-    import asyncio
-    import logging
-
     from .ari.service import run_hold_handler
 
     settings: Settings = ctx.obj
     if app:
         settings = dataclasses.replace(settings, ari_app=app)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(run_hold_handler(settings, SqliteCatalog(settings.catalog_path)))
-    except KeyboardInterrupt:
-        pass
+    run_service(run_hold_handler(settings, SqliteCatalog(settings.catalog_path)))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .protocol import MAX_ENV_LINES, MAX_LINE_BYTES, AgiRequest, AgiResponse, ProtocolError, parse_env_line, parse_response
+from ..config import Settings
 from ..resolve import ClassResolver
+from ..storage import Catalog
 from .route import ROUTE, Decision, choose_tenant, decide, needs_variable
 
 log = logging.getLogger(__name__)
@@ -110,3 +113,23 @@ class FastAgiServer:
             log.info("agi moh tenant=%s source=%s class=%s%s in %.1f ms", decision.tenant, decision.source,
                      decision.moh_class, f" fallback={decision.reason!r}" if decision.reason else "",
                      (time.perf_counter() - started) * 1000)
+
+
+async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
+    """``ooma-moh serve agi``: serve on ``settings.agi_listen`` until SIGTERM/SIGINT."""
+    server = FastAgiServer(ClassResolver(catalog, settings.class_prefix))
+    host, port = settings.agi_address
+    bound = await server.start(host, port)
+    log.info("FastAGI listening on %s:%d", host, bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(server.serve_forever(), name="fastagi")
+    try:
+        await stop.wait()
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await server.close()
+        log.info("FastAGI stopped after %d requests", server.handled)

@@ -1,0 +1,121 @@
+"""Hold benchmark on the lab Asterisk: N concurrent bridged calls, each held and unheld.
+
+Each call is the lab's ARI setup (a recorded caller and a tenant's SIP phone bridged by the
+ooma-lab application; tenants alternate between two with distinct tones; every 4th call's bridge
+is being recorded through ARI, which makes it softmix). All N calls are set up,
+then all phones hold (real re-INVITE a=sendonly), then all unhold. Run twice in the same process:
+with `ooma-moh serve ari` running, and without it (the baseline: what Asterisk does alone).
+
+Prints, per N: share of holds where the caller heard anything but the tenant's tone while held
+(any wrong-class or silent 100 ms window), the handler's ChannelHold -> music latency (its own
+log: 0 when Asterisk forwarded the hold with the preset class), and the handler's CPU time and
+peak memory.
+
+    .venv/bin/python bench/hold.py [--calls 50,200] [--hold 2.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+from ooma_moh.cli import build_service
+from ooma_moh.config import Settings
+from ooma_moh.lab import TALK_TONE, LabAsterisk
+from ooma_moh.lab_ari import AriHarness, Call
+from ooma_moh.media import synth_sample
+from ooma_moh.sync import Syncer
+from ooma_moh.tones import classify_windows
+
+TONES = {"alpha": 440.0, "beta": 660.0}
+
+
+def heard(wav_path: Path) -> list[float | None]:
+    with wave.open(str(wav_path)) as wav:
+        return classify_windows(wav.readframes(wav.getnframes()), wav.getframerate(),
+                                (*TONES.values(), TALK_TONE, 300.0))
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds used and peak RSS (kB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    peak = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+    return cpu, peak
+
+
+def run(lab: LabAsterisk, harness: AriHarness, n: int, hold_s: float, tag: str) -> dict[str, float]:
+    calls = []
+    for i in range(n):
+        tenant = "alpha" if i % 2 == 0 else "beta"
+        call = Call(harness, lab, f"{tag}_{i}", tenant, seconds=int(n * 0.4 + 30))
+        if i % 4 == 3:
+            call.record_bridge()  # a recorded call: softmix, Asterisk does not forward the hold
+        calls.append((tenant, call))
+    time.sleep(0.5)
+    for _, call in calls:
+        call.hold()
+    time.sleep(hold_s)
+    for _, call in calls:
+        call.unhold()
+    time.sleep(1.0)
+    wrong = 0
+    for tenant, call in calls:
+        call.hangup("caller")
+        windows = heard(call.finish())[1:-1]
+        expected = TONES[tenant]
+        music = sum(1 for w in windows if w == expected)
+        others = [w for w in windows if w not in (expected, TALK_TONE)]
+        if others or music < (hold_s - 0.3) * 10:
+            wrong += 1
+    return {"wrong_share": wrong / n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", default="50,200")
+    parser.add_argument("--hold", type=float, default=2.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ooma-moh-hold-") as tmp, LabAsterisk(Path(tmp) / "lab") as lab:
+        settings = Settings(**lab.settings_overrides())
+        service = build_service(settings)
+        for tenant, freq in TONES.items():
+            service.upload(tenant, synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0), accept_disclaimer=True)
+        Syncer(settings, service.catalog, service.blobs).run(None)
+        harness = AriHarness(lab).start()
+        env = {**os.environ, **{"OOMA_MOH_" + k.upper(): str(v) for k, v in settings.__dict__.items()}}
+        for n in (int(x) for x in args.calls.split(",")):
+            baseline = run(lab, harness, n, args.hold, f"base{n}")
+            log = Path(tmp) / f"handler-{n}.log"
+            proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env,
+                                    stderr=open(log, "w"))
+            while "resynced" not in log.read_text():
+                time.sleep(0.05)
+            cpu0, _ = proc_usage(proc.pid)
+            ours = run(lab, harness, n, args.hold, f"ours{n}")
+            cpu1, peak = proc_usage(proc.pid)
+            proc.terminate()
+            proc.wait(10)
+            text = log.read_text()
+            delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
+            actions = re.findall(r"hold action=(\w+)", text)
+            q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
+            print(f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
+                  f" without {baseline['wrong_share']:.0%}")
+            print(f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
+                  f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}")
+            print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
+        harness.stop()
+        service.catalog.close()
+
+
+if __name__ == "__main__":
+    main()
