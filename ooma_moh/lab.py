@@ -210,6 +210,13 @@ exten => lab-loop,1,Answer()
 exten => _caller-.,1,Stasis(ooma-lab,${{EXTEN}})
  same => n,Hangup()
 
+; ---- lab only: a third party that only talks (Local/talk@ooma-lab-talker, its ;1 put into an
+; ARI bridge by a test): a 1004 Hz milliwatt tone, close enough to TALK_TONE to count as talk.
+; (Not MusicOnHold: observed to play the class the handler presets on ;1, not lab-talk.)
+[ooma-lab-talker]
+exten => talk,1,Answer()
+ same => n,Milliwatt()
+
 ; ---- lab only: Local/mohstart-<class>@ooma-lab-mohstart times StartMusicOnHold(<class>) (the
 ; class lookup, realtime or not, and its directory scan) into {recordings}/<class>.start.
 [ooma-lab-mohstart]

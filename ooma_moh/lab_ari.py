@@ -99,6 +99,7 @@ class Call:
         harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=self.user)
         harness.request("POST", f"/channels/{self.phone}/moh", mohClass="lab-talk")
         self.started = time.monotonic()  # the recording's first frame: the phone starts talking
+        self.extra: list[str] = []
 
     def at(self, seconds: float) -> float:
         """Sleep until ``seconds`` after the call started; return the exact offset."""
@@ -121,6 +122,15 @@ class Call:
         self.harness.request("POST", f"/bridges/{self.bridge}/record", name=f"bridge-{self.name}",
                              format="wav", ifExists="overwrite")
 
+    def add_talker(self) -> str:
+        """A third real party that talks (lab-talk tone) joins the bridge; its channel id."""
+        self.harness.request("POST", "/channels", endpoint="Local/talk@ooma-lab-talker/n", app="ooma-lab",
+                             appArgs=f"third-{self.name}")
+        third = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"third-{self.name}"])["channel"]["id"]
+        self.harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=third)
+        self.extra.append(third)
+        return third
+
     def hangup(self, which: str) -> float:
         offset = time.monotonic() - self.started
         self.harness.request("DELETE", f"/channels/{getattr(self, which)}")
@@ -129,7 +139,7 @@ class Call:
     def finish(self) -> Path:
         """Wait for the recording; tear down what is left of the call."""
         wav = self.lab.wait_recording(self.wav)
-        for channel in (self.phone, self.user, self.caller):
+        for channel in (self.phone, self.user, self.caller, *self.extra):
             try:
                 self.harness.request("DELETE", f"/channels/{channel}")
             except Exception:  # already gone

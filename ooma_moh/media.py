@@ -210,7 +210,7 @@ class FfmpegConverter:
             args += ["-map", f"[{ext}]", "-c:a", codec, "-fflags", "+bitexact", "-f", fmt, "-y", str(files[ext])]
         code, log = self._run(args)
         if code != 0:
-            raise MediaToolError(f"ffmpeg failed to encode renditions: {log.strip().splitlines()[-1:]}")
+            raise MediaToolError(f"ffmpeg failed to encode renditions: {_last_line(log, code)}")
         return files
 
     def limit(self, pcm: Path, plan: LoudnessPlan, out: Path) -> tuple[float, float]:
@@ -219,7 +219,7 @@ class FfmpegConverter:
         code, log = self._run(["-f", "f32le", "-ar", str(PCM_RATE), "-ac", "1", "-i", str(pcm),
                                "-filter_complex", graph, "-map", "[pcm]", "-f", "f32le", "-y", str(out)])
         if code != 0:
-            raise MediaToolError(f"ffmpeg failed to limit: {log.strip().splitlines()[-1:]}")
+            raise MediaToolError(f"ffmpeg failed to limit: {_last_line(log, code)}")
         return parse_ebur128(log)
 
     def convert(self, source: Path, workdir: Path) -> Conversion:
@@ -241,6 +241,11 @@ class FfmpegConverter:
         files = self.encode(pcm, plan, workdir / "rendition")
         pcm.unlink()
         return Conversion(container, samples * 1000 // PCM_RATE, lufs, peak, first_plan, files)
+
+
+def _last_line(log: str, code: int) -> str:
+    lines = log.strip().splitlines()
+    return lines[-1] if lines else f"exit {code}"
 
 
 def write_wav(sln16: bytes, out: Path) -> None:

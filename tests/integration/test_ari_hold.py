@@ -151,6 +151,19 @@ def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -
     assert "action=started" in handler.log.read_text()
 
 
+def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
+    """With two other real parties still talking, a hold plays nothing into the conference."""
+    call = Call(ari_lab, lab, "ari_conference", "alpha", 6)
+    call.add_talker()
+    call.at(1.5)
+    call.hold()
+    call.at(4.0)
+    call.unhold()
+    windows = tones_heard(call.finish(), [A, B])
+    assert set(windows[1:-1]) == {TALK_TONE}, segments(windows)  # the caller still hears the third party
+    assert "action=conference" in handler.log.read_text()
+
+
 def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
     call = Call(ari_lab, lab, "ari_twenty", "alpha", 25)
     periods = []
