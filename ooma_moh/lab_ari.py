@@ -83,10 +83,14 @@ class AriHarness:
 class Call:
     """A recorded caller bridged (by the ooma-lab application) with a tenant's SIP "phone"."""
 
-    def __init__(self, harness: AriHarness, lab: LabAsterisk, name: str, tenant: str | None, seconds: int) -> None:
+    def __init__(self, harness: AriHarness, lab: LabAsterisk, name: str, tenant: str | None, seconds: int,
+                 caller_tenant: str | None = None) -> None:
         self.harness, self.lab, self.name = harness, lab, name
         self.wav = lab.start_call_recording(name, seconds, f"caller-{name}@ooma-lab-stasis")
         self.caller = harness.wait_event("StasisStart", lambda e: e["args"] == [f"caller-{name}"])["channel"]["id"]
+        if caller_tenant is not None:  # the caller is itself a user of some tenant
+            harness.request("POST", f"/channels/{self.caller}/variable", variable="OOMA_MOH_TENANT",
+                            value=caller_tenant)
         self.bridge = harness.request("POST", "/bridges", type="mixing")["id"]
         harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=self.caller)
         variables = {"PJSIP_HEADER(add,X-Lab-Call)": name}
@@ -121,6 +125,14 @@ class Call:
         """Record the bridge through ARI, which turns it into a softmix bridge."""
         self.harness.request("POST", f"/bridges/{self.bridge}/record", name=f"bridge-{self.name}",
                              format="wav", ifExists="overwrite")
+
+    def add_listener(self, name: str, seconds: int) -> Path:
+        """Another recorded caller joins the bridge; returns its recording."""
+        wav = self.lab.start_call_recording(name, seconds, f"caller-{name}@ooma-lab-stasis")
+        other = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"caller-{name}"])["channel"]["id"]
+        self.harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=other)
+        self.extra.append(other)
+        return wav
 
     def add_talker(self) -> str:
         """A third real party that talks (lab-talk tone) joins the bridge; its channel id."""

@@ -151,6 +151,30 @@ def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -
     assert "action=started" in handler.log.read_text()
 
 
+def test_users_of_two_tenants_holder_decides(lab, ari_lab, handler) -> None:
+    """The caller is a user of beta; alpha's user holds: the caller hears alpha's music."""
+    call = Call(ari_lab, lab, "ari_two_tenants", "alpha", 6, caller_tenant="beta")
+    call.at(1.5)
+    hold_t = call.hold()
+    call.at(4.0)
+    periods = [(hold_t, call.unhold())]
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+
+
+def test_channel_joining_during_hold_hears_the_music(lab, ari_lab, handler) -> None:
+    call = Call(ari_lab, lab, "ari_joined", "alpha", 7)
+    call.at(1.5)
+    call.hold()
+    call.at(2.5)
+    late = call.add_listener("ari_late", 3)
+    joined_wav = lab.wait_recording(late)
+    call.unhold()
+    call.finish()
+    windows = tones_heard(joined_wav, [A, B])
+    assert windows[1:-1] and set(windows[1:-1]) == {A}, segments(windows)
+    assert "action=joined-during-hold" in handler.log.read_text()
+
+
 def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
     """With two other real parties still talking, a hold plays nothing into the conference."""
     call = Call(ari_lab, lab, "ari_conference", "alpha", 6)
