@@ -238,7 +238,7 @@ def sync(ctx: click.Context, tenants: tuple[str, ...], all_: bool, dry_run: bool
     targets = None if all_ else list(tenants)
     try:
         if all_ and not as_json and not dry_run and sys.stdout.isatty():
-            total = len(syncer.catalog.list())
+            total = len(syncer.run(None, dry_run=True).plan)  # one step per class in the plan
             with click.progressbar(length=total, label="syncing", file=sys.stderr) as bar:
                 report = syncer.run(targets, progress=bar.update)
         else:
