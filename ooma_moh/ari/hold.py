@@ -279,9 +279,35 @@ class HoldHandler:
                 if moh_class is None and HOLD_VARIABLE not in channel.variables:
                     moh_class = await self.ari.get_variable(cid, HOLD_VARIABLE) or None
                 if moh_class:
-                    await self._reattach(channel, bridge, moh_class, previous.get(cid))
+                    if await self._still_held(cid) is False:
+                        await self._missed_unhold(channel, bridge)
+                    else:
+                        await self._reattach(channel, bridge, moh_class, previous.get(cid))
         log.info("resynced: %d channels, %d bridges, %d holds in progress", len(channels), len(bridges),
                  len(self.holds))
+
+    async def _still_held(self, channel_id: str) -> bool | None:
+        """Whether the holder's phone still holds: ``CHANNEL(rtp,hold)`` (PJSIP channels; None
+        where Asterisk cannot say)."""
+        try:
+            value = await self.ari.get_variable(channel_id, "CHANNEL(rtp,hold)")
+        except AsteriskError:
+            return None
+        return None if value is None else value.strip() == "1"
+
+    async def _missed_unhold(self, holder: Channel, bridge: Bridge) -> None:
+        """The holder unheld while we were away: stop the music we may have started (Asterisk
+        stopped a forwarded hold's music itself) and clear the mark."""
+        if not (bridge.forwards_hold and len(bridge.channel_ids) == 2):
+            for party in await self._parties(bridge):
+                if party.id != holder.id:
+                    try:
+                        await self.ari.stop_moh(party.id)
+                    except AsteriskError as exc:
+                        log.info("stop MOH on %s (missed unhold): %s", party.id, exc)
+        await self._remember_hold(holder.id, "")
+        self.stats.actions["missed-unhold"] += 1
+        log.info("hold ended while disconnected holder=%s: music stopped", holder.name)
 
     async def _reattach(self, holder: Channel, bridge: Bridge, moh_class: str, known: ActiveHold | None) -> None:
         hold = ActiveHold(holder.id, bridge.id, moh_class, set(known.listeners) if known else set())

@@ -251,6 +251,25 @@ def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
     assert "holds in progress" in handler.log.read_text()
 
 
+def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler) -> None:
+    call = Call(ari_lab, lab, "ari_missed_unhold", "alpha", 7)
+    call.record_bridge()  # softmix: the music is the handler's to stop
+    call.at(1.5)
+    hold_t = call.hold()
+    call.at(2.5)
+    handler.stop(signal.SIGKILL)
+    call.at(3.0)
+    unhold_t = call.unhold()
+    handler.start()  # resync: OOMA_MOH_HOLD says "holding", CHANNEL(rtp,hold) says it is over
+    stopped_t = time.monotonic() - call.started
+    windows = tones_heard(call.finish(), [A, B])
+    music = [r for r in segments(windows) if r[0] == A]
+    assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4, segments(windows)
+    assert (music[0][2] + 1) / 10 <= stopped_t + 0.3, (unhold_t, stopped_t, segments(windows))
+    assert windows[music[0][2] + 1] == TALK_TONE, segments(windows)
+    assert "hold ended while disconnected" in handler.log.read_text()
+
+
 def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Settings, handler) -> None:
     """The handler as a library object in our own event loop; its WebSocket is cut mid-hold."""
     import asyncio
