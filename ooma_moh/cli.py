@@ -17,7 +17,7 @@ from .asterisk_cli import AsteriskCli
 from .config import Settings, load_settings
 from .errors import OomaMohError, ReloadPending
 from .media import FfmpegConverter, write_wav
-from .model import FORMATS_BY_EXTENSION, TenantMoh
+from .model import FORMATS_BY_EXTENSION, TenantMoh, validate_endpoint, validate_tenant_id
 from .service import MohService
 from .storage import BlobStore, SqliteCatalog
 from .sync import Change, Syncer, SyncReport
@@ -310,3 +310,35 @@ def serve_ari(ctx: click.Context, app: str | None) -> None:
     if app:
         settings = dataclasses.replace(settings, ari_app=app)
     run_service(run_hold_handler(settings, SqliteCatalog(settings.catalog_path)))
+
+
+@main.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+@handles_errors
+def endpoints(ctx: click.Context, as_json: bool) -> None:
+    """The endpoint -> tenant map the ARI hold handler falls back to (list it; or set/remove)."""
+    if ctx.invoked_subcommand is None:
+        mapping = service_of(ctx).catalog.endpoints()
+        emit(ctx, as_json, mapping, "\n".join(f"{e:<40} {t}" for e, t in mapping.items()) or "no endpoints mapped")
+
+
+@endpoints.command("set")
+@click.argument("endpoint")
+@click.argument("tenant")
+@click.pass_context
+@handles_errors
+def endpoints_set(ctx: click.Context, endpoint: str, tenant: str) -> None:
+    """Map ENDPOINT (e.g. PJSIP/acme-100) to TENANT."""
+    service_of(ctx).catalog.map_endpoint(validate_endpoint(endpoint), validate_tenant_id(tenant))
+    click.echo(f"{endpoint} -> {tenant}")
+
+
+@endpoints.command("remove")
+@click.argument("endpoint")
+@click.pass_context
+@handles_errors
+def endpoints_remove(ctx: click.Context, endpoint: str) -> None:
+    """Remove ENDPOINT's mapping."""
+    service_of(ctx).catalog.map_endpoint(validate_endpoint(endpoint), None)
+    click.echo(f"{endpoint} unmapped")

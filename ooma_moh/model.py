@@ -19,6 +19,7 @@ from .errors import InvalidTenantId
 
 TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 CLASS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
+ENDPOINT_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}/[A-Za-z0-9][A-Za-z0-9_.+@-]{0,127}")
 DEFAULT_CLASS = "default"
 
 
@@ -34,6 +35,20 @@ def validate_tenant_id(value: object) -> str:
             " starting with a letter or digit"
         )
     return value
+
+
+def validate_endpoint(value: object) -> str:
+    """Return ``value`` if it looks like an Asterisk endpoint (``TECH/resource``), else raise."""
+    if not isinstance(value, str) or ENDPOINT_PATTERN.fullmatch(value) is None:
+        raise InvalidTenantId(f"invalid endpoint {value!r}: expected TECH/resource, e.g. PJSIP/acme-100")
+    return value
+
+
+def endpoint_of_channel(channel_name: str) -> str | None:
+    """``PJSIP/acme-100-0000002a`` -> ``PJSIP/acme-100``; None for names without that suffix
+    (Local, Announcer, ... channels)."""
+    match = re.fullmatch(r"([A-Za-z0-9]+/.+)-[0-9a-f]{8}", channel_name)
+    return match.group(1) if match else None
 
 
 def moh_class_name(tenant_id: str, prefix: str = "tenant-") -> str:

@@ -46,3 +46,11 @@ class ClassResolver:
             answer = (record.moh_class(self.prefix), None)
         self._cache[tenant] = (time.monotonic(), *answer)
         return answer
+
+    def tenant_of_endpoint(self, endpoint: str) -> str | None:
+        """The tenant mapped to ``endpoint`` in the catalog (blocking; None on any problem)."""
+        try:
+            with self._lock:
+                return self.catalog.endpoint_tenant(endpoint)
+        except OomaMohError:
+            return None

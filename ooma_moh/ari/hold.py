@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import AsteriskError
-from ..model import DEFAULT_CLASS
+from ..model import DEFAULT_CLASS, endpoint_of_channel
 from ..resolve import ClassResolver
 from .client import AriClient
 from .events import HOLD_VARIABLE, TENANT_VARIABLE, Bridge, Channel, Event
@@ -119,11 +119,15 @@ class HoldHandler:
         return self.channels[channel_id]
 
     async def _tenant_of(self, channel: Channel) -> str | None:
+        """OOMA_MOH_TENANT, else the accountcode, else the catalog's endpoint map."""
         if channel.id not in self._tenants:
             if TENANT_VARIABLE in channel.variables:  # ari.conf exports it
                 tenant = channel.tenant_hint
             else:
                 tenant = await self.ari.get_variable(channel.id, TENANT_VARIABLE) or channel.accountcode or None
+            endpoint = endpoint_of_channel(channel.name)
+            if tenant is None and endpoint is not None and not channel.is_helper:
+                tenant = await self.run_blocking(self.resolver.tenant_of_endpoint, endpoint)
             self._tenants[channel.id] = tenant
         return self._tenants[channel.id]
 

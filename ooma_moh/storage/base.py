@@ -40,6 +40,15 @@ class Catalog(Protocol):
     def set_default(self, tenant_id: str, at: datetime) -> TenantMoh | None:
         """Drop the tenant's file, back to default music; None if the tenant is unknown."""
 
+    def endpoint_tenant(self, endpoint: str) -> str | None:
+        """The tenant an endpoint (e.g. ``PJSIP/acme-100``) is mapped to, if any."""
+
+    def map_endpoint(self, endpoint: str, tenant_id: str | None) -> None:
+        """Map an endpoint to a tenant (None removes the mapping)."""
+
+    def endpoints(self) -> dict[str, str]:
+        """Every endpoint mapping: endpoint -> tenant."""
+
     def referenced_blobs(self) -> set[str]:
         """sha256 of every original and rendition the catalog references."""
 

@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_tenant ON audit (tenant_id, id);
+CREATE TABLE IF NOT EXISTS endpoints (
+    endpoint TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL
+);
 """
 
 
@@ -192,6 +196,21 @@ class SqliteCatalog:
             "INSERT INTO audit (at, tenant_id, action, detail) VALUES (?, ?, ?, ?)",
             (_ts(at), tenant_id, action, json.dumps(detail, sort_keys=True)),
         )
+
+    def endpoint_tenant(self, endpoint: str) -> str | None:
+        rows = self._query("SELECT tenant_id FROM endpoints WHERE endpoint = ?", (endpoint,))
+        return rows[0][0] if rows else None
+
+    def map_endpoint(self, endpoint: str, tenant_id: str | None) -> None:
+        with self._write() as db:
+            if tenant_id is None:
+                db.execute("DELETE FROM endpoints WHERE endpoint = ?", (endpoint,))
+            else:
+                db.execute("INSERT INTO endpoints (endpoint, tenant_id) VALUES (?, ?) ON CONFLICT (endpoint)"
+                           " DO UPDATE SET tenant_id = excluded.tenant_id", (endpoint, tenant_id))
+
+    def endpoints(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self._query("SELECT endpoint, tenant_id FROM endpoints ORDER BY endpoint")}
 
     def referenced_blobs(self) -> set[str]:
         rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")

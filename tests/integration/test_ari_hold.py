@@ -151,6 +151,17 @@ def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -
     assert "action=started" in handler.log.read_text()
 
 
+def test_tenant_from_the_endpoint_map(lab, ari_lab, handler, lab_service: MohService) -> None:
+    """No OOMA_MOH_TENANT, no accountcode: the holder's endpoint is mapped to alpha."""
+    lab_service.catalog.map_endpoint("PJSIP/lab-loop", "alpha")
+    call = Call(ari_lab, lab, "ari_endpoint_map", None, 6)
+    call.at(1.5)
+    hold_t = call.hold()
+    call.at(4.0)
+    periods = [(hold_t, call.unhold())]
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+
+
 def test_users_of_two_tenants_holder_decides(lab, ari_lab, handler) -> None:
     """The caller is a user of beta; alpha's user holds: the caller hears alpha's music."""
     call = Call(ari_lab, lab, "ari_two_tenants", "alpha", 6, caller_tenant="beta")

@@ -86,3 +86,14 @@ def test_invalid_tenant_and_config(run, tmp_path: Path) -> None:
     bad.write_text("class_prefix = 'a b'\n")
     result = CliRunner().invoke(main, ["--config", str(bad), "list"])
     assert result.exit_code == 1 and "class_prefix" in result.output
+
+
+def test_endpoint_map(run) -> None:
+    assert json.loads(run("endpoints", "--json")) == {}
+    assert run("endpoints", "set", "PJSIP/acme-100", "acme").strip() == "PJSIP/acme-100 -> acme"
+    run("endpoints", "set", "PJSIP/acme-101", "acme")
+    assert json.loads(run("endpoints", "--json")) == {"PJSIP/acme-100": "acme", "PJSIP/acme-101": "acme"}
+    run("endpoints", "remove", "PJSIP/acme-100")
+    assert json.loads(run("endpoints", "--json")) == {"PJSIP/acme-101": "acme"}
+    assert "invalid endpoint" in run("endpoints", "set", "not an endpoint", "acme", code=1)
+    assert "invalid tenant id" in run("endpoints", "set", "PJSIP/x", "../a", code=1)

@@ -70,3 +70,16 @@ def test_settings_are_frozen() -> None:
     s = Settings(home="/x")
     with pytest.raises(AttributeError):
         s.home = Path("/y")  # type: ignore[misc]
+
+
+def test_endpoint_of_channel_and_validation() -> None:
+    from ooma_moh.model import endpoint_of_channel, validate_endpoint
+
+    assert endpoint_of_channel("PJSIP/acme-100-0000002a") == "PJSIP/acme-100"
+    assert endpoint_of_channel("PJSIP/lab-loop-00000001") == "PJSIP/lab-loop"
+    assert endpoint_of_channel("Local/rec@ctx-00000001;1") is None
+    assert endpoint_of_channel("Announcer/ARI-0001") is None
+    assert validate_endpoint("PJSIP/acme-100") == "PJSIP/acme-100"
+    for bad in ("acme-100", "PJSIP/", "PJSIP/a b", "PJSIP/x\n", "../etc"):
+        with pytest.raises(InvalidTenantId, match="invalid endpoint"):
+            validate_endpoint(bad)
