@@ -104,15 +104,20 @@ def assert_holds(windows: list, periods: list[tuple[float, float]], expected: fl
     assert None not in windows[1:-1], segments(windows)
 
 
-def test_without_the_handler_the_caller_hears_default(lab, ari_lab, handler) -> None:
-    """The control: what this suite guards against really happens on this Asterisk."""
-    handler.stop()
-    call = Call(ari_lab, lab, "ari_no_handler", "alpha", 6)
+def hold_once_and_check(call: Call, expected: float) -> None:
+    """Hold from 1.5 s to 4.0 s into the call; the caller must hear ``expected`` exactly then."""
     call.at(1.5)
     hold_t = call.hold()
     call.at(4.0)
     periods = [(hold_t, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, DEFAULT_TONE)
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, expected)
+
+
+def test_without_the_handler_the_caller_hears_default(lab, ari_lab, handler) -> None:
+    """The control: what this suite guards against really happens on this Asterisk."""
+    handler.stop()
+    call = Call(ari_lab, lab, "ari_no_handler", "alpha", 6)
+    hold_once_and_check(call, DEFAULT_TONE)
 
 
 def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> None:
@@ -133,11 +138,7 @@ def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> N
 @pytest.mark.parametrize("tenant", ["gamma", "nobody", None])
 def test_tenant_on_default_or_unknown_hears_default(lab, ari_lab, handler, tenant) -> None:
     call = Call(ari_lab, lab, f"ari_default_{tenant}", tenant, 6)
-    call.at(1.5)
-    hold_t = call.hold()
-    call.at(4.0)
-    periods = [(hold_t, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, DEFAULT_TONE)
+    hold_once_and_check(call, DEFAULT_TONE)
 
 
 def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -> None:
@@ -155,21 +156,13 @@ def test_tenant_from_the_endpoint_map(lab, ari_lab, handler, lab_service: MohSer
     """No OOMA_MOH_TENANT, no accountcode: the holder's endpoint is mapped to alpha."""
     lab_service.catalog.map_endpoint("PJSIP/lab-loop", "alpha")
     call = Call(ari_lab, lab, "ari_endpoint_map", None, 6)
-    call.at(1.5)
-    hold_t = call.hold()
-    call.at(4.0)
-    periods = [(hold_t, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    hold_once_and_check(call, A)
 
 
 def test_users_of_two_tenants_holder_decides(lab, ari_lab, handler) -> None:
     """The caller is a user of beta; alpha's user holds: the caller hears alpha's music."""
     call = Call(ari_lab, lab, "ari_two_tenants", "alpha", 6, caller_tenant="beta")
-    call.at(1.5)
-    hold_t = call.hold()
-    call.at(4.0)
-    periods = [(hold_t, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    hold_once_and_check(call, A)
 
 
 def test_channel_joining_during_hold_hears_the_music(lab, ari_lab, handler) -> None:
