@@ -67,8 +67,9 @@ class Bridge:
 
     @property
     def forwards_hold(self) -> bool:
-        """Whether Asterisk itself passes a hold to the other party (2-party technologies)."""
-        return self.technology in FORWARDING_TECHNOLOGIES
+        """Whether Asterisk itself passes a hold to the other party: exactly two channels, in a
+        2-party technology (a softmix bridge, or any helper channel, stops forwarding)."""
+        return self.technology in FORWARDING_TECHNOLOGIES and len(self.channel_ids) == 2
 
 
 @dataclass(frozen=True)

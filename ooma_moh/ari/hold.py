@@ -140,6 +140,10 @@ class HoldHandler:
         members = [await self._channel(cid) for cid in bridge.channel_ids]
         return [c for c in members if not c.is_helper]
 
+    async def _others(self, bridge: Bridge, holder_id: str) -> list[Channel]:
+        """The real parties of ``bridge`` other than the holder."""
+        return [p for p in await self._parties(bridge) if p.id != holder_id]
+
     async def _set_class(self, channel_id: str, moh_class: str) -> None:
         if self.preset.get(channel_id) != moh_class:
             await self.ari.set_variable(channel_id, MUSIC_CLASS, moh_class)
@@ -203,12 +207,12 @@ class HoldHandler:
         hold = ActiveHold(holder.id, bridge.id, moh_class)
         self.holds[holder.id] = hold
         await self._remember_hold(holder.id, moh_class)
-        others = [p for p in await self._parties(bridge) if p.id != holder.id]
+        others = await self._others(bridge, holder.id)
         if not others:
             action = "alone"
         elif len(others) > 1:
             action = "conference"  # 2+ people still talking: no music into the conference
-        elif bridge.forwards_hold and len(bridge.channel_ids) == 2:
+        elif bridge.forwards_hold:
             held = others[0]
             current = self.preset.get(held.id) or await self.ari.get_variable(held.id, MUSIC_CLASS)
             if current == moh_class:
@@ -302,13 +306,12 @@ class HoldHandler:
     async def _missed_unhold(self, holder: Channel, bridge: Bridge) -> None:
         """The holder unheld while we were away: stop the music we may have started (Asterisk
         stopped a forwarded hold's music itself) and clear the mark."""
-        if not (bridge.forwards_hold and len(bridge.channel_ids) == 2):
-            for party in await self._parties(bridge):
-                if party.id != holder.id:
-                    try:
-                        await self.ari.stop_moh(party.id)
-                    except AsteriskError as exc:
-                        log.info("stop MOH on %s (missed unhold): %s", party.id, exc)
+        if not bridge.forwards_hold:
+            for party in await self._others(bridge, holder.id):
+                try:
+                    await self.ari.stop_moh(party.id)
+                except AsteriskError as exc:
+                    log.info("stop MOH on %s (missed unhold): %s", party.id, exc)
         await self._remember_hold(holder.id, "")
         self.stats.actions["missed-unhold"] += 1
         log.info("hold ended while disconnected holder=%s: music stopped", holder.name)
@@ -316,9 +319,9 @@ class HoldHandler:
     async def _reattach(self, holder: Channel, bridge: Bridge, moh_class: str, known: ActiveHold | None) -> None:
         hold = ActiveHold(holder.id, bridge.id, moh_class, set(known.listeners) if known else set())
         self.holds[holder.id] = hold
-        others = [p for p in await self._parties(bridge) if p.id != holder.id]
+        others = await self._others(bridge, holder.id)
         if len(others) == 1:
-            if bridge.forwards_hold and len(bridge.channel_ids) == 2:
+            if bridge.forwards_hold:
                 hold.listeners.add(others[0].id)  # Asterisk plays the forwarded hold's music
             elif others[0].id not in hold.listeners:
                 await self._start_music(others[0].id, hold)

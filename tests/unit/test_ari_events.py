@@ -22,7 +22,8 @@ def test_channel_tenant_and_helpers() -> None:
 
 def test_bridge_forwarding() -> None:
     assert Bridge.from_json({"id": "b", "technology": "simple_bridge", "channels": ["1", "2"]}).forwards_hold
-    assert Bridge.from_json({"id": "b", "technology": "native_rtp"}).forwards_hold
+    assert Bridge.from_json({"id": "b", "technology": "native_rtp", "channels": ["1", "2"]}).forwards_hold
+    assert not Bridge.from_json({"id": "b", "technology": "simple_bridge", "channels": ["1"]}).forwards_hold
     soft = Bridge.from_json({"id": "b", "technology": "softmix", "channels": ["1", "2", "3"]})
     assert not soft.forwards_hold and soft.channel_ids == ("1", "2", "3")
 
