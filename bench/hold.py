@@ -28,7 +28,7 @@ import wave
 from pathlib import Path
 
 from ooma_moh.cli import build_service
-from ooma_moh.config import Settings
+from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import TALK_TONE, LabAsterisk
 from ooma_moh.lab_ari import AriHarness, Call
 from ooma_moh.media import synth_sample
@@ -91,7 +91,7 @@ def main() -> None:
             service.upload(tenant, synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0), accept_disclaimer=True)
         Syncer(settings, service.catalog, service.blobs).run(None)
         harness = AriHarness(lab).start()
-        env = {**os.environ, **{"OOMA_MOH_" + k.upper(): str(v) for k, v in settings.__dict__.items()}}
+        env = {**os.environ, **settings_environ(settings)}
         for n in (int(x) for x in args.calls.split(",")):
             baseline = run(lab, harness, n, args.hold, f"base{n}")
             log = Path(tmp) / f"handler-{n}.log"

@@ -62,7 +62,6 @@ def tone_share(wav_path: Path, freq: float) -> float:
 
 
 def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str, float]:
-    home = lab.home
     settings = Settings(**lab.settings_overrides(), publish_mode=mode)
     out: dict[str, float] = {}
     syncer_service = build_service(settings)
@@ -104,7 +103,6 @@ def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str,
     out["moh_start_s"] = statistics.median(starts)
     out["default_start_s"] = statistics.median(defaults)
     syncer_service.catalog.close()
-    del home
     return out
 
 

@@ -153,3 +153,9 @@ def load_settings(
         if raw is not None:
             values[name] = _coerce(name, raw)
     return Settings(**values)
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``OOMA_MOH_*`` variables that reproduce ``settings`` in a child process (the inverse of
+    the environment layer of :func:`load_settings`)."""
+    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}

@@ -128,4 +128,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``OOMA_MOH_*`` variables that reproduce ``settings`` in a child process."""
     import os
 
-    return {**os.environ, **{"OOMA_MOH_" + k.upper(): str(v) for k, v in settings.__dict__.items()}}
+    from ooma_moh.config import settings_environ
+
+    return {**os.environ, **settings_environ(settings)}

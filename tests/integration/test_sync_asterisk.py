@@ -7,7 +7,6 @@ the recording is matched to the tone of a tenant (or of the lab's `default` clas
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sqlite3
@@ -20,23 +19,19 @@ import pytest
 from click.testing import CliRunner
 
 from ooma_moh.cli import main
-from ooma_moh.config import Settings
+from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from ooma_moh.service import MohService
 from ooma_moh.sync import Syncer
 from tests.audio import tone
-from tests.integration.conftest import longest_silence, tones_heard
+from tests.integration.conftest import longest_silence, settings_env, tones_heard
 
 A, B, C = 440.0, 660.0, 880.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(settings: Settings, *args: str, code: int = 0) -> str:
-    env = {"OOMA_MOH_" + k.upper(): str(v) for k, v in {
-        "home": settings.home, "publish_mode": settings.publish_mode, "retain_old_s": settings.retain_old_s,
-        "ari_url": settings.ari_url, "ari_user": settings.ari_user, "ari_password": settings.ari_password,
-        "asterisk_cli": settings.asterisk_cli}.items()}
-    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    result = CliRunner().invoke(main, list(args), env=settings_environ(settings), catch_exceptions=False)
     assert result.exit_code == code, result.output
     return result.output
 
@@ -213,9 +208,8 @@ def test_killed_sync_converges_on_rerun(lab: LabAsterisk, lab_settings: Settings
     upload(lab_service, "gamma", B, tmp_path)  # added
     lab_service.delete("beta")                 # removed
 
-    env = {**os.environ, **{"OOMA_MOH_" + k.upper(): str(v) for k, v in lab_settings.__dict__.items()}}
     proc = subprocess.run([sys.executable, "-m", "tests.integration.sync_crash_driver", point],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+                          cwd=ROOT, env=settings_env(lab_settings), capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     out = json.loads(cli(lab_settings, "sync", "--all", "--json"))

@@ -83,3 +83,11 @@ def test_endpoint_of_channel_and_validation() -> None:
     for bad in ("acme-100", "PJSIP/", "PJSIP/a b", "PJSIP/x\n", "../etc"):
         with pytest.raises(InvalidTenantId, match="invalid endpoint"):
             validate_endpoint(bad)
+
+
+def test_settings_environ_round_trips(tmp_path: Path) -> None:
+    from ooma_moh.config import settings_environ
+
+    original = Settings(home=tmp_path, publish_mode="static", retain_old_s=0, class_prefix="t-",
+                        ari_password="secret", agi_listen="127.0.0.1:5000")
+    assert load_settings(environ=settings_environ(original)) == original
