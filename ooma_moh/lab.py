@@ -217,6 +217,15 @@ exten => _caller-.,1,Stasis(ooma-lab,${{EXTEN}})
 exten => talk,1,Answer()
  same => n,Milliwatt()
 
+; ---- lab only: device-state churn, as a busy PBX has (every call start and end changes one):
+; Local/churn@ooma-lab-churn flips Custom:lab-churn about 50 times a second until hung up.
+[ooma-lab-churn]
+exten => churn,1,Answer()
+ same => n(flip),Set(DEVICE_STATE(Custom:lab-churn)=INUSE)
+ same => n,Set(DEVICE_STATE(Custom:lab-churn)=NOT_INUSE)
+ same => n,Wait(0.02)
+ same => n,Goto(flip)
+
 ; ---- lab only: Local/mohstart-<class>@ooma-lab-mohstart times StartMusicOnHold(<class>) (the
 ; class lookup, realtime or not, and its directory scan) into {recordings}/<class>.start.
 [ooma-lab-mohstart]
@@ -428,6 +437,16 @@ class LabAsterisk:
                 raise AsteriskError(f"recording {wav.name} did not finish within {timeout:.0f} s")
             time.sleep(0.1)
         return wav
+
+    def start_churn(self, seconds: int = 600) -> None:
+        """Keep device states changing (about 50 a second) for ``seconds`` s."""
+        self.cli(f"channel originate Local/churn@ooma-lab-churn/n application Wait {int(seconds)}")
+
+    def stop_churn(self) -> None:
+        """Hang up the churn channels."""
+        for line in self.cli("core show channels concise").splitlines():
+            if line.startswith("Local/churn@ooma-lab-churn"):
+                self.cli(f"channel request hangup {line.split('!', 1)[0]}")
 
     def moh_start_seconds(self, moh_class: str, timeout: float = 30.0) -> float:
         """How long Asterisk's StartMusicOnHold(``moh_class``) took on a fresh channel."""

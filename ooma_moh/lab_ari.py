@@ -27,7 +27,7 @@ class AriHarness:
         self.loop = asyncio.new_event_loop()
         self.client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.listener = EventListener(self.client, app, self._on_event, subscribe_all=False)
+        self.listener = EventListener(self.client, app, self._on_event, event_sources=())
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._task: asyncio.Future[None] | None = None
         self._backlog: list[dict[str, Any]] = []

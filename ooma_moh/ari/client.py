@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -74,6 +75,16 @@ class AriClient:
     async def asterisk_info(self) -> Any:
         """``GET /asterisk/info`` (used to check ARI is reachable)."""
         return await self.request("GET", "/asterisk/info")
+
+    # -- the application itself -----------------------------------------------------------------
+    async def get_application(self, app: str) -> dict[str, Any]:
+        """``GET /applications/{app}`` (404 when Asterisk has no such application registered)."""
+        return await self.request("GET", f"/applications/{app}")
+
+    async def subscribe(self, app: str, event_sources: Sequence[str]) -> dict[str, Any]:
+        """``POST /applications/{app}/subscription``: ``channel:`` or ``bridge:`` with no id means
+        every channel or bridge, including those other applications own."""
+        return await self.request("POST", f"/applications/{app}/subscription", eventSource=",".join(event_sources))
 
     # -- the calls the hold handler makes ------------------------------------------------------
     async def list_channels(self) -> list[dict[str, Any]]:

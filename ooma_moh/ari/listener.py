@@ -1,7 +1,19 @@
 """The ARI events WebSocket: one task reads it, reconnects with backoff, and tells the owner.
 
-``subscribeAll=true`` (the default) delivers events for channels owned by other Stasis
-applications too, which a hold handler running next to a provider's own application needs.
+Events for channels and bridges that other Stasis applications own come from an explicit
+subscription to ``channel:`` and ``bridge:`` (every channel, every bridge), made right after each
+connection; the WebSocket itself is opened with ``subscribeAll=false``. ``subscribeAll=true``
+would also subscribe the application to every device state, and Asterisk 22 can deadlock when such
+a WebSocket closes while a device state change is being delivered: the application then stays
+registered to the dead connection forever and every later connection for it hangs (measured on
+the lab Asterisk 22.10.1: wedged after 2-5 close/reconnect cycles under device-state churn; with
+the explicit subscription, 0 in 300; see docs/ari.md).
+
+The subscription also proves the application is registered: on a quick reconnect Asterisk can
+drop the registration it just made (about 1 in 25 immediate reconnects in the lab), leaving a
+WebSocket that never delivers an event. A refused subscription, or a later check finding the
+application gone, closes the WebSocket and the listener connects again.
+
 After every (re)connection ``on_connect`` runs before any event is delivered, so the owner can
 resync its state from ``GET /channels`` and ``GET /bridges``.
 """
@@ -11,30 +23,35 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
 
-from ..errors import AsteriskError
+from ..errors import AriRequestFailed, AsteriskError
 from .client import AriClient
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: What a hold handler needs: every channel and every bridge, whoever owns them.
+ALL_CHANNELS_AND_BRIDGES = ("channel:", "bridge:")
+
 
 class EventListener:
     """Keeps one events WebSocket open for ``app`` and feeds each event to ``on_event``."""
 
     def __init__(self, client: AriClient, app: str, on_event: EventHandler, *,
-                 on_connect: Callable[[], Awaitable[None]] | None = None, subscribe_all: bool = True,
-                 min_backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+                 on_connect: Callable[[], Awaitable[None]] | None = None,
+                 event_sources: Sequence[str] = ALL_CHANNELS_AND_BRIDGES,
+                 min_backoff: float = 0.2, max_backoff: float = 5.0, check_interval: float = 10.0) -> None:
         self.client = client
         self.app = app
         self.on_event = on_event
         self.on_connect = on_connect
-        self.subscribe_all = subscribe_all
+        self.event_sources = tuple(event_sources)
+        self.check_interval = check_interval
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connected = asyncio.Event()
@@ -46,7 +63,7 @@ class EventListener:
     def url(self) -> str:
         """The events WebSocket URL."""
         base = self.client.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        return f"{base}/events?app={self.app}&subscribeAll={'true' if self.subscribe_all else 'false'}"
+        return f"{base}/events?app={self.app}&subscribeAll=false"
 
     async def run(self) -> None:
         """Connect, deliver events, reconnect on loss; returns after :meth:`stop`."""
@@ -55,13 +72,19 @@ class EventListener:
             try:
                 async with self.client.session.ws_connect(self.url, heartbeat=10.0) as ws:
                     self._ws = ws
+                    await self._registered()
                     self.connections += 1
                     backoff = self.min_backoff
                     log.info("ARI events connected (app %s, connection %d)", self.app, self.connections)
                     if self.on_connect is not None:
                         await self.on_connect()
                     self.connected.set()
-                    await self._read(ws)
+                    watchdog = asyncio.create_task(self._watch(ws), name="ari-app-watchdog")
+                    try:
+                        await self._read(ws)
+                    finally:
+                        watchdog.cancel()
+                        await asyncio.gather(watchdog, return_exceptions=True)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AsteriskError) as exc:
                 if not self._stopping:
                     log.warning("ARI events connection failed: %s; retrying in %.1f s", exc, backoff)
@@ -73,6 +96,35 @@ class EventListener:
             await asyncio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
 
+    async def _registered(self) -> None:
+        """Subscribe (or, with no event sources, look the application up); a 404 means Asterisk
+        dropped the registration this connection made."""
+        try:
+            if self.event_sources:
+                await self.client.subscribe(self.app, self.event_sources)
+            else:
+                await self.client.get_application(self.app)
+        except AriRequestFailed as exc:
+            if exc.status != 404:
+                raise
+            raise AsteriskError(f"Asterisk dropped the registration of application {self.app!r} right after"
+                                " connecting (a race in Asterisk on quick reconnects)") from None
+
+    async def _watch(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Every ``check_interval`` s: is the application still registered? If not, close the
+        WebSocket so that :meth:`run` connects again."""
+        while not ws.closed:
+            await asyncio.sleep(self.check_interval)
+            try:
+                await self.client.get_application(self.app)
+            except AriRequestFailed as exc:
+                if exc.status == 404:
+                    log.warning("application %s is no longer registered in Asterisk; reconnecting", self.app)
+                    await ws.close()
+                    return
+            except AsteriskError:
+                pass  # Asterisk unreachable: the WebSocket heartbeat notices that
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
             if message.type is not aiohttp.WSMsgType.TEXT:
@@ -82,12 +134,15 @@ class EventListener:
             except ValueError:
                 log.warning("ignoring a non-JSON ARI event: %.80r", message.data)
                 continue
+            if event.get("type") == "ApplicationReplaced":
+                log.error("another connection took over application %s: this process gets no more events"
+                          " (two handlers with the same OOMA_MOH_ARI_APP?)", self.app)
             try:
                 await self.on_event(event)
             except Exception:  # one bad event must not stop the listener
                 log.exception("handler failed on %s event", event.get("type"))
         if not self._stopping:
-            log.warning("ARI events connection closed by Asterisk")
+            log.warning("ARI events connection closed")
 
     async def drop(self) -> None:
         """Close the current WebSocket (the listener reconnects): for tests and resync."""

@@ -39,14 +39,18 @@ class Handler:
         before = self.connections()
         self.proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"],
                                      env=settings_env(self.settings), stderr=open(self.log, "a"), text=True)
-        deadline = time.monotonic() + 15
-        while self.connections() == before:
-            assert self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "handler did not connect"
-            time.sleep(0.05)
-        while "resynced" not in self.log.read_text().split("ARI events connected")[-1]:
-            assert time.monotonic() < deadline, "handler did not resync"
-            time.sleep(0.05)
+        try:
+            deadline = time.monotonic() + 15
+            while self.connections() == before:
+                assert self.proc.poll() is None, self.log.read_text()
+                assert time.monotonic() < deadline, f"handler did not connect:\n{self.log.read_text()[-3000:]}"
+                time.sleep(0.05)
+            while "resynced" not in self.log.read_text().split("ARI events connected")[-1]:
+                assert time.monotonic() < deadline, f"handler did not resync:\n{self.log.read_text()[-3000:]}"
+                time.sleep(0.05)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # a failed start must not leave a process behind
+            raise
 
     def connections(self) -> int:
         return self.log.read_text().count("ARI events connected") if self.log.exists() else 0
