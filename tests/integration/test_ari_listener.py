@@ -131,3 +131,46 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
     finally:
         logging.getLogger("ooma_moh.ari.listener").removeHandler(recorder)
     print(f"registrations dropped by Asterisk and recovered: {len(dropped_registrations)} of {CYCLES}")
+
+
+def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
+    """Another connection takes the application over (ours is told: ApplicationReplaced), then
+    closes, so Asterisk unregisters the application while our WebSocket is still open and would
+    never deliver another event: the registration check notices and reconnects."""
+    app = "ooma-moh-orphan"
+    messages: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    recorder = Recorder()
+    logging.getLogger("ooma_moh.ari.listener").addHandler(recorder)
+    token = base64.b64encode(f"{lab.ari_user}:{lab.ari_password}".encode()).decode()
+    url = lab.ari_url.replace("http://", "ws://") + f"/ari/events?app={app}&subscribeAll=false"
+
+    async def scenario() -> None:
+        client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
+
+        async def ignore(event: dict) -> None:
+            pass
+
+        listener = EventListener(client, app, ignore, check_interval=0.5)
+        task = asyncio.create_task(listener.run())
+        await eventually(lambda: listener.connected.is_set(), 10, "listener did not connect")
+        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
+            other = await session.ws_connect(url)
+            await eventually(lambda: any("took over" in m for m in messages), 5, "no ApplicationReplaced")
+            await other.close()
+        await eventually(lambda: listener.connections == 2 and listener.connected.is_set(), 10,
+                         "the orphaned listener did not reconnect")
+        assert any("no longer registered" in m for m in messages), messages
+        await client.get_application(app)  # registered again (404 would raise)
+        await listener.stop()
+        await asyncio.wait_for(task, 10)
+        await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        logging.getLogger("ooma_moh.ari.listener").removeHandler(recorder)
