@@ -442,12 +442,6 @@ class LabAsterisk:
         """Keep device states changing (about 50 a second) for ``seconds`` s."""
         self.cli(f"channel originate Local/churn@ooma-lab-churn/n application Wait {int(seconds)}")
 
-    def stop_churn(self) -> None:
-        """Hang up the churn channels."""
-        for line in self.cli("core show channels concise").splitlines():
-            if line.startswith("Local/churn@ooma-lab-churn"):
-                self.cli(f"channel request hangup {line.split('!', 1)[0]}")
-
     def moh_start_seconds(self, moh_class: str, timeout: float = 30.0) -> float:
         """How long Asterisk's StartMusicOnHold(``moh_class``) took on a fresh channel."""
         if not re.fullmatch(r"[A-Za-z0-9_-]+", moh_class):

@@ -6,7 +6,7 @@ connection; the WebSocket itself is opened with ``subscribeAll=false``. ``subscr
 would also subscribe the application to every device state, and Asterisk 22 can deadlock when such
 a WebSocket closes while a device state change is being delivered: the application then stays
 registered to the dead connection forever and every later connection for it hangs (measured on
-the lab Asterisk 22.10.1: wedged after 2-5 close/reconnect cycles under device-state churn; with
+the lab Asterisk 22.10.1: wedged after 1-5 close/reconnect cycles under device-state churn; with
 the explicit subscription, 0 in 300; see docs/ari.md).
 
 The subscription also proves the application is registered: on a quick reconnect Asterisk can
@@ -72,7 +72,9 @@ class EventListener:
             try:
                 async with self.client.session.ws_connect(self.url, heartbeat=10.0) as ws:
                     self._ws = ws
-                    await self._registered()
+                    if not await self._registered(subscribe=True):
+                        raise AsteriskError(f"Asterisk dropped the registration of application {self.app!r}"
+                                            " right after connecting (a race in Asterisk on quick reconnects)")
                     self.connections += 1
                     backoff = self.min_backoff
                     log.info("ARI events connected (app %s, connection %d)", self.app, self.connections)
@@ -96,19 +98,19 @@ class EventListener:
             await asyncio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
 
-    async def _registered(self) -> None:
-        """Subscribe (or, with no event sources, look the application up); a 404 means Asterisk
-        dropped the registration this connection made."""
+    async def _registered(self, *, subscribe: bool) -> bool:
+        """Whether Asterisk has the application registered (a 404 says it has not); with
+        ``subscribe``, the check is the subscription to :attr:`event_sources` itself."""
         try:
-            if self.event_sources:
+            if subscribe and self.event_sources:
                 await self.client.subscribe(self.app, self.event_sources)
             else:
                 await self.client.get_application(self.app)
         except AriRequestFailed as exc:
             if exc.status != 404:
                 raise
-            raise AsteriskError(f"Asterisk dropped the registration of application {self.app!r} right after"
-                                " connecting (a race in Asterisk on quick reconnects)") from None
+            return False
+        return True
 
     async def _watch(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Every ``check_interval`` s: is the application still registered? If not, close the
@@ -116,14 +118,12 @@ class EventListener:
         while not ws.closed:
             await asyncio.sleep(self.check_interval)
             try:
-                await self.client.get_application(self.app)
-            except AriRequestFailed as exc:
-                if exc.status == 404:
+                if not await self._registered(subscribe=False):
                     log.warning("application %s is no longer registered in Asterisk; reconnecting", self.app)
                     await ws.close()
                     return
             except AsteriskError:
-                pass  # Asterisk unreachable: the WebSocket heartbeat notices that
+                pass  # Asterisk unreachable or erring: the WebSocket heartbeat notices a dead link
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,33 @@ def churning_lab(tmp_path: Path) -> Iterator[LabAsterisk]:
         lab.stop()
 
 
+@contextlib.contextmanager
+def listener_log() -> Iterator[list[str]]:
+    """The messages the listener logs while the block runs."""
+    messages: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    recorder = Recorder()
+    logging.getLogger("ooma_moh.ari.listener").addHandler(recorder)
+    try:
+        yield messages
+    finally:
+        logging.getLogger("ooma_moh.ari.listener").removeHandler(recorder)
+
+
+def raw_session(lab: LabAsterisk) -> aiohttp.ClientSession:
+    """A bare aiohttp session with the lab's ARI credentials (not our client)."""
+    token = base64.b64encode(f"{lab.ari_user}:{lab.ari_password}".encode()).decode()
+    return aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"})
+
+
+def events_url(lab: LabAsterisk, app: str, subscribe_all: bool) -> str:
+    return lab.ari_url.replace("http://", "ws://") + f"/ari/events?app={app}&subscribeAll={str(subscribe_all).lower()}"
+
+
 async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -47,12 +75,10 @@ def test_control_subscribe_all_wedges_asterisk(churning_lab: LabAsterisk) -> Non
     """The control: with ``subscribeAll=true`` (what the listener no longer uses), closing the
     WebSocket while device states change deadlocks the application inside Asterisk; a new
     connection for it then never completes its handshake."""
-    lab = churning_lab
-    token = base64.b64encode(f"{lab.ari_user}:{lab.ari_password}".encode()).decode()
-    url = lab.ari_url.replace("http://", "ws://") + "/ari/events?app=wedge-control&subscribeAll=true"
+    url = events_url(churning_lab, "wedge-control", subscribe_all=True)
 
     async def cycles() -> int | None:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
+        async with raw_session(churning_lab) as session:
             for i in range(CYCLES):
                 try:
                     ws = await asyncio.wait_for(session.ws_connect(url), 5)
@@ -74,15 +100,6 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
     for channels it does not own, and stopping it unregisters the application."""
     lab = churning_lab
     app = "ooma-moh-churn"
-    dropped_registrations: list[str] = []
-
-    class Recorder(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "dropped the registration" in record.getMessage():
-                dropped_registrations.append(record.getMessage())
-
-    recorder = Recorder()
-    logging.getLogger("ooma_moh.ari.listener").addHandler(recorder)
 
     async def scenario() -> None:
         client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
@@ -126,11 +143,10 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
             raise AssertionError("the application stayed registered after the listener stopped")
         await client.close()
 
-    try:
+    with listener_log() as messages:
         asyncio.run(scenario())
-    finally:
-        logging.getLogger("ooma_moh.ari.listener").removeHandler(recorder)
-    print(f"registrations dropped by Asterisk and recovered: {len(dropped_registrations)} of {CYCLES}")
+    dropped = sum("dropped the registration" in m for m in messages)
+    print(f"registrations dropped by Asterisk and recovered: {dropped} of {CYCLES}")
 
 
 def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
@@ -138,18 +154,8 @@ def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
     closes, so Asterisk unregisters the application while our WebSocket is still open and would
     never deliver another event: the registration check notices and reconnects."""
     app = "ooma-moh-orphan"
-    messages: list[str] = []
 
-    class Recorder(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    recorder = Recorder()
-    logging.getLogger("ooma_moh.ari.listener").addHandler(recorder)
-    token = base64.b64encode(f"{lab.ari_user}:{lab.ari_password}".encode()).decode()
-    url = lab.ari_url.replace("http://", "ws://") + f"/ari/events?app={app}&subscribeAll=false"
-
-    async def scenario() -> None:
+    async def scenario(messages: list[str]) -> None:
         client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
 
         async def ignore(event: dict) -> None:
@@ -158,8 +164,8 @@ def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
         listener = EventListener(client, app, ignore, check_interval=0.5)
         task = asyncio.create_task(listener.run())
         await eventually(lambda: listener.connected.is_set(), 10, "listener did not connect")
-        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
-            other = await session.ws_connect(url)
+        async with raw_session(lab) as session:
+            other = await session.ws_connect(events_url(lab, app, subscribe_all=False))
             await eventually(lambda: any("took over" in m for m in messages), 5, "no ApplicationReplaced")
             await other.close()
         await eventually(lambda: listener.connections == 2 and listener.connected.is_set(), 10,
@@ -170,7 +176,5 @@ def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
         await asyncio.wait_for(task, 10)
         await client.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        logging.getLogger("ooma_moh.ari.listener").removeHandler(recorder)
+    with listener_log() as messages:
+        asyncio.run(scenario(messages))
