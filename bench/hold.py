@@ -27,7 +27,7 @@ import time
 import wave
 from pathlib import Path
 
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import TALK_TONE, LabAsterisk
 from ooma_moh.lab_ari import AriHarness, Call
@@ -88,7 +88,7 @@ def main() -> None:
         settings = Settings(**lab.settings_overrides())
         service = build_service(settings)
         for tenant, freq in TONES.items():
-            service.upload(tenant, synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0), accept_disclaimer=True)
+            service.upload(tenant, synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0), accept_disclaimer=True, accepted_by="bench")
         Syncer(settings, service.catalog, service.blobs).run(None)
         harness = AriHarness(lab).start()
         env = {**os.environ, **settings_environ(settings)}

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ooma_moh.ari.client import AriClient
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import Settings
 from ooma_moh.lab import LabAsterisk
 from ooma_moh.media import synth_sample
@@ -86,7 +86,7 @@ def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str,
     changed = f"t{tenants // 2:05d}"
     freq = 880.0 if mode == "realtime" else 660.0
     sample = synth_sample(settings, work / f"{mode}.mp3", freq, 4.0)
-    syncer_service.upload(changed, sample, accept_disclaimer=True)
+    syncer_service.upload(changed, sample, accept_disclaimer=True, accepted_by="bench")
     reloads.clear()
     start = time.perf_counter()
     report = syncer.run([changed])

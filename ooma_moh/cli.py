@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import getpass
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,21 +15,14 @@ from typing import Any
 
 import click
 
+from .app import build_service, open_catalog
 from .asterisk_cli import AsteriskCli
 from .config import Settings, load_settings
 from .errors import OomaMohError, ReloadPending
-from .media import FfmpegConverter, write_wav
+from .media import write_wav
 from .model import FORMATS_BY_EXTENSION, TenantMoh, validate_endpoint, validate_tenant_id
 from .service import MohService
-from .storage import BlobStore, SqliteCatalog
 from .sync import Change, Syncer, SyncReport
-
-
-def build_service(settings: Settings) -> MohService:
-    """The service on the embedded default back end."""
-    return MohService(
-        settings, SqliteCatalog(settings.catalog_path), BlobStore(settings.blob_dir), FfmpegConverter(settings)
-    )
 
 
 def tenant_dict(tenant: TenantMoh, prefix: str) -> dict[str, Any]:
@@ -102,28 +97,49 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @handles_errors
 def main(ctx: click.Context, config_file: str | None, home: str | None) -> None:
     """Per-tenant music on hold for Asterisk."""
+    # SIGTERM unwinds like Ctrl-C: scratch files are removed and ffmpeg is killed on the way out.
+    signal.signal(signal.SIGTERM, _terminated)
     ctx.obj = load_settings(config_file, overrides={"home": home})
 
 
-def service_of(ctx: click.Context) -> MohService:
-    """The service for this invocation, built once."""
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def service_of(ctx: click.Context, *, writable: bool = True) -> MohService:
+    """The service for this invocation, built once; ``writable=False`` for commands that only
+    read (they then create nothing and work on a read-only or full disk)."""
     if "service" not in ctx.meta:
-        ctx.meta["service"] = build_service(ctx.obj)
+        ctx.meta["service"] = build_service(ctx.obj, writable=writable)
     return ctx.meta["service"]
+
+
+@main.command()
+@click.option("--start-over", is_flag=True,
+              help="Begin an empty catalog although the blob store holds files (they go to the trash).")
+@json_option
+@click.pass_context
+@handles_errors
+def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
+    """Create the data home and its empty catalog (idempotent)."""
+    open_catalog(ctx.obj, start_over=start_over).close()
+    emit(ctx, as_json, {"home": str(ctx.obj.home)}, f"catalog ready in {ctx.obj.home}")
 
 
 @main.command()
 @click.argument("tenant")
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to this file.")
-@click.option("--by", "accepted_by", help="Who accepted the disclaimer (default: current user).")
+@click.option("--by", "accepted_by", default=getpass.getuser, show_default="the Unix user",
+              help="Who accepted the disclaimer: printable text, 1-128 characters.")
 @click.option("--name", "original_name", help="Original file name to record (default: FILE's name).")
 @json_option
 @click.pass_context
 @handles_errors
 def upload(ctx: click.Context, tenant: str, file: str, accept_disclaimer: bool,
-           accepted_by: str | None, original_name: str | None, as_json: bool) -> None:
+           accepted_by: str, original_name: str | None, as_json: bool) -> None:
     """Make FILE the music TENANT's callers hear on hold (FILE may be - for stdin)."""
+    validate_tenant_id(tenant)
     service = service_of(ctx)
     source = sys.stdin.buffer if file == "-" else Path(file)
     result = service.upload(tenant, source, accept_disclaimer=accept_disclaimer,
@@ -139,7 +155,8 @@ def upload(ctx: click.Context, tenant: str, file: str, accept_disclaimer: bool,
 @handles_errors
 def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
     """Setting, file, disclaimer, renditions and class of TENANT."""
-    data = tenant_dict(service_of(ctx).show(tenant), ctx.obj.class_prefix)
+    validate_tenant_id(tenant)  # argument errors before data-home errors
+    data = tenant_dict(service_of(ctx, writable=False).show(tenant), ctx.obj.class_prefix)
     emit(ctx, as_json, data, describe(data))
 
 
@@ -149,7 +166,7 @@ def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
 @handles_errors
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Every tenant the catalog knows."""
-    tenants = [tenant_dict(t, ctx.obj.class_prefix) for t in service_of(ctx).list()]
+    tenants = [tenant_dict(t, ctx.obj.class_prefix) for t in service_of(ctx, writable=False).list()]
     text = "\n".join(
         f"{t['tenant']:<24} {t['setting']:<8} {t['moh_class']:<30} {(t['file'] or {}).get('original_name', '')}"
         for t in tenants
@@ -164,6 +181,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @handles_errors
 def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
     """Remove TENANT's file: its callers hear the default music again."""
+    validate_tenant_id(tenant)
     data = tenant_dict(service_of(ctx).delete(tenant), ctx.obj.class_prefix)
     emit(ctx, as_json, data, f"tenant {tenant} is on default music")
 
@@ -176,8 +194,12 @@ def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
 @handles_errors
 def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
     """Write what TENANT's callers hear (the 16 kHz rendition) as a WAV file."""
-    audio = service_of(ctx).rendition_bytes(tenant, "sln16")
-    write_wav(audio, Path(output))
+    validate_tenant_id(tenant)
+    audio = service_of(ctx, writable=False).rendition_bytes(tenant, "sln16")
+    try:
+        write_wav(audio, Path(output))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
     seconds = len(audio) / 32000
     emit(ctx, as_json, {"tenant": tenant, "output": output, "seconds": seconds},
          f"wrote {output}: {seconds:.2f} s, 16 kHz mono")
@@ -295,7 +317,7 @@ def serve_agi(ctx: click.Context, listen: str | None) -> None:
     settings: Settings = ctx.obj
     if listen:
         settings = dataclasses.replace(settings, agi_listen=listen)
-    run_service(run_fastagi(settings, SqliteCatalog(settings.catalog_path)))
+    run_service(run_fastagi(settings, open_catalog(settings, writable=False)))
 
 
 @serve.command("ari")
@@ -309,7 +331,7 @@ def serve_ari(ctx: click.Context, app: str | None) -> None:
     settings: Settings = ctx.obj
     if app:
         settings = dataclasses.replace(settings, ari_app=app)
-    run_service(run_hold_handler(settings, SqliteCatalog(settings.catalog_path)))
+    run_service(run_hold_handler(settings, open_catalog(settings, writable=False)))
 
 
 @main.group(invoke_without_command=True)
@@ -319,7 +341,7 @@ def serve_ari(ctx: click.Context, app: str | None) -> None:
 def endpoints(ctx: click.Context, as_json: bool) -> None:
     """The endpoint -> tenant map the ARI hold handler falls back to (list it; or set/remove)."""
     if ctx.invoked_subcommand is None:
-        mapping = service_of(ctx).catalog.endpoints()
+        mapping = service_of(ctx, writable=False).catalog.endpoints()
         emit(ctx, as_json, mapping, "\n".join(f"{e:<40} {t}" for e, t in mapping.items()) or "no endpoints mapped")
 
 
@@ -330,7 +352,8 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
 @handles_errors
 def endpoints_set(ctx: click.Context, endpoint: str, tenant: str) -> None:
     """Map ENDPOINT (e.g. PJSIP/acme-100) to TENANT."""
-    service_of(ctx).catalog.map_endpoint(validate_endpoint(endpoint), validate_tenant_id(tenant))
+    endpoint, tenant = validate_endpoint(endpoint), validate_tenant_id(tenant)
+    service_of(ctx).catalog.map_endpoint(endpoint, tenant)
     click.echo(f"{endpoint} -> {tenant}")
 
 

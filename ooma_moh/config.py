@@ -37,6 +37,13 @@ class Settings:
     max_upload_bytes: int = 5 * 1024 * 1024
     min_duration_s: float = 1.0
     max_duration_s: float = 30 * 60.0
+    min_sample_rate: int = 8000
+    max_sample_rate: int = 384000
+    max_channels: int = 8
+    ffmpeg_cpu_s: float = 60.0
+    ffmpeg_wall_s: float = 120.0
+    ffmpeg_memory_mb: int = 1024
+    blob_grace_s: float = 7 * 86400.0
     loudness_lufs: float = -20.0
     true_peak_dbtp: float = -2.0
     class_prefix: str = "tenant-"
@@ -70,6 +77,14 @@ class Settings:
             raise ConfigError("max_upload_bytes must be at least 1")
         if not 0 < self.min_duration_s < self.max_duration_s:
             raise ConfigError("durations must satisfy 0 < min_duration_s < max_duration_s")
+        if not 1 <= self.min_sample_rate <= self.max_sample_rate:
+            raise ConfigError("sample rates must satisfy 1 <= min_sample_rate <= max_sample_rate")
+        if self.max_channels < 1:
+            raise ConfigError("max_channels must be at least 1")
+        if self.ffmpeg_cpu_s < 1 or self.ffmpeg_wall_s < 1 or self.ffmpeg_memory_mb < 64:
+            raise ConfigError("ffmpeg limits: ffmpeg_cpu_s and ffmpeg_wall_s >= 1, ffmpeg_memory_mb >= 64")
+        if self.blob_grace_s < 0:
+            raise ConfigError("blob_grace_s must be >= 0")
         if not -70.0 <= self.loudness_lufs <= -5.0:
             raise ConfigError(f"loudness_lufs {self.loudness_lufs} is outside -70 .. -5")
         if not -20.0 <= self.true_peak_dbtp <= 0.0:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from .cli import build_service
+from .app import build_service
 from .config import Settings
 from .lab import DEFAULT_TONE, LabAsterisk
 from .media import synth_sample

@@ -5,11 +5,15 @@ specific message; the CLI prints that line and exits non-zero. The tree::
 
     OomaMohError
     ├── InvalidTenantId        the tenant id is not ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$
+    ├── InvalidActor           who accepted the disclaimer is empty, too long or not printable
     ├── ConfigError            a setting has an invalid value
     ├── DisclaimerRequired     an upload without the rights disclaimer
     ├── UploadRejected         the file is not acceptable (size, format, duration, damage)
     ├── NoTenantFile           the tenant is on default music (nothing to listen to)
     ├── MediaToolError         ffmpeg is missing or failed on our own, already-valid data
+    ├── StorageError           the server's own storage failed (disk full, permissions, a
+    │   │                      stored file missing or damaged): never the uploader's fault
+    │   └── CatalogMissing     the catalog is missing or empty while the blob store holds files
     └── AsteriskError          Asterisk could not be reached or refused a command
         ├── AriRequestFailed   ARI answered with an error status (carries .status)
         └── ReloadPending      files were written but Asterisk has not reloaded them yet
@@ -20,6 +24,8 @@ the one module that talks to that library.
 
 from __future__ import annotations
 
+import errno
+
 
 class OomaMohError(Exception):
     """Base of every error ooma-moh raises on purpose."""
@@ -27,6 +33,10 @@ class OomaMohError(Exception):
 
 class InvalidTenantId(OomaMohError, ValueError):
     """A tenant id that does not match the allowed pattern."""
+
+
+class InvalidActor(OomaMohError, ValueError):
+    """A disclaimer acceptor (``--by``) that is empty, too long, or not printable text."""
 
 
 class ConfigError(OomaMohError, ValueError):
@@ -51,6 +61,40 @@ class NoTenantFile(OomaMohError, LookupError):
 
 class MediaToolError(OomaMohError):
     """ffmpeg is unavailable or failed on data that had already been validated."""
+
+
+class StorageError(OomaMohError):
+    """The server could not use its own storage. ``reason`` is a short machine-readable code;
+    the message names the problem and the step, never an internal path (uploaders see it)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    #: errno -> (reason, what the operator should read)
+    ERRNOS = {
+        errno.ENOSPC: ("disk_full", "the server's disk is full"),
+        errno.EDQUOT: ("disk_full", "the server's disk quota is exhausted"),
+        errno.EACCES: ("permission", "permission denied on the server's data directory"),
+        errno.EPERM: ("permission", "permission denied on the server's data directory"),
+        errno.EROFS: ("read_only", "the server's data directory is read-only"),
+        errno.EIO: ("io_error", "an input/output error on the server's disk"),
+    }
+
+    @classmethod
+    def from_errno(cls, number: int | None, doing: str) -> "StorageError":
+        """The error for an OS failure ``number`` that happened while ``doing`` something."""
+        reason, text = cls.ERRNOS.get(number or 0, ("storage_error", "a storage error on the server"))
+        return cls(reason, f"{text} (while {doing}); nothing was changed")
+
+
+class CatalogMissing(StorageError):
+    """The catalog file is missing, empty or not a catalog, but the blob store holds files: it
+    was probably lost or replaced. Refusing to start protects those files (a new, empty catalog
+    would let clean-up delete them all)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("catalog_missing", message)
 
 
 class AsteriskError(OomaMohError):

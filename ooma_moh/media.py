@@ -23,8 +23,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import ffmpeg
 from .config import Settings
-from .errors import MediaToolError, UploadRejected
+from .errors import MediaToolError, StorageError, UploadRejected
+from .model import FORMATS_BY_EXTENSION, RENDITION_FORMATS
 
 PCM_RATE = 16000
 PCM_BYTES_PER_SAMPLE = 4  # f32le mono
@@ -67,11 +69,6 @@ def sniff_container(head: bytes) -> str:
         "unrecognised_format",
         "not a supported audio file: upload WAV, MP3, OGG (Vorbis/Opus), FLAC or M4A/AAC",
     )
-
-
-def ffmpeg_errors(log: str) -> list[str]:
-    """The error lines of an ffmpeg log written with ``-loglevel level+...``."""
-    return [line for line in log.splitlines() if "[error]" in line or "[fatal]" in line]
 
 
 def declared_duration_s(log: str) -> float | None:
@@ -126,25 +123,140 @@ class Conversion:
 
     container: str
     duration_ms: int
-    input_lufs: float
-    input_true_peak: float
-    plan: LoudnessPlan
     files: dict[str, Path]
 
 
-class FfmpegConverter:
-    """Validates and converts uploads with a restricted ffmpeg."""
+#: ffmpeg's names of channel layouts (5.1's av_channel_layout_describe) -> channel count.
+LAYOUT_CHANNELS = {
+    "mono": 1, "stereo": 2, "downmix": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "4.0": 4, "quad": 4,
+    "quad(side)": 4, "3.1": 4, "5.0": 5, "5.0(side)": 5, "4.1": 5, "5.1": 6, "5.1(side)": 6,
+    "6.0": 6, "6.0(front)": 6, "hexagonal": 6, "6.1": 7, "6.1(back)": 7, "6.1(front)": 7, "7.0": 7,
+    "7.0(front)": 7, "7.1": 8, "7.1(wide)": 8, "7.1(wide-side)": 8, "octagonal": 8,
+    "hexadecagonal": 16, "22.2": 24,
+}
+_STREAM_RE = re.compile(r"Stream #0:(\d+)\S*: (Audio|Video|Subtitle|Data|Attachment): (\w+)(.*)$")
+_AUDIO_RE = re.compile(r", (\d+) Hz, ([^,]+)")
+_WHITELIST_RE = re.compile(r"Codec \((\w+)\) not on whitelist")
+
+
+def channel_count(layout: str) -> int | None:
+    """Channels of an ffmpeg layout description (``stereo``, ``5.1(side)``, ``3 channels``)."""
+    layout = layout.strip()
+    if layout in LAYOUT_CHANNELS:
+        return LAYOUT_CHANNELS[layout]
+    match = re.match(r"(\d+) channels", layout)
+    return int(match.group(1)) if match else None
+
+
+class InputWatch:
+    """Reads ffmpeg's description of the input as it is logged and stops the run before any
+    decoding when the first audio stream breaks a rule (sample rate, channel count).
+
+    It also remembers the codecs of the input's other streams (cover art, video): ffmpeg refuses
+    to open their decoders because of the codec whitelist, which is the point — they are never
+    decoded — so those refusals are not errors of the upload.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.section = ""
+        self.audio_seen = False
+        self.other_codecs: set[str] = set()
+        self.rejection: UploadRejected | None = None
 
-    def _run(self, args: list[str]) -> tuple[int, str]:
-        argv = [self.settings.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *args]
+    def __call__(self, line: str) -> str | None:
+        """``ffmpeg.run``'s ``watch``: a reason to stop, or None."""
+        if "Input #0," in line:
+            self.section = "input"
+        elif "Output #0," in line or "Stream mapping:" in line:
+            self.section = "output"
+        if self.section != "input" or (match := _STREAM_RE.search(line)) is None:
+            return None
+        _, kind, codec, rest = match.groups()
+        if kind != "Audio" or self.audio_seen:
+            self.other_codecs.add(codec)
+            return None
+        self.audio_seen = True
+        self.rejection = self.check_audio(rest)
+        return self.rejection.reason if self.rejection else None
+
+    def check_audio(self, description: str) -> UploadRejected | None:
+        """The rule the first audio stream breaks, if any (``, 44100 Hz, stereo, fltp, …``)."""
+        s = self.settings
+        match = _AUDIO_RE.search(description)
+        if match is None:
+            return UploadRejected("undecodable", "the file's audio stream declares no sample rate")
+        rate, channels = int(match.group(1)), channel_count(match.group(2))
+        if rate < s.min_sample_rate:
+            return UploadRejected("sample_rate", f"the audio's sample rate is {rate:,} Hz; at least"
+                                  f" {s.min_sample_rate:,} Hz is needed")
+        if rate > s.max_sample_rate:
+            return UploadRejected("sample_rate", f"the audio's sample rate is {rate:,} Hz; at most"
+                                  f" {s.max_sample_rate:,} Hz is accepted")
+        if channels == 0:
+            return UploadRejected("undecodable", "the file's audio stream declares no channels")
+        if channels is None or channels > s.max_channels:
+            return UploadRejected("channels", f"the audio has too many channels ({match.group(2).strip()});"
+                                  f" at most {s.max_channels} are accepted")
+        return None
+
+    def upload_errors(self, errors: list[str]) -> list[str]:
+        """``errors`` minus the whitelist refusals of streams that are never decoded."""
+        return [line for line in errors
+                if not ((m := _WHITELIST_RE.search(line)) and m.group(1) in self.other_codecs)]
+
+
+def public_detail(line: str) -> str:
+    """An ffmpeg error line as a short reason fit for the uploader: no internal path, address,
+    filter graph or option; generic when nothing of it is safe to show."""
+    text = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
+    if ": " in text and "/" in text.split(": ", 1)[0]:
+        text = text.split(": ", 1)[1]  # "/tmp/…/original: Invalid data…" -> "Invalid data…"
+    if not text or re.search(r"[/\\@\[\]=;]|0x[0-9a-f]|filter|option", text, re.I) or len(text) > 100:
+        return "the audio data is damaged or uses an unsupported encoding"
+    return text[0].lower() + text[1:]
+
+
+def expected_samples(extension: str, samples_16k: int) -> int:
+    """Samples a rendition holds when made from ``samples_16k`` samples at 16 kHz."""
+    return samples_16k * FORMATS_BY_EXTENSION[extension].sample_rate // PCM_RATE
+
+
+def check_rendition_size(extension: str, size: int, samples_16k: int) -> str | None:
+    """Why a rendition of ``size`` bytes is not a complete rendition of ``samples_16k`` input
+    samples, or None. The formats are headerless, so every byte string decodes and its length
+    *is* its duration: a file cut short (disk full) is found here and nowhere else. The slack
+    covers the resampler's edge (a few samples), far less than one lost write buffer."""
+    fmt = FORMATS_BY_EXTENSION[extension]
+    expected = fmt.expected_bytes(expected_samples(extension, samples_16k))
+    slack = fmt.expected_bytes(64)
+    if abs(size - expected) > slack:
+        return f".{extension} holds {size:,} bytes where {expected:,} were expected"
+    return None
+
+
+class FfmpegConverter:
+    """Validates and converts uploads with a restricted, resource-limited ffmpeg."""
+
+    def __init__(self, settings: Settings, *, verify: bool = True) -> None:
+        self.settings = settings
+        self.verify = verify  # False only in bench/ingest.py, to measure what verification costs
+        self.limits = ffmpeg.Limits(settings.ffmpeg_cpu_s, settings.ffmpeg_wall_s,
+                                    settings.ffmpeg_memory_mb << 20)
+
+    def _run(self, args: list[str], watch: InputWatch | None = None) -> ffmpeg.Run:
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
-        except FileNotFoundError:
+            return ffmpeg.run(self.settings.ffmpeg, args, self.limits, watch)
+        except ffmpeg.ToolMissing:
             raise MediaToolError(f"ffmpeg not found ({self.settings.ffmpeg}): install ffmpeg") from None
-        return proc.returncode, proc.stderr
+
+    @staticmethod
+    def _storage_check(run: ffmpeg.Run, doing: str) -> None:
+        """Raise ``StorageError`` if ffmpeg failed for lack of space or permission (the server's
+        problem, never reported as the upload's)."""
+        number = ffmpeg.storage_failure(run.log)
+        if number is not None:
+            raise StorageError.from_errno(number, doing)
 
     def decode(self, source: Path, pcm: Path) -> tuple[str, float, float, int]:
         """Decode ``source`` to 16 kHz mono f32le at ``pcm``; return container, LUFS, peak, samples."""
@@ -156,23 +268,28 @@ class FfmpegConverter:
             f"[0:a:0]aresample={PCM_RATE},aformat=sample_fmts=flt:channel_layouts=mono,"
             "asplit=2[pcm][m];[m]ebur128=peak=true[e];[e]anullsink"
         )
-        code, log = self._run([
+        watch = InputWatch(self.settings)
+        run = self._run([
             "-protocol_whitelist", "file", "-format_whitelist", whitelist,
             "-codec_whitelist", decoders, "-f", demuxer, "-t", f"{limit:.3f}", "-i", str(source),
             "-filter_complex", graph, "-map", "[pcm]", "-f", "f32le", "-y", str(pcm),
-        ])
-        errors = ffmpeg_errors(log)
-        if code != 0 or errors:
-            detail = (errors or log.strip().splitlines() or ["no output"])[-1]
-            detail = re.sub(r"^\[[^\]]*\]\s*(\[\w+\]\s*)?", "", detail.strip())
-            raise UploadRejected("undecodable", f"the {container} file cannot be decoded: {detail}")
+        ], watch)
+        if watch.rejection is not None:
+            raise watch.rejection
+        if run.killed_by_limit:
+            raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
+                                 " the server allows for one upload")
+        self._storage_check(run, "decoding the upload")
+        errors = watch.upload_errors(run.errors())
+        if run.returncode != 0 or errors:
+            detail = (errors or run.log.strip().splitlines() or ["no output"])[-1]
+            raise UploadRejected("undecodable", f"the {container} file cannot be decoded: {public_detail(detail)}")
         samples = pcm.stat().st_size // PCM_BYTES_PER_SAMPLE
-        self._check_duration(samples, declared_duration_s(log), container)
-        lufs, peak = parse_ebur128(log)
+        self._check_duration(samples, declared_duration_s(run.log), container)
+        lufs, peak = parse_ebur128(run.log)
         if lufs <= SILENCE_LUFS:
             raise UploadRejected("silent", "the file is silent")
         return container, lufs, peak, samples
-
     def _check_duration(self, samples: int, declared: float | None, container: str) -> None:
         seconds = samples / PCM_RATE
         if seconds > self.settings.max_duration_s:
@@ -191,43 +308,57 @@ class FfmpegConverter:
                 f" {seconds:.1f} s decode",
             )
 
+    def _tool_check(self, run: ffmpeg.Run, doing: str) -> None:
+        """Our own, already validated data: any failure is the server's, never the upload's."""
+        self._storage_check(run, doing)
+        if run.killed_by_limit:
+            raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
+                                 " the server allows for one upload")
+        if run.returncode != 0 or run.errors():
+            last = (run.errors() or run.log.strip().splitlines() or [f"exit {run.returncode}"])[-1]
+            raise MediaToolError(f"ffmpeg failed {doing}: {public_detail(last)}")
+
     def encode(self, pcm: Path, plan: LoudnessPlan, out_base: Path) -> dict[str, Path]:
         """Write the five renditions of ``pcm`` next to ``out_base``; return extension -> path."""
         graph = (
             f"[0:a]{plan.filters()},asplit=2[hi][lo];[hi]asplit=2[sln16][g722];"
             "[lo]aresample=8000,asplit=3[sln][ulaw][alaw]"
         )
-        outputs = {
-            "sln": ("pcm_s16le", "s16le"),
-            "sln16": ("pcm_s16le", "s16le"),
-            "ulaw": ("pcm_mulaw", "mulaw"),
-            "alaw": ("pcm_alaw", "alaw"),
-            "g722": ("adpcm_g722", "g722"),
-        }
-        files = {ext: out_base.with_name(f"{out_base.name}.{ext}") for ext in outputs}
+        files = {f.extension: out_base.with_name(f"{out_base.name}.{f.extension}") for f in RENDITION_FORMATS}
         args = ["-f", "f32le", "-ar", str(PCM_RATE), "-ac", "1", "-i", str(pcm), "-filter_complex", graph]
-        for ext, (codec, fmt) in outputs.items():
-            args += ["-map", f"[{ext}]", "-c:a", codec, "-fflags", "+bitexact", "-f", fmt, "-y", str(files[ext])]
-        code, log = self._run(args)
-        if code != 0:
-            raise MediaToolError(f"ffmpeg failed to encode renditions: {_last_line(log, code)}")
+        for fmt in RENDITION_FORMATS:
+            args += ["-map", f"[{fmt.extension}]", "-c:a", fmt.codec, "-fflags", "+bitexact",
+                     "-f", fmt.muxer, "-y", str(files[fmt.extension])]
+        self._tool_check(self._run(args), "writing the renditions")
         return files
+
+    def verify_renditions(self, files: dict[str, Path], samples_16k: int) -> None:
+        """Every rendition present and of the length its input implies (see
+        :func:`check_rendition_size`); ``StorageError`` otherwise — ffmpeg may say it succeeded."""
+        for fmt in RENDITION_FORMATS:
+            try:
+                size = files[fmt.extension].stat().st_size
+            except (KeyError, FileNotFoundError):
+                raise StorageError("incomplete", f"the .{fmt.extension} rendition was not written;"
+                                   " nothing was changed") from None
+            if problem := check_rendition_size(fmt.extension, size, samples_16k):
+                raise StorageError("incomplete", f"a rendition was written incompletely ({problem});"
+                                   " is the server's disk full? Nothing was changed")
 
     def limit(self, pcm: Path, plan: LoudnessPlan, out: Path) -> tuple[float, float]:
         """Apply ``plan`` to ``pcm`` into ``out`` (same PCM format); return its LUFS and true peak."""
         graph = f"[0:a]{plan.filters()},asplit=2[pcm][m];[m]ebur128=peak=true[e];[e]anullsink"
-        code, log = self._run(["-f", "f32le", "-ar", str(PCM_RATE), "-ac", "1", "-i", str(pcm),
-                               "-filter_complex", graph, "-map", "[pcm]", "-f", "f32le", "-y", str(out)])
-        if code != 0:
-            raise MediaToolError(f"ffmpeg failed to limit: {_last_line(log, code)}")
-        return parse_ebur128(log)
+        run = self._run(["-f", "f32le", "-ar", str(PCM_RATE), "-ac", "1", "-i", str(pcm),
+                         "-filter_complex", graph, "-map", "[pcm]", "-f", "f32le", "-y", str(out)])
+        self._tool_check(run, "limiting the peaks")
+        return parse_ebur128(run.log)
 
     def convert(self, source: Path, workdir: Path) -> Conversion:
-        """Validate ``source`` and produce its renditions inside ``workdir``."""
+        """Validate ``source`` and produce its verified renditions inside ``workdir``."""
         pcm = workdir / "decoded.f32"
         container, lufs, peak, samples = self.decode(source, pcm)
         target, ceiling = self.settings.loudness_lufs, self.settings.true_peak_dbtp
-        plan = first_plan = plan_loudness(lufs, peak, target, ceiling)
+        plan = plan_loudness(lufs, peak, target, ceiling)
         # Limiting lowers loudness: limit into a new PCM, re-measure, and plan the rest from there,
         # until the remaining gain is small or needs no limiter (peaky input only; rare).
         for round_ in range(MAX_LIMIT_ROUNDS):
@@ -235,17 +366,17 @@ class FfmpegConverter:
                 break
             limited = workdir / f"limited{round_}.f32"
             lufs_now, peak_now = self.limit(pcm, plan, limited)
+            if limited.stat().st_size != samples * PCM_BYTES_PER_SAMPLE:
+                raise StorageError("incomplete", "the limited audio was written incompletely;"
+                                   " is the server's disk full? Nothing was changed")
             pcm.unlink()
             pcm = limited
             plan = plan_loudness(lufs_now, peak_now, target, ceiling)
         files = self.encode(pcm, plan, workdir / "rendition")
         pcm.unlink()
-        return Conversion(container, samples * 1000 // PCM_RATE, lufs, peak, first_plan, files)
-
-
-def _last_line(log: str, code: int) -> str:
-    lines = log.strip().splitlines()
-    return lines[-1] if lines else f"exit {code}"
+        if self.verify:
+            self.verify_renditions(files, samples)
+        return Conversion(container, samples * 1000 // PCM_RATE, files)
 
 
 def write_wav(sln16: bytes, out: Path) -> None:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import InvalidTenantId
+from .errors import InvalidActor, InvalidTenantId
 
 TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 CLASS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
@@ -35,6 +35,26 @@ def validate_tenant_id(value: object) -> str:
             " starting with a letter or digit"
         )
     return value
+
+
+MAX_ACTOR_CHARS = 128
+
+
+def validate_actor(value: object) -> str:
+    """Return ``value`` if it can name who accepted the disclaimer, else raise ``InvalidActor``.
+
+    It is shown in ``show`` and audit records, so it must be one line of printable text (no
+    control characters or terminal escapes that could forge lines), not blank, and bounded.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidActor("who accepted the disclaimer must be named (--by): it is empty")
+    if len(value) > MAX_ACTOR_CHARS:
+        raise InvalidActor(f"who accepted the disclaimer (--by) is {len(value):,} characters long;"
+                           f" at most {MAX_ACTOR_CHARS} are allowed")
+    if not value.isprintable():
+        raise InvalidActor("who accepted the disclaimer (--by) contains control characters;"
+                           " use printable text on one line")
+    return value.strip()
 
 
 def validate_endpoint(value: object) -> str:
@@ -70,6 +90,7 @@ class RenditionFormat:
     extension: str
     sample_rate: int
     codec: str
+    muxer: str
     bytes_per_sample: float
 
     def expected_bytes(self, samples: int) -> int:
@@ -79,11 +100,11 @@ class RenditionFormat:
 
 #: The renditions produced for every upload. Asterisk picks among files sharing a base name.
 RENDITION_FORMATS: tuple[RenditionFormat, ...] = (
-    RenditionFormat("sln", 8000, "pcm_s16le", 2),
-    RenditionFormat("sln16", 16000, "pcm_s16le", 2),
-    RenditionFormat("ulaw", 8000, "pcm_mulaw", 1),
-    RenditionFormat("alaw", 8000, "pcm_alaw", 1),
-    RenditionFormat("g722", 16000, "adpcm_g722", 0.5),
+    RenditionFormat("sln", 8000, "pcm_s16le", "s16le", 2),
+    RenditionFormat("sln16", 16000, "pcm_s16le", "s16le", 2),
+    RenditionFormat("ulaw", 8000, "pcm_mulaw", "mulaw", 1),
+    RenditionFormat("alaw", 8000, "pcm_alaw", "alaw", 1),
+    RenditionFormat("g722", 16000, "adpcm_g722", "g722", 0.5),
 )
 FORMATS_BY_EXTENSION = {f.extension: f for f in RENDITION_FORMATS}
 

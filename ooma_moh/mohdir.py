@@ -58,7 +58,7 @@ class MohDirectory:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         for rendition in renditions:
-            self._place(self.blobs.path(rendition.sha256), partial / f"{BASE_NAME}.{rendition.extension}")
+            self._place(self.blobs.locate(rendition.sha256), partial / f"{BASE_NAME}.{rendition.extension}")
         os.chmod(partial, 0o755)
         fsync_dir(partial)
         if target.exists():  # incomplete (e.g. damaged by hand): replace it whole

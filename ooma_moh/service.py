@@ -6,7 +6,6 @@ constructor, so these rules are tested without ffmpeg or disk, and each edge is 
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 from collections.abc import Callable
@@ -17,8 +16,10 @@ from typing import BinaryIO, Protocol
 from .config import Settings
 from .errors import DisclaimerRequired, NoTenantFile, UploadRejected
 from .media import Conversion
-from .model import FORMATS_BY_EXTENSION, Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile, validate_tenant_id
+from .model import (FORMATS_BY_EXTENSION, Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile,
+                    validate_actor, validate_tenant_id)
 from .storage import BlobStore, Catalog
+from .storage.blobs import storage_errors
 
 MAX_NAME_CHARS = 255
 CHUNK = 1 << 16
@@ -29,6 +30,14 @@ class Converter(Protocol):
 
     def convert(self, source: Path, workdir: Path) -> Conversion:
         """Validate ``source``; write its renditions under ``workdir``."""
+
+
+def _read(source: BinaryIO, size: int) -> bytes:
+    """Read from the uploader's stream: a failure there is the upload's, not the server's."""
+    try:
+        return source.read(size)
+    except OSError as exc:
+        raise UploadRejected("unreadable", f"the upload could not be read: {exc.strerror}") from None
 
 
 def utcnow() -> datetime:
@@ -65,8 +74,8 @@ class MohService:
         limit = self.settings.max_upload_bytes
         digest = hashlib.sha256()
         size = 0
-        with open(target, "wb") as out:
-            while chunk := source.read(min(CHUNK, limit + 1 - size)):
+        with storage_errors("receiving the upload"), open(target, "wb") as out:
+            while chunk := _read(source, min(CHUNK, limit + 1 - size)):
                 size += len(chunk)
                 if size > limit:
                     raise UploadRejected(
@@ -84,14 +93,16 @@ class MohService:
         source: Path | BinaryIO,
         *,
         accept_disclaimer: bool,
-        accepted_by: str | None = None,
+        accepted_by: str,
         original_name: str | None = None,
     ) -> TenantMoh:
         """Validate and convert ``source``, then make it the tenant's music in one step.
 
+        ``accepted_by`` names who accepted the rights disclaimer (printable, 1-128 characters).
         Nothing changes unless every check and the whole conversion succeed.
         """
         validate_tenant_id(tenant_id)
+        accepted_by = validate_actor(accepted_by)
         if not accept_disclaimer:
             raise DisclaimerRequired(
                 "the rights disclaimer must be accepted: confirm you hold the rights to play this"
@@ -99,18 +110,22 @@ class MohService:
             )
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            if not path.is_file():
-                raise UploadRejected("not_a_file", f"{path} is not a readable file")
-            if path.stat().st_size > self.settings.max_upload_bytes:
-                raise UploadRejected(
-                    "too_large",
-                    f"the file is larger than the limit of {self.settings.max_upload_bytes:,} bytes",
-                )
-            with open(path, "rb") as fh:
+            try:
+                if not path.is_file():
+                    raise UploadRejected("not_a_file", "the upload is not a readable file")
+                if path.stat().st_size > self.settings.max_upload_bytes:
+                    raise UploadRejected(
+                        "too_large",
+                        f"the file is larger than the limit of {self.settings.max_upload_bytes:,} bytes",
+                    )
+                fh = open(path, "rb")
+            except OSError as exc:
+                raise UploadRejected("not_a_file", f"the upload cannot be read: {exc.strerror}") from None
+            with fh:
                 return self._ingest(tenant_id, fh, original_name or path.name, accepted_by)
         return self._ingest(tenant_id, source, original_name or "upload", accepted_by)
 
-    def _ingest(self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str | None) -> TenantMoh:
+    def _ingest(self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str) -> TenantMoh:
         with self.blobs.scratch() as work:
             staged = work / "original"
             size, sha = self._stage(source, staged)
@@ -124,14 +139,14 @@ class MohService:
             now = self.clock()
             upload = UploadedFile(clean_original_name(name), size, sha, conversion.duration_ms,
                                   conversion.container, now)
-            disclaimer = Disclaimer(accepted_by or getpass.getuser(), now, sha)
+            disclaimer = Disclaimer(accepted_by, now, sha)
             result = self.catalog.save_upload(tenant_id, upload, disclaimer, tuple(renditions))
         self.collect_garbage()
         return result
 
     def collect_garbage(self) -> int:
-        """Remove blobs the catalog no longer references; returns how many."""
-        return self.blobs.collect(self.catalog.referenced_blobs())
+        """Move blobs the catalog no longer references to the trash; returns how many."""
+        return self.blobs.collect(self.catalog.referenced_blobs)
 
     def show(self, tenant_id: str) -> TenantMoh:
         """The tenant's music; an unknown tenant is simply on default music."""

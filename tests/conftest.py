@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import Settings
 from ooma_moh.service import MohService
 

@@ -2,7 +2,8 @@
 
 A blob lives at ``<root>/<sha[:2]>/<sha>``. It appears there by an atomic rename of a fully
 written, fsynced file, so a reader never sees part of one. Blobs are immutable; unreferenced ones
-are removed by :meth:`BlobStore.collect` under an exclusive lock that writers hold shared.
+are moved to a trash by :meth:`BlobStore.collect` under an exclusive lock that writers hold
+shared, and deleted from there after a grace period.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ..errors import StorageError
 
 CHUNK = 1 << 20
 
@@ -28,6 +31,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def storage_errors(doing: str) -> Iterator[None]:
+    """Translate ``OSError`` from the filesystem into :class:`StorageError` (no paths in it)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError.from_errno(exc.errno, doing) from exc
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -38,41 +50,87 @@ def fsync_dir(path: Path) -> None:
 
 
 class BlobStore:
-    """Immutable files addressed by their sha256, plus a scratch area on the same filesystem."""
+    """Immutable files addressed by their sha256, plus a scratch area on the same filesystem.
 
-    def __init__(self, root: Path) -> None:
+    Deletion is two-step so that a catalog restored from a backup still finds its files:
+    :meth:`collect` moves unreferenced blobs to ``<root>/trash/`` and deletes them only once they
+    have been there ``grace_s`` seconds; :meth:`locate` brings a trashed blob back.
+    """
+
+    def __init__(self, root: Path, *, grace_s: float = 7 * 86400.0, writable: bool = True) -> None:
         self.root = root
         self.scratch_root = root / "tmp"
-        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        self.trash = root / "trash"
+        self.grace_s = grace_s
+        self.writable = writable
         self._lock_path = root / ".lock"
+        if writable:
+            with storage_errors("preparing the blob store"):
+                self.scratch_root.mkdir(parents=True, exist_ok=True)
+                self.trash.mkdir(exist_ok=True)
+            self.reclaim_scratch()
 
     def path(self, sha256: str) -> Path:
         """Where the blob with this sha256 is (or would be) stored."""
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
-        """Whether this blob is stored."""
+        """Whether this blob is stored (trashed blobs do not count)."""
         return self.path(sha256).is_file()
+
+    def holds_files(self) -> bool:
+        """Whether any blob is stored or trashed (used to refuse a lost catalog)."""
+        if not self.root.is_dir():
+            return False
+        for entry in self.root.iterdir():
+            if entry.is_dir() and (len(entry.name) == 2 or entry == self.trash):
+                if any(True for _ in entry.iterdir()):
+                    return True
+        return False
 
     def put(self, source: Path) -> tuple[str, int]:
         """Move ``source`` (in the scratch area) into the store; return (sha256, size)."""
-        sha = sha256_file(source)
-        size = source.stat().st_size
-        target = self.path(sha)
-        if target.is_file() and target.stat().st_size == size:
-            source.unlink()
+        with storage_errors("storing the renditions"):
+            sha = sha256_file(source)
+            size = source.stat().st_size
+            target = self.path(sha)
+            if target.is_file() and target.stat().st_size == size:
+                source.unlink()
+                return sha, size
+            target.parent.mkdir(exist_ok=True)
+            with open(source, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(source, 0o644)
+            os.replace(source, target)
+            fsync_dir(target.parent)
             return sha, size
-        target.parent.mkdir(exist_ok=True)
-        with open(source, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(source, 0o644)
-        os.replace(source, target)
-        fsync_dir(target.parent)
-        return sha, size
+
+    def locate(self, sha256: str) -> Path:
+        """The path of a stored blob, brought back from the trash if it was collected;
+        ``StorageError`` (``blob_missing``) if it is gone."""
+        path = self.path(sha256)
+        if path.is_file():
+            return path
+        trashed = self.trash / sha256
+        if trashed.is_file():
+            if not self.writable:
+                return trashed
+            with storage_errors("restoring a stored file from the trash"):
+                path.parent.mkdir(exist_ok=True)
+                os.replace(trashed, path)
+            return path
+        raise StorageError("blob_missing", f"a stored file is missing from the blob store (sha256"
+                           f" {sha256[:16]}…): restore the blob directory from a backup")
 
     def read(self, sha256: str) -> bytes:
-        """The bytes of a blob."""
-        return self.path(sha256).read_bytes()
+        """The bytes of a blob, checked against its sha256."""
+        path = self.locate(sha256)
+        with storage_errors("reading a stored file"):
+            data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise StorageError("blob_damaged", f"a stored file is damaged (sha256 {sha256[:16]}… does"
+                               " not match its content): restore the blob directory from a backup")
+        return data
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[bool]:
@@ -89,32 +147,53 @@ class BlobStore:
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
-        """A private scratch directory, removed afterwards; blobs put meanwhile are safe from GC."""
-        with self._locked(fcntl.LOCK_SH):
-            path = self.scratch_root / f"{os.getpid()}-{time.monotonic_ns()}"
-            path.mkdir()
-            try:
-                yield path
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
+        """A private scratch directory, removed afterwards; blobs put meanwhile are safe from GC
+        (the store's lock is held shared until then)."""
+        with contextlib.ExitStack() as stack:
+            with storage_errors("preparing the upload"):
+                lock = stack.enter_context(open(self._lock_path, "a+"))
+                fcntl.flock(lock, fcntl.LOCK_SH)
+                path = self.scratch_root / f"{os.getpid()}-{time.monotonic_ns()}"
+                path.mkdir()
+            stack.callback(shutil.rmtree, path, ignore_errors=True)
+            yield path
 
-    def collect(self, referenced: set[str]) -> int:
-        """Remove blobs not in ``referenced`` and abandoned scratch dirs; return blobs removed.
+    def reclaim_scratch(self) -> None:
+        """Remove scratch directories of writers that died (``kill -9``), when no writer runs."""
+        with self._locked(fcntl.LOCK_EX | fcntl.LOCK_NB) as acquired:
+            if acquired:
+                for leftover in self.scratch_root.iterdir():
+                    shutil.rmtree(leftover, ignore_errors=True)
 
-        Skipped (returns 0) while any writer holds a scratch directory, whose blobs the catalog
-        may not reference yet.
+    def collect(self, referenced: Callable[[], set[str]], now: float | None = None) -> int:
+        """Move blobs not in ``referenced()`` to the trash, delete those trashed ``grace_s`` ago,
+        remove abandoned scratch dirs; return the number of blobs moved to the trash.
+
+        ``referenced`` is called with writers locked out, so an upload cannot commit between the
+        read of the catalog and the clean-up. Skipped (returns 0) while any writer holds a scratch
+        directory, whose blobs the catalog may not reference yet.
         """
-        removed = 0
+        now = time.time() if now is None else now
+        moved = 0
         with self._locked(fcntl.LOCK_EX | fcntl.LOCK_NB) as acquired:
             if not acquired:
                 return 0
-            for leftover in self.scratch_root.iterdir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            for shard in self.root.iterdir():
-                if not shard.is_dir() or len(shard.name) != 2:
-                    continue
-                for blob in shard.iterdir():
-                    if blob.name not in referenced:
-                        blob.unlink(missing_ok=True)
-                        removed += 1
-        return removed
+            keep = referenced()
+            with storage_errors("cleaning up unused files"):
+                for leftover in self.scratch_root.iterdir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                for shard in self.root.iterdir():
+                    if not shard.is_dir() or len(shard.name) != 2:
+                        continue
+                    for blob in shard.iterdir():
+                        if blob.name not in keep:
+                            os.replace(blob, self.trash / blob.name)
+                            os.utime(self.trash / blob.name, (now, now))
+                            moved += 1
+                for trashed in self.trash.iterdir():
+                    if trashed.name in keep:  # referenced again (a restored catalog): bring it back
+                        self.path(trashed.name).parent.mkdir(exist_ok=True)
+                        os.replace(trashed, self.path(trashed.name))
+                    elif now - trashed.stat().st_mtime >= self.grace_s:
+                        trashed.unlink()
+        return moved

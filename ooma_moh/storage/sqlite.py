@@ -1,7 +1,13 @@
-"""The embedded catalog: one SQLite file in WAL mode.
+"""The embedded catalog: one SQLite file with a rollback journal.
 
 Each public method is one transaction (``BEGIN IMMEDIATE`` for writes), so a crash at any point
-leaves either the old or the new state. sqlite3 errors are translated to ``OomaMohError`` here.
+leaves either the old or the new state. sqlite3 errors are translated to ``StorageError`` here.
+
+Why a rollback journal and not WAL: a reader of a WAL database must be able to create or write
+its ``-shm`` file, so read-only commands (``show``, the FastAGI server) failed on a read-only or
+full disk, and whichever user opened the catalog first owned the side files. With a rollback
+journal a reader needs only read access to the file; writers are rare (uploads, deletes) and
+readers wait out a commit with ``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import OomaMohError
+from ..errors import StorageError
 from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
@@ -65,20 +71,75 @@ def _ts(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")
 
 
-class SqliteCatalog:
-    """:class:`~ooma_moh.storage.base.Catalog` on a local SQLite file."""
+#: sqlite3 error name -> (StorageError reason, what happened)
+SQLITE_ERRORS = {
+    "SQLITE_FULL": ("disk_full", "the server's disk is full"),
+    "SQLITE_READONLY": ("read_only", "the catalog is read-only for this process"),
+    "SQLITE_CANTOPEN": ("permission", "the catalog cannot be opened (permissions?)"),
+    "SQLITE_PERM": ("permission", "permission denied on the catalog"),
+    "SQLITE_IOERR": ("io_error", "an input/output error on the catalog"),
+    "SQLITE_CORRUPT": ("catalog_damaged", "the catalog is damaged: restore it from a backup"),
+    "SQLITE_NOTADB": ("catalog_damaged", "the catalog file is not a database: restore it from a backup"),
+    "SQLITE_BUSY": ("busy", "the catalog stayed locked by another process"),
+}
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+def storage_error(exc: sqlite3.Error, doing: str) -> StorageError:
+    """The :class:`StorageError` for a sqlite3 failure while ``doing`` something."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, (reason, text) in SQLITE_ERRORS.items():
+        if name.startswith(prefix):
+            return StorageError(reason, f"{text} (while {doing}); nothing was changed")
+    return StorageError("catalog_error", f"the catalog failed while {doing} ({exc}); nothing was changed")
+
+
+def catalog_exists(path: Path) -> bool:
+    """Whether ``path`` holds an ooma-moh catalog (not missing, empty, or another database).
+    ``StorageError`` if it is not a readable SQLite file at all."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StorageError.from_errno(exc.errno, "opening the catalog") from None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'"
+                              ).fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise storage_error(exc, "opening the catalog") from None
+
+
+class SqliteCatalog:
+    """:class:`~ooma_moh.storage.base.Catalog` on a local SQLite file.
+
+    ``writable=False`` opens it read-only (``mode=ro``): nothing is created, no schema change,
+    and it works on a read-only or full filesystem.
+    """
+
+    def __init__(self, path: Path, *, writable: bool = True) -> None:
+        self.path = path
+        self.writable = writable
+        try:
+            if writable:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=DELETE")  # also converts a WAL catalog
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(SCHEMA)
+            else:
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                                           isolation_level=None, check_same_thread=False)
+                self._db.execute("SELECT 1 FROM tenants LIMIT 1")
+        except OSError as exc:
+            raise StorageError.from_errno(exc.errno, "opening the catalog") from None
         except sqlite3.Error as exc:
-            raise OomaMohError(f"cannot open catalog {path}: {exc}") from None
+            raise storage_error(exc, "opening the catalog") from None
 
     def close(self) -> None:
         """Close the database connection."""
@@ -90,12 +151,13 @@ class SqliteCatalog:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("COMMIT")  # may fail (disk full): then roll back as well
+            finally:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            raise OomaMohError(f"catalog write failed ({self.path}): {exc}") from None
+            raise storage_error(exc, "writing the catalog") from None
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
@@ -103,7 +165,7 @@ class SqliteCatalog:
             cursor.row_factory = sqlite3.Row
             return cursor.fetchall()
         except sqlite3.Error as exc:
-            raise OomaMohError(f"catalog read failed ({self.path}): {exc}") from None
+            raise storage_error(exc, "reading the catalog") from None
 
     def _tenant(self, row: sqlite3.Row) -> TenantMoh:
         setting = MohSetting(row["setting"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.publish import RealtimePublisher, write_atomically

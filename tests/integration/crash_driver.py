@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import Settings
 from ooma_moh.media import FfmpegConverter
 from ooma_moh.storage import BlobStore, SqliteCatalog

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import load_settings
 from ooma_moh.mohdir import MohDirectory
 from ooma_moh.publish import RealtimePublisher, StaticPublisher

@@ -67,8 +67,8 @@ def assert_hold_music(windows: list, hold_t: float, unhold_t: float, expected: f
 @pytest.mark.parametrize("how", ["arg", "query", "var", "acct"])
 def test_tenant_from_each_source_hears_its_music(lab, ari_lab, agi_server, lab_service: MohService,
                                                  tmp_path: Path, how: str) -> None:
-    lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True)
-    lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True)
+    lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True, accepted_by="tester")
+    lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     from click.testing import CliRunner
 
     from ooma_moh.cli import main
@@ -82,7 +82,7 @@ def test_tenant_from_each_source_hears_its_music(lab, ari_lab, agi_server, lab_s
                                          "none@ooma-lab-agi-call"])
 def test_unknown_or_default_tenant_hears_default(lab, ari_lab, agi_server, lab_service: MohService,
                                                  tmp_path: Path, destination: str) -> None:
-    lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True)
+    lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.delete("gamma")
     name = "agi_" + destination.split("@")[0].replace("-", "_")
     windows, hold_t, unhold_t = held_call(lab, ari_lab, name, destination)

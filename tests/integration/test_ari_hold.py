@@ -63,9 +63,9 @@ class Handler:
 
 @pytest.fixture
 def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path):
-    lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True)
-    lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True)
-    lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True)
+    lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True, accepted_by="tester")
+    lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
+    lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.delete("gamma")
     from ooma_moh.sync import Syncer
     Syncer(lab_settings, lab_service.catalog, lab_service.blobs).run(None)

@@ -78,7 +78,7 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
 
 @pytest.fixture
 def tenant_with_music(service: MohService, tmp_path: Path) -> tuple[MohService, object, set[str]]:
-    before = service.upload("acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True)
+    before = service.upload("acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True, accepted_by="tester")
     stored = {p.name for p in service.blobs.root.glob("??/*")}
     return service, before, stored
 
@@ -91,7 +91,7 @@ def test_bad_upload_is_rejected_and_changes_nothing(tenant_with_music, tmp_path:
     bad_dir.mkdir()
     path = maker(bad_dir)
     with pytest.raises(UploadRejected) as info:
-        service.upload("acme", path, accept_disclaimer=True)
+        service.upload("acme", path, accept_disclaimer=True, accepted_by="tester")
     assert info.value.reason == reason, str(info.value)
     assert str(info.value) and "\n" not in str(info.value)
     assert service.show("acme") == before
@@ -105,6 +105,6 @@ def test_bad_upload_is_rejected_and_changes_nothing(tenant_with_music, tmp_path:
 def test_invalid_tenant_ids_change_nothing(tenant_with_music, tmp_path: Path, tenant: str) -> None:
     service, before, stored = tenant_with_music
     with pytest.raises(InvalidTenantId):
-        service.upload(tenant, tone(tmp_path / "ok.wav", 440), accept_disclaimer=True)
+        service.upload(tenant, tone(tmp_path / "ok.wav", 440), accept_disclaimer=True, accepted_by="tester")
     assert [t.tenant_id for t in service.list()] == ["acme"]
     assert service.show("acme") == before

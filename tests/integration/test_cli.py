@@ -89,6 +89,8 @@ def test_invalid_tenant_and_config(run, tmp_path: Path) -> None:
 
 
 def test_endpoint_map(run) -> None:
+    assert "no catalog" in run("endpoints", "--json", code=1)  # reading never creates a home
+    run("init")
     assert json.loads(run("endpoints", "--json")) == {}
     assert run("endpoints", "set", "PJSIP/acme-100", "acme").strip() == "PJSIP/acme-100 -> acme"
     run("endpoints", "set", "PJSIP/acme-101", "acme")

@@ -24,7 +24,7 @@ def assert_target_loudness(extension: str, lufs: float, extra_below: float = 0.0
 @pytest.mark.parametrize("container", CONTAINERS)
 def test_each_container_gives_five_correct_renditions(service: MohService, tmp_path: Path, container: str) -> None:
     source = tone(tmp_path / f"in.{container}", 440, seconds=3.0, container=container)
-    result = service.upload("acme", source, accept_disclaimer=True)
+    result = service.upload("acme", source, accept_disclaimer=True, accepted_by="tester")
     assert result.upload.container == ("ogg" if container == "opus" else container)
     assert abs(result.upload.duration_ms - 3000) <= 20
     for fmt in RENDITION_FORMATS:
@@ -48,7 +48,7 @@ def test_quiet_and_loud_uploads_come_out_equally_loud(service: MohService, tmp_p
                       seconds=4, container="flac", volume_db=+6)
     levels = {}
     for tenant, source in (("quiet", quiet), ("loud", loud)):
-        result = service.upload(tenant, source, accept_disclaimer=True)
+        result = service.upload(tenant, source, accept_disclaimer=True, accepted_by="tester")
         for ext in ("sln", "sln16"):
             levels[tenant, ext] = loudness(service.blobs.path(result.rendition(ext).sha256), ext)
     for ext in ("sln", "sln16"):
@@ -64,7 +64,7 @@ def test_peaky_upload_is_limited_under_the_ceiling(service: MohService, tmp_path
     source = tmp_path / "peaky.wav"
     make_audio(source, source="aevalsrc='0.02*sin(2*PI*300*t)+if(lt(mod(t\\,0.5)\\,0.002)\\,0.99\\,0)':s=44100",
                seconds=4, container="wav", channels=1)
-    result = service.upload("acme", source, accept_disclaimer=True)
+    result = service.upload("acme", source, accept_disclaimer=True, accepted_by="tester")
     for ext in ("sln", "sln16", "ulaw", "alaw", "g722"):
         lufs, peak = loudness(service.blobs.path(result.rendition(ext).sha256), ext)
         assert peak <= -2.0, (ext, peak)
@@ -75,7 +75,7 @@ def test_conversion_is_deterministic_and_content_based(service: MohService, tmp_
     source = tone(tmp_path / "in.m4a", 660, container="m4a")
     disguised = tmp_path / "song.mp3"
     disguised.write_bytes(source.read_bytes())
-    a = service.upload("a", source, accept_disclaimer=True)
-    b = service.upload("b", disguised, accept_disclaimer=True)
+    a = service.upload("a", source, accept_disclaimer=True, accepted_by="tester")
+    b = service.upload("b", disguised, accept_disclaimer=True, accepted_by="tester")
     assert b.upload.container == "m4a"
     assert [r.sha256 for r in a.renditions] == [r.sha256 for r in b.renditions]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ooma_moh.cli import build_service
+from ooma_moh.app import build_service
 from ooma_moh.config import Settings
 from ooma_moh.model import MohSetting
 from ooma_moh.storage.blobs import sha256_file
@@ -34,7 +34,7 @@ def assert_consistent(settings: Settings) -> None:
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_ingest_leaves_old_or_new_state(settings: Settings, tmp_path: Path, point: str) -> None:
     service = build_service(settings)
-    old = service.upload("acme", tone(tmp_path / "old.wav", 440, seconds=2), accept_disclaimer=True)
+    old = service.upload("acme", tone(tmp_path / "old.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
     service.catalog.close()
     new_file = tone(tmp_path / "new.mp3", 880, seconds=2, container="mp3")
 
@@ -53,7 +53,7 @@ def test_killed_ingest_leaves_old_or_new_state(settings: Settings, tmp_path: Pat
     else:
         assert after_kill == old
 
-    again = service.upload("acme", new_file, accept_disclaimer=True)
+    again = service.upload("acme", new_file, accept_disclaimer=True, accepted_by="tester")
     assert again.upload.sha256 == new_sha
     assert_consistent(settings)
     stored = {p.name for p in service.blobs.root.glob("??/*")}

@@ -38,7 +38,7 @@ def cli(settings: Settings, *args: str, code: int = 0) -> str:
 
 def upload(service: MohService, tenant: str, freq: float, tmp: Path, name: str | None = None) -> None:
     source = tone(tmp / f"{tenant}-{int(freq)}.wav", freq, seconds=4)
-    service.upload(tenant, source, accept_disclaimer=True, original_name=name)
+    service.upload(tenant, source, accept_disclaimer=True, accepted_by="tester", original_name=name)
 
 
 def assert_hears(windows: list[float | None], expected: float) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ooma_moh.errors import UploadRejected
-from ooma_moh.media import declared_duration_s, ffmpeg_errors, parse_ebur128, plan_loudness, sniff_container
+from ooma_moh.ffmpeg import Run
+from ooma_moh.media import declared_duration_s, parse_ebur128, plan_loudness, sniff_container
 
 
 @pytest.mark.parametrize("head, container", [
@@ -35,9 +36,9 @@ def test_declared_duration() -> None:
     assert declared_duration_s("  Duration: N/A, bitrate: N/A") is None
 
 
-def test_ffmpeg_errors_only_error_lines() -> None:
+def test_run_errors_only_error_lines() -> None:
     log = "[info] Input #0\n[mp3 @ 0x1] [error] Header missing\n[warning] odd\n[fatal] boom\n"
-    assert ffmpeg_errors(log) == ["[mp3 @ 0x1] [error] Header missing", "[fatal] boom"]
+    assert Run(0, log).errors() == ["[mp3 @ 0x1] [error] Header missing", "[fatal] boom"]
 
 
 def test_parse_ebur128_summary() -> None:

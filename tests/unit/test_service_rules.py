@@ -10,7 +10,7 @@ import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, UploadRejected
-from ooma_moh.media import Conversion, LoudnessPlan
+from ooma_moh.media import Conversion
 from ooma_moh.model import MohSetting
 from ooma_moh.service import MohService, clean_original_name
 from ooma_moh.storage import BlobStore, SqliteCatalog
@@ -33,7 +33,7 @@ class FakeConverter:
         for ext in ("sln", "sln16", "ulaw", "alaw", "g722"):
             files[ext] = workdir / f"r.{ext}"
             files[ext].write_bytes(source.read_bytes()[:8] + ext.encode())
-        return Conversion("wav", 2000, -20.0, -3.0, LoudnessPlan(0.0, None), files)
+        return Conversion("wav", 2000, files)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_disclaimer_required_reads_nothing(fake: tuple[MohService, FakeConverter
     svc, converter = fake
     stream = io.BytesIO(b"x" * 10)
     with pytest.raises(DisclaimerRequired, match="disclaimer must be accepted"):
-        svc.upload("acme", stream, accept_disclaimer=False)
+        svc.upload("acme", stream, accept_disclaimer=False, accepted_by="tester")
     assert stream.tell() == 0 and converter.calls == 0 and svc.list() == []
 
 
@@ -57,7 +57,7 @@ def test_stream_over_limit_is_rejected_without_reading_it_all(fake: tuple[MohSer
     svc, converter = fake
     stream = io.BytesIO(b"x" * 10_000)
     with pytest.raises(UploadRejected) as info:
-        svc.upload("acme", stream, accept_disclaimer=True)
+        svc.upload("acme", stream, accept_disclaimer=True, accepted_by="tester")
     assert info.value.reason == "too_large"
     assert stream.tell() <= 101 and converter.calls == 0
 
@@ -77,18 +77,18 @@ def test_upload_records_file_disclaimer_and_renditions(fake: tuple[MohService, F
 
 def test_failed_conversion_keeps_previous_music(fake: tuple[MohService, FakeConverter]) -> None:
     svc, converter = fake
-    before = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True)
+    before = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True, accepted_by="tester")
     converter.fail = UploadRejected("undecodable", "bad")
     with pytest.raises(UploadRejected):
-        svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True)
+        svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True, accepted_by="tester")
     assert svc.show("acme") == before
-    assert svc.blobs.collect(svc.catalog.referenced_blobs()) == 0
+    assert svc.blobs.collect(svc.catalog.referenced_blobs) == 0
 
 
 def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConverter]) -> None:
     svc, _ = fake
-    first = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True)
-    svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True)
+    first = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True, accepted_by="tester")
+    svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True, accepted_by="tester")
     assert not svc.blobs.exists(first.upload.sha256)
     deleted = svc.delete("acme")
     assert deleted.setting is MohSetting.DEFAULT and deleted.moh_class("tenant-") == "default"
@@ -102,7 +102,7 @@ def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConv
 
 def test_invalid_tenant_everywhere(fake: tuple[MohService, FakeConverter]) -> None:
     svc, converter = fake
-    for call in (lambda: svc.upload("../x", io.BytesIO(b"x"), accept_disclaimer=True),
+    for call in (lambda: svc.upload("../x", io.BytesIO(b"x"), accept_disclaimer=True, accepted_by="tester"),
                  lambda: svc.show("a]b"), lambda: svc.delete("")):
         with pytest.raises(InvalidTenantId):
             call()

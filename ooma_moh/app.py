@@ -1,0 +1,51 @@
+"""The one place that builds ooma-moh's objects from :class:`~ooma_moh.config.Settings`.
+
+The CLI, the servers, the demo, the benchmarks and the tests get their catalog, blob store and
+service from here, so the rules for opening the data home are applied the same way everywhere:
+
+- a command that only reads never creates anything: it opens the catalog read-only and fails
+  with a clear error if the home has no catalog (a typo in ``OOMA_MOH_HOME`` must not look like
+  "no tenants");
+- a catalog that is missing, empty or not ours while the blob store holds files is refused, even
+  for writing, unless the operator says to start over (``ooma-moh init --start-over``): a new,
+  empty catalog would let the next clean-up send every tenant's files to the trash.
+"""
+
+from __future__ import annotations
+
+from .errors import CatalogMissing
+from .config import Settings
+from .media import FfmpegConverter
+from .service import MohService
+from .storage import BlobStore, SqliteCatalog
+from .storage.sqlite import catalog_exists
+
+
+def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool = False) -> SqliteCatalog:
+    """The catalog of ``settings.home``, applying the rules in the module docstring."""
+    path = settings.catalog_path
+    if not catalog_exists(path):
+        if BlobStore(settings.blob_dir, writable=False).holds_files() and not start_over:
+            raise CatalogMissing(
+                f"the catalog {path} is missing or empty, but the blob store next to it holds files:"
+                " restore catalog.sqlite3 from a backup, or run `ooma-moh init --start-over` to begin"
+                " an empty catalog (the files then go to the trash and are deleted after"
+                f" {settings.blob_grace_s / 86400:g} days)"
+            )
+        if not writable:
+            raise CatalogMissing(
+                f"no catalog in {settings.home}: nothing was ever stored with this data home (check"
+                " OOMA_MOH_HOME / --home), or create it with `ooma-moh init`"
+            )
+    return SqliteCatalog(path, writable=writable)
+
+
+def open_blobs(settings: Settings, *, writable: bool = True) -> BlobStore:
+    """The blob store of ``settings.home``."""
+    return BlobStore(settings.blob_dir, grace_s=settings.blob_grace_s, writable=writable)
+
+
+def build_service(settings: Settings, *, writable: bool = True, start_over: bool = False) -> MohService:
+    """The service on the embedded default back end (SQLite catalog, local blobs, ffmpeg)."""
+    catalog = open_catalog(settings, writable=writable, start_over=start_over)
+    return MohService(settings, catalog, open_blobs(settings, writable=writable), FfmpegConverter(settings))
