@@ -122,7 +122,7 @@ def service_of(ctx: click.Context, *, writable: bool = True) -> MohService:
 @handles_errors
 def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
     """Create the data home and its empty catalog (idempotent)."""
-    open_catalog(ctx.obj, start_over=start_over).close()
+    build_service(ctx.obj, start_over=start_over).catalog.close()  # also reclaims dead uploads' scratch
     emit(ctx, as_json, {"home": str(ctx.obj.home)}, f"catalog ready in {ctx.obj.home}")
 
 

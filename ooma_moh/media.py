@@ -212,6 +212,8 @@ def public_detail(line: str) -> str:
     text = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
     if ": " in text and "/" in text.split(": ", 1)[0]:
         text = text.split(": ", 1)[1]  # "/tmp/…/original: Invalid data…" -> "Invalid data…"
+    if text.lower() in ("invalid argument", "operation not permitted", "unknown error"):
+        text = ""  # an errno text says nothing about the file
     if not text or re.search(r"[/\\@\[\]=;]|0x[0-9a-f]|filter|option", text, re.I) or len(text) > 100:
         return "the audio data is damaged or uses an unsupported encoding"
     return text[0].lower() + text[1:]
@@ -276,6 +278,8 @@ class FfmpegConverter:
         ], watch)
         if watch.rejection is not None:
             raise watch.rejection
+        if watch.other_codecs and not watch.audio_seen:
+            raise UploadRejected("no_audio", "the file contains no audio (only pictures or video)")
         if run.killed_by_limit:
             raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
                                  " the server allows for one upload")

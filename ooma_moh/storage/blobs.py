@@ -134,7 +134,9 @@ class BlobStore:
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[bool]:
-        with open(self._lock_path, "a+") as fh:
+        with storage_errors("locking the blob store"):
+            fh = open(self._lock_path, "a+")
+        with fh:
             try:
                 fcntl.flock(fh, mode)
             except BlockingIOError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,11 @@ from ooma_moh.service import MohService
 from tests.audio import ffmpeg, make_audio, tone
 
 Maker = Callable[[Path], Path]
+
+
+def NOISE(n: int) -> bytes:
+    """Deterministic garbage: the same bytes every run, so a case cannot pass by luck."""
+    return random.Random(n).randbytes(n)
 
 
 def _bytes(name: str, data: bytes) -> Maker:
@@ -50,6 +56,31 @@ def _wav_zero_channels(tmp: Path) -> Path:
     return _bytes("zero.wav", b"RIFF" + struct.pack("<I", len(body)) + body)(tmp)
 
 
+def _wav(name: str, rate: int, channels: int, data: bytes, bits: int = 16, declared: int | None = None) -> Maker:
+    """A PCM WAV with any header values (the fields an attacker controls)."""
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
+    size = len(data) if declared is None else declared
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", size) + data
+    return _bytes(name, b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def _cover_only_mp3(tmp: Path) -> Path:
+    """An ID3v2.3 tag holding one picture (APIC frame), and no audio at all."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x64:d=1", "-frames:v", "1", str(tmp / "c.jpg"))
+    frame = b"\x00image/jpeg\x00\x03\x00" + (tmp / "c.jpg").read_bytes()
+    frames = b"APIC" + struct.pack(">I", len(frame)) + b"\x00\x00" + frame
+    size = len(frames)
+    synchsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    return _bytes("cover-only.mp3", b"ID3\x03\x00\x00" + synchsafe + frames)(tmp)
+
+
+def _video_only_mp4(tmp: Path) -> Path:
+    path = tmp / "video.m4a"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x64:d=2", "-c:v", "mpeg4", "-f", "mp4", str(path))
+    return path
+
+
 def _forty_minutes(tmp: Path) -> Path:
     path = tmp / "long.mp3"  # 8 kbit/s keeps 40 minutes under the size limit
     ffmpeg("-f", "lavfi", "-i", "sine=f=200:sample_rate=8000:d=2400", "-ac", "1", "-c:a", "libmp3lame",
@@ -73,6 +104,19 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
     "0.5 s": (lambda tmp: tone(tmp / "short.wav", 440, seconds=0.5), "too_short"),
     "silence": (lambda tmp: make_audio(tmp / "silent.wav", source="anullsrc=r=8000:cl=mono", seconds=3,
                                        container="wav", channels=1, rate=8000), "silent"),
+    # issue 8: 3,444 bytes at 1 Hz used to decode as 28 min 20 s (82 s CPU, 901 MB)
+    "1 Hz wav, 3,444 bytes": (_wav("onehz.wav", 1, 1, bytes(128 + i % 7 for i in range(3400)), bits=8), "sample_rate"),
+    "7,999 Hz wav": (_wav("low.wav", 7999, 1, b"\x00\x10" * 24000), "sample_rate"),
+    "2 GHz wav": (_wav("fast.wav", 2_000_000_000, 1, b"\x00\x10" * 24000), "sample_rate"),
+    "40-channel wav": (_wav("many.wav", 8000, 40, b"\x00\x10" * 40 * 8000), "channels"),
+    "cover art, no audio": (_cover_only_mp3, "undecodable"),
+    "video, no audio": (_video_only_mp4, "no_audio"),
+    "zip named .mp3": (_bytes("x.mp3", b"PK\x03\x04" + NOISE(2000)), "unrecognised_format"),
+    "png named .wav": (_bytes("x.wav", b"\x89PNG\r\n\x1a\n" + NOISE(2000)), "unrecognised_format"),
+    "html named .m4a": (_bytes("x.m4a", b"<!doctype html><script>alert(1)</script>" * 30), "unrecognised_format"),
+    "flac header then garbage": (_bytes("x.flac", b"fLaC" + NOISE(8000)), "undecodable"),
+    "adts header then garbage": (_bytes("x.aac", b"\xff\xf1\x50\x80" + NOISE(8000)), "undecodable"),
+    "ogg page header then garbage": (_bytes("x.ogg", b"OggS\x00\x02" + NOISE(8000)), "undecodable"),
 }
 
 
@@ -101,6 +145,35 @@ def test_bad_upload_is_rejected_and_changes_nothing(tenant_with_music, tmp_path:
     assert list(service.blobs.scratch_root.iterdir()) == []
 
 
+@pytest.mark.parametrize("container", ["mp3", "m4a"])
+def test_cover_art_is_ignored_never_decoded(tenant_with_music, tmp_path: Path, container: str) -> None:
+    """Most bought or exported music files carry a picture: the audio is accepted, the picture's
+    decoder is never opened (it is not on the codec whitelist)."""
+    service, _, _ = tenant_with_music
+    audio = tone(tmp_path / f"plain.{container}", 440, seconds=3, container=container)
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x64:d=1", "-frames:v", "1", str(tmp_path / "c.jpg"))
+    art = tmp_path / f"art.{container}"
+    ffmpeg("-i", str(audio), "-i", str(tmp_path / "c.jpg"), "-map", "0", "-map", "1", "-c", "copy",
+           "-disposition:v", "attached_pic", *(["-id3v2_version", "3"] if container == "mp3" else []), str(art))
+    result = service.upload("acme", art, accept_disclaimer=True, accepted_by="tester")
+    assert result.upload.container == container and 2900 <= result.upload.duration_ms <= 3100
+
+
+def test_a_lying_wav_header_gets_the_real_duration(tenant_with_music, tmp_path: Path) -> None:
+    """A WAV declaring 4 MB of data but holding 2 s is judged on what decodes, not on its header."""
+    service, _, _ = tenant_with_music
+    noise = (bytes(range(0, 256, 2)) * 250)[:32000]
+    path = _wav("liar.wav", 8000, 1, noise, declared=4_000_000)(tmp_path)
+    assert service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload.duration_ms == 2000
+
+
+def test_lowest_accepted_rate_is_accepted(tenant_with_music, tmp_path: Path) -> None:
+    service, _, _ = tenant_with_music
+    path = make_audio(tmp_path / "8k.wav", source="sine=f=440:sample_rate=8000", seconds=2, container="wav",
+                      channels=1, rate=8000)
+    assert service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload.duration_ms == 2000
+
+
 @pytest.mark.parametrize("tenant", ["a]b", "a\nb", "../x", "", "x" * 65])
 def test_invalid_tenant_ids_change_nothing(tenant_with_music, tmp_path: Path, tenant: str) -> None:
     service, before, stored = tenant_with_music
@@ -108,3 +181,68 @@ def test_invalid_tenant_ids_change_nothing(tenant_with_music, tmp_path: Path, te
         service.upload(tenant, tone(tmp_path / "ok.wav", 440), accept_disclaimer=True, accepted_by="tester")
     assert [t.tenant_id for t in service.list()] == ["acme"]
     assert service.show("acme") == before
+
+
+# -- the command line: arguments an operator (or a script fed by users) can get wrong --------------
+
+@pytest.fixture
+def cli_home(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from ooma_moh.cli import main
+
+    home = tmp_path / "home"
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0):  # type: ignore[no-untyped-def]
+        result = runner.invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        if code == 1:
+            assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+        return result
+
+    run("upload", "acme", str(tone(tmp_path / "good.wav", 523, seconds=2)), "--accept-disclaimer", "--by", "alice")
+    before = run("show", "acme", "--json").stdout
+    yield run, tmp_path
+    assert run("show", "acme", "--json").stdout == before  # nothing changed
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "pipe.mp3")
+    return tmp / "pipe.mp3"
+
+
+@pytest.mark.parametrize("case, make, message, code", [
+    ("file name of 300 characters", lambda tmp: tmp / ("a" * 300 + ".mp3"), "file name too long", 1),
+    ("a directory", lambda tmp: tmp, "is a directory", 2),  # click's usage error
+    ("a named pipe", _fifo, "not a readable file", 1),
+    ("a missing file", lambda tmp: tmp / "nope.mp3", "not a readable file", 1),
+])
+def test_unreadable_upload_paths(cli_home, case: str, make, message: str, code: int) -> None:  # type: ignore[no-untyped-def]
+    run, tmp = cli_home
+    result = run("upload", "acme", str(make(tmp)), "--accept-disclaimer", code=code)
+    assert message in result.stderr.lower()
+
+
+@pytest.mark.parametrize("by, message", [
+    ("alice\nFORGED line", "control characters"),
+    ("\x1b[31mred\x1b[0m", "control characters"),
+    ("x" * 100_000, "100,000 characters"),
+    ("", "empty"),
+    ("   ", "empty"),
+])
+def test_disclaimer_acceptor_is_validated(cli_home, by: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    run, tmp = cli_home
+    result = run("upload", "acme", str(tone(tmp / "new.wav", 660)), "--accept-disclaimer", "--by", by, code=1)
+    assert message in result.stderr
+    assert "\x1b" not in result.stderr
+
+
+def test_default_acceptor_is_the_unix_user_said_out_loud(cli_home) -> None:  # type: ignore[no-untyped-def]
+    import getpass
+    import json
+
+    run, tmp = cli_home
+    assert "the Unix user" in run("upload", "--help").stdout
+    shown = json.loads(run("upload", "other", str(tone(tmp / "o.wav", 660)), "--accept-disclaimer", "--json").stdout)
+    assert shown["disclaimer"]["accepted_by"] == getpass.getuser()
