@@ -59,6 +59,9 @@ class Settings:
     asterisk_cli: str = "asterisk -rx"
     ari_app: str = "ooma-moh"
     agi_listen: str = "127.0.0.1:4573"
+    agi_max_connections: int = 256
+    agi_max_env_bytes: int = 16384
+    agi_deadline_s: float = 30.0
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -98,6 +101,8 @@ class Settings:
         host, sep, port = self.agi_listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError(f"agi_listen {self.agi_listen!r} must be HOST:PORT")
+        if self.agi_max_connections < 1 or self.agi_max_env_bytes < 1024 or self.agi_deadline_s <= 0:
+            raise ConfigError("agi_max_connections >= 1, agi_max_env_bytes >= 1024, agi_deadline_s > 0")
         if self.publish_mode not in PUBLISH_MODES:
             raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
 

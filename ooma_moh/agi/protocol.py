@@ -16,7 +16,8 @@ MAX_LINE_BYTES = 8192
 
 
 class ProtocolError(ValueError):
-    """The peer did not speak AGI."""
+    """The peer did not speak AGI. The message quotes (at most 60 characters of) the peer's text
+    as it came: log it through :func:`.logsafe.printable`, like any outside text."""
 
 
 def parse_env_line(line: str) -> tuple[str, str] | None:
@@ -26,7 +27,7 @@ def parse_env_line(line: str) -> tuple[str, str] | None:
         return None
     key, sep, value = line.partition(":")
     if not sep or not key.startswith("agi_"):
-        raise ProtocolError(f"not an AGI environment line: {line[:60]!r}")
+        raise ProtocolError(f"not an AGI environment line: '{line[:60]}'")
     return key.strip(), value.strip()
 
 
@@ -51,7 +52,7 @@ def parse_response(line: str) -> AgiResponse:
         return AgiResponse(511, "-1", "hangup")
     match = re_code.search(line)
     if not match or not match.group(1):
-        raise ProtocolError(f"not an AGI response: {line[:60]!r}")
+        raise ProtocolError(f"not an AGI response: '{line[:60]}'")
     code, rest = int(match.group(1)), match.group(2)
     for key, value, data in re_kv.findall(rest):
         if key == "result":

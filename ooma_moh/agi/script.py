@@ -2,7 +2,8 @@
 
 Same route as the FastAGI server, driven by pyst2's ``AGI`` (safe here: this is a process's main
 thread, where its SIGHUP handler may be installed). It never fails the call: any problem ends in
-``default`` and a line on stderr, which Asterisk logs.
+``default`` and a line on stderr, which Asterisk logs line by line, so what came from the channel
+is written through :mod:`.logsafe` (a newline in it would make a line of its own).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from asterisk.agi import AGI, AGIException
 
 from ..config import load_settings
 from ..errors import OomaMohError
-from ..storage import SqliteCatalog
+from ..app import open_catalog
+from ..logsafe import logfmt, printable
 from .protocol import AgiRequest
 from ..resolve import ClassResolver
 from .route import TENANT_VARIABLE, choose_tenant, decide, needs_variable
@@ -26,7 +28,7 @@ def main() -> int:
         try:
             agi = AGI(stdin=sys.stdin, stdout=sys.stdout, stderr=quiet)
         except (OSError, ValueError) as exc:
-            print(f"ooma-moh-agi: no AGI environment: {exc}", file=sys.stderr)
+            print(f"ooma-moh-agi: no AGI environment: {printable(exc)}", file=sys.stderr)
             return 0
         request = AgiRequest.from_env(agi.env)
         try:
@@ -38,7 +40,8 @@ def main() -> int:
         if tenant is not None:
             try:
                 settings = load_settings()
-                resolved = ClassResolver(SqliteCatalog(settings.catalog_path), settings.class_prefix).resolve(tenant)
+                catalog = open_catalog(settings, writable=False)  # Asterisk's user: create nothing
+                resolved = ClassResolver(catalog, settings.class_prefix).resolve(tenant)
             except OomaMohError as exc:
                 resolved = ("default", f"catalog unavailable: {exc}")
         decision = decide(tenant, source, resolved)
@@ -46,9 +49,10 @@ def main() -> int:
             for name, value in decision.variables():
                 agi.set_variable(name, value)
         except AGIException as exc:
-            print(f"ooma-moh-agi: {exc}", file=sys.stderr)
-        print(f"ooma-moh-agi: tenant={decision.tenant} source={decision.source} class={decision.moh_class}"
-              + (f" fallback={decision.reason!r}" if decision.reason else ""), file=sys.stderr)
+            print(f"ooma-moh-agi: {printable(exc)}", file=sys.stderr)
+        print(f"ooma-moh-agi: tenant={logfmt(decision.tenant)} source={decision.source}"
+              f" class={logfmt(decision.moh_class)}"
+              + (f" fallback={logfmt(decision.reason)}" if decision.reason else ""), file=sys.stderr)
     return 0
 
 

@@ -1,8 +1,10 @@
 """``ooma-moh serve agi``: an asyncio FastAGI server for the ``moh`` route.
 
-One coroutine per connection; every read has a timeout, so slow or vanished clients cost a
-socket for at most ``io_timeout`` seconds. Catalog lookups run in one worker thread (answers are
-cached for a couple of seconds), never on the event loop.
+One coroutine per connection, and what one connection may cost is bounded: at most
+``max_connections`` are served at once (more are closed at once), every read has a timeout
+(``io_timeout``), the whole connection a ``deadline``, and the environment block a byte budget
+(``max_env_bytes``). Catalog lookups run in one worker thread (answers are cached for a couple of
+seconds), never on the event loop. Text from the peer is logged only through :mod:`.logsafe`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ..logsafe import logfmt, printable
 from .protocol import MAX_ENV_LINES, MAX_LINE_BYTES, AgiRequest, AgiResponse, ProtocolError, parse_env_line, parse_response
 from ..config import Settings
 from ..resolve import ClassResolver
@@ -21,20 +25,55 @@ from .route import ROUTE, Decision, choose_tenant, decide, needs_variable
 
 log = logging.getLogger(__name__)
 
+# Asterisk's block is ~25 agi_* lines, about 1 KB, plus one line per AGI() argument; 16 KiB leaves
+# room for long arguments and caps what a connection can make us hold (200 lines x 8 KiB before).
+DEFAULT_MAX_ENV_BYTES = 16 * 1024
+# Each connection costs its buffers and (budget-bound) environment; 256 at once is far above what
+# one Asterisk asks for (a request takes ~1 ms) and keeps the worst case to a few MB.
+DEFAULT_MAX_CONNECTIONS = 256
+# A request is three round trips and a cached lookup; the per-read timeout alone would let a peer
+# sending a line every few seconds keep a slot for MAX_ENV_LINES reads.
+DEFAULT_DEADLINE_S = 30.0
+# A flood of refused connections gives one log line per interval, not one per connection.
+REFUSAL_LOG_INTERVAL_S = 10.0
+# Kernel receive buffer of each connection (set on the listener, inherited on accept). asyncio reads
+# up to 256 KiB per recv before the StreamReader can pause, so a peer stuffing its socket made each
+# connection hold that much; a request is ~1 KB, and this bounds the read to the buffer.
+RECEIVE_BUFFER_BYTES = 16 * 1024
+
 
 class FastAgiServer:
-    """Answers ``agi://host:port/moh`` requests."""
+    """Answers ``agi://host:port/moh`` requests.
 
-    def __init__(self, resolver: ClassResolver, *, io_timeout: float = 5.0) -> None:
+    ``io_timeout`` bounds each read and write, ``deadline`` a whole connection; ``max_env_bytes``
+    the environment block (its blank line included); ``max_connections`` how many are served at
+    once. ``handled``, ``refused`` and ``active`` count connections served, closed over the cap,
+    and being served.
+    """
+
+    def __init__(self, resolver: ClassResolver, *, io_timeout: float = 5.0,
+                 deadline: float = DEFAULT_DEADLINE_S, max_env_bytes: int = DEFAULT_MAX_ENV_BYTES,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        if io_timeout <= 0 or deadline <= 0 or max_env_bytes < 1 or max_connections < 1:
+            raise ValueError("io_timeout and deadline must be > 0, max_env_bytes and max_connections >= 1")
         self.resolver = resolver
         self.io_timeout = io_timeout
+        self.deadline = deadline
+        self.max_env_bytes = max_env_bytes
+        self.max_connections = max_connections
         self.handled = 0
+        self.refused = 0
+        self.active = 0
+        self._unlogged_refusals = 0
+        self._refusal_timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ooma-moh-catalog")
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""
         self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE_BYTES, backlog=1024)
+        for listener in self._server.sockets:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         return self._server.sockets[0].getsockname()[1]
 
     async def serve_forever(self) -> None:
@@ -44,22 +83,52 @@ class FastAgiServer:
             await self._server.serve_forever()
 
     async def close(self) -> None:
-        """Stop listening and release the worker thread."""
+        """Stop listening, log refusals not yet logged, release the worker thread."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+        self._log_refusals(final=True)
         self._executor.shutdown(wait=False)
 
-    async def _readline(self, reader: asyncio.StreamReader) -> str:
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        self.refused += 1
+        self._unlogged_refusals += 1
+        if self._refusal_timer is None:
+            self._log_refusals()
+
+    def _log_refusals(self, final: bool = False) -> None:
+        """Log the refusals counted since the last line; then, unless ``final``, stay quiet for
+        REFUSAL_LOG_INTERVAL_S (the next line then sums up that interval)."""
+        self._refusal_timer = None
+        if not self._unlogged_refusals:
+            return
+        log.warning("agi: refused %d connection(s) over max_connections=%d (one such line per %.0f s at most)",
+                    self._unlogged_refusals, self.max_connections, REFUSAL_LOG_INTERVAL_S)
+        self._unlogged_refusals = 0
+        if not final:
+            self._refusal_timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL_S, self._log_refusals)
+
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
         raw = await asyncio.wait_for(reader.readline(), self.io_timeout)
         if not raw:
             raise ConnectionError("client closed the connection")
-        return raw.decode("utf-8", errors="replace")
+        return raw
+
+    async def _readline(self, reader: asyncio.StreamReader) -> str:
+        return (await self._read_line(reader)).decode("utf-8", errors="replace")
 
     async def _read_env(self, reader: asyncio.StreamReader) -> dict[str, str]:
         env: dict[str, str] = {}
+        left = self.max_env_bytes
         for _ in range(MAX_ENV_LINES):
-            entry = parse_env_line(await self._readline(reader))
+            raw = await self._read_line(reader)
+            left -= len(raw)
+            if left < 0:
+                raise ProtocolError(f"environment block over {self.max_env_bytes} bytes")
+            entry = parse_env_line(raw.decode("utf-8", errors="replace"))
             if entry is None:
                 return env
             env[entry[0]] = entry[1]
@@ -75,8 +144,8 @@ class FastAgiServer:
 
     async def _decide(self, request: AgiRequest, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> Decision:
-        if request.script.split("/")[-1] != ROUTE:
-            return Decision(None, "none", "default", f"unknown route {request.script!r}")
+        if request.script.split("/")[-1] != ROUTE:  # quoted, not repr'd: the log line escapes it
+            return Decision(None, "none", "default", f"unknown route '{request.script}'")
         variable = None
         if command := needs_variable(request):
             response = await self._command(reader, writer, command)
@@ -91,33 +160,50 @@ class FastAgiServer:
         return decide(tenant, source, resolved)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # No await before the count changes, so the check and the increment cannot interleave.
+        if self.active >= self.max_connections:
+            self._refuse(writer)
+            return
+        self.active += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self.active -= 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started = time.perf_counter()
         peer = writer.get_extra_info("peername")
         decision = None
+        deadline = asyncio.timeout(self.deadline)
         try:
-            request = AgiRequest.from_env(await self._read_env(reader))
-            decision = await self._decide(request, reader, writer)
-            for line in decision.commands():
-                if not (await self._command(reader, writer, line)).ok:
-                    break
+            async with deadline:
+                request = AgiRequest.from_env(await self._read_env(reader))
+                decision = await self._decide(request, reader, writer)
+                for line in decision.commands():
+                    if not (await self._command(reader, writer, line)).ok:
+                        break
         except (ProtocolError, ValueError) as exc:
-            log.warning("agi %s: not an AGI request: %s", peer, exc)
-        except asyncio.TimeoutError:
-            log.warning("agi %s: timed out after %.1f s", peer, self.io_timeout)
+            log.warning("agi %s: not an AGI request: %s", peer, printable(exc))
+        except TimeoutError:
+            if deadline.expired():
+                log.warning("agi %s: not done within the %.1f s deadline", peer, self.deadline)
+            else:
+                log.warning("agi %s: timed out after %.1f s", peer, self.io_timeout)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            log.info("agi %s: connection lost: %s", peer, exc)
+            log.info("agi %s: connection lost: %s", peer, printable(exc))
         finally:
             writer.close()
             self.handled += 1
         if decision is not None:
-            log.info("agi moh tenant=%s source=%s class=%s%s in %.1f ms", decision.tenant, decision.source,
-                     decision.moh_class, f" fallback={decision.reason!r}" if decision.reason else "",
+            log.info("agi moh tenant=%s source=%s class=%s%s in %.1f ms", logfmt(decision.tenant), decision.source,
+                     logfmt(decision.moh_class), f" fallback={logfmt(decision.reason)}" if decision.reason else "",
                      (time.perf_counter() - started) * 1000)
 
 
 async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
     """``ooma-moh serve agi``: serve on ``settings.agi_listen`` until SIGTERM/SIGINT."""
-    server = FastAgiServer(ClassResolver(catalog, settings.class_prefix))
+    server = FastAgiServer(ClassResolver(catalog, settings.class_prefix), deadline=settings.agi_deadline_s,
+                           max_env_bytes=settings.agi_max_env_bytes, max_connections=settings.agi_max_connections)
     host, port = settings.agi_address
     bound = await server.start(host, port)
     log.info("FastAGI listening on %s:%d", host, bound)
@@ -132,4 +218,5 @@ async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await server.close()
-        log.info("FastAGI stopped after %d requests", server.handled)
+        log.info("FastAGI stopped after %d requests (%d refused over max_connections)", server.handled,
+                 server.refused)

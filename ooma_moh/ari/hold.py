@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..logsafe import logfmt, printable
 from ..errors import AsteriskError
 from ..model import DEFAULT_CLASS, endpoint_of_channel
 from ..resolve import ClassResolver
@@ -103,7 +104,8 @@ class HoldHandler:
         try:
             await handler(event)
         except AsteriskError as exc:  # the channel may be gone by now: log, keep going
-            log.warning("%s on %s: %s", event.type, event.channel.name if event.channel else "-", exc)
+            log.warning("%s on %s: %s", printable(event.type), printable(event.channel.name) if event.channel else "-",
+                        printable(exc))
 
     # -- what we know -------------------------------------------------------------------------
     def bridge_of(self, channel_id: str) -> Bridge | None:
@@ -247,16 +249,16 @@ class HoldHandler:
             try:
                 await self.ari.stop_moh(channel_id)
             except AsteriskError as exc:
-                log.info("stop MOH on %s (%s): %s", channel_id, why, exc)
+                log.info("stop MOH on %s (%s): %s", printable(channel_id), why, printable(exc))
         if why != "holder hung up":
             await self._remember_hold(holder_id, "")
-        log.info("hold ended holder=%s reason=%s music stopped on %d", holder_id, why, len(hold.listeners))
+        log.info("hold ended holder=%s reason=%s music stopped on %d", logfmt(holder_id), why, len(hold.listeners))
 
     async def _remember_hold(self, holder_id: str, moh_class: str) -> None:
         try:
             await self.ari.set_variable(holder_id, HOLD_VARIABLE, moh_class)
         except AsteriskError as exc:  # holder outside Stasis: resync just cannot see this hold
-            log.debug("cannot mark hold on %s: %s", holder_id, exc)
+            log.debug("cannot mark hold on %s: %s", printable(holder_id), printable(exc))
 
     def _count(self, action: str, reason: str | None, delay_ms: float, hold: ActiveHold, who: Channel) -> None:
         self.stats.actions[action] += 1
@@ -264,9 +266,9 @@ class HoldHandler:
             self.stats.to_music_ms.append(delay_ms)
         if reason:
             self.stats.fallbacks[reason] += 1
-        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s", action, who.name,
-                 self._tenants.get(hold.holder_id), hold.moh_class, delay_ms,
-                 f" fallback={reason!r}" if reason else "")
+        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s", action, logfmt(who.name),
+                 logfmt(self._tenants.get(hold.holder_id)), logfmt(hold.moh_class), delay_ms,
+                 f" fallback={logfmt(reason)}" if reason else "")
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:
@@ -311,10 +313,10 @@ class HoldHandler:
                 try:
                     await self.ari.stop_moh(party.id)
                 except AsteriskError as exc:
-                    log.info("stop MOH on %s (missed unhold): %s", party.id, exc)
+                    log.info("stop MOH on %s (missed unhold): %s", printable(party.id), printable(exc))
         await self._remember_hold(holder.id, "")
         self.stats.actions["missed-unhold"] += 1
-        log.info("hold ended while disconnected holder=%s: music stopped", holder.name)
+        log.info("hold ended while disconnected holder=%s: music stopped", logfmt(holder.name))
 
     async def _reattach(self, holder: Channel, bridge: Bridge, moh_class: str, known: ActiveHold | None) -> None:
         hold = ActiveHold(holder.id, bridge.id, moh_class, set(known.listeners) if known else set())

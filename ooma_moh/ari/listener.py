@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from ..logsafe import printable
 from ..errors import AriRequestFailed, AsteriskError
 from .client import AriClient
 
@@ -140,7 +141,7 @@ class EventListener:
             try:
                 await self.on_event(event)
             except Exception:  # one bad event must not stop the listener
-                log.exception("handler failed on %s event", event.get("type"))
+                log.exception("handler failed on %s event", printable(event.get("type")))
         if not self._stopping:
             log.warning("ARI events connection closed")
 

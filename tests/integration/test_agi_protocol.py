@@ -1,8 +1,12 @@
 """The FastAGI server and the classic AGI script, with the test playing Asterisk's side over a
-real socket (or real pipes): well-formed requests, garbage, early hangup, slow clients, load."""
+real socket (or real pipes): well-formed requests, garbage, early hangup, slow clients, load, the
+connection cap, the environment byte budget, the overall deadline, log lines safe from forging."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import select
 import socket
 import subprocess
 import sys
@@ -12,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from ooma_moh.agi.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENV_BYTES, FastAgiServer
 from ooma_moh.config import Settings
 from ooma_moh.lab import free_port
+from ooma_moh.resolve import ClassResolver
 from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, wait_for_port
@@ -26,16 +32,82 @@ ENV = ("agi_network: yes\nagi_network_script: {script}\nagi_request: agi://127.0
 
 @pytest.fixture
 def server(settings: Settings, service: MohService, tmp_path: Path):
-    service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True)
-    service.upload("gamma", tone(tmp_path / "g.wav", 440, seconds=2), accept_disclaimer=True)
+    service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
+    service.upload("gamma", tone(tmp_path / "g.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
     service.delete("gamma")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
-                            env=settings_env(settings), stderr=subprocess.PIPE, text=True)
+    # The log goes to a file, not a pipe: nobody reads a pipe while the test runs, and a server
+    # blocked on a full pipe (64 KiB: a few hundred connections' lines) stops answering.
+    with open(tmp_path / "agi.log", "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
+                                env=settings_env(settings), stderr=log_file)
     wait_for_port(port, proc)
     yield port, proc
     proc.terminate()
     proc.wait(10)
+
+
+class InProcessServer:
+    """A :class:`FastAgiServer` on its own event loop in a thread of the test process: its log
+    records reach ``caplog``, and its limits can be made small."""
+
+    def __init__(self, resolver: ClassResolver, **limits: float) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = FastAgiServer(resolver, **limits)
+        self.port = self.loop.run_until_complete(self.server.start("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fastagi-test", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Close the server (as on SIGTERM), end its connections, stop the loop."""
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        await self.server.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if others:  # let connections the test closed end on their own, then cancel the rest
+            await asyncio.wait(others, timeout=2)
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+
+@pytest.fixture
+def in_process(settings: Settings, service: MohService, tmp_path: Path):
+    """``in_process(**limits)`` -> a running :class:`InProcessServer` (tenant ``alpha`` on file)."""
+    service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
+    started: list[InProcessServer] = []
+
+    def start(**limits: float) -> InProcessServer:
+        started.append(InProcessServer(ClassResolver(service.catalog, settings.class_prefix), **limits))
+        return started[-1]
+
+    yield start
+    for instance in started:
+        instance.close()
+
+
+def env_block(script: str = "moh", account: str = "", args: tuple[str, ...] = ()) -> str:
+    """The environment block Asterisk sends for one request."""
+    arg_lines = "".join(f"agi_arg_{i}: {a}\n" for i, a in enumerate(args, 1))
+    return ENV.format(script=script, account=account, args=arg_lines)
+
+
+def padded(block: str, total: int) -> str:
+    """``block`` with ``agi_padNN`` lines (under 4 KB each) before its blank line: ``total`` bytes."""
+    head = block[:-1]
+    need = total - len(head.encode()) - 1
+    count = -(-need // 4000)
+    sizes = [need // count] * count
+    sizes[-1] += need - sum(sizes)
+    result = head + "".join(f"agi_pad{i:02d}: ".ljust(size - 1, "x") + "\n" for i, size in enumerate(sizes)) + "\n"
+    assert len(result.encode()) == total
+    return result
 
 
 class FakeAsterisk:
@@ -53,13 +125,21 @@ class FakeAsterisk:
         return self.file.readline().decode()
 
     def closed(self) -> bool:
-        return self.file.readline() == b""
+        """True once the server has closed the connection (a reset, when it closed with our bytes
+        still unread, counts too); False if it sent a line instead."""
+        try:
+            return self.file.readline() == b""
+        except ConnectionResetError:
+            return True
 
     def run(self, script: str = "moh", account: str = "", args: tuple[str, ...] = (),
             variable: str | None = None) -> dict[str, str]:
         """A whole request; returns the variables the server set."""
-        arg_lines = "".join(f"agi_arg_{i}: {a}\n" for i, a in enumerate(args, 1))
-        self.send(ENV.format(script=script, account=account, args=arg_lines))
+        self.send(env_block(script, account, args))
+        return self.answer(variable)
+
+    def answer(self, variable: str | None = None) -> dict[str, str]:
+        """Answer the server's commands until it closes; returns the variables it set."""
         values = {}
         while line := self.command():
             parts = line.split(None, 3)
@@ -144,8 +224,116 @@ def test_many_concurrent_connections(server) -> None:
     assert sorted(results) == ["default"] * 100 + ["tenant-alpha"] * 100
 
 
+def test_connections_over_the_cap_are_closed_at_once(server, tmp_path: Path) -> None:
+    port, proc = server
+    text = env_block(args=("alpha",))
+    first_line, rest = text.split("\n", 1)
+    holders = [FakeAsterisk(port) for _ in range(DEFAULT_MAX_CONNECTIONS)]
+    for holder in holders:  # each in the middle of its request: it holds a slot
+        holder.send(first_line + "\n")
+    extras = [FakeAsterisk(port) for _ in range(10)]
+    for extra in extras:
+        extra.sock.settimeout(2)  # admitted instead of closed, it would wait for the 5 s io timeout
+        assert extra.closed()
+    for holder in holders:  # the admitted ones were not disturbed
+        holder.send(rest)
+        assert holder.answer()["OOMA_MOH_CLASS"] == "tenant-alpha"
+    assert FakeAsterisk(port).run(args=("alpha",))["OOMA_MOH_CLASS"] == "tenant-alpha"
+    proc.terminate()  # the last refusals are logged on the way out
+    proc.wait(10)
+    log_lines = (tmp_path / "agi.log").read_text().splitlines()
+    refusals = [line for line in log_lines if "WARNING" in line and "refused" in line]
+    assert 1 <= len(refusals) <= 2, refusals  # one line at once, one for the rest: not ten
+    assert sum(int(line.split("refused ")[1].split()[0]) for line in refusals) == 10
+
+
+def test_refusals_are_logged_in_aggregate(in_process, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ooma_moh.agi")
+    agi = in_process(max_connections=2)
+    holders = [FakeAsterisk(agi.port) for _ in range(2)]
+    for holder in holders:
+        holder.send("agi_network: yes\n")
+    for _ in range(50):
+        extra = FakeAsterisk(agi.port)
+        extra.sock.settimeout(2)
+        assert extra.closed()
+    assert agi.server.refused == 50
+    for holder in holders:
+        holder.sock.close()
+    agi.close()
+    refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.getMessage()]
+    assert len(refusals) == 2, refusals  # the first at once, the other 49 together at close
+    assert "refused 1 " in refusals[0] and "refused 49 " in refusals[1]
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_environment_block_over_the_byte_budget_is_refused(server, over: int) -> None:
+    port, proc = server
+    client = FakeAsterisk(port)
+    client.send(padded(env_block(args=("alpha",)), DEFAULT_MAX_ENV_BYTES + over))
+    if over:
+        assert client.closed()  # refused before any command
+    else:
+        assert client.answer()["OOMA_MOH_CLASS"] == "tenant-alpha"
+    assert FakeAsterisk(port).run(args=("alpha",))["OOMA_MOH_CLASS"] == "tenant-alpha"
+    assert proc.poll() is None
+
+
+def test_drip_fed_connection_is_dropped_at_the_deadline(in_process, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ooma_moh.agi")
+    agi = in_process(io_timeout=1.0, deadline=2.0)
+    client = FakeAsterisk(agi.port)
+    started = time.monotonic()
+    closed = False
+    while not closed and time.monotonic() - started < 6:
+        try:  # one line every 0.2 s: the 1 s io timeout alone would never fire
+            client.sock.sendall(b"agi_drip: x\n")
+            closed = bool(select.select([client.sock], [], [], 0.2)[0]) and client.sock.recv(1) == b""
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+    assert closed
+    assert time.monotonic() - started < 4
+    assert any("deadline" in r.getMessage() for r in caplog.records)
+    assert FakeAsterisk(agi.port).run(args=("alpha",))["OOMA_MOH_CLASS"] == "tenant-alpha"
+
+
+def test_outside_values_are_logged_escaped(in_process, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ooma_moh.agi")
+    agi = in_process()
+    FakeAsterisk(agi.port).run(script="moh?tenant=a%0aFAKE LINE")
+    FakeAsterisk(agi.port).run(script="moh?tenant=%E2%80%A8x")
+    FakeAsterisk(agi.port).run(account="acct\x1b[31mRED")
+    FakeAsterisk(agi.port).run(variable="v\rw")
+    FakeAsterisk(agi.port).run(script="mo\x1b[2Jh", args=("alpha",))
+    FakeAsterisk(agi.port).run(args=("x class=tenant-vip",))
+    garbage = FakeAsterisk(agi.port)
+    garbage.send("agi_network: yes\nHELLO \x1b]0;pwned\x07\n")
+    assert garbage.closed()
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("ooma_moh.agi")]
+    for message in messages:
+        assert message.isascii() and message.isprintable(), repr(message)
+    logged = "\n".join(messages)
+    for expected in ('tenant="a\\nFAKE LINE"', "tenant=\\u2028x", "tenant=acct\\x1b[31mRED", "tenant=v\\rw",
+                     "unknown route 'mo\\x1b[2Jh'", 'tenant="x class=tenant-vip"', "\\x1b]0;pwned\\x07"):
+        assert expected in logged, (expected, messages)
+
+
+def test_classic_agi_script_logs_escaped(settings: Settings, service: MohService) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh.agi.script"], env=settings_env(settings),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: acct\x1b[31mRED\n\n")
+    proc.stdin.flush()
+    while line := proc.stdout.readline():
+        proc.stdin.write("200 result=0\n" if line.startswith("GET") else "200 result=1\n")
+        proc.stdin.flush()
+    assert proc.wait(10) == 0
+    lines = proc.stderr.read().splitlines()
+    assert len(lines) == 1 and lines[0].isascii() and lines[0].isprintable(), lines
+    assert "tenant=acct\\x1b[31mRED " in lines[0] and "class=default" in lines[0]
+
+
 def test_classic_agi_script_over_pipes(settings: Settings, service: MohService, tmp_path: Path) -> None:
-    service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True)
+    service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
     for argv_tenant, account, expected in (("alpha", "", "tenant-alpha"), ("", "alpha", "tenant-alpha"),
                                            ("", "nobody", "default")):
         proc = subprocess.Popen([sys.executable, "-m", "ooma_moh.agi.script"], env=settings_env(settings),

@@ -1,9 +1,10 @@
-"""Pure AGI parsing and the moh route's choice of tenant."""
+"""Pure AGI parsing, the moh route's choice of tenant, and log-safe text."""
 
 from __future__ import annotations
 
 import pytest
 
+from ooma_moh.logsafe import logfmt, printable
 from ooma_moh.agi.protocol import AgiRequest, ProtocolError, parse_env_line, parse_response, quote
 from ooma_moh.agi.route import choose_tenant, decide, needs_variable
 
@@ -57,3 +58,37 @@ def test_decision_commands() -> None:
     d = decide("acme", "argument", ("tenant-acme", None))
     assert d.commands() == ['SET VARIABLE CHANNEL(musicclass) "tenant-acme"\n', 'SET VARIABLE OOMA_MOH_CLASS "tenant-acme"\n']
     assert decide(None, "none", None).moh_class == "default"
+
+
+@pytest.mark.parametrize("raw, logged", [
+    ("acme", "acme"),
+    ("a\nFAKE LINE", "a\\nFAKE LINE"),
+    ("\r\t\x00\x7f", "\\r\\t\\x00\\x7f"),
+    ("x\x1b[31mred", "x\\x1b[31mred"),  # ANSI colour: ESC escaped, the rest is harmless text
+    ("\x85\u2028\u202e", "\\x85\\u2028\\u202e"),  # NEL, line separator, right-to-left override
+    ("caf\u00e9 \U0001f600", "caf\\xe9 \\U0001f600"),  # printable non-ASCII too: output is ASCII
+    ("back\\slash", "back\\\\slash"),  # doubled, so an escape in the output is never ambiguous
+    (None, "None"),
+    (ValueError("bad\nline"), "bad\\nline"),
+])
+def test_printable_escapes_everything_that_is_not_printable_ascii(raw: object, logged: str) -> None:
+    assert printable(raw) == logged
+    assert printable(raw).isascii() and printable(raw).isprintable()
+
+
+def test_printable_bounds_length_without_splitting_escapes() -> None:
+    assert printable("x" * 100) == "x" * 100
+    assert printable("x" * 101) == "x" * 100 + "..."
+    assert printable("x" * 10_000_000, limit=20) == "x" * 20 + "..."
+    assert printable("ab\x1bcd", limit=5) == "ab..."  # "\x1b" would not fit whole: cut before it
+    assert printable("ab\x1bcd", limit=6) == "ab\\x1b..."
+    assert max(len(printable(chr(c) * 500)) for c in range(0x300)) <= 100 + 3
+
+
+def test_logfmt_quotes_what_could_pass_for_more_fields() -> None:
+    assert logfmt("tenant-acme") == "tenant-acme"
+    assert logfmt("x class=tenant-vip") == '"x class=tenant-vip"'
+    assert logfmt('a"b') == '"a\\"b"'
+    assert logfmt("") == '""'
+    assert logfmt("a\nb c") == '"a\\nb c"'
+    assert logfmt("a\\") == "a\\\\"  # a trailing backslash is doubled: it cannot escape a closing quote

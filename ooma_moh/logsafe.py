@@ -1,0 +1,58 @@
+"""Outside text made safe for a log line: pure functions, no logging here.
+
+Anything a peer, a dialplan or an uploader controls (tenant values, accountcodes, script names,
+channel names and variables, protocol garbage, exception text quoting them) goes through :func:`printable` or :func:`logfmt`
+before it reaches a log call or stderr. A raw newline would forge a whole log line, a raw ``ESC``
+could repaint the terminal of whoever tails the log, and an unbounded value would let one request
+write kilobytes per line.
+"""
+
+from __future__ import annotations
+
+LIMIT = 100
+ELLIPSIS = "..."  # ASCII, so the output is pure ASCII whatever the log handler's encoding
+
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_FIELD_BREAKERS = frozenset(' "=')
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    if " " <= char <= "~":
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(value: object, limit: int = LIMIT) -> str:
+    """``value`` as printable ASCII on one line, at most ``limit`` characters plus ``...``.
+
+    Backslash, control characters (``\\n``, ``\\r``, ``ESC``, DEL, C1) and every non-ASCII
+    character are escaped the way Python writes them in a literal (``\\n``, ``\\x1b``, ``\\u2028``);
+    backslash is doubled so an escape in the output always means the character was there. The cut
+    falls between escapes, never inside one. Non-strings are passed through ``str`` first.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case: nothing to escape
+    out: list[str] = []
+    size = 0
+    for char in text:  # stops at the limit, so a huge value costs no more than a short one
+        piece = _escape(char)
+        if size + len(piece) > limit:
+            return "".join(out) + ELLIPSIS
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def logfmt(value: object, limit: int = LIMIT) -> str:
+    """:func:`printable`, double-quoted (``"`` escaped) when it is empty or holds a space, ``"`` or
+    ``=``: as a ``key=value`` field it then cannot pass for more fields (``tenant=x class=vip``)."""
+    text = printable(value, limit)
+    if text and not _FIELD_BREAKERS.intersection(text):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
