@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ooma_moh.app import build_service
+from ooma_moh.app import build_service, open_catalog
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.publish import RealtimePublisher, write_atomically
@@ -62,7 +62,9 @@ def lab_settings(lab: LabAsterisk, mode: str) -> Settings:
     """Settings pointing at the lab, in ``mode``, with a fresh home; old versions deleted at the
     next sync (retain_old_s=0) so clean-up is observable."""
     reset_lab(lab)
-    return Settings(**lab.settings_overrides(), publish_mode=mode, retain_old_s=0)
+    settings = Settings(**lab.settings_overrides(), publish_mode=mode, retain_old_s=0)
+    open_catalog(settings).close()  # `ooma-moh init`: the servers only read, and refuse a home without one
+    return settings
 
 
 @pytest.fixture
