@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import DEFAULT_CLASS
+from ..resolve import Resolution
 from .protocol import AgiRequest, get_variable, set_variable
 
 TENANT_VARIABLE = "OOMA_MOH_TENANT"
@@ -57,7 +58,7 @@ def choose_tenant(request: AgiRequest, variable: str | None) -> tuple[str | None
     return None, "none"
 
 
-def decide(tenant: str | None, source: str, resolved: tuple[str, str | None] | None) -> Decision:
+def decide(tenant: str | None, source: str, resolved: Resolution | None) -> Decision:
     """The decision once the tenant is known and (if there is one) resolved."""
     if tenant is None or resolved is None:
         return Decision(None, source, DEFAULT_CLASS, "no tenant on the call")

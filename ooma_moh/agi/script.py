@@ -18,7 +18,8 @@ from ..errors import OomaMohError
 from ..app import open_catalog
 from ..logsafe import logfmt, printable
 from .protocol import AgiRequest
-from ..resolve import ClassResolver
+from ..model import DEFAULT_CLASS
+from ..resolve import ClassResolver, Resolution
 from .route import TENANT_VARIABLE, choose_tenant, decide, needs_variable
 
 
@@ -43,7 +44,7 @@ def main() -> int:
                 catalog = open_catalog(settings, writable=False)  # Asterisk's user: create nothing
                 resolved = ClassResolver(catalog, settings.class_prefix).resolve(tenant)
             except OomaMohError as exc:
-                resolved = ("default", f"catalog unavailable: {exc}")
+                resolved = Resolution(DEFAULT_CLASS, f"catalog unavailable: {printable(exc)}")
         decision = decide(tenant, source, resolved)
         try:
             for name, value in decision.variables():

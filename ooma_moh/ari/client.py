@@ -9,11 +9,24 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from ..errors import AriRequestFailed, AsteriskError
+
+
+class Ari(Protocol):
+    """What the hold handler needs from ARI; :class:`AriClient` over HTTP, a fake in unit tests."""
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
+    async def list_channels(self) -> list[dict[str, Any]]: ...
+    async def get_bridge(self, bridge_id: str) -> dict[str, Any]: ...
+    async def list_bridges(self) -> list[dict[str, Any]]: ...
+    async def get_variable(self, channel_id: str, name: str) -> str | None: ...
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None: ...
+    async def start_moh(self, channel_id: str, moh_class: str) -> None: ...
+    async def stop_moh(self, channel_id: str) -> None: ...
 
 
 class AriClient:
@@ -72,11 +85,6 @@ class AriClient:
         """Reload one Asterisk module (``PUT /asterisk/modules/{module}``)."""
         await self.request("PUT", f"/asterisk/modules/{module}")
 
-    async def asterisk_info(self) -> Any:
-        """``GET /asterisk/info`` (used to check ARI is reachable)."""
-        return await self.request("GET", "/asterisk/info")
-
-    # -- the application itself -----------------------------------------------------------------
     async def get_application(self, app: str) -> dict[str, Any]:
         """``GET /applications/{app}`` (404 when Asterisk has no such application registered)."""
         return await self.request("GET", f"/applications/{app}")

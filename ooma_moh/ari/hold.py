@@ -17,6 +17,8 @@ The holder's class is also stored on the holder as ``OOMA_MOH_HOLD``, so a resta
 (or one whose WebSocket dropped) rebuilds the holds in progress from ``GET /channels`` and
 ``GET /bridges`` (see :meth:`HoldHandler.resync`).
 
+Three parts: :mod:`.state` (what is known), :mod:`.policy` (the rules, pure), and this module,
+which gathers the facts over an :class:`~ooma_moh.ari.client.Ari` and carries the plans out.
 Feed it events with :meth:`HoldHandler.handle` (from :class:`~ooma_moh.ari.listener.EventListener`,
 or from a provider's own ARI application).
 """
@@ -32,31 +34,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..logsafe import logfmt, printable
 from ..errors import AsteriskError
+from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, endpoint_of_channel
-from ..resolve import ClassResolver
-from .client import AriClient
+from ..resolve import ClassResolver, Resolution
+from . import policy
+from .client import Ari
 from .events import HOLD_VARIABLE, TENANT_VARIABLE, Bridge, Channel, Event
+from .policy import HoldAction, HoldPlan, Party
+from .state import ActiveHold, CallState
 
 log = logging.getLogger(__name__)
 MUSIC_CLASS = "CHANNEL(musicclass)"
 
 
 @dataclass
-class ActiveHold:
-    """A hold in progress: who holds, in which bridge, which class, who hears the music (whether
-    Asterisk started it by forwarding the hold, or we did)."""
-
-    holder_id: str
-    bridge_id: str
-    moh_class: str
-    listeners: set[str] = field(default_factory=set)
-
-
-@dataclass
 class HoldStats:
-    """What the handler did, for logs and benchmarks."""
+    """What the handler did, for logs, tests and benchmarks."""
 
     actions: Counter[str] = field(default_factory=Counter)
     to_music_ms: list[float] = field(default_factory=list)
@@ -71,19 +65,15 @@ class HoldStats:
 
 
 class HoldHandler:
-    """Keeps bridge state from ARI events and attaches the right class to held parties."""
+    """Keeps :class:`CallState` from ARI events and carries out :mod:`.policy`'s plans."""
 
-    def __init__(self, ari: AriClient, resolver: ClassResolver,
+    def __init__(self, ari: Ari, resolver: ClassResolver,
                  run_blocking: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.ari = ari
         self.resolver = resolver
         self.run_blocking = run_blocking or asyncio.to_thread
-        self.channels: dict[str, Channel] = {}
-        self.bridges: dict[str, Bridge] = {}
-        self.holds: dict[str, ActiveHold] = {}
-        self.preset: dict[str, str] = {}
+        self.state = CallState()
         self.stats = HoldStats()
-        self._tenants: dict[str, str | None] = {}
         self._table: dict[str, Callable[[Event], Awaitable[None]]] = {
             "ChannelEnteredBridge": self.on_entered_bridge,
             "ChannelLeftBridge": self.on_left_bridge,
@@ -93,6 +83,11 @@ class HoldHandler:
             "ChannelDestroyed": self.on_channel_destroyed,
         }
 
+    @property
+    def holds(self) -> dict[str, ActiveHold]:
+        """Holds in progress, by holder."""
+        return self.state.holds
+
     async def handle(self, data: dict[str, Any]) -> None:
         """Process one ARI event (JSON as received); unrelated events are ignored."""
         handler = self._table.get(data.get("type", ""))
@@ -100,29 +95,22 @@ class HoldHandler:
             return
         event = Event.from_json(data)
         if event.channel is not None:
-            self.channels[event.channel.id] = event.channel
+            self.state.channels[event.channel.id] = event.channel
         try:
             await handler(event)
         except AsteriskError as exc:  # the channel may be gone by now: log, keep going
             log.warning("%s on %s: %s", printable(event.type), printable(event.channel.name) if event.channel else "-",
                         printable(exc))
 
-    # -- what we know -------------------------------------------------------------------------
-    def bridge_of(self, channel_id: str) -> Bridge | None:
-        """The bridge a channel is in, as last seen."""
-        for bridge in self.bridges.values():
-            if channel_id in bridge.channel_ids:
-                return bridge
-        return None
-
+    # -- facts, gathered over ARI ------------------------------------------------------------
     async def _channel(self, channel_id: str) -> Channel:
-        if channel_id not in self.channels:
-            self.channels[channel_id] = Channel.from_json(await self.ari.get_channel(channel_id))
-        return self.channels[channel_id]
+        if channel_id not in self.state.channels:
+            self.state.channels[channel_id] = Channel.from_json(await self.ari.get_channel(channel_id))
+        return self.state.channels[channel_id]
 
     async def _tenant_of(self, channel: Channel) -> str | None:
         """OOMA_MOH_TENANT, else the accountcode, else the catalog's endpoint map."""
-        if channel.id not in self._tenants:
+        if channel.id not in self.state.tenants:
             if TENANT_VARIABLE in channel.variables:  # ari.conf exports it
                 tenant = channel.tenant_hint
             else:
@@ -130,129 +118,41 @@ class HoldHandler:
             endpoint = endpoint_of_channel(channel.name)
             if tenant is None and endpoint is not None and not channel.is_helper:
                 tenant = await self.run_blocking(self.resolver.tenant_of_endpoint, endpoint)
-            self._tenants[channel.id] = tenant
-        return self._tenants[channel.id]
+            self.state.tenants[channel.id] = tenant
+        return self.state.tenants[channel.id]
 
-    async def _class_of(self, tenant: str | None) -> tuple[str, str | None]:
+    async def _class_of(self, tenant: str | None) -> Resolution:
         if tenant is None:
-            return DEFAULT_CLASS, "no tenant on the holder"
+            return Resolution(DEFAULT_CLASS, "no tenant on the holder")
         return self.resolver.cached(tenant) or await self.run_blocking(self.resolver.resolve, tenant)
 
-    async def _parties(self, bridge: Bridge) -> list[Channel]:
+    async def _parties(self, bridge: Bridge) -> list[Party]:
+        """The real parties of ``bridge`` (announcers, recorders, snoops left out) with tenants."""
         members = [await self._channel(cid) for cid in bridge.channel_ids]
-        return [c for c in members if not c.is_helper]
+        return [Party(c.id, await self._tenant_of(c)) for c in members if not c.is_helper]
 
-    async def _others(self, bridge: Bridge, holder_id: str) -> list[Channel]:
-        """The real parties of ``bridge`` other than the holder."""
-        return [p for p in await self._parties(bridge) if p.id != holder_id]
-
+    # -- actions, carried out over ARI -------------------------------------------------------
     async def _set_class(self, channel_id: str, moh_class: str) -> None:
-        if self.preset.get(channel_id) != moh_class:
+        if self.state.preset.get(channel_id) != moh_class:
             await self.ari.set_variable(channel_id, MUSIC_CLASS, moh_class)
-            self.preset[channel_id] = moh_class
-
-    # -- preset -------------------------------------------------------------------------------
-    async def _preset(self, bridge: Bridge) -> None:
-        """Each real party gets the class of the single tenant among the other parties."""
-        parties = await self._parties(bridge)
-        for party in parties:
-            tenants = {await self._tenant_of(o) for o in parties if o.id != party.id} - {None}
-            if len(tenants) == 1:
-                moh_class, _ = await self._class_of(tenants.pop())
-                await self._set_class(party.id, moh_class)
-
-    async def on_entered_bridge(self, event: Event) -> None:
-        """Membership changed: preset classes; a newcomer to a held bridge gets the music."""
-        assert event.bridge is not None and event.channel is not None
-        self.bridges[event.bridge.id] = event.bridge
-        await self._preset(event.bridge)
-        for hold in self.holds.values():
-            if hold.bridge_id == event.bridge.id and event.channel.id != hold.holder_id \
-                    and not event.channel.is_helper:
-                await self._start_music(event.channel.id, hold)
-                self._count("joined-during-hold", None, 0.0, hold, event.channel)
-
-    async def on_left_bridge(self, event: Event) -> None:
-        """A holder leaving ends its hold; a held party leaving is forgotten."""
-        assert event.bridge is not None and event.channel is not None
-        self.bridges[event.bridge.id] = event.bridge
-        await self._end_hold(event.channel.id, "holder left the bridge")
-        for hold in self.holds.values():
-            hold.listeners.discard(event.channel.id)
-
-    async def on_bridge_destroyed(self, event: Event) -> None:
-        """Forget the bridge."""
-        assert event.bridge is not None
-        self.bridges.pop(event.bridge.id, None)
-
-    async def on_channel_destroyed(self, event: Event) -> None:
-        """A holder hanging up ends its hold; forget the channel."""
-        assert event.channel is not None
-        cid = event.channel.id
-        await self._end_hold(cid, "holder hung up")
-        for hold in self.holds.values():
-            hold.listeners.discard(cid)
-        for store in (self.channels, self.preset, self._tenants):
-            store.pop(cid, None)
-
-    # -- hold and unhold ----------------------------------------------------------------------
-    async def on_hold(self, event: Event) -> None:
-        """Make sure the held party hears the holder's tenant class."""
-        holder = event.channel
-        assert holder is not None
-        known = self.bridge_of(holder.id)
-        if known is None:
-            return
-        bridge = Bridge.from_json(await self.ari.get_bridge(known.id))  # fresh technology and members
-        self.bridges[bridge.id] = bridge
-        moh_class, reason = await self._class_of(await self._tenant_of(holder))
-        hold = ActiveHold(holder.id, bridge.id, moh_class)
-        self.holds[holder.id] = hold
-        await self._remember_hold(holder.id, moh_class)
-        others = await self._others(bridge, holder.id)
-        if not others:
-            action = "alone"
-        elif len(others) > 1:
-            action = "conference"  # 2+ people still talking: no music into the conference
-        elif bridge.forwards_hold:
-            held = others[0]
-            current = self.preset.get(held.id) or await self.ari.get_variable(held.id, MUSIC_CLASS)
-            if current == moh_class:
-                action = "forwarded"  # Asterisk started MOH at the hold, with this class
-                hold.listeners.add(held.id)
-            else:
-                await self._start_music(held.id, hold)
-                action = "corrected"
-        else:
-            await self._start_music(others[0].id, hold)
-            action = "started"
-        delay = 0.0 if action == "forwarded" else _ms_since(event.timestamp)
-        self._count(action, reason, delay, hold, holder)
-
-    async def on_unhold(self, event: Event) -> None:
-        """Stop the music we started; Asterisk stops the forwarded one itself."""
-        assert event.channel is not None
-        await self._end_hold(event.channel.id, "unhold")
+            self.state.preset[channel_id] = moh_class
 
     async def _start_music(self, channel_id: str, hold: ActiveHold) -> None:
         await self._set_class(channel_id, hold.moh_class)  # CHANNEL(musicclass) beats mohClass
         await self.ari.start_moh(channel_id, hold.moh_class)
         hold.listeners.add(channel_id)
 
-    async def _end_hold(self, holder_id: str, why: str) -> None:
-        """Stop the music of a hold's listeners. Asterisk stops a forwarded hold's music on a
-        forwarded unhold, but not when the holder hangs up or leaves: then only we do."""
-        hold = self.holds.pop(holder_id, None)
-        if hold is None:
-            return
-        for channel_id in hold.listeners:
+    async def _carry_out(self, plan: HoldPlan, hold: ActiveHold) -> None:
+        for channel_id in plan.start_on:
+            await self._start_music(channel_id, hold)
+        hold.listeners.update(plan.listeners)
+
+    async def _stop_music(self, channel_ids: set[str] | tuple[str, ...], why: str) -> None:
+        for channel_id in channel_ids:
             try:
                 await self.ari.stop_moh(channel_id)
             except AsteriskError as exc:
                 log.info("stop MOH on %s (%s): %s", printable(channel_id), why, printable(exc))
-        if why != "holder hung up":
-            await self._remember_hold(holder_id, "")
-        log.info("hold ended holder=%s reason=%s music stopped on %d", logfmt(holder_id), why, len(hold.listeners))
 
     async def _remember_hold(self, holder_id: str, moh_class: str) -> None:
         try:
@@ -260,25 +160,98 @@ class HoldHandler:
         except AsteriskError as exc:  # holder outside Stasis: resync just cannot see this hold
             log.debug("cannot mark hold on %s: %s", printable(holder_id), printable(exc))
 
-    def _count(self, action: str, reason: str | None, delay_ms: float, hold: ActiveHold, who: Channel) -> None:
-        self.stats.actions[action] += 1
-        if action in ("forwarded", "corrected", "started"):
+    # -- membership --------------------------------------------------------------------------
+    async def _preset(self, bridge: Bridge) -> None:
+        """Each real party gets the class of the single tenant among the other parties."""
+        for party_id, tenant in policy.preset_tenants(await self._parties(bridge)).items():
+            await self._set_class(party_id, (await self._class_of(tenant)).moh_class)
+
+    async def on_entered_bridge(self, event: Event) -> None:
+        """Membership changed: preset classes; a newcomer to a held bridge gets the music."""
+        assert event.bridge is not None and event.channel is not None
+        self.state.bridges[event.bridge.id] = event.bridge
+        await self._preset(event.bridge)
+        joiner = event.channel
+        for holder in policy.holds_reaching(joiner.id, joiner.is_helper, event.bridge.id,
+                                            self.state.holds_by_bridge()):
+            hold = self.state.holds[holder]
+            await self._start_music(joiner.id, hold)
+            self._count(HoldAction.JOINED, None, 0.0, hold, joiner)
+
+    async def on_left_bridge(self, event: Event) -> None:
+        """A holder leaving ends its hold; a held party leaving is forgotten."""
+        assert event.bridge is not None and event.channel is not None
+        self.state.bridges[event.bridge.id] = event.bridge
+        await self._end_hold(event.channel.id, policy.LEFT)
+        self.state.stop_listening(event.channel.id)
+
+    async def on_bridge_destroyed(self, event: Event) -> None:
+        """Forget the bridge."""
+        assert event.bridge is not None
+        self.state.bridges.pop(event.bridge.id, None)
+
+    async def on_channel_destroyed(self, event: Event) -> None:
+        """A holder hanging up ends its hold; forget the channel."""
+        assert event.channel is not None
+        await self._end_hold(event.channel.id, policy.HUNG_UP)
+        self.state.forget_channel(event.channel.id)
+
+    # -- hold and unhold ----------------------------------------------------------------------
+    async def on_hold(self, event: Event) -> None:
+        """Make sure the held party hears the holder's tenant class."""
+        holder = event.channel
+        assert holder is not None
+        known = self.state.bridge_of(holder.id)
+        if known is None:
+            return
+        bridge = Bridge.from_json(await self.ari.get_bridge(known.id))  # fresh technology and members
+        self.state.bridges[bridge.id] = bridge
+        moh_class, reason = await self._class_of(await self._tenant_of(holder))
+        hold = ActiveHold(holder.id, bridge.id, moh_class)
+        self.state.holds[holder.id] = hold
+        await self._remember_hold(holder.id, moh_class)
+        others = [p.id for p in await self._parties(bridge) if p.id != holder.id]
+        held_class = None
+        if len(others) == 1 and bridge.forwards_hold:
+            held_class = self.state.preset.get(others[0]) or await self.ari.get_variable(others[0], MUSIC_CLASS)
+        plan = policy.plan_hold(others, bridge.forwards_hold, held_class, moh_class)
+        await self._carry_out(plan, hold)
+        delay = _ms_since(event.timestamp) if plan.start_on else 0.0
+        self._count(plan.action, reason, delay, hold, holder)
+
+    async def on_unhold(self, event: Event) -> None:
+        """Stop the music we started; Asterisk stops the forwarded one itself."""
+        assert event.channel is not None
+        await self._end_hold(event.channel.id, policy.UNHOLD)
+
+    async def _end_hold(self, holder_id: str, why: str) -> None:
+        """Stop the music of a hold's listeners. Asterisk stops a forwarded hold's music on a
+        forwarded unhold, but not when the holder hangs up or leaves: then only we do."""
+        hold = self.state.holds.pop(holder_id, None)
+        if hold is None:
+            return
+        await self._stop_music(hold.listeners, why)
+        if policy.clears_hold_mark(why):
+            await self._remember_hold(holder_id, "")
+        log.info("hold ended holder=%s reason=%s music stopped on %d", logfmt(holder_id), why, len(hold.listeners))
+
+    def _count(self, action: HoldAction, reason: str | None, delay_ms: float, hold: ActiveHold,
+               who: Channel) -> None:
+        self.stats.actions[action.value] += 1
+        if action.plays_music:
             self.stats.to_music_ms.append(delay_ms)
         if reason:
             self.stats.fallbacks[reason] += 1
-        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s", action, logfmt(who.name),
-                 logfmt(self._tenants.get(hold.holder_id)), logfmt(hold.moh_class), delay_ms,
-                 f" fallback={logfmt(reason)}" if reason else "")
+        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s", action.value,
+                 logfmt(who.name), logfmt(self.state.tenants.get(hold.holder_id)), logfmt(hold.moh_class),
+                 delay_ms, f" fallback={logfmt(reason)}" if reason else "")
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:
         """Rebuild state from ``GET /channels`` and ``GET /bridges``; re-attach holds in progress."""
         channels = {c.id: c for c in map(Channel.from_json, await self.ari.list_channels())}
         bridges = {b.id: b for b in map(Bridge.from_json, await self.ari.list_bridges())}
-        self.channels, self.bridges = channels, bridges
-        self._tenants = {k: v for k, v in self._tenants.items() if k in channels}
-        self.preset = {k: v for k, v in self.preset.items() if k in channels}
-        previous, self.holds = self.holds, {}
+        previous = self.state.replace(channels, bridges)
         for bridge in bridges.values():
             await self._preset(bridge)
             for cid in bridge.channel_ids:
@@ -288,13 +261,24 @@ class HoldHandler:
                 moh_class = channel.holding_class
                 if moh_class is None and HOLD_VARIABLE not in channel.variables:
                     moh_class = await self.ari.get_variable(cid, HOLD_VARIABLE) or None
-                if moh_class:
-                    if await self._still_held(cid) is False:
-                        await self._missed_unhold(channel, bridge)
-                    else:
-                        await self._reattach(channel, bridge, moh_class, previous.get(cid))
+                if not moh_class:
+                    continue
+                others = [p.id for p in await self._parties(bridge) if p.id != cid]
+                if await self._still_held(cid) is False:
+                    await self._stop_music(policy.to_stop_after_missed_unhold(others, bridge.forwards_hold),
+                                           "missed unhold")
+                    await self._remember_hold(cid, "")
+                    self.stats.actions[HoldAction.MISSED_UNHOLD.value] += 1
+                    log.info("hold ended while disconnected holder=%s: music stopped", logfmt(channel.name))
+                    continue
+                known = previous.get(cid)
+                hold = ActiveHold(cid, bridge.id, moh_class)
+                self.state.holds[cid] = hold
+                plan = policy.plan_reattach(others, bridge.forwards_hold, known.listeners if known else ())
+                await self._carry_out(plan, hold)
+                self._count(plan.action, None, 0.0, hold, channel)
         log.info("resynced: %d channels, %d bridges, %d holds in progress", len(channels), len(bridges),
-                 len(self.holds))
+                 len(self.state.holds))
 
     async def _still_held(self, channel_id: str) -> bool | None:
         """Whether the holder's phone still holds: ``CHANNEL(rtp,hold)`` (PJSIP channels; None
@@ -304,30 +288,6 @@ class HoldHandler:
         except AsteriskError:
             return None
         return None if value is None else value.strip() == "1"
-
-    async def _missed_unhold(self, holder: Channel, bridge: Bridge) -> None:
-        """The holder unheld while we were away: stop the music we may have started (Asterisk
-        stopped a forwarded hold's music itself) and clear the mark."""
-        if not bridge.forwards_hold:
-            for party in await self._others(bridge, holder.id):
-                try:
-                    await self.ari.stop_moh(party.id)
-                except AsteriskError as exc:
-                    log.info("stop MOH on %s (missed unhold): %s", printable(party.id), printable(exc))
-        await self._remember_hold(holder.id, "")
-        self.stats.actions["missed-unhold"] += 1
-        log.info("hold ended while disconnected holder=%s: music stopped", logfmt(holder.name))
-
-    async def _reattach(self, holder: Channel, bridge: Bridge, moh_class: str, known: ActiveHold | None) -> None:
-        hold = ActiveHold(holder.id, bridge.id, moh_class, set(known.listeners) if known else set())
-        self.holds[holder.id] = hold
-        others = await self._others(bridge, holder.id)
-        if len(others) == 1:
-            if bridge.forwards_hold:
-                hold.listeners.add(others[0].id)  # Asterisk plays the forwarded hold's music
-            elif others[0].id not in hold.listeners:
-                await self._start_music(others[0].id, hold)
-        self._count("resynced", None, 0.0, hold, holder)
 
 
 def _ms_since(timestamp: datetime | None) -> float:

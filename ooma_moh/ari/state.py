@@ -1,0 +1,62 @@
+"""What the hold handler knows of Asterisk: channels, bridges, holds in progress, the classes it
+has set. Plain data, updated from events; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import Bridge, Channel
+
+
+@dataclass
+class ActiveHold:
+    """A hold in progress: who holds, in which bridge, which class, who hears the music (whether
+    Asterisk started it by forwarding the hold, or we did)."""
+
+    holder_id: str
+    bridge_id: str
+    moh_class: str
+    listeners: set[str] = field(default_factory=set)
+
+
+@dataclass
+class CallState:
+    """Channels and bridges as last seen, holds in progress, and per channel the class we set on
+    it (``preset``) and its tenant (``tenants``, None when it has none)."""
+
+    channels: dict[str, Channel] = field(default_factory=dict)
+    bridges: dict[str, Bridge] = field(default_factory=dict)
+    holds: dict[str, ActiveHold] = field(default_factory=dict)
+    preset: dict[str, str] = field(default_factory=dict)
+    tenants: dict[str, str | None] = field(default_factory=dict)
+
+    def bridge_of(self, channel_id: str) -> Bridge | None:
+        """The bridge a channel is in, as last seen."""
+        for bridge in self.bridges.values():
+            if channel_id in bridge.channel_ids:
+                return bridge
+        return None
+
+    def holds_by_bridge(self) -> dict[str, str]:
+        """holder -> bridge of every hold in progress."""
+        return {holder: hold.bridge_id for holder, hold in self.holds.items()}
+
+    def stop_listening(self, channel_id: str) -> None:
+        """A channel left or hung up: it hears no hold any more."""
+        for hold in self.holds.values():
+            hold.listeners.discard(channel_id)
+
+    def forget_channel(self, channel_id: str) -> None:
+        """A channel is gone."""
+        self.stop_listening(channel_id)
+        for store in (self.channels, self.preset, self.tenants):
+            store.pop(channel_id, None)
+
+    def replace(self, channels: dict[str, Channel], bridges: dict[str, Bridge]) -> dict[str, ActiveHold]:
+        """Start over from a fresh listing (after a reconnection); returns the holds known before,
+        which the caller re-attaches or ends. What we knew of vanished channels is dropped."""
+        self.channels, self.bridges = channels, bridges
+        self.tenants = {k: v for k, v in self.tenants.items() if k in channels}
+        self.preset = {k: v for k, v in self.preset.items() if k in channels}
+        previous, self.holds = self.holds, {}
+        return previous

@@ -1,0 +1,237 @@
+"""Every rule of docs/ari.md, on the pure policy and on the handler over a fake ARI (no Asterisk,
+no root). The lab tests (tests/integration/test_ari_hold.py) check what callers really hear."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ooma_moh.ari.hold import HoldHandler
+from ooma_moh.ari.policy import HoldAction, Party, plan_hold, plan_reattach, preset_tenants
+from tests.unit.fake_ari import FakeAri, inline, resolver
+
+# -- the policy alone ---------------------------------------------------------------------------
+
+
+def test_preset_gives_each_party_the_single_tenant_among_the_others() -> None:
+    assert preset_tenants([Party("user", "acme"), Party("caller", None)]) == {"caller": "acme"}
+    assert preset_tenants([Party("a", "acme"), Party("b", "beta")]) == {"a": "beta", "b": "acme"}
+    assert preset_tenants([Party("a", None), Party("b", None)]) == {}
+    # two tenants among the others: no preset, the holder's tenant decides at the hold
+    assert preset_tenants([Party("c", None), Party("a", "acme"), Party("b", "beta")]) == {"a": "beta", "b": "acme"}
+
+
+@pytest.mark.parametrize("others, forwards, held_class, action, start_on", [
+    ([], True, None, HoldAction.ALONE, ()),
+    (["x", "y"], False, None, HoldAction.CONFERENCE, ()),
+    (["x"], True, "tenant-acme", HoldAction.FORWARDED, ()),
+    (["x"], True, "default", HoldAction.CORRECTED, ("x",)),
+    (["x"], True, None, HoldAction.CORRECTED, ("x",)),
+    (["x"], False, "tenant-acme", HoldAction.STARTED, ("x",)),
+])
+def test_plan_hold(others: list[str], forwards: bool, held_class: str | None, action: HoldAction,
+                   start_on: tuple[str, ...]) -> None:
+    plan = plan_hold(others, forwards, held_class, "tenant-acme")
+    assert plan.action is action and plan.start_on == start_on
+    assert plan.listeners == (tuple(others) if action.plays_music else ())
+
+
+def test_plan_reattach_restarts_only_music_it_cannot_know_plays() -> None:
+    assert plan_reattach(["x"], True, ()).start_on == ()  # Asterisk plays a forwarded hold's music
+    assert plan_reattach(["x"], False, ["x"]).start_on == ()  # we started it before the drop
+    assert plan_reattach(["x"], False, ()).start_on == ("x",)
+    assert plan_reattach(["x", "y"], False, ()).start_on == ()
+
+
+# -- the handler over a fake ARI --------------------------------------------------------------
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def scene(on_file: set[str] = frozenset({"acme", "beta"}), **kw):  # type: ignore[no-untyped-def]
+    ari = FakeAri()
+    handler = HoldHandler(ari, resolver(set(on_file), kw.get("endpoints")), run_blocking=inline)
+    return ari, handler
+
+
+def two_party(ari: FakeAri, technology: str = "simple_bridge", user_tenant: str | None = "acme") -> None:
+    ari.channel("user", "PJSIP/acme-100-00000001", tenant=user_tenant)
+    ari.channel("caller", "PJSIP/trunk-00000002")
+    ari.bridge("b1", ["user", "caller"], technology)
+
+
+async def enter(ari: FakeAri, handler: HoldHandler, *channels: str, bridge: str = "b1") -> None:
+    for cid in channels:
+        await handler.handle(ari.event("ChannelEnteredBridge", cid, bridge))
+
+
+def test_preset_when_the_call_is_bridged() -> None:
+    ari, handler = scene()
+    two_party(ari)
+    run(enter(ari, handler, "user", "caller"))
+    assert ari.class_on("caller") == "tenant-acme"  # the caller hears acme when the user holds
+    assert ari.class_on("user") is None  # the caller has no tenant: nothing to preset on the user
+
+
+def test_users_of_two_tenants_each_get_the_others_class() -> None:
+    ari, handler = scene()
+    ari.channel("a", "PJSIP/acme-100-00000001", tenant="acme")
+    ari.channel("b", "PJSIP/beta-200-00000002", tenant="beta")
+    ari.bridge("b1", ["a", "b"])
+    run(enter(ari, handler, "a", "b"))
+    assert (ari.class_on("a"), ari.class_on("b")) == ("tenant-beta", "tenant-acme")
+
+
+def test_forwarded_hold_with_the_right_preset_needs_nothing() -> None:
+    ari, handler = scene()
+    two_party(ari)
+    run(enter(ari, handler, "user", "caller"))
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    assert ari.actions == [("mark", "user", "tenant-acme")]
+    assert handler.stats.actions == {"forwarded": 1} and handler.holds["user"].listeners == {"caller"}
+
+
+def test_forwarded_hold_with_a_wrong_class_is_corrected() -> None:
+    ari, handler = scene()
+    two_party(ari)
+    ari.bridges["b1"]["channels"] = ["user"]  # the handler saw the user join alone ...
+    run(enter(ari, handler, "user"))
+    ari.bridge("b1", ["user", "caller"])  # ... and missed the caller joining
+    ari.variables[("caller", "CHANNEL(musicclass)")] = "default"
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    assert ("class", "caller", "tenant-acme") in ari.actions and ("moh", "caller", "tenant-acme") in ari.actions
+    assert handler.stats.actions == {"corrected": 1}
+
+
+@pytest.mark.parametrize("technology, extra", [("softmix", None), ("softmix", "Recorder/rec-00000009")])
+def test_softmix_bridge_gets_music_started(technology: str, extra: str | None) -> None:
+    """A recorded 2-party call (a recorder channel in a softmix bridge): Asterisk plays nothing."""
+    ari, handler = scene()
+    two_party(ari, technology)
+    members = ["user", "caller"]
+    if extra:
+        ari.channel("rec", extra)
+        members.append("rec")
+    ari.bridge("b1", members, technology)
+    run(enter(ari, handler, *members))
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    assert ("moh", "caller", "tenant-acme") in ari.actions
+    assert not any(a[0] == "moh" and a[1] == "rec" for a in ari.actions)  # never to the recorder
+    assert handler.stats.actions == {"started": 1}
+    run(handler.handle(ari.event("ChannelUnhold", "user")))
+    assert ari.actions[-2:] == [("stop", "caller"), ("mark", "user", "")]
+
+
+def test_conference_gets_no_music() -> None:
+    ari, handler = scene()
+    ari.channel("user", "PJSIP/acme-100-00000001", tenant="acme")
+    ari.channel("c1", "PJSIP/trunk-00000002")
+    ari.channel("c2", "PJSIP/trunk-00000003")
+    ari.bridge("b1", ["user", "c1", "c2"], "softmix")
+    run(enter(ari, handler, "user", "c1", "c2"))
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    assert [a for a in ari.actions if a[0] == "moh"] == [] and handler.stats.actions == {"conference": 1}
+
+
+def test_holder_hanging_up_stops_the_forwarded_music() -> None:
+    """Asterisk does not stop a forwarded hold's music when the holder hangs up."""
+    ari, handler = scene()
+    two_party(ari)
+    run(enter(ari, handler, "user", "caller"))
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelDestroyed", "user")))
+    assert ari.actions == [("stop", "caller")]  # and no mark on a channel that is gone
+    assert handler.holds == {}
+
+
+def test_holder_leaving_the_bridge_stops_the_music() -> None:
+    ari, handler = scene()
+    two_party(ari, "softmix")
+    run(enter(ari, handler, "user", "caller"))
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    ari.bridge("b1", ["caller"], "softmix")
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelLeftBridge", "user", "b1")))
+    assert ari.actions == [("stop", "caller"), ("mark", "user", "")]
+
+
+def test_held_party_hanging_up_is_not_stopped_later() -> None:
+    ari, handler = scene()
+    two_party(ari, "softmix")
+    run(enter(ari, handler, "user", "caller"))
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    run(handler.handle(ari.event("ChannelDestroyed", "caller")))
+    del ari.channels["caller"]
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelUnhold", "user")))
+    assert ari.actions == [("mark", "user", "")]
+
+
+def test_a_channel_joining_during_a_hold_gets_the_music() -> None:
+    ari, handler = scene()
+    two_party(ari, "softmix")
+    run(enter(ari, handler, "user", "caller"))
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    ari.channel("late", "PJSIP/trunk-00000004")
+    ari.channel("ann", "Announcer/ARI-00000005")
+    ari.bridge("b1", ["user", "caller", "late", "ann"], "softmix")
+    ari.actions.clear()
+    run(enter(ari, handler, "late", "ann"))
+    assert ("moh", "late", "tenant-acme") in ari.actions
+    assert not any(a[1] == "ann" for a in ari.actions if a[0] == "moh")
+    assert handler.stats.actions["joined-during-hold"] == 1
+
+
+@pytest.mark.parametrize("how, expected, reason", [
+    ("variable", "tenant-acme", None),
+    ("accountcode", "tenant-acme", None),
+    ("endpoint map", "tenant-acme", None),
+    ("unknown tenant", "default", "unknown tenant"),
+    ("no tenant", "default", "no tenant on the holder"),
+    ("hostile value", "default", "invalid tenant id"),
+])
+def test_tenant_of_the_holder_and_its_fallbacks(how: str, expected: str, reason: str | None) -> None:
+    ari, handler = scene(endpoints={"PJSIP/acme-100": "acme"})
+    tenant = {"variable": "acme", "unknown tenant": "ghost", "hostile value": "a\nb"}.get(how)
+    ari.channel("user", "PJSIP/acme-100-00000001" if how == "endpoint map" else "PJSIP/x-00000001",
+                tenant=tenant, accountcode="acme" if how == "accountcode" else "", exported=how != "accountcode")
+    ari.channel("caller", "PJSIP/trunk-00000002")
+    ari.bridge("b1", ["user", "caller"], "softmix")
+    run(enter(ari, handler, "user", "caller"))
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    assert ("moh", "caller", expected) in ari.actions
+    assert handler.stats.fallbacks == ({reason: 1} if reason else {})
+
+
+def test_resync_reattaches_a_hold_and_stops_music_after_a_missed_unhold() -> None:
+    ari, handler = scene()
+    two_party(ari, "softmix")
+    ari.channel("u2", "PJSIP/acme-101-00000005", tenant="acme")
+    ari.channel("c2", "PJSIP/trunk-00000006")
+    ari.bridge("b2", ["u2", "c2"], "softmix")
+    ari.variables[("user", "OOMA_MOH_HOLD")] = "tenant-acme"
+    ari.variables[("user", "CHANNEL(rtp,hold)")] = "1"  # still held: re-attach, start the music
+    ari.variables[("u2", "OOMA_MOH_HOLD")] = "tenant-acme"
+    ari.variables[("u2", "CHANNEL(rtp,hold)")] = "0"  # unheld while we were away
+    run(handler.resync())
+    assert ("moh", "caller", "tenant-acme") in ari.actions
+    assert ("stop", "c2") in ari.actions and ("mark", "u2", "") in ari.actions
+    assert set(handler.holds) == {"user"}
+    assert handler.stats.actions == {"resynced": 1, "missed-unhold": 1}
+
+
+def test_an_event_for_a_vanished_channel_is_logged_not_raised() -> None:
+    ari, handler = scene()
+    two_party(ari)
+    run(enter(ari, handler, "user", "caller"))
+    event = ari.event("ChannelHold", "user")
+    del ari.bridges["b1"]["channels"][1]
+    del ari.channels["caller"]
+    run(handler.handle(event))  # the caller vanished: a 404 somewhere, handled
+    assert handler.stats.actions in ({"alone": 1}, {})
