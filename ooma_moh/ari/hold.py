@@ -40,6 +40,7 @@ from ..model import DEFAULT_CLASS, endpoint_of_channel
 from ..resolve import ClassResolver, Resolution
 from . import policy
 from .client import Ari
+from .dispatch import KeyedDispatcher
 from .events import HOLD_VARIABLE, TENANT_VARIABLE, Bridge, Channel, Event
 from .policy import HoldAction, HoldPlan, Party
 from .state import ActiveHold, CallState
@@ -74,6 +75,7 @@ class HoldHandler:
         self.run_blocking = run_blocking or asyncio.to_thread
         self.state = CallState()
         self.stats = HoldStats()
+        self.dispatcher = KeyedDispatcher()
         self._table: dict[str, Callable[[Event], Awaitable[None]]] = {
             "ChannelEnteredBridge": self.on_entered_bridge,
             "ChannelLeftBridge": self.on_left_bridge,
@@ -88,16 +90,42 @@ class HoldHandler:
         """Holds in progress, by holder."""
         return self.state.holds
 
-    async def handle(self, data: dict[str, Any]) -> None:
-        """Process one ARI event (JSON as received); unrelated events are ignored."""
-        handler = self._table.get(data.get("type", ""))
-        if handler is None:
-            return
-        event = Event.from_json(data)
+    def observe(self, event: Event) -> str:
+        """The part of an event that only updates what we know, done at once and in arrival order
+        (so the next event is keyed on up-to-date membership); returns the event's key: its
+        bridge, the bridge its channel is in, else the channel."""
         if event.channel is not None:
             self.state.channels[event.channel.id] = event.channel
+        if event.bridge is not None:
+            if event.type == "BridgeDestroyed":
+                self.state.bridges.pop(event.bridge.id, None)
+            else:
+                self.state.bridges[event.bridge.id] = event.bridge
+            return event.bridge.id
+        if event.channel is not None:
+            bridge = self.state.bridge_of(event.channel.id)
+            return bridge.id if bridge is not None else event.channel.id
+        return ""
+
+    async def handle(self, data: dict[str, Any]) -> None:
+        """Process one ARI event (JSON as received) to the end; unrelated events are ignored."""
+        if (event := self._event(data)) is not None:
+            self.observe(event)
+            await self._act(event)
+
+    async def dispatch(self, data: dict[str, Any]) -> None:
+        """Take one event and return at once: its ARI work runs after the earlier events of its
+        bridge, concurrently with other bridges' (see :mod:`.dispatch`). For the listener."""
+        if (event := self._event(data)) is not None:
+            key = self.observe(event)
+            self.dispatcher.submit(key, lambda: self._act(event), event.type)
+
+    def _event(self, data: dict[str, Any]) -> Event | None:
+        return Event.from_json(data) if data.get("type", "") in self._table else None
+
+    async def _act(self, event: Event) -> None:
         try:
-            await handler(event)
+            await self._table[event.type](event)
         except AsteriskError as exc:  # the channel may be gone by now: log, keep going
             log.warning("%s on %s: %s", printable(event.type), printable(event.channel.name) if event.channel else "-",
                         printable(exc))
@@ -169,7 +197,6 @@ class HoldHandler:
     async def on_entered_bridge(self, event: Event) -> None:
         """Membership changed: preset classes; a newcomer to a held bridge gets the music."""
         assert event.bridge is not None and event.channel is not None
-        self.state.bridges[event.bridge.id] = event.bridge
         await self._preset(event.bridge)
         joiner = event.channel
         for holder in policy.holds_reaching(joiner.id, joiner.is_helper, event.bridge.id,
@@ -181,14 +208,11 @@ class HoldHandler:
     async def on_left_bridge(self, event: Event) -> None:
         """A holder leaving ends its hold; a held party leaving is forgotten."""
         assert event.bridge is not None and event.channel is not None
-        self.state.bridges[event.bridge.id] = event.bridge
         await self._end_hold(event.channel.id, policy.LEFT)
         self.state.stop_listening(event.channel.id)
 
     async def on_bridge_destroyed(self, event: Event) -> None:
-        """Forget the bridge."""
-        assert event.bridge is not None
-        self.state.bridges.pop(event.bridge.id, None)
+        """Nothing to do over ARI: :meth:`observe` forgot the bridge."""
 
     async def on_channel_destroyed(self, event: Event) -> None:
         """A holder hanging up ends its hold; forget the channel."""
@@ -204,8 +228,8 @@ class HoldHandler:
         known = self.state.bridge_of(holder.id)
         if known is None:
             return
-        bridge = Bridge.from_json(await self.ari.get_bridge(known.id))  # fresh technology and members
-        self.state.bridges[bridge.id] = bridge
+        # fresh technology and members; not stored: events that arrived meanwhile are newer
+        bridge = Bridge.from_json(await self.ari.get_bridge(known.id))
         moh_class, reason = await self._class_of(await self._tenant_of(holder))
         hold = ActiveHold(holder.id, bridge.id, moh_class)
         self.state.holds[holder.id] = hold
@@ -248,7 +272,9 @@ class HoldHandler:
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:
-        """Rebuild state from ``GET /channels`` and ``GET /bridges``; re-attach holds in progress."""
+        """Rebuild state from ``GET /channels`` and ``GET /bridges``; re-attach holds in progress.
+        Work still queued from before (a reconnection) finishes first."""
+        await self.dispatcher.drain()
         channels = {c.id: c for c in map(Channel.from_json, await self.ari.list_channels())}
         bridges = {b.id: b for b in map(Bridge.from_json, await self.ari.list_bridges())}
         previous = self.state.replace(channels, bridges)

@@ -20,7 +20,7 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
     """Run until SIGTERM/SIGINT or cancellation; returns the handler (its stats)."""
     client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
     handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix))
-    listener = EventListener(client, settings.ari_app, handler.handle, on_connect=handler.resync)
+    listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -31,6 +31,10 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
         await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         await listener.stop()
+        try:  # holds being handled finish (bounded: each ARI request has its own timeout)
+            await asyncio.wait_for(handler.dispatcher.drain(), 15.0)
+        except asyncio.TimeoutError:
+            log.warning("ARI hold handler stopped with %d bridges' events unfinished", handler.dispatcher.pending)
         for task in (reader, stopper):
             task.cancel()
         await asyncio.gather(reader, stopper, return_exceptions=True)

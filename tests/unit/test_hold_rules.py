@@ -235,3 +235,74 @@ def test_an_event_for_a_vanished_channel_is_logged_not_raised() -> None:
     del ari.channels["caller"]
     run(handler.handle(event))  # the caller vanished: a 404 somewhere, handled
     assert handler.stats.actions in ({"alone": 1}, {})
+
+
+# -- concurrency: bridges in parallel, one bridge in order --------------------------------------
+
+class GatedAri(FakeAri):
+    """``get_bridge`` of the gated bridges waits until the test opens the gate."""
+
+    def __init__(self, gated: set[str]) -> None:
+        super().__init__()
+        self.gated = gated
+        self.gate = asyncio.Event()
+
+    async def get_bridge(self, bridge_id: str):  # type: ignore[no-untyped-def]
+        if bridge_id in self.gated:
+            await self.gate.wait()
+        return await super().get_bridge(bridge_id)
+
+
+def test_a_slow_bridge_does_not_delay_another_and_its_own_events_stay_in_order() -> None:
+    async def scenario() -> list[tuple[str, ...]]:
+        ari = GatedAri({"b1"})
+        handler = HoldHandler(ari, resolver({"acme"}), run_blocking=inline)
+        for n in ("1", "2"):
+            ari.channel(f"u{n}", f"PJSIP/acme-10{n}-0000000{n}", tenant="acme")
+            ari.channel(f"c{n}", f"PJSIP/trunk-0000001{n}")
+            ari.bridge(f"b{n}", [f"u{n}", f"c{n}"], "softmix")
+            for cid in (f"u{n}", f"c{n}"):
+                await handler.handle(ari.event("ChannelEnteredBridge", cid, f"b{n}"))
+        ari.actions.clear()
+        await handler.dispatch(ari.event("ChannelHold", "u1"))  # stuck on its get_bridge
+        await handler.dispatch(ari.event("ChannelUnhold", "u1"))  # must wait for the hold
+        await handler.dispatch(ari.event("ChannelHold", "u2"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if ("moh", "c2", "tenant-acme") in ari.actions:
+                break
+        assert ("moh", "c2", "tenant-acme") in ari.actions  # b2 served while b1 waits
+        assert not any(a[1] == "c1" for a in ari.actions)
+        ari.gate.set()
+        await handler.dispatcher.drain()
+        return [a for a in ari.actions if a[1] == "c1"]
+
+    # the class was preset when c1 joined; then the hold's music, then the unhold's stop: in order
+    assert asyncio.run(scenario()) == [("moh", "c1", "tenant-acme"), ("stop", "c1")]
+
+
+def test_dispatcher_keeps_order_per_key_and_survives_a_failure() -> None:
+    from ooma_moh.ari.dispatch import KeyedDispatcher
+
+    async def scenario() -> list[str]:
+        done: list[str] = []
+        dispatcher = KeyedDispatcher()
+
+        def step(name: str, delay: int, fail: bool = False):  # type: ignore[no-untyped-def]
+            async def work() -> None:
+                for _ in range(delay):
+                    await asyncio.sleep(0)
+                if fail:
+                    raise RuntimeError("boom")
+                done.append(name)
+            return work
+
+        dispatcher.submit("a", step("a1", 5))
+        dispatcher.submit("a", step("a2", 0, fail=True))
+        dispatcher.submit("a", step("a3", 0))
+        dispatcher.submit("b", step("b1", 0))
+        await dispatcher.drain()
+        assert dispatcher.pending == 0
+        return done
+
+    assert asyncio.run(scenario()) == ["b1", "a1", "a3"]
