@@ -30,10 +30,10 @@ from pathlib import Path
 from ooma_moh.app import build_service
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import TALK_TONE, LabAsterisk
-from ooma_moh.lab_ari import AriHarness, Call
+from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.media import synth_sample
 from ooma_moh.sync import Syncer
-from ooma_moh.tones import classify_windows
+from ooma_moh.lab.tones import classify_windows
 
 TONES = {"alpha": 440.0, "beta": 660.0}
 

@@ -32,7 +32,7 @@ from ooma_moh.lab import LabAsterisk
 from ooma_moh.media import synth_sample
 from ooma_moh.model import RENDITION_FORMATS, Disclaimer, Rendition, UploadedFile
 from ooma_moh.sync import Syncer
-from ooma_moh.tones import classify_windows
+from ooma_moh.lab.tones import classify_windows
 
 
 def fill_catalog(settings: Settings, tenants: int) -> None:

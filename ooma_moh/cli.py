@@ -17,6 +17,7 @@ import click
 
 from .app import build_service, open_catalog
 from .asterisk_cli import AsteriskCli
+from .asterisk_conf import write_samples
 from .config import Settings, load_settings
 from .errors import OomaMohError, ReloadPending
 from .media import write_wav
@@ -210,10 +211,24 @@ def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
 @handles_errors
 def demo(keep: str | None) -> None:
     """The main job end to end: lab Asterisk, upload, sync, and a recorded caller who must hear it."""
-    from .demo import run_demo
+    from .lab.demo import run_demo  # only here: the runtime commands never import the lab
 
     if not run_demo(click.echo, Path(keep) if keep else None):
         raise click.ClickException("the demo caller did not hear the tenant's music")
+
+
+@main.command("asterisk-conf")
+@click.option("--dest", required=True, type=click.Path(file_okay=False),
+              help="Directory to write into (created if missing); merge from there into /etc/asterisk.")
+@click.option("--force", is_flag=True, help="Replace files that exist already.")
+@json_option
+@click.pass_context
+@handles_errors
+def write_asterisk_conf(ctx: click.Context, dest: str, force: bool, as_json: bool) -> None:
+    """Write the Asterisk configuration ooma-moh needs (docs/asterisk.md) into DEST."""
+    written = write_samples(Path(dest), force=force)
+    emit(ctx, as_json, {"dest": dest, "written": [str(p) for p in written]},
+         "\n".join(f"wrote {p}" for p in written))
 
 
 def syncer_of(ctx: click.Context) -> Syncer:

@@ -14,6 +14,8 @@ specific message; the CLI prints that line and exits non-zero. The tree::
     ├── StorageError           the server's own storage failed (disk full, permissions, a
     │   │                      stored file missing or damaged): never the uploader's fault
     │   └── CatalogMissing     the catalog is missing or empty while the blob store holds files
+    ├── OutputError            a file the operator asked for could not be written
+    │   └── WouldOverwrite     it exists already, and replacing it was not asked for
     └── AsteriskError          Asterisk could not be reached or refused a command
         ├── AriRequestFailed   ARI answered with an error status (carries .status)
         └── ReloadPending      files were written but Asterisk has not reloaded them yet
@@ -95,6 +97,14 @@ class CatalogMissing(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__("catalog_missing", message)
+
+
+class OutputError(OomaMohError):
+    """A file the operator asked ooma-moh to write (e.g. ``asterisk-conf --dest``) could not be."""
+
+
+class WouldOverwrite(OutputError, FileExistsError):
+    """Writing would replace files that exist already, and the operator did not ask for that."""
 
 
 class AsteriskError(OomaMohError):

@@ -103,8 +103,8 @@ def longest_silence(windows: list[float | None]) -> int:
 
 @pytest.fixture(scope="session")
 def ari_lab(lab: LabAsterisk):
-    """The ``ooma-lab`` Stasis application on the lab (see ooma_moh/lab_ari.py)."""
-    from ooma_moh.lab_ari import AriHarness
+    """The ``ooma-lab`` Stasis application on the lab (see ooma_moh/lab/ari.py)."""
+    from ooma_moh.lab.ari import AriHarness
 
     harness = AriHarness(lab).start()
     yield harness

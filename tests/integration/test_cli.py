@@ -99,3 +99,25 @@ def test_endpoint_map(run) -> None:
     assert json.loads(run("endpoints", "--json")) == {"PJSIP/acme-101": "acme"}
     assert "invalid endpoint" in run("endpoints", "set", "not an endpoint", "acme", code=1)
     assert "invalid tenant id" in run("endpoints", "set", "PJSIP/x", "../a", code=1)
+
+
+def test_asterisk_conf_writes_refuses_to_overwrite_and_forces(run, tmp_path: Path) -> None:
+    samples = Path(__file__).resolve().parents[2] / "ooma_moh" / "asterisk_conf"
+    names = sorted(p.name for p in samples.glob("*.conf"))
+    dest = tmp_path / "staging" / "asterisk"  # created, parents too
+    out = run("asterisk-conf", "--dest", str(dest))
+    assert out.splitlines() == [f"wrote {dest / n}" for n in names]
+    assert sorted(p.name for p in dest.iterdir()) == names  # no partial files left behind
+    assert all((dest / n).read_bytes() == (samples / n).read_bytes() for n in names)
+
+    edited = "; the operator's own pjsip.conf\n"
+    (dest / "pjsip.conf").write_text(edited)
+    (dest / "http.conf").unlink()
+    refused = run("asterisk-conf", "--dest", str(dest), code=1)
+    assert refused.startswith("Error: ") and f"{dest / 'pjsip.conf'}" in refused and "--force" in refused
+    assert (dest / "pjsip.conf").read_text() == edited and not (dest / "http.conf").exists()  # nothing written
+
+    forced = json.loads(run("asterisk-conf", "--dest", str(dest), "--force", "--json"))
+    assert forced == {"dest": str(dest), "written": [str(dest / n) for n in names]}
+    assert (dest / "pjsip.conf").read_bytes() == (samples / "pjsip.conf").read_bytes()
+    assert (dest / "http.conf").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ooma_moh.tones import classify_windows
+from ooma_moh.lab.tones import classify_windows
 
 
 def test_classifies_tone_per_window_and_silence() -> None:

@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from .app import build_service
-from .config import Settings
-from .lab import DEFAULT_TONE, LabAsterisk
-from .media import synth_sample
-from .sync import Syncer
+from ..app import build_service
+from ..config import Settings
+from ..media import synth_sample
+from ..sync import Syncer
+from .asterisk import DEFAULT_TONE, LabAsterisk
 from .tones import classify_windows
 
 DEMO_TENANT = "demo"

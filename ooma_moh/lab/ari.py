@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .ari.client import AriClient
-from .ari.listener import EventListener
-from .lab import LabAsterisk
+from ..ari.client import AriClient
+from ..ari.listener import EventListener
+from .asterisk import LabAsterisk
 
 
 class AriHarness:
@@ -36,6 +36,7 @@ class AriHarness:
         self.events.put(event)
 
     def start(self) -> "AriHarness":
+        """Start the loop thread and the events listener; return once the WebSocket is up."""
         self._thread.start()
         self._task = asyncio.run_coroutine_threadsafe(self.listener.run(), self.loop)
         self.call(asyncio.wait_for(self.listener.connected.wait(), 10))
@@ -63,15 +64,19 @@ class AriHarness:
             del self._backlog[:-2000]
 
     def request(self, method: str, path: str, **params: Any) -> Any:
+        """One ARI request from synchronous code; its decoded answer."""
         return self.call(self.client.request(method, path, **params))
 
     def hold(self, channel_id: str) -> None:
+        """Hold ``channel_id`` (on a PJSIP channel: a re-INVITE a=sendonly)."""
         self.request("POST", f"/channels/{channel_id}/hold")
 
     def unhold(self, channel_id: str) -> None:
+        """Take ``channel_id`` off hold."""
         self.request("DELETE", f"/channels/{channel_id}/hold")
 
     def stop(self) -> None:
+        """Stop the listener, close the client and end the loop thread."""
         self.call(self.listener.stop())
         if self._task is not None:
             self._task.result(10)
@@ -117,6 +122,7 @@ class Call:
         return offset
 
     def unhold(self) -> float:
+        """The phone takes the call off hold; returns the offset."""
         offset = time.monotonic() - self.started
         self.harness.unhold(self.phone)
         return offset
@@ -144,6 +150,8 @@ class Call:
         return third
 
     def hangup(self, which: str) -> float:
+        """Hang up the channel named by the attribute ``which`` (``"phone"``, ``"caller"``, ...);
+        returns the offset."""
         offset = time.monotonic() - self.started
         self.harness.request("DELETE", f"/channels/{getattr(self, which)}")
         return offset

@@ -1,0 +1,303 @@
+"""The lab Asterisk: a real Asterisk 22 from Debian's packages, in a chroot, for tests and the demo.
+
+The chroot is provisioned once and cached (:mod:`ooma_moh.lab.provision`). Each
+:class:`LabAsterisk` gets a *shared* directory, bind-mounted into the chroot at the same absolute
+path so paths written by Python are valid for Asterisk, holding its generated configuration, its
+run, log and spool directories, and the ooma-moh home the tests use. HTTP and SIP listen on free
+127.0.0.1 ports, so a system Asterisk is never disturbed.
+
+The configuration (:func:`render_config`) is the operators' own files from
+:mod:`ooma_moh.asterisk_conf`, with paths, ports and the ARI password replaced, plus the
+templates in ``conf/`` beside this module: a file there named like an operator file is appended
+to it (a PJSIP loopback endpoint, the ``lab-talk`` class, the recording dialplan), any other is
+written whole (``asterisk.conf``, ``modules.conf``, ``logger.conf``). Two lab classes play known
+tones: ``default`` (:data:`DEFAULT_TONE`) and ``lab-talk`` (:data:`TALK_TONE`, a called party
+talking).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import string
+import subprocess
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from ..asterisk_cli import AsteriskCli
+from ..asterisk_conf import sample_names, sample_text
+from ..errors import AsteriskError
+from .provision import default_root, is_mounted, provision, run_step, unmount
+
+DEFAULT_TONE = 300.0
+TALK_TONE = 1000.0
+LAB_ARI_USER = "ooma-moh"
+#: The data home the operator files are written for (docs/asterisk.md); the lab's replaces it.
+OPERATOR_HOME = "/var/lib/ooma-moh"
+
+
+class ConfTemplate(string.Template):
+    """A lab configuration template: ``@{name}`` placeholders only. Not ``$``, which Asterisk's
+    dialplan uses (``${EXTEN}``), nor ``{}`` for :meth:`str.format`, which it uses too; a bare
+    ``@`` (``Local/x@context``) is left alone."""
+
+    delimiter = "@"
+    pattern = r"""
+    @(?:
+      (?P<escaped>(?!))            |  # no escape: "@{" never occurs in Asterisk configuration
+      \{(?P<braced>[a-z_]+)\}      |
+      (?P<named>(?!))              |
+      (?P<invalid>\{)                # "@{" not closing a name: a broken placeholder, ValueError
+    )
+    """
+
+
+def lab_templates() -> dict[str, str]:
+    """The lab's own configuration templates (``conf/*.conf`` beside this module), by file name."""
+    conf = files(__package__).joinpath("conf")
+    return {entry.name: entry.read_text(encoding="utf-8")
+            for entry in sorted(conf.iterdir(), key=lambda e: e.name) if entry.name.endswith(".conf")}
+
+
+def render_config(*, shared: Path, etc: Path, moddir: str, home: Path, default_moh: Path, talk_moh: Path,
+                  recordings: Path, ari_password: str, http_port: int, sip_port: int) -> dict[str, str]:
+    """The lab's whole Asterisk configuration, file name -> text (see the module docstring).
+
+    ``moddir`` is the module directory as seen inside the chroot; the other paths are the shared
+    directory's, valid inside the chroot too. Every ``@{name}`` of a template must be filled:
+    an unknown placeholder raises :class:`KeyError`, a malformed one :class:`ValueError`, instead
+    of reaching Asterisk.
+    """
+    config: dict[str, str] = {}
+    for name in sample_names():
+        text = sample_text(name)
+        text = text.replace(OPERATOR_HOME, str(home))
+        text = text.replace("directory=/var/lib/asterisk/moh", f"directory={default_moh}")
+        text = text.replace("password=CHANGE_ME", f"password={ari_password}")
+        text = text.replace("bindport=8088", f"bindport={http_port}")
+        text = text.replace("bind=127.0.0.1:5060", f"bind=127.0.0.1:{sip_port}")
+        config[name] = text
+    values = {"etc": str(etc), "moddir": moddir, "shared": str(shared), "sip_port": str(sip_port),
+              "talk": str(talk_moh), "recordings": str(recordings)}
+    for name, template in lab_templates().items():
+        text = ConfTemplate(template).substitute(values)
+        config[name] = config[name] + "\n" + text if name in config else text
+    return config
+
+
+def free_port() -> int:
+    """A TCP/UDP port on 127.0.0.1 that nothing uses right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+        udp.bind(("127.0.0.1", port))
+        return port
+
+
+class LabAsterisk:
+    """One running lab Asterisk. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, shared: Path, root: Path | None = None) -> None:
+        self.root = (root or default_root()).resolve()
+        self.shared = shared.resolve()
+        self.etc = self.shared / "etc"
+        self.home = self.shared / "home"
+        self.recordings = self.shared / "recordings"
+        self.default_moh = self.shared / "moh-default"
+        self.talk_moh = self.shared / "moh-talk"
+        self.http_port = free_port()
+        self.sip_port = free_port()
+        self.ari_user = LAB_ARI_USER
+        self.ari_password = secrets.token_hex(12)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._mounted: list[Path] = []
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def ari_url(self) -> str:
+        """Base URL of the lab's ARI (``/ari`` is appended by the client)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def cli_argv(self) -> list[str]:
+        """argv prefix that runs one Asterisk CLI command (append the command)."""
+        return ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-rx"]
+
+    @property
+    def asterisk_cli(self) -> str:
+        """:attr:`cli_argv` as the string ``OOMA_MOH_ASTERISK_CLI`` expects."""
+        return shlex.join(self.cli_argv)
+
+    def settings_overrides(self) -> dict[str, object]:
+        """Settings that point ooma-moh at this lab."""
+        return {"home": self.home, "ari_url": self.ari_url, "ari_user": self.ari_user,
+                "ari_password": self.ari_password, "asterisk_cli": self.asterisk_cli}
+
+    def _write_config(self) -> None:
+        for sub in ("etc", "run", "log", "spool/recording", "db", "recordings", "moh-default", "moh-talk", "home"):
+            (self.shared / sub).mkdir(parents=True, exist_ok=True)
+        moddir = next(iter(glob.glob(str(self.root / "usr/lib/*/asterisk/modules"))), None)
+        if moddir is None:
+            raise AsteriskError(f"no Asterisk modules under {self.root}")
+        config = render_config(
+            shared=self.shared, etc=self.etc, moddir=moddir[len(str(self.root)):], home=self.home,
+            default_moh=self.default_moh, talk_moh=self.talk_moh, recordings=self.recordings,
+            ari_password=self.ari_password, http_port=self.http_port, sip_port=self.sip_port,
+        )
+        for name, text in config.items():
+            (self.etc / name).write_text(text)
+
+    def _write_tone_classes(self) -> None:
+        """Music for the lab's own classes: ``default`` (:data:`DEFAULT_TONE`) and ``lab-talk``
+        (:data:`TALK_TONE`, what a called party "says" in tests), in every rendition."""
+        from ..config import Settings
+        from ..media import FfmpegConverter, synth_sample
+
+        settings = Settings(home=self.home)
+        for directory, freq in ((self.default_moh, DEFAULT_TONE), (self.talk_moh, TALK_TONE)):
+            if len(list(directory.glob("tone.*"))) == 5:
+                continue
+            work = self.shared / f"tone-work-{int(freq)}"
+            work.mkdir(exist_ok=True)
+            sample = synth_sample(settings, work / "tone.mp3", freq, 20.0)
+            for ext, path in FfmpegConverter(settings).convert(sample, work).files.items():
+                os.replace(path, directory / f"tone.{ext}")
+            shutil.rmtree(work)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _mount(self, source: str, target: Path, *options: str) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        if is_mounted(target):
+            return
+        run_step(["mount", *options, source, str(target)], f"mount {target}", timeout=30)
+        self._mounted.append(target)
+
+    def start(self, timeout: float = 90.0) -> "LabAsterisk":
+        """Provision if needed, mount, configure and boot Asterisk; wait until fully booted."""
+        provision(self.root)
+        self.shared.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        self._write_tone_classes()
+        self._mount("proc", self.root / "proc", "-t", "proc")
+        self._mount(str(self.shared), self.root / str(self.shared).lstrip("/"), "--bind")
+        self.boot(timeout)
+        return self
+
+    def boot(self, timeout: float = 90.0) -> None:
+        """Start the Asterisk process (mounts and config already in place) and wait for it."""
+        log = open(self.shared / "log" / "console.log", "ab")
+        self._process = subprocess.Popen(
+            ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise AsteriskError(f"lab Asterisk exited during boot (code {self._process.returncode});"
+                                    f" see {self.shared / 'log' / 'console.log'}")
+            probe = subprocess.run([*self.cli_argv, "core waitfullybooted"], capture_output=True, timeout=60,
+                                   check=False)
+            if probe.returncode == 0 and b"fully booted" in probe.stdout:
+                return
+            time.sleep(0.2)
+        self.halt()
+        raise AsteriskError(f"lab Asterisk did not boot within {timeout:.0f} s")
+
+    def halt(self, timeout: float = 20.0) -> None:
+        """Stop the Asterisk process (mounts stay, so :meth:`boot` can start it again)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            subprocess.run([*self.cli_argv, "core stop now"], capture_output=True, timeout=30, check=False)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def stop(self) -> None:
+        """Stop Asterisk and unmount what :meth:`start` mounted."""
+        self.halt()
+        while self._mounted:
+            unmount(self._mounted.pop())
+
+    def __enter__(self) -> "LabAsterisk":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the Asterisk process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    # -- using it --------------------------------------------------------------------------
+    def cli(self, command: str) -> str:
+        """Run one Asterisk CLI command; its output."""
+        return AsteriskCli(self.cli_argv, timeout=60).run(command)
+
+    def start_recording(self, name: str, seconds: int, moh_class: str | None) -> Path:
+        """Originate a Local channel that plays MOH (``moh_class``, or the channel default when
+        None) into a recorder for ``seconds`` s; return the WAV path (complete when
+        :meth:`wait_recording` returns)."""
+        app = f"MusicOnHold {moh_class}" if moh_class else "MusicOnHold"
+        return self._originate_recorder(name, seconds, "n", f"application {app}")
+
+    def start_call_recording(self, name: str, seconds: int, destination: str) -> Path:
+        """Originate a caller whose audio is recorded for ``seconds`` s and who runs the dialplan
+        at ``destination`` (``exten@context``). The caller's Local channel plays MOH itself when
+        held (Local channels intercept hold unless given ``/m``), as a trunk channel would;
+        returns the WAV path."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+@[A-Za-z0-9_-]+", destination):
+            raise ValueError(f"destination {destination!r}")
+        return self._originate_recorder(name, seconds, "n", f"extension {destination}")
+
+    def _originate_recorder(self, name: str, seconds: int, options: str, what: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise ValueError(f"recording name {name!r}")
+        for stale in (self.recordings / f"{name}.wav", self.recordings / f"{name}.done"):
+            stale.unlink(missing_ok=True)
+        self.cli(f"channel originate Local/rec-{seconds}-{name}@ooma-lab-record/{options} {what}")
+        return self.recordings / f"{name}.wav"
+
+    def wait_recording(self, wav: Path, timeout: float = 60.0) -> Path:
+        """Wait until the recorder behind ``wav`` has finished; return ``wav``."""
+        done = wav.with_suffix(".done")
+        deadline = time.monotonic() + timeout
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise AsteriskError(f"recording {wav.name} did not finish within {timeout:.0f} s")
+            time.sleep(0.1)
+        return wav
+
+    def start_churn(self, seconds: int = 600) -> None:
+        """Keep device states changing (about 50 a second) for ``seconds`` s."""
+        self.cli(f"channel originate Local/churn@ooma-lab-churn/n application Wait {int(seconds)}")
+
+    def moh_start_seconds(self, moh_class: str, timeout: float = 30.0) -> float:
+        """How long Asterisk's StartMusicOnHold(``moh_class``) took on a fresh channel."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", moh_class):
+            raise ValueError(f"class name {moh_class!r}")
+        result = self.recordings / f"{moh_class}.start"
+        result.unlink(missing_ok=True)
+        self.cli(f"channel originate Local/mohstart-{moh_class}@ooma-lab-mohstart/n application Wait 1")
+        deadline = time.monotonic() + timeout
+        while not result.exists() or not result.read_text().strip():
+            if time.monotonic() > deadline:
+                raise AsteriskError(f"StartMusicOnHold({moh_class}) timing did not arrive")
+            time.sleep(0.05)
+        t0, t1 = (float(x) for x in result.read_text().split())
+        return t1 - t0
+
+    def record(self, name: str, seconds: int, moh_class: str | None) -> Path:
+        """Record ``seconds`` s of ``moh_class`` as heard by a channel; the WAV path."""
+        return self.wait_recording(self.start_recording(name, seconds, moh_class), timeout=seconds + 30)
