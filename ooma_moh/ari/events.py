@@ -1,7 +1,7 @@
 """ARI event JSON -> small typed values. Pure: no I/O.
 
 Only what the hold handler needs is kept. Channel variables arrive in ``channelvars`` when
-ari.conf lists them (``channelvars = OOMA_MOH_TENANT,OOMA_MOH_HOLD``; asterisk_conf/ari.conf does).
+ari.conf lists them (``channelvars = OOMA_MOH_TENANT,OOMA_MOH_HOLD``; ooma_moh/asterisk_conf/ari.conf does).
 """
 
 from __future__ import annotations

@@ -136,7 +136,6 @@ def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> N
         periods[call.name] = [(periods[call.name][0][0], call.unhold())]
     assert_holds(tones_heard(alpha.finish(), [A, B]), periods["ari_alpha"], A)
     assert_holds(tones_heard(beta.finish(), [A, B]), periods["ari_beta"], B)
-    assert "action=forwarded" in handler.log.read_text()
 
 
 @pytest.mark.parametrize("tenant", ["gamma", "nobody", None])
@@ -153,7 +152,6 @@ def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -
     call.at(5.0)
     periods = [(hold_t, call.unhold())]
     assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
-    assert "action=started" in handler.log.read_text()
 
 
 def test_tenant_from_the_endpoint_map(lab, ari_lab, handler, lab_service: MohService) -> None:
@@ -180,7 +178,6 @@ def test_channel_joining_during_hold_hears_the_music(lab, ari_lab, handler) -> N
     call.finish()
     windows = tones_heard(joined_wav, [A, B])
     assert windows[1:-1] and set(windows[1:-1]) == {A}, segments(windows)
-    assert "action=joined-during-hold" in handler.log.read_text()
 
 
 def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
@@ -193,7 +190,6 @@ def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
     call.unhold()
     windows = tones_heard(call.finish(), [A, B])
     assert set(windows[1:-1]) == {TALK_TONE}, segments(windows)  # the caller still hears the third party
-    assert "action=conference" in handler.log.read_text()
 
 
 def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
@@ -220,7 +216,6 @@ def test_holder_hangs_up_during_hold(lab, ari_lab, handler, recorded: bool) -> N
     music = [r for r in segments(windows) if r[0] == A]
     assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4, segments(windows)
     assert (music[0][2] + 1) / 10 - gone_t <= 0.3, (gone_t, segments(windows))  # music stops with the holder
-    assert "reason=holder" in handler.log.read_text()
 
 
 def test_caller_hangs_up_during_hold_then_next_hold_works(lab, ari_lab, handler) -> None:
@@ -256,7 +251,6 @@ def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
     call.at(7.5)
     periods = [(first_hold, first_unhold), (second_hold, call.unhold())]
     assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
-    assert "holds in progress" in handler.log.read_text()
 
 
 def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler) -> None:
@@ -275,7 +269,6 @@ def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler
     assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4, segments(windows)
     assert (music[0][2] + 1) / 10 <= stopped_t + 0.3, (unhold_t, stopped_t, segments(windows))
     assert windows[music[0][2] + 1] == TALK_TONE, segments(windows)
-    assert "hold ended while disconnected" in handler.log.read_text()
 
 
 def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Settings, handler) -> None:
