@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ooma_moh.app import build_service
@@ -93,7 +93,7 @@ def wait_port(port: int) -> None:
 
 def make_catalog(home: Path) -> None:
     service = build_service(Settings(home=home))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for i in range(TENANTS):
         if i % 2:  # half on file, half on default
             r = (Rendition("sln", 8000, 1, f"{i:064x}"),)
@@ -111,13 +111,15 @@ def main() -> None:
         make_catalog(home)
         ours_port, bare_port = free_port(), free_port()
         env = {**os.environ, "OOMA_MOH_HOME": str(home)}
-        ours = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{ours_port}"],
+        ours = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi",
+                                 "--listen", f"127.0.0.1:{ours_port}"],
                                 env=env, stderr=subprocess.DEVNULL)
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)])
         try:
             wait_port(ours_port)
             wait_port(bare_port)
-            print(f"{'conc':>5} {'ours req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>11} {'p99 ms':>7} | ratio")
+            print(f"{'conc':>5} {'ours req/s':>11} {'p50 ms':>7} {'p99 ms':>7} |"
+                  f" {'bare req/s':>11} {'p99 ms':>7} | ratio")
             for concurrency in (1, 50, 200):
                 rate, lat = asyncio.run(load(ours_port, concurrency, args.seconds))
                 brate, blat = asyncio.run(load(bare_port, concurrency, args.seconds))

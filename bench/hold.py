@@ -31,9 +31,9 @@ from ooma_moh.app import build_service
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
+from ooma_moh.lab.tones import classify_windows
 from ooma_moh.media import synth_sample
 from ooma_moh.sync import Syncer
-from ooma_moh.lab.tones import classify_windows
 
 TONES = {"alpha": 440.0, "beta": 660.0}
 
@@ -88,7 +88,8 @@ def main() -> None:
         settings = Settings(**lab.settings_overrides())
         service = build_service(settings)
         for tenant, freq in TONES.items():
-            service.upload(tenant, synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0), accept_disclaimer=True, accepted_by="bench")
+            sample = synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0)
+            service.upload(tenant, sample, accept_disclaimer=True, accepted_by="bench")
         Syncer(settings, service.catalog, service.blobs).run(None)
         harness = AriHarness(lab).start()
         env = {**os.environ, **settings_environ(settings)}

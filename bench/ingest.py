@@ -7,23 +7,35 @@ Input: a ~4.8 MB, 300 s, 128 kbit/s stereo MP3 (generated: pink noise plus a mel
   possible: one ``ebur128`` pass on the MP3, then one command writing the five renditions with the
   measured gain (a single command cannot measure and then apply a gain). For context, the one
   command that does both, one-pass ``loudnorm``, is timed too with ``--loudnorm``.
-Prints the median of ``--runs`` runs of each and the ratio ours / baseline.
+- ours without the rendition verification (``FfmpegConverter(verify=False)``), to show what the
+  checks added for issue 8 cost, in the same run;
+- the worst accepted input: the longest accepted duration (30 min) at the lowest accepted sample
+  rate (8 kHz), an 8 kbit/s mono MP3 of 1.8 MB, uploaded in a child process whose children's CPU
+  seconds and peak RSS (ffmpeg's) are reported; and the 3,444-byte 1 Hz WAV of issue 8, which
+  used to cost 82 s of CPU and 901 MB and is now refused before decoding.
+Prints the median of ``--runs`` runs of each and the ratios ours / baseline.
 
-    .venv/bin/python bench/ingest.py [--runs 3] [--loudnorm]
+    .venv/bin/python bench/ingest.py [--runs 3] [--loudnorm] [--no-worst-case]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from ooma_moh.app import build_service
 from ooma_moh.config import Settings
-from ooma_moh.media import parse_ebur128
+from ooma_moh.errors import UploadRejected
+from ooma_moh.media import FfmpegConverter, parse_ebur128
+from ooma_moh.service import MohService
 
 FF = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-y"]
 
@@ -37,7 +49,8 @@ def make_input(path: Path) -> None:
 
 
 def baseline(source: Path, out: Path) -> None:
-    log = subprocess.run(FF + ["-i", str(source), "-af", "aresample=16000,aformat=channel_layouts=mono,ebur128=peak=true",
+    log = subprocess.run(FF + ["-i", str(source), "-af",
+                               "aresample=16000,aformat=channel_layouts=mono,ebur128=peak=true",
                                "-f", "null", "-"], check=True, capture_output=True, text=True).stderr
     lufs, _ = parse_ebur128(log)
     graph = (f"[0:a]aresample=16000,aformat=channel_layouts=mono,volume={-20 - lufs:.2f}dB,asplit=2[hi][lo];"
@@ -55,6 +68,42 @@ def loudnorm_single(source: Path, out: Path) -> None:
                          "-ac", "1", "-c:a", "pcm_s16le", "-f", "s16le", str(out / "l.sln16")], check=True)
 
 
+def make_worst_case(path: Path) -> None:
+    """30 minutes (the longest accepted) of 8 kHz (the lowest accepted rate) music-like noise."""
+    subprocess.run(FF + ["-v", "error", "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1800:r=8000",
+                         "-ac", "1", "-ar", "8000", "-c:a", "libmp3lame", "-b:a", "8k", str(path)], check=True)
+
+
+def make_one_hz(path: Path) -> None:
+    """Issue 8's 3,444-byte WAV that declares a 1 Hz sample rate (28 min 20 s of 'audio')."""
+    data = bytes(128 + i % 7 for i in range(3400))
+    fmt = struct.pack("<HHIIHH", 1, 1, 1, 1, 1, 8)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def child_cost(home: Path, source: Path) -> None:
+    """(In a child process) upload ``source``; print JSON: outcome, wall s, CPU s and peak RSS of
+    the ffmpeg children."""
+    service = build_service(Settings(home=home))
+    start = time.perf_counter()
+    try:
+        tenant = service.upload("worst", source, accept_disclaimer=True, accepted_by="bench")
+        outcome = f"accepted, {tenant.upload.duration_ms / 1000:.0f} s"
+    except UploadRejected as exc:
+        outcome = f"rejected ({exc.reason})"
+    wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"outcome": outcome, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                      "peak_rss_mb": usage.ru_maxrss / 1024}))
+
+
+def cost(home: Path, source: Path) -> dict[str, object]:
+    out = subprocess.run([sys.executable, __file__, "--child", str(home), str(source)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
 def timed(func, *args) -> float:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     func(*args)
@@ -65,21 +114,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--loudnorm", action="store_true")
+    parser.add_argument("--no-worst-case", action="store_true")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child_cost(Path(args.child[0]), Path(args.child[1]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         source = tmpdir / "upload.mp3"
         make_input(source)
         print(f"input: {source.stat().st_size:,} bytes MP3, 300 s")
         service = build_service(Settings(home=tmpdir / "home"))
-        ours, base = [], []
-        for run in range(args.runs):
+        unverified = MohService(service.settings, service.catalog, service.blobs,
+                                FfmpegConverter(service.settings, verify=False))
+        ours, bare, base = [], [], []
+        for run in range(args.runs):  # interleaved, so drift in machine load hits all three alike
             base.append(timed(baseline, source, tmpdir))
-            ours.append(timed(lambda tenant=f"t{run}": service.upload(tenant, source, accept_disclaimer=True, accepted_by="bench")))
-        o, b = statistics.median(ours), statistics.median(base)
+            for svc, times, tenant in ((service, ours, f"t{run}"), (unverified, bare, f"u{run}")):
+                times.append(timed(lambda s=svc, t=tenant: s.upload(t, source, accept_disclaimer=True,
+                                                                    accepted_by="bench")))
+        o, u, b = statistics.median(ours), statistics.median(bare), statistics.median(base)
         print(f"ours     (upload)              median {o:6.2f} s  runs {[round(x, 2) for x in ours]}")
+        print(f"ours without verification      median {u:6.2f} s  runs {[round(x, 2) for x in bare]}")
         print(f"baseline (ebur128 + encode)    median {b:6.2f} s  runs {[round(x, 2) for x in base]}")
-        print(f"ratio ours/baseline: {o / b:.2f}")
+        print(f"ratio ours/baseline: {o / b:.2f}; without verification: {u / b:.2f}; verified/unverified: {o / u:.3f}")
+        if not args.no_worst_case:
+            worst, one_hz = tmpdir / "worst.mp3", tmpdir / "onehz.wav"
+            make_worst_case(worst)
+            make_one_hz(one_hz)
+            for label, path in (("worst accepted (30 min, 8 kHz, 8 kbit/s MP3)", worst),
+                                ("1 Hz WAV, 3,444 bytes", one_hz)):
+                c = cost(tmpdir / f"home-{path.stem}", path)
+                print(f"{label}: {path.stat().st_size:,} bytes -> {c['outcome']}; wall {c['wall_s']:.2f} s,"
+                      f" ffmpeg CPU {c['cpu_s']:.2f} s, ffmpeg peak RSS {c['peak_rss_mb']:.0f} MB")
         if args.loudnorm:
             ln = timed(loudnorm_single, source, tmpdir)
             print(f"one-command loudnorm (1 rendition only): {ln:6.2f} s, ratio ours/loudnorm {o / ln:.2f}")

@@ -22,24 +22,24 @@ import statistics
 import tempfile
 import time
 import wave
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ooma_moh.ari.client import AriClient
 from ooma_moh.app import build_service
+from ooma_moh.ari.client import AriClient
 from ooma_moh.config import Settings
 from ooma_moh.lab import LabAsterisk
+from ooma_moh.lab.tones import classify_windows
 from ooma_moh.media import synth_sample
 from ooma_moh.model import RENDITION_FORMATS, Disclaimer, Rendition, UploadedFile
 from ooma_moh.sync import Syncer
-from ooma_moh.lab.tones import classify_windows
 
 
 def fill_catalog(settings: Settings, tenants: int) -> None:
     """N tenants on file, each with five tiny distinct renditions (no ffmpeg: 0.1 s of bytes)."""
     service = build_service(settings)
     service.catalog._db.execute("PRAGMA synchronous=OFF")  # bench set-up only
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for i in range(tenants):
         renditions = []
         for fmt in RENDITION_FORMATS:
@@ -131,7 +131,8 @@ def main() -> None:
           f" reloads realtime {rt['change_reloads']:.0f}, static {st['change_reloads']:.0f}")
     print(f"  new tone heard     realtime {rt['change_tone_share']:.0%}   static {st['change_tone_share']:.0%}")
     print(f"StartMusicOnHold, median of 9: realtime tenant class {rt['moh_start_s'] * 1000:.2f} ms,"
-          f" static default class {rt['default_start_s'] * 1000:.2f} ms (ratio {rt['moh_start_s'] / rt['default_start_s']:.1f});"
+          f" static default class {rt['default_start_s'] * 1000:.2f} ms"
+          f" (ratio {rt['moh_start_s'] / rt['default_start_s']:.1f});"
           f" static tenant class {st['moh_start_s'] * 1000:.2f} ms")
 
 

@@ -13,8 +13,8 @@ service from here, so the rules for opening the data home are applied the same w
 
 from __future__ import annotations
 
-from .errors import CatalogMissing
 from .config import Settings
+from .errors import CatalogMissing
 from .media import FfmpegConverter
 from .service import MohService
 from .storage import BlobStore, SqliteCatalog

@@ -45,7 +45,8 @@ def tenant_dict(tenant: TenantMoh, prefix: str) -> dict[str, Any]:
         }
     if tenant.disclaimer:
         d = tenant.disclaimer
-        data["disclaimer"] = {"accepted_by": d.accepted_by, "accepted_at": d.accepted_at.isoformat(), "sha256": d.sha256}
+        data["disclaimer"] = {"accepted_by": d.accepted_by, "accepted_at": d.accepted_at.isoformat(),
+                              "sha256": d.sha256}
     data["renditions"] = [
         {"format": r.extension, "codec": FORMATS_BY_EXTENSION[r.extension].codec, "rate": r.sample_rate,
          "bytes": r.size, "sha256": r.sha256}
@@ -91,7 +92,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 @click.group()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML configuration file (or OOMA_MOH_CONFIG).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML configuration file (or OOMA_MOH_CONFIG).")
 @click.option("--home", type=click.Path(file_okay=False), help="Data directory (or OOMA_MOH_HOME).")
 @click.version_option(package_name="ooma-moh")
 @click.pass_context
@@ -189,7 +191,8 @@ def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("tenant")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True), help="WAV file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="WAV file to write.")
 @json_option
 @click.pass_context
 @handles_errors
@@ -281,6 +284,7 @@ def sync(ctx: click.Context, tenants: tuple[str, ...], all_: bool, dry_run: bool
         else:
             report = syncer.run(targets, dry_run=dry_run)
     except ReloadPending as exc:
+        assert isinstance(exc.report, SyncReport)
         data = report_dict(exc.report)
         emit(ctx, as_json, data, report_text(data))
         raise

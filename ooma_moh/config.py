@@ -48,11 +48,12 @@ class Settings:
     true_peak_dbtp: float = -2.0
     class_prefix: str = "tenant-"
     ffmpeg: str = "ffmpeg"
-    moh_dir: Path | None = None
+    # derived from home in __post_init__ when unset, so always a Path once built
+    moh_dir: Path = None  # type: ignore[assignment]
     publish_mode: str = "realtime"
     retain_old_s: float = 6 * 3600.0
-    realtime_db: Path | None = None
-    classes_conf: Path | None = None
+    realtime_db: Path = None  # type: ignore[assignment]
+    classes_conf: Path = None  # type: ignore[assignment]
     ari_url: str = "http://127.0.0.1:8088"
     ari_user: str = "ooma-moh"
     ari_password: str = ""

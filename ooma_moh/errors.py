@@ -84,7 +84,7 @@ class StorageError(OomaMohError):
     }
 
     @classmethod
-    def from_errno(cls, number: int | None, doing: str) -> "StorageError":
+    def from_errno(cls, number: int | None, doing: str) -> StorageError:
         """The error for an OS failure ``number`` that happened while ``doing`` something."""
         reason, text = cls.ERRNOS.get(number or 0, ("storage_error", "a storage error on the server"))
         return cls(reason, f"{text} (while {doing}); nothing was changed")

@@ -1,7 +1,8 @@
 """Outside text made safe for a log line: pure functions, no logging here.
 
 Anything a peer, a dialplan or an uploader controls (tenant values, accountcodes, script names,
-channel names and variables, protocol garbage, exception text quoting them) goes through :func:`printable` or :func:`logfmt`
+channel names and variables, protocol garbage, exception text quoting them) goes through
+:func:`printable` or :func:`logfmt`
 before it reaches a log call or stderr. A raw newline would forge a whole log line, a raw ``ESC``
 could repaint the terminal of whoever tails the log, and an unbounded value would let one request
 write kilobytes per line.

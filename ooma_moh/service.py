@@ -9,15 +9,23 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from .config import Settings
 from .errors import DisclaimerRequired, NoTenantFile, UploadRejected
 from .media import Conversion
-from .model import (FORMATS_BY_EXTENSION, Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile,
-                    validate_actor, validate_tenant_id)
+from .model import (
+    FORMATS_BY_EXTENSION,
+    Disclaimer,
+    MohSetting,
+    Rendition,
+    TenantMoh,
+    UploadedFile,
+    validate_actor,
+    validate_tenant_id,
+)
 from .storage import BlobStore, Catalog
 from .storage.blobs import storage_errors
 
@@ -42,7 +50,7 @@ def _read(source: BinaryIO, size: int) -> bytes:
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def clean_original_name(name: str) -> str:

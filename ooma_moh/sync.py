@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import enum
+import fcntl
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 

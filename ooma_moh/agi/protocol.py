@@ -86,7 +86,7 @@ class AgiRequest:
     env: dict[str, str]
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> "AgiRequest":
+    def from_env(cls, env: dict[str, str]) -> AgiRequest:
         """Build a request from the environment block (FastAGI or classic)."""
         raw = env.get("agi_network_script") or env.get("agi_request", "")
         if "://" in raw:  # classic agi_request may be the whole URL

@@ -13,13 +13,13 @@ import sys
 
 from asterisk.agi import AGI, AGIException
 
+from ..app import open_catalog
 from ..config import load_settings
 from ..errors import OomaMohError
-from ..app import open_catalog
 from ..logsafe import logfmt, printable
-from .protocol import AgiRequest
 from ..model import DEFAULT_CLASS
 from ..resolve import ClassResolver, Resolution
+from .protocol import AgiRequest
 from .route import TENANT_VARIABLE, choose_tenant, decide, needs_variable
 
 

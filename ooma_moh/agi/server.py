@@ -16,11 +16,19 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..logsafe import logfmt, printable
-from .protocol import MAX_ENV_LINES, MAX_LINE_BYTES, AgiRequest, AgiResponse, ProtocolError, parse_env_line, parse_response
 from ..config import Settings
+from ..logsafe import logfmt, printable
 from ..resolve import ClassResolver
 from ..storage import Catalog
+from .protocol import (
+    MAX_ENV_LINES,
+    MAX_LINE_BYTES,
+    AgiRequest,
+    AgiResponse,
+    ProtocolError,
+    parse_env_line,
+    parse_response,
+)
 from .route import ROUTE, Decision, choose_tenant, decide, needs_variable
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ aiohttp's exceptions are translated here and nowhere else: a connection problem 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -52,7 +51,7 @@ class AriClient:
             await self._session.close()
             self._session = None
 
-    async def __aenter__(self) -> "AriClient":
+    async def __aenter__(self) -> AriClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -78,7 +77,7 @@ class AriClient:
                 return await response.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise AsteriskError(f"cannot reach ARI at {self.base_url}: {exc}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AsteriskError(f"ARI at {self.base_url} did not answer {method} {path} in time") from None
 
     async def reload_module(self, module: str) -> None:

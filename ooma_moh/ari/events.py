@@ -29,7 +29,7 @@ class Channel:
     variables: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Channel":
+    def from_json(cls, data: dict[str, Any]) -> Channel:
         """Build from ARI's channel JSON."""
         return cls(data["id"], data.get("name", ""), data.get("accountcode", "") or "",
                    dict(data.get("channelvars") or {}))
@@ -60,7 +60,7 @@ class Bridge:
     channel_ids: tuple[str, ...] = ()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Bridge":
+    def from_json(cls, data: dict[str, Any]) -> Bridge:
         """Build from ARI's bridge JSON."""
         return cls(data["id"], data.get("technology", ""), data.get("bridge_type", "mixing"),
                    tuple(data.get("channels") or ()))
@@ -82,7 +82,7 @@ class Event:
     timestamp: datetime | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Event":
+    def from_json(cls, data: dict[str, Any]) -> Event:
         """Build from an event as received on the WebSocket."""
         channel = Channel.from_json(data["channel"]) if isinstance(data.get("channel"), dict) else None
         bridge = Bridge.from_json(data["bridge"]) if isinstance(data.get("bridge"), dict) else None

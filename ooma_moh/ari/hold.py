@@ -31,7 +31,7 @@ import statistics
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import AsteriskError
@@ -152,7 +152,11 @@ class HoldHandler:
     async def _class_of(self, tenant: str | None) -> Resolution:
         if tenant is None:
             return Resolution(DEFAULT_CLASS, "no tenant on the holder")
-        return self.resolver.cached(tenant) or await self.run_blocking(self.resolver.resolve, tenant)
+        cached = self.resolver.cached(tenant)
+        if cached is not None:
+            return cached
+        resolved: Resolution = await self.run_blocking(self.resolver.resolve, tenant)
+        return resolved
 
     async def _parties(self, bridge: Bridge) -> list[Party]:
         """The real parties of ``bridge`` (announcers, recorders, snoops left out) with tenants."""
@@ -319,4 +323,4 @@ class HoldHandler:
 def _ms_since(timestamp: datetime | None) -> float:
     if timestamp is None:
         return 0.0
-    return max(0.0, (datetime.now(timezone.utc) - timestamp).total_seconds() * 1000)
+    return max(0.0, (datetime.now(UTC) - timestamp).total_seconds() * 1000)

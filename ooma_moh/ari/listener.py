@@ -28,8 +28,8 @@ from typing import Any
 
 import aiohttp
 
-from ..logsafe import printable
 from ..errors import AriRequestFailed, AsteriskError
+from ..logsafe import printable
 from .client import AriClient
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class EventListener:
                     finally:
                         watchdog.cancel()
                         await asyncio.gather(watchdog, return_exceptions=True)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AsteriskError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, AsteriskError) as exc:
                 if not self._stopping:
                     log.warning("ARI events connection failed: %s; retrying in %.1f s", exc, backoff)
             finally:

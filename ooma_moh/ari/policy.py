@@ -55,11 +55,11 @@ def preset_tenants(parties: Sequence[Party]) -> dict[str, str]:
     """Party id -> the tenant whose class it should carry: the single tenant among the *other*
     parties. None of them has one, or two different ones: no preset (the holder's tenant decides
     at the hold itself)."""
-    plan = {}
+    plan: dict[str, str] = {}
     for party in parties:
-        tenants = {o.tenant for o in parties if o.id != party.id} - {None}
+        tenants = {o.tenant for o in parties if o.id != party.id and o.tenant is not None}
         if len(tenants) == 1:
-            plan[party.id] = tenants.pop()  # type: ignore[assignment]
+            (plan[party.id],) = tenants
     return plan
 
 

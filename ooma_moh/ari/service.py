@@ -33,7 +33,7 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
         await listener.stop()
         try:  # holds being handled finish (bounded: each ARI request has its own timeout)
             await asyncio.wait_for(handler.dispatcher.drain(), 15.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("ARI hold handler stopped with %d bridges' events unfinished", handler.dispatcher.pending)
         for task in (reader, stopper):
             task.cancel()

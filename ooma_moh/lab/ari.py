@@ -8,6 +8,7 @@ It runs ooma-moh's own ARI client and events listener on an event loop in a back
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import queue
 import threading
 import time
@@ -29,13 +30,13 @@ class AriHarness:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.listener = EventListener(self.client, app, self._on_event, event_sources=())
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._task: asyncio.Future[None] | None = None
+        self._task: concurrent.futures.Future[None] | None = None
         self._backlog: list[dict[str, Any]] = []
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         self.events.put(event)
 
-    def start(self) -> "AriHarness":
+    def start(self) -> AriHarness:
         """Start the loop thread and the events listener; return once the WebSocket is up."""
         self._thread.start()
         self._task = asyncio.run_coroutine_threadsafe(self.listener.run(), self.loop)

@@ -29,6 +29,7 @@ import subprocess
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from ..asterisk_cli import AsteriskCli
 from ..asterisk_conf import sample_names, sample_text
@@ -42,13 +43,7 @@ LAB_ARI_USER = "ooma-moh"
 OPERATOR_HOME = "/var/lib/ooma-moh"
 
 
-class ConfTemplate(string.Template):
-    """A lab configuration template: ``@{name}`` placeholders only. Not ``$``, which Asterisk's
-    dialplan uses (``${EXTEN}``), nor ``{}`` for :meth:`str.format`, which it uses too; a bare
-    ``@`` (``Local/x@context``) is left alone."""
-
-    delimiter = "@"
-    pattern = r"""
+PLACEHOLDER = r"""
     @(?:
       (?P<escaped>(?!))            |  # no escape: "@{" never occurs in Asterisk configuration
       \{(?P<braced>[a-z_]+)\}      |
@@ -56,6 +51,15 @@ class ConfTemplate(string.Template):
       (?P<invalid>\{)                # "@{" not closing a name: a broken placeholder, ValueError
     )
     """
+
+
+class ConfTemplate(string.Template):
+    """A lab configuration template: ``@{name}`` placeholders only. Not ``$``, which Asterisk's
+    dialplan uses (``${EXTEN}``), nor ``{}`` for :meth:`str.format`, which it uses too; a bare
+    ``@`` (``Local/x@context``) is left alone."""
+
+    delimiter = "@"
+    pattern = PLACEHOLDER  # type: ignore[assignment]  # a str: string.Template compiles it
 
 
 def lab_templates() -> dict[str, str]:
@@ -134,7 +138,7 @@ class LabAsterisk:
         """:attr:`cli_argv` as the string ``OOMA_MOH_ASTERISK_CLI`` expects."""
         return shlex.join(self.cli_argv)
 
-    def settings_overrides(self) -> dict[str, object]:
+    def settings_overrides(self) -> dict[str, Any]:
         """Settings that point ooma-moh at this lab."""
         return {"home": self.home, "ari_url": self.ari_url, "ari_user": self.ari_user,
                 "ari_password": self.ari_password, "asterisk_cli": self.asterisk_cli}
@@ -178,7 +182,7 @@ class LabAsterisk:
         run_step(["mount", *options, source, str(target)], f"mount {target}", timeout=30)
         self._mounted.append(target)
 
-    def start(self, timeout: float = 90.0) -> "LabAsterisk":
+    def start(self, timeout: float = 90.0) -> LabAsterisk:
         """Provision if needed, mount, configure and boot Asterisk; wait until fully booted."""
         provision(self.root)
         self.shared.mkdir(parents=True, exist_ok=True)
@@ -229,7 +233,7 @@ class LabAsterisk:
         while self._mounted:
             unmount(self._mounted.pop())
 
-    def __enter__(self) -> "LabAsterisk":
+    def __enter__(self) -> LabAsterisk:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -50,7 +50,8 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> bool:
         say(f"sync: {report.counts['added']} class added, {report.files_written} files written,"
             f" realtime row in {settings.realtime_db}, no reload")
         ok = True
-        for who, klass, expected in ((DEMO_TENANT, moh_class, DEMO_TONE), ("a tenant on default music", "default", DEFAULT_TONE)):
+        cases = ((DEMO_TENANT, moh_class, DEMO_TONE), ("a tenant on default music", "default", DEFAULT_TONE))
+        for who, klass, expected in cases:
             counts = heard(lab.record(f"demo_{klass.replace('-', '_')}", 3, klass))
             total = sum(counts.values())
             right = counts[expected]

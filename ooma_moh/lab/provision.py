@@ -70,7 +70,7 @@ def unmount(path: Path) -> None:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
-def provision(root: Path | None = None, log=print) -> Path:  # type: ignore[no-untyped-def]
+def provision(root: Path | None = None, log=print) -> Path:
     """Build the chroot with Asterisk if it is not cached yet; return its path."""
     root = root or default_root()
     if (root / "usr/sbin/asterisk").exists():

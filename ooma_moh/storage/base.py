@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -21,6 +22,9 @@ class AuditEntry:
 
 class Catalog(Protocol):
     """Tenants and their music. Every method is one atomic transaction."""
+
+    def close(self) -> None:
+        """Release the connection."""
 
     def get(self, tenant_id: str) -> TenantMoh | None:
         """The tenant's record, or None if the catalog has never seen it."""
@@ -52,5 +56,5 @@ class Catalog(Protocol):
     def referenced_blobs(self) -> set[str]:
         """sha256 of every original and rendition the catalog references."""
 
-    def audit(self, tenant_id: str) -> list[AuditEntry]:
+    def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         """The tenant's history, oldest first."""

@@ -12,6 +12,7 @@ readers wait out a commit with ``busy_timeout``.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import sqlite3
@@ -278,7 +279,7 @@ class SqliteCatalog:
         rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")
         return {row[0] for row in rows}
 
-    def audit(self, tenant_id: str) -> list[AuditEntry]:
+    def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         return [
             AuditEntry(datetime.fromisoformat(r["at"]), r["tenant_id"], r["action"], json.loads(r["detail"]))
             for r in self._query("SELECT * FROM audit WHERE tenant_id = ? ORDER BY id", (tenant_id,))

@@ -18,9 +18,9 @@ import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
+from ooma_moh.lab.ari import Call
 from ooma_moh.service import MohService
 from tests.audio import tone
-from ooma_moh.lab.ari import Call
 from tests.integration.conftest import settings_env, tones_heard
 
 A, B = 440.0, 660.0

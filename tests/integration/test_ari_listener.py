@@ -82,7 +82,7 @@ def test_control_subscribe_all_wedges_asterisk(churning_lab: LabAsterisk) -> Non
             for i in range(CYCLES):
                 try:
                     ws = await asyncio.wait_for(session.ws_connect(url), 5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return i
                 await asyncio.wait_for(ws.receive(), 5)  # close while events are being delivered
                 await ws.close()
@@ -112,7 +112,7 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
         listener = EventListener(client, app, on_event, min_backoff=0.01)
         task = asyncio.create_task(listener.run())
         for i in range(1, CYCLES + 1):
-            await eventually(lambda: listener.connections == i and listener.connected.is_set(), 15,
+            await eventually(lambda i=i: listener.connections == i and listener.connected.is_set(), 15,
                              f"connection {i} did not come up")
             if i < CYCLES:
                 await listener.drop()

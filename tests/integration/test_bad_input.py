@@ -95,7 +95,8 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
     "5,242,881 bytes": (_bytes("big.wav", b"RIFF" + b"\x00" * (5 * 1024 * 1024 - 3)), "too_large"),
     "random bytes": (_bytes("noise.mp3", bytes(range(256)) * 64 + os.urandom(4096)), "unrecognised_format"),
     "truncated mp3": (_truncated_mp3, "truncated"),
-    "text named .mp3": (_bytes("notes.mp3", b"These are not the droids you are looking for.\n" * 20), "unrecognised_format"),
+    "text named .mp3": (_bytes("notes.mp3", b"These are not the droids you are looking for.\n" * 20),
+                        "unrecognised_format"),
     "hls playlist named .mp3": (_playlist("hls"), "unrecognised_format"),
     "concat playlist named .mp3": (_playlist("concat"), "unrecognised_format"),
     "playlist behind an ID3 tag": (_playlist("id3"), "undecodable"),
@@ -122,7 +123,8 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
 
 @pytest.fixture
 def tenant_with_music(service: MohService, tmp_path: Path) -> tuple[MohService, object, set[str]]:
-    before = service.upload("acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True, accepted_by="tester")
+    before = service.upload("acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True,
+                            accepted_by="tester")
     stored = {p.name for p in service.blobs.root.glob("??/*")}
     return service, before, stored
 

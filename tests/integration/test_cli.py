@@ -73,7 +73,8 @@ def test_bad_upload_exit_code_and_one_line(run, tmp_path: Path) -> None:
 def test_upload_from_stdin(tmp_path: Path) -> None:
     source = tone(tmp_path / "a.flac", 440, container="flac")
     result = CliRunner().invoke(
-        main, ["--home", str(tmp_path / "h"), "upload", "acme", "-", "--name", "a.flac", "--accept-disclaimer", "--json"],
+        main, ["--home", str(tmp_path / "h"), "upload", "acme", "-", "--name", "a.flac", "--accept-disclaimer",
+               "--json"],
         input=source.read_bytes(),
     )
     assert result.exit_code == 0, result.output

@@ -19,7 +19,7 @@ import pytest
 
 from ooma_moh.app import build_service
 from ooma_moh.config import Settings, settings_environ
-from ooma_moh.errors import CatalogMissing, StorageError
+from ooma_moh.errors import StorageError
 from ooma_moh.media import FfmpegConverter
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, tone

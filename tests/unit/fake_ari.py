@@ -3,7 +3,7 @@ of every action the handler takes. It models only what the handler relies on (do
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ooma_moh.errors import AriRequestFailed
@@ -43,7 +43,8 @@ class FakeAri:
 
     def event(self, kind: str, channel: str | None = None, bridge: str | None = None) -> dict[str, Any]:
         """An event as the WebSocket delivers it, built from the current scene."""
-        data: dict[str, Any] = {"type": kind, "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"}
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+        data: dict[str, Any] = {"type": kind, "timestamp": stamp}
         if channel is not None:
             data["channel"] = dict(self.channels[channel])
         if bridge is not None:

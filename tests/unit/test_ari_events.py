@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ooma_moh.ari.events import Bridge, Channel, Event, parse_timestamp
 from ooma_moh.ari.hold import HoldStats
@@ -32,7 +32,7 @@ def test_event_and_timestamp() -> None:
     e = Event.from_json({"type": "ChannelHold", "timestamp": "2026-11-26T06:31:02.123+0000",
                          "channel": {"id": "1.1", "name": "PJSIP/a"}, "musicclass": "default"})
     assert e.type == "ChannelHold" and e.channel.id == "1.1" and e.bridge is None
-    assert e.timestamp == datetime(2026, 11, 26, 6, 31, 2, 123000, tzinfo=timezone.utc)
+    assert e.timestamp == datetime(2026, 11, 26, 6, 31, 2, 123000, tzinfo=UTC)
     assert parse_timestamp("garbage") is None and parse_timestamp(None) is None
 
 
