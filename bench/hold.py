@@ -27,13 +27,12 @@ import time
 import wave
 from pathlib import Path
 
-from ooma_moh.app import build_service
+from ooma_moh.app import build_service, build_syncer
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.lab.tones import classify_windows
 from ooma_moh.media import synth_sample
-from ooma_moh.sync import Syncer
 
 TONES = {"alpha": 440.0, "beta": 660.0}
 
@@ -90,7 +89,7 @@ def main() -> None:
         for tenant, freq in TONES.items():
             sample = synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0)
             service.upload(tenant, sample, accept_disclaimer=True, accepted_by="bench")
-        Syncer(settings, service.catalog, service.blobs).run(None)
+        build_syncer(settings, service).run(None)
         harness = AriHarness(lab).start()
         env = {**os.environ, **settings_environ(settings)}
         for n in (int(x) for x in args.calls.split(",")):

@@ -25,14 +25,13 @@ import wave
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ooma_moh.app import build_service
+from ooma_moh.app import build_service, build_syncer
 from ooma_moh.ari.client import AriClient
 from ooma_moh.config import Settings
 from ooma_moh.lab import LabAsterisk
 from ooma_moh.lab.tones import classify_windows
 from ooma_moh.media import synth_sample
 from ooma_moh.model import RENDITION_FORMATS, Disclaimer, Rendition, UploadedFile
-from ooma_moh.sync import Syncer
 
 
 def fill_catalog(settings: Settings, tenants: int) -> None:
@@ -75,7 +74,7 @@ def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str,
         asyncio.run(go())
         reloads.append(time.perf_counter() - start)
 
-    syncer = Syncer(settings, syncer_service.catalog, syncer_service.blobs, reload=reload)
+    syncer = build_syncer(settings, syncer_service, reload)
     start = time.perf_counter()
     report = syncer.run(None)
     out["full_sync_s"] = time.perf_counter() - start

@@ -13,12 +13,17 @@ service from here, so the rules for opening the data home are applied the same w
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
+from .ari.client import AriClient
 from .config import Settings
 from .errors import CatalogMissing
 from .media import FfmpegConverter
 from .service import MohService
 from .storage import BlobStore, SqliteCatalog
 from .storage.sqlite import catalog_exists
+from .sync import Syncer
 
 
 def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool = False) -> SqliteCatalog:
@@ -43,6 +48,25 @@ def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool 
 def open_blobs(settings: Settings, *, writable: bool = True) -> BlobStore:
     """The blob store of ``settings.home``."""
     return BlobStore(settings.blob_dir, grace_s=settings.blob_grace_s, writable=writable)
+
+
+def ari_reload(settings: Settings) -> Callable[[], None]:
+    """Reload res_musiconhold through ARI (static publication mode), in a short event loop of
+    its own: sync runs from the CLI, outside any loop."""
+
+    def reload() -> None:
+        async def go() -> None:
+            async with AriClient(settings.ari_url, settings.ari_user, settings.ari_password) as ari:
+                await ari.reload_module("res_musiconhold.so")
+
+        asyncio.run(go())
+
+    return reload
+
+
+def build_syncer(settings: Settings, service: MohService, reload: Callable[[], None] | None = None) -> Syncer:
+    """The syncer for ``service``'s catalog and blobs, reloading Asterisk through ARI."""
+    return Syncer(settings, service.catalog, service.blobs, reload or ari_reload(settings))
 
 
 def build_service(settings: Settings, *, writable: bool = True, start_over: bool = False) -> MohService:

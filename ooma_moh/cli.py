@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .app import build_service, open_catalog
+from .app import build_service, build_syncer, open_catalog
 from .asterisk_cli import AsteriskCli
 from .asterisk_conf import write_samples
 from .config import Settings, load_settings
@@ -237,7 +237,7 @@ def write_asterisk_conf(ctx: click.Context, dest: str, force: bool, as_json: boo
 def syncer_of(ctx: click.Context) -> Syncer:
     """The syncer for this invocation."""
     service = service_of(ctx)
-    return Syncer(ctx.obj, service.catalog, service.blobs)
+    return build_syncer(ctx.obj, service)
 
 
 def report_dict(report: SyncReport) -> dict[str, Any]:

@@ -21,6 +21,12 @@ TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 CLASS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
 ENDPOINT_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}/[A-Za-z0-9][A-Za-z0-9_.+@-]{0,127}")
 DEFAULT_CLASS = "default"
+#: Channel variables, the contract with the provider's dialplan and ARI application:
+#: the call's tenant (set by the provider), the class the AGI route chose (for the dialplan), and
+#: the class of a hold in progress (set on the holder by the ARI handler, read back after a restart).
+TENANT_VARIABLE = "OOMA_MOH_TENANT"
+CLASS_VARIABLE = "OOMA_MOH_CLASS"
+HOLD_VARIABLE = "OOMA_MOH_HOLD"
 
 
 def validate_tenant_id(value: object) -> str:
@@ -69,6 +75,12 @@ def endpoint_of_channel(channel_name: str) -> str | None:
     (Local, Announcer, ... channels)."""
     match = re.fullmatch(r"([A-Za-z0-9]+/.+)-[0-9a-f]{8}", channel_name)
     return match.group(1) if match else None
+
+
+def is_tenant_class(name: str, prefix: str) -> bool:
+    """Whether a musiconhold class is one of ours (``<prefix><tenant id>``): the only classes
+    ooma-moh ever publishes, changes or withdraws."""
+    return name.startswith(prefix) and TENANT_ID_PATTERN.fullmatch(name[len(prefix):]) is not None
 
 
 def moh_class_name(tenant_id: str, prefix: str = "tenant-") -> str:

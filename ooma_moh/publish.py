@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import OomaMohError
+from .model import is_tenant_class
 
-#: The musiconhold realtime table as res_musiconhold reads it (DESIGN.md).
+#: The musiconhold realtime table as res_musiconhold reads it (docs/asterisk-facts.md).
 REALTIME_SCHEMA = """
 CREATE TABLE IF NOT EXISTS musiconhold (
     name TEXT PRIMARY KEY,
@@ -51,10 +52,6 @@ class Publisher(Protocol):
         """Publish ``upserts`` (class -> directory) and withdraw ``deletes``, atomically."""
 
 
-def _owned(name: str, prefix: str) -> bool:
-    return name.startswith(prefix)
-
-
 class RealtimePublisher:
     """Rows of the ``musiconhold`` table in the SQLite file res_config_sqlite3 reads."""
 
@@ -84,7 +81,7 @@ class RealtimePublisher:
     def current(self) -> dict[str, str]:
         with self._connect() as db:
             rows = db.execute("SELECT name, directory FROM musiconhold WHERE mode = 'files'").fetchall()
-        return {name: directory for name, directory in rows if _owned(name, self.prefix)}
+        return {name: directory for name, directory in rows if is_tenant_class(name, self.prefix)}
 
     def apply(self, upserts: Mapping[str, str], deletes: set[str]) -> None:
         stamp = int(time.time())
@@ -97,7 +94,7 @@ class RealtimePublisher:
                 [(name, directory, stamp) for name, directory in sorted(upserts.items())],
             )
             db.executemany("DELETE FROM musiconhold WHERE name = ?",
-                           [(name,) for name in sorted(deletes) if _owned(name, self.prefix)])
+                           [(name,) for name in sorted(deletes) if is_tenant_class(name, self.prefix)])
             db.execute("COMMIT")
 
 
@@ -123,7 +120,7 @@ class StaticPublisher:
                 section = line[1:-1]
             elif section and line.startswith("directory="):
                 classes[section] = line.split("=", 1)[1]
-        return {name: d for name, d in classes.items() if _owned(name, self.prefix)}
+        return {name: d for name, d in classes.items() if is_tenant_class(name, self.prefix)}
 
     @staticmethod
     def render(classes: Mapping[str, str]) -> str:

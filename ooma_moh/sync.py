@@ -9,14 +9,12 @@ clean-up of versions no longer published (see :mod:`ooma_moh.mohdir`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import fcntl
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .ari.client import AriClient
 from .config import Settings
 from .errors import AsteriskError, ReloadPending
 from .model import MohSetting, TenantMoh, validate_tenant_id
@@ -90,20 +88,23 @@ class Syncer:
     """Carries out sync plans for one catalog, MOH directory and publisher."""
 
     def __init__(self, settings: Settings, catalog: Catalog, blobs: BlobStore,
-                 publisher: Publisher | None = None,
-                 reload: Callable[[], None] | None = None) -> None:
+                 reload: Callable[[], None], publisher: Publisher | None = None) -> None:
+        """``reload`` makes Asterisk reload res_musiconhold (static mode), raising
+        ``AsteriskError`` if it cannot; :func:`ooma_moh.app.build_syncer` gives it ARI's."""
         self.settings = settings
         self.catalog = catalog
         self.mohdir = MohDirectory(settings.moh_dir, blobs)
         self.publisher = publisher or make_publisher(settings)
-        self.reload = reload or self._reload_through_ari
+        self.reload = reload
         self._pending_marker = settings.home / "reload-pending"
 
-    def _reload_through_ari(self) -> None:
-        async def go() -> None:
-            async with AriClient(self.settings.ari_url, self.settings.ari_user, self.settings.ari_password) as ari:
-                await ari.reload_module("res_musiconhold.so")
-        asyncio.run(go())
+    def published(self) -> dict[str, str]:
+        """class -> directory as published now (rows or the include file)."""
+        return self.publisher.current()
+
+    def on_disk(self, moh_class: str, tenant: TenantMoh) -> bool:
+        """Whether the tenant's current version directory is complete on disk."""
+        return self.mohdir.is_complete(moh_class, tenant.version, tenant.renditions)
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

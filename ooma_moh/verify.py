@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .asterisk_cli import AsteriskCli, parse_moh_classes, parse_realtime_row
 from .config import Settings
+from .model import is_tenant_class
 from .sync import Syncer
 
 
@@ -25,9 +26,9 @@ def verify(settings: Settings, syncer: Syncer, cli: AsteriskCli) -> list[Differe
     expected = {moh_class: directory for moh_class, (directory, _) in desired.items()}
     diffs = []
     for moh_class, (directory, tenant) in sorted(desired.items()):
-        if not syncer.mohdir.is_complete(moh_class, tenant.version, tenant.renditions):
+        if not syncer.on_disk(moh_class, tenant):
             diffs.append(Difference(moh_class, "disk", f"{directory} is missing or incomplete"))
-    published = syncer.publisher.current()
+    published = syncer.published()
     diffs += _compare(expected, published, "publication", (
         "published but its tenant is not on file ({have})", "not published",
         "published as {have}, expected {want}"))
@@ -57,7 +58,7 @@ def _asterisk_view(settings: Settings, cli: AsteriskCli, classes: list[str]) -> 
     if settings.publish_mode == "static":
         loaded = parse_moh_classes(cli.run("moh show classes"))
         return {name: info.get("Directory", "") for name, info in loaded.items()
-                if name.startswith(settings.class_prefix)}
+                if is_tenant_class(name, settings.class_prefix)}
 
     def load(moh_class: str) -> tuple[str, dict[str, str] | None]:
         return moh_class, parse_realtime_row(cli.run(f"realtime load musiconhold name {moh_class}"))

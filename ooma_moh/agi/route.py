@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import DEFAULT_CLASS
+from ..model import CLASS_VARIABLE, DEFAULT_CLASS, TENANT_VARIABLE
 from ..resolve import Resolution
 from .protocol import AgiRequest, get_variable, set_variable
 
-TENANT_VARIABLE = "OOMA_MOH_TENANT"
-CLASS_VARIABLE = "OOMA_MOH_CLASS"
 ROUTE = "moh"
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Settings
 from ..logsafe import logfmt, printable
+from ..model import DEFAULT_CLASS
 from ..resolve import ClassResolver
 from ..storage import Catalog
 from .protocol import (
@@ -153,7 +154,7 @@ class FastAgiServer:
     async def _decide(self, request: AgiRequest, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> Decision:
         if request.script.split("/")[-1] != ROUTE:  # quoted, not repr'd: the log line escapes it
-            return Decision(None, "none", "default", f"unknown route '{request.script}'")
+            return Decision(None, "none", DEFAULT_CLASS, f"unknown route '{request.script}'")
         variable = None
         if command := needs_variable(request):
             response = await self._command(reader, writer, command)

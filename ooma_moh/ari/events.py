@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-TENANT_VARIABLE = "OOMA_MOH_TENANT"
-HOLD_VARIABLE = "OOMA_MOH_HOLD"
+from ..model import HOLD_VARIABLE, TENANT_VARIABLE
+
 #: Channels Asterisk or an ARI application adds to a bridge that are not people: playback and MOH
 #: announcers, bridge recorders, snoops, external media.
 HELPER_PREFIXES = ("Announcer/", "Recorder/", "Snoop/", "UnicastRTP/", "AudioSocket/", "WebSocket/", "Multicast/")

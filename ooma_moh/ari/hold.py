@@ -1,6 +1,6 @@
 """The hold handler: every held caller hears the holder's tenant music, from the first frame.
 
-Measured on Asterisk 22 (DESIGN.md): left alone, a held party hears ``default`` (the class the
+Measured on Asterisk 22 (docs/asterisk-facts.md): left alone, a held party hears ``default`` (the class the
 hold suggests); in a softmix bridge (3+ channels, or a recorder/announcer/snoop in it) it hears
 nothing; starting MOH only after ``ChannelHold`` leaves ~0.5 s of the wrong music. So:
 
@@ -36,12 +36,12 @@ from typing import Any
 
 from ..errors import AsteriskError
 from ..logsafe import logfmt, printable
-from ..model import DEFAULT_CLASS, endpoint_of_channel
+from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
 from ..resolve import ClassResolver, Resolution
 from . import policy
 from .client import Ari
 from .dispatch import KeyedDispatcher
-from .events import HOLD_VARIABLE, TENANT_VARIABLE, Bridge, Channel, Event
+from .events import Bridge, Channel, Event
 from .policy import HoldAction, HoldPlan, Party
 from .state import ActiveHold, CallState
 

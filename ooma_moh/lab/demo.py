@@ -14,10 +14,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from ..app import build_service
+from ..app import build_service, build_syncer
 from ..config import Settings
 from ..media import synth_sample
-from ..sync import Syncer
+from ..model import DEFAULT_CLASS
 from .asterisk import DEFAULT_TONE, LabAsterisk
 from .tones import classify_windows
 
@@ -46,11 +46,11 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> bool:
         moh_class = tenant.moh_class(settings.class_prefix)
         say(f"upload: tenant {DEMO_TENANT} -> class {moh_class}, renditions "
             + ", ".join(f".{r.extension} ({r.size:,} B)" for r in tenant.renditions))
-        report = Syncer(settings, service.catalog, service.blobs).run(None)
+        report = build_syncer(settings, service).run(None)
         say(f"sync: {report.counts['added']} class added, {report.files_written} files written,"
             f" realtime row in {settings.realtime_db}, no reload")
         ok = True
-        cases = ((DEMO_TENANT, moh_class, DEMO_TONE), ("a tenant on default music", "default", DEFAULT_TONE))
+        cases = ((DEMO_TENANT, moh_class, DEMO_TONE), ("a tenant on default music", DEFAULT_CLASS, DEFAULT_TONE))
         for who, klass, expected in cases:
             counts = heard(lab.record(f"demo_{klass.replace('-', '_')}", 3, klass))
             total = sum(counts.values())

@@ -11,11 +11,10 @@ import os
 import signal
 import sys
 
-from ooma_moh.app import build_service
+from ooma_moh.app import build_service, build_syncer
 from ooma_moh.config import load_settings
 from ooma_moh.mohdir import MohDirectory
 from ooma_moh.publish import RealtimePublisher, StaticPublisher
-from ooma_moh.sync import Syncer
 
 
 def die() -> None:
@@ -50,5 +49,5 @@ if __name__ == "__main__":
     arm(sys.argv[1])
     settings = load_settings()
     service = build_service(settings)
-    Syncer(settings, service.catalog, service.blobs).run(None)
+    build_syncer(settings, service).run(None)
     raise SystemExit("the kill point was never reached")

@@ -67,8 +67,8 @@ def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, t
     lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.delete("gamma")
-    from ooma_moh.sync import Syncer
-    Syncer(lab_settings, lab_service.catalog, lab_service.blobs).run(None)
+    from ooma_moh.app import build_syncer
+    build_syncer(lab_settings, lab_service).run(None)
     h = Handler(lab_settings, lab)
     h.start()
     yield h

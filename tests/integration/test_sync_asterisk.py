@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ooma_moh.app import build_syncer
 from ooma_moh.cli import main
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from ooma_moh.service import MohService
-from ooma_moh.sync import Syncer
 from tests.audio import tone
 from tests.integration.conftest import longest_silence, settings_env, tones_heard
 
@@ -213,9 +213,9 @@ def test_killed_sync_converges_on_rerun(lab: LabAsterisk, lab_settings: Settings
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     out = json.loads(cli(lab_settings, "sync", "--all", "--json"))
-    syncer = Syncer(lab_settings, lab_service.catalog, lab_service.blobs)
+    syncer = build_syncer(lab_settings, lab_service)
     expected = {c: d for c, (d, _) in syncer.desired(None).items()}
-    assert syncer.publisher.current() == expected
+    assert syncer.published() == expected
     assert set(expected) == {"tenant-alpha", "tenant-gamma"}
     assert not list(lab_settings.moh_dir.glob("*/.partial-*"))
     assert json.loads(cli(lab_settings, "verify", "--json"))["ok"] is True
