@@ -11,7 +11,11 @@ Prints, per N: share of holds where the caller heard anything but the tenant's t
 log: 0 when Asterisk forwarded the hold with the preset class), and the handler's CPU time and
 peak memory.
 
-    .venv/bin/python bench/hold.py [--calls 50,200] [--hold 2.0]
+If the lab Asterisk dies during a run, the benchmark says so (exit status, where its logs and
+any core file were copied: ``--keep-logs``, by default ``~/.cache/ooma-moh/bench-logs/``) instead
+of failing with a traceback from the next ARI request.
+
+    .venv/bin/python bench/hold.py [--calls 50,200] [--hold 2.0] [--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -82,39 +86,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="50,200")
     parser.add_argument("--hold", type=float, default=2.0)
+    logs = Path.home() / ".cache" / "ooma-moh" / "bench-logs" / time.strftime("hold-%Y%m%d-%H%M%S")
+    parser.add_argument("--keep-logs", type=Path, default=logs)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ooma-moh-hold-") as tmp, LabAsterisk(Path(tmp) / "lab") as lab:
-        settings = Settings(**lab.settings_overrides())
-        service = build_service(settings)
-        for tenant, freq in TONES.items():
-            sample = synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0)
-            service.upload(tenant, sample, accept_disclaimer=True, accepted_by="bench")
-        build_syncer(settings, service).run(None)
-        harness = AriHarness(lab).start()
-        env = {**os.environ, **settings_environ(settings)}
-        for n in (int(x) for x in args.calls.split(",")):
-            baseline = run(lab, harness, n, args.hold, f"base{n}")
-            log = Path(tmp) / f"handler-{n}.log"
-            proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env,
-                                    stderr=open(log, "w"))
-            while "resynced" not in log.read_text():
-                time.sleep(0.05)
-            cpu0, _ = proc_usage(proc.pid)
-            ours = run(lab, harness, n, args.hold, f"ours{n}")
-            cpu1, peak = proc_usage(proc.pid)
-            proc.terminate()
-            proc.wait(10)
-            text = log.read_text()
-            delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
-            actions = re.findall(r"hold action=(\w+)", text)
-            q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
-            print(f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
-                  f" without {baseline['wrong_share']:.0%}")
-            print(f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
-                  f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}")
-            print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
-        harness.stop()
-        service.catalog.close()
+        try:
+            measure(args, Path(tmp), lab)
+        except Exception:
+            if lab.running:
+                raise
+            raise SystemExit("the lab Asterisk went away during the benchmark: "
+                             + lab.post_mortem(keep=args.keep_logs)) from None
+
+
+def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
+    """Both runs (without and with the handler) for each N."""
+    settings = Settings(**lab.settings_overrides())
+    service = build_service(settings)
+    for tenant, freq in TONES.items():
+        sample = synth_sample(settings, Path(tmp) / f"{tenant}.mp3", freq, 5.0)
+        service.upload(tenant, sample, accept_disclaimer=True, accepted_by="bench")
+    build_syncer(settings, service).run(None)
+    harness = AriHarness(lab).start()
+    env = {**os.environ, **settings_environ(settings)}
+    for n in (int(x) for x in args.calls.split(",")):
+        baseline = run(lab, harness, n, args.hold, f"base{n}")
+        log = Path(tmp) / f"handler-{n}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env,
+                                stderr=open(log, "w"))
+        while "resynced" not in log.read_text():
+            time.sleep(0.05)
+        cpu0, _ = proc_usage(proc.pid)
+        ours = run(lab, harness, n, args.hold, f"ours{n}")
+        cpu1, peak = proc_usage(proc.pid)
+        proc.terminate()
+        proc.wait(10)
+        text = log.read_text()
+        delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
+        actions = re.findall(r"hold action=(\w+)", text)
+        q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
+        print(f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
+              f" without {baseline['wrong_share']:.0%}")
+        print(f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
+              f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}")
+        print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
+    harness.stop()
+    service.catalog.close()
 
 
 if __name__ == "__main__":

@@ -98,9 +98,9 @@ class HoldHandler:
             self.state.channels[event.channel.id] = event.channel
         if event.bridge is not None:
             if event.type == "BridgeDestroyed":
-                self.state.bridges.pop(event.bridge.id, None)
+                self.state.drop_bridge(event.bridge.id)
             else:
-                self.state.bridges[event.bridge.id] = event.bridge
+                self.state.put_bridge(event.bridge)
             return event.bridge.id
         if event.channel is not None:
             bridge = self.state.bridge_of(event.channel.id)

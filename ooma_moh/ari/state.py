@@ -29,13 +29,30 @@ class CallState:
     holds: dict[str, ActiveHold] = field(default_factory=dict)
     preset: dict[str, str] = field(default_factory=dict)
     tenants: dict[str, str | None] = field(default_factory=dict)
+    #: channel -> bridge it is in, kept with ``bridges`` (every event asks; a scan was O(bridges))
+    member_of: dict[str, str] = field(default_factory=dict)
+
+    def put_bridge(self, bridge: Bridge) -> None:
+        """Record a bridge as an event or a listing shows it (members replace the old ones)."""
+        old = self.bridges.get(bridge.id)
+        for cid in old.channel_ids if old else ():
+            if self.member_of.get(cid) == bridge.id:
+                del self.member_of[cid]
+        self.bridges[bridge.id] = bridge
+        for cid in bridge.channel_ids:
+            self.member_of[cid] = bridge.id
+
+    def drop_bridge(self, bridge_id: str) -> None:
+        """A bridge is gone."""
+        old = self.bridges.pop(bridge_id, None)
+        for cid in old.channel_ids if old else ():
+            if self.member_of.get(cid) == bridge_id:
+                del self.member_of[cid]
 
     def bridge_of(self, channel_id: str) -> Bridge | None:
         """The bridge a channel is in, as last seen."""
-        for bridge in self.bridges.values():
-            if channel_id in bridge.channel_ids:
-                return bridge
-        return None
+        bridge_id = self.member_of.get(channel_id)
+        return self.bridges.get(bridge_id) if bridge_id is not None else None
 
     def holds_by_bridge(self) -> dict[str, str]:
         """holder -> bridge of every hold in progress."""
@@ -55,7 +72,9 @@ class CallState:
     def replace(self, channels: dict[str, Channel], bridges: dict[str, Bridge]) -> dict[str, ActiveHold]:
         """Start over from a fresh listing (after a reconnection); returns the holds known before,
         which the caller re-attaches or ends. What we knew of vanished channels is dropped."""
-        self.channels, self.bridges = channels, bridges
+        self.channels, self.bridges, self.member_of = channels, {}, {}
+        for bridge in bridges.values():
+            self.put_bridge(bridge)
         self.tenants = {k: v for k, v in self.tenants.items() if k in channels}
         self.preset = {k: v for k, v in self.preset.items() if k in channels}
         previous, self.holds = self.holds, {}

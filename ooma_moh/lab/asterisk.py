@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -194,11 +195,13 @@ class LabAsterisk:
         return self
 
     def boot(self, timeout: float = 90.0) -> None:
-        """Start the Asterisk process (mounts and config already in place) and wait for it."""
+        """Start the Asterisk process (mounts and config already in place) and wait for it.
+        ``-g`` and an unlimited core size: if it crashes, :meth:`post_mortem` finds the core."""
         log = open(self.shared / "log" / "console.log", "ab")
         self._process = subprocess.Popen(
             ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -243,6 +246,33 @@ class LabAsterisk:
     def running(self) -> bool:
         """Whether the Asterisk process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_dir(self) -> Path:
+        """Where this lab's Asterisk writes ``messages.log`` and ``console.log``."""
+        return self.shared / "log"
+
+    def post_mortem(self, keep: Path | None = None) -> str:
+        """Say what became of Asterisk and where its traces are: exit status, the log files, a
+        core file (moved beside the logs). With ``keep``, copy them there first (for runs whose
+        directory is temporary, like the benchmarks). Returns one paragraph for the operator."""
+        status = "running" if self.running else (
+            "never started" if self._process is None else f"exited with code {self._process.returncode}")
+        for core in (*self.root.glob("core*"), *self.shared.glob("core*")):  # chroot's cwd is its /
+            if core.is_file():
+                shutil.move(str(core), self.log_dir / core.name)
+        where = self.log_dir
+        if keep is not None:
+            shutil.copytree(self.log_dir, keep, dirs_exist_ok=True)
+            where = keep
+        cores = sorted(p.name for p in where.glob("core*"))
+        tail = ""
+        messages = where / "messages.log"
+        if messages.exists():
+            lines = messages.read_text(errors="replace").splitlines()[-5:]
+            tail = "; last log lines:\n  " + "\n  ".join(lines)
+        return (f"lab Asterisk {status}; logs in {where} (messages.log, console.log)"
+                f"{'; core: ' + ', '.join(cores) if cores else '; no core file'}{tail}")
 
     # -- using it --------------------------------------------------------------------------
     def cli(self, command: str) -> str:

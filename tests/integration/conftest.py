@@ -21,18 +21,32 @@ from ooma_moh.publish import RealtimePublisher, write_atomically
 from ooma_moh.service import MohService
 from tests.audio import dominant_per_window
 
+#: What became of each lab Asterisk, said at the end of a run that failed (pytest_terminal_summary).
+LAB_REPORTS: list[str] = []
+
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
-    """The running lab Asterisk."""
+    """The running lab Asterisk. Its logs stay in pytest's temporary directory (pytest keeps the
+    last three runs'); a failed run ends by saying where they are and how Asterisk ended."""
     instance = LabAsterisk(tmp_path_factory.mktemp("lab"))
     try:
         instance.start()
     except Exception:
+        LAB_REPORTS.append(instance.post_mortem())
         instance.stop()
         raise
     yield instance
+    LAB_REPORTS.append(instance.post_mortem())  # before stop(): whether it was still running
     instance.stop()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:  # type: ignore[no-untyped-def]
+    """After a failed run, where the lab Asterisk's logs (and any core file) are."""
+    if exitstatus != 0 and LAB_REPORTS:
+        terminalreporter.section("lab Asterisk")
+        for report in LAB_REPORTS:
+            terminalreporter.write_line(report)
 
 
 def reset_lab(lab: LabAsterisk) -> None:
