@@ -1,6 +1,6 @@
 """Running ffmpeg on untrusted input: resource limits, a deadline, and death with the parent.
 
-Every ffmpeg child gets, before it executes (``preexec_fn``):
+Every ffmpeg child gets, before ffmpeg itself starts:
 
 - ``RLIMIT_CPU`` (soft ``cpu_s``; the kernel sends SIGXCPU, then SIGKILL one second later) and
   ``RLIMIT_AS`` (``memory_bytes`` of address space; allocations beyond fail and ffmpeg exits),
@@ -8,6 +8,11 @@ Every ffmpeg child gets, before it executes (``preexec_fn``):
 - ``PR_SET_PDEATHSIG`` = SIGKILL, so a ``kill -9`` of ooma-moh takes its ffmpeg with it instead
   of leaving it running for minutes;
 - its own process group, so the whole group is killed on a timeout.
+
+The limits and the death signal are set by util-linux's ``prlimit`` and ``setpriv`` (Debian:
+essential), which then exec ffmpeg in the same process: no Python code runs between fork and exec
+(``preexec_fn`` is unsafe in a threaded server), and nothing runs unlimited even for a moment.
+Without them (another system), a ``preexec_fn`` does the same.
 
 Its log is read as it is written (``-loglevel level+info`` lines on stderr), and a caller may stop
 the run as soon as a line shows the input is unacceptable (see ``watch``): the input's stream
@@ -25,6 +30,7 @@ import errno
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -32,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1
+PRLIMIT, SETPRIV = shutil.which("prlimit"), shutil.which("setpriv")
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _PRCTL = _LIBC.prctl
 MAX_LOG_BYTES = 4 << 20  # a damaged file can make ffmpeg warn at every frame: keep the head
@@ -70,7 +77,14 @@ class Run:
             return True
         if self.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             return True
-        return "Cannot allocate memory" in self.log or "ENOMEM" in self.log
+        # ffmpeg catches SIGXCPU and exits "normally" (255) after saying so
+        return (f"received signal {int(signal.SIGXCPU)}" in self.log or "Cannot allocate memory" in self.log
+                or "ENOMEM" in self.log)
+
+    @property
+    def could_not_start(self) -> bool:
+        """ffmpeg could not even load (its libraries need more address space than allowed)."""
+        return "error while loading shared libraries" in self.log
 
     def errors(self) -> list[str]:
         """The log's error lines (``[error]`` / ``[fatal]``)."""
@@ -94,6 +108,17 @@ def _child_setup(limits: Limits, parent: int) -> Callable[[], None]:
     return setup
 
 
+def _limited(argv: list[str], limits: Limits) -> list[str]:
+    """``argv`` run under ``prlimit`` and ``setpriv`` (see the module docstring), if present."""
+    if not (PRLIMIT and SETPRIV):
+        return argv
+    cpu = max(1, int(limits.cpu_s))
+    if shutil.which(argv[0]) is None:
+        raise ToolMissing(f"{argv[0]}: not found")
+    return [PRLIMIT, f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_bytes}:{limits.memory_bytes}", "--",
+            SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -110,9 +135,9 @@ def run(binary: str, args: list[str], limits: Limits,
     """
     argv = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *args]
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(_limited(argv, limits), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, process_group=0,
-                                preexec_fn=_child_setup(limits, os.getpid()))
+                                preexec_fn=None if PRLIMIT and SETPRIV else _child_setup(limits, os.getpid()))
     except (FileNotFoundError, PermissionError) as exc:
         raise ToolMissing(str(exc)) from None
     assert proc.stderr is not None

@@ -248,9 +248,13 @@ class FfmpegConverter:
 
     def _run(self, args: list[str], watch: InputWatch | None = None) -> ffmpeg.Run:
         try:
-            return ffmpeg.run(self.settings.ffmpeg, args, self.limits, watch)
+            run = ffmpeg.run(self.settings.ffmpeg, args, self.limits, watch)
         except ffmpeg.ToolMissing:
             raise MediaToolError(f"ffmpeg not found ({self.settings.ffmpeg}): install ffmpeg") from None
+        if run.could_not_start:
+            raise MediaToolError(f"ffmpeg cannot start within ffmpeg_memory_mb={self.settings.ffmpeg_memory_mb}:"
+                                 " it needs about 400 MB of address space to load its libraries; raise the limit")
+        return run
 
     @staticmethod
     def _storage_check(run: ffmpeg.Run, doing: str) -> None:

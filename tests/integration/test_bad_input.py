@@ -248,3 +248,34 @@ def test_default_acceptor_is_the_unix_user_said_out_loud(cli_home) -> None:  # t
     assert "the Unix user" in run("upload", "--help").stdout
     shown = json.loads(run("upload", "other", str(tone(tmp / "o.wav", 660)), "--accept-disclaimer", "--json").stdout)
     assert shown["disclaimer"]["accepted_by"] == getpass.getuser()
+
+
+@pytest.mark.parametrize("limit, value", [("ffmpeg_cpu_s", 1), ("ffmpeg_wall_s", 1)])
+def test_ffmpeg_limits_stop_a_costly_input(tmp_path: Path, limit: str, value: float) -> None:
+    """The worst accepted input (30 min at 8 kHz, ~13 s of CPU) under a tiny limit: refused as
+    too_costly, whichever limit hits (CPU seconds, wall clock)."""
+    from ooma_moh.app import build_service
+    from ooma_moh.config import Settings
+
+    path = tmp_path / "worst.mp3"
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1790:r=8000", "-ac", "1",
+           "-c:a", "libmp3lame", "-b:a", "8k", str(path))
+    service = build_service(Settings(home=tmp_path / "home", **{limit: value}))
+    with pytest.raises(UploadRejected) as info:
+        service.upload("acme", path, accept_disclaimer=True, accepted_by="tester")
+    assert info.value.reason == "too_costly", str(info.value)
+    assert list(service.blobs.scratch_root.iterdir()) == [] and service.list() == []
+    service.catalog.close()
+
+
+def test_memory_limit_too_low_for_ffmpeg_is_the_servers_problem(tmp_path: Path) -> None:
+    """ffmpeg needs ~400 MB of address space just to load its libraries: a lower limit is an
+    operator's mistake, reported as such, never as the upload's fault."""
+    from ooma_moh.app import build_service
+    from ooma_moh.config import Settings
+    from ooma_moh.errors import MediaToolError
+
+    service = build_service(Settings(home=tmp_path / "home", ffmpeg_memory_mb=128))
+    with pytest.raises(MediaToolError, match="ffmpeg_memory_mb=128"):
+        service.upload("acme", tone(tmp_path / "ok.wav", 440), accept_disclaimer=True, accepted_by="tester")
+    service.catalog.close()
