@@ -384,3 +384,82 @@ def endpoints_remove(ctx: click.Context, endpoint: str) -> None:
     """Remove ENDPOINT's mapping."""
     service_of(ctx).catalog.map_endpoint(validate_endpoint(endpoint), None)
     click.echo(f"{endpoint} unmapped")
+
+
+@serve.command("http")
+@click.option("--listen", help="HOST:PORT to listen on (or OOMA_MOH_HTTP_LISTEN; default 127.0.0.1:8480).")
+@click.pass_context
+@handles_errors
+def serve_http(ctx: click.Context, listen: str | None) -> None:
+    """The tenant admin HTTP API (docs/http.md); changes go live without `sync`."""
+    from .http.server import run_http
+
+    settings: Settings = ctx.obj
+    if listen:
+        settings = dataclasses.replace(settings, http_listen=listen)
+    open_catalog(settings, writable=False).close()  # refuse a home without a catalog at once
+    run_service(run_http(settings))
+
+
+@main.group()
+def tokens() -> None:
+    """Bearer tokens of the HTTP API: for one tenant's admin, or for the operator."""
+
+
+@tokens.command("create")
+@click.option("--tenant", help="The tenant whose admin gets the token.")
+@click.option("--operator", is_flag=True, help="A token for every tenant.")
+@json_option
+@click.pass_context
+@handles_errors
+def tokens_create(ctx: click.Context, tenant: str | None, operator: bool, as_json: bool) -> None:
+    """Create a token; the bearer string is the last line of the output (shown once)."""
+    from .http.tokens import create_token
+    from .service import utcnow
+
+    if bool(tenant) == operator:
+        raise click.UsageError("give --tenant T or --operator")
+    catalog = open_catalog(ctx.obj)
+    try:
+        token, bearer = create_token(catalog, tenant_id=tenant, now=utcnow())
+    finally:
+        catalog.close()
+    who = f"tenant {tenant}" if tenant else "the operator (every tenant)"
+    emit(ctx, as_json, {"id": token.id, "scope": token.scope, "tenant": tenant, "token": bearer},
+         f"token {token.id} for {who}; keep it secret, it is not shown again:\n{bearer}")
+
+
+@tokens.command("list")
+@json_option
+@click.pass_context
+@handles_errors
+def tokens_list(ctx: click.Context, as_json: bool) -> None:
+    """Every token: id, scope, tenant, created, revoked (never the secret)."""
+    catalog = open_catalog(ctx.obj, writable=False)
+    try:
+        rows = [{"id": t.id, "scope": t.scope, "tenant": t.tenant_id, "created_at": t.created_at.isoformat(),
+                 "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in catalog.tokens()]
+    finally:
+        catalog.close()
+    emit(ctx, as_json, rows, "\n".join(
+        f"{r['id']}  {r['scope']:<8} {r['tenant'] or '-':<24} created {r['created_at']}"
+        + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else "") for r in rows) or "no tokens")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@json_option
+@click.pass_context
+@handles_errors
+def tokens_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
+    """Revoke TOKEN_ID: requests with it get 401 from now on."""
+    from .service import utcnow
+
+    catalog = open_catalog(ctx.obj)
+    try:
+        revoked = catalog.revoke_token(token_id, utcnow())
+    finally:
+        catalog.close()
+    if not revoked:
+        raise click.ClickException(f"no live token {token_id!r}")
+    emit(ctx, as_json, {"id": token_id, "revoked": True}, f"token {token_id} revoked")

@@ -60,6 +60,8 @@ class Settings:
     asterisk_cli: str = "asterisk -rx"
     ari_app: str = "ooma-moh"
     agi_listen: str = "127.0.0.1:4573"
+    http_listen: str = "127.0.0.1:8480"
+    http_body_timeout_s: float = 120.0
     agi_max_connections: int = 256
     agi_max_env_bytes: int = 16384
     agi_deadline_s: float = 30.0
@@ -99,9 +101,10 @@ class Settings:
             )
         if self.retain_old_s < 0:
             raise ConfigError("retain_old_s must be >= 0")
-        host, sep, port = self.agi_listen.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError(f"agi_listen {self.agi_listen!r} must be HOST:PORT")
+        for name in ("agi_listen", "http_listen"):
+            host, sep, port = getattr(self, name).rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"{name} {getattr(self, name)!r} must be HOST:PORT")
         if self.agi_max_connections < 1 or self.agi_max_env_bytes < 1024 or self.agi_deadline_s <= 0:
             raise ConfigError("agi_max_connections >= 1, agi_max_env_bytes >= 1024, agi_deadline_s > 0")
         if self.publish_mode not in PUBLISH_MODES:
@@ -121,6 +124,12 @@ class Settings:
     def agi_address(self) -> tuple[str, int]:
         """``agi_listen`` as (host, port)."""
         host, _, port = self.agi_listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        """``http_listen`` as (host, port)."""
+        host, _, port = self.http_listen.rpartition(":")
         return host or "127.0.0.1", int(port)
 
     @property

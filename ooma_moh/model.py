@@ -153,6 +153,22 @@ class Disclaimer:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A bearer token of the HTTP API: for one tenant's admin (``scope`` ``tenant``) or for the
+    operator (``operator``, every tenant). Its secret is never stored, only its sha256."""
+
+    id: str
+    scope: str
+    tenant_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    def may_manage(self, tenant_id: str) -> bool:
+        """Whether this token may read and change ``tenant_id``'s music."""
+        return self.revoked_at is None and (self.scope == "operator" or self.tenant_id == tenant_id)
+
+
+@dataclass(frozen=True)
 class TenantMoh:
     """Everything the catalog knows about one tenant's music on hold."""
 

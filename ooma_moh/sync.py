@@ -102,6 +102,10 @@ class Syncer:
         """class -> directory as published now (rows or the include file)."""
         return self.publisher.current()
 
+    def version_dir(self, tenant: TenantMoh) -> str:
+        """The directory the tenant's current version is published from."""
+        return str(self.mohdir.version_dir(tenant.moh_class(self.settings.class_prefix), tenant.version))
+
     def on_disk(self, moh_class: str, tenant: TenantMoh) -> bool:
         """Whether the tenant's current version directory is complete on disk."""
         return self.mohdir.is_complete(moh_class, tenant.version, tenant.renditions)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ..model import Disclaimer, Rendition, TenantMoh, UploadedFile
+from ..model import ApiToken, Disclaimer, Rendition, TenantMoh, UploadedFile
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,18 @@ class Catalog(Protocol):
 
     def endpoints(self) -> dict[str, str]:
         """Every endpoint mapping: endpoint -> tenant."""
+
+    def add_token(self, token: ApiToken, secret_sha256: str) -> None:
+        """Store a new API token (only the sha256 of its secret)."""
+
+    def token(self, token_id: str) -> tuple[ApiToken, str] | None:
+        """A token and the sha256 of its secret, or None."""
+
+    def tokens(self) -> builtins.list[ApiToken]:
+        """Every token, revoked ones included, oldest first."""
+
+    def revoke_token(self, token_id: str, at: datetime) -> bool:
+        """Revoke a token; False if it is unknown or already revoked."""
 
     def referenced_blobs(self) -> set[str]:
         """sha256 of every original and rendition the catalog references."""

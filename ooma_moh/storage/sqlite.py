@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import StorageError
-from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
+from ..model import ApiToken, Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
 SCHEMA = """
@@ -61,6 +61,15 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_tenant ON audit (tenant_id, id);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('tenant', 'operator')),
+    tenant_id TEXT,
+    secret_sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT,
+    CHECK ((scope = 'tenant') = (tenant_id IS NOT NULL))
+);
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL
@@ -70,6 +79,12 @@ CREATE TABLE IF NOT EXISTS endpoints (
 
 def _ts(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")
+
+
+def _token(row: sqlite3.Row) -> ApiToken:
+    revoked = row["revoked_at"]
+    return ApiToken(row["id"], row["scope"], row["tenant_id"], datetime.fromisoformat(row["created_at"]),
+                    datetime.fromisoformat(revoked) if revoked else None)
 
 
 #: sqlite3 error name -> (StorageError reason, what happened)
@@ -274,6 +289,24 @@ class SqliteCatalog:
 
     def endpoints(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self._query("SELECT endpoint, tenant_id FROM endpoints ORDER BY endpoint")}
+
+    def add_token(self, token: ApiToken, secret_sha256: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO tokens (id, scope, tenant_id, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (token.id, token.scope, token.tenant_id, secret_sha256, _ts(token.created_at)))
+
+    def token(self, token_id: str) -> tuple[ApiToken, str] | None:
+        rows = self._query("SELECT * FROM tokens WHERE id = ?", (token_id,))
+        return (_token(rows[0]), rows[0]["secret_sha256"]) if rows else None
+
+    def tokens(self) -> builtins.list[ApiToken]:
+        return [_token(r) for r in self._query("SELECT * FROM tokens ORDER BY created_at, id")]
+
+    def revoke_token(self, token_id: str, at: datetime) -> bool:
+        with self._write() as db:
+            cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                                (_ts(at), token_id))
+            return cursor.rowcount == 1
 
     def referenced_blobs(self) -> set[str]:
         rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")

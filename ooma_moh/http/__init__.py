@@ -1,0 +1,1 @@
+"""The tenant admin HTTP API (``ooma-moh serve http``)."""

@@ -1,0 +1,81 @@
+"""The API's OpenAPI 3.1 description, served at ``/api/v1/openapi.json`` (checked by a validator in
+the tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_MOH = {"application/json": {"schema": {"$ref": "#/components/schemas/Moh"}}}
+_TENANT = {"name": "tenant", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "ooma-moh tenant music on hold", "version": "1",
+             "description": "One audio file per tenant, played to every caller its users put on hold."},
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "paths": {
+        "/tenants/{tenant}/moh": {
+            "parameters": [_TENANT],
+            "get": {
+                "summary": "The tenant's music on hold: setting, file, disclaimer, class and status",
+                "responses": {"200": {"description": "the tenant's music", "content": _MOH},
+                              "401": _ERROR, "404": _ERROR},
+            },
+            "put": {
+                "summary": "Upload the tenant's file (at most 5,242,880 bytes) with the rights disclaimer",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file", "disclaimer"],
+                    "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                                   "disclaimer": {"type": "string", "enum": ["accepted"]}}}}}},
+                "responses": {"201": {"description": "stored; status says when callers hear it", "content": _MOH},
+                              "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR,
+                              "422": _ERROR, "503": _ERROR, "507": _ERROR},
+            },
+            "delete": {
+                "summary": "Remove the file: callers hear the platform's default music",
+                "responses": {"204": {"description": "back to the default music"}, "401": _ERROR, "404": _ERROR},
+            },
+        },
+        "/tenants/{tenant}/moh/audio": {
+            "parameters": [_TENANT],
+            "get": {
+                "summary": "What callers hear, as a 16 kHz mono WAV (Range requests supported)",
+                "responses": {"200": {"description": "the audio", "content": {"audio/wav": {}}},
+                              "206": {"description": "part of the audio", "content": {"audio/wav": {}}},
+                              "401": _ERROR, "404": _ERROR, "416": _ERROR},
+            },
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "`ooma-moh tokens create --tenant T` or `--operator`"}},
+        "responses": {"Error": {"description": "an error", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Moh": {"type": "object", "required": ["tenant", "setting", "class", "file", "disclaimer", "status"],
+                    "properties": {
+                        "tenant": {"type": "string"},
+                        "setting": {"type": "string", "enum": ["default", "file"]},
+                        "class": {"type": "string"},
+                        "file": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                            "name": {"type": "string"}, "size": {"type": "integer"},
+                            "duration_ms": {"type": "integer"}, "sha256": {"type": "string"},
+                            "uploaded_at": {"type": "string", "format": "date-time"},
+                            "uploaded_by": {"type": ["string", "null"]}}}]},
+                        "disclaimer": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                            "accepted_by": {"type": "string"},
+                            "accepted_at": {"type": "string", "format": "date-time"},
+                            "file_sha256": {"type": "string"}}}]},
+                        "status": {"type": "object", "required": ["state"], "properties": {
+                            "state": {"type": "string", "enum": ["converting", "publishing", "live", "error"]},
+                            "reason": {"type": ["string", "null"]}}},
+                    }},
+        },
+    },
+}

@@ -1,0 +1,115 @@
+"""What a tenant's music is doing on its way to callers, and the background work that gets it there.
+
+A change made through the API goes live without anyone running ``sync``: the server converts the
+upload (``converting``), then publishes that tenant's class (``publishing``) in a worker thread,
+never on the event loop. ``live`` is not remembered but read from the truth each time — the class
+Asterisk reads (realtime row or static include) names the tenant's current version, or, for a
+tenant on default music, no class of its is published — so it survives restarts and changes made
+from the CLI. A tenant found not live with nothing in progress gets a publication started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from ..errors import OomaMohError
+from ..logsafe import printable
+from ..model import MohSetting, TenantMoh
+
+log = logging.getLogger(__name__)
+
+
+class State(str, enum.Enum):
+    """Where a tenant's music stands."""
+
+    CONVERTING = "converting"
+    PUBLISHING = "publishing"
+    LIVE = "live"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Status:
+    """A state, and why when it is ``error``."""
+
+    state: State
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        """``{"state": ..., "reason": ...}``."""
+        return {"state": self.state.value, "reason": self.reason}
+
+
+def is_live(tenant: TenantMoh, published: dict[str, str], class_prefix: str, version_dir: str | None) -> bool:
+    """Whether Asterisk already plays what the catalog says for ``tenant``: its current version
+    directory is the one published for its class, or (default music) no class of its is published."""
+    moh_class = class_prefix + tenant.tenant_id
+    if tenant.setting is MohSetting.FILE:
+        return published.get(moh_class) == version_dir
+    return moh_class not in published
+
+
+class Publications:
+    """Tracks converting/publishing/error per tenant and runs publications in ``executor``.
+
+    ``publish(tenant)`` is the blocking work (a sync of that one tenant); it raises
+    ``OomaMohError`` when it cannot.
+    """
+
+    def __init__(self, executor: Executor, publish: Callable[[str], None]) -> None:
+        self.executor = executor
+        self.publish = publish
+        self._status: dict[str, Status] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+
+    def tracked(self, tenant_id: str) -> Status | None:
+        """The remembered status (converting, publishing, error), or None: then read the truth."""
+        return self._status.get(tenant_id)
+
+    def converting(self, tenant_id: str) -> None:
+        """An upload for the tenant is being converted."""
+        self._status[tenant_id] = Status(State.CONVERTING)
+
+    def forget(self, tenant_id: str) -> None:
+        """The change was refused: nothing to publish (unless a publication still runs)."""
+        if tenant_id not in self._tasks:
+            self._status.pop(tenant_id, None)
+
+    def start(self, tenant_id: str) -> Status:
+        """Publish the tenant's class in the background; a publication already running is
+        followed by one more, so the last change always gets published."""
+        self._status[tenant_id] = Status(State.PUBLISHING)
+        if tenant_id in self._tasks:
+            self._again.add(tenant_id)
+        else:
+            self._tasks[tenant_id] = asyncio.get_running_loop().create_task(self._run(tenant_id))
+        return self._status[tenant_id]
+
+    async def _run(self, tenant_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._again.discard(tenant_id)
+                try:
+                    await loop.run_in_executor(self.executor, self.publish, tenant_id)
+                except OomaMohError as exc:
+                    self._status[tenant_id] = Status(State.ERROR, str(exc))
+                    log.warning("publication of tenant %s failed: %s", printable(tenant_id), printable(exc))
+                else:
+                    self._status.pop(tenant_id, None)  # live: read from the truth from now on
+                if tenant_id not in self._again:
+                    return
+                self._status[tenant_id] = Status(State.PUBLISHING)
+        finally:
+            self._tasks.pop(tenant_id, None)
+
+    async def drain(self) -> None:
+        """Wait for publications in progress (shutdown)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks.values()))

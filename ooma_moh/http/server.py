@@ -1,0 +1,43 @@
+"""``ooma-moh serve http``: the API application on ``settings.http_listen`` until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from ..config import Settings
+from .api import make_app
+
+log = logging.getLogger(__name__)
+
+
+async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
+    runner = web.AppRunner(make_app(settings), access_log=log, shutdown_timeout=10.0)
+    await runner.setup()
+    host, port = settings.http_address
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    for address in runner.addresses:  # the real port when asked for port 0
+        if isinstance(address, tuple):
+            bound = address[1]
+    return runner, bound
+
+
+async def run_http(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT; requests in flight and publications finish first."""
+    runner, port = await start_http(settings)
+    log.info("HTTP API listening on %s:%d", settings.http_address[0], port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        log.info("HTTP API stopped")
