@@ -31,8 +31,13 @@ class Ari(Protocol):
 class AriClient:
     """Calls Asterisk's REST Interface at ``<base_url>/ari``."""
 
-    def __init__(self, base_url: str, user: str, password: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, user: str, password: str, *, timeout: float = 10.0,
+                 max_connections: int = 32) -> None:
+        """``max_connections`` caps this client's concurrent HTTP connections: Asterisk's HTTP
+        server serves at most ``sessionlimit`` (http.conf, default 100) for *every* client
+        together, the events WebSocket included, and refuses the rest."""
         self.base_url = base_url.rstrip("/") + "/ari"
+        self.max_connections = max_connections
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -42,7 +47,8 @@ class AriClient:
     def session(self) -> aiohttp.ClientSession:
         """The process's one HTTP session, created on first use (inside the event loop)."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout,
+                                                  connector=aiohttp.TCPConnector(limit=self.max_connections))
         return self._session
 
     async def close(self) -> None:

@@ -237,14 +237,14 @@ class HoldHandler:
         moh_class, reason = await self._class_of(await self._tenant_of(holder))
         hold = ActiveHold(holder.id, bridge.id, moh_class)
         self.state.holds[holder.id] = hold
-        await self._remember_hold(holder.id, moh_class)
         others = [p.id for p in await self._parties(bridge) if p.id != holder.id]
         held_class = None
         if len(others) == 1 and bridge.forwards_hold:
             held_class = self.state.preset.get(others[0]) or await self.ari.get_variable(others[0], MUSIC_CLASS)
         plan = policy.plan_hold(others, bridge.forwards_hold, held_class, moh_class)
-        await self._carry_out(plan, hold)
+        await self._carry_out(plan, hold)  # music first: the mark below only serves a later resync
         delay = _ms_since(event.timestamp) if plan.start_on else 0.0
+        await self._remember_hold(holder.id, moh_class)
         self._count(plan.action, reason, delay, hold, holder)
 
     async def on_unhold(self, event: Event) -> None:

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
     """Run until SIGTERM/SIGINT or cancellation; returns the handler (its stats)."""
-    client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
+    client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
+                       max_connections=settings.ari_max_connections)
     handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix))
     listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
     loop = asyncio.get_running_loop()

@@ -1,0 +1,162 @@
+"""HTTP API benchmark (no Asterisk: realtime publication into the home's database).
+
+1. change -> live: ``PUT`` of a ~4.8 MB, 300 s MP3 until ``GET`` says ``live`` (p50/p99 of
+   ``--runs``), against the CLI path doing the same work in the same run: ``ooma-moh upload``
+   then ``ooma-moh sync TENANT`` (two processes, as an operator or a cron job would run them);
+2. ``GET …/moh`` requests per second at 1 and 50 concurrent connections;
+3. the server's RSS while 10 uploads of 4.8 MB stream at once (it spools to disk: it should not
+   grow by the 48 MB in flight).
+
+    .venv/bin/python bench/api.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest import make_input  # noqa: E402
+from ooma_moh.config import Settings, settings_environ  # noqa: E402
+from ooma_moh.lab import free_port  # noqa: E402
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "ooma_moh", *args], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def put(session: aiohttp.ClientSession, url: str, data: bytes) -> int:
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename="hold.mp3")
+    form.add_field("disclaimer", "accepted")
+    async with session.put(url, data=form) as r:
+        await r.read()
+        return r.status
+
+
+async def until_live(session: aiohttp.ClientSession, url: str) -> None:
+    while True:
+        async with session.get(url) as r:
+            body = await r.json()
+        if body["status"]["state"] == "live":
+            return
+        if body["status"]["state"] == "error":
+            raise SystemExit(f"publication failed: {body['status']['reason']}")
+        await asyncio.sleep(0.01)
+
+
+async def gets(session: aiohttp.ClientSession, url: str, concurrency: int, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            async with session.get(url) as r:
+                await r.read()
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+async def measure(base: str, token: str, data: bytes, runs: int, pid: int) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        api = []
+        for run in range(runs):
+            url = f"{base}/api/v1/tenants/api{run}/moh"
+            start = time.perf_counter()
+            assert await put(session, url, data) == 201
+            await until_live(session, url)
+            api.append(time.perf_counter() - start)
+        url = f"{base}/api/v1/tenants/api0/moh"
+        rates = {c: await gets(session, url, c, 5.0) for c in (1, 50)}
+        before, peak = rss_mb(pid), 0.0
+        uploads = asyncio.gather(*(put(session, f"{base}/api/v1/tenants/many{i}/moh", data) for i in range(10)))
+        while not uploads.done():
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.02)
+        assert (await uploads) == [201] * 10
+        return {"api": api, "rates": rates, "rss_before": before, "rss_peak": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "upload.mp3"
+        make_input(source)
+        data = source.read_bytes()
+        port = free_port()
+        settings = Settings(home=Path(tmp) / "home", http_listen=f"127.0.0.1:{port}")
+        env = {**os.environ, **settings_environ(settings)}
+        cli(env, "init")
+        token = cli(env, "tokens", "create", "--operator").strip().splitlines()[-1]
+        ours = []
+        for run in range(args.runs):  # the CLI path: upload, then sync that tenant
+            start = time.perf_counter()
+            cli(env, "upload", f"cli{run}", str(source), "--accept-disclaimer")
+            cli(env, "sync", f"cli{run}")
+            ours.append(time.perf_counter() - start)
+        server = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not healthy(port):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.1)
+            result = asyncio.run(measure(f"http://127.0.0.1:{port}", token, data, args.runs, server.pid))
+        finally:
+            server.terminate()
+            server.wait(20)
+    api = result["api"]
+    assert isinstance(api, list)
+
+    def p(values: list[float], q: int) -> float:
+        return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+    print(f"input: {len(data):,} bytes MP3, 300 s; {args.runs} runs each")
+    print(f"API PUT -> live       p50 {p(api, 50):.2f} s  p99 {p(api, 99):.2f} s")
+    print(f"CLI upload + sync     p50 {p(ours, 50):.2f} s  p99 {p(ours, 99):.2f} s")
+    print(f"ratio API/CLI (p50): {p(api, 50) / p(ours, 50):.2f}")
+    rates = result["rates"]
+    assert isinstance(rates, dict)
+    print(f"GET …/moh: {rates[1]:,.0f} req/s at 1 connection, {rates[50]:,.0f} req/s at 50")
+    print(f"server RSS {result['rss_before']:.0f} MB before 10 concurrent 4.8 MB uploads,"
+          f" {result['rss_peak']:.0f} MB at the peak")
+
+
+if __name__ == "__main__":
+    main()
