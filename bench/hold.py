@@ -129,12 +129,18 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
         proc.wait(10)
         text = log.read_text()
         delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
+        started = re.findall(r"action=started .*?to_music_ms=([\d.]+) delivered_after_ms=([\d.]+)", text)
         actions = re.findall(r"hold action=(\w+)", text)
         q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
         print(f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
               f" without {baseline['wrong_share']:.0%}")
         print(f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
               f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}")
+        if len(started) > 1:
+            total = statistics.quantiles([float(t) for t, _ in started], n=100)
+            delivered = statistics.quantiles([float(d) for _, d in started], n=100)
+            print(f"       holds we started ({len(started)}): p50/p99 to music {total[49]:.1f}/{total[98]:.1f} ms,"
+                  f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms")
         print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
     harness.stop()
     service.catalog.close()

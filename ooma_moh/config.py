@@ -58,6 +58,7 @@ class Settings:
     ari_user: str = "ooma-moh"
     ari_password: str = ""
     ari_max_connections: int = 32
+    ari_parallel_bridges: int = 4
     asterisk_cli: str = "asterisk -rx"
     ari_app: str = "ooma-moh"
     agi_listen: str = "127.0.0.1:4573"
@@ -108,8 +109,8 @@ class Settings:
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be HOST:PORT")
         if self.agi_max_connections < 1 or self.agi_max_env_bytes < 1024 or self.agi_deadline_s <= 0:
             raise ConfigError("agi_max_connections >= 1, agi_max_env_bytes >= 1024, agi_deadline_s > 0")
-        if self.ari_max_connections < 1:
-            raise ConfigError("ari_max_connections must be at least 1")
+        if self.ari_max_connections < 1 or self.ari_parallel_bridges < 1:
+            raise ConfigError("ari_max_connections and ari_parallel_bridges must be at least 1")
         if self.publish_mode not in PUBLISH_MODES:
             raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
 

@@ -20,23 +20,30 @@ class KeyedDispatcher:
     """Runs submitted coroutine factories: in submission order per key, concurrently across keys.
     A failure is logged and does not stop later work for the same key."""
 
-    def __init__(self) -> None:
+    def __init__(self, parallel: int | None = None) -> None:
+        """``parallel`` caps how many keys' work runs at once (None: no cap)."""
         self._tails: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(parallel) if parallel else None
 
     def submit(self, key: str, work: Callable[[], Awaitable[None]], what: str = "") -> asyncio.Task[None]:
         """Queue ``work()`` after everything already submitted for ``key``."""
         previous = self._tails.get(key)
-        task = asyncio.get_running_loop().create_task(self._run(previous, work, what))
+        task = asyncio.get_running_loop().create_task(self._run(previous, work, what, self._slots))
         self._tails[key] = task
         task.add_done_callback(lambda t: self._tails.pop(key) if self._tails.get(key) is t else None)
         return task
 
     @staticmethod
-    async def _run(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]], what: str) -> None:
+    async def _run(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]], what: str,
+                   slots: asyncio.Semaphore | None) -> None:
         if previous is not None:
             await asyncio.wait({previous})  # its outcome is its own business
         try:
-            await work()
+            if slots is None:
+                await work()
+            else:
+                async with slots:
+                    await work()
         except Exception:  # one bad event must not stop the key's queue
             log.exception("hold handler failed on %s", printable(what))
 

@@ -69,13 +69,14 @@ class HoldHandler:
     """Keeps :class:`CallState` from ARI events and carries out :mod:`.policy`'s plans."""
 
     def __init__(self, ari: Ari, resolver: ClassResolver,
-                 run_blocking: Callable[..., Awaitable[Any]] | None = None) -> None:
+                 run_blocking: Callable[..., Awaitable[Any]] | None = None, parallel: int | None = None) -> None:
         self.ari = ari
         self.resolver = resolver
         self.run_blocking = run_blocking or asyncio.to_thread
         self.state = CallState()
         self.stats = HoldStats()
-        self.dispatcher = KeyedDispatcher()
+        self.dispatcher = KeyedDispatcher(parallel)
+        self._delivery_ms: dict[str, float] = {}
         self._table: dict[str, Callable[[Event], Awaitable[None]]] = {
             "ChannelEnteredBridge": self.on_entered_bridge,
             "ChannelLeftBridge": self.on_left_bridge,
@@ -96,6 +97,8 @@ class HoldHandler:
         bridge, the bridge its channel is in, else the channel."""
         if event.channel is not None:
             self.state.channels[event.channel.id] = event.channel
+            if event.type == "ChannelHold":  # how late Asterisk delivered it, for the hold's log line
+                self._delivery_ms[event.channel.id] = _ms_since(event.timestamp)
         if event.bridge is not None:
             if event.type == "BridgeDestroyed":
                 self.state.drop_bridge(event.bridge.id)
@@ -223,6 +226,7 @@ class HoldHandler:
         assert event.channel is not None
         await self._end_hold(event.channel.id, policy.HUNG_UP)
         self.state.forget_channel(event.channel.id)
+        self._delivery_ms.pop(event.channel.id, None)
 
     # -- hold and unhold ----------------------------------------------------------------------
     async def on_hold(self, event: Event) -> None:
@@ -270,9 +274,11 @@ class HoldHandler:
             self.stats.to_music_ms.append(delay_ms)
         if reason:
             self.stats.fallbacks[reason] += 1
-        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s", action.value,
+        delivery = self._delivery_ms.pop(hold.holder_id, None)
+        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s%s", action.value,
                  logfmt(who.name), logfmt(self.state.tenants.get(hold.holder_id)), logfmt(hold.moh_class),
-                 delay_ms, f" fallback={logfmt(reason)}" if reason else "")
+                 delay_ms, f" delivered_after_ms={delivery:.1f}" if delivery is not None else "",
+                 f" fallback={logfmt(reason)}" if reason else "")
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:

@@ -306,3 +306,26 @@ def test_dispatcher_keeps_order_per_key_and_survives_a_failure() -> None:
         return done
 
     assert asyncio.run(scenario()) == ["b1", "a1", "a3"]
+
+
+def test_dispatcher_caps_how_many_keys_run_at_once() -> None:
+    from ooma_moh.ari.dispatch import KeyedDispatcher
+
+    async def scenario() -> int:
+        dispatcher = KeyedDispatcher(parallel=2)
+        running = peak = 0
+
+        async def work() -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            running -= 1
+
+        for key in "abcdef":
+            dispatcher.submit(key, work)
+        await dispatcher.drain()
+        return peak
+
+    assert asyncio.run(scenario()) == 2
