@@ -14,7 +14,8 @@ service from here, so the rules for opening the data home are applied the same w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from .ari.client import AriClient
 from .config import Settings
@@ -73,3 +74,14 @@ def build_service(settings: Settings, *, writable: bool = True, start_over: bool
     """The service on the embedded default back end (SQLite catalog, local blobs, ffmpeg)."""
     catalog = open_catalog(settings, writable=writable, start_over=start_over)
     return MohService(settings, catalog, open_blobs(settings, writable=writable), FfmpegConverter(settings))
+
+
+@contextlib.contextmanager
+def service_session(settings: Settings, *, writable: bool = True) -> Iterator[MohService]:
+    """:func:`build_service` for one piece of work, its catalog closed afterwards (a worker
+    thread's own connection: SQLite connections are not shared between threads)."""
+    service = build_service(settings, writable=writable)
+    try:
+        yield service
+    finally:
+        service.catalog.close()

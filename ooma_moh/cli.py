@@ -3,6 +3,7 @@ print the result (``--json`` for scripts), turn ``OomaMohError`` into a one-line
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import getpass
@@ -419,11 +420,8 @@ def tokens_create(ctx: click.Context, tenant: str | None, operator: bool, as_jso
 
     if bool(tenant) == operator:
         raise click.UsageError("give --tenant T or --operator")
-    catalog = open_catalog(ctx.obj)
-    try:
+    with contextlib.closing(open_catalog(ctx.obj)) as catalog:
         token, bearer = create_token(catalog, tenant_id=tenant, now=utcnow())
-    finally:
-        catalog.close()
     who = f"tenant {tenant}" if tenant else "the operator (every tenant)"
     emit(ctx, as_json, {"id": token.id, "scope": token.scope, "tenant": tenant, "token": bearer},
          f"token {token.id} for {who}; keep it secret, it is not shown again:\n{bearer}")
@@ -435,12 +433,9 @@ def tokens_create(ctx: click.Context, tenant: str | None, operator: bool, as_jso
 @handles_errors
 def tokens_list(ctx: click.Context, as_json: bool) -> None:
     """Every token: id, scope, tenant, created, revoked (never the secret)."""
-    catalog = open_catalog(ctx.obj, writable=False)
-    try:
+    with contextlib.closing(open_catalog(ctx.obj, writable=False)) as catalog:
         rows = [{"id": t.id, "scope": t.scope, "tenant": t.tenant_id, "created_at": t.created_at.isoformat(),
                  "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in catalog.tokens()]
-    finally:
-        catalog.close()
     emit(ctx, as_json, rows, "\n".join(
         f"{r['id']}  {r['scope']:<8} {r['tenant'] or '-':<24} created {r['created_at']}"
         + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else "") for r in rows) or "no tokens")
@@ -455,11 +450,8 @@ def tokens_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
     """Revoke TOKEN_ID: requests with it get 401 from now on."""
     from .service import utcnow
 
-    catalog = open_catalog(ctx.obj)
-    try:
+    with contextlib.closing(open_catalog(ctx.obj)) as catalog:
         revoked = catalog.revoke_token(token_id, utcnow())
-    finally:
-        catalog.close()
     if not revoked:
         raise click.ClickException(f"no live token {token_id!r}")
     emit(ctx, as_json, {"id": token_id, "revoked": True}, f"token {token_id} revoked")

@@ -23,12 +23,13 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..app import build_service, build_syncer, open_catalog
+from ..app import ari_reload, build_syncer, open_blobs, open_catalog, service_session
 from ..config import Settings
 from ..errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, OomaMohError, StorageError, UploadRejected
 from ..logsafe import printable
 from ..model import ApiToken, MohSetting, TenantMoh, validate_tenant_id
-from ..storage import Catalog
+from ..storage import BlobStore, Catalog
+from ..sync import Syncer
 from .openapi import OPENAPI
 from .publication import Publications, State, Status, is_live
 from .tokens import check_token
@@ -36,6 +37,9 @@ from .tokens import check_token
 log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 READER = web.AppKey("reader", Catalog)
+#: read-only view of what is published and stored, used only in the catalog thread with READER
+VIEW = web.AppKey("view", Syncer)
+BLOBS = web.AppKey("blobs", BlobStore)
 CATALOG_THREAD = web.AppKey("catalog_thread", ThreadPoolExecutor)
 WORKERS = web.AppKey("workers", ThreadPoolExecutor)
 PUBLICATIONS = web.AppKey("publications", Publications)
@@ -129,22 +133,17 @@ def tenant_body(tenant: TenantMoh, settings: Settings, status: Status) -> dict[s
     return body
 
 
-def read_state(settings: Settings, reader: Catalog, tenant_id: str) -> tuple[TenantMoh, bool]:
+def read_state(settings: Settings, reader: Catalog, view: Syncer, tenant_id: str) -> tuple[TenantMoh, bool]:
     """(blocking) The tenant as the catalog has it, and whether Asterisk plays exactly that."""
     tenant = reader.get(tenant_id) or TenantMoh(tenant_id, MohSetting.DEFAULT)
-    service = build_service(settings, writable=False)
-    try:
-        syncer = build_syncer(settings, service)
-        version_dir = syncer.version_dir(tenant) if tenant.setting is MohSetting.FILE else None
-        return tenant, is_live(tenant, syncer.published(), settings.class_prefix, version_dir)
-    finally:
-        service.catalog.close()
+    version_dir = view.version_dir(tenant) if tenant.setting is MohSetting.FILE else None
+    return tenant, is_live(tenant, view.published(), settings.class_prefix, version_dir)
 
 
 async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
     """The tenant's body with its status; starts a publication if it is neither live nor moving."""
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
-    tenant, live = await in_thread(request, read_state, settings, request.app[READER], tenant_id)
+    tenant, live = await in_thread(request, read_state, settings, request.app[READER], request.app[VIEW], tenant_id)
     status = publications.tracked(tenant_id)
     if status is None:
         status = Status(State.LIVE) if live else publications.start(tenant_id)
@@ -196,19 +195,13 @@ async def spool_upload(request: web.Request, limit: int) -> tuple[Path, str, boo
 
 
 def _upload(settings: Settings, tenant: str, path: Path, name: str, by: str) -> None:
-    service = build_service(settings)
-    try:
+    with service_session(settings) as service:
         service.upload(tenant, path, accept_disclaimer=True, accepted_by=by, original_name=name)
-    finally:
-        service.catalog.close()
 
 
 def _delete(settings: Settings, tenant: str) -> None:
-    service = build_service(settings)
-    try:
+    with service_session(settings) as service:
         service.delete(tenant)
-    finally:
-        service.catalog.close()
 
 
 async def put_moh(request: web.Request) -> web.StreamResponse:
@@ -251,15 +244,11 @@ async def delete_moh(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _audio_source(settings: Settings, reader: Catalog, tenant_id: str) -> Path:
+def _audio_source(reader: Catalog, blobs: BlobStore, tenant_id: str) -> Path:
     tenant = reader.get(tenant_id)
     if tenant is None or tenant.setting is not MohSetting.FILE:
         raise NoTenantFile("this tenant uses the default music: there is no uploaded file")
-    service = build_service(settings, writable=False)
-    try:
-        return service.blobs.locate(tenant.rendition("sln16").sha256)
-    finally:
-        service.catalog.close()
+    return blobs.locate(tenant.rendition("sln16").sha256)
 
 
 def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
@@ -292,7 +281,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def get_audio(request: web.Request) -> web.StreamResponse:
     """``GET /tenants/{tenant}/moh/audio``: what callers hear (16 kHz WAV), with Range support."""
     _, tenant = await authorised_tenant(request)
-    source = await in_thread(request, _audio_source, request.app[SETTINGS], request.app[READER], tenant)
+    source = await in_thread(request, _audio_source, request.app[READER], request.app[BLOBS], tenant)
     data_bytes = source.stat().st_size
     header = wav_header(data_bytes)
     size = len(header) + data_bytes
@@ -338,15 +327,14 @@ async def _lifecycle(app: web.Application) -> Any:
     incoming.mkdir(parents=True)
     app[INCOMING] = incoming
     app[READER] = open_catalog(settings, writable=False)
+    app[BLOBS] = open_blobs(settings, writable=False)
+    app[VIEW] = Syncer(settings, app[READER], app[BLOBS], ari_reload(settings))
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
 
     def publish(tenant: str) -> None:
-        service = build_service(settings)
-        try:
+        with service_session(settings) as service:
             build_syncer(settings, service).run([tenant])
-        finally:
-            service.catalog.close()
 
     app[PUBLICATIONS] = Publications(app[WORKERS], publish)
     yield
