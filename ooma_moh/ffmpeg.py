@@ -61,6 +61,11 @@ class Limits:
     wall_s: float = 120.0
     memory_bytes: int = 1 << 30
 
+    @property
+    def cpu_seconds(self) -> int:
+        """``RLIMIT_CPU`` counts whole seconds, at least one."""
+        return max(1, int(self.cpu_s))
+
 
 @dataclass(frozen=True)
 class Run:
@@ -96,7 +101,7 @@ class ToolMissing(Exception):
 
 
 def _child_setup(limits: Limits, parent: int) -> Callable[[], None]:
-    cpu = max(1, int(limits.cpu_s))
+    cpu = limits.cpu_seconds
 
     def setup() -> None:  # runs in the child between fork and exec: no allocation-heavy work
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -112,7 +117,7 @@ def _limited(argv: list[str], limits: Limits) -> list[str]:
     """``argv`` run under ``prlimit`` and ``setpriv`` (see the module docstring), if present."""
     if not (PRLIMIT and SETPRIV):
         return argv
-    cpu = max(1, int(limits.cpu_s))
+    cpu = limits.cpu_seconds
     if shutil.which(argv[0]) is None:
         raise ToolMissing(f"{argv[0]}: not found")
     return [PRLIMIT, f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_bytes}:{limits.memory_bytes}", "--",

@@ -237,6 +237,13 @@ def check_rendition_size(extension: str, size: int, samples_16k: int) -> str | N
     return None
 
 
+def _refuse_if_too_costly(run: ffmpeg.Run) -> None:
+    """A run ended by a CPU, memory or time limit: the input costs more than one upload may."""
+    if run.killed_by_limit:
+        raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
+                             " the server allows for one upload")
+
+
 class FfmpegConverter:
     """Validates and converts uploads with a restricted, resource-limited ffmpeg."""
 
@@ -284,9 +291,7 @@ class FfmpegConverter:
             raise watch.rejection
         if watch.other_codecs and not watch.audio_seen:
             raise UploadRejected("no_audio", "the file contains no audio (only pictures or video)")
-        if run.killed_by_limit:
-            raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
-                                 " the server allows for one upload")
+        _refuse_if_too_costly(run)
         self._storage_check(run, "decoding the upload")
         errors = watch.upload_errors(run.errors())
         if run.returncode != 0 or errors:
@@ -298,6 +303,7 @@ class FfmpegConverter:
         if lufs <= SILENCE_LUFS:
             raise UploadRejected("silent", "the file is silent")
         return container, lufs, peak, samples
+
     def _check_duration(self, samples: int, declared: float | None, container: str) -> None:
         seconds = samples / PCM_RATE
         if seconds > self.settings.max_duration_s:
@@ -319,9 +325,7 @@ class FfmpegConverter:
     def _tool_check(self, run: ffmpeg.Run, doing: str) -> None:
         """Our own, already validated data: any failure is the server's, never the upload's."""
         self._storage_check(run, doing)
-        if run.killed_by_limit:
-            raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
-                                 " the server allows for one upload")
+        _refuse_if_too_costly(run)
         if run.returncode != 0 or run.errors():
             last = (run.errors() or run.log.strip().splitlines() or [f"exit {run.returncode}"])[-1]
             raise MediaToolError(f"ffmpeg failed {doing}: {public_detail(last)}")
