@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import getpass
 import json
@@ -455,3 +456,26 @@ def tokens_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
     if not revoked:
         raise click.ClickException(f"no live token {token_id!r}")
     emit(ctx, as_json, {"id": token_id, "revoked": True}, f"token {token_id} revoked")
+
+
+@tokens.command("link")
+@click.option("--tenant", required=True, help="The tenant whose admin signs in.")
+@click.option("--by", "label", default="tenant admin", show_default=True,
+              help="Who the link is for; recorded as who accepted the disclaimer of their uploads.")
+@json_option
+@click.pass_context
+@handles_errors
+def tokens_link(ctx: click.Context, tenant: str, label: str, as_json: bool) -> None:
+    """A one-time sign-in link to the Music on hold page for TENANT's admin; the URL is the last
+    line of the output. It works once, for login_link_ttl_s (15 minutes by default)."""
+    from .http.logins import create_login_link
+    from .service import utcnow
+
+    settings: Settings = ctx.obj
+    with contextlib.closing(open_catalog(settings)) as catalog:
+        link, credential = create_login_link(catalog, tenant_id=tenant, label=label, now=utcnow(),
+                                             ttl=datetime.timedelta(seconds=settings.login_link_ttl_s))
+    url = f"{settings.public_url}/login/{credential}"
+    emit(ctx, as_json, {"id": link.id, "tenant": tenant, "expires_at": link.expires_at.isoformat(), "url": url},
+         f"sign-in link for tenant {tenant} ({link.label}); it works once, until"
+         f" {link.expires_at.isoformat(timespec='seconds')}:\n{url}")

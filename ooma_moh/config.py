@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -64,6 +65,11 @@ class Settings:
     agi_listen: str = "127.0.0.1:4573"
     http_listen: str = "127.0.0.1:8480"
     http_body_timeout_s: float = 120.0
+    #: the address admins' browsers use (behind a reverse proxy: its https:// URL); empty: the
+    #: listen address. Login links start with it; https makes the session cookie Secure.
+    http_public_url: str = ""
+    login_link_ttl_s: float = 900.0
+    http_session_ttl_s: float = 28800.0
     agi_max_connections: int = 256
     agi_max_env_bytes: int = 16384
     agi_deadline_s: float = 30.0
@@ -111,6 +117,11 @@ class Settings:
             raise ConfigError("agi_max_connections >= 1, agi_max_env_bytes >= 1024, agi_deadline_s > 0")
         if self.ari_max_connections < 1 or self.ari_parallel_bridges < 1:
             raise ConfigError("ari_max_connections and ari_parallel_bridges must be at least 1")
+        if self.http_public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.http_public_url):
+            raise ConfigError(f"http_public_url {self.http_public_url!r} must be an http:// or https:// URL"
+                              " with no query")
+        if self.login_link_ttl_s <= 0 or self.http_session_ttl_s <= 0:
+            raise ConfigError("login_link_ttl_s and http_session_ttl_s must be > 0")
         if self.publish_mode not in PUBLISH_MODES:
             raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
 
@@ -135,6 +146,14 @@ class Settings:
         """``http_listen`` as (host, port)."""
         host, _, port = self.http_listen.rpartition(":")
         return host or "127.0.0.1", int(port)
+
+    @property
+    def public_url(self) -> str:
+        """Where browsers reach ``serve http``, without a trailing slash."""
+        if self.http_public_url:
+            return self.http_public_url.rstrip("/")
+        host, port = self.http_address
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
     @property
     def asterisk_cli_argv(self) -> list[str]:

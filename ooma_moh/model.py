@@ -150,6 +150,9 @@ class Disclaimer:
     accepted_by: str
     accepted_at: datetime
     sha256: str
+    #: the version of the disclaimer text that was accepted (:data:`ooma_moh.disclaimer.VERSION`);
+    #: None for uploads made before versions were recorded
+    text_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,60 @@ class ApiToken:
     def may_manage(self, tenant_id: str) -> bool:
         """Whether this token may read and change ``tenant_id``'s music."""
         return self.revoked_at is None and (self.scope == "operator" or self.tenant_id == tenant_id)
+
+    @property
+    def actor(self) -> str:
+        """Who acts with this token, as the audit trail records it."""
+        return f"api token {self.id}"
+
+
+@dataclass(frozen=True)
+class LoginLink:
+    """A one-time link that opens a browser session for one tenant's admin. Its secret is never
+    stored, only its sha256; it works once, before ``expires_at``."""
+
+    id: str
+    tenant_id: str
+    label: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why the link cannot open a session now (``used``, ``expired``), or None."""
+        if self.used_at is not None:
+            return "used"
+        if now >= self.expires_at:
+            return "expired"
+        return None
+
+
+@dataclass(frozen=True)
+class BrowserSession:
+    """A tenant admin signed in through a login link: an HttpOnly cookie carries its secret
+    (stored only as a sha256); ``csrf`` must accompany every change made from the page."""
+
+    id: str
+    tenant_id: str
+    label: str
+    link_id: str
+    csrf: str
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None = None
+
+    def open_at(self, now: datetime) -> bool:
+        """Whether the session still works at ``now`` (not logged out, not expired)."""
+        return self.ended_at is None and now < self.expires_at
+
+    def may_manage(self, tenant_id: str) -> bool:
+        """Whether this session may read and change ``tenant_id``'s music."""
+        return self.ended_at is None and self.tenant_id == tenant_id
+
+    @property
+    def actor(self) -> str:
+        """Who acts in this session, as the audit trail records it."""
+        return f"{self.label} (login link {self.link_id})"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from . import disclaimer as disclaimer_text
 from .config import Settings
 from .errors import DisclaimerRequired, NoTenantFile, UploadRejected
 from .media import Conversion
@@ -103,10 +104,12 @@ class MohService:
         accept_disclaimer: bool,
         accepted_by: str,
         original_name: str | None = None,
+        disclaimer_version: str | None = disclaimer_text.VERSION,
     ) -> TenantMoh:
         """Validate and convert ``source``, then make it the tenant's music in one step.
 
-        ``accepted_by`` names who accepted the rights disclaimer (printable, 1-128 characters).
+        ``accepted_by`` names who accepted the rights disclaimer (printable, 1-128 characters),
+        ``disclaimer_version`` which text of it they were shown.
         Nothing changes unless every check and the whole conversion succeed.
         """
         validate_tenant_id(tenant_id)
@@ -130,10 +133,11 @@ class MohService:
             except OSError as exc:
                 raise UploadRejected("not_a_file", f"the upload cannot be read: {exc.strerror}") from None
             with fh:
-                return self._ingest(tenant_id, fh, original_name or path.name, accepted_by)
-        return self._ingest(tenant_id, source, original_name or "upload", accepted_by)
+                return self._ingest(tenant_id, fh, original_name or path.name, accepted_by, disclaimer_version)
+        return self._ingest(tenant_id, source, original_name or "upload", accepted_by, disclaimer_version)
 
-    def _ingest(self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str) -> TenantMoh:
+    def _ingest(self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str,
+                disclaimer_version: str | None) -> TenantMoh:
         with self.blobs.scratch() as work:
             staged = work / "original"
             size, sha = self._stage(source, staged)
@@ -147,7 +151,7 @@ class MohService:
             now = self.clock()
             upload = UploadedFile(clean_original_name(name), size, sha, conversion.duration_ms,
                                   conversion.container, now)
-            disclaimer = Disclaimer(accepted_by, now, sha)
+            disclaimer = Disclaimer(accepted_by, now, sha, disclaimer_version)
             result = self.catalog.save_upload(tenant_id, upload, disclaimer, tuple(renditions))
         self.collect_garbage()
         return result

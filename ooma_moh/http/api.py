@@ -17,45 +17,32 @@ import shutil
 import struct
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .. import disclaimer
 from ..app import ari_reload, build_syncer, open_blobs, open_catalog, service_session
 from ..config import Settings
-from ..errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, OomaMohError, StorageError, UploadRejected
+from ..errors import DisclaimerRequired, NoTenantFile, OomaMohError, StorageError, UploadRejected
 from ..logsafe import printable
-from ..model import ApiToken, MohSetting, TenantMoh, validate_tenant_id
+from ..model import MohSetting, TenantMoh
 from ..storage import BlobStore, Catalog
 from ..sync import Syncer
+from . import page
+from .auth import authorised_tenant
+from .context import BLOBS, CATALOG_THREAD, INCOMING, PUBLICATIONS, READER, SETTINGS, VIEW, WORKERS, ApiError, in_thread
 from .openapi import OPENAPI
 from .publication import Publications, State, Status, is_live
-from .tokens import check_token
 
 log = logging.getLogger(__name__)
-SETTINGS = web.AppKey("settings", Settings)
-READER = web.AppKey("reader", Catalog)
-#: read-only view of what is published and stored, used only in the catalog thread with READER
-VIEW = web.AppKey("view", Syncer)
-BLOBS = web.AppKey("blobs", BlobStore)
-CATALOG_THREAD = web.AppKey("catalog_thread", ThreadPoolExecutor)
-WORKERS = web.AppKey("workers", ThreadPoolExecutor)
-PUBLICATIONS = web.AppKey("publications", Publications)
-INCOMING = web.AppKey("incoming", Path)
-MULTIPART_SLACK = 64 * 1024  # part headers and the disclaimer field around the audio
+MULTIPART_SLACK = 64 * 1024  # part headers and the disclaimer fields around the audio
 
 #: UploadRejected reason -> HTTP status (anything else: 422)
 REJECTION_STATUS = {"too_large": 413, "unrecognised_format": 415, "no_audio": 415, "empty": 422}
-
-
-class ApiError(Exception):
-    """An error with its HTTP status and code, answered as JSON."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
 
 
 def error_response(exc: Exception) -> web.Response:
@@ -92,30 +79,6 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         return error_response(Exception("internal error"))
 
 
-async def in_thread(request: web.Request, func: Any, *args: Any, pool: web.AppKey[Any] = CATALOG_THREAD) -> Any:
-    """Run blocking ``func`` in the app's catalog thread (or another pool)."""
-    return await asyncio.get_running_loop().run_in_executor(request.app[pool], func, *args)
-
-
-async def authorised_tenant(request: web.Request) -> tuple[ApiToken, str]:
-    """The caller's token and the tenant of the URL it may manage; 401 / 404 otherwise."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, bearer = header.partition(" ")
-    token = None
-    if scheme.lower() == "bearer" and bearer:
-        token = await in_thread(request, check_token, request.app[READER], bearer.strip())
-    if token is None:
-        raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)")
-    tenant = request.match_info["tenant"]
-    try:
-        validate_tenant_id(tenant)
-    except InvalidTenantId:
-        raise ApiError(404, "not_found", "no such tenant") from None
-    if not token.may_manage(tenant):
-        raise ApiError(404, "not_found", "no such tenant")
-    return token, tenant
-
-
 def tenant_body(tenant: TenantMoh, settings: Settings, status: Status) -> dict[str, Any]:
     """The JSON of a tenant's music: setting, file, disclaimer, class and status."""
     body: dict[str, Any] = {"tenant": tenant.tenant_id, "setting": tenant.setting.value,
@@ -129,7 +92,8 @@ def tenant_body(tenant: TenantMoh, settings: Settings, status: Status) -> dict[s
     if tenant.disclaimer is not None:
         body["disclaimer"] = {"accepted_by": tenant.disclaimer.accepted_by,
                               "accepted_at": tenant.disclaimer.accepted_at.isoformat(),
-                              "file_sha256": tenant.disclaimer.sha256}
+                              "file_sha256": tenant.disclaimer.sha256,
+                              "text_version": tenant.disclaimer.text_version}
     return body
 
 
@@ -156,10 +120,19 @@ async def get_moh(request: web.Request) -> web.Response:
     return web.json_response(await current(request, tenant))
 
 
-async def spool_upload(request: web.Request, limit: int) -> tuple[Path, str, bool]:
+@dataclass(frozen=True)
+class Spooled:
+    """An upload received to a temporary file, with its form fields."""
+
+    path: Path
+    filename: str
+    accepted: bool  # the ``disclaimer`` part said ``accepted``
+    disclaimer_version: str | None  # the ``disclaimer_version`` part, if sent
+
+
+async def spool_upload(request: web.Request, limit: int) -> Spooled:
     """Stream the multipart body's ``file`` part to a temporary file, at most ``limit`` bytes
-    (never the whole body in memory); return it, the part's file name, and whether the
-    ``disclaimer`` part said ``accepted``."""
+    (never the whole body in memory), and read the small ``disclaimer`` fields."""
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise ApiError(413, "too_large", f"the file is larger than the limit of {limit:,} bytes")
     try:
@@ -167,14 +140,19 @@ async def spool_upload(request: web.Request, limit: int) -> tuple[Path, str, boo
     except (AssertionError, ValueError, KeyError, HttpProcessingError) as exc:
         raise ApiError(400, "malformed_multipart", f"the body is not multipart/form-data ({exc})") from None
     fd, name = tempfile.mkstemp(dir=request.app[INCOMING])
-    path, filename, accepted, size = Path(name), "upload", False, 0
+    path, filename, accepted, version, size = Path(name), "upload", False, None, 0
     try:
         with os.fdopen(fd, "wb") as out:
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
-                if part.name == "disclaimer":
-                    accepted = (await part.read(decode=True))[:64].decode(errors="replace").strip() == "accepted"
+                if part.name in ("disclaimer", "disclaimer_version"):
+                    value = (await part.read_chunk(256))[:64].decode(errors="replace").strip()
+                    await part.release()
+                    if part.name == "disclaimer":
+                        accepted = value == "accepted"
+                    else:
+                        version = value
                 elif part.name == "file":
                     filename = part.filename or "upload"
                     while chunk := await part.read_chunk(64 * 1024):
@@ -191,12 +169,13 @@ async def spool_upload(request: web.Request, limit: int) -> tuple[Path, str, boo
     except BaseException:  # too large, timed out (cancelled), client gone: leave nothing behind
         path.unlink(missing_ok=True)
         raise
-    return path, filename, accepted
+    return Spooled(path, filename, accepted, version)
 
 
-def _upload(settings: Settings, tenant: str, path: Path, name: str, by: str) -> None:
+def _upload(settings: Settings, tenant: str, spooled: Spooled, by: str) -> None:
     with service_session(settings) as service:
-        service.upload(tenant, path, accept_disclaimer=True, accepted_by=by, original_name=name)
+        service.upload(tenant, spooled.path, accept_disclaimer=True, accepted_by=by,
+                       original_name=spooled.filename, disclaimer_version=disclaimer.VERSION)
 
 
 def _delete(settings: Settings, tenant: str) -> None:
@@ -206,11 +185,11 @@ def _delete(settings: Settings, tenant: str) -> None:
 
 async def put_moh(request: web.Request) -> web.StreamResponse:
     """``PUT /tenants/{tenant}/moh``: multipart ``file`` + ``disclaimer=accepted``."""
-    token, tenant = await authorised_tenant(request)
+    who, tenant = await authorised_tenant(request)
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
     try:
         async with asyncio.timeout(settings.http_body_timeout_s):
-            path, filename, accepted = await spool_upload(request, settings.max_upload_bytes)
+            spooled = await spool_upload(request, settings.max_upload_bytes)
     except TimeoutError:
         response = error_response(ApiError(408, "timeout", f"the upload did not arrive within"
                                                            f" {settings.http_body_timeout_s:g} s"))
@@ -221,17 +200,20 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
         response.force_close()  # the rest of an oversized body is not read
         return response
     try:
-        if not accepted:
+        if not spooled.accepted:
             raise DisclaimerRequired("the rights disclaimer must be accepted (part disclaimer=accepted):"
                                      " confirm you hold the rights to play this file to callers; nothing was stored")
+        if spooled.disclaimer_version not in (None, disclaimer.VERSION):
+            raise ApiError(409, "disclaimer_changed", "the disclaimer's text has changed since it was shown"
+                           f" (version {disclaimer.VERSION}): read it again; nothing was stored")
         publications.converting(tenant)
         try:
-            await in_thread(request, _upload, settings, tenant, path, filename, f"api token {token.id}", pool=WORKERS)
+            await in_thread(request, _upload, settings, tenant, spooled, who.actor, pool=WORKERS)
         except BaseException:
             publications.forget(tenant)
             raise
     finally:
-        path.unlink(missing_ok=True)
+        spooled.path.unlink(missing_ok=True)
     publications.start(tenant)
     return web.json_response(await current(request, tenant), status=201)
 
@@ -356,4 +338,5 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_put("/api/v1/tenants/{tenant}/moh", put_moh)
     app.router.add_delete("/api/v1/tenants/{tenant}/moh", delete_moh)
     app.router.add_get("/api/v1/tenants/{tenant}/moh/audio", get_audio)
+    page.add_routes(app)
     return app

@@ -7,16 +7,31 @@ import logging
 import signal
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 
 from ..config import Settings
+from ..logsafe import printable
 from .api import make_app
 
 log = logging.getLogger(__name__)
 
 
+class AccessLogger(AbstractAccessLogger):
+    """One line per request; a login link's secret never reaches the log."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        path = request.path
+        if path.startswith("/login/"):
+            path = "/login/..."
+        self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, printable(path, 200),
+                         response.status, time)
+
+
 async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
-    runner = web.AppRunner(make_app(settings), access_log=log, shutdown_timeout=10.0)
+    runner = web.AppRunner(make_app(settings), access_log=log, access_log_class=AccessLogger,
+                           shutdown_timeout=10.0)
     await runner.setup()
     host, port = settings.http_address
     site = web.TCPSite(runner, host, port)

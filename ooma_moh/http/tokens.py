@@ -19,7 +19,8 @@ from ..storage import Catalog
 TOKEN_RE = re.compile(r"omh_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 
 
-def _digest(secret: str) -> str:
+def digest(secret: str) -> str:
+    """How a secret is stored: its sha256, in hex."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -29,7 +30,7 @@ def create_token(catalog: Catalog, *, tenant_id: str | None, now: datetime) -> t
         validate_tenant_id(tenant_id)
     token = ApiToken(secrets.token_hex(4), "tenant" if tenant_id else "operator", tenant_id, now)
     secret = secrets.token_urlsafe(32)
-    catalog.add_token(token, _digest(secret))
+    catalog.add_token(token, digest(secret))
     return token, f"omh_{token.id}_{secret}"
 
 
@@ -41,7 +42,7 @@ def check_token(catalog: Catalog, bearer: str) -> ApiToken | None:
     found = catalog.token(match.group(1))
     if found is None:
         return None
-    token, digest = found
-    if not hmac.compare_digest(digest, _digest(match.group(2))) or token.revoked_at is not None:
+    token, stored = found
+    if not hmac.compare_digest(stored, digest(match.group(2))) or token.revoked_at is not None:
         return None
     return token

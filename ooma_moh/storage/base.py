@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ..model import ApiToken, Disclaimer, Rendition, TenantMoh, UploadedFile
+from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, Rendition, TenantMoh, UploadedFile
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,22 @@ class Catalog(Protocol):
 
     def revoke_token(self, token_id: str, at: datetime) -> bool:
         """Revoke a token; False if it is unknown or already revoked."""
+
+    def add_login_link(self, link: LoginLink, secret_sha256: str) -> None:
+        """Store a new one-time login link (only the sha256 of its secret)."""
+
+    def login_link(self, link_id: str) -> tuple[LoginLink, str] | None:
+        """A login link and the sha256 of its secret, or None."""
+
+    def redeem_login_link(self, link_id: str, session: BrowserSession, secret_sha256: str) -> bool:
+        """Mark the link used and open ``session`` in one step; False (nothing changed) if the
+        link is unknown, already used or expired at ``session.created_at``."""
+
+    def browser_session(self, session_id: str) -> tuple[BrowserSession, str] | None:
+        """A browser session and the sha256 of its secret, or None."""
+
+    def end_session(self, session_id: str, at: datetime) -> bool:
+        """Log a session out; False if it is unknown or already ended."""
 
     def referenced_blobs(self) -> set[str]:
         """sha256 of every original and rendition the catalog references."""

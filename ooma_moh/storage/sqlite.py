@@ -17,11 +17,11 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..errors import StorageError
-from ..model import ApiToken, Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
+from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
 SCHEMA = """
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     uploaded_at TEXT NOT NULL,
     accepted_by TEXT NOT NULL,
     accepted_at TEXT NOT NULL,
-    disclaimer_sha256 TEXT NOT NULL
+    disclaimer_sha256 TEXT NOT NULL,
+    disclaimer_version TEXT
 );
 CREATE TABLE IF NOT EXISTS renditions (
     upload_id INTEGER NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
@@ -74,11 +75,53 @@ CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_links (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT
+);
+CREATE TABLE IF NOT EXISTS browser_sessions (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    link_id TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    ended_at TEXT
+);
 """
+
+#: columns added after the first release: (table, column, type); added when a writer opens an
+#: older catalog (readers treat a missing column as NULL)
+ADDED_COLUMNS = (("uploads", "disclaimer_version", "TEXT"),)
+
+#: how long used or expired login links and ended sessions are kept (who signed in, when)
+KEEP_ENDED = timedelta(days=30)
 
 
 def _ts(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _login_link(row: sqlite3.Row) -> LoginLink:
+    return LoginLink(row["id"], row["tenant_id"], row["label"], datetime.fromisoformat(row["created_at"]),
+                     datetime.fromisoformat(row["expires_at"]), _time(row["used_at"]))
+
+
+def _browser_session(row: sqlite3.Row) -> BrowserSession:
+    return BrowserSession(row["id"], row["tenant_id"], row["label"], row["link_id"], row["csrf"],
+                          datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["expires_at"]),
+                          _time(row["ended_at"]))
 
 
 def _token(row: sqlite3.Row) -> ApiToken:
@@ -148,6 +191,7 @@ class SqliteCatalog:
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA foreign_keys=ON")
                 self._db.executescript(SCHEMA)
+                self._add_columns()
             else:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
                                            isolation_level=None, check_same_thread=False)
@@ -156,6 +200,12 @@ class SqliteCatalog:
             raise StorageError.from_errno(exc.errno, "opening the catalog") from None
         except sqlite3.Error as exc:
             raise storage_error(exc, "opening the catalog") from None
+
+    def _add_columns(self) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -200,7 +250,8 @@ class SqliteCatalog:
             datetime.fromisoformat(up["uploaded_at"]),
         )
         disclaimer = Disclaimer(
-            up["accepted_by"], datetime.fromisoformat(up["accepted_at"]), up["disclaimer_sha256"]
+            up["accepted_by"], datetime.fromisoformat(up["accepted_at"]), up["disclaimer_sha256"],
+            up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,
         )
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, updated_at)
 
@@ -221,11 +272,11 @@ class SqliteCatalog:
         with self._write() as db:
             upload_id = db.execute(
                 "INSERT INTO uploads (tenant_id, original_name, size, sha256, duration_ms, container,"
-                " uploaded_at, accepted_by, accepted_at, disclaimer_sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " uploaded_at, accepted_by, accepted_at, disclaimer_sha256, disclaimer_version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (tenant_id, upload.original_name, upload.size, upload.sha256, upload.duration_ms,
                  upload.container, _ts(upload.uploaded_at), disclaimer.accepted_by,
-                 _ts(disclaimer.accepted_at), disclaimer.sha256),
+                 _ts(disclaimer.accepted_at), disclaimer.sha256, disclaimer.text_version),
             ).lastrowid
             db.executemany(
                 "INSERT INTO renditions (upload_id, extension, sample_rate, size, sha256)"
@@ -236,6 +287,7 @@ class SqliteCatalog:
             self._audit(db, upload.uploaded_at, tenant_id, "upload", {
                 "original_name": upload.original_name, "size": upload.size, "sha256": upload.sha256,
                 "duration_ms": upload.duration_ms, "accepted_by": disclaimer.accepted_by,
+                "disclaimer_version": disclaimer.text_version,
                 "accepted_at": _ts(disclaimer.accepted_at), "replaced_upload": previous,
             })
         result = self.get(tenant_id)
@@ -306,6 +358,41 @@ class SqliteCatalog:
         with self._write() as db:
             cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                                 (_ts(at), token_id))
+            return cursor.rowcount == 1
+
+    def add_login_link(self, link: LoginLink, secret_sha256: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM login_links WHERE expires_at < ?", (_ts(link.created_at - KEEP_ENDED),))
+            db.execute("INSERT INTO login_links (id, tenant_id, label, secret_sha256, created_at, expires_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", (link.id, link.tenant_id, link.label, secret_sha256,
+                                                      _ts(link.created_at), _ts(link.expires_at)))
+
+    def login_link(self, link_id: str) -> tuple[LoginLink, str] | None:
+        rows = self._query("SELECT * FROM login_links WHERE id = ?", (link_id,))
+        return (_login_link(rows[0]), rows[0]["secret_sha256"]) if rows else None
+
+    def redeem_login_link(self, link_id: str, session: BrowserSession, secret_sha256: str) -> bool:
+        with self._write() as db:
+            row = db.execute("SELECT expires_at FROM login_links WHERE id = ? AND used_at IS NULL",
+                             (link_id,)).fetchone()
+            if row is None or datetime.fromisoformat(row[0]) <= session.created_at:
+                return False
+            db.execute("UPDATE login_links SET used_at = ? WHERE id = ?", (_ts(session.created_at), link_id))
+            db.execute("DELETE FROM browser_sessions WHERE expires_at < ?", (_ts(session.created_at - KEEP_ENDED),))
+            db.execute("INSERT INTO browser_sessions (id, tenant_id, label, link_id, secret_sha256, csrf,"
+                       " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (session.id, session.tenant_id, session.label, session.link_id, secret_sha256,
+                        session.csrf, _ts(session.created_at), _ts(session.expires_at)))
+            return True
+
+    def browser_session(self, session_id: str) -> tuple[BrowserSession, str] | None:
+        rows = self._query("SELECT * FROM browser_sessions WHERE id = ?", (session_id,))
+        return (_browser_session(rows[0]), rows[0]["secret_sha256"]) if rows else None
+
+    def end_session(self, session_id: str, at: datetime) -> bool:
+        with self._write() as db:
+            cursor = db.execute("UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+                                (_ts(at), session_id))
             return cursor.rowcount == 1
 
     def referenced_blobs(self) -> set[str]:

@@ -1,0 +1,90 @@
+"""Who is asking: a bearer token (scripts, the operator) or a browser session (the page).
+
+A session comes from its HttpOnly cookie; any request that changes something must also carry the
+session's CSRF token in ``X-CSRF-Token`` (the page has it; another site cannot read it). Bearer
+requests need no CSRF token: browsers never add an Authorization header by themselves.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..errors import InvalidTenantId
+from ..model import ApiToken, BrowserSession, validate_tenant_id
+from .context import READER, SETTINGS, ApiError, in_thread
+from .logins import COOKIE, check_session
+from .tokens import check_token
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+Principal = ApiToken | BrowserSession
+
+
+def now() -> datetime:
+    """The time sessions and links are judged at."""
+    return datetime.now(UTC)
+
+
+async def browser_session(request: web.Request) -> BrowserSession | None:
+    """The open session of the request's cookie, if any."""
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        return None
+    session: BrowserSession | None = await in_thread(request, check_session, request.app[READER], cookie, now())
+    return session
+
+
+def same_origin(request: web.Request) -> bool:
+    """False when a browser says the request comes from another site (``Origin`` differs from
+    both the Host it was sent to and the public URL); True without an Origin header."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc
+    return netloc in (request.host, urlsplit(request.app[SETTINGS].public_url).netloc)
+
+
+def check_csrf(request: web.Request, session: BrowserSession, supplied: str | None) -> None:
+    """403 unless ``supplied`` is the session's CSRF token and the request is from our origin."""
+    if not supplied or not hmac.compare_digest(supplied, session.csrf) or not same_origin(request):
+        raise ApiError(403, "csrf_required", "this change must come from the Music on hold page"
+                                             " (missing or wrong CSRF token): reload the page")
+
+
+async def principal(request: web.Request) -> Principal:
+    """The token or session the request acts with; 401 without one, 403 on a change without
+    its CSRF token."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, bearer = header.partition(" ")
+        token = None
+        if scheme.lower() == "bearer" and bearer:
+            token = await in_thread(request, check_token, request.app[READER], bearer.strip())
+        if token is None:
+            raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)")
+        return token
+    session = await browser_session(request)
+    if session is None:
+        raise ApiError(401, "unauthorized", "sign in again (your session has ended) or send a bearer token"
+                                            " (Authorization: Bearer …)")
+    if request.method not in SAFE_METHODS:
+        check_csrf(request, session, request.headers.get(CSRF_HEADER))
+    return session
+
+
+async def authorised_tenant(request: web.Request) -> tuple[Principal, str]:
+    """The caller and the tenant of the URL it may manage; 401 / 403 / 404 otherwise (404 also
+    for a tenant it may not see: the API never tells whether a tenant exists)."""
+    who = await principal(request)
+    tenant = request.match_info["tenant"]
+    try:
+        validate_tenant_id(tenant)
+    except InvalidTenantId:
+        raise ApiError(404, "not_found", "no such tenant") from None
+    if not who.may_manage(tenant):
+        raise ApiError(404, "not_found", "no such tenant")
+    return who, tenant

@@ -1,0 +1,39 @@
+"""What every part of the HTTP server shares: the application's keys, the one error type with
+an HTTP status, and how blocking work leaves the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Settings
+from ..storage import BlobStore, Catalog
+from ..sync import Syncer
+from .publication import Publications
+
+SETTINGS = web.AppKey("settings", Settings)
+READER = web.AppKey("reader", Catalog)
+#: read-only view of what is published and stored, used only in the catalog thread with READER
+VIEW = web.AppKey("view", Syncer)
+BLOBS = web.AppKey("blobs", BlobStore)
+CATALOG_THREAD = web.AppKey("catalog_thread", ThreadPoolExecutor)
+WORKERS = web.AppKey("workers", ThreadPoolExecutor)
+PUBLICATIONS = web.AppKey("publications", Publications)
+INCOMING = web.AppKey("incoming", Path)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and code, answered as JSON."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+async def in_thread(request: web.Request, func: Any, *args: Any, pool: web.AppKey[Any] = CATALOG_THREAD) -> Any:
+    """Run blocking ``func`` in the app's catalog thread (or another pool)."""
+    return await asyncio.get_running_loop().run_in_executor(request.app[pool], func, *args)

@@ -1,0 +1,322 @@
+"""Browser sign-in over real HTTP: one-time login links, the session cookie, CSRF, logout, the
+page's HTML and headers, and the disclaimer's text version (real server, real SQLite, ffmpeg)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yarl
+from click.testing import CliRunner
+
+from ooma_moh import disclaimer
+from ooma_moh.app import open_catalog
+from ooma_moh.cli import main
+from ooma_moh.config import Settings
+from ooma_moh.http.logins import COOKIE, create_login_link
+from ooma_moh.http.server import start_http
+from ooma_moh.service import utcnow
+from tests.audio import tone
+from tests.integration.test_http_api import cli, new_token
+
+GOOD = 440.0
+
+
+def link(settings: Settings, tenant: str = "acme", *extra: str) -> str:
+    return cli(settings, "tokens", "link", "--tenant", tenant, *extra).strip().splitlines()[-1]
+
+
+@pytest.fixture
+def home(settings: Settings, tmp_path: Path) -> tuple[Settings, bytes]:
+    cli(settings, "init")
+    return settings, tone(tmp_path / "good.mp3", GOOD, 3, "mp3").read_bytes()
+
+
+class Browserish:
+    """An aiohttp client that keeps cookies like a browser does, against a real server."""
+
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self.session, self.port = session, port
+        self.base = f"http://127.0.0.1:{port}"
+
+    def local(self, url: str) -> str:
+        """A link printed for the public URL, pointed at this test's server."""
+        return self.base + url[url.index("/login/"):]
+
+    async def sign_in(self, url: str) -> aiohttp.ClientResponse:
+        async with self.session.post(self.local(url), allow_redirects=False) as r:
+            await r.read()
+            return r
+
+    async def page(self, path: str = "/", **headers: str) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.session.get(self.base + path, headers=headers) as r:
+            return r.status, await r.text(), r
+
+    def csrf(self, html: str) -> str:
+        match = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert match, html
+        return match.group(1)
+
+    def api(self, tenant: str = "acme", tail: str = "") -> str:
+        return f"{self.base}/api/v1/tenants/{tenant}/moh{tail}"
+
+    async def put(self, data: bytes, csrf: str | None, *, tenant: str = "acme", version: str | None = None,
+                  **headers: str) -> tuple[int, dict]:
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="hold.mp3", content_type="application/octet-stream")
+        form.add_field("disclaimer", "accepted")
+        if version is not None:
+            form.add_field("disclaimer_version", version)
+        if csrf is not None:
+            headers["X-CSRF-Token"] = csrf
+        async with self.session.put(self.api(tenant), data=form, headers=headers) as r:
+            return r.status, await r.json()
+
+    async def music(self, tenant: str = "acme") -> dict:
+        """The tenant's body without its status (which moves on by itself)."""
+        status, body = await self.get(tenant)
+        assert status == 200, body
+        body.pop("status")
+        return body
+
+    async def get(self, tenant: str = "acme") -> tuple[int, dict]:
+        async with self.session.get(self.api(tenant)) as r:
+            return r.status, await r.json()
+
+
+def browse(settings: Settings, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        runner, port = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+        try:
+            jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, as a browser keeps them
+            async with aiohttp.ClientSession(cookie_jar=jar) as session:
+                await scenario(Browserish(session, port))
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_link_signs_in_once_with_a_strict_httponly_cookie(home, caplog) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    url = link(settings, "acme", "--by", "Alice Martin")
+    assert url.startswith(settings.public_url + "/login/"), url
+    secret = url.rsplit("/", 1)[1]
+
+    async def scenario(b: Browserish) -> None:
+        for _ in range(2):  # opening the link (a mail scanner, a preview) does not spend it
+            async with b.session.get(b.local(url)) as r:
+                assert r.status == 200 and 'id="sign-in"' in await r.text()
+                assert r.headers["Referrer-Policy"] == "same-origin" and "Set-Cookie" not in r.headers
+        response = await b.sign_in(url)
+        assert response.status == 303 and response.headers["Location"] == "/"
+        cookie = response.cookies[COOKIE]
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+        assert not cookie["secure"]  # http:// public URL; https:// makes it Secure (next test)
+        status, html, _ = await b.page()
+        assert status == 200 and "Musique d&#x27;attente" in html
+        status, body = await b.get()
+        assert status == 200 and body["setting"] == "default"
+        # the same link again, from another browser: a clear page, no session
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+            async with other.post(b.local(url), allow_redirects=False) as r:
+                assert r.status == 410 and "déjà servi" in await r.text()
+                assert COOKIE not in r.cookies
+            async with other.get(b.local(url)) as r:
+                assert r.status == 410
+            async with other.get(b.api()) as r:
+                assert r.status == 401
+
+    with caplog.at_level(logging.INFO, logger="ooma_moh.http.server"):
+        browse(settings, scenario)
+    assert "POST /login/... 303" in caplog.text and secret not in caplog.text
+
+
+def test_expired_unknown_and_malformed_links_open_nothing(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    with contextlib.closing(open_catalog(settings)) as catalog:
+        _, old = create_login_link(catalog, tenant_id="acme", label="x", now=utcnow() - timedelta(minutes=16),
+                                   ttl=timedelta(minutes=15))
+    good = link(settings)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+
+    async def scenario(b: Browserish) -> None:
+        for credential, status, words in ((old, 410, "expiré"), (forged.rsplit("/", 1)[1], 404, "pas valable"),
+                                          ("nonsense", 404, "pas valable"), ("../../etc", 404, None)):
+            response = await b.sign_in(f"/login/{credential}")
+            assert response.status == status, credential
+            assert COOKIE not in response.cookies
+            if words:
+                async with b.session.get(b.local(f"/login/{credential}"), headers={"Accept-Language": "fr"}) as r:
+                    assert words in await r.text()
+        status, _, _ = await b.page()
+        assert status == 401
+        response = await b.sign_in(good)  # the forged variant did not spend the real link
+        assert response.status == 303
+
+    browse(settings, scenario)
+
+
+def test_two_sign_ins_with_one_link_at_once_open_one_session(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        async def attempt() -> int:
+            async with aiohttp.ClientSession() as s, s.post(b.local(url), allow_redirects=False) as r:
+                return r.status
+        statuses = await asyncio.gather(*(attempt() for _ in range(8)))
+        assert sorted(statuses) == [303] + [410] * 7, statuses
+
+    browse(settings, scenario)
+    db = sqlite3.connect(settings.catalog_path)
+    assert db.execute("SELECT COUNT(*) FROM browser_sessions").fetchone()[0] == 1
+
+
+def test_changes_need_the_csrf_token_and_leave_the_music_alone(home) -> None:  # type: ignore[no-untyped-def]
+    settings, good = home
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        _, html, _ = await b.page()
+        csrf = b.csrf(html)
+        status, body = await b.put(good, csrf)
+        assert status == 201 and body["disclaimer"]["accepted_by"].startswith("tenant admin (login link ")
+        assert body["disclaimer"]["text_version"] == disclaimer.VERSION
+        before = await b.music()
+        for token, extra in ((None, {}), ("wrong", {}), (csrf, {"Origin": "https://evil.example"})):
+            status, body = await b.put(good[:-1000], token, **extra)
+            assert status == 403 and body["error"]["code"] == "csrf_required", (token, extra, body)
+            headers = {"X-CSRF-Token": token} if token else {}
+            async with b.session.delete(b.api(), headers={**headers, **extra}) as r:
+                assert r.status == 403
+        status, body = await b.put(good, csrf, version="1999-01-01")  # the page showed an older text
+        assert status == 409 and body["error"]["code"] == "disclaimer_changed"
+        assert await b.music() == before
+        status, body = await b.get("other")  # a session sees only its own tenant
+        assert status == 404 and body["error"]["code"] == "not_found"
+        async with b.session.delete(b.api(), headers={"X-CSRF-Token": csrf}) as r:
+            assert r.status == 204
+
+    browse(settings, scenario)
+
+
+def test_logout_ends_the_session_for_good(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        _, html, _ = await b.page()
+        stolen = b.session.cookie_jar.filter_cookies(yarl.URL(b.base))[COOKIE].value
+        async with b.session.post(b.base + "/logout", data={"csrf": "wrong"}) as r:
+            assert r.status == 403  # another site cannot log the admin out
+        assert (await b.get())[0] == 200
+        async with b.session.post(b.base + "/logout", data={"csrf": b.csrf(html)}) as r:
+            assert r.status == 200 and "déconnecté" in await r.text()
+        assert (await b.get())[0] == 401
+        async with aiohttp.ClientSession() as replay, \
+                replay.get(b.api(), headers={"Cookie": f"{COOKIE}={stolen}"}) as r:
+            assert r.status == 401  # the old cookie value is dead on the server, not just forgotten
+
+    browse(settings, scenario)
+
+
+def test_session_expires(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    settings = dataclasses.replace(settings, http_session_ttl_s=1.0)
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        assert (await b.get())[0] == 200
+        await asyncio.sleep(1.1)  # let the session's lifetime pass (the check is the 401 below)
+        status, body = await b.get()
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+
+    browse(settings, scenario)
+
+
+def test_https_public_url_makes_the_cookie_secure_and_the_link_https(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    settings = dataclasses.replace(settings, http_public_url="https://moh.example.net/")
+    result = CliRunner().invoke(main, ["--home", str(settings.home), "tokens", "link", "--tenant", "acme"],
+                                env={"OOMA_MOH_HTTP_PUBLIC_URL": settings.http_public_url})
+    url = result.stdout.strip().splitlines()[-1]
+    assert url.startswith("https://moh.example.net/login/"), result.output
+
+    async def scenario(b: Browserish) -> None:
+        response = await b.sign_in(url)
+        assert response.status == 303 and response.cookies[COOKIE]["secure"]
+
+    browse(settings, scenario)
+
+
+def test_bearer_token_needs_no_csrf_and_wins_over_a_cookie(home) -> None:  # type: ignore[no-untyped-def]
+    settings, good = home
+    operator = new_token(settings, "--operator")
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        status, body = await b.put(good, None, tenant="other", Authorization=f"Bearer {operator}")
+        assert status == 201 and body["disclaimer"]["accepted_by"].startswith("api token ")
+        assert body["disclaimer"]["text_version"] == disclaimer.VERSION
+
+    browse(settings, scenario)
+
+
+@pytest.mark.parametrize(("accept", "query", "expected"), [
+    ("fr-FR,fr;q=0.9,en;q=0.8", None, "fr"), ("en-GB,en;q=0.9", None, "en"), ("de-DE,en;q=0.5", None, "en"),
+    ("de-DE", None, "fr"), ("en-US", "fr", "fr"),
+])
+def test_page_language_and_headers(home, accept: str, query: str | None, expected: str) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        status, html, response = await b.page(f"/?lang={query}" if query else "/", **{"Accept-Language": accept})
+        assert status == 200 and f'<html lang="{expected}">' in html
+        assert ("<h1>Music on hold</h1>" if expected == "en" else "<h1>Musique d&#x27;attente</h1>") in html
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["Cache-Control"] == "no-store"
+        if query:  # the switch is remembered
+            status, html, _ = await b.page("/", **{"Accept-Language": "de"})
+            assert f'<html lang="{query}">' in html
+        async with b.session.get(b.base + "/static/page.js") as r:
+            assert r.status == 200 and r.content_type == "text/javascript"
+        async with b.session.get(b.base + "/static/..%2Fpage.py") as r:
+            assert r.status == 404
+
+    browse(settings, scenario)
+
+
+def test_old_catalog_gains_the_disclaimer_version_column(home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A catalog written before text versions were recorded: readers see None, the first writer
+    adds the column, old uploads keep version None."""
+    settings, good = home
+    (tmp_path / "a.mp3").write_bytes(good)
+    cli(settings, "upload", "acme", str(tmp_path / "a.mp3"), "--accept-disclaimer", "--by", "x")
+    db = sqlite3.connect(settings.catalog_path)
+    db.execute("ALTER TABLE uploads DROP COLUMN disclaimer_version")
+    db.commit()
+    db.close()
+    with contextlib.closing(open_catalog(settings, writable=False)) as reader:
+        tenant = reader.get("acme")
+        assert tenant is not None and tenant.disclaimer is not None and tenant.disclaimer.text_version is None
+    open_catalog(settings).close()
+    columns = [r[1] for r in sqlite3.connect(settings.catalog_path).execute("PRAGMA table_info(uploads)")]
+    assert "disclaimer_version" in columns
+    with contextlib.closing(open_catalog(settings, writable=False)) as reader:
+        assert reader.get("acme").disclaimer.text_version is None  # type: ignore[union-attr]
