@@ -87,6 +87,7 @@
     else if (state === "error") status.textContent = format(t.status_error, { reason: body.status.reason || "" });
     else status.textContent = t["status_" + state] || state;
     status.dataset.state = state;
+    if (!busy && (state === "live" || state === "error")) progress.hidden = true;  // shown until live
     refreshControls();
     if (state === "converting" || state === "publishing") schedulePoll();
   }
@@ -147,8 +148,9 @@
     progress.hidden = false; progress.value = 0;
     status.textContent = t.status_converting; status.dataset.state = "uploading";
     const answer = await request("PUT", api, body, (fraction) => { progress.value = Math.round(fraction * 100); });
-    busy = false; progress.hidden = true;
+    busy = false;
     if (answer.status !== 201) {
+      progress.hidden = true;
       showError(apiError(answer.status, answer.body));
       await load();
       return;
