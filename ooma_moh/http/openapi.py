@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/responses/Error"}
+_CSRF = {"description": "a browser session's change without its X-CSRF-Token (code csrf_required)",
+         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _MOH = {"application/json": {"schema": {"$ref": "#/components/schemas/Moh"}}}
 _TENANT = {"name": "tenant", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"}}
@@ -15,7 +17,7 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "ooma-moh tenant music on hold", "version": "1",
              "description": "One audio file per tenant, played to every caller its users put on hold."},
     "servers": [{"url": "/api/v1"}],
-    "security": [{"bearer": []}],
+    "security": [{"bearer": []}, {"session": []}],
     "paths": {
         "/tenants/{tenant}/moh": {
             "parameters": [_TENANT],
@@ -29,14 +31,19 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["file", "disclaimer"],
                     "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"},
-                                   "disclaimer": {"type": "string", "enum": ["accepted"]}}}}}},
+                                   "disclaimer": {"type": "string", "enum": ["accepted"]},
+                                   "disclaimer_version": {
+                                       "type": "string", "description": "the disclaimer text version that was"
+                                       " shown; another version than the server's current one -> 409"}}}}}},
                 "responses": {"201": {"description": "stored; status says when callers hear it", "content": _MOH},
-                              "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR,
-                              "422": _ERROR, "503": _ERROR, "507": _ERROR},
+                              "400": _ERROR, "401": _ERROR, "403": _CSRF, "404": _ERROR, "408": _ERROR,
+                              "409": _ERROR, "413": _ERROR, "415": _ERROR, "422": _ERROR, "503": _ERROR,
+                              "507": _ERROR},
             },
             "delete": {
                 "summary": "Remove the file: callers hear the platform's default music",
-                "responses": {"204": {"description": "back to the default music"}, "401": _ERROR, "404": _ERROR},
+                "responses": {"204": {"description": "back to the default music"}, "401": _ERROR, "403": _CSRF,
+                              "404": _ERROR},
             },
         },
         "/tenants/{tenant}/moh/audio": {
@@ -50,8 +57,12 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                       "description": "`ooma-moh tokens create --tenant T` or `--operator`"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "`ooma-moh tokens create --tenant T` or `--operator`"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "omh_session",
+                        "description": "the page's session, opened by a `ooma-moh tokens link` URL; PUT and"
+                                       " DELETE also need the session's X-CSRF-Token header"}},
         "responses": {"Error": {"description": "an error", "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}}},
         "schemas": {
@@ -71,7 +82,8 @@ OPENAPI: dict[str, Any] = {
                         "disclaimer": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
                             "accepted_by": {"type": "string"},
                             "accepted_at": {"type": "string", "format": "date-time"},
-                            "file_sha256": {"type": "string"}}}]},
+                            "file_sha256": {"type": "string"},
+                            "text_version": {"type": ["string", "null"]}}}]},
                         "status": {"type": "object", "required": ["state"], "properties": {
                             "state": {"type": "string", "enum": ["converting", "publishing", "live", "error"]},
                             "reason": {"type": ["string", "null"]}}},

@@ -1,0 +1,72 @@
+"""Pure rules of the page and its sign-in: languages, sentences, link and session lifetimes."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ooma_moh import disclaimer
+from ooma_moh.http.texts import LANGUAGES, TEXTS, pick_language
+from ooma_moh.model import BrowserSession, LoginLink
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def test_both_languages_say_everything() -> None:
+    assert set(TEXTS) == set(LANGUAGES)
+    assert TEXTS["fr"].keys() == TEXTS["en"].keys()
+    for lang in LANGUAGES:
+        for key, text in TEXTS[lang].items():
+            assert text.strip() == text and text, (lang, key)
+            # placeholders the script fills must be the same in both languages
+            assert re.findall(r"\{(\w+)\}", text) == re.findall(r"\{(\w+)\}", TEXTS["en"][key]), (lang, key)
+    assert TEXTS["fr"]["disclaimer_text"] == disclaimer.TEXT["fr"]
+    assert TEXTS["en"]["disclaimer_text"] == disclaimer.TEXT["en"]
+
+
+def test_every_refusal_the_api_makes_has_a_sentence() -> None:
+    from ooma_moh.http.api import REJECTION_STATUS
+
+    codes = set(REJECTION_STATUS) | {"too_short", "too_long", "silent", "undecodable", "truncated", "sample_rate",
+                                     "channels", "too_costly", "disclaimer_required", "disclaimer_changed",
+                                     "csrf_required", "unauthorized", "timeout", "disk_full"}
+    for lang in LANGUAGES:
+        missing = {code for code in codes if f"error_{code}" not in TEXTS[lang]}
+        assert not missing, (lang, missing)
+
+
+@pytest.mark.parametrize(("query", "cookie", "accept", "expected"), [
+    (None, None, None, "fr"),
+    (None, None, "en-US,en;q=0.9", "en"),
+    (None, None, "de-DE,de;q=0.9,en;q=0.8,fr;q=0.7", "en"),
+    (None, None, "en;q=0.2, fr;q=0.8", "fr"),
+    (None, None, "fr;q=0, en", "en"),
+    (None, None, "*", "fr"),
+    (None, None, "en;q=bogus, fr", "fr"),
+    (None, "en", "fr-FR", "en"),
+    ("fr", "en", "en", "fr"),
+    ("xx", None, "en", "en"),
+    (None, "<script>", "en", "en"),
+])
+def test_language_choice(query: str | None, cookie: str | None, accept: str | None, expected: str) -> None:
+    assert pick_language(query, cookie, accept) == expected
+
+
+def test_a_login_link_works_once_before_it_expires() -> None:
+    link = LoginLink("0123456789abcdef", "acme", "Camille", T0, T0 + timedelta(minutes=15))
+    assert link.refusal(T0) is None
+    assert link.refusal(T0 + timedelta(minutes=14, seconds=59)) is None
+    assert link.refusal(T0 + timedelta(minutes=15)) == "expired"
+    used = LoginLink(link.id, "acme", "Camille", T0, link.expires_at, used_at=T0 + timedelta(minutes=1))
+    assert used.refusal(T0 + timedelta(minutes=2)) == "used"
+
+
+def test_a_session_manages_only_its_tenant_until_it_ends() -> None:
+    session = BrowserSession("s" * 16, "acme", "Camille", "l" * 16, "csrf", T0, T0 + timedelta(hours=8))
+    assert session.open_at(T0 + timedelta(hours=7)) and not session.open_at(T0 + timedelta(hours=8))
+    assert session.may_manage("acme") and not session.may_manage("acme2")
+    assert session.actor == "Camille (login link llllllllllllllll)"
+    ended = BrowserSession("s" * 16, "acme", "Camille", "l" * 16, "csrf", T0, T0 + timedelta(hours=8), ended_at=T0)
+    assert not ended.open_at(T0 + timedelta(minutes=1)) and not ended.may_manage("acme")
