@@ -7,7 +7,12 @@
 3. the server's RSS while 10 uploads of 4.8 MB stream at once (it spools to disk: it should not
    grow by the 48 MB in flight).
 
-    .venv/bin/python bench/api.py [--runs 5]
+With ``--lab`` (root; the lab Asterisk) it measures instead, for each path, the time from the
+start of the change until a hold on the tenant's class plays it: change -> live (API) or upload
++ sync (CLI), plus Asterisk's own StartMusicOnHold on the new class; every run also records 2 s of
+that class and checks the new file's tone is what a caller hears (not ``default``).
+
+    .venv/bin/python bench/api.py [--runs 5] [--lab]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import wave
 from pathlib import Path
 
 import aiohttp
@@ -29,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import make_input  # noqa: E402
 from ooma_moh.config import Settings, settings_environ  # noqa: E402
-from ooma_moh.lab import free_port  # noqa: E402
+from ooma_moh.lab import DEFAULT_TONE, LabAsterisk, free_port  # noqa: E402
+from ooma_moh.lab.tones import classify_windows  # noqa: E402
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -110,10 +117,88 @@ async def measure(base: str, token: str, data: bytes, runs: int, pid: int) -> di
         return {"api": api, "rates": rates, "rss_before": before, "rss_peak": peak}
 
 
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not healthy(port):
+        if time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit("the server did not start")
+        time.sleep(0.1)
+    return server
+
+
+def p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def heard(lab: LabAsterisk, name: str, moh_class: str, freq: float) -> float:
+    """Share of 100 ms windows of a 2 s recording of ``moh_class`` that carry ``freq``."""
+    with wave.open(str(lab.record(name, 2, moh_class)), "rb") as wav:
+        windows = classify_windows(wav.readframes(wav.getnframes()), wav.getframerate(), (DEFAULT_TONE, freq))
+    return windows.count(freq) / max(1, len(windows))
+
+
+def on_lab(runs: int) -> None:
+    """API change -> a hold plays it, against CLI upload + sync -> a hold plays it."""
+    with tempfile.TemporaryDirectory(prefix="ooma-moh-api-") as tmp, LabAsterisk(Path(tmp) / "lab") as lab:
+        port = free_port()
+        settings = Settings(**lab.settings_overrides(), http_listen=f"127.0.0.1:{port}")
+        env = {**os.environ, **settings_environ(settings)}
+        cli(env, "init")
+        token = cli(env, "tokens", "create", "--operator").strip().splitlines()[-1]
+        sources = {}
+        for path_name, freq in (("cli", 660.0), ("api", 440.0)):  # 300 s tones, 128 kbit/s: 4.8 MB
+            sources[path_name] = Path(tmp) / f"{path_name}.mp3"
+            subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"sine=frequency={freq}:duration=300",
+                            "-c:a", "libmp3lame", "-b:a", "128k", str(sources[path_name])], check=True)
+        cli_live, cli_total, api_live, api_total, shares = [], [], [], [], []
+        for run in range(runs):
+            start = time.perf_counter()
+            cli(env, "upload", f"cli{run}", str(sources["cli"]), "--accept-disclaimer")
+            cli(env, "sync", f"cli{run}")
+            cli_live.append(time.perf_counter() - start)
+            cli_total.append(cli_live[-1] + lab.moh_start_seconds(f"tenant-cli{run}"))
+            shares.append(heard(lab, f"bench_cli{run}", f"tenant-cli{run}", 660.0))
+        server = start_server(env, port)
+        try:
+            async def api_runs() -> None:
+                headers = {"Authorization": f"Bearer {token}"}
+                data = sources["api"].read_bytes()
+                async with aiohttp.ClientSession(headers=headers) as session:
+                    for run in range(runs):
+                        url = f"http://127.0.0.1:{port}/api/v1/tenants/api{run}/moh"
+                        start = time.perf_counter()
+                        assert await put(session, url, data) == 201
+                        await until_live(session, url)
+                        api_live.append(time.perf_counter() - start)
+                        moh = await asyncio.to_thread(lab.moh_start_seconds, f"tenant-api{run}")
+                        api_total.append(api_live[-1] + moh)
+                        shares.append(await asyncio.to_thread(heard, lab, f"bench_api{run}", f"tenant-api{run}", 440.0))
+            asyncio.run(api_runs())
+        finally:
+            server.terminate()
+            server.wait(20)
+    print(f"lab Asterisk, realtime classes; 4.8 MB 300 s MP3; {runs} runs each")
+    print(f"API PUT -> live              p50 {p(api_live, 50):.2f} s  p99 {p(api_live, 99):.2f} s")
+    print(f"API PUT -> a hold plays it   p50 {p(api_total, 50):.2f} s  p99 {p(api_total, 99):.2f} s")
+    print(f"CLI upload + sync            p50 {p(cli_live, 50):.2f} s  p99 {p(cli_live, 99):.2f} s")
+    print(f"CLI -> a hold plays it       p50 {p(cli_total, 50):.2f} s  p99 {p(cli_total, 99):.2f} s")
+    print(f"ratio API/CLI to a hold playing it (p50): {p(api_total, 50) / p(cli_total, 50):.2f}")
+    print(f"the new file's tone in the 2 s recordings: min {min(shares):.0%} of windows")
+    if min(shares) < 0.9:
+        raise SystemExit("a hold after live did not play the new file")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--lab", action="store_true", help="measure until a hold plays it, on the lab Asterisk")
     args = parser.parse_args()
+    if args.lab:
+        on_lab(args.runs)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "upload.mp3"
         make_input(source)
@@ -129,23 +214,14 @@ def main() -> None:
             cli(env, "upload", f"cli{run}", str(source), "--accept-disclaimer")
             cli(env, "sync", f"cli{run}")
             ours.append(time.perf_counter() - start)
-        server = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env,
-                                  stderr=subprocess.DEVNULL)
+        server = start_server(env, port)
         try:
-            deadline = time.monotonic() + 20
-            while not healthy(port):
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.1)
             result = asyncio.run(measure(f"http://127.0.0.1:{port}", token, data, args.runs, server.pid))
         finally:
             server.terminate()
             server.wait(20)
     api = result["api"]
     assert isinstance(api, list)
-
-    def p(values: list[float], q: int) -> float:
-        return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
     print(f"input: {len(data):,} bytes MP3, 300 s; {args.runs} runs each")
     print(f"API PUT -> live       p50 {p(api, 50):.2f} s  p99 {p(api, 99):.2f} s")
