@@ -230,26 +230,48 @@ class HoldHandler:
 
     # -- hold and unhold ----------------------------------------------------------------------
     async def on_hold(self, event: Event) -> None:
-        """Make sure the held party hears the holder's tenant class."""
+        """Make sure the held party hears the holder's tenant class.
+
+        Acts at once on the membership events have told us, while ``GET /bridges/{id}`` runs
+        alongside: a bridge's *technology* in events can lag (a third party joins a
+        ``simple_bridge`` that only becomes ``softmix`` afterwards), so the fresh bridge is checked
+        after the music started, and what it adds (a party we did not know, a bridge that does not
+        forward after all) is carried out then. Music started on a bridge that turns out to
+        forward is harmless: the same class, stopped by us on unhold."""
         holder = event.channel
         assert holder is not None
         known = self.state.bridge_of(holder.id)
         if known is None:
             return
-        # fresh technology and members; not stored: events that arrived meanwhile are newer
-        bridge = Bridge.from_json(await self.ari.get_bridge(known.id))
-        moh_class, reason = await self._class_of(await self._tenant_of(holder))
-        hold = ActiveHold(holder.id, bridge.id, moh_class)
-        self.state.holds[holder.id] = hold
-        others = [p.id for p in await self._parties(bridge) if p.id != holder.id]
+        fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
+        try:
+            moh_class, reason = await self._class_of(await self._tenant_of(holder))
+            hold = ActiveHold(holder.id, known.id, moh_class)
+            self.state.holds[holder.id] = hold
+            plan = await self._plan_hold(known, holder.id, moh_class)
+            await self._carry_out(plan, hold)
+            delay = _ms_since(event.timestamp) if plan.start_on else 0.0
+            # not stored: events that arrived meanwhile are newer than this answer
+            fresh = Bridge.from_json(await fresh_bridge)
+        finally:
+            if not fresh_bridge.done():
+                fresh_bridge.cancel()
+        if fresh.forwards_hold != known.forwards_hold or set(fresh.channel_ids) != set(known.channel_ids):
+            again = await self._plan_hold(fresh, holder.id, moh_class)
+            extra = tuple(c for c in again.start_on if c not in plan.start_on)
+            if extra:
+                await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
+                delay = delay or _ms_since(event.timestamp)
+            plan = again  # what the bridge really was, for the log and the counts
+        await self._remember_hold(holder.id, moh_class)  # only serves a later resync: music first
+        self._count(plan.action, reason, delay, hold, holder)
+
+    async def _plan_hold(self, bridge: Bridge, holder_id: str, moh_class: str) -> HoldPlan:
+        others = [p.id for p in await self._parties(bridge) if p.id != holder_id]
         held_class = None
         if len(others) == 1 and bridge.forwards_hold:
             held_class = self.state.preset.get(others[0]) or await self.ari.get_variable(others[0], MUSIC_CLASS)
-        plan = policy.plan_hold(others, bridge.forwards_hold, held_class, moh_class)
-        await self._carry_out(plan, hold)  # music first: the mark below only serves a later resync
-        delay = _ms_since(event.timestamp) if plan.start_on else 0.0
-        await self._remember_hold(holder.id, moh_class)
-        self._count(plan.action, reason, delay, hold, holder)
+        return policy.plan_hold(others, bridge.forwards_hold, held_class, moh_class)
 
     async def on_unhold(self, event: Event) -> None:
         """Stop the music we started; Asterisk stops the forwarded one itself."""

@@ -240,7 +240,8 @@ def test_an_event_for_a_vanished_channel_is_logged_not_raised() -> None:
 # -- concurrency: bridges in parallel, one bridge in order --------------------------------------
 
 class GatedAri(FakeAri):
-    """``get_bridge`` of the gated bridges waits until the test opens the gate."""
+    """``get_bridge`` of the gated bridges and ``start_moh`` on the gated channels wait until the
+    test opens the gate."""
 
     def __init__(self, gated: set[str]) -> None:
         super().__init__()
@@ -252,10 +253,49 @@ class GatedAri(FakeAri):
             await self.gate.wait()
         return await super().get_bridge(bridge_id)
 
+    async def start_moh(self, channel_id: str, moh_class: str) -> None:
+        if channel_id in self.gated:
+            await self.gate.wait()
+        await super().start_moh(channel_id, moh_class)
+
+
+def test_music_starts_before_the_bridge_check_answers() -> None:
+    """A known softmix bridge: the held party's music does not wait for GET /bridges (under load
+    each ARI round trip costs hundreds of ms); the answer is checked afterwards."""
+    async def scenario() -> None:
+        ari = GatedAri({"b1"})
+        handler = HoldHandler(ari, resolver({"acme"}), run_blocking=inline)
+        two_party(ari, "softmix")
+        await enter(ari, handler, "user", "caller")
+        ari.actions.clear()
+        hold = asyncio.ensure_future(handler.handle(ari.event("ChannelHold", "user")))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert ari.actions == [("moh", "caller", "tenant-acme")] and not hold.done()
+        ari.gate.set()
+        await hold
+        assert handler.stats.actions == {"started": 1}
+        assert ari.actions[-1] == ("mark", "user", "tenant-acme")
+
+    asyncio.run(scenario())
+
+
+def test_a_bridge_that_stopped_forwarding_unseen_is_caught_by_the_check() -> None:
+    """Events said a 2-party simple bridge (Asterisk forwards the hold, preset right); the bridge
+    is softmix by now (a technology change has no event): music is started after the check."""
+    ari, handler = scene()
+    two_party(ari)
+    run(enter(ari, handler, "user", "caller"))
+    ari.bridge("b1", ["user", "caller"], "softmix")
+    ari.actions.clear()
+    run(handler.handle(ari.event("ChannelHold", "user")))
+    assert ari.actions == [("moh", "caller", "tenant-acme"), ("mark", "user", "tenant-acme")]
+    assert handler.stats.actions == {"started": 1}
+
 
 def test_a_slow_bridge_does_not_delay_another_and_its_own_events_stay_in_order() -> None:
     async def scenario() -> list[tuple[str, ...]]:
-        ari = GatedAri({"b1"})
+        ari = GatedAri({"c1"})
         handler = HoldHandler(ari, resolver({"acme"}), run_blocking=inline)
         for n in ("1", "2"):
             ari.channel(f"u{n}", f"PJSIP/acme-10{n}-0000000{n}", tenant="acme")
@@ -264,7 +304,7 @@ def test_a_slow_bridge_does_not_delay_another_and_its_own_events_stay_in_order()
             for cid in (f"u{n}", f"c{n}"):
                 await handler.handle(ari.event("ChannelEnteredBridge", cid, f"b{n}"))
         ari.actions.clear()
-        await handler.dispatch(ari.event("ChannelHold", "u1"))  # stuck on its get_bridge
+        await handler.dispatch(ari.event("ChannelHold", "u1"))  # stuck starting c1's music
         await handler.dispatch(ari.event("ChannelUnhold", "u1"))  # must wait for the hold
         await handler.dispatch(ari.event("ChannelHold", "u2"))
         for _ in range(50):
