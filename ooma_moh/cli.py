@@ -320,7 +320,18 @@ def run_service(coro: Any) -> None:
     import asyncio
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logsafe import redact
+
+    class Redacting(logging.Formatter):
+        """Every line, tracebacks included, without a credential's secret (aiohttp logs raw
+        request lines and headers it cannot parse)."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         asyncio.run(coro)
     except KeyboardInterrupt:
@@ -479,3 +490,39 @@ def tokens_link(ctx: click.Context, tenant: str, label: str, as_json: bool) -> N
     emit(ctx, as_json, {"id": link.id, "tenant": tenant, "expires_at": link.expires_at.isoformat(), "url": url},
          f"sign-in link for tenant {tenant} ({link.label}); it works once, until"
          f" {link.expires_at.isoformat(timespec='seconds')}:\n{url}")
+
+
+@tokens.command("sessions")
+@json_option
+@click.pass_context
+@handles_errors
+def tokens_sessions(ctx: click.Context, as_json: bool) -> None:
+    """Sign-in links that can still be used and browser sessions still open (never a secret)."""
+    from .service import utcnow
+
+    with contextlib.closing(open_catalog(ctx.obj, writable=False)) as catalog:
+        links, sessions = catalog.open_sign_ins(utcnow())
+    rows = ([{"kind": "link", "id": x.id, "tenant": x.tenant_id, "by": x.label, "created_at": x.created_at.isoformat(),
+              "expires_at": x.expires_at.isoformat()} for x in links]
+            + [{"kind": "session", "id": x.id, "tenant": x.tenant_id, "by": x.label,
+                "created_at": x.created_at.isoformat(), "expires_at": x.expires_at.isoformat()} for x in sessions])
+    emit(ctx, as_json, rows, "\n".join(
+        f"{r['kind']:<7} {r['id']}  {r['tenant']:<24} {r['by']}  until {r['expires_at']}" for r in rows)
+        or "no open links or sessions")
+
+
+@tokens.command("sign-out")
+@click.option("--tenant", required=True, help="The tenant whose admins are signed out.")
+@json_option
+@click.pass_context
+@handles_errors
+def tokens_sign_out(ctx: click.Context, tenant: str, as_json: bool) -> None:
+    """End every browser session of TENANT and void its unused sign-in links (a link sent to the
+    wrong person, a shared computer): they get 401 / "cancelled" from now on."""
+    from .service import utcnow
+
+    validate_tenant_id(tenant)
+    with contextlib.closing(open_catalog(ctx.obj)) as catalog:
+        links, sessions = catalog.sign_out_tenant(tenant, utcnow())
+    emit(ctx, as_json, {"tenant": tenant, "links_voided": links, "sessions_ended": sessions},
+         f"tenant {tenant}: {sessions} session(s) ended, {links} unused link(s) voided")

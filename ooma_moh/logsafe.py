@@ -10,6 +10,8 @@ write kilobytes per line.
 
 from __future__ import annotations
 
+import re
+
 LIMIT = 100
 ELLIPSIS = "..."  # ASCII, so the output is pure ASCII whatever the log handler's encoding
 
@@ -57,3 +59,14 @@ def logfmt(value: object, limit: int = LIMIT) -> str:
     if text and not _FIELD_BREAKERS.intersection(text):
         return text
     return '"' + text.replace('"', '\\"') + '"'
+
+
+#: credentials of the HTTP side: bearer tokens (``omh_<id>_<secret>``), login links and session
+#: cookies (``<id>_<secret>``), also percent-encoded; a log line never shows their secret
+_CREDENTIAL = re.compile(r"(omh_[0-9a-f]{8}|[0-9a-f]{16})(?:_|%5[Ff])[A-Za-z0-9_%-]{16,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with the secret of every credential it quotes replaced by ``<secret>`` (the id,
+    which names the credential in ``tokens list``, stays)."""
+    return _CREDENTIAL.sub(lambda m: f"{m.group(1)}_<secret>", text)

@@ -187,11 +187,14 @@ class LoginLink:
     created_at: datetime
     expires_at: datetime
     used_at: datetime | None = None
+    revoked_at: datetime | None = None
 
     def refusal(self, now: datetime) -> str | None:
-        """Why the link cannot open a session now (``used``, ``expired``), or None."""
+        """Why the link cannot open a session now (``used``, ``revoked``, ``expired``), or None."""
         if self.used_at is not None:
             return "used"
+        if self.revoked_at is not None:
+            return "revoked"
         if now >= self.expires_at:
             return "expired"
         return None

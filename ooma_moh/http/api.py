@@ -34,7 +34,19 @@ from ..storage import BlobStore, Catalog
 from ..sync import Syncer
 from . import page
 from .auth import authorised_tenant
-from .context import BLOBS, CATALOG_THREAD, INCOMING, PUBLICATIONS, READER, SETTINGS, VIEW, WORKERS, ApiError, in_thread
+from .context import (
+    BLOBS,
+    CATALOG_THREAD,
+    INCOMING,
+    PUBLICATIONS,
+    READER,
+    SETTINGS,
+    SIGN_IN_THREAD,
+    VIEW,
+    WORKERS,
+    ApiError,
+    in_thread,
+)
 from .openapi import OPENAPI
 from .publication import Publications, State, Status, is_live
 
@@ -141,19 +153,34 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
         raise ApiError(400, "malformed_multipart", f"the body is not multipart/form-data ({exc})") from None
     fd, name = tempfile.mkstemp(dir=request.app[INCOMING])
     path, filename, accepted, version, size = Path(name), "upload", False, None, 0
+    other = 0  # bytes of every part but the audio: bounded too, whatever their names
+    seen_file = False
+
+    async def drain(part: BodyPartReader) -> bytes:
+        nonlocal other
+        head = b""
+        while chunk := await part.read_chunk(8192):
+            other += len(chunk)
+            if other > MULTIPART_SLACK:
+                raise ApiError(413, "too_large", f"the form fields besides the file pass {MULTIPART_SLACK:,} bytes")
+            head = (head + chunk)[:256]
+        return head
+
     try:
         with os.fdopen(fd, "wb") as out:
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
                 if part.name in ("disclaimer", "disclaimer_version"):
-                    value = (await part.read_chunk(256))[:64].decode(errors="replace").strip()
-                    await part.release()
+                    value = (await drain(part))[:64].decode(errors="replace").strip()
                     if part.name == "disclaimer":
                         accepted = value == "accepted"
                     else:
                         version = value
                 elif part.name == "file":
+                    if seen_file:
+                        raise ApiError(400, "malformed_multipart", "one file per upload: the body has two file parts")
+                    seen_file = True
                     filename = part.filename or "upload"
                     while chunk := await part.read_chunk(64 * 1024):
                         size += len(chunk)
@@ -161,7 +188,7 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
                             raise ApiError(413, "too_large", f"the file is larger than the limit of {limit:,} bytes")
                         out.write(chunk)
                 else:
-                    await part.release()
+                    await drain(part)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         path.unlink(missing_ok=True)
         raise ApiError(400, "malformed_multipart", "the multipart body is malformed: "
@@ -292,6 +319,14 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def private_answers(request: web.Request, response: web.StreamResponse) -> None:
+    """API answers are a tenant's own data: never kept by a shared cache, never sniffed."""
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "private, no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Vary", "Authorization, Cookie")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: the process answers."""
     return web.json_response({"status": "ok"})
@@ -313,6 +348,7 @@ async def _lifecycle(app: web.Application) -> Any:
     app[VIEW] = Syncer(settings, app[READER], app[BLOBS], ari_reload(settings))
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
+    app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
 
     def publish(tenant: str) -> None:
         with service_session(settings) as service:
@@ -322,6 +358,7 @@ async def _lifecycle(app: web.Application) -> Any:
     yield
     await app[PUBLICATIONS].drain()
     app[WORKERS].shutdown(wait=True)
+    app[SIGN_IN_THREAD].shutdown(wait=True)
     app[CATALOG_THREAD].shutdown(wait=True)
     with contextlib.suppress(OomaMohError):
         app[READER].close()
@@ -332,6 +369,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_lifecycle)
+    app.on_response_prepare.append(private_answers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/tenants/{tenant}/moh", get_moh)

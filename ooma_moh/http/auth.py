@@ -16,7 +16,7 @@ from aiohttp import web
 from ..errors import InvalidTenantId
 from ..model import ApiToken, BrowserSession, validate_tenant_id
 from .context import READER, SETTINGS, ApiError, in_thread
-from .logins import COOKIE, check_session
+from .logins import check_session, cookie_name
 from .tokens import check_token
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -31,7 +31,7 @@ def now() -> datetime:
 
 async def browser_session(request: web.Request) -> BrowserSession | None:
     """The open session of the request's cookie, if any."""
-    cookie = request.cookies.get(COOKIE)
+    cookie = request.cookies.get(cookie_name(request.app[SETTINGS].public_url))
     if not cookie:
         return None
     session: BrowserSession | None = await in_thread(request, check_session, request.app[READER], cookie, now())
@@ -39,18 +39,23 @@ async def browser_session(request: web.Request) -> BrowserSession | None:
 
 
 def same_origin(request: web.Request) -> bool:
-    """False when a browser says the request comes from another site (``Origin`` differs from
-    both the Host it was sent to and the public URL); True without an Origin header."""
-    origin = request.headers.get("Origin")
-    if origin is None:
+    """False when a browser says the request comes from another site: an ``Origin`` (scheme and
+    host) that is neither the public URL's nor the one the request was sent to, or several
+    Origin headers; True without an Origin header."""
+    origins = request.headers.getall("Origin", [])
+    if not origins:
         return True
-    netloc = urlsplit(origin).netloc
-    return netloc in (request.host, urlsplit(request.app[SETTINGS].public_url).netloc)
+    if len(origins) > 1:
+        return False
+    public = urlsplit(request.app[SETTINGS].public_url)
+    allowed = {f"{public.scheme}://{public.netloc}", f"{request.scheme}://{request.host}"}
+    return origins[0].rstrip("/") in allowed
 
 
 def check_csrf(request: web.Request, session: BrowserSession, supplied: str | None) -> None:
     """403 unless ``supplied`` is the session's CSRF token and the request is from our origin."""
-    if not supplied or not hmac.compare_digest(supplied, session.csrf) or not same_origin(request):
+    if not supplied or not hmac.compare_digest(supplied.encode(), session.csrf.encode()) \
+            or not same_origin(request):
         raise ApiError(403, "csrf_required", "this change must come from the Music on hold page"
                                              " (missing or wrong CSRF token): reload the page")
 

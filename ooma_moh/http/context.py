@@ -22,6 +22,8 @@ VIEW = web.AppKey("view", Syncer)
 BLOBS = web.AppKey("blobs", BlobStore)
 CATALOG_THREAD = web.AppKey("catalog_thread", ThreadPoolExecutor)
 WORKERS = web.AppKey("workers", ThreadPoolExecutor)
+#: sign-in and sign-out write the catalog: their own thread, so a held lock never stalls reads
+SIGN_IN_THREAD = web.AppKey("sign_in_thread", ThreadPoolExecutor)
 PUBLICATIONS = web.AppKey("publications", Publications)
 INCOMING = web.AppKey("incoming", Path)
 

@@ -22,6 +22,13 @@ from .tokens import digest
 
 CREDENTIAL_RE = re.compile(r"([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 COOKIE = "omh_session"
+
+
+def cookie_name(public_url: str) -> str:
+    """The session cookie's name: with an https public URL ``__Host-omh_session``, which a
+    browser accepts only from this exact host, Secure, on ``/`` — so a sibling subdomain cannot
+    plant or shadow it; on plain http (a loopback test) ``omh_session``."""
+    return f"__Host-{COOKIE}" if public_url.startswith("https://") else COOKIE
 MAX_LABEL_CHARS = 96
 
 

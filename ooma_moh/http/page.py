@@ -21,8 +21,8 @@ from aiohttp import web
 from .. import disclaimer
 from ..app import open_catalog
 from .auth import browser_session, check_csrf, now, same_origin
-from .context import READER, SETTINGS, ApiError, in_thread
-from .logins import COOKIE, check_login_link, redeem_login_link
+from .context import READER, SETTINGS, SIGN_IN_THREAD, ApiError, in_thread
+from .logins import check_login_link, cookie_name, redeem_login_link
 from .texts import LANGUAGES, TEXTS, pick_language
 
 LANG_COOKIE = "omh_lang"
@@ -37,7 +37,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 #: why a link is refused -> (HTTP status, sentence key)
-LINK_REFUSALS = {"unknown": (404, "link_unknown"), "used": (410, "link_used"), "expired": (410, "link_expired")}
+LINK_REFUSALS = {"unknown": (404, "link_unknown"), "used": (410, "link_used"), "expired": (410, "link_expired"),
+                 "revoked": (410, "link_revoked")}
 
 
 def _static(name: str) -> str:
@@ -76,13 +77,14 @@ async def index(request: web.Request) -> web.StreamResponse:
         response = message_page(lang, "title", TEXTS[lang]["signed_out"], 401)
     else:
         texts = TEXTS[lang]
-        config = {"tenant": session.tenant_id, "csrf": session.csrf, "lang": lang,
+        config = {"tenant": session.tenant_id, "csrf": session.csrf, "lang": lang,  # script-safe JSON
                   "max_bytes": request.app[SETTINGS].max_upload_bytes,
                   "disclaimer_version": disclaimer.VERSION, "texts": texts}
         other = LANGUAGES[1 - LANGUAGES.index(lang)]
         fields = {key: html.escape(value) for key, value in texts.items()}
         body = Template(_static("page.html")).substitute(
-            fields, lang=lang, other_lang=other, csrf=html.escape(session.csrf), config_json=_script_json(config))
+            fields, lang=lang, other_lang=other, csrf=html.escape(session.csrf), config_json=_script_json(config),
+            account=html.escape(texts["account"].format(tenant=session.tenant_id)))
         response = _html(body)
     if request.query.get("lang") in LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, path="/", samesite="Lax",
@@ -111,6 +113,9 @@ async def login_form(request: web.Request) -> web.Response:
 
 def _redeem(request: web.Request, credential: str) -> Any:
     settings = request.app[SETTINGS]
+    check = check_login_link(request.app[READER], credential, now())  # no writer for junk
+    if check.link is None or check.refusal is not None:
+        return None, "", check.refusal or "unknown"
     catalog = open_catalog(settings, writable=True)
     try:
         return redeem_login_link(catalog, credential, now(), timedelta(seconds=settings.http_session_ttl_s))
@@ -123,12 +128,19 @@ async def login(request: web.Request) -> web.Response:
     lang, texts = language(request), TEXTS[language(request)]
     if not same_origin(request):
         return message_page(lang, "sign_in_title", texts["link_cross_site"], 403)
-    session, cookie, refusal = await in_thread(request, _redeem, request, request.match_info["link"])
+    credential = request.match_info["link"]
+    check = await in_thread(request, check_login_link, request.app[READER], credential, now())
+    if check.link is None or check.refusal is not None:  # junk never reaches a writable catalog
+        status, key = LINK_REFUSALS[check.refusal or "unknown"]
+        return message_page(lang, "sign_in_title", texts[key], status)
+    # a write may wait on the catalog's lock: not in the thread every read goes through
+    session, cookie, refusal = await in_thread(request, _redeem, request, credential, pool=SIGN_IN_THREAD)
     if session is None:
         status, key = LINK_REFUSALS[refusal or "unknown"]
         return message_page(lang, "sign_in_title", texts[key], status)
     response = web.HTTPSeeOther("/", headers=SECURITY_HEADERS)
-    response.set_cookie(COOKIE, cookie, path="/", httponly=True, samesite="Strict", secure=_secure(request),
+    response.set_cookie(cookie_name(request.app[SETTINGS].public_url), cookie, path="/", httponly=True,
+                        samesite="Strict", secure=_secure(request),
                         max_age=math.ceil(request.app[SETTINGS].http_session_ttl_s))
     raise response
 
@@ -142,16 +154,22 @@ def _end(request: web.Request, session_id: str) -> None:
 
 
 async def logout(request: web.Request) -> web.Response:
-    """``POST /logout`` (form field ``csrf``): end the session and forget the cookie."""
-    lang = language(request)
+    """``POST /logout`` (form field ``csrf``): end the session on the server and forget the
+    cookie. Only a request that carries the session and its CSRF token touches either: a form
+    posted from another site (it carries no Strict cookie) cannot sign the admin out."""
+    lang, texts = language(request), TEXTS[language(request)]
     session = await browser_session(request)
-    if session is not None:
-        form = await request.post()
-        supplied = form.get("csrf")
+    if session is None:
+        return message_page(lang, "title", texts["signed_out"], 401)
+    form = await request.post()
+    supplied = form.get("csrf")
+    try:
         check_csrf(request, session, supplied if isinstance(supplied, str) else None)
-        await in_thread(request, _end, request, session.id)
-    response = message_page(lang, "title", TEXTS[lang]["signed_out_done"], 200)
-    response.del_cookie(COOKIE, path="/")
+    except ApiError:
+        return message_page(lang, "title", texts["error_csrf_required"], 403)
+    await in_thread(request, _end, request, session.id, pool=SIGN_IN_THREAD)
+    response = message_page(lang, "title", texts["signed_out_done"], 200)
+    response.del_cookie(cookie_name(request.app[SETTINGS].public_url), path="/")
     return response
 
 

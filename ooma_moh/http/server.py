@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 
 from aiohttp import web
@@ -15,15 +16,14 @@ from ..logsafe import printable
 from .api import make_app
 
 log = logging.getLogger(__name__)
+LOGIN_PATH = re.compile(r"/login/[^/]*")
 
 
 class AccessLogger(AbstractAccessLogger):
     """One line per request; a login link's secret never reaches the log."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        path = request.path
-        if path.startswith("/login/"):
-            path = "/login/..."
+        path = LOGIN_PATH.sub("/login/...", request.path)
         self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, printable(path, 200),
                          response.status, time)
 

@@ -16,6 +16,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "fr": {
         "title": "Musique d'attente",
         "intro": "Ce que vos correspondants entendent quand l'un de vos utilisateurs les met en attente.",
+        "account": "Compte : {tenant}",
         "choice": "Musique jouée en attente",
         "default_music": "Musique par défaut",
         "audio_file": "Fichier audio",
@@ -73,6 +74,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "link_used": "Ce lien de connexion a déjà servi : chaque lien ne sert qu'une fois. Demandez-en un"
                      " nouveau à votre opérateur.",
         "link_expired": "Ce lien de connexion a expiré. Demandez-en un nouveau à votre opérateur.",
+        "link_revoked": "Ce lien de connexion a été annulé par votre opérateur. Demandez-en un nouveau.",
         "link_cross_site": "Cette connexion ne vient pas de cette page : ouvrez le lien directement.",
         "signed_out": "Vous n'êtes pas connecté. Ouvrez le lien de connexion que votre opérateur vous a donné.",
         "signed_out_done": "Vous êtes déconnecté.",
@@ -80,6 +82,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Music on hold",
         "intro": "What your callers hear when one of your users puts them on hold.",
+        "account": "Account: {tenant}",
         "choice": "Music played on hold",
         "default_music": "Default music",
         "audio_file": "Audio file",
@@ -134,6 +137,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "link_used": "This sign-in link has already been used: each link works once. Ask your operator for"
                      " a new one.",
         "link_expired": "This sign-in link has expired. Ask your operator for a new one.",
+        "link_revoked": "Your operator has cancelled this sign-in link. Ask them for a new one.",
         "link_cross_site": "This sign-in did not come from this page: open the link directly.",
         "signed_out": "You are not signed in. Open the sign-in link your operator gave you.",
         "signed_out_done": "You are signed out.",

@@ -81,6 +81,12 @@ class Catalog(Protocol):
     def end_session(self, session_id: str, at: datetime) -> bool:
         """Log a session out; False if it is unknown or already ended."""
 
+    def open_sign_ins(self, now: datetime) -> tuple[builtins.list[LoginLink], builtins.list[BrowserSession]]:
+        """Login links that can still be used and sessions still open at ``now``."""
+
+    def sign_out_tenant(self, tenant_id: str, at: datetime) -> tuple[int, int]:
+        """Void the tenant's unused links and end its sessions; (links, sessions) affected."""
+
     def referenced_blobs(self) -> set[str]:
         """sha256 of every original and rendition the catalog references."""
 

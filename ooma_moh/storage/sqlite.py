@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS login_links (
     secret_sha256 TEXT NOT NULL,
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
-    used_at TEXT
+    used_at TEXT,
+    revoked_at TEXT
 );
 CREATE TABLE IF NOT EXISTS browser_sessions (
     id TEXT PRIMARY KEY,
@@ -115,7 +116,7 @@ def _time(value: str | None) -> datetime | None:
 
 def _login_link(row: sqlite3.Row) -> LoginLink:
     return LoginLink(row["id"], row["tenant_id"], row["label"], datetime.fromisoformat(row["created_at"]),
-                     datetime.fromisoformat(row["expires_at"]), _time(row["used_at"]))
+                     datetime.fromisoformat(row["expires_at"]), _time(row["used_at"]), _time(row["revoked_at"]))
 
 
 def _browser_session(row: sqlite3.Row) -> BrowserSession:
@@ -373,8 +374,8 @@ class SqliteCatalog:
 
     def redeem_login_link(self, link_id: str, session: BrowserSession, secret_sha256: str) -> bool:
         with self._write() as db:
-            row = db.execute("SELECT expires_at FROM login_links WHERE id = ? AND used_at IS NULL",
-                             (link_id,)).fetchone()
+            row = db.execute("SELECT expires_at FROM login_links WHERE id = ? AND used_at IS NULL"
+                             " AND revoked_at IS NULL", (link_id,)).fetchone()
             if row is None or datetime.fromisoformat(row[0]) <= session.created_at:
                 return False
             db.execute("UPDATE login_links SET used_at = ? WHERE id = ?", (_ts(session.created_at), link_id))
@@ -394,6 +395,21 @@ class SqliteCatalog:
             cursor = db.execute("UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
                                 (_ts(at), session_id))
             return cursor.rowcount == 1
+
+    def open_sign_ins(self, now: datetime) -> tuple[builtins.list[LoginLink], builtins.list[BrowserSession]]:
+        links = [_login_link(r) for r in self._query("SELECT * FROM login_links WHERE used_at IS NULL AND"
+                                                     " revoked_at IS NULL ORDER BY created_at, id")]
+        sessions = [_browser_session(r) for r in self._query("SELECT * FROM browser_sessions WHERE ended_at IS NULL"
+                                                             " ORDER BY created_at, id")]
+        return [x for x in links if x.refusal(now) is None], [x for x in sessions if x.open_at(now)]
+
+    def sign_out_tenant(self, tenant_id: str, at: datetime) -> tuple[int, int]:
+        with self._write() as db:
+            links = db.execute("UPDATE login_links SET revoked_at = ? WHERE tenant_id = ? AND used_at IS NULL"
+                               " AND revoked_at IS NULL", (_ts(at), tenant_id)).rowcount
+            sessions = db.execute("UPDATE browser_sessions SET ended_at = ? WHERE tenant_id = ? AND ended_at IS NULL",
+                                  (_ts(at), tenant_id)).rowcount
+            return links, sessions
 
     def referenced_blobs(self) -> set[str]:
         rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 import sqlite3
@@ -256,7 +257,9 @@ def test_https_public_url_makes_the_cookie_secure_and_the_link_https(home) -> No
 
     async def scenario(b: Browserish) -> None:
         response = await b.sign_in(url)
-        assert response.status == 303 and response.cookies[COOKIE]["secure"]
+        assert response.status == 303 and COOKIE not in response.cookies
+        cookie = response.cookies[f"__Host-{COOKIE}"]  # only this host may set it: no cookie tossing
+        assert cookie["secure"] and cookie["path"] == "/" and not cookie["domain"]
 
     browse(settings, scenario)
 
@@ -320,3 +323,168 @@ def test_old_catalog_gains_the_disclaimer_version_column(home, tmp_path: Path) -
     assert "disclaimer_version" in columns
     with contextlib.closing(open_catalog(settings, writable=False)) as reader:
         assert reader.get("acme").disclaimer.text_version is None  # type: ignore[union-attr]
+
+
+def test_another_site_cannot_sign_the_admin_out(home) -> None:  # type: ignore[no-untyped-def]
+    """A form posted to /logout from another site carries no Strict cookie: nothing is cleared."""
+    settings, _ = home
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        async with aiohttp.ClientSession() as other:
+            async with other.post(b.base + "/logout", data={"csrf": "x"},
+                                  headers={"Origin": "http://localhost:9000"}) as r:
+                assert r.status == 401 and "Set-Cookie" not in r.headers
+        assert (await b.get())[0] == 200
+
+    browse(settings, scenario)
+
+
+def test_bad_csrf_tokens_and_origins_are_403_never_500(home) -> None:  # type: ignore[no-untyped-def]
+    settings, good = home
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(url)).status == 303
+        _, html, _ = await b.page()
+        csrf = b.csrf(html)
+        for token, origin in (("é", None), ("\xff", None), (csrf, f"https://127.0.0.1:{b.port}"),
+                              (csrf, f"evil://127.0.0.1:{b.port}")):
+            headers = {"X-CSRF-Token": token.encode("utf-8").decode("latin-1")}
+            if origin:
+                headers["Origin"] = origin
+            async with b.session.delete(b.api(), headers=headers) as r:
+                assert r.status == 403, (token, origin, await r.text())
+        async with b.session.post(b.base + "/logout", data={"csrf": "é"}) as r:
+            assert r.status == 403 and "text/html" in r.headers["Content-Type"]
+        async with b.session.delete(b.api(), headers={"X-CSRF-Token": csrf, "Origin": b.base}) as r:
+            assert r.status == 204
+
+    browse(settings, scenario)
+
+
+def test_api_answers_are_private(home) -> None:  # type: ignore[no-untyped-def]
+    settings, good = home
+    token = new_token(settings, "--operator")
+
+    async def scenario(b: Browserish) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        status, _ = await b.put(good, None, **headers)
+        assert status == 201
+        for tail in ("", "/audio"):
+            async with b.session.get(b.api(tail=tail), headers=headers) as r:
+                assert r.status == 200
+                assert r.headers["Cache-Control"] == "private, no-store"
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+    browse(settings, scenario)
+
+
+def test_form_fields_besides_the_file_are_bounded_and_one_file_only(home) -> None:  # type: ignore[no-untyped-def]
+    settings, good = home
+    token = new_token(settings, "--operator")
+
+    async def scenario(b: Browserish) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async def chunked_junk():  # type: ignore[no-untyped-def]
+            yield b"--XX\r\nContent-Disposition: form-data; name=\"junk\"\r\n\r\n"
+            for _ in range(200):  # 13 MB of a field nobody asked for, no Content-Length
+                yield b"j" * 65536
+            yield b"\r\n--XX--\r\n"
+        async with b.session.put(b.api(), data=chunked_junk(), headers={
+                **headers, "Content-Type": "multipart/form-data; boundary=XX"}) as r:
+            assert r.status == 413 and (await r.json())["error"]["code"] == "too_large"
+        form = aiohttp.FormData()
+        form.add_field("disclaimer", "accepted")
+        form.add_field("file", good, filename="a.mp3")
+        form.add_field("file", good, filename="b.mp3")
+        async with b.session.put(b.api(), data=form, headers=headers) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "malformed_multipart"
+        async with b.session.get(b.api(), headers=headers) as r:
+            assert (await r.json())["setting"] == "default"
+
+    browse(settings, scenario)
+
+
+def test_a_sign_in_waiting_on_the_catalog_lock_does_not_stall_reads(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    token = new_token(settings, "--operator")
+    url = link(settings)
+
+    async def scenario(b: Browserish) -> None:
+        holder = sqlite3.connect(settings.catalog_path, timeout=0, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the catalog
+        try:
+            sign_in = asyncio.ensure_future(b.sign_in(url))
+            await asyncio.sleep(0.2)  # let the sign-in reach the lock (the check is below)
+            assert not sign_in.done()
+            async with b.session.get(b.api(), headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200  # served while the sign-in still waits
+            assert not sign_in.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (await sign_in).status == 303
+
+    browse(settings, scenario)
+
+
+def test_operator_lists_and_ends_sign_ins(home) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = home
+    used, unused = link(settings), link(settings)
+    link(settings, "other")
+
+    async def scenario(b: Browserish) -> None:
+        assert (await b.sign_in(used)).status == 303
+        rows = json.loads(cli(settings, "tokens", "sessions", "--json"))
+        assert sorted((r["kind"], r["tenant"]) for r in rows) == [("link", "acme"), ("link", "other"),
+                                                                   ("session", "acme")]
+        out = json.loads(cli(settings, "tokens", "sign-out", "--tenant", "acme", "--json"))
+        assert out == {"tenant": "acme", "links_voided": 1, "sessions_ended": 1}
+        assert (await b.get())[0] == 401
+        response = await b.sign_in(unused)
+        assert response.status == 410
+        async with b.session.get(b.local(unused), headers={"Accept-Language": "en"}) as r:
+            assert "cancelled" in await r.text()
+        assert [r["tenant"] for r in json.loads(cli(settings, "tokens", "sessions", "--json"))] == ["other"]
+
+    browse(settings, scenario)
+
+
+def test_secrets_never_reach_the_server_log(home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """aiohttp logs the raw request line or header it cannot parse: with a link or a session in
+    it. `serve http` masks every credential's secret, in every line."""
+    import socket
+    import subprocess
+    import sys
+
+    from ooma_moh.config import settings_environ
+    from ooma_moh.lab import free_port
+    from tests.integration.conftest import wait_for_port
+
+    settings, _ = home
+    url = link(settings)
+    secret = url.rsplit("_", 1)[1]
+    port = free_port()
+    env = {**__import__("os").environ, **settings_environ(dataclasses.replace(settings,
+                                                                             http_listen=f"127.0.0.1:{port}"))}
+    log = tmp_path / "serve-http.log"
+    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env,
+                            stderr=open(log, "w"), stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        path = url[url.index("/login/"):]
+        for raw in (f"GET {path}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                    f"GET {path}?{'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                    f"GET / HTTP/1.1\r\nHost: x\r\nCookie: omh_session={path[7:]}; pad={'b' * 9000}\r\n\r\n".encode(),
+                    f"GET //login/{path[7:]} HTTP/1.1\r\nHost: x\r\n\r\n".encode()):
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(raw)
+                assert conn.recv(1024).split(b"\r\n")[0].split()[1].startswith(b"4")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    text = log.read_text()
+    assert "400" in text or "Bad" in text or "Error" in text, text  # the parse errors were logged ...
+    assert secret not in text and "_<secret>" in text, text  # ... masked

@@ -70,3 +70,16 @@ def test_a_session_manages_only_its_tenant_until_it_ends() -> None:
     assert session.actor == "Camille (login link llllllllllllllll)"
     ended = BrowserSession("s" * 16, "acme", "Camille", "l" * 16, "csrf", T0, T0 + timedelta(hours=8), ended_at=T0)
     assert not ended.open_at(T0 + timedelta(minutes=1)) and not ended.may_manage("acme")
+
+
+def test_redact_hides_every_credential_secret_but_keeps_its_id() -> None:
+    from ooma_moh.logsafe import redact
+
+    link = "ff8d183210fbe51d_cIjVOY1dq0wS3rR8d8w7S5kQHqvTmJ81gMRaZh56QxA"
+    token = "omh_0123abcd_SNC_hd_NQSlknXwqSkAlfj_Rs7-izqsAsX56oQmCSF0abc"
+    encoded = link.replace("_", "%5F", 1)
+    line = f"b'GET /login/{link}\\x01 HTTP/1.1' Cookie: omh_session={link}; t={token} /login/{encoded}"
+    out = redact(line)
+    assert "cIjVOY1d" not in out and "SNC_hd" not in out
+    assert out.count("ff8d183210fbe51d_<secret>") == 3 and "omh_0123abcd_<secret>" in out
+    assert redact("tenant acme uploaded hold_music_final_v2.mp3") == "tenant acme uploaded hold_music_final_v2.mp3"
