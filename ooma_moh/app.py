@@ -9,6 +9,9 @@ service from here, so the rules for opening the data home are applied the same w
 - a catalog that is missing, empty or not ours while the blob store holds files is refused, even
   for writing, unless the operator says to start over (``ooma-moh init --start-over``): a new,
   empty catalog would let the next clean-up send every tenant's files to the trash.
+
+With ``database_url`` set the catalog is PostgreSQL: its schema is made only by ``ooma-moh db
+upgrade`` (or ``init``), and a database without it is "missing" in the sense above.
 """
 
 from __future__ import annotations
@@ -22,28 +25,59 @@ from .config import Settings
 from .errors import CatalogMissing
 from .media import FfmpegConverter
 from .service import MohService
-from .storage import BlobStore, SqliteCatalog
+from .storage import BlobStore, Catalog, SqliteCatalog
 from .storage.sqlite import catalog_exists
 from .sync import Syncer
 
 
-def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool = False) -> SqliteCatalog:
-    """The catalog of ``settings.home``, applying the rules in the module docstring."""
-    path = settings.catalog_path
-    if not catalog_exists(path):
+def catalog_present(settings: Settings) -> bool:
+    """Whether the catalog exists: a SQLite file of ours, or a PostgreSQL schema."""
+    if settings.database_url:
+        from .storage.postgres import schema_version
+
+        return schema_version(settings.database_url) > 0
+    return catalog_exists(settings.catalog_path)
+
+
+def create_catalog(settings: Settings, *, start_over: bool = False) -> list[int]:
+    """Create or upgrade the catalog's schema (``init``, ``db upgrade``); PostgreSQL versions applied."""
+    if settings.database_url:
+        from .storage.postgres import upgrade
+
+        _refuse_empty_catalog(settings, writable=True, start_over=start_over, creating=True)
+        return upgrade(settings.database_url)
+    open_catalog(settings, writable=True, start_over=start_over).close()
+    return []
+
+
+def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool = False) -> Catalog:
+    """The catalog of ``settings``, applying the rules in the module docstring."""
+    _refuse_empty_catalog(settings, writable=writable, start_over=start_over)
+    if settings.database_url:
+        from .storage.postgres import PostgresCatalog
+
+        return PostgresCatalog(settings.database_url, writable=writable)
+    return SqliteCatalog(settings.catalog_path, writable=writable)
+
+
+def _refuse_empty_catalog(settings: Settings, *, writable: bool, start_over: bool, creating: bool = False) -> None:
+    where = settings.database_url and "the catalog database" or f"the catalog {settings.catalog_path}"
+    if not catalog_present(settings):
         if BlobStore(settings.blob_dir, writable=False).holds_files() and not start_over:
             raise CatalogMissing(
-                f"the catalog {path} is missing or empty, but the blob store next to it holds files:"
-                " restore catalog.sqlite3 from a backup, or run `ooma-moh init --start-over` to begin"
-                " an empty catalog (the files then go to the trash and are deleted after"
-                f" {settings.blob_grace_s / 86400:g} days)"
+                f"{where} is missing or empty, but the blob store holds files: restore the catalog from"
+                " a backup, or run `ooma-moh init --start-over` to begin an empty catalog (the files"
+                f" then go to the trash and are deleted after {settings.blob_grace_s / 86400:g} days)"
             )
         if not writable:
             raise CatalogMissing(
                 f"no catalog in {settings.home}: nothing was ever stored with this data home (check"
-                " OOMA_MOH_HOME / --home), or create it with `ooma-moh init`"
+                " OOMA_MOH_HOME / --home), or create it with `ooma-moh init`" if not settings.database_url else
+                "the catalog database has no ooma-moh schema (check OOMA_MOH_DATABASE_URL), or create it"
+                " with `ooma-moh db upgrade`"
             )
-    return SqliteCatalog(path, writable=writable)
+        if settings.database_url and not creating:  # only `db upgrade`/`init` make a shared schema
+            raise CatalogMissing("the catalog database has no ooma-moh schema: run `ooma-moh db upgrade`")
 
 
 def open_blobs(settings: Settings, *, writable: bool = True) -> BlobStore:

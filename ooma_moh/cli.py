@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .app import build_service, build_syncer, open_catalog
+from .app import build_service, build_syncer, create_catalog, open_catalog
 from .asterisk_cli import AsteriskCli
 from .asterisk_conf import write_samples
 from .config import Settings, load_settings
@@ -126,7 +126,9 @@ def service_of(ctx: click.Context, *, writable: bool = True) -> MohService:
 @click.pass_context
 @handles_errors
 def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
-    """Create the data home and its empty catalog (idempotent)."""
+    """Create the data home and its empty catalog (idempotent); with OOMA_MOH_DATABASE_URL, the
+    catalog database's schema (as `db upgrade`)."""
+    create_catalog(ctx.obj, start_over=start_over)
     build_service(ctx.obj, start_over=start_over).catalog.close()  # also reclaims dead uploads' scratch
     emit(ctx, as_json, {"home": str(ctx.obj.home)}, f"catalog ready in {ctx.obj.home}")
 
@@ -526,3 +528,26 @@ def tokens_sign_out(ctx: click.Context, tenant: str, as_json: bool) -> None:
         links, sessions = catalog.sign_out_tenant(tenant, utcnow())
     emit(ctx, as_json, {"tenant": tenant, "links_voided": links, "sessions_ended": sessions},
          f"tenant {tenant}: {sessions} session(s) ended, {links} unused link(s) voided")
+
+
+@main.group()
+def db() -> None:
+    """The catalog's schema."""
+
+
+@db.command("upgrade")
+@click.option("--start-over", is_flag=True, help="Accept an empty catalog next to a blob store that holds files.")
+@json_option
+@click.pass_context
+@handles_errors
+def db_upgrade(ctx: click.Context, start_over: bool, as_json: bool) -> None:
+    """Create the catalog's schema or bring it to this version (idempotent; several hosts may run
+    it at once). PostgreSQL: the versioned migrations; SQLite: the tables of the home's catalog."""
+    from .storage.postgres import LATEST
+
+    settings: Settings = ctx.obj
+    applied = create_catalog(settings, start_over=start_over)
+    where = "PostgreSQL catalog" if settings.database_url else f"SQLite catalog {settings.catalog_path}"
+    emit(ctx, as_json, {"backend": "postgresql" if settings.database_url else "sqlite", "applied": applied,
+                        "version": LATEST if settings.database_url else None},
+         f"{where}: " + (f"applied {', '.join(map(str, applied))}" if applied else "already current"))

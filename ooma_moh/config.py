@@ -64,6 +64,8 @@ class Settings:
     ari_app: str = "ooma-moh"
     agi_listen: str = "127.0.0.1:4573"
     http_listen: str = "127.0.0.1:8480"
+    #: empty: the embedded SQLite catalog in ``home``; ``postgresql://…``: a shared PostgreSQL
+    database_url: str = ""
     http_body_timeout_s: float = 120.0
     #: the address admins' browsers use (behind a reverse proxy: its https:// URL); empty: the
     #: listen address. Login links start with it; https makes the session cookie Secure.
@@ -120,6 +122,8 @@ class Settings:
         if self.http_public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.http_public_url):
             raise ConfigError(f"http_public_url {self.http_public_url!r} must be an http:// or https:// URL"
                               " with no query")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("database_url must be empty (SQLite in the home) or a postgresql:// URL")
         if self.login_link_ttl_s <= 0 or self.http_session_ttl_s <= 0:
             raise ConfigError("login_link_ttl_s and http_session_ttl_s must be > 0")
         if self.publish_mode not in PUBLISH_MODES:

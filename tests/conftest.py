@@ -23,3 +23,26 @@ def service(settings: Settings) -> MohService:
     svc = build_service(settings)
     yield svc
     svc.catalog.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """One throwaway PostgreSQL server for the whole run (tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings on each catalog back end in turn: the home's SQLite file, then a fresh
+    PostgreSQL database (schema created as `ooma-moh db upgrade` does)."""
+    if request.param == "sqlite":
+        return Settings(home=tmp_path / "home")
+    from ooma_moh.app import create_catalog
+
+    server = request.getfixturevalue("postgres")
+    settings = Settings(home=tmp_path / "home", database_url=server.database())
+    create_catalog(settings)
+    return settings

@@ -26,7 +26,8 @@ GOOD = 440.0
 
 
 def cli(settings: Settings, *args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(main, ["--home", str(settings.home), *args], catch_exceptions=False)
+    env = {"OOMA_MOH_DATABASE_URL": settings.database_url}  # the same catalog back end
+    result = CliRunner().invoke(main, ["--home", str(settings.home), *args], catch_exceptions=False, env=env)
     assert result.exit_code == code, (result.stdout, result.stderr)
     return result.stdout
 
@@ -88,8 +89,9 @@ async def api(settings: Settings, token: str) -> AsyncIterator[Api]:
 
 
 @pytest.fixture
-def home(settings: Settings, tmp_path: Path) -> tuple[Settings, str, bytes]:
-    """A home with a catalog, an operator token, and a good 3 s MP3."""
+def home(backend_settings: Settings, tmp_path: Path) -> tuple[Settings, str, bytes]:
+    """A home with a catalog (SQLite, then PostgreSQL), an operator token, and a good 3 s MP3."""
+    settings = backend_settings
     cli(settings, "init")
     return settings, new_token(settings, "--operator"), tone(tmp_path / "good.mp3", GOOD, 3, "mp3").read_bytes()
 
