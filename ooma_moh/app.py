@@ -25,7 +25,7 @@ from .config import Settings
 from .errors import CatalogMissing
 from .media import FfmpegConverter
 from .service import MohService
-from .storage import BlobStore, Catalog, SqliteCatalog
+from .storage import Blobs, BlobStore, Catalog, SqliteCatalog
 from .storage.sqlite import catalog_exists
 from .sync import Syncer
 
@@ -63,7 +63,7 @@ def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool 
 def _refuse_empty_catalog(settings: Settings, *, writable: bool, start_over: bool, creating: bool = False) -> None:
     where = settings.database_url and "the catalog database" or f"the catalog {settings.catalog_path}"
     if not catalog_present(settings):
-        if BlobStore(settings.blob_dir, writable=False).holds_files() and not start_over:
+        if open_blobs(settings, writable=False).holds_files() and not start_over:
             raise CatalogMissing(
                 f"{where} is missing or empty, but the blob store holds files: restore the catalog from"
                 " a backup, or run `ooma-moh init --start-over` to begin an empty catalog (the files"
@@ -80,9 +80,16 @@ def _refuse_empty_catalog(settings: Settings, *, writable: bool, start_over: boo
             raise CatalogMissing("the catalog database has no ooma-moh schema: run `ooma-moh db upgrade`")
 
 
-def open_blobs(settings: Settings, *, writable: bool = True) -> BlobStore:
-    """The blob store of ``settings.home``."""
-    return BlobStore(settings.blob_dir, grace_s=settings.blob_grace_s, writable=writable)
+def open_blobs(settings: Settings, *, writable: bool = True) -> Blobs:
+    """The blob store: ``settings.home/blobs``, or with ``blob_url`` the object storage with
+    that directory as its local cache."""
+    local = BlobStore(settings.blob_dir, grace_s=settings.blob_grace_s, writable=writable)
+    if not settings.blob_url:
+        return local
+    from .storage.s3 import S3BlobStore
+
+    return S3BlobStore(settings.blob_url, local, endpoint_url=settings.s3_endpoint_url or None,
+                       grace_s=settings.blob_grace_s)
 
 
 def ari_reload(settings: Settings) -> Callable[[], None]:

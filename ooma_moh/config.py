@@ -66,6 +66,10 @@ class Settings:
     http_listen: str = "127.0.0.1:8480"
     #: empty: the embedded SQLite catalog in ``home``; ``postgresql://…``: a shared PostgreSQL
     database_url: str = ""
+    #: empty: blobs in ``home/blobs``; ``s3://bucket/prefix``: object storage, ``home/blobs`` its cache
+    blob_url: str = ""
+    #: the S3 endpoint (else AWS_ENDPOINT_URL / AWS's own); credentials always from the AWS variables
+    s3_endpoint_url: str = ""
     http_body_timeout_s: float = 120.0
     #: the address admins' browsers use (behind a reverse proxy: its https:// URL); empty: the
     #: listen address. Login links start with it; https makes the session cookie Secure.
@@ -124,6 +128,8 @@ class Settings:
                               " with no query")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("database_url must be empty (SQLite in the home) or a postgresql:// URL")
+        if self.blob_url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9._/-]*)?", self.blob_url):
+            raise ConfigError("blob_url must be empty (blobs in the home) or s3://bucket[/prefix]")
         if self.login_link_ttl_s <= 0 or self.http_session_ttl_s <= 0:
             raise ConfigError("login_link_ttl_s and http_session_ttl_s must be > 0")
         if self.publish_mode not in PUBLISH_MODES:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .model import Rendition
-from .storage.blobs import BlobStore, fsync_dir
+from .storage.base import Blobs
+from .storage.blobs import fsync_dir
 
 BASE_NAME = "moh"
 RETIRED_MARKER = ".retired"
@@ -25,7 +26,7 @@ RETIRED_MARKER = ".retired"
 class MohDirectory:
     """Materialises tenants' renditions where Asterisk plays them from."""
 
-    def __init__(self, root: Path, blobs: BlobStore) -> None:
+    def __init__(self, root: Path, blobs: Blobs) -> None:
         self.root = root
         self.blobs = blobs
 

@@ -27,7 +27,7 @@ from .model import (
     validate_actor,
     validate_tenant_id,
 )
-from .storage import BlobStore, Catalog
+from .storage import Blobs, Catalog
 from .storage.blobs import storage_errors
 
 MAX_NAME_CHARS = 255
@@ -68,7 +68,7 @@ class MohService:
         self,
         settings: Settings,
         catalog: Catalog,
-        blobs: BlobStore,
+        blobs: Blobs,
         converter: Converter,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:

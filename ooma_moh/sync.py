@@ -20,7 +20,7 @@ from .errors import AsteriskError, ReloadPending
 from .model import MohSetting, TenantMoh, validate_tenant_id
 from .mohdir import MohDirectory
 from .publish import Publisher, RealtimePublisher, StaticPublisher
-from .storage import BlobStore, Catalog
+from .storage import Blobs, Catalog
 
 
 class Change(str, enum.Enum):
@@ -87,7 +87,7 @@ def make_publisher(settings: Settings) -> Publisher:
 class Syncer:
     """Carries out sync plans for one catalog, MOH directory and publisher."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, blobs: BlobStore,
+    def __init__(self, settings: Settings, catalog: Catalog, blobs: Blobs,
                  reload: Callable[[], None], publisher: Publisher | None = None) -> None:
         """``reload`` makes Asterisk reload res_musiconhold (static mode), raising
         ``AsteriskError`` if it cannot; :func:`ooma_moh.app.build_syncer` gives it ARI's."""

@@ -46,3 +46,27 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
     settings = Settings(home=tmp_path / "home", database_url=server.database())
     create_catalog(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def s3():  # type: ignore[no-untyped-def]
+    """One throwaway SeaweedFS S3 server for the whole run (tests/s3server.py)."""
+    from tests.s3server import s3_server
+
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_settings(s3, postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:  # type: ignore[no-untyped-def]
+    """A host of the cluster layout: catalog on PostgreSQL, blobs in a fresh S3 bucket (its home
+    holds only the local cache)."""
+    from ooma_moh.app import create_catalog
+    from tests.s3server import CREDENTIALS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(home=tmp_path / "host-a", database_url=postgres.database(),
+                        blob_url=f"s3://{s3.bucket()}/moh", s3_endpoint_url=s3.endpoint)
+    create_catalog(settings)
+    return settings

@@ -30,7 +30,7 @@ from ..config import Settings
 from ..errors import DisclaimerRequired, NoTenantFile, OomaMohError, StorageError, UploadRejected
 from ..logsafe import printable
 from ..model import MohSetting, TenantMoh
-from ..storage import BlobStore, Catalog
+from ..storage import Blobs, Catalog
 from ..sync import Syncer
 from . import page
 from .auth import authorised_tenant
@@ -253,7 +253,7 @@ async def delete_moh(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _audio_source(reader: Catalog, blobs: BlobStore, tenant_id: str) -> Path:
+def _audio_source(reader: Catalog, blobs: Blobs, tenant_id: str) -> Path:
     tenant = reader.get(tenant_id)
     if tenant is None or tenant.setting is not MohSetting.FILE:
         raise NoTenantFile("this tenant uses the default music: there is no uploaded file")

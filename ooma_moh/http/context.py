@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Settings
-from ..storage import BlobStore, Catalog
+from ..storage import Blobs, Catalog
 from ..sync import Syncer
 from .publication import Publications
 
@@ -19,7 +19,7 @@ SETTINGS = web.AppKey("settings", Settings)
 READER = web.AppKey("reader", Catalog)
 #: read-only view of what is published and stored, used only in the catalog thread with READER
 VIEW = web.AppKey("view", Syncer)
-BLOBS = web.AppKey("blobs", BlobStore)
+BLOBS = web.AppKey("blobs", Blobs)
 CATALOG_THREAD = web.AppKey("catalog_thread", ThreadPoolExecutor)
 WORKERS = web.AppKey("workers", ThreadPoolExecutor)
 #: sign-in and sign-out write the catalog: their own thread, so a held lock never stalls reads

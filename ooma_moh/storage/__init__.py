@@ -1,7 +1,7 @@
 """Storage back ends for the catalog and the blobs it references."""
 
-from .base import AuditEntry, Catalog
+from .base import AuditEntry, Blobs, Catalog
 from .blobs import BlobStore
 from .sqlite import SqliteCatalog
 
-__all__ = ["AuditEntry", "BlobStore", "Catalog", "SqliteCatalog"]
+__all__ = ["AuditEntry", "BlobStore", "Blobs", "Catalog", "SqliteCatalog"]

@@ -1,10 +1,14 @@
-"""The storage interface the service relies on; SQLite implements it, PostgreSQL will."""
+"""The storage interfaces the service relies on: the catalog (SQLite, PostgreSQL) and the blobs
+(local directory, object storage)."""
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, Rendition, TenantMoh, UploadedFile
@@ -92,3 +96,37 @@ class Catalog(Protocol):
 
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         """The tenant's history, oldest first."""
+
+
+class Blobs(Protocol):
+    """Content-addressed files: the local directory (:class:`~ooma_moh.storage.blobs.BlobStore`)
+    or object storage with a local cache (:class:`~ooma_moh.storage.s3.S3BlobStore`)."""
+
+    writable: bool
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob is (or would be) on local disk."""
+
+    def exists(self, sha256: str) -> bool:
+        """Whether the blob is stored."""
+
+    def holds_files(self) -> bool:
+        """Whether any blob is stored or trashed."""
+
+    def put(self, source: Path) -> tuple[str, int]:
+        """Store ``source`` (in the scratch area); (sha256, size)."""
+
+    def locate(self, sha256: str) -> Path:
+        """A local path of the blob, complete and checked."""
+
+    def read(self, sha256: str) -> bytes:
+        """The blob's bytes, checked against its sha256."""
+
+    def scratch(self) -> contextlib.AbstractContextManager[Path]:
+        """A private local scratch directory; blobs put meanwhile are safe from the clean-up."""
+
+    def reclaim_scratch(self) -> None:
+        """Remove scratch directories of dead writers."""
+
+    def collect(self, referenced: Callable[[], set[str]], now: float | None = None) -> int:
+        """Move unreferenced blobs to the trash; delete old trash; how many were moved."""
