@@ -317,23 +317,27 @@ def serve() -> None:
     """Long-running services: the FastAGI server and the ARI hold handler."""
 
 
-def run_service(coro: Any) -> None:
-    """Run a service coroutine with INFO logging until it returns or is interrupted."""
-    import asyncio
+def setup_logging() -> None:
+    """INFO logging to stderr for long-running processes; every line, tracebacks included,
+    without a credential's secret (aiohttp logs raw request lines and headers it cannot parse)."""
     import logging
 
     from .logsafe import redact
 
     class Redacting(logging.Formatter):
-        """Every line, tracebacks included, without a credential's secret (aiohttp logs raw
-        request lines and headers it cannot parse)."""
-
         def format(self, record: logging.LogRecord) -> str:
             return redact(super().format(record))
 
     handler = logging.StreamHandler()
     handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def run_service(coro: Any) -> None:
+    """Run a service coroutine with INFO logging until it returns or is interrupted."""
+    import asyncio
+
+    setup_logging()
     try:
         asyncio.run(coro)
     except KeyboardInterrupt:
@@ -551,3 +555,43 @@ def db_upgrade(ctx: click.Context, start_over: bool, as_json: bool) -> None:
     emit(ctx, as_json, {"backend": "postgresql" if settings.database_url else "sqlite", "applied": applied,
                         "version": LATEST if settings.database_url else None},
          f"{where}: " + (f"applied {', '.join(map(str, applied))}" if applied else "already current"))
+
+
+@main.command()
+@click.option("--node-id", help="This node's name (default OOMA_MOH_NODE_ID, else the host name).")
+@click.pass_context
+@handles_errors
+def agent(ctx: click.Context, node_id: str | None) -> None:
+    """Keep this Asterisk node's classes equal to the shared catalog (docs/cluster.md)."""
+    from .agent import default_node_id, run_agent
+
+    settings: Settings = ctx.obj
+    setup_logging()
+    run_agent(settings, node_id or settings.node_id or default_node_id())
+
+
+@main.command()
+@json_option
+@click.pass_context
+@handles_errors
+def nodes(ctx: click.Context, as_json: bool) -> None:
+    """The cluster's nodes: when each last synced, its last error, and how far behind it is."""
+    from .service import utcnow
+    from .storage.nodes import NodeRegistry
+
+    settings: Settings = ctx.obj
+    if not settings.database_url:
+        raise click.ClickException("nodes are known only with the shared catalog: set OOMA_MOH_DATABASE_URL")
+    registry = NodeRegistry(settings.database_url)
+    try:
+        statuses = registry.statuses(settings.class_prefix, utcnow())
+    finally:
+        registry.close()
+    rows = [{"node": s.node_id, "last_seen": s.last_seen.isoformat(),
+             "last_success": s.last_success.isoformat() if s.last_success else None, "classes": s.classes,
+             "behind": s.behind, "lag_s": s.lag_s, "last_error": s.last_error} for s in statuses]
+    emit(ctx, as_json, rows, "\n".join(
+        f"{r['node']:<24} classes {r['classes']:<5} behind {r['behind']:<4}"
+        + (f" lag {r['lag_s']:.1f} s" if r["lag_s"] is not None else " up to date")
+        + f"  last sync {r['last_success'] or 'never'}" + (f"  ERROR {r['last_error']}" if r["last_error"] else "")
+        for r in rows) or "no nodes have reported yet")

@@ -68,6 +68,10 @@ class Settings:
     database_url: str = ""
     #: empty: blobs in ``home/blobs``; ``s3://bucket/prefix``: object storage, ``home/blobs`` its cache
     blob_url: str = ""
+    #: this node's name in the cluster (``ooma-moh agent``); empty: the host name
+    node_id: str = ""
+    #: how often an agent re-checks every tenant besides the notifications
+    agent_reconcile_s: float = 60.0
     #: the S3 endpoint (else AWS_ENDPOINT_URL / AWS's own); credentials always from the AWS variables
     s3_endpoint_url: str = ""
     http_body_timeout_s: float = 120.0

@@ -249,10 +249,8 @@ class TenantMoh:
     def version(self) -> str:
         """Short content id of the tenant's renditions: a new file gives a new version, the same
         file the same one (so a re-sync of unchanged music writes nothing)."""
-        digest = hashlib.sha256()
-        for rendition in sorted(self.renditions, key=lambda r: r.extension):
-            digest.update(f"{rendition.extension}:{rendition.sha256}\n".encode())
-        return digest.hexdigest()[:16]
+        return version_of_content("\n".join(f"{r.extension}:{r.sha256}"
+                                             for r in sorted(self.renditions, key=lambda r: r.extension)))
 
     def rendition(self, extension: str) -> Rendition:
         """The rendition with ``extension``; ``KeyError`` if absent."""
@@ -260,3 +258,12 @@ class TenantMoh:
             if rendition.extension == extension:
                 return rendition
         raise KeyError(extension)
+
+
+def version_of_content(lines: str) -> str:
+    """A tenant's version from its renditions as ``extension:sha256`` lines sorted by extension
+    (the catalog database computes the same lines to tell which nodes are behind)."""
+    digest = hashlib.sha256()
+    for line in lines.splitlines():
+        digest.update(f"{line}\n".encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,182 @@
+"""The cluster without Asterisk: one shared PostgreSQL catalog and S3 bucket (real servers started
+by the suite), an "API host" that uploads, and two nodes, each with its own home, MOH directory
+and realtime database, each running a real `ooma-moh agent` process. What a node publishes is read
+from its realtime database, as its Asterisk would read it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ooma_moh.app import build_service
+from ooma_moh.cli import main
+from ooma_moh.config import Settings, settings_environ
+from ooma_moh.model import TenantMoh
+from ooma_moh.publish import RealtimePublisher
+from tests.audio import tone
+from tests.postgres import PostgresServer, wait_until_down
+from tests.s3server import CREDENTIALS
+
+
+class Node:
+    """One node: its settings and its agent process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = settings.home.parent / f"agent-{settings.node_id}.log"
+
+    def start(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **CREDENTIALS, **settings_environ(self.settings)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "agent"], env=env,
+                                     stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(20)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def published(self) -> dict[str, str]:
+        """class -> version, as this node's Asterisk would read it."""
+        if not self.settings.realtime_db.exists():
+            return {}
+        rows = RealtimePublisher(self.settings.realtime_db, self.settings.class_prefix).current()
+        return {c: Path(d).name for c, d in rows.items()}
+
+    def wait_for(self, expected: dict[str, str | None], timeout: float = 30.0, since: float | None = None) -> float:
+        """Seconds (from ``since``, a monotonic time; default now) until every class of
+        ``expected`` is published at that version (None: not published); fails after ``timeout``."""
+        start = time.monotonic() if since is None else since
+        while True:
+            now = self.published()
+            if all(now.get(c) == v for c, v in expected.items()):
+                return time.monotonic() - start
+            assert self.alive(), self.log.read_text()[-3000:]
+            assert time.monotonic() - start < timeout, (self.settings.node_id, now, expected,
+                                                        self.log.read_text()[-3000:])
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(s3_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Node, Node]]:
+    """The API host's settings and two nodes with running agents."""
+    nodes = []
+    for name in ("node-a", "node-b"):
+        home = tmp_path / name
+        settings = dataclasses.replace(s3_settings, home=home, node_id=name, agent_reconcile_s=2.0,
+                                       moh_dir=home / "moh", realtime_db=home / "realtime.sqlite3",
+                                       classes_conf=home / "classes.conf")
+        nodes.append(Node(settings))
+    for node in nodes:
+        node.start()
+    try:
+        yield s3_settings, nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop(signal.SIGKILL)
+    for node in nodes:
+        assert "Traceback" not in node.log.read_text(), node.log.read_text()
+
+
+def upload(host: Settings, tenant: str, freq: float, tmp_path: Path) -> TenantMoh:
+    service = build_service(host)
+    try:
+        return service.upload(tenant, tone(tmp_path / f"{tenant}-{freq:g}.mp3", freq, 3, "mp3"),
+                              accept_disclaimer=True, accepted_by="admin")
+    finally:
+        service.catalog.close()
+
+
+def delete(host: Settings, tenant: str) -> None:
+    service = build_service(host)
+    try:
+        service.delete(tenant)
+    finally:
+        service.catalog.close()
+
+
+def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host, a, b = cluster
+    acme = upload(host, "acme", 440, tmp_path)
+    committed = time.monotonic()
+    lag = {n.settings.node_id: round(n.wait_for({"tenant-acme": acme.version}, since=committed), 3) for n in (a, b)}
+    print(f"catalog commit -> published on each node (s): {lag}")
+    for node in (a, b):  # published only once complete on the node's own disk, checked
+        version_dir = node.settings.moh_dir / "tenant-acme" / acme.version
+        assert sorted(p.suffix for p in version_dir.iterdir()) == [".alaw", ".g722", ".sln", ".sln16", ".ulaw"]
+    replaced = upload(host, "acme", 660, tmp_path)
+    for node in (a, b):
+        node.wait_for({"tenant-acme": replaced.version})
+    delete(host, "acme")
+    for node in (a, b):
+        node.wait_for({"tenant-acme": None})
+    env = {"OOMA_MOH_DATABASE_URL": host.database_url}
+    rows = json.loads(CliRunner().invoke(main, ["--home", str(host.home), "nodes", "--json"], env=env).stdout)
+    assert [(r["node"], r["behind"], r["last_error"]) for r in rows] == [("node-a", 0, None), ("node-b", 0, None)]
+
+
+def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host, a, b = cluster
+    first = upload(host, "acme", 440, tmp_path)
+    for node in (a, b):
+        node.wait_for({"tenant-acme": first.version})
+    b.stop()
+    second = upload(host, "acme", 660, tmp_path)
+    globex = upload(host, "globex", 520, tmp_path)
+    delete(host, "acme")
+    a.wait_for({"tenant-acme": None, "tenant-globex": globex.version})
+    assert b.published() == {"tenant-acme": first.version}  # B, down, still plays what it had
+    env = {"OOMA_MOH_DATABASE_URL": host.database_url}
+    rows = json.loads(CliRunner().invoke(main, ["--home", str(host.home), "nodes", "--json"], env=env).stdout)
+    behind = {r["node"]: r["behind"] for r in rows}
+    assert behind == {"node-a": 0, "node-b": 2}, rows  # acme still played, globex missing
+    assert second.version != first.version
+    b.start()
+    b.wait_for({"tenant-acme": None, "tenant-globex": globex.version})
+
+
+def test_agent_killed_at_any_moment_converges_on_restart(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host, a, b = cluster
+    for n, freq in enumerate((440, 520, 660)):
+        tenant = upload(host, f"t{n}", freq, tmp_path)
+        time.sleep(0.05 * n)  # a different moment of the agent's work each time
+        a.stop(signal.SIGKILL)
+        a.start()
+        a.wait_for({f"tenant-t{n}": tenant.version})
+    for moh_class, version in a.published().items():  # nothing half-written was published
+        assert len(list((a.settings.moh_dir / moh_class / version).iterdir())) == 5
+
+
+def test_catalog_down_nodes_keep_their_music_and_converge_when_it_returns(
+        cluster, postgres: PostgresServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host, a, b = cluster
+    acme = upload(host, "acme", 440, tmp_path)
+    for node in (a, b):
+        node.wait_for({"tenant-acme": acme.version})
+    postgres.stop_server("immediate")
+    try:
+        wait_until_down(host.database_url)
+        with pytest.raises(Exception, match="cannot be reached"):
+            upload(host, "acme", 660, tmp_path)  # uploads fail clearly while it is down
+        time.sleep(3)  # two reconcile periods pass with the catalog down (checked below)
+        for node in (a, b):
+            assert node.alive() and node.published() == {"tenant-acme": acme.version}
+    finally:
+        postgres.start_server()
+    changed = upload(host, "acme", 660, tmp_path)
+    for node in (a, b):
+        node.wait_for({"tenant-acme": changed.version}, timeout=60)
