@@ -15,10 +15,21 @@ import pytest
 from ooma_moh.app import build_service, build_syncer, open_blobs
 from ooma_moh.config import Settings
 from ooma_moh.errors import StorageError
+from ooma_moh.model import TenantMoh
 from ooma_moh.storage.blobs import sha256_file
 from ooma_moh.storage.s3 import MIN_AGE_S, S3BlobStore
 from tests.audio import tone
 from tests.s3server import S3Server
+
+
+def upload_tone(settings: Settings, tenant: str, freq: float, tmp_path: Path, seconds: float = 3) -> TenantMoh:
+    """Upload a ``seconds`` s MP3 tone for ``tenant`` as a host with ``settings`` would."""
+    service = build_service(settings)
+    try:
+        return service.upload(tenant, tone(tmp_path / f"{tenant}-{freq:g}-{seconds:g}.mp3", freq, seconds, "mp3"),
+                              accept_disclaimer=True, accepted_by="admin")
+    finally:
+        service.catalog.close()
 
 
 def keys(s3: S3Server, settings: Settings) -> set[str]:
@@ -29,12 +40,7 @@ def keys(s3: S3Server, settings: Settings) -> set[str]:
 
 def test_an_upload_on_one_host_is_published_from_another(s3: S3Server, s3_settings: Settings,
                                                          tmp_path: Path) -> None:
-    service = build_service(s3_settings)
-    try:
-        tenant = service.upload("acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True,
-                                accepted_by="alice")
-    finally:
-        service.catalog.close()
+    tenant = upload_tone(s3_settings, "acme", 440, tmp_path)
     assert tenant.upload is not None
     stored = keys(s3, s3_settings)
     assert stored == {f"moh/{s[:2]}/{s}" for s in [tenant.upload.sha256, *(r.sha256 for r in tenant.renditions)]}
@@ -52,12 +58,7 @@ def test_an_upload_on_one_host_is_published_from_another(s3: S3Server, s3_settin
 
 
 def test_a_damaged_object_never_reaches_the_cache(s3: S3Server, s3_settings: Settings, tmp_path: Path) -> None:
-    service = build_service(s3_settings)
-    try:
-        tenant = service.upload("acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True,
-                                accepted_by="alice")
-    finally:
-        service.catalog.close()
+    tenant = upload_tone(s3_settings, "acme", 440, tmp_path)
     sha = tenant.rendition("ulaw").sha256
     bucket = s3_settings.blob_url.split("/")[2]
     s3.client().put_object(Bucket=bucket, Key=f"moh/{sha[:2]}/{sha}", Body=b"\x00" * 100)  # bit rot
@@ -136,12 +137,7 @@ class CuttingProxy:
 
 def test_a_download_cut_in_the_middle_leaves_nothing_behind(s3: S3Server, s3_settings: Settings,
                                                             tmp_path: Path) -> None:
-    service = build_service(s3_settings)
-    try:
-        tenant = service.upload("acme", tone(tmp_path / "a.mp3", 440, 20, "mp3"), accept_disclaimer=True,
-                                accepted_by="alice")
-    finally:
-        service.catalog.close()
+    tenant = upload_tone(s3_settings, "acme", 440, tmp_path, seconds=20)
     sha = tenant.rendition("sln16").sha256  # 640 kB
     proxy = CuttingProxy(int(s3.endpoint.rsplit(":", 1)[1]), 200_000)
     try:

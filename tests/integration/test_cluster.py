@@ -23,7 +23,7 @@ from ooma_moh.cli import main
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.model import TenantMoh
 from ooma_moh.publish import RealtimePublisher
-from tests.audio import tone
+from tests.integration.test_blob_backends import upload_tone
 from tests.postgres import PostgresServer, wait_until_down
 from tests.s3server import CREDENTIALS
 
@@ -93,12 +93,7 @@ def cluster(s3_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, N
 
 
 def upload(host: Settings, tenant: str, freq: float, tmp_path: Path) -> TenantMoh:
-    service = build_service(host)
-    try:
-        return service.upload(tenant, tone(tmp_path / f"{tenant}-{freq:g}.mp3", freq, 3, "mp3"),
-                              accept_disclaimer=True, accepted_by="admin")
-    finally:
-        service.catalog.close()
+    return upload_tone(host, tenant, freq, tmp_path)
 
 
 def delete(host: Settings, tenant: str) -> None:
