@@ -23,7 +23,7 @@ from .asterisk_conf import write_samples
 from .config import Settings, load_settings
 from .errors import OomaMohError, ReloadPending
 from .media import write_wav
-from .model import FORMATS_BY_EXTENSION, TenantMoh, validate_endpoint, validate_tenant_id
+from .model import FORMATS_BY_EXTENSION, MohSetting, TenantMoh, validate_endpoint, validate_tenant_id
 from .service import MohService
 from .sync import Change, Syncer, SyncReport
 
@@ -67,6 +67,8 @@ def describe(data: dict[str, Any]) -> str:
     if data["disclaimer"]:
         d = data["disclaimer"]
         lines.append(f"disclaimer  accepted by {d['accepted_by']} at {d['accepted_at']} for sha256 {d['sha256'][:16]}…")
+    if "nodes" in data:
+        lines.append(f"nodes       live on {data['nodes']['live']} of {data['nodes']['of']}")
     for r in data["renditions"]:
         lines.append(f"rendition   .{r['format']:<6} {r['codec']:<11} {r['rate']:>6} Hz {r['bytes']:>10,} bytes")
     return "\n".join(lines)
@@ -163,7 +165,18 @@ def upload(ctx: click.Context, tenant: str, file: str, accept_disclaimer: bool,
 def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
     """Setting, file, disclaimer, renditions and class of TENANT."""
     validate_tenant_id(tenant)  # argument errors before data-home errors
-    data = tenant_dict(service_of(ctx, writable=False).show(tenant), ctx.obj.class_prefix)
+    found = service_of(ctx, writable=False).show(tenant)
+    data = tenant_dict(found, ctx.obj.class_prefix)
+    if ctx.obj.database_url:  # a cluster: on how many nodes callers hear it
+        from .storage.nodes import NodeRegistry
+
+        registry = NodeRegistry(ctx.obj.database_url)
+        try:
+            live, total = registry.live_on(ctx.obj.class_prefix + found.tenant_id,
+                                           found.version if found.setting is MohSetting.FILE else None)
+        finally:
+            registry.close()
+        data["nodes"] = {"live": live, "of": total}
     emit(ctx, as_json, data, describe(data))
 
 

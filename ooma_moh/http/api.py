@@ -38,6 +38,7 @@ from .context import (
     BLOBS,
     CATALOG_THREAD,
     INCOMING,
+    NODES,
     PUBLICATIONS,
     READER,
     SETTINGS,
@@ -117,13 +118,20 @@ def read_state(settings: Settings, reader: Catalog, view: Syncer, tenant_id: str
 
 
 async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
-    """The tenant's body with its status; starts a publication if it is neither live nor moving."""
+    """The tenant's body with its status; starts a publication if it is neither live nor moving.
+    In a cluster, ``status.nodes`` says on how many nodes callers hear the current music."""
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
     tenant, live = await in_thread(request, read_state, settings, request.app[READER], request.app[VIEW], tenant_id)
     status = publications.tracked(tenant_id)
     if status is None:
         status = Status(State.LIVE) if live else publications.start(tenant_id)
-    return tenant_body(tenant, settings, status)
+    body = tenant_body(tenant, settings, status)
+    if NODES in request.app:
+        version = tenant.version if tenant.setting is MohSetting.FILE else None
+        live_on, total = await in_thread(request, request.app[NODES].live_on, settings.class_prefix + tenant_id,
+                                         version)
+        body["status"]["nodes"] = {"live": live_on, "of": total}
+    return body
 
 
 async def get_moh(request: web.Request) -> web.Response:
@@ -355,6 +363,10 @@ async def _lifecycle(app: web.Application) -> Any:
             build_syncer(settings, service).run([tenant])
 
     app[PUBLICATIONS] = Publications(app[WORKERS], publish)
+    if settings.database_url:
+        from ..storage.nodes import NodeRegistry
+
+        app[NODES] = NodeRegistry(settings.database_url)
     yield
     await app[PUBLICATIONS].drain()
     app[WORKERS].shutdown(wait=True)
@@ -362,6 +374,8 @@ async def _lifecycle(app: web.Application) -> Any:
     app[CATALOG_THREAD].shutdown(wait=True)
     with contextlib.suppress(OomaMohError):
         app[READER].close()
+    if NODES in app:
+        app[NODES].close()
 
 
 def make_app(settings: Settings) -> web.Application:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..storage import Blobs, Catalog
+from ..storage.nodes import NodeRegistry
 from ..sync import Syncer
 from .publication import Publications
 
@@ -26,6 +27,8 @@ WORKERS = web.AppKey("workers", ThreadPoolExecutor)
 SIGN_IN_THREAD = web.AppKey("sign_in_thread", ThreadPoolExecutor)
 PUBLICATIONS = web.AppKey("publications", Publications)
 INCOMING = web.AppKey("incoming", Path)
+#: the cluster's node registry (only with a PostgreSQL catalog), used in the catalog thread
+NODES = web.AppKey("nodes", NodeRegistry)
 
 
 class ApiError(Exception):

@@ -86,7 +86,10 @@ OPENAPI: dict[str, Any] = {
                             "text_version": {"type": ["string", "null"]}}}]},
                         "status": {"type": "object", "required": ["state"], "properties": {
                             "state": {"type": "string", "enum": ["converting", "publishing", "live", "error"]},
-                            "reason": {"type": ["string", "null"]}}},
+                            "reason": {"type": ["string", "null"]},
+                            "nodes": {"type": "object", "description": "with the shared catalog: on how many"
+                                      " of the nodes that report callers hear the current music",
+                                      "properties": {"live": {"type": "integer"}, "of": {"type": "integer"}}}}},
                     }},
         },
     },

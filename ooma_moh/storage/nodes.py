@@ -85,6 +85,19 @@ class NodeRegistry:
             raise pg_error(exc, "subscribing to catalog changes") from None
         return db
 
+    def live_on(self, moh_class: str, version: str | None) -> tuple[int, int]:
+        """(nodes that play ``version`` of the class — None: that do not publish the class at
+        all, i.e. play default —, nodes that have reported)."""
+        with self._errors("reading the nodes") as db:
+            total = db.execute("SELECT count(*) AS n FROM nodes").fetchone()["n"]  # type: ignore[index]
+            if version is None:
+                publishing = db.execute("SELECT count(*) AS n FROM node_classes WHERE moh_class = %s",
+                                        (moh_class,)).fetchone()["n"]  # type: ignore[index]
+                return int(total) - int(publishing), int(total)
+            live = db.execute("SELECT count(*) AS n FROM node_classes WHERE moh_class = %s AND version = %s",
+                              (moh_class, version)).fetchone()["n"]  # type: ignore[index]
+            return int(live), int(total)
+
     def statuses(self, class_prefix: str, now: datetime) -> list[NodeStatus]:
         """Every node with how far behind the catalog it is."""
         with self._errors("reading the nodes") as db:

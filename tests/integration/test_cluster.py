@@ -5,6 +5,7 @@ from its realtime database, as its Asterisk would read it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ from ooma_moh.config import Settings, settings_environ
 from ooma_moh.model import TenantMoh
 from ooma_moh.publish import RealtimePublisher
 from tests.integration.test_blob_backends import upload_tone
+from tests.integration.test_http_api import api, cli
 from tests.postgres import PostgresServer, wait_until_down
 from tests.s3server import CREDENTIALS
 
@@ -96,6 +98,10 @@ def upload(host: Settings, tenant: str, freq: float, tmp_path: Path) -> TenantMo
     return upload_tone(host, tenant, freq, tmp_path)
 
 
+def show(host: Settings, tenant: str) -> dict:
+    return json.loads(cli(host, "show", tenant, "--json"))
+
+
 def delete(host: Settings, tenant: str) -> None:
     service = build_service(host)
     try:
@@ -113,9 +119,19 @@ def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster, tmp
     for node in (a, b):  # published only once complete on the node's own disk, checked
         version_dir = node.settings.moh_dir / "tenant-acme" / acme.version
         assert sorted(p.suffix for p in version_dir.iterdir()) == [".alaw", ".g722", ".sln", ".sln16", ".ulaw"]
+    assert show(host, "acme")["nodes"] == {"live": 2, "of": 2}
     replaced = upload(host, "acme", 660, tmp_path)
     for node in (a, b):
         node.wait_for({"tenant-acme": replaced.version})
+    token = cli(host, "tokens", "create", "--operator").strip().splitlines()[-1]
+
+    async def via_api() -> dict:
+        async with api(host, token) as client:
+            status, body = await client.get("acme")
+            assert status == 200, body
+            return body["status"]["nodes"]
+
+    assert asyncio.run(via_api()) == {"live": 2, "of": 2}
     delete(host, "acme")
     for node in (a, b):
         node.wait_for({"tenant-acme": None})
@@ -139,6 +155,8 @@ def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster,
     rows = json.loads(CliRunner().invoke(main, ["--home", str(host.home), "nodes", "--json"], env=env).stdout)
     behind = {r["node"]: r["behind"] for r in rows}
     assert behind == {"node-a": 0, "node-b": 2}, rows  # acme still played, globex missing
+    assert show(host, "globex")["nodes"] == {"live": 1, "of": 2}
+    assert show(host, "acme")["nodes"] == {"live": 1, "of": 2}  # deleted: B still plays it
     assert second.version != first.version
     b.start()
     b.wait_for({"tenant-acme": None, "tenant-globex": globex.version})

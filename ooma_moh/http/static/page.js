@@ -100,8 +100,11 @@
     }, 1000);
   }
 
+  let latest = 0;  // only the newest GET may render: a slower older answer must not undo it
   async function load() {
+    const mine = ++latest;
     const answer = await request("GET", api, null);
+    if (mine !== latest) return;
     if (answer.status === 200) render(answer.body);
     else showError(apiError(answer.status, answer.body));
   }
