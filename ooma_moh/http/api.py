@@ -119,7 +119,8 @@ def read_state(settings: Settings, reader: Catalog, view: Syncer, tenant_id: str
 
 async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
     """The tenant's body with its status; starts a publication if it is neither live nor moving.
-    In a cluster, ``status.nodes`` says on how many nodes callers hear the current music."""
+    In a cluster (agents have reported), ``status.nodes`` says on how many nodes callers hear the
+    current music."""
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
     tenant, live = await in_thread(request, read_state, settings, request.app[READER], request.app[VIEW], tenant_id)
     status = publications.tracked(tenant_id)
@@ -130,7 +131,8 @@ async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
         version = tenant.version if tenant.setting is MohSetting.FILE else None
         live_on, total = await in_thread(request, request.app[NODES].live_on, settings.class_prefix + tenant_id,
                                          version)
-        body["status"]["nodes"] = {"live": live_on, "of": total}
+        if total:  # once agents report: a cluster
+            body["status"]["nodes"] = {"live": live_on, "of": total}
     return body
 
 

@@ -1,0 +1,158 @@
+"""Cluster benchmark: one PostgreSQL catalog and one S3 bucket (the test suite's throwaway
+servers: Debian's PostgreSQL, SeaweedFS), agents publishing into throwaway realtime databases (no
+Asterisk).
+
+1. change -> live on every node: an upload's catalog commit until every agent's realtime
+   database names the new version (p50/p99 of ``--runs``), with ``--agents`` agent processes
+   (default 2; try 50), and the catalog transactions the whole cluster spent per change
+   (``pg_stat_database.xact_commit``, all agents together, divided by the changes);
+2. a cold node catching up ``--tenants`` tenants (each with its own 5 renditions of ~5 kB, written
+   directly to the catalog and the bucket): one full sync of an empty node (tenants/s, bytes/s),
+   against a bare parallel download of the same objects with the same client library (boto3, 8
+   threads) in the same run.
+
+    .venv/bin/python bench/cluster.py [--agents 2] [--runs 10] [--tenants 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ooma_moh.agent import Agent  # noqa: E402
+from ooma_moh.app import build_service, create_catalog, open_blobs, open_catalog  # noqa: E402
+from ooma_moh.config import Settings  # noqa: E402
+from ooma_moh.model import RENDITION_FORMATS, Disclaimer, Rendition, UploadedFile  # noqa: E402
+from tests.audio import tone  # noqa: E402
+from tests.integration.test_cluster import Node  # noqa: E402
+from tests.postgres import postgres_server  # noqa: E402
+from tests.s3server import CREDENTIALS, s3_server  # noqa: E402
+
+
+def p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def commits(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as db:
+        row = db.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+        return int(row[0]) if row else 0
+
+
+def change_to_live(host: Settings, tmp: Path, agents: int, runs: int) -> None:
+    nodes = []
+    for i in range(agents):
+        home = tmp / f"node{i}"
+        nodes.append(Node(Settings(home=home, node_id=f"node{i}", database_url=host.database_url,
+                                   blob_url=host.blob_url, s3_endpoint_url=host.s3_endpoint_url,
+                                   agent_reconcile_s=3600.0)))
+    for node in nodes:
+        node.start()
+    try:
+        deadline = time.monotonic() + 120
+        while sum(1 for n in nodes if n.settings.realtime_db.exists()) < agents:  # every agent's first sync
+            assert all(n.alive() for n in nodes) and time.monotonic() < deadline, "agents did not start"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        samples = [tone(tmp / f"run{r}.mp3", 300 + 40 * r, 3, "mp3") for r in range(runs)]
+        service = build_service(host)
+        lags = []
+        before = commits(host.database_url)
+        try:
+            for sample in samples:
+                tenant = service.upload("acme", sample, accept_disclaimer=True, accepted_by="bench")
+                committed = time.monotonic()
+                for node in nodes:
+                    node.wait_for({"tenant-acme": tenant.version}, timeout=120, since=committed)
+                lags.append(time.monotonic() - committed)
+        finally:
+            service.catalog.close()
+        per_change = (commits(host.database_url) - before) / runs
+    finally:
+        for node in nodes:
+            node.stop()
+    print(f"{agents} agents, {runs} changes: catalog commit -> live on every node p50 {p(lags, 50) * 1000:.0f} ms,"
+          f" p99 {p(lags, 99) * 1000:.0f} ms; catalog transactions per change (all agents and the"
+          f" uploader) {per_change:.0f}")
+
+
+def cold_node(host: Settings, tmp: Path, tenants: int) -> None:
+    blobs = open_blobs(host)
+    catalog = open_catalog(host)
+    now = datetime.now(UTC)
+    total = 0
+    try:
+        for t in range(tenants):
+            renditions = []
+            with blobs.scratch() as work:
+                for fmt in RENDITION_FORMATS:
+                    data = hashlib.sha256(f"{t}-{fmt.extension}".encode()).digest() * 160  # 5,120 bytes
+                    (work / fmt.extension).write_bytes(data)
+                    sha, size = blobs.put(work / fmt.extension)
+                    renditions.append(Rendition(fmt.extension, fmt.sample_rate, size, sha))
+                    total += size
+            sha = renditions[0].sha256
+            catalog.save_upload(f"t{t:05d}", UploadedFile("x.wav", 1, sha, 1000, "wav", now),
+                                Disclaimer("bench", now, sha), tuple(renditions))
+    finally:
+        catalog.close()
+    keys = [blobs.key(r) for r in catalog_shas(host)]  # type: ignore[attr-defined]
+    cold = Settings(home=tmp / "cold", node_id="cold", database_url=host.database_url, blob_url=host.blob_url,
+                    s3_endpoint_url=host.s3_endpoint_url)
+    start = time.perf_counter()
+    Agent(cold, "cold").sync(None)
+    ours = time.perf_counter() - start
+    client = blobs.client  # type: ignore[attr-defined]
+    bucket = blobs.bucket  # type: ignore[attr-defined]
+    bare_dir = tmp / "bare"
+    bare_dir.mkdir()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: client.download_file(bucket, k, str(bare_dir / k.rsplit("/", 1)[1])), keys))
+    bare = time.perf_counter() - start
+    print(f"cold node, {tenants} tenants ({len(keys)} objects, {total / 1e6:.1f} MB): full sync {ours:.1f} s"
+          f" ({tenants / ours:.0f} tenants/s, {total / ours / 1e6:.2f} MB/s); bare parallel download"
+          f" {bare:.1f} s ({total / bare / 1e6:.2f} MB/s); ratio sync/bare {ours / bare:.1f}")
+
+
+def catalog_shas(host: Settings) -> list[str]:
+    catalog = open_catalog(host, writable=False)
+    try:
+        return sorted({r.sha256 for t in catalog.list() for r in t.renditions})
+    finally:
+        catalog.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--tenants", type=int, default=1000)
+    args = parser.parse_args()
+    os.environ.update(CREDENTIALS)
+    with tempfile.TemporaryDirectory(prefix="ooma-moh-cluster-") as tmp, postgres_server() as pg, s3_server() as s3:
+        for step in ("change", "cold"):
+            home = Path(tmp) / f"host-{step}"
+            host = Settings(home=home, database_url=pg.database(), blob_url=f"s3://{s3.bucket()}/moh",
+                            s3_endpoint_url=s3.endpoint)
+            create_catalog(host)
+            if step == "change":
+                change_to_live(host, Path(tmp) / step, args.agents, args.runs)
+            else:
+                cold_node(host, Path(tmp) / step, args.tenants)
+
+
+if __name__ == "__main__":
+    main()
