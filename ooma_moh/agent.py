@@ -16,6 +16,7 @@ classes equal to the shared catalog, and records in the catalog what the node pu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -31,7 +32,9 @@ from .app import build_service, build_syncer
 from .config import Settings
 from .errors import OomaMohError
 from .logsafe import printable
+from .service import MohService
 from .storage.nodes import NodeRegistry
+from .sync import Syncer
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -51,29 +54,41 @@ class Agent:
         self.settings, self.node_id = settings, node_id
         self._stop = threading.Event()
         self.syncs = 0
+        self._service: MohService | None = None
+        self._syncer: Syncer | None = None
+        self._registry: NodeRegistry | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
     def sync(self, tenants: list[str] | None) -> None:
-        """Sync ``tenants`` (None: all) on this node and record what it publishes."""
-        service = build_service(self.settings)
-        try:
-            syncer = build_syncer(self.settings, service)
-            report = syncer.run(tenants)
-            published = {c: PurePath(d).name for c, d in syncer.published().items()}
-        finally:
-            service.catalog.close()
+        """Sync ``tenants`` (None: all) on this node and record what it publishes. The catalog
+        and node-registry connections are kept between syncs (a PostgreSQL connection is a
+        process on the server: opening them per change is what limits a large cluster)."""
+        if self._service is None:
+            self._service = build_service(self.settings)
+            self._syncer = build_syncer(self.settings, self._service)
+        if self._registry is None:
+            self._registry = NodeRegistry(self.settings.database_url)
+        assert self._syncer is not None
+        report = self._syncer.run(tenants)
+        published = {c: PurePath(d).name for c, d in self._syncer.published().items()}
         self.syncs += 1
-        registry = NodeRegistry(self.settings.database_url)
-        try:
-            registry.record_success(self.node_id, published, datetime.now(UTC))
-        finally:
-            registry.close()
+        self._registry.record_success(self.node_id, published, datetime.now(UTC))
         if report.published or tenants is None:
             log.info("sync node=%s scope=%s changes=%s files=%d", self.node_id,
                      "all" if tenants is None else ",".join(map(printable, tenants)), report.counts,
                      report.files_written)
+
+    def _reset(self) -> None:
+        """Drop the connections after a failure: the next sync opens new ones."""
+        if self._service is not None:
+            with contextlib.suppress(Exception):
+                self._service.catalog.close()
+        if self._registry is not None:
+            with contextlib.suppress(Exception):
+                self._registry.close()
+        self._service = self._syncer = self._registry = None
 
     def _record_error(self, error: str) -> None:
         try:
@@ -106,11 +121,13 @@ class Agent:
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
                 log.warning("agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
                             self.node_id, printable(exc, 300), delay)
+                self._reset()
                 self._record_error(str(exc))
                 self._stop.wait(delay)
             finally:
                 if listener is not None:
                     listener.close()
+        self._reset()
 
     def _follow(self, listener: psycopg.Connection[Any]) -> None:
         next_full = time.monotonic() + self.settings.agent_reconcile_s
