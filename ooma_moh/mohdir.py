@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .model import Rendition
@@ -45,6 +46,17 @@ class MohDirectory:
             except FileNotFoundError:
                 return False
         return True
+
+    def prefetch(self, renditions: Iterable[Rendition], threads: int = 8) -> None:
+        """Bring the blobs of incomplete version directories to local disk in parallel (object
+        storage: one download at a time is what a cold node's catch-up waits on; the local store
+        has them already). Raises the first failure; what was fetched stays in the cache."""
+        missing = sorted({r.sha256 for r in renditions if not self.blobs.path(r.sha256).is_file()})
+        if len(missing) < 2:
+            return
+        with ThreadPoolExecutor(min(threads, len(missing)), thread_name_prefix="ooma-moh-fetch") as pool:
+            for _ in pool.map(self.blobs.locate, missing):
+                pass
 
     def materialise(self, moh_class: str, version: str, renditions: tuple[Rendition, ...]) -> int:
         """Make the version directory exist and be complete; return the number of files written."""

@@ -145,6 +145,8 @@ class Syncer:
             report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run)
             if dry_run:
                 return report
+            self.mohdir.prefetch(r for item in report.plan if item.tenant is not None
+                                 and not self.on_disk(item.moh_class, item.tenant) for r in item.tenant.renditions)
             for item in report.plan:
                 if item.tenant is not None:
                     report.files_written += self.mohdir.materialise(
