@@ -193,3 +193,52 @@ def test_catalog_down_nodes_keep_their_music_and_converge_when_it_returns(
     changed = upload(host, "acme", 660, tmp_path)
     for node in (a, b):
         node.wait_for({"tenant-acme": changed.version}, timeout=60)
+
+
+def test_object_storage_down_while_a_node_catches_up(postgres: PostgresServer, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node B's agent starts while the object storage is down: it cannot fetch the new renditions,
+    so it keeps publishing what it had (never a half-made version), says so in `nodes`, and
+    converges by itself once the storage is back."""
+    from ooma_moh.app import create_catalog
+    from tests.s3server import S3Server
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    own = S3Server().start()  # its own server: this test stops it
+    nodes = []
+    try:
+        host = Settings(home=tmp_path / "host", database_url=postgres.database(),
+                        blob_url=f"s3://{own.bucket()}/moh", s3_endpoint_url=own.endpoint)
+        create_catalog(host)
+        for name in ("node-a", "node-b"):
+            home = tmp_path / name
+            nodes.append(Node(dataclasses.replace(host, home=home, node_id=name, agent_reconcile_s=2.0,
+                                                  moh_dir=home / "moh", realtime_db=home / "realtime.sqlite3",
+                                                  classes_conf=home / "classes.conf")))
+        a, b = nodes
+        for node in nodes:
+            node.start()
+        first = upload(host, "acme", 440, tmp_path)
+        for node in nodes:
+            node.wait_for({"tenant-acme": first.version})
+        b.stop()
+        second = upload(host, "acme", 660, tmp_path)
+        a.wait_for({"tenant-acme": second.version})
+        own.stop()
+        b.start()
+        deadline = time.monotonic() + 60
+        while "the node keeps what it publishes" not in b.log.read_text():
+            assert b.alive() and time.monotonic() < deadline, b.log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert b.published() == {"tenant-acme": first.version}  # the old file, whole
+        assert not (b.settings.moh_dir / "tenant-acme" / second.version).exists()
+        rows = json.loads(cli(host, "nodes", "--json"))
+        assert {r["node"]: bool(r["last_error"]) for r in rows} == {"node-a": False, "node-b": True}, rows
+        own.start()
+        b.wait_for({"tenant-acme": second.version}, timeout=90)
+        assert len(list((b.settings.moh_dir / "tenant-acme" / second.version).iterdir())) == 5
+    finally:
+        for node in nodes:
+            node.stop(signal.SIGKILL)
+        own.close()
