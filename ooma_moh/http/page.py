@@ -99,7 +99,8 @@ def _secure(request: web.Request) -> bool:
 async def login_form(request: web.Request) -> web.Response:
     """``GET /login/{link}``: a sign-in button if the link still works (nothing is used up by a
     GET, so a mail scanner following the link does not spend it), else why not."""
-    lang, texts = language(request), TEXTS[language(request)]
+    lang = language(request)
+    texts = TEXTS[lang]
     credential = request.match_info["link"]
     check = await in_thread(request, check_login_link, request.app[READER], credential, now())
     if check.link is None or check.refusal is not None:
@@ -113,9 +114,6 @@ async def login_form(request: web.Request) -> web.Response:
 
 def _redeem(request: web.Request, credential: str) -> Any:
     settings = request.app[SETTINGS]
-    check = check_login_link(request.app[READER], credential, now())  # no writer for junk
-    if check.link is None or check.refusal is not None:
-        return None, "", check.refusal or "unknown"
     catalog = open_catalog(settings, writable=True)
     try:
         return redeem_login_link(catalog, credential, now(), timedelta(seconds=settings.http_session_ttl_s))
@@ -125,7 +123,8 @@ def _redeem(request: web.Request, credential: str) -> Any:
 
 async def login(request: web.Request) -> web.Response:
     """``POST /login/{link}``: use the link up, set the session cookie, go to the page."""
-    lang, texts = language(request), TEXTS[language(request)]
+    lang = language(request)
+    texts = TEXTS[lang]
     if not same_origin(request):
         return message_page(lang, "sign_in_title", texts["link_cross_site"], 403)
     credential = request.match_info["link"]
@@ -157,7 +156,8 @@ async def logout(request: web.Request) -> web.Response:
     """``POST /logout`` (form field ``csrf``): end the session on the server and forget the
     cookie. Only a request that carries the session and its CSRF token touches either: a form
     posted from another site (it carries no Strict cookie) cannot sign the admin out."""
-    lang, texts = language(request), TEXTS[language(request)]
+    lang = language(request)
+    texts = TEXTS[lang]
     session = await browser_session(request)
     if session is None:
         return message_page(lang, "title", texts["signed_out"], 401)

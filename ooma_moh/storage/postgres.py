@@ -82,16 +82,20 @@ def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
         raise pg_error(exc, "connecting to the catalog") from None
 
 
+def _version_on(db: psycopg.Connection[dict[str, Any]]) -> int:
+    try:
+        if db.execute("SELECT to_regclass('schema_migrations') AS t").fetchone()["t"] is None:  # type: ignore[index]
+            return 0
+        row = db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations").fetchone()
+        return int(row["v"]) if row else 0
+    except psycopg.Error as exc:
+        raise pg_error(exc, "reading the catalog's schema version") from None
+
+
 def schema_version(url: str) -> int:
     """The schema version of the catalog database (0: no ooma-moh schema yet)."""
     with contextlib.closing(_connect(url)) as db:
-        try:
-            if db.execute("SELECT to_regclass('schema_migrations') AS t").fetchone()["t"] is None:  # type: ignore[index]
-                return 0
-            row = db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations").fetchone()
-            return int(row["v"]) if row else 0
-        except psycopg.Error as exc:
-            raise pg_error(exc, "reading the catalog's schema version") from None
+        return _version_on(db)
 
 
 def upgrade(url: str) -> list[int]:
@@ -121,14 +125,16 @@ class PostgresCatalog:
 
     def __init__(self, url: str, *, writable: bool = True) -> None:
         self.url, self.writable = url, writable
-        version = schema_version(url)
+        self._db = self._open()
+        version = _version_on(self._db)  # on the catalog's own connection: no second one
+        if version != LATEST:
+            self._db.close()
         if version > LATEST:
             raise StorageError("schema_newer", f"the catalog database's schema is at version {version}, newer than"
                                                f" this ooma-moh knows ({LATEST}): upgrade ooma-moh on this host")
         if version != LATEST:
             raise StorageError("schema_outdated", f"the catalog database's schema is at version {version}; this"
                                                   f" ooma-moh needs {LATEST}: run `ooma-moh db upgrade`")
-        self._db = self._open()
 
     def _open(self) -> psycopg.Connection[dict[str, Any]]:
         db = _connect(self.url)
