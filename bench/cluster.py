@@ -5,18 +5,21 @@ Asterisk).
 1. change -> live on every node: an upload's catalog commit until every agent's realtime
    database names the new version (p50/p99 of ``--runs``), with ``--agents`` agent processes
    (default 2; try 50), and the catalog transactions the whole cluster spent per change
-   (``pg_stat_database.xact_commit``, all agents together, divided by the changes);
+   (``pg_stat_database.xact_commit``, all agents together, divided by the changes); with
+   ``--lab`` the two agents are on two real lab Asterisk nodes instead, and after the last change
+   a caller on each node is recorded (the share of 100 ms windows carrying the last file's tone);
 2. a cold node catching up ``--tenants`` tenants (each with its own 5 renditions of ~5 kB, written
    directly to the catalog and the bucket): one full sync of an empty node (tenants/s, bytes/s),
    against a bare parallel download of the same objects with the same client library (boto3, 8
    threads) in the same run.
 
-    .venv/bin/python bench/cluster.py [--agents 2] [--runs 10] [--tenants 1000]
+    .venv/bin/python bench/cluster.py [--agents 2 | --lab] [--runs 10] [--tenants 1000] [--skip-cold]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import statistics
@@ -34,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ooma_moh.agent import Agent  # noqa: E402
 from ooma_moh.app import build_service, create_catalog, open_blobs, open_catalog  # noqa: E402
 from ooma_moh.config import Settings  # noqa: E402
+from ooma_moh.lab import LabAsterisk  # noqa: E402
 from ooma_moh.model import RENDITION_FORMATS, Disclaimer, Rendition, UploadedFile  # noqa: E402
 from tests.audio import tone  # noqa: E402
+from tests.integration.conftest import running_lab, tones_heard  # noqa: E402
 from tests.integration.test_cluster import Node  # noqa: E402
 from tests.postgres import postgres_server  # noqa: E402
 from tests.s3server import CREDENTIALS, s3_server  # noqa: E402
@@ -51,13 +56,14 @@ def commits(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def change_to_live(host: Settings, tmp: Path, agents: int, runs: int) -> None:
+def change_to_live(host: Settings, tmp: Path, agents: int, runs: int, labs: list[LabAsterisk]) -> None:
     nodes = []
-    for i in range(agents):
-        home = tmp / f"node{i}"
-        nodes.append(Node(Settings(home=home, node_id=f"node{i}", database_url=host.database_url,
+    for i in range(len(labs) or agents):
+        node_local = labs[i].settings_overrides() if labs else {"home": tmp / f"node{i}"}
+        nodes.append(Node(Settings(**node_local, node_id=f"node{i}", database_url=host.database_url,
                                    blob_url=host.blob_url, s3_endpoint_url=host.s3_endpoint_url,
-                                   agent_reconcile_s=3600.0)))
+                                   agent_reconcile_s=3600.0, publish_mode="realtime")))
+    agents = len(nodes)
     for node in nodes:
         node.start()
     try:
@@ -67,6 +73,7 @@ def change_to_live(host: Settings, tmp: Path, agents: int, runs: int) -> None:
             time.sleep(0.2)
         time.sleep(1.0)
         samples = [tone(tmp / f"run{r}.mp3", 300 + 40 * r, 3, "mp3") for r in range(runs)]
+        last_freq = 300.0 + 40 * (runs - 1)
         service = build_service(host)
         lags = []
         before = commits(host.database_url)
@@ -80,12 +87,17 @@ def change_to_live(host: Settings, tmp: Path, agents: int, runs: int) -> None:
         finally:
             service.catalog.close()
         per_change = (commits(host.database_url) - before) / runs
+        heard = [tones_heard(lab.record(f"bench_cluster_node{i}", 2, "tenant-acme"), [last_freq])[1:]
+                 for i, lab in enumerate(labs)]
     finally:
         for node in nodes:
             node.stop()
     print(f"{agents} agents, {runs} changes: catalog commit -> live on every node p50 {p(lags, 50) * 1000:.0f} ms,"
           f" p99 {p(lags, 99) * 1000:.0f} ms; catalog transactions per change (all agents and the"
           f" uploader) {per_change:.0f}")
+    for i, windows in enumerate(heard):
+        right = sum(1 for w in windows if w == last_freq) / len(windows)
+        print(f"lab node{i}: a caller held after the last change hears its tone in {right:.0%} of 100 ms windows")
 
 
 def cold_node(host: Settings, tmp: Path, tenants: int) -> None:
@@ -140,16 +152,21 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--lab", action="store_true", help="two real lab Asterisk nodes for the change -> live part")
+    parser.add_argument("--skip-cold", action="store_true", help="only the change -> live part")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
-    with tempfile.TemporaryDirectory(prefix="ooma-moh-cluster-") as tmp, postgres_server() as pg, s3_server() as s3:
-        for step in ("change", "cold"):
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ooma-moh-cluster-"))
+        pg, s3 = stack.enter_context(postgres_server()), stack.enter_context(s3_server())
+        labs = [stack.enter_context(running_lab(Path(tmp) / f"lab{i}")) for i in range(2 if args.lab else 0)]
+        for step in ("change",) if args.skip_cold else ("change", "cold"):
             home = Path(tmp) / f"host-{step}"
             host = Settings(home=home, database_url=pg.database(), blob_url=f"s3://{s3.bucket()}/moh",
                             s3_endpoint_url=s3.endpoint)
             create_catalog(host)
             if step == "change":
-                change_to_live(host, Path(tmp) / step, args.agents, args.runs)
+                change_to_live(host, Path(tmp) / step, args.agents, args.runs, labs)
             else:
                 cold_node(host, Path(tmp) / step, args.tenants)
 

@@ -104,6 +104,10 @@ class Blobs(Protocol):
 
     writable: bool
 
+    @property
+    def scratch_root(self) -> Path:
+        """The local directory holding scratch directories."""
+
     def path(self, sha256: str) -> Path:
         """Where the blob is (or would be) on local disk."""
 
@@ -112,6 +116,9 @@ class Blobs(Protocol):
 
     def holds_files(self) -> bool:
         """Whether any blob is stored or trashed."""
+
+    def stored(self) -> set[str]:
+        """The sha256 of every stored blob (trashed ones not included)."""
 
     def put(self, source: Path) -> tuple[str, int]:
         """Store ``source`` (in the scratch area); (sha256, size)."""

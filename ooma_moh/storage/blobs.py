@@ -88,6 +88,11 @@ class BlobStore:
                     return True
         return False
 
+    def stored(self) -> set[str]:
+        """The sha256 of every stored blob (trashed ones not included)."""
+        with storage_errors("listing the blob store"):
+            return {p.name for p in self.root.glob("??/*") if p.is_file()}
+
     def put(self, source: Path) -> tuple[str, int]:
         """Move ``source`` (in the scratch area) into the store; return (sha256, size)."""
         with storage_errors("storing the renditions"):

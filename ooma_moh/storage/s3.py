@@ -115,6 +115,17 @@ class S3BlobStore:
             page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/".lstrip("/"), MaxKeys=1)
         return bool(page.get("KeyCount")) or self.cache.holds_files()
 
+    @property
+    def scratch_root(self) -> Path:
+        """Where scratch directories are (the local cache's)."""
+        return self.cache.scratch_root
+
+    def stored(self) -> set[str]:
+        """The sha256 of every object under the prefix (trashed ones not included)."""
+        with s3_errors("listing the object storage"):
+            return {key.rsplit("/", 1)[-1] for obj in self._objects(f"{self.prefix}/".lstrip("/"))
+                    if (key := obj["Key"]).rsplit("/", 2)[-2] != "trash"}
+
     def scratch(self) -> contextlib.AbstractContextManager[Path]:
         """A private local scratch directory (uploads are staged and converted locally)."""
         return self.cache.scratch()

@@ -6,6 +6,7 @@ nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import wave
 from collections.abc import Iterator
@@ -20,25 +21,35 @@ from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.publish import RealtimePublisher, write_atomically
 from ooma_moh.service import MohService
 from tests.audio import dominant_per_window
+from tests.conftest import on_backend
 
 #: What became of each lab Asterisk, said at the end of a run that failed (pytest_terminal_summary).
 LAB_REPORTS: list[str] = []
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
-    """The running lab Asterisk. Its logs stay in pytest's temporary directory (pytest keeps the
-    last three runs'); a failed run ends by saying where they are and how Asterisk ended."""
-    instance = LabAsterisk(tmp_path_factory.mktemp("lab"))
+@contextlib.contextmanager
+def running_lab(directory: Path) -> Iterator[LabAsterisk]:
+    """A lab Asterisk booted in ``directory``. Its logs stay there (pytest keeps the last three
+    runs'); a failed run ends by saying where they are and how Asterisk ended."""
+    instance = LabAsterisk(directory)
     try:
         instance.start()
     except Exception:
         LAB_REPORTS.append(instance.post_mortem())
         instance.stop()
         raise
-    yield instance
-    LAB_REPORTS.append(instance.post_mortem())  # before stop(): whether it was still running
-    instance.stop()
+    try:
+        yield instance
+    finally:
+        LAB_REPORTS.append(instance.post_mortem())  # before stop(): whether it was still running
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
+    """The running lab Asterisk, shared by the whole run."""
+    with running_lab(tmp_path_factory.mktemp("lab")) as instance:
+        yield instance
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:  # type: ignore[no-untyped-def]
@@ -72,11 +83,11 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def lab_settings(lab: LabAsterisk, mode: str) -> Settings:
+def lab_settings(request: pytest.FixtureRequest, lab: LabAsterisk, mode: str) -> Settings:
     """Settings pointing at the lab, in ``mode``, with a fresh home; old versions deleted at the
     next sync (retain_old_s=0) so clean-up is observable."""
     reset_lab(lab)
-    settings = Settings(**lab.settings_overrides(), publish_mode=mode, retain_old_s=0)
+    settings = on_backend(request, **lab.settings_overrides(), publish_mode=mode, retain_old_s=0)
     open_catalog(settings).close()  # `ooma-moh init`: the servers only read, and refuse a home without one
     return settings
 

@@ -1,8 +1,9 @@
 """Run one ingest and SIGKILL ourselves at a chosen point (used by test_crash_safety.py).
 
-usage: python -m tests.integration.crash_driver HOME TENANT FILE POINT
+usage: python -m tests.integration.crash_driver TENANT FILE POINT   (settings from OOMA_MOH_*)
 POINT: decoded (between the two ffmpeg runs), put:N (after the N-th blob is stored),
 in-transaction (catalog rows written, not committed), committed (before garbage collection).
+Whatever the back end (SQLite or PostgreSQL, local blobs or object storage), the same points.
 """
 
 from __future__ import annotations
@@ -13,44 +14,46 @@ import sys
 from pathlib import Path
 
 from ooma_moh.app import build_service
-from ooma_moh.config import Settings
+from ooma_moh.config import load_settings
 from ooma_moh.media import FfmpegConverter
-from ooma_moh.storage import BlobStore, SqliteCatalog
+from ooma_moh.service import MohService
 
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def arm(point: str) -> None:
+def arm(service: MohService, point: str) -> None:
+    blobs, catalog = type(service.blobs), type(service.catalog)
     if point == "decoded":
         FfmpegConverter.encode = lambda *a, **k: die()  # type: ignore[method-assign]
     elif point.startswith("put:"):
-        limit, original = int(point[4:]), BlobStore.put
+        limit, original = int(point[4:]), blobs.put
         calls = []
 
-        def put(self: BlobStore, source: Path) -> tuple[str, int]:
+        def put(self, source: Path) -> tuple[str, int]:  # type: ignore[no-untyped-def]
             result = original(self, source)
             calls.append(result)
             if len(calls) >= limit:
                 die()
             return result
-        BlobStore.put = put  # type: ignore[method-assign]
+        blobs.put = put  # type: ignore[method-assign]
     elif point == "in-transaction":
-        original_replace = SqliteCatalog._replace_tenant
+        original_replace = catalog._replace_tenant  # type: ignore[attr-defined]
 
         def replace(self, db, *args):  # type: ignore[no-untyped-def]
             original_replace(self, db, *args)
             die()
-        SqliteCatalog._replace_tenant = replace  # type: ignore[method-assign]
+        catalog._replace_tenant = replace  # type: ignore[attr-defined]
     elif point == "committed":
-        BlobStore.collect = lambda *a, **k: die()  # type: ignore[method-assign]
+        blobs.collect = lambda *a, **k: die()  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown point {point}")
 
 
 if __name__ == "__main__":
-    home, tenant, file, point = sys.argv[1:5]
-    arm(point)
-    build_service(Settings(home=home)).upload(tenant, Path(file), accept_disclaimer=True, accepted_by="crash")
+    tenant, file, point = sys.argv[1:4]
+    service = build_service(load_settings())
+    arm(service, point)
+    service.upload(tenant, Path(file), accept_disclaimer=True, accepted_by="crash")
     raise SystemExit("the kill point was never reached")

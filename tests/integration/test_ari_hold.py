@@ -276,17 +276,17 @@ def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Sett
     import asyncio
     import threading
 
+    from ooma_moh.app import open_catalog
     from ooma_moh.ari.client import AriClient
     from ooma_moh.ari.hold import HoldHandler
     from ooma_moh.ari.listener import EventListener
     from ooma_moh.resolve import ClassResolver
-    from ooma_moh.storage import SqliteCatalog
 
     handler.stop()  # this test runs its own
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     client = AriClient(lab_settings.ari_url, lab_settings.ari_user, lab_settings.ari_password)
-    hold_handler = HoldHandler(client, ClassResolver(SqliteCatalog(lab_settings.catalog_path), "tenant-"))
+    hold_handler = HoldHandler(client, ClassResolver(open_catalog(lab_settings, writable=False), "tenant-"))
     listener = EventListener(client, "ooma-moh-lib", hold_handler.handle, on_connect=hold_handler.resync)
     task = asyncio.run_coroutine_threadsafe(listener.run(), loop)
     run = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(15)  # noqa: E731

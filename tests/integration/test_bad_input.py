@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import struct
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ooma_moh.config import Settings
 from ooma_moh.errors import InvalidTenantId, UploadRejected
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, make_audio, tone
@@ -125,7 +127,7 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
 def tenant_with_music(service: MohService, tmp_path: Path) -> tuple[MohService, object, set[str]]:
     before = service.upload("acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True,
                             accepted_by="tester")
-    stored = {p.name for p in service.blobs.root.glob("??/*")}
+    stored = service.blobs.stored()
     return service, before, stored
 
 
@@ -141,7 +143,7 @@ def test_bad_upload_is_rejected_and_changes_nothing(tenant_with_music, tmp_path:
     assert info.value.reason == reason, str(info.value)
     assert str(info.value) and "\n" not in str(info.value)
     assert service.show("acme") == before
-    assert {p.name for p in service.blobs.root.glob("??/*")} == stored
+    assert service.blobs.stored() == stored
     for rendition in before.renditions:
         assert service.blobs.exists(rendition.sha256)
     assert list(service.blobs.scratch_root.iterdir()) == []
@@ -251,16 +253,15 @@ def test_default_acceptor_is_the_unix_user_said_out_loud(cli_home) -> None:  # t
 
 
 @pytest.mark.parametrize("limit, value", [("ffmpeg_cpu_s", 1), ("ffmpeg_wall_s", 1)])
-def test_ffmpeg_limits_stop_a_costly_input(tmp_path: Path, limit: str, value: float) -> None:
+def test_ffmpeg_limits_stop_a_costly_input(settings: Settings, tmp_path: Path, limit: str, value: float) -> None:
     """The worst accepted input (30 min at 8 kHz, ~13 s of CPU) under a tiny limit: refused as
     too_costly, whichever limit hits (CPU seconds, wall clock)."""
     from ooma_moh.app import build_service
-    from ooma_moh.config import Settings
 
     path = tmp_path / "worst.mp3"
     ffmpeg("-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1790:r=8000", "-ac", "1",
            "-c:a", "libmp3lame", "-b:a", "8k", str(path))
-    service = build_service(Settings(home=tmp_path / "home", **{limit: value}))
+    service = build_service(dataclasses.replace(settings, **{limit: value}))
     with pytest.raises(UploadRejected) as info:
         service.upload("acme", path, accept_disclaimer=True, accepted_by="tester")
     assert info.value.reason == "too_costly", str(info.value)
@@ -268,14 +269,13 @@ def test_ffmpeg_limits_stop_a_costly_input(tmp_path: Path, limit: str, value: fl
     service.catalog.close()
 
 
-def test_memory_limit_too_low_for_ffmpeg_is_the_servers_problem(tmp_path: Path) -> None:
+def test_memory_limit_too_low_for_ffmpeg_is_the_servers_problem(settings: Settings, tmp_path: Path) -> None:
     """ffmpeg needs ~400 MB of address space just to load its libraries: a lower limit is an
     operator's mistake, reported as such, never as the upload's fault."""
     from ooma_moh.app import build_service
-    from ooma_moh.config import Settings
     from ooma_moh.errors import MediaToolError
 
-    service = build_service(Settings(home=tmp_path / "home", ffmpeg_memory_mb=128))
+    service = build_service(dataclasses.replace(settings, ffmpeg_memory_mb=128))
     with pytest.raises(MediaToolError, match="ffmpeg_memory_mb=128"):
         service.upload("acme", tone(tmp_path / "ok.wav", 440), accept_disclaimer=True, accepted_by="tester")
     service.catalog.close()

@@ -5,6 +5,7 @@ both nodes play ``default``."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
-from tests.integration.conftest import LAB_REPORTS, longest_silence, reset_lab, tones_heard
+from tests.integration.conftest import longest_silence, reset_lab, running_lab, tones_heard
 from tests.integration.test_blob_backends import upload_tone
 from tests.integration.test_cluster import Node, delete
 from tests.integration.test_http_lab import start_listener
@@ -26,16 +27,8 @@ FIRST, SECOND = 520.0, 780.0
 @pytest.fixture(scope="module")
 def second_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
     """A second lab Asterisk (own ports, MOH directory, realtime database), for this module."""
-    instance = LabAsterisk(tmp_path_factory.mktemp("lab2"))
-    try:
-        instance.start()
-    except Exception:
-        LAB_REPORTS.append(instance.post_mortem())
-        instance.stop()
-        raise
-    yield instance
-    LAB_REPORTS.append(instance.post_mortem())
-    instance.stop()
+    with running_lab(tmp_path_factory.mktemp("lab2")) as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -108,3 +101,31 @@ def test_a_node_restarted_agent_and_asterisk_keep_playing(  # type: ignore[no-un
     node2.start()
     node2.wait_for({"tenant-acme": second.version})
     assert_hears(tones_heard(second_lab.record("cluster_agent_back", 2, "tenant-acme"), [FIRST, SECOND]), SECOND)
+
+
+def test_a_restarted_asterisk_plays_what_its_agent_rechecked(  # type: ignore[no-untyped-def]
+        lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path) -> None:
+    """Node 2's Asterisk is down while the tenant's music changes, and its files are lost
+    meanwhile (a disk restored from an old image): the agent publishes the change without it, its
+    next reconcile rebuilds the lost version directory, and once Asterisk is back its callers hear
+    the new file."""
+    node1, node2 = nodes
+    first = upload_tone(s3_settings, "acme", FIRST, tmp_path)
+    for node in (node1, node2):
+        node.wait_for({"tenant-acme": first.version})
+    second_lab.halt()
+    try:
+        second = upload_tone(s3_settings, "acme", SECOND, tmp_path)
+        for node in (node1, node2):
+            node.wait_for({"tenant-acme": second.version})
+        published = node2.settings.moh_dir / "tenant-acme" / second.version
+        shutil.rmtree(node2.settings.moh_dir / "tenant-acme")
+    finally:
+        second_lab.boot()
+    deadline = time.monotonic() + 3 * node2.settings.agent_reconcile_s + 10
+    while not (published.is_dir() and len(list(published.iterdir())) == len(second.renditions)):
+        assert time.monotonic() < deadline, f"node 2's agent did not rebuild {published}"
+        assert node2.alive(), node2.log.read_text()[-3000:]
+        time.sleep(0.1)
+    assert_hears(tones_heard(second_lab.record("cluster_asterisk_back", 2, "tenant-acme"), [FIRST, SECOND]), SECOND)
+    assert_hears(tones_heard(lab.record("cluster_other_node", 2, "tenant-acme"), [FIRST, SECOND]), SECOND)

@@ -201,6 +201,7 @@ def _damage(path: Path, how: str) -> None:
             sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
 
 
+@pytest.mark.embedded_only  # the SQLite file itself; PostgreSQL: test_catalog_backends.py
 @pytest.mark.parametrize("how", ["empty", "missing", "another database"])
 def test_lost_catalog_next_to_blobs_is_refused(service: MohService, settings: Settings, tmp_path: Path,
                                                how: str) -> None:
@@ -225,6 +226,7 @@ def test_lost_catalog_next_to_blobs_is_refused(service: MohService, settings: Se
     restored.catalog.close()
 
 
+@pytest.mark.embedded_only  # the SQLite file itself; PostgreSQL: test_catalog_backends.py
 def test_start_over_keeps_old_blobs_in_the_trash(service: MohService, settings: Settings, tmp_path: Path) -> None:
     before = service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
     service.catalog.close()
@@ -240,6 +242,7 @@ def test_start_over_keeps_old_blobs_in_the_trash(service: MohService, settings: 
     assert "3.00 s" in cli(settings, "listen", "acme", "-o", str(tmp_path / "l.wav")).stdout
 
 
+@pytest.mark.embedded_only  # the SQLite file itself; PostgreSQL: test_catalog_backends.py
 def test_garbage_catalog_is_reported_and_nothing_is_touched(service: MohService, settings: Settings,
                                                            tmp_path: Path) -> None:
     service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
@@ -267,10 +270,21 @@ def test_missing_blob_is_one_clear_error(service: MohService, settings: Settings
     tenant = service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
     service.catalog.close()
     for rendition in tenant.renditions:
-        (settings.blob_dir / rendition.sha256[:2] / rendition.sha256).unlink()
+        lose_blob(settings, rendition.sha256)
     for args in (("listen", "acme", "-o", str(tmp_path / "l.wav")), ("sync", "acme")):
         failed = cli(settings, *args, code=1)
-        assert "missing from the blob store" in failed.stderr and "backup" in failed.stderr
+        where = "object storage" if settings.blob_url else "blob store"
+        assert f"missing from the {where}" in failed.stderr and "backup" in failed.stderr, failed.stderr
+
+
+def lose_blob(settings: Settings, sha: str) -> None:
+    """Remove a blob from where it is stored: the home, or the bucket and this host's cache."""
+    (settings.blob_dir / sha[:2] / sha).unlink(missing_ok=bool(settings.blob_url))
+    if settings.blob_url:
+        from ooma_moh.app import open_blobs
+
+        store = open_blobs(settings)
+        store.client.delete_object(Bucket=store.bucket, Key=store.key(sha))  # type: ignore[attr-defined]
 
 
 # -- an upload killed half-way -------------------------------------------------------------------
