@@ -76,7 +76,11 @@ class RealtimePublisher:
             raise OomaMohError(f"realtime database {self.db_path}: {exc}") from None
         finally:
             db.close()
-        os.chmod(self.db_path, 0o644)
+        # group-writable: Asterisk (its own user, in the data home's setgid group) and ooma-moh
+        # both write the database and its -wal/-shm side files, which SQLite creates with the
+        # database's mode, whichever side opens it first (docs/operations.md)
+        if self.db_path.stat().st_uid == os.geteuid():
+            os.chmod(self.db_path, 0o664)
 
     def current(self) -> dict[str, str]:
         with self._connect() as db:
