@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from . import metrics, systemd
 from .app import build_service, build_syncer
 from .config import Settings
 from .errors import OomaMohError
@@ -54,9 +55,19 @@ class Agent:
         self.settings, self.node_id = settings, node_id
         self._stop = threading.Event()
         self.syncs = 0
+        #: why the node is not ready (``/readyz``), None once a full sync went through
+        self.problem: str | None = "starting: the first full sync is not done yet"
         self._service: MohService | None = None
         self._syncer: Syncer | None = None
         self._registry: NodeRegistry | None = None
+        #: monotonic time the loop last went round, and whether a sync is under way (watchdog)
+        self.heartbeat = time.monotonic()
+        self.syncing = False
+
+    def alive(self, within_s: float) -> bool:
+        """Whether the loop went round within ``within_s``, or a sync is running (a catch-up of
+        thousands of tenants is long; each of its requests has its own timeout)."""
+        return self.syncing or time.monotonic() - self.heartbeat < within_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -71,14 +82,15 @@ class Agent:
         if self._registry is None:
             self._registry = NodeRegistry(self.settings.database_url)
         assert self._syncer is not None
-        report = self._syncer.run(tenants)
-        published = {c: PurePath(d).name for c, d in self._syncer.published().items()}
-        self.syncs += 1
-        self._registry.record_success(self.node_id, published, datetime.now(UTC))
-        if report.published or tenants is None:
-            log.info("sync node=%s scope=%s changes=%s files=%d", self.node_id,
-                     "all" if tenants is None else ",".join(map(printable, tenants)), report.counts,
-                     report.files_written)
+        self.syncing = True
+        try:
+            self._syncer.run(tenants)  # logs its own line
+            published = {c: PurePath(d).name for c, d in self._syncer.published().items()}
+            self.syncs += 1
+            self._registry.record_success(self.node_id, published, datetime.now(UTC))
+        finally:
+            self.syncing = False
+            self.heartbeat = time.monotonic()
 
     def _reset(self) -> None:
         """Drop the connections after a failure: the next sync opens new ones."""
@@ -114,15 +126,19 @@ class Agent:
                     registry.close()
                 self.sync(None)
                 failures = 0
+                self.problem = None
                 log.info("agent node=%s following catalog changes", self.node_id)
                 self._follow(listener)
             except (OomaMohError, psycopg.Error) as exc:
                 failures += 1
+                metrics.AGENT_FAILURES.inc()
+                self.problem = f"catalog or object storage failing: {printable(exc, 200)}"
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
                 log.warning("agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
                             self.node_id, printable(exc, 300), delay)
                 self._reset()
                 self._record_error(str(exc))
+                self.heartbeat = time.monotonic()
                 self._stop.wait(delay)
             finally:
                 if listener is not None:
@@ -132,6 +148,7 @@ class Agent:
     def _follow(self, listener: psycopg.Connection[Any]) -> None:
         next_full = time.monotonic() + self.settings.agent_reconcile_s
         while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
             tenants: set[str] = set()
             timeout = max(0.05, min(1.0, next_full - time.monotonic()))
             for notice in listener.notifies(timeout=timeout):
@@ -153,5 +170,28 @@ def run_agent(settings: Settings, node_id: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
     log.info("agent node=%s starting", node_id)
-    agent.run()
+    stop_metrics = None
+    if settings.metrics_address is not None:
+        port, stop_metrics = metrics.serve_in_thread(settings.metrics_address, lambda: agent.problem)
+        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
+    watchdog = threading.Thread(target=_watchdog, args=(agent,), name="watchdog", daemon=True)
+    watchdog.start()
+    systemd.ready()
+    try:
+        agent.run()
+    finally:
+        systemd.stopping()
+        if stop_metrics is not None:
+            stop_metrics()
     log.info("agent node=%s stopped", node_id)
+
+
+def _watchdog(agent: Agent) -> None:
+    """Under systemd with ``WatchdogSec=``: ping while the agent's loop goes round (a stuck agent
+    is killed and restarted). The loop waits at most 1 s between rounds, 30 s when backing off."""
+    interval = systemd.watchdog_interval()
+    if interval is None:
+        return
+    while not agent._stop.wait(interval):
+        if agent.alive(within_s=max(4 * interval, BACKOFF_S[-1] + 5)):
+            systemd.notify("WATCHDOG=1")

@@ -330,59 +330,80 @@ def serve() -> None:
     """Long-running services: the FastAGI server and the ARI hold handler."""
 
 
-def setup_logging() -> None:
-    """INFO logging to stderr for long-running processes; every line, tracebacks included,
-    without a credential's secret (aiohttp logs raw request lines and headers it cannot parse)."""
+def setup_logging(log_format: str = "text") -> None:
+    """INFO logging to stderr for long-running processes, as text or JSON lines (``log_format``);
+    every line, tracebacks included, without a credential's secret (:mod:`.logsafe`)."""
     import logging
 
-    from .logsafe import redact
-
-    class Redacting(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return redact(super().format(record))
+    from .logsafe import formatter
 
     handler = logging.StreamHandler()
-    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
-def run_service(coro: Any) -> None:
-    """Run a service coroutine with INFO logging until it returns or is interrupted."""
+def run_service(coro: Any, settings: Settings) -> None:
+    """Run a service coroutine with INFO logging until it returns or is interrupted; under
+    systemd with ``WatchdogSec=``, the event loop itself pings the watchdog (a stuck loop is
+    killed and restarted)."""
     import asyncio
 
-    setup_logging()
+    from . import systemd
+
+    async def supervised() -> None:
+        pings = asyncio.create_task(systemd.watchdog(), name="watchdog")
+        try:
+            await coro
+        finally:
+            pings.cancel()
+            await asyncio.gather(pings, return_exceptions=True)
+
+    setup_logging(settings.log_format)
     try:
-        asyncio.run(coro)
+        asyncio.run(supervised())
     except KeyboardInterrupt:
         pass
 
 
+def service_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-listen`` and ``--log-format`` of the long-running commands."""
+    func = click.option("--log-format", type=click.Choice(["text", "json"]),
+                        help="Log lines as text or one JSON object per line (or OOMA_MOH_LOG_FORMAT).")(func)
+    return click.option("--metrics-listen", metavar="HOST:PORT",
+                        help="Serve /metrics, /healthz and /readyz there (or OOMA_MOH_METRICS_LISTEN;"
+                             " default off).")(func)
+
+
+def with_options(settings: Settings, **fields: str | None) -> Settings:
+    """``settings`` with the flags that were given."""
+    given: dict[str, Any] = {name: value for name, value in fields.items() if value}
+    return dataclasses.replace(settings, **given) if given else settings
+
+
 @serve.command("agi")
 @click.option("--listen", help="HOST:PORT to listen on (or OOMA_MOH_AGI_LISTEN; default 127.0.0.1:4573).")
+@service_options
 @click.pass_context
 @handles_errors
-def serve_agi(ctx: click.Context, listen: str | None) -> None:
+def serve_agi(ctx: click.Context, listen: str | None, metrics_listen: str | None, log_format: str | None) -> None:
     """FastAGI server: AGI(agi://HOST:PORT/moh[?tenant=X]) sets the tenant's class on the channel."""
     from .agi.server import run_fastagi
 
-    settings: Settings = ctx.obj
-    if listen:
-        settings = dataclasses.replace(settings, agi_listen=listen)
-    run_service(run_fastagi(settings, open_catalog(settings, writable=False)))
+    settings = with_options(ctx.obj, agi_listen=listen, metrics_listen=metrics_listen, log_format=log_format)
+    run_service(run_fastagi(settings, open_catalog(settings, writable=False)), settings)
 
 
 @serve.command("ari")
 @click.option("--app", help="Stasis application name (or OOMA_MOH_ARI_APP; default ooma-moh).")
+@service_options
 @click.pass_context
 @handles_errors
-def serve_ari(ctx: click.Context, app: str | None) -> None:
+def serve_ari(ctx: click.Context, app: str | None, metrics_listen: str | None, log_format: str | None) -> None:
     """ARI hold handler: held callers hear the holder's tenant music (docs/ari.md)."""
     from .ari.service import run_hold_handler
 
-    settings: Settings = ctx.obj
-    if app:
-        settings = dataclasses.replace(settings, ari_app=app)
-    run_service(run_hold_handler(settings, open_catalog(settings, writable=False)))
+    settings = with_options(ctx.obj, ari_app=app, metrics_listen=metrics_listen, log_format=log_format)
+    run_service(run_hold_handler(settings, open_catalog(settings, writable=False)), settings)
 
 
 @main.group(invoke_without_command=True)
@@ -420,17 +441,17 @@ def endpoints_remove(ctx: click.Context, endpoint: str) -> None:
 
 @serve.command("http")
 @click.option("--listen", help="HOST:PORT to listen on (or OOMA_MOH_HTTP_LISTEN; default 127.0.0.1:8480).")
+@service_options
 @click.pass_context
 @handles_errors
-def serve_http(ctx: click.Context, listen: str | None) -> None:
-    """The tenant admin HTTP API (docs/http.md); changes go live without `sync`."""
+def serve_http(ctx: click.Context, listen: str | None, metrics_listen: str | None, log_format: str | None) -> None:
+    """The tenant admin HTTP API (docs/http.md); changes go live without `sync`. /metrics,
+    /healthz and /readyz are served on its port too."""
     from .http.server import run_http
 
-    settings: Settings = ctx.obj
-    if listen:
-        settings = dataclasses.replace(settings, http_listen=listen)
+    settings = with_options(ctx.obj, http_listen=listen, metrics_listen=metrics_listen, log_format=log_format)
     open_catalog(settings, writable=False).close()  # refuse a home without a catalog at once
-    run_service(run_http(settings))
+    run_service(run_http(settings), settings)
 
 
 @main.group()
@@ -572,14 +593,15 @@ def db_upgrade(ctx: click.Context, start_over: bool, as_json: bool) -> None:
 
 @main.command()
 @click.option("--node-id", help="This node's name (default OOMA_MOH_NODE_ID, else the host name).")
+@service_options
 @click.pass_context
 @handles_errors
-def agent(ctx: click.Context, node_id: str | None) -> None:
+def agent(ctx: click.Context, node_id: str | None, metrics_listen: str | None, log_format: str | None) -> None:
     """Keep this Asterisk node's classes equal to the shared catalog (docs/cluster.md)."""
     from .agent import default_node_id, run_agent
 
-    settings: Settings = ctx.obj
-    setup_logging()
+    settings = with_options(ctx.obj, metrics_listen=metrics_listen, log_format=log_format)
+    setup_logging(settings.log_format)
     run_agent(settings, node_id or settings.node_id or default_node_id())
 
 
@@ -608,3 +630,8 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
         + (f" lag {r['lag_s']:.1f} s" if r["lag_s"] is not None else " up to date")
         + f"  last sync {r['last_success'] or 'never'}" + (f"  ERROR {r['last_error']}" if r["last_error"] else "")
         for r in rows) or "no nodes have reported yet")
+
+
+from .doctor import doctor_command  # noqa: E402  (the doctor module imports nothing from this one)
+
+main.add_command(doctor_command)

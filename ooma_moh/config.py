@@ -23,6 +23,7 @@ from .model import CLASS_PREFIX_PATTERN
 ENV_PREFIX = "OOMA_MOH_"
 CONFIG_ENV = "OOMA_MOH_CONFIG"
 PUBLISH_MODES = ("realtime", "static")
+LOG_FORMATS = ("text", "json")
 
 
 def _default_home() -> Path:
@@ -83,6 +84,10 @@ class Settings:
     agi_max_connections: int = 256
     agi_max_env_bytes: int = 16384
     agi_deadline_s: float = 30.0
+    #: HOST:PORT of /metrics, /healthz and /readyz of a long-running command; empty: none
+    metrics_listen: str = ""
+    #: log lines of the long-running commands: ``text`` or ``json`` (one object per line)
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -119,7 +124,9 @@ class Settings:
             )
         if self.retain_old_s < 0:
             raise ConfigError("retain_old_s must be >= 0")
-        for name in ("agi_listen", "http_listen"):
+        for name in ("agi_listen", "http_listen", "metrics_listen"):
+            if name == "metrics_listen" and not self.metrics_listen:
+                continue  # off
             host, sep, port = getattr(self, name).rpartition(":")
             if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be HOST:PORT")
@@ -138,6 +145,8 @@ class Settings:
             raise ConfigError("login_link_ttl_s and http_session_ttl_s must be > 0")
         if self.publish_mode not in PUBLISH_MODES:
             raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
 
     @property
     def catalog_path(self) -> Path:
@@ -159,6 +168,14 @@ class Settings:
     def http_address(self) -> tuple[str, int]:
         """``http_listen`` as (host, port)."""
         host, _, port = self.http_listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``metrics_listen`` as (host, port); None when it is off."""
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
         return host or "127.0.0.1", int(port)
 
     @property

@@ -1,4 +1,5 @@
-"""Outside text made safe for a log line: pure functions, no logging here.
+"""Outside text made safe for a log line: pure functions, and the two formatters of the
+long-running commands' log lines (text and JSON); no log calls here.
 
 Anything a peer, a dialplan or an uploader controls (tenant values, accountcodes, script names,
 channel names and variables, protocol garbage, exception text quoting them) goes through
@@ -10,6 +11,9 @@ write kilobytes per line.
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
 import re
 
 LIMIT = 100
@@ -70,3 +74,38 @@ def redact(text: str) -> str:
     """``text`` with the secret of every credential it quotes replaced by ``<secret>`` (the id,
     which names the credential in ``tokens list``, stays)."""
     return _CREDENTIAL.sub(lambda m: f"{m.group(1)}_<secret>", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """``time LEVEL logger: message`` lines; every line, tracebacks included, through :func:`redact`
+    (aiohttp logs raw request lines and headers it cannot parse)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``,
+    ``message`` and, when there is one, ``exception`` (the traceback text), each through
+    :func:`redact`. Non-ASCII and control characters are escaped by JSON itself, so a record is
+    always exactly one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        entry = {"time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                 "level": record.levelname, "logger": record.name, "message": redact(record.getMessage())}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = redact(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = redact(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=True)
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``log_format`` (``text`` or ``json``)."""
+    return JsonFormatter() if log_format == "json" else RedactingFormatter()

@@ -7,15 +7,19 @@ constructor, so these rules are tested without ffmpeg or disk, and each edge is 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from . import disclaimer as disclaimer_text
+from . import metrics
 from .config import Settings
 from .errors import DisclaimerRequired, NoTenantFile, UploadRejected
+from .logsafe import logfmt
 from .media import Conversion
 from .model import (
     FORMATS_BY_EXTENSION,
@@ -30,6 +34,7 @@ from .model import (
 from .storage import Blobs, Catalog
 from .storage.blobs import storage_errors
 
+log = logging.getLogger(__name__)
 MAX_NAME_CHARS = 255
 CHUNK = 1 << 16
 
@@ -110,8 +115,26 @@ class MohService:
 
         ``accepted_by`` names who accepted the rights disclaimer (printable, 1-128 characters),
         ``disclaimer_version`` which text of it they were shown.
-        Nothing changes unless every check and the whole conversion succeed.
+        Nothing changes unless every check and the whole conversion succeed. Counted in
+        :mod:`.metrics` and logged in one line (tenant, result, reason or file).
         """
+        started = time.monotonic()
+        try:
+            result = self._upload(tenant_id, source, accept_disclaimer, accepted_by, original_name, disclaimer_version)
+        except Exception as exc:
+            outcome, reason = metrics.upload_done(exc)
+            log.info("upload tenant=%s result=%s reason=%s in %.1f s", logfmt(tenant_id), outcome,
+                     logfmt(reason or type(exc).__name__), time.monotonic() - started)
+            raise
+        metrics.upload_done(None)
+        up = result.upload
+        log.info("upload tenant=%s result=ok sha256=%s bytes=%d duration_ms=%d in %.1f s", logfmt(tenant_id),
+                 up.sha256 if up else "-", up.size if up else 0, up.duration_ms if up else 0,
+                 time.monotonic() - started)
+        return result
+
+    def _upload(self, tenant_id: str, source: Path | BinaryIO, accept_disclaimer: bool, accepted_by: str,
+                original_name: str | None, disclaimer_version: str | None) -> TenantMoh:
         validate_tenant_id(tenant_id)
         accepted_by = validate_actor(accepted_by)
         if not accept_disclaimer:
@@ -141,7 +164,8 @@ class MohService:
         with self.blobs.scratch() as work:
             staged = work / "original"
             size, sha = self._stage(source, staged)
-            conversion = self.converter.convert(staged, work)
+            with metrics.CONVERSION.time():
+                conversion = self.converter.convert(staged, work)
             renditions = []
             for extension, path in sorted(conversion.files.items()):
                 blob_sha, blob_size = self.blobs.put(path)

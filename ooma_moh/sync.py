@@ -12,15 +12,21 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import metrics
 from .config import Settings
 from .errors import AsteriskError, ReloadPending
+from .logsafe import printable
 from .model import MohSetting, TenantMoh, validate_tenant_id
 from .mohdir import MohDirectory
 from .publish import Publisher, RealtimePublisher, StaticPublisher
 from .storage import Blobs, Catalog
+
+log = logging.getLogger(__name__)
 
 
 class Change(str, enum.Enum):
@@ -72,6 +78,8 @@ class SyncReport:
     retired: int = 0
     deleted: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    #: classes published once the run is over (all of them, not only those in scope)
+    classes: int = 0
 
     def __post_init__(self) -> None:
         self.counts = {c.value: sum(1 for p in self.plan if p.change is c) for c in Change}
@@ -135,7 +143,29 @@ class Syncer:
 
     def run(self, tenant_ids: list[str] | None = None, *, dry_run: bool = False,
             progress: Callable[[int], None] | None = None) -> SyncReport:
-        """Sync the named tenants (None: all); see the module docstring for the order of steps."""
+        """Sync the named tenants (None: all); see the module docstring for the order of steps.
+        A real run (not ``dry_run``) is counted in :mod:`.metrics` and logged in one line."""
+        if dry_run:
+            return self._run(tenant_ids, dry_run=True, progress=progress)
+        started = time.monotonic()
+        scope = "all" if tenant_ids is None else printable(",".join(tenant_ids), 200)
+        metrics.SYNC_RUNS.inc()
+        try:
+            with metrics.SYNC_DURATION.time():
+                report = self._run(tenant_ids, dry_run=False, progress=progress)
+        except Exception as exc:
+            log.info("sync scope=%s result=error reason=%s in %.3f s: %s", scope, metrics.sync_failed(exc),
+                     time.monotonic() - started, printable(exc, 300))
+            raise
+        metrics.sync_succeeded(report.classes)
+        log.info("sync scope=%s result=ok added=%d changed=%d removed=%d unchanged=%d files=%d reload=%s"
+                 " retired=%d deleted=%d in %.3f s", scope, report.counts["added"], report.counts["changed"],
+                 report.counts["removed"], report.counts["unchanged"], report.files_written,
+                 "done" if report.reloaded else "none", report.retired, report.deleted, time.monotonic() - started)
+        return report
+
+    def _run(self, tenant_ids: list[str] | None, *, dry_run: bool,
+             progress: Callable[[int], None] | None) -> SyncReport:
         scope = None if tenant_ids is None else {
             self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids
         }
@@ -168,6 +198,7 @@ class Syncer:
             # While a reload is pending, Asterisk may still play the old versions: retire only.
             retain = float("inf") if pending_error else self.settings.retain_old_s
             now_published = {c: d for c, d in {**published, **upserts}.items() if c not in deletes}
+            report.classes = len(now_published)
             report.retired, report.deleted = self.mohdir.collect(now_published, retain, classes=scope)
             if pending_error:
                 raise ReloadPending(pending_error, report)

@@ -16,6 +16,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import metrics, systemd
 from ..config import Settings
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS
@@ -104,6 +105,7 @@ class FastAgiServer:
     def _refuse(self, writer: asyncio.StreamWriter) -> None:
         writer.close()
         self.refused += 1
+        metrics.AGI_REQUESTS.labels("refused").inc()
         self._unlogged_refusals += 1
         if self._refusal_timer is None:
             self._log_refusals()
@@ -119,6 +121,15 @@ class FastAgiServer:
         self._unlogged_refusals = 0
         if not final:
             self._refusal_timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL_S, self._log_refusals)
+
+    async def catalog_problem(self, timeout: float = 5.0) -> str | None:
+        """For ``/readyz``: None if the catalog answers a read (in the catalog thread), else why not."""
+        loop = asyncio.get_running_loop()
+        probe = loop.run_in_executor(self._executor, metrics.probe_catalog, self.resolver.catalog)
+        try:
+            return await asyncio.wait_for(probe, timeout)
+        except TimeoutError:
+            return f"catalog unreachable: no answer within {timeout:g} s"
 
     async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
         raw = await asyncio.wait_for(reader.readline(), self.io_timeout)
@@ -182,7 +193,8 @@ class FastAgiServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started = time.perf_counter()
         peer = writer.get_extra_info("peername")
-        decision = None
+        decision = request = None
+        result = "ok"
         deadline = asyncio.timeout(self.deadline)
         try:
             async with deadline:
@@ -192,21 +204,30 @@ class FastAgiServer:
                     if not (await self._command(reader, writer, line)).ok:
                         break
         except (ProtocolError, ValueError) as exc:
+            result = "bad_request"
             log.warning("agi %s: not an AGI request: %s", peer, printable(exc))
         except TimeoutError:
+            result = "timeout"
             if deadline.expired():
                 log.warning("agi %s: not done within the %.1f s deadline", peer, self.deadline)
             else:
                 log.warning("agi %s: timed out after %.1f s", peer, self.io_timeout)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            result = "hung_up"
             log.info("agi %s: connection lost: %s", peer, printable(exc))
         finally:
             writer.close()
             self.handled += 1
+        elapsed = time.perf_counter() - started
+        metrics.agi_request(result, elapsed)
         if decision is not None:
-            log.info("agi moh tenant=%s source=%s class=%s%s in %.1f ms", logfmt(decision.tenant), decision.source,
-                     logfmt(decision.moh_class), f" fallback={logfmt(decision.reason)}" if decision.reason else "",
-                     (time.perf_counter() - started) * 1000)
+            if decision.reason:
+                metrics.fallback("agi", decision.reason)
+            assert request is not None
+            log.info("agi moh tenant=%s source=%s class=%s%s in %.1f ms result=%s channel=%s uniqueid=%s",
+                     logfmt(decision.tenant), decision.source, logfmt(decision.moh_class),
+                     f" fallback={logfmt(decision.reason)}" if decision.reason else "", elapsed * 1000, result,
+                     logfmt(request.env.get("agi_channel", "")), logfmt(request.env.get("agi_uniqueid", "")))
 
 
 async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
@@ -216,16 +237,28 @@ async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
     host, port = settings.agi_address
     bound = await server.start(host, port)
     log.info("FastAGI listening on %s:%d", host, bound)
+    exporter = None
+    if settings.metrics_address is not None:
+        try:
+            exporter, mport = await metrics.start_server(settings.metrics_address, server.catalog_problem)
+        except BaseException:
+            await server.close()
+            raise
+        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], mport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    systemd.ready()  # Type=notify: systemctl start returns now
     serving = asyncio.create_task(server.serve_forever(), name="fastagi")
     try:
         await stop.wait()
     finally:
+        systemd.stopping()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await server.close()
+        if exporter is not None:
+            await exporter.cleanup()
         log.info("FastAGI stopped after %d requests (%d refused over max_connections)", server.handled,
                  server.refused)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import metrics
 from ..errors import AsteriskError
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
@@ -130,6 +131,7 @@ class HoldHandler:
         try:
             await self._table[event.type](event)
         except AsteriskError as exc:  # the channel may be gone by now: log, keep going
+            metrics.ARI_EVENT_ERRORS.labels(event.type).inc()
             log.warning("%s on %s: %s", printable(event.type), printable(event.channel.name) if event.channel else "-",
                         printable(exc))
 
@@ -296,11 +298,13 @@ class HoldHandler:
             self.stats.to_music_ms.append(delay_ms)
         if reason:
             self.stats.fallbacks[reason] += 1
+            metrics.fallback("ari", reason)
+        metrics.hold(action.value, action.hears_music, hold.moh_class, delay_ms / 1000 if action.plays_music else None)
         delivery = self._delivery_ms.pop(hold.holder_id, None)
-        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s%s", action.value,
-                 logfmt(who.name), logfmt(self.state.tenants.get(hold.holder_id)), logfmt(hold.moh_class),
+        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s%s channel_id=%s bridge=%s",
+                 action.value, logfmt(who.name), logfmt(self.state.tenants.get(hold.holder_id)), logfmt(hold.moh_class),
                  delay_ms, f" delivered_after_ms={delivery:.1f}" if delivery is not None else "",
-                 f" fallback={logfmt(reason)}" if reason else "")
+                 f" fallback={logfmt(reason)}" if reason else "", logfmt(who.id), logfmt(hold.bridge_id))
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:
@@ -327,6 +331,7 @@ class HoldHandler:
                                            "missed unhold")
                     await self._remember_hold(cid, "")
                     self.stats.actions[HoldAction.MISSED_UNHOLD.value] += 1
+                    metrics.hold(HoldAction.MISSED_UNHOLD.value, False, moh_class, None)
                     log.info("hold ended while disconnected holder=%s: music stopped", logfmt(channel.name))
                     continue
                 known = previous.get(cid)

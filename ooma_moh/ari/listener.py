@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from .. import metrics
 from ..errors import AriRequestFailed, AsteriskError
 from ..logsafe import printable
 from .client import AriClient
@@ -77,11 +78,14 @@ class EventListener:
                         raise AsteriskError(f"Asterisk dropped the registration of application {self.app!r}"
                                             " right after connecting (a race in Asterisk on quick reconnects)")
                     self.connections += 1
+                    if self.connections > 1:
+                        metrics.ARI_RECONNECTS.inc()
                     backoff = self.min_backoff
                     log.info("ARI events connected (app %s, connection %d)", self.app, self.connections)
                     if self.on_connect is not None:
                         await self.on_connect()
                     self.connected.set()
+                    metrics.ARI_CONNECTED.set(1)
                     watchdog = asyncio.create_task(self._watch(ws), name="ari-app-watchdog")
                     try:
                         await self._read(ws)
@@ -90,10 +94,11 @@ class EventListener:
                         await asyncio.gather(watchdog, return_exceptions=True)
             except (TimeoutError, aiohttp.ClientError, OSError, AsteriskError) as exc:
                 if not self._stopping:
-                    log.warning("ARI events connection failed: %s; retrying in %.1f s", exc, backoff)
+                    log.warning("ARI events connection failed: %s; retrying in %.1f s", printable(exc, 300), backoff)
             finally:
                 self._ws = None
                 self.connected.clear()
+                metrics.ARI_CONNECTED.set(0)
             if self._stopping:
                 break
             await asyncio.sleep(backoff)

@@ -32,6 +32,12 @@ class HoldAction(str, enum.Enum):
         """Whether a listener hears the tenant's music because of this action."""
         return self in (HoldAction.FORWARDED, HoldAction.CORRECTED, HoldAction.STARTED)
 
+    @property
+    def hears_music(self) -> bool:
+        """Whether someone hears the hold's class afterwards (not in a conference, alone, or after
+        a missed unhold)."""
+        return self not in (HoldAction.CONFERENCE, HoldAction.ALONE, HoldAction.MISSED_UNHOLD)
+
 
 @dataclass(frozen=True)
 class Party:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from .. import metrics, systemd
 from ..config import Settings
 from ..resolve import ClassResolver
 from ..storage import Catalog
@@ -23,15 +24,25 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
     handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix),
                           parallel=settings.ari_parallel_bridges)
     listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
+
+    async def not_ready() -> str | None:
+        return None if listener.connected.is_set() else "not connected to Asterisk's ARI events (see the log)"
+
+    exporter = None
+    if settings.metrics_address is not None:
+        exporter, port = await metrics.start_server(settings.metrics_address, not_ready)
+        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    systemd.ready()  # Type=notify: systemctl start returns now
     reader = asyncio.create_task(listener.run(), name="ari-events")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
         await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        systemd.stopping()
         await listener.stop()
         try:  # holds being handled finish (bounded: each ARI request has its own timeout)
             await asyncio.wait_for(handler.dispatcher.drain(), 15.0)
@@ -41,5 +52,7 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
             task.cancel()
         await asyncio.gather(reader, stopper, return_exceptions=True)
         await client.close()
+        if exporter is not None:
+            await exporter.cleanup()
         log.info("ARI hold handler stopped; %s", handler.stats.summary())
     return handler

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .. import disclaimer
+from .. import disclaimer, metrics
 from ..app import ari_reload, build_syncer, open_blobs, open_catalog, service_session
 from ..config import Settings
 from ..errors import DisclaimerRequired, NoTenantFile, OomaMohError, StorageError, UploadRejected
@@ -120,19 +120,22 @@ def read_state(settings: Settings, reader: Catalog, view: Syncer, tenant_id: str
 async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
     """The tenant's body with its status; starts a publication if it is neither live nor moving.
     In a cluster (agents have reported), ``status.nodes`` says on how many nodes callers hear the
-    current music."""
+    current music, and the state is ``live`` only once that is all of them (``publishing`` before)."""
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
     tenant, live = await in_thread(request, read_state, settings, request.app[READER], request.app[VIEW], tenant_id)
-    status = publications.tracked(tenant_id)
-    if status is None:
-        status = Status(State.LIVE) if live else publications.start(tenant_id)
-    body = tenant_body(tenant, settings, status)
+    live_on = total = 0
     if NODES in request.app:
         version = tenant.version if tenant.setting is MohSetting.FILE else None
         live_on, total = await in_thread(request, request.app[NODES].live_on, settings.class_prefix + tenant_id,
                                          version)
-        if total:  # once agents report: a cluster
-            body["status"]["nodes"] = {"live": live_on, "of": total}
+    status = publications.tracked(tenant_id)
+    if status is None and total:  # a cluster: the nodes' agents publish; live once every node plays it
+        status = Status(State.LIVE if live_on == total else State.PUBLISHING)
+    elif status is None:
+        status = Status(State.LIVE) if live else publications.start(tenant_id)
+    body = tenant_body(tenant, settings, status)
+    if total:  # once agents report: a cluster
+        body["status"]["nodes"] = {"live": live_on, "of": total}
     return body
 
 
@@ -342,6 +345,25 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def catalog_problem(app: web.Application, timeout: float = 5.0) -> str | None:
+    """Why the server is not ready (its catalog does not answer a read), or None."""
+    probe = asyncio.get_running_loop().run_in_executor(app[CATALOG_THREAD], metrics.probe_catalog, app[READER])
+    try:
+        return await asyncio.wait_for(probe, timeout)
+    except TimeoutError:
+        return f"catalog unreachable: no answer within {timeout:g} s"
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 while the catalog answers, else 503 and why."""
+    return metrics.readiness_response(await catalog_problem(request.app))
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus' text format (no tenant in any label)."""
+    return metrics.metrics_response()
+
+
 async def openapi(request: web.Request) -> web.Response:
     """``GET /api/v1/openapi.json``."""
     return web.json_response(OPENAPI)
@@ -361,6 +383,8 @@ async def _lifecycle(app: web.Application) -> Any:
     app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
 
     def publish(tenant: str) -> None:
+        if NODES in app and app[NODES].count():  # a cluster: the nodes' agents publish, not this host
+            return
         with service_session(settings) as service:
             build_syncer(settings, service).run([tenant])
 
@@ -387,6 +411,8 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_lifecycle)
     app.on_response_prepare.append(private_answers)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/tenants/{tenant}/moh", get_moh)
     app.router.add_put("/api/v1/tenants/{tenant}/moh", put_moh)

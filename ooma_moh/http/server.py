@@ -11,18 +11,24 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from .. import metrics, systemd
 from ..config import Settings
 from ..logsafe import printable
-from .api import make_app
+from .api import catalog_problem, make_app
 
 log = logging.getLogger(__name__)
 LOGIN_PATH = re.compile(r"/login/[^/]*")
+#: answered every few seconds to a scraper or a probe: a line only when they fail
+QUIET_PATHS = frozenset(("/metrics", "/healthz", "/readyz"))
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request; a login link's secret never reaches the log."""
+    """One line per request (successful scrapes and probes aside); a login link's secret never
+    reaches the log."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.path in QUIET_PATHS and response.status < 400:
+            return
         path = LOGIN_PATH.sub("/login/...", request.path)
         self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, printable(path, 200),
                          response.status, time)
@@ -46,13 +52,25 @@ async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
 async def run_http(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; requests in flight and publications finish first."""
     runner, port = await start_http(settings)
-    log.info("HTTP API listening on %s:%d", settings.http_address[0], port)
+    log.info("HTTP API listening on %s:%d (/metrics, /healthz, /readyz too)", settings.http_address[0], port)
+    exporter = None
+    if settings.metrics_address is not None:
+        try:
+            exporter, mport = await metrics.start_server(settings.metrics_address, lambda: catalog_problem(runner.app))
+        except BaseException:
+            await runner.cleanup()
+            raise
+        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], mport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    systemd.ready()  # Type=notify: systemctl start returns now
     try:
         await stop.wait()
     finally:
+        systemd.stopping()
+        if exporter is not None:
+            await exporter.cleanup()
         await runner.cleanup()
         log.info("HTTP API stopped")

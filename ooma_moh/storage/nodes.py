@@ -85,6 +85,11 @@ class NodeRegistry:
             raise pg_error(exc, "subscribing to catalog changes") from None
         return db
 
+    def count(self) -> int:
+        """How many nodes have reported (0: no agent runs, the catalog's hosts publish)."""
+        with self._errors("reading the nodes") as db:
+            return int(db.execute("SELECT count(*) AS n FROM nodes").fetchone()["n"])  # type: ignore[index]
+
     def live_on(self, moh_class: str, version: str | None) -> tuple[int, int]:
         """(nodes that play ``version`` of the class — None: that do not publish the class at
         all, i.e. play default —, nodes that have reported)."""

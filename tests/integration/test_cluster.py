@@ -129,9 +129,9 @@ def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster, tmp
         async with api(host, token) as client:
             status, body = await client.get("acme")
             assert status == 200, body
-            return body["status"]["nodes"]
+            return body["status"]
 
-    assert asyncio.run(via_api()) == {"live": 2, "of": 2}
+    assert asyncio.run(via_api()) == {"state": "live", "reason": None, "nodes": {"live": 2, "of": 2}}
     delete(host, "acme")
     for node in (a, b):
         node.wait_for({"tenant-acme": None})
@@ -157,6 +157,14 @@ def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster,
     assert behind == {"node-a": 0, "node-b": 2}, rows  # acme still played, globex missing
     assert show(host, "globex")["nodes"] == {"live": 1, "of": 2}
     assert show(host, "acme")["nodes"] == {"live": 1, "of": 2}  # deleted: B still plays it
+    token = cli(host, "tokens", "create", "--operator").strip().splitlines()[-1]
+
+    async def via_api() -> dict:
+        async with api(host, token) as client:
+            return (await client.get("globex"))[1]["status"]
+
+    # the API host itself has published globex, but one node of two does not play it yet
+    assert asyncio.run(via_api()) == {"state": "publishing", "reason": None, "nodes": {"live": 1, "of": 2}}
     assert second.version != first.version
     b.start()
     b.wait_for({"tenant-acme": None, "tenant-globex": globex.version})

@@ -1,0 +1,239 @@
+"""`ooma-moh doctor` against the real lab Asterisk (issue 13): all ok on a healthy lab, and each
+fault injected — ARI password wrong, realtime mapping missing (and the realtime database Asterisk
+does not read), MOH directory unreadable, ffmpeg missing — gives a FAIL with its own advice and
+exit status 1. Every fault is undone in a ``finally``, and the lab is checked healthy again.
+
+The CLI runs as a child process, as an operator runs it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ooma_moh.app import build_syncer
+from ooma_moh.config import Settings, settings_environ
+from ooma_moh.doctor import AsteriskUser, check_moh_dir, heard_verdict, parse_ffmpeg_list, probe_audio
+from ooma_moh.lab import LabAsterisk
+from ooma_moh.service import MohService
+from tests.audio import tone
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_CHECKS = {"ffmpeg", "catalog", "blobs", "ari", "modules", "moh-dir"}
+REALTIME_CHECKS = {"realtime-db", "realtime-mapping"}
+
+
+def doctor(settings: Settings, *args: str, code: int, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    """Run ``ooma-moh doctor ARGS`` in a child process; assert its exit status."""
+    environ = {**os.environ, **settings_environ(settings), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "ooma_moh", "doctor", *args], env=environ, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def findings(settings: Settings, *args: str, code: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``doctor --json``'s findings by check name."""
+    data = json.loads(doctor(settings, "--json", *args, code=code, env=env).stdout)
+    assert all(set(f) == {"check", "status", "found", "advice"} for f in data), data
+    assert all(f["advice"] for f in data if f["status"] != "ok"), data
+    return {f["check"]: f for f in data}
+
+
+def expected_checks(settings: Settings, call: bool) -> set[str]:
+    return ALL_CHECKS | (REALTIME_CHECKS if settings.publish_mode == "realtime" else set()) | (
+        {"call"} if call else set())
+
+
+def assert_all_ok(settings: Settings, call: bool = False) -> None:
+    found = findings(settings, *(["--call"] if call else []), code=0)
+    assert set(found) == expected_checks(settings, call), found
+    assert {name: f["status"] for name, f in found.items()} == dict.fromkeys(found, "ok"), found
+
+
+def no_probe_left(settings: Settings) -> None:
+    """Doctor removed its probe directory and realtime row."""
+    assert not list(settings.moh_dir.glob(".doctor-*"))
+    if settings.realtime_db.exists():
+        with sqlite3.connect(settings.realtime_db) as db:
+            assert db.execute("SELECT name FROM musiconhold WHERE name LIKE 'ooma-moh.doctor.%'").fetchall() == []
+
+
+def publish(service: MohService, settings: Settings, tmp: Path, tenant: str = "acme") -> None:
+    """Upload a tone for ``tenant`` and sync: the MOH directory, a class, the realtime database."""
+    service.upload(tenant, tone(tmp / f"{tenant}.wav", 440.0, seconds=4), accept_disclaimer=True,
+                   accepted_by="tester")
+    build_syncer(settings, service).run(None)
+
+
+def test_healthy_lab_is_all_ok(lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> None:
+    publish(lab_service, lab_settings, tmp_path)
+    assert_all_ok(lab_settings, call=True)  # realtime: the probe class; static: tenant-acme
+    no_probe_left(lab_settings)
+    text = doctor(lab_settings, code=0).stdout.splitlines()
+    assert len(text) == len(expected_checks(lab_settings, call=False)), text
+    assert all(line.startswith("ok   ") and "To do:" not in line for line in text), text
+
+
+def test_wrong_ari_password(lab_settings: Settings) -> None:
+    lab_settings.moh_dir.mkdir()  # as the first sync makes it
+    wrong = dataclasses.replace(lab_settings, ari_password="not-the-password")
+    found = findings(wrong, "--call", code=1)
+    assert found["ari"]["status"] == "fail"
+    assert "ARI password wrong" in found["ari"]["found"] and "401" in found["ari"]["found"]
+    assert "OOMA_MOH_ARI_PASSWORD" in found["ari"]["advice"] and "ari.conf" in found["ari"]["advice"]
+    assert found["call"]["status"] == "warn" and found["modules"]["status"] == "warn"  # not checked
+    assert [f for f in found.values() if f["status"] == "fail"] == [found["ari"]]
+    lines = doctor(wrong, code=1).stdout.splitlines()
+    assert any(line.startswith("FAIL ari ") and "To do: set OOMA_MOH_ARI_PASSWORD" in line for line in lines), lines
+    assert_all_ok(lab_settings)
+
+
+def test_connection_refused(lab_settings: Settings) -> None:
+    from ooma_moh.lab.asterisk import free_port
+
+    nowhere = dataclasses.replace(lab_settings, ari_url=f"http://127.0.0.1:{free_port()}")
+    found = findings(nowhere, code=1)
+    assert found["ari"]["status"] == "fail" and "not reachable" in found["ari"]["found"]
+    assert "http.conf" in found["ari"]["advice"]
+
+
+@pytest.mark.parametrize("mode", ["realtime"])
+def test_realtime_mapping_missing(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService) -> None:
+    build_syncer(lab_settings, lab_service).run(None)  # the realtime database exists, as after any sync
+    lab_settings.moh_dir.mkdir(exist_ok=True)
+    extconfig = lab.etc / "extconfig.conf"
+    original = extconfig.read_text()
+    assert "musiconhold => sqlite3,ooma-moh,musiconhold" in original
+    try:
+        extconfig.write_text("\n".join(line for line in original.splitlines() if not line.startswith("musiconhold")))
+        lab.cli("module reload extconfig")
+        assert "musiconhold" not in lab.cli("core show config mappings")
+        found = findings(lab_settings, "--call", code=1)
+        mapping = found["realtime-mapping"]
+        assert mapping["status"] == "fail" and "realtime mapping of musiconhold is missing" in mapping["found"]
+        assert "extconfig.conf" in mapping["advice"] and str(lab_settings.realtime_db) in mapping["advice"]
+        call = found["call"]  # Asterisk played default instead of the probe class
+        assert call["status"] == "fail" and "falls back to default" in call["found"], call
+        assert {n for n, f in found.items() if f["status"] == "fail"} == {"realtime-mapping", "call"}, found
+        no_probe_left(lab_settings)
+    finally:
+        extconfig.write_text(original)
+        lab.cli("module reload extconfig")
+    assert "musiconhold" in lab.cli("core show config mappings")
+    assert_all_ok(lab_settings, call=True)
+
+
+@pytest.mark.parametrize("mode", ["realtime"])
+def test_realtime_db_asterisk_does_not_read(lab_settings: Settings, lab_service: MohService,
+                                            tmp_path: Path) -> None:
+    """OOMA_MOH_REALTIME_DB names another file than res_config_sqlite3.conf's dbfile."""
+    other = dataclasses.replace(lab_settings, realtime_db=tmp_path / "elsewhere.sqlite3")
+    build_syncer(other, lab_service).run(None)  # sync writes there happily
+    found = findings(other, code=1)
+    assert found["realtime-mapping"]["status"] == "fail"
+    assert "res_config_sqlite3 reads another file" in found["realtime-mapping"]["found"]
+    assert found["realtime-db"]["status"] == "ok"  # the file itself is fine
+
+
+def test_moh_dir_unreadable(lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> None:
+    publish(lab_service, lab_settings, tmp_path)
+    moh_dir = lab_settings.moh_dir
+    try:
+        os.chmod(moh_dir, 0)
+        found = findings(lab_settings, code=1)
+        problem = found["moh-dir"]
+        assert problem["status"] == "fail" and f"cannot read {moh_dir}" in problem["found"], problem
+        assert "mode 0000" in problem["found"] and "denies read+search" in problem["found"], problem
+        assert "0755" in problem["advice"], problem
+        assert {n for n, f in found.items() if f["status"] == "fail"} == {"moh-dir"}, found
+    finally:
+        os.chmod(moh_dir, 0o755)
+    class_file = next(moh_dir.glob("*/*/moh.sln16"))
+    try:
+        os.chmod(class_file, 0o200)  # one rendition of one class
+        problem = findings(lab_settings, code=1)["moh-dir"]
+        assert problem["status"] == "fail" and "cannot read 1 entries" in problem["found"], problem
+        assert f"{class_file} (mode 0200" in problem["found"], problem
+    finally:
+        os.chmod(class_file, 0o644)
+    assert_all_ok(lab_settings)
+
+
+def test_ffmpeg_missing(lab_settings: Settings, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    found = findings(lab_settings, code=1, env={"PATH": str(empty)})
+    assert found["ffmpeg"]["status"] == "fail" and "ffmpeg not found" in found["ffmpeg"]["found"]
+    assert "apt-get install ffmpeg" in found["ffmpeg"]["advice"] and "OOMA_MOH_FFMPEG" in found["ffmpeg"]["advice"]
+    assert {n for n, f in found.items() if f["status"] == "fail"} == {"ffmpeg"}, found
+
+
+def test_missing_home_is_a_finding_and_creates_nothing(lab: LabAsterisk, tmp_path: Path) -> None:
+    typo = Settings(**{**lab.settings_overrides(), "home": tmp_path / "no-such-home"})
+    found = findings(typo, code=1)
+    assert found["catalog"]["status"] == "fail" and "OOMA_MOH_HOME" in found["catalog"]["advice"]
+    assert not (tmp_path / "no-such-home").exists()
+
+
+# -- the pure parts, without Asterisk ------------------------------------------------------------
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user can reach (pytest's own are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="ooma-moh-doctor-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_permission_bits_are_judged_for_asterisks_user(open_dir: Path) -> None:
+    root = open_dir / "moh"
+    version = root / "tenant-acme" / "v1"
+    version.mkdir(parents=True)
+    (version / "moh.sln16").write_bytes(b"\0" * 64)
+    for path in (root, root / "tenant-acme", version):
+        os.chmod(path, 0o755)
+    settings = Settings(home=open_dir, moh_dir=root)
+    stranger = AsteriskUser(54321, frozenset({54321}), "uid 54321 (asterisk)")
+    os.chmod(version / "moh.sln16", 0o640)  # owner root, group root: not for Asterisk
+    finding = check_moh_dir(settings, stranger)[0]
+    assert finding.status == "fail" and "moh.sln16 (mode 0640" in finding.found and "denies read" in finding.found
+    in_group = AsteriskUser(54321, frozenset({54321, os.stat(version / "moh.sln16").st_gid}), "asterisk")
+    assert check_moh_dir(settings, in_group)[0].status == "ok"
+    os.chmod(version / "moh.sln16", 0o644)
+    os.chmod(root, 0o750)
+    assert check_moh_dir(settings, stranger)[0].status == "fail"
+    assert stat.S_IMODE(os.stat(root).st_mode) == 0o750
+
+
+def test_heard_verdict() -> None:
+    audio = probe_audio(2.0)
+
+    def be(data: bytes) -> bytes:
+        return b"".join(data[i + 1:i + 2] + data[i:i + 1] for i in range(0, len(data), 2))
+
+    assert heard_verdict(be(audio[6400:6400 + 32000]), audio)[0] == "match"
+    assert heard_verdict(be(audio[6401:6401 + 32000]), audio)[0] == "other"  # off by a byte: not the file
+    assert heard_verdict(b"\0" * 32000, audio)[0] == "silence"
+    assert heard_verdict(be(probe_audio(2.0)[::-1]), audio)[0] == "other"
+
+
+def test_parse_ffmpeg_list() -> None:
+    listing = (" A....D g722                 G.722 ADPCM (codec adpcm_g722)\n"
+               " D  mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV\n D. = Demuxing supported\n"
+               " T.C alimiter          A->A       Audio lookahead limiter.\n")
+    assert parse_ffmpeg_list(listing) == {"g722", "adpcm_g722", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "alimiter"}
