@@ -13,7 +13,7 @@ Asterisk).
    against a bare parallel download of the same objects with the same client library (boto3, 8
    threads) in the same run.
 
-    .venv/bin/python bench/cluster.py [--agents 2 | --lab] [--runs 10] [--tenants 1000] [--skip-cold]
+    .venv/bin/python bench/cluster.py [--agents 2 | --lab] [--runs 10] [--tenants 1000] [--skip-cold | --skip-change]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def commits(url: str) -> int:
 
 
 def change_to_live(host: Settings, tmp: Path, agents: int, runs: int, labs: list[LabAsterisk]) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
     nodes = []
     for i in range(len(labs) or agents):
         node_local = labs[i].settings_overrides() if labs else {"home": tmp / f"node{i}"}
@@ -154,13 +155,14 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--lab", action="store_true", help="two real lab Asterisk nodes for the change -> live part")
     parser.add_argument("--skip-cold", action="store_true", help="only the change -> live part")
+    parser.add_argument("--skip-change", action="store_true", help="only the cold node part")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ooma-moh-cluster-"))
         pg, s3 = stack.enter_context(postgres_server()), stack.enter_context(s3_server())
         labs = [stack.enter_context(running_lab(Path(tmp) / f"lab{i}")) for i in range(2 if args.lab else 0)]
-        for step in ("change",) if args.skip_cold else ("change", "cold"):
+        for step in [s for s in ("change", "cold") if not getattr(args, f"skip_{s}")]:
             home = Path(tmp) / f"host-{step}"
             host = Settings(home=home, database_url=pg.database(), blob_url=f"s3://{s3.bucket()}/moh",
                             s3_endpoint_url=s3.endpoint)
