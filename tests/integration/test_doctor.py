@@ -3,20 +3,17 @@ fault injected — ARI password wrong, realtime mapping missing (and the realtim
 does not read), MOH directory unreadable, ffmpeg missing — gives a FAIL with its own advice and
 exit status 1. Every fault is undone in a ``finally``, and the lab is checked healthy again.
 
-The CLI runs as a child process, as an operator runs it."""
+The CLI runs as a child process, as an operator runs it. The rules without Asterisk are tested in
+tests/unit/test_doctor_rules.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import shutil
 import sqlite3
-import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,6 @@ import pytest
 
 from ooma_moh.app import build_syncer
 from ooma_moh.config import Settings, settings_environ
-from ooma_moh.doctor import AsteriskUser, check_moh_dir, heard_verdict, parse_ffmpeg_list, probe_audio
 from ooma_moh.lab import LabAsterisk
 from ooma_moh.service import MohService
 from tests.audio import tone
@@ -187,53 +183,3 @@ def test_missing_home_is_a_finding_and_creates_nothing(lab: LabAsterisk, tmp_pat
     found = findings(typo, code=1)
     assert found["catalog"]["status"] == "fail" and "OOMA_MOH_HOME" in found["catalog"]["advice"]
     assert not (tmp_path / "no-such-home").exists()
-
-
-# -- the pure parts, without Asterisk ------------------------------------------------------------
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory every user can reach (pytest's own are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="ooma-moh-doctor-test-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path)
-
-
-def test_permission_bits_are_judged_for_asterisks_user(open_dir: Path) -> None:
-    root = open_dir / "moh"
-    version = root / "tenant-acme" / "v1"
-    version.mkdir(parents=True)
-    (version / "moh.sln16").write_bytes(b"\0" * 64)
-    for path in (root, root / "tenant-acme", version):
-        os.chmod(path, 0o755)
-    settings = Settings(home=open_dir, moh_dir=root)
-    stranger = AsteriskUser(54321, frozenset({54321}), "uid 54321 (asterisk)")
-    os.chmod(version / "moh.sln16", 0o640)  # owner root, group root: not for Asterisk
-    finding = check_moh_dir(settings, stranger)[0]
-    assert finding.status == "fail" and "moh.sln16 (mode 0640" in finding.found and "denies read" in finding.found
-    in_group = AsteriskUser(54321, frozenset({54321, os.stat(version / "moh.sln16").st_gid}), "asterisk")
-    assert check_moh_dir(settings, in_group)[0].status == "ok"
-    os.chmod(version / "moh.sln16", 0o644)
-    os.chmod(root, 0o750)
-    assert check_moh_dir(settings, stranger)[0].status == "fail"
-    assert stat.S_IMODE(os.stat(root).st_mode) == 0o750
-
-
-def test_heard_verdict() -> None:
-    audio = probe_audio(2.0)
-
-    def be(data: bytes) -> bytes:
-        return b"".join(data[i + 1:i + 2] + data[i:i + 1] for i in range(0, len(data), 2))
-
-    assert heard_verdict(be(audio[6400:6400 + 32000]), audio)[0] == "match"
-    assert heard_verdict(be(audio[6401:6401 + 32000]), audio)[0] == "other"  # off by a byte: not the file
-    assert heard_verdict(b"\0" * 32000, audio)[0] == "silence"
-    assert heard_verdict(be(probe_audio(2.0)[::-1]), audio)[0] == "other"
-
-
-def test_parse_ffmpeg_list() -> None:
-    listing = (" A....D g722                 G.722 ADPCM (codec adpcm_g722)\n"
-               " D  mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV\n D. = Demuxing supported\n"
-               " T.C alimiter          A->A       Audio lookahead limiter.\n")
-    assert parse_ffmpeg_list(listing) == {"g722", "adpcm_g722", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "alimiter"}
