@@ -3,7 +3,8 @@
 ``pytest`` runs on the embedded default (SQLite catalog, blobs in the home); ``pytest --backend
 cluster`` runs the same tests with the catalog on PostgreSQL and the blobs in S3 object storage, each
 test on a fresh database and a fresh bucket prefix (``scripts/test`` runs both). Tests about the
-embedded files themselves are marked ``embedded_only`` and deselected in the cluster run.
+embedded files themselves (``embedded_only``) and tests of Asterisk's own behaviour that the back
+end cannot change (``backend_neutral``) are deselected in the cluster run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_only: about the embedded SQLite catalog or local "
                                        "blob files themselves; deselected in the cluster run")
+    config.addinivalue_line("markers", "backend_neutral: checks Asterisk's own behaviour once a class is "
+                                       "published, which the back end cannot change (the route and "
+                                       "publication on each back end are tested elsewhere); "
+                                       "deselected in the cluster run")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -50,7 +55,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, dropped = [], []
     for item in items:
         follows = BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))
-        (keep if follows and item.get_closest_marker("embedded_only") is None else dropped).append(item)
+        neutral = item.get_closest_marker("embedded_only") or item.get_closest_marker("backend_neutral")
+        (keep if follows and neutral is None else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

@@ -21,7 +21,8 @@ def rendered() -> dict[str, str]:
 
 def test_operator_files_are_adjusted_and_lab_parts_appended() -> None:
     config = rendered()
-    assert set(config) == set(sample_names()) | {"asterisk.conf", "modules.conf", "logger.conf"}
+    assert set(config) == set(sample_names()) | {"asterisk.conf", "modules.conf", "logger.conf",
+                                                 "res_parking.conf", "queues.conf", "features.conf"}
     adjusted = (OPERATOR_HOME, "directory=/var/lib/asterisk/moh", "password=CHANGE_ME", "bindport=8088",
                 "bind=127.0.0.1:5060")
     for name in sample_names():  # each operator file comes first, changed only where the lab differs
@@ -49,7 +50,8 @@ def test_templates_fill_paths_and_keep_asterisk_syntax() -> None:
     assert "; ---- lab only: Local/rec-<seconds>-<name>@ooma-lab-record answers" in config["extensions.conf"]
     assert "noload => chan_iax2.so\n" in config["modules.conf"] and "autoload = yes\n" in config["modules.conf"]
     assert set(lab_templates()) == {"asterisk.conf", "modules.conf", "logger.conf", "pjsip.conf",
-                                    "musiconhold.conf", "extensions.conf"}
+                                    "musiconhold.conf", "extensions.conf", "res_parking.conf", "queues.conf",
+                                    "features.conf"}
 
 
 def test_template_placeholders_must_be_known_and_well_formed() -> None:
