@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
-from ..errors import AsteriskError
+from ..errors import AriRequestFailed, AsteriskError
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
 from ..resolve import ClassResolver, Resolution
@@ -78,6 +78,8 @@ class HoldHandler:
         self.stats = HoldStats()
         self.dispatcher = KeyedDispatcher(parallel)
         self._delivery_ms: dict[str, float] = {}
+        #: channels ARI may not touch (409 "not in Stasis": the dialplan's own bridges)
+        self._outside: set[str] = set()
         self._table: dict[str, Callable[[Event], Awaitable[None]]] = {
             "ChannelEnteredBridge": self.on_entered_bridge,
             "ChannelLeftBridge": self.on_left_bridge,
@@ -170,9 +172,20 @@ class HoldHandler:
 
     # -- actions, carried out over ARI -------------------------------------------------------
     async def _set_class(self, channel_id: str, moh_class: str) -> None:
-        if self.state.preset.get(channel_id) != moh_class:
+        if channel_id in self._outside or self.state.preset.get(channel_id) == moh_class:
+            return
+        try:
             await self.ari.set_variable(channel_id, MUSIC_CLASS, moh_class)
-            self.state.preset[channel_id] = moh_class
+        except AriRequestFailed as exc:
+            if exc.status != 409:
+                raise
+            # a dialplan bridge seen through subscribeAll: its class is the dialplan's to set
+            # (the FastAGI route, docs/holds.md); nothing here can change what it hears
+            self._outside.add(channel_id)
+            log.info("channel %s is outside Stasis: its class is the dialplan's (docs/holds.md)",
+                     printable(channel_id))
+            return
+        self.state.preset[channel_id] = moh_class
 
     async def _start_music(self, channel_id: str, hold: ActiveHold) -> None:
         await self._set_class(channel_id, hold.moh_class)  # CHANNEL(musicclass) beats mohClass
@@ -229,6 +242,7 @@ class HoldHandler:
         await self._end_hold(event.channel.id, policy.HUNG_UP)
         self.state.forget_channel(event.channel.id)
         self._delivery_ms.pop(event.channel.id, None)
+        self._outside.discard(event.channel.id)
 
     # -- hold and unhold ----------------------------------------------------------------------
     async def on_hold(self, event: Event) -> None:
@@ -244,6 +258,11 @@ class HoldHandler:
         assert holder is not None
         known = self.state.bridge_of(holder.id)
         if known is None:
+            return
+        others = {c for c in known.channel_ids if c != holder.id}
+        if others and others <= self._outside:
+            log.info("hold action=outside-stasis holder=%s bridge=%s: a dialplan bridge, Asterisk plays"
+                     " the held channel's own class", logfmt(holder.name), logfmt(known.id))
             return
         fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
         try:

@@ -248,8 +248,9 @@ def test_call_through_a_local_channel_held(request: pytest.FixtureRequest, lab, 
     inside+ari: the same with the ARI handler running and the phone's endpoint mapped to alpha:
     still ``default``, ARI answers 409 for channels outside Stasis."""
     expected = A if route == "caller" or options == "n" else DEFAULT_TONE
+    handler = None
     if route == "inside+ari":
-        request.getfixturevalue("ari_handler")
+        handler = request.getfixturevalue("ari_handler")
         lab_service.catalog.map_endpoint("PJSIP/lab-loop", "alpha")
     name = f"local_{options}_{route.replace('+', '_')}"
     tenants = "alpha-none" if route == "caller" else "none-alpha"
@@ -263,6 +264,10 @@ def test_call_through_a_local_channel_held(request: pytest.FixtureRequest, lab, 
         act(events, call, "unhold")
     windows = tones_heard(call.finish(), [A, B])
     assert_heard(windows, expected_for(events, call, expected))
+    if handler is not None:  # it knows it cannot act there: no warning, no hold claimed as heard
+        text = handler.log.read_text()
+        assert "hold action=outside-stasis" in text and " WARNING " not in text, text[-3000:]
+        assert "hold action=forwarded" not in text, text[-3000:]
 
 
 # -- 6. DTMF transfers (features.conf: # blind, *2 attended; target 2 is a second phone) ------------

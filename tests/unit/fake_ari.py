@@ -22,6 +22,8 @@ class FakeAri:
         self.variables: dict[tuple[str, str], str] = {}
         self.actions: list[tuple[str, ...]] = []
         self.requests = 0
+        #: channels in no Stasis application (the dialplan's): ARI answers 409 to changes
+        self.outside: set[str] = set()
 
     # -- building a scene --------------------------------------------------------------------
     def channel(self, cid: str, name: str, *, tenant: str | None = None, accountcode: str = "",
@@ -88,9 +90,14 @@ class FakeAri:
         self._known(channel_id)
         return self.variables.get((channel_id, name))
 
+    def _in_stasis(self, method: str, path: str, cid: str) -> None:
+        if cid in self.outside:
+            raise AriRequestFailed(method, path, 409, "Channel not in Stasis application")
+
     async def set_variable(self, channel_id: str, name: str, value: str) -> None:
         self.requests += 1
         self._known(channel_id)
+        self._in_stasis("POST", f"/channels/{channel_id}/variable", channel_id)
         self.variables[(channel_id, name)] = value
         kind = "class" if name == "CHANNEL(musicclass)" else "mark" if name == "OOMA_MOH_HOLD" else name
         self.actions.append((kind, channel_id, value))
@@ -98,6 +105,7 @@ class FakeAri:
     async def start_moh(self, channel_id: str, moh_class: str) -> None:
         self.requests += 1
         self._known(channel_id)
+        self._in_stasis("POST", f"/channels/{channel_id}/moh", channel_id)
         self.actions.append(("moh", channel_id, moh_class))
 
     async def stop_moh(self, channel_id: str) -> None:

@@ -4,6 +4,7 @@ no root). The lab tests (tests/integration/test_ari_hold.py) check what callers 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -92,6 +93,23 @@ def test_forwarded_hold_with_the_right_preset_needs_nothing() -> None:
     run(handler.handle(ari.event("ChannelHold", "user")))
     assert ari.actions == [("mark", "user", "tenant-acme")]
     assert handler.stats.actions == {"forwarded": 1} and handler.holds["user"].listeners == {"caller"}
+
+
+def test_a_dialplan_bridge_is_left_to_the_dialplan_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """Channels in no Stasis application (a dialplan bridge seen through subscribeAll): ARI
+    answers 409 to any change. The handler notes them once, warns about nothing, and does not
+    claim a hold it cannot act on ("forwarded … class=tenant-acme" while the caller heard
+    ``default``, found by test_hold_scenarios.py)."""
+    ari, handler = scene()
+    two_party(ari)
+    ari.outside = {"user", "caller"}
+    with caplog.at_level(logging.INFO, logger="ooma_moh.ari.hold"):
+        run(enter(ari, handler, "user", "caller"))
+        run(handler.handle(ari.event("ChannelHold", "user")))
+        run(handler.handle(ari.event("ChannelUnhold", "user")))
+    assert ari.actions == [] and handler.stats.actions == {} and handler.holds == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "hold action=outside-stasis" in caplog.text and "forwarded" not in caplog.text
 
 
 def test_forwarded_hold_with_a_wrong_class_is_corrected() -> None:
