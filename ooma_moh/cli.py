@@ -25,7 +25,7 @@ from .errors import OomaMohError, ReloadPending
 from .media import write_wav
 from .model import FORMATS_BY_EXTENSION, MohSetting, TenantMoh, validate_endpoint, validate_tenant_id
 from .service import MohService
-from .sync import Change, Syncer, SyncReport
+from .sync import Change, ClassesRefused, Syncer, SyncReport
 
 
 def tenant_dict(tenant: TenantMoh, prefix: str) -> dict[str, Any]:
@@ -258,24 +258,29 @@ def syncer_of(ctx: click.Context) -> Syncer:
 
 
 def report_dict(report: SyncReport) -> dict[str, Any]:
-    """A sync report as JSON-able data."""
+    """A sync report as JSON-able data. ``reload`` is ``done``, ``pending`` (static mode: the
+    publication changed, Asterisk could not be told; the next sync reloads) or ``not needed``;
+    ``refused`` the classes left alone because a realtime row ooma-moh did not write holds them."""
     return {
         "dry_run": report.dry_run, "summary": report.counts, "files_written": report.files_written,
-        "published": report.published, "reloaded": report.reloaded,
+        "published": report.published, "reloaded": report.reloaded, "reload": report.reload,
         "old_versions_retired": report.retired, "old_versions_deleted": report.deleted,
         "classes": [{"class": p.moh_class, "change": p.change.value, "directory": p.directory}
                     for p in report.plan if p.change is not Change.UNCHANGED],
+        "refused": report.refused,
     }
 
 
 def report_text(data: dict[str, Any]) -> str:
     """Human-readable form of :func:`report_dict`."""
     lines = [f"{c['change']:<9} {c['class']}  {c['directory'] or ''}".rstrip() for c in data["classes"]]
+    lines += [f"{'refused':<9} {c}  held by a realtime row ooma-moh did not write: left alone" for c in data["refused"]]
     s = data["summary"]
     lines.append(("would sync: " if data["dry_run"] else "synced: ") +
                  f"{s['added']} added, {s['changed']} changed, {s['removed']} removed, {s['unchanged']} unchanged")
     if not data["dry_run"]:
-        lines.append(f"files written: {data['files_written']}; reload: {'done' if data['reloaded'] else 'none'};"
+        reload = "pending (the next sync retries it)" if data["reload"] == "pending" else data["reload"]
+        lines.append(f"files written: {data['files_written']}; reload: {reload};"
                      f" old versions retired {data['old_versions_retired']}, deleted {data['old_versions_deleted']}")
     return "\n".join(lines)
 
@@ -300,7 +305,7 @@ def sync(ctx: click.Context, tenants: tuple[str, ...], all_: bool, dry_run: bool
                 report = syncer.run(targets, progress=bar.update)
         else:
             report = syncer.run(targets, dry_run=dry_run)
-    except ReloadPending as exc:
+    except (ReloadPending, ClassesRefused) as exc:  # done what it could: say what, then the error line
         assert isinstance(exc.report, SyncReport)
         data = report_dict(exc.report)
         emit(ctx, as_json, data, report_text(data))
@@ -340,6 +345,9 @@ def setup_logging(log_format: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # boto3 says at INFO which credential source it found, once per client (with object storage,
+    # before a listener is even opened): not worth a line; its warnings and errors still show
+    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
 
 def run_service(coro: Any, settings: Settings) -> None:
@@ -366,12 +374,22 @@ def run_service(coro: Any, settings: Settings) -> None:
 
 
 def service_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--metrics-listen`` and ``--log-format`` of the long-running commands."""
-    func = click.option("--log-format", type=click.Choice(["text", "json"]),
-                        help="Log lines as text or one JSON object per line (or OOMA_MOH_LOG_FORMAT).")(func)
+    """``--metrics-listen``, ``--log-format`` and ``--json`` of the long-running commands; the
+    command receives ``metrics_listen`` and ``log_format`` (``--json`` folded into it)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, log_format: str | None, **kwargs: Any) -> Any:
+        if as_json and log_format == "text":
+            raise click.UsageError("--json means --log-format json: give one or the other")
+        return func(*args, log_format="json" if as_json else log_format, **kwargs)
+
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Log lines as JSON objects (the same as --log-format json).")(wrapper)
+    command = click.option("--log-format", type=click.Choice(["text", "json"]),
+                           help="Log lines as text or one JSON object per line (or OOMA_MOH_LOG_FORMAT).")(command)
     return click.option("--metrics-listen", metavar="HOST:PORT",
                         help="Serve /metrics, /healthz and /readyz there (or OOMA_MOH_METRICS_LISTEN;"
-                             " default off).")(func)
+                             " default off).")(command)
 
 
 def with_options(settings: Settings, **fields: str | None) -> Settings:
@@ -417,26 +435,34 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
         emit(ctx, as_json, mapping, "\n".join(f"{e:<40} {t}" for e, t in mapping.items()) or "no endpoints mapped")
 
 
+def wants_json(ctx: click.Context, as_json: bool) -> bool:
+    """``--json`` given to this subcommand or to its group (``endpoints --json set ...``)."""
+    return as_json or bool(ctx.parent is not None and ctx.parent.params.get("as_json"))
+
+
 @endpoints.command("set")
 @click.argument("endpoint")
 @click.argument("tenant")
+@json_option
 @click.pass_context
 @handles_errors
-def endpoints_set(ctx: click.Context, endpoint: str, tenant: str) -> None:
+def endpoints_set(ctx: click.Context, endpoint: str, tenant: str, as_json: bool) -> None:
     """Map ENDPOINT (e.g. PJSIP/acme-100) to TENANT."""
     endpoint, tenant = validate_endpoint(endpoint), validate_tenant_id(tenant)
     service_of(ctx).catalog.map_endpoint(endpoint, tenant)
-    click.echo(f"{endpoint} -> {tenant}")
+    emit(ctx, wants_json(ctx, as_json), {"endpoint": endpoint, "tenant": tenant}, f"{endpoint} -> {tenant}")
 
 
 @endpoints.command("remove")
 @click.argument("endpoint")
+@json_option
 @click.pass_context
 @handles_errors
-def endpoints_remove(ctx: click.Context, endpoint: str) -> None:
+def endpoints_remove(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     """Remove ENDPOINT's mapping."""
-    service_of(ctx).catalog.map_endpoint(validate_endpoint(endpoint), None)
-    click.echo(f"{endpoint} unmapped")
+    endpoint = validate_endpoint(endpoint)
+    service_of(ctx).catalog.map_endpoint(endpoint, None)
+    emit(ctx, wants_json(ctx, as_json), {"endpoint": endpoint, "tenant": None}, f"{endpoint} unmapped")
 
 
 @serve.command("http")

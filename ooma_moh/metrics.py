@@ -15,6 +15,7 @@ command) simply counts into it unseen.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -218,6 +219,16 @@ def make_app(ready: Readiness) -> web.Application:
     return app
 
 
+def cannot_listen(setting: str, address: tuple[str, int], exc: OSError) -> OomaMohError:
+    """The one-line error for a listener that cannot be opened on ``address`` (the port taken, a
+    privileged port, a host name that does not resolve), naming the ``setting`` to change."""
+    if exc.errno is not None and exc.errno > 0:
+        reason = os.strerror(exc.errno).lower()  # asyncio's strerror repeats the address
+    else:  # getaddrinfo's errors carry negative codes; their text is already short
+        reason = exc.strerror or str(exc)
+    return OomaMohError(f"{setting} {address[0]}:{address[1]}: cannot listen ({printable(reason, 200)})")
+
+
 async def start_server(address: tuple[str, int], ready: Readiness) -> tuple[web.AppRunner, int]:
     """Serve the metrics application on ``address`` in the running loop; (runner, bound port).
     ``await runner.cleanup()`` stops it."""
@@ -229,7 +240,7 @@ async def start_server(address: tuple[str, int], ready: Readiness) -> tuple[web.
         await web.TCPSite(runner, *address).start()
     except OSError as exc:
         await runner.cleanup()
-        raise OomaMohError(f"metrics_listen {address[0]}:{address[1]}: cannot listen ({exc.strerror})") from None
+        raise cannot_listen("metrics_listen", address, exc) from None
     ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
     return runner, ports[0] if ports else address[1]
 

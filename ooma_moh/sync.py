@@ -23,7 +23,7 @@ from .errors import AsteriskError, ReloadPending
 from .logsafe import printable
 from .model import MohSetting, TenantMoh, validate_tenant_id
 from .mohdir import MohDirectory
-from .publish import Publisher, RealtimePublisher, StaticPublisher
+from .publish import ClassTaken, Publisher, RealtimePublisher, StaticPublisher
 from .storage import Blobs, Catalog
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,35 @@ class SyncReport:
     counts: dict[str, int] = field(default_factory=dict)
     #: classes published once the run is over (all of them, not only those in scope)
     classes: int = 0
+    #: static mode: the publication changed but Asterisk could not be told (the next sync reloads)
+    reload_pending: bool = False
+    #: classes of tenants on file that someone else's realtime row holds: left alone, not published
+    refused: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.counts = {c.value: sum(1 for p in self.plan if p.change is c) for c in Change}
+
+    @property
+    def reload(self) -> str:
+        """What became of Asterisk's reload: ``done``, ``pending`` or ``not needed`` (realtime
+        mode, or nothing changed)."""
+        return "done" if self.reloaded else "pending" if self.reload_pending else "not needed"
+
+
+class ClassesRefused(ClassTaken):
+    """A sync published what it could, but some tenants' classes are held by realtime rows that
+    ooma-moh did not write (:class:`.publish.ClassTaken`); ``report`` says what the sync did."""
+
+    def __init__(self, names: list[str], report: SyncReport) -> None:
+        super().__init__(names)
+        self.report = report
 
 
 def make_publisher(settings: Settings) -> Publisher:
     """The publisher for ``settings.publish_mode``."""
     if settings.publish_mode == "static":
         return StaticPublisher(settings.classes_conf, settings.class_prefix)
-    return RealtimePublisher(settings.realtime_db, settings.class_prefix)
+    return RealtimePublisher(settings.realtime_db, settings.class_prefix, moh_dir=settings.moh_dir)
 
 
 class Syncer:
@@ -161,7 +180,7 @@ class Syncer:
         log.info("sync scope=%s result=ok added=%d changed=%d removed=%d unchanged=%d files=%d reload=%s"
                  " retired=%d deleted=%d in %.3f s", scope, report.counts["added"], report.counts["changed"],
                  report.counts["removed"], report.counts["unchanged"], report.files_written,
-                 "done" if report.reloaded else "none", report.retired, report.deleted, time.monotonic() - started)
+                 report.reload.replace(" ", "_"), report.retired, report.deleted, time.monotonic() - started)
         return report
 
     def _run(self, tenant_ids: list[str] | None, *, dry_run: bool,
@@ -172,7 +191,11 @@ class Syncer:
         with self._exclusive():
             desired = self.desired(tenant_ids)
             published = self.publisher.current()
-            report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run)
+            # a class someone else's row holds is neither replaced nor counted as ours to remove
+            refused = sorted(self.publisher.foreign(desired))
+            for moh_class in refused:  # said by the report and the ClassesRefused raised at the end
+                del desired[moh_class]
+            report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run, refused=refused)
             if dry_run:
                 return report
             self.mohdir.prefetch(r for item in report.plan if item.tenant is not None
@@ -201,7 +224,10 @@ class Syncer:
             report.classes = len(now_published)
             report.retired, report.deleted = self.mohdir.collect(now_published, retain, classes=scope)
             if pending_error:
+                report.reload_pending = True
                 raise ReloadPending(pending_error, report)
+            if refused:
+                raise ClassesRefused(refused, report)
             return report
 
     def _reload(self, report: SyncReport) -> str | None:

@@ -80,8 +80,12 @@ class FastAgiServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
-        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE_BYTES, backlog=1024)
+        """Listen; returns the bound port (useful with port 0). ``OomaMohError`` (one line, naming
+        ``agi_listen``) if it cannot: the port taken, a privileged port, an unknown host."""
+        try:
+            self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE_BYTES, backlog=1024)
+        except OSError as exc:
+            raise metrics.cannot_listen("agi_listen", (host, port), exc) from None
         for listener in self._server.sockets:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         return self._server.sockets[0].getsockname()[1]
@@ -235,16 +239,22 @@ async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
     server = FastAgiServer(ClassResolver(catalog, settings.class_prefix), deadline=settings.agi_deadline_s,
                            max_env_bytes=settings.agi_max_env_bytes, max_connections=settings.agi_max_connections)
     host, port = settings.agi_address
-    bound = await server.start(host, port)
-    log.info("FastAGI listening on %s:%d", host, bound)
-    exporter = None
-    if settings.metrics_address is not None:
+    try:
+        bound = await server.start(host, port)
+    except BaseException:
+        await server.close()  # the catalog thread
+        raise
+    exporter, maddress = None, settings.metrics_address
+    if maddress is not None:
         try:
-            exporter, mport = await metrics.start_server(settings.metrics_address, server.catalog_problem)
+            exporter, mport = await metrics.start_server(maddress, server.catalog_problem)
         except BaseException:
             await server.close()
             raise
-        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], mport)
+    # logged once every listener is open: a failure to open one is the command's only line
+    log.info("FastAGI listening on %s:%d", host, bound)
+    if exporter is not None and maddress is not None:
+        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", maddress[0], mport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

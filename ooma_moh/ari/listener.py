@@ -16,6 +16,10 @@ application gone, closes the WebSocket and the listener connects again.
 
 After every (re)connection ``on_connect`` runs before any event is delivered, so the owner can
 resync its state from ``GET /channels`` and ``GET /bridges``.
+
+Asterisk refusing the credentials (401, 403) is not a passing fault that a retry cures: each
+attempt logs it as an ERROR that says which settings to fix, and attempts are ``max_backoff``
+apart (the listener keeps trying, so a corrected ari.conf is picked up without a restart).
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: What a hold handler needs: every channel and every bridge, whoever owns them.
 ALL_CHANNELS_AND_BRIDGES = ("channel:", "bridge:")
+#: HTTP statuses by which Asterisk refuses the ARI user and password
+REFUSED_CREDENTIALS = (401, 403)
+
+
+def refused_status(exc: BaseException) -> int | None:
+    """The status if ``exc`` is Asterisk refusing our credentials (the WebSocket handshake or a
+    request), else None."""
+    status = exc.status if isinstance(exc, (aiohttp.ClientResponseError, AriRequestFailed)) else None
+    return status if status in REFUSED_CREDENTIALS else None
 
 
 class EventListener:
@@ -93,7 +106,15 @@ class EventListener:
                         watchdog.cancel()
                         await asyncio.gather(watchdog, return_exceptions=True)
             except (TimeoutError, aiohttp.ClientError, OSError, AsteriskError) as exc:
-                if not self._stopping:
+                if (status := refused_status(exc)) is not None:
+                    backoff = self.max_backoff  # a retry cannot cure it soon: one line per attempt, not a burst
+                    if not self._stopping:
+                        log.error("ARI credentials refused: Asterisk at %s answered %d (%s); set OOMA_MOH_ARI_USER /"
+                                  " OOMA_MOH_ARI_PASSWORD to a user and password of Asterisk's ari.conf%s; retrying"
+                                  " in %.1f s", printable(self.client.base_url, 200), status,
+                                  "wrong user or password" if status == 401 else "this user may not do that",
+                                  "" if status == 401 else " that is not read_only", backoff)
+                elif not self._stopping:
                     log.warning("ARI events connection failed: %s; retrying in %.1f s", printable(exc, 300), backoff)
             finally:
                 self._ws = None

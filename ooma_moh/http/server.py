@@ -35,13 +35,20 @@ class AccessLogger(AbstractAccessLogger):
 
 
 async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
-    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
+    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port.
+    ``OomaMohError`` naming ``http_listen`` if it cannot listen."""
     runner = web.AppRunner(make_app(settings), access_log=log, access_log_class=AccessLogger,
                            shutdown_timeout=10.0)
     await runner.setup()
     host, port = settings.http_address
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:  # the port taken, a privileged port, an unknown host: one line, not a traceback
+        await runner.cleanup()
+        raise metrics.cannot_listen("http_listen", (host, port), exc) from None
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = port
     for address in runner.addresses:  # the real port when asked for port 0
         if isinstance(address, tuple):
@@ -52,15 +59,17 @@ async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
 async def run_http(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; requests in flight and publications finish first."""
     runner, port = await start_http(settings)
-    log.info("HTTP API listening on %s:%d (/metrics, /healthz, /readyz too)", settings.http_address[0], port)
-    exporter = None
-    if settings.metrics_address is not None:
+    exporter, maddress = None, settings.metrics_address
+    if maddress is not None:
         try:
-            exporter, mport = await metrics.start_server(settings.metrics_address, lambda: catalog_problem(runner.app))
+            exporter, mport = await metrics.start_server(maddress, lambda: catalog_problem(runner.app))
         except BaseException:
             await runner.cleanup()
             raise
-        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], mport)
+    # logged once every listener is open: a failure to open one is the command's only line
+    log.info("HTTP API listening on %s:%d (/metrics, /healthz, /readyz too)", settings.http_address[0], port)
+    if exporter is not None and maddress is not None:
+        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", maddress[0], mport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

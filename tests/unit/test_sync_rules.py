@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from ooma_moh.asterisk_cli import parse_moh_classes, parse_realtime_row
 from ooma_moh.model import MohSetting, Rendition, TenantMoh
 from ooma_moh.mohdir import MohDirectory
-from ooma_moh.publish import StaticPublisher
+from ooma_moh.publish import REALTIME_SCHEMA, ClassTaken, RealtimePublisher, StaticPublisher
 from ooma_moh.storage import BlobStore
-from ooma_moh.sync import Change, plan_sync
+from ooma_moh.sync import Change, SyncReport, plan_sync
 
 T = TenantMoh("t", MohSetting.FILE, renditions=(Rendition("sln", 8000, 2, "ab" * 32),))
 
@@ -72,3 +75,56 @@ def test_parse_moh_classes() -> None:
     out = "Class: default\n\tMode: files\n\tDirectory: /x\nClass: tenant-a\n\tMode: files\n\tDirectory: /m/a/1\n"
     assert parse_moh_classes(out) == {"default": {"Mode": "files", "Directory": "/x"},
                                       "tenant-a": {"Mode": "files", "Directory": "/m/a/1"}}
+
+
+def musiconhold(db_path: Path) -> dict[str, str]:
+    with sqlite3.connect(db_path) as db:
+        return dict(db.execute("SELECT name, directory FROM musiconhold"))
+
+
+def add_rows(db_path: Path, rows: dict[str, str]) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute(REALTIME_SCHEMA)
+        db.executemany("INSERT INTO musiconhold (name, mode, directory) VALUES (?, 'files', ?)", rows.items())
+
+
+def test_realtime_publisher_touches_only_rows_it_wrote(tmp_path: Path) -> None:
+    db_path = tmp_path / "realtime.sqlite3"
+    publisher = RealtimePublisher(db_path, "tenant-", moh_dir=tmp_path / "moh")
+    publisher.apply({"tenant-a": "/m/a/1"}, set())
+    foreign = {"tenant-foreign": "/other/foreign", "hold-other": "/other/hold"}
+    add_rows(db_path, foreign)
+    assert publisher.current() == {"tenant-a": "/m/a/1"}
+    assert publisher.foreign(["tenant-a", "tenant-foreign", "tenant-b"]) == {"tenant-foreign"}
+    publisher.apply({}, {"tenant-a", "tenant-foreign"})  # a removal of a row not ours does nothing
+    assert musiconhold(db_path) == foreign
+    with pytest.raises(ClassTaken, match="tenant-foreign: the realtime database"):
+        publisher.apply({"tenant-b": "/m/b/1", "tenant-foreign": "/m/f/1"}, set())
+    assert musiconhold(db_path) == foreign  # all or nothing: tenant-b was not published either
+    # a row of ours deleted by hand: its name is not ours any more once someone else takes it
+    publisher.apply({"tenant-c": "/m/c/1"}, set())
+    with sqlite3.connect(db_path) as db:
+        db.execute("DELETE FROM musiconhold WHERE name = 'tenant-c'")
+    publisher.apply({"tenant-d": "/m/d/1"}, set())
+    add_rows(db_path, {"tenant-c": "/other/c"})
+    assert publisher.current() == {"tenant-d": "/m/d/1"} and publisher.foreign(["tenant-c"]) == {"tenant-c"}
+
+
+def test_realtime_rows_of_an_earlier_version_are_adopted_by_directory(tmp_path: Path) -> None:
+    db_path, moh = tmp_path / "realtime.sqlite3", tmp_path / "moh"
+    add_rows(db_path, {"tenant-a": f"{moh}/tenant-a/v1", "tenant-b": f"{moh}/../elsewhere/tenant-b/v1",
+                       "tenant-c": f"{moh}-other/tenant-c/v1", "tenant-d": "/srv/d"})
+    assert RealtimePublisher(db_path, "tenant-").current() == {}  # no moh_dir known: nothing adopted
+    publisher = RealtimePublisher(db_path, "tenant-", moh_dir=moh)
+    assert publisher.current() == {"tenant-a": f"{moh}/tenant-a/v1"}
+    publisher.apply({}, {"tenant-a", "tenant-b", "tenant-c", "tenant-d"})
+    assert set(musiconhold(db_path)) == {"tenant-b", "tenant-c", "tenant-d"}
+    # adoption happens once: a row added later under moh_dir by someone else is not ours
+    add_rows(db_path, {"tenant-e": f"{moh}/tenant-e/v1"})
+    assert publisher.current() == {} and publisher.foreign(["tenant-e"]) == {"tenant-e"}
+
+
+def test_report_says_what_became_of_the_reload() -> None:
+    assert SyncReport([]).reload == "not needed"
+    assert SyncReport([], reloaded=True).reload == "done"
+    assert SyncReport([], reload_pending=True).reload == "pending"
