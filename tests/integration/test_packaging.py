@@ -123,7 +123,8 @@ def test_lab_configuration_renders_from_the_installed_package(installed: Install
     rendered = installed.run("python", "-c", script, cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
     config = json.loads(rendered.stdout)
-    assert set(config) == OPERATOR_FILES | {"asterisk.conf", "logger.conf", "modules.conf"}
+    assert set(config) == OPERATOR_FILES | {"asterisk.conf", "logger.conf", "modules.conf", "res_parking.conf",
+                                            "queues.conf", "features.conf"}
     assert "contact=sip:lab-loop@127.0.0.1:15060" in config["pjsip.conf"]
     assert "bind=127.0.0.1:15060" in config["pjsip.conf"]
     assert "Record(/srv/lab/rec/${NAME}.wav," in config["extensions.conf"]
