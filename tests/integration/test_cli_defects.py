@@ -23,8 +23,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from ooma_moh.publish import REALTIME_SCHEMA
 from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, tones_heard, wait_for_port
+from tests.integration.test_metrics import get
 
 A = 440.0
 AGI_SCRIPT = Path(sys.executable).parent / "ooma-moh-agi"
@@ -71,14 +70,6 @@ def closed_port() -> int:
 def upload(service: MohService, tenant: str, freq: float, tmp: Path) -> None:
     service.upload(tenant, tone(tmp / f"{tenant}-{int(freq)}.wav", freq, seconds=2), accept_disclaimer=True,
                    accepted_by="tester")
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def wait_until(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
