@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -111,7 +112,7 @@ class RealtimePublisher:
             self._adopt(db)
             yield db
         except sqlite3.Error as exc:
-            raise OomaMohError(f"realtime database {self.db_path}: {exc}") from None
+            raise OomaMohError(f"realtime database {self.db_path}: {exc}{self._not_ours()}") from None
         finally:
             db.close()
         # group-writable: Asterisk (its own user, in the data home's setgid group) and ooma-moh
@@ -119,6 +120,19 @@ class RealtimePublisher:
         # database's mode, whichever side opens it first (docs/operations.md)
         if self.db_path.stat().st_uid == os.geteuid():
             os.chmod(self.db_path, 0o664)
+
+    def _not_ours(self) -> str:
+        """What to do when the database is another user's and not writable by us (Asterisk created
+        it, by opening it before ooma-moh's first sync); empty otherwise."""
+        try:
+            st = self.db_path.stat()
+        except OSError:
+            return ""
+        if st.st_uid == os.geteuid() or os.access(self.db_path, os.W_OK):
+            return ""
+        return (f" (owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}: not writable by uid {os.geteuid()};"
+                f" Asterisk creates it if it starts first. Fix: chown <ooma-moh user>:asterisk {self.db_path};"
+                f" chmod 0664 {self.db_path} (docs/operations.md, users and permissions))")
 
     @staticmethod
     def _has_owned_table(db: sqlite3.Connection) -> bool:

@@ -108,8 +108,11 @@ def free_port() -> int:
 class LabAsterisk:
     """One running lab Asterisk. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, shared: Path, root: Path | None = None) -> None:
+    def __init__(self, shared: Path, root: Path | None = None, run_as: str | None = None) -> None:
         self.root = (root or default_root()).resolve()
+        #: a user of the chroot (Debian's ``asterisk``) Asterisk switches to (``-U``, ``-G`` its group)
+        #: once started, as a production Asterisk does; None: it stays root
+        self.run_as = run_as
         self.shared = shared.resolve()
         self.etc = self.shared / "etc"
         self.home = self.shared / "home"
@@ -175,6 +178,25 @@ class LabAsterisk:
                 os.replace(path, directory / f"tone.{ext}")
             shutil.rmtree(work)
 
+    def user_ids(self, name: str) -> tuple[int, int]:
+        """uid and gid of the chroot's user ``name`` (its own /etc/passwd, not the host's)."""
+        for line in (self.root / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2]), int(fields[3])
+        raise AsteriskError(f"no user {name!r} in {self.root / 'etc' / 'passwd'}")
+
+    def _hand_over(self, uid: int, gid: int) -> None:
+        """What Asterisk writes (control socket, logs, spool, astdb, recordings) becomes the run-as
+        user's, as Debian's package does for /var/{run,log,spool,lib}/asterisk; the rest stays
+        root's and readable. The data home is not touched: who owns it is what tests check."""
+        self.shared.chmod(0o755)
+        for sub in ("run", "log", "spool", "db", "recordings"):
+            for directory, _, names in os.walk(self.shared / sub):
+                os.chown(directory, uid, gid)
+                for name in names:
+                    os.chown(os.path.join(directory, name), uid, gid)
+
     # -- lifecycle -------------------------------------------------------------------------
     def _mount(self, source: str, target: Path, *options: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
@@ -189,6 +211,8 @@ class LabAsterisk:
         self.shared.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._write_tone_classes()
+        if self.run_as is not None:
+            self._hand_over(*self.user_ids(self.run_as))
         self._mount("proc", self.root / "proc", "-t", "proc")
         self._mount(str(self.shared), self.root / str(self.shared).lstrip("/"), "--bind")
         self.boot(timeout)
@@ -198,8 +222,9 @@ class LabAsterisk:
         """Start the Asterisk process (mounts and config already in place) and wait for it.
         ``-g`` and an unlimited core size: if it crashes, :meth:`post_mortem` finds the core."""
         log = open(self.shared / "log" / "console.log", "ab")
+        user = ["-U", self.run_as, "-G", self.run_as] if self.run_as is not None else []
         self._process = subprocess.Popen(
-            ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g"],
+            ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g", *user],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2),
         )
@@ -246,6 +271,13 @@ class LabAsterisk:
     def running(self) -> bool:
         """Whether the Asterisk process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The running Asterisk's process id."""
+        if self._process is None:
+            raise AsteriskError("the lab Asterisk is not running")
+        return self._process.pid
 
     @property
     def log_dir(self) -> Path:

@@ -28,10 +28,11 @@ LAB_REPORTS: list[str] = []
 
 
 @contextlib.contextmanager
-def running_lab(directory: Path) -> Iterator[LabAsterisk]:
-    """A lab Asterisk booted in ``directory``. Its logs stay there (pytest keeps the last three
-    runs'); a failed run ends by saying where they are and how Asterisk ended."""
-    instance = LabAsterisk(directory)
+def running_lab(directory: Path | LabAsterisk) -> Iterator[LabAsterisk]:
+    """A lab Asterisk booted in ``directory`` (or this one, not started yet). Its logs stay there
+    (pytest keeps the last three runs'); a failed run ends by saying where they are and how
+    Asterisk ended."""
+    instance = directory if isinstance(directory, LabAsterisk) else LabAsterisk(directory)
     try:
         instance.start()
     except Exception:

@@ -30,15 +30,20 @@ pytestmark = pytest.mark.parametrize("mode", ["realtime"])
 class Handler:
     """`ooma-moh serve ari` as a child process."""
 
-    def __init__(self, settings: Settings, lab: LabAsterisk) -> None:
+    def __init__(self, settings: Settings, lab: LabAsterisk, *, python: list[str] | None = None,
+                 env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        """``python``: the interpreter's argv (another user's: setpriv …), ``env`` its environment,
+        ``log`` where its stderr goes (default: this interpreter, the settings', the home)."""
         self.settings, self.lab = settings, lab
         self.proc: subprocess.Popen[str] | None = None
-        self.log = settings.home / "serve-ari.log"
+        self.python = python or [sys.executable]
+        self.env = env or settings_env(settings)
+        self.log = log or settings.home / "serve-ari.log"
 
     def start(self) -> None:
         before = self.connections()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"],
-                                     env=settings_env(self.settings), stderr=open(self.log, "a"), text=True)
+        self.proc = subprocess.Popen([*self.python, "-m", "ooma_moh", "serve", "ari"],
+                                     env=self.env, stderr=open(self.log, "a"), text=True)
         try:
             deadline = time.monotonic() + 15
             while self.connections() == before:

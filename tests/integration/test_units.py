@@ -291,6 +291,8 @@ def test_tmpfiles_creates_what_the_units_need(system_root: Path) -> None:
     expect = {  # path -> (mode, owner, group)
         DATA_HOME: (0o2770, known["ooma-moh"], known["group:asterisk"]),
         DATA_HOME + "/moh": (0o2750, known["ooma-moh"], known["group:asterisk"]),
+        # created empty, ooma-moh's: Asterisk starting first must not create it as its own
+        DATA_HOME + "/realtime.sqlite3": (0o664, known["ooma-moh"], known["group:asterisk"]),
         "/etc/ooma-moh": (0o750, 0, known["group:ooma-moh"]),
     }
     for path, (mode, uid, gid) in expect.items():
