@@ -169,10 +169,11 @@ def run_agent(settings: Settings, node_id: str) -> None:
     agent = Agent(settings, node_id)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
-    log.info("agent node=%s starting", node_id)
     stop_metrics = None
-    if settings.metrics_address is not None:
+    if settings.metrics_address is not None:  # first: a port in use is one error, before "starting"
         port, stop_metrics = metrics.serve_in_thread(settings.metrics_address, lambda: agent.problem)
+    log.info("agent node=%s starting", node_id)
+    if settings.metrics_address is not None:
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
     watchdog = threading.Thread(target=_watchdog, args=(agent,), name="watchdog", daemon=True)
     watchdog.start()

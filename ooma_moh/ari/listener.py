@@ -71,6 +71,8 @@ class EventListener:
         self.max_backoff = max_backoff
         self.connected = asyncio.Event()
         self.connections = 0
+        #: why the last attempt to connect failed (for /readyz); None once connected
+        self.last_problem: str | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = False
 
@@ -94,6 +96,7 @@ class EventListener:
                     if self.connections > 1:
                         metrics.ARI_RECONNECTS.inc()
                     backoff = self.min_backoff
+                    self.last_problem = None
                     log.info("ARI events connected (app %s, connection %d)", self.app, self.connections)
                     if self.on_connect is not None:
                         await self.on_connect()
@@ -108,14 +111,19 @@ class EventListener:
             except (TimeoutError, aiohttp.ClientError, OSError, AsteriskError) as exc:
                 if (status := refused_status(exc)) is not None:
                     backoff = self.max_backoff  # a retry cannot cure it soon: one line per attempt, not a burst
+                    self.last_problem = (f"ARI credentials refused (Asterisk answered {status}): check"
+                                         " OOMA_MOH_ARI_USER / OOMA_MOH_ARI_PASSWORD against ari.conf")
                     if not self._stopping:
                         log.error("ARI credentials refused: Asterisk at %s answered %d (%s); set OOMA_MOH_ARI_USER /"
                                   " OOMA_MOH_ARI_PASSWORD to a user and password of Asterisk's ari.conf%s; retrying"
                                   " in %.1f s", printable(self.client.base_url, 200), status,
                                   "wrong user or password" if status == 401 else "this user may not do that",
                                   "" if status == 401 else " that is not read_only", backoff)
-                elif not self._stopping:
-                    log.warning("ARI events connection failed: %s; retrying in %.1f s", printable(exc, 300), backoff)
+                else:
+                    self.last_problem = f"connection failed: {printable(exc, 200)}"
+                    if not self._stopping:
+                        log.warning("ARI events connection failed: %s; retrying in %.1f s",
+                                    printable(exc, 300), backoff)
             finally:
                 self._ws = None
                 self.connected.clear()

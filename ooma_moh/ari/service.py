@@ -26,7 +26,9 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
     listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
 
     async def not_ready() -> str | None:
-        return None if listener.connected.is_set() else "not connected to Asterisk's ARI events (see the log)"
+        if listener.connected.is_set():
+            return None
+        return f"not connected to Asterisk's ARI events: {listener.last_problem or 'connecting'}"
 
     exporter = None
     if settings.metrics_address is not None:

@@ -7,7 +7,8 @@
 4. `sync` says `reload: pending` when the reload is pending, never `reload: none` next to it;
 5. `serve ari` with a refused ARI password says so, once per attempt, naming the settings;
 6. `sync --all` touches only the realtime rows ooma-moh wrote (and adopts those of an earlier
-   ooma-moh), whatever else shares the database.
+   ooma-moh), whatever else shares the database;
+7. the sample dialplan's phones context reaches the sample endpoint (`acme-100`, not only numbers).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class Served:
     (("serve", "agi", "--listen", "127.0.0.1:0", "--metrics-listen", "{port}"), "metrics_listen"),
     (("serve", "http", "--listen", "127.0.0.1:0", "--metrics-listen", "{port}"), "metrics_listen"),
     (("serve", "ari", "--metrics-listen", "{port}"), "metrics_listen"),
+    (("agent", "--metrics-listen", "{port}"), "metrics_listen"),
 ])
 def test_port_in_use_is_one_error_line(settings: Settings, service: MohService, command: tuple[str, ...],
                                        setting: str) -> None:
@@ -112,7 +114,10 @@ def test_port_in_use_is_one_error_line(settings: Settings, service: MohService, 
         address = f"127.0.0.1:{port}"
         out, err = ooma_moh(settings, *(a.format(port=address) for a in command), code=1, timeout=60)
     assert out == ""
-    assert err == f"Error: {setting} {address}: cannot listen (address already in use)\n", err
+    expected = f"Error: {setting} {address}: cannot listen (address already in use)\n"
+    if command[0] == "agent" and not settings.database_url:  # the embedded pass: no agent without PostgreSQL
+        expected = "Error: the agent needs the shared catalog: set OOMA_MOH_DATABASE_URL\n"
+    assert err == expected, err
 
 
 # -- 2. the classic AGI script by hand --------------------------------------------------------------
@@ -260,7 +265,9 @@ def test_serve_ari_says_credentials_are_refused(lab: LabAsterisk, lab_settings: 
         status, reason = get(f"http://127.0.0.1:{port}/readyz")
         assert status == 503 and "not connected" in reason, reason
         time.sleep(7.0)  # the first attempt at once, the next max_backoff (5 s) later
-        assert get(f"http://127.0.0.1:{port}/readyz")[0] == 503
+        status, reason = get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 503 and "ARI credentials refused (Asterisk answered 401)" in reason, reason
+        assert "OOMA_MOH_ARI_PASSWORD" in reason and "not-the-password" not in reason, reason
     finally:
         _, err = proc.terminate()
     entries = [json.loads(line) for line in err.splitlines()]
@@ -345,3 +352,13 @@ def test_rows_of_an_earlier_ooma_moh_are_adopted(settings: Settings, service: Mo
     second = json.loads(ooma_moh(settings, "sync", "--all", "--json")[0])
     assert second["summary"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": 1}
     assert rows(db_path) == after
+
+
+# -- 7. the sample dialplan -----------------------------------------------------------------------------
+@pytest.mark.parametrize("context", ["from-phones", "ooma-moh-transfer"])
+def test_sample_dialplan_reaches_the_sample_endpoint(lab: LabAsterisk, context: str) -> None:
+    """The lab loads ooma_moh/asterisk_conf/extensions.conf as shipped: a phone dialling the sample
+    endpoint by name, or a transfer to it, finds an extension that dials it (`_X.` did not)."""
+    for target in ("acme-100", "15551230100"):
+        shown = lab.cli(f"dialplan show {target}@{context}")
+        assert "Dial(PJSIP/${EXTEN},30" in shown, shown
