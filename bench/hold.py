@@ -16,6 +16,9 @@ where its logs and any core file were copied: ``--keep-logs``, by default
 ``~/.cache/ooma-moh/bench-logs/``) instead of leaving only a traceback from the next ARI request.
 
     .venv/bin/python bench/hold.py [--calls 50,200] [--hold 2.0] [--keep-logs DIR]
+
+Holds of other kinds (call waiting, attended transfers, parked callers) mixed with plain ones, on
+the ARI and the dialplan paths: bench/hold_mix.py.
 """
 
 from __future__ import annotations

@@ -192,9 +192,19 @@ class HoldHandler:
         await self.ari.start_moh(channel_id, hold.moh_class)
         hold.listeners.add(channel_id)
 
-    async def _carry_out(self, plan: HoldPlan, hold: ActiveHold) -> None:
-        for channel_id in plan.start_on:
-            await self._start_music(channel_id, hold)
+    async def _carry_out(self, plan: HoldPlan, hold: ActiveHold, mark: str | None = None) -> None:
+        """Start the plan's music. With ``mark`` (the holder), the hold is marked on it at the
+        same time, not after: a handler killed right after starting music leaves a hold its
+        successor's resync finds (and stops, if the unhold was missed meanwhile), at no cost in
+        time to the music."""
+        async def music() -> None:
+            for channel_id in plan.start_on:
+                await self._start_music(channel_id, hold)
+
+        if mark is None:
+            await music()
+        else:
+            await asyncio.gather(self._remember_hold(mark, hold.moh_class), music())
         hold.listeners.update(plan.listeners)
 
     async def _stop_music(self, channel_ids: set[str] | tuple[str, ...], why: str) -> None:
@@ -270,7 +280,8 @@ class HoldHandler:
             hold = ActiveHold(holder.id, known.id, moh_class)
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
-            await self._carry_out(plan, hold)
+            marked = bool(plan.start_on)
+            await self._carry_out(plan, hold, mark=holder.id if marked else None)
             delay = _ms_since(event.timestamp) if plan.start_on else 0.0
             # not stored: events that arrived meanwhile are newer than this answer
             fresh = Bridge.from_json(await fresh_bridge)
@@ -281,10 +292,13 @@ class HoldHandler:
             again = await self._plan_hold(fresh, holder.id, moh_class)
             extra = tuple(c for c in again.start_on if c not in plan.start_on)
             if extra:
-                await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
+                await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold,
+                                      mark=None if marked else holder.id)
+                marked = True
                 delay = delay or _ms_since(event.timestamp)
             plan = again  # what the bridge really was, for the log and the counts
-        await self._remember_hold(holder.id, moh_class)  # only serves a later resync: music first
+        if not marked:  # a hold Asterisk forwards: the mark only serves a later resync, after the music
+            await self._remember_hold(holder.id, moh_class)
         self._count(plan.action, reason, delay, hold, holder)
 
     async def _plan_hold(self, bridge: Bridge, holder_id: str, moh_class: str) -> HoldPlan:

@@ -57,6 +57,13 @@ class Handler:
             self.stop(signal.SIGKILL)  # a failed start must not leave a process behind
             raise
 
+    def wait_for_line(self, text: str, after: int, timeout: float = 15.0) -> None:
+        """Until the log holds more than ``after`` occurrences of ``text``."""
+        deadline = time.monotonic() + timeout
+        while self.log.read_text().count(text) <= after:
+            assert time.monotonic() < deadline, f"no new {text!r} in the log:\n{self.log.read_text()[-3000:]}"
+            time.sleep(0.02)
+
     def connections(self) -> int:
         return self.log.read_text().count("ARI events connected") if self.log.exists() else 0
 
@@ -262,7 +269,9 @@ def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler
     call = Call(ari_lab, lab, "ari_missed_unhold", "alpha", 7)
     call.record_bridge()  # softmix: the music is the handler's to stop
     call.at(1.5)
+    handled = handler.log.read_text().count("hold action=")
     hold_t = call.hold()
+    handler.wait_for_line("hold action=", after=handled)  # the handler took the hold (its events can lag)
     call.at(2.5)
     handler.stop(signal.SIGKILL)
     call.at(3.0)

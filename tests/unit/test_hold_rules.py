@@ -289,11 +289,13 @@ def test_music_starts_before_the_bridge_check_answers() -> None:
         hold = asyncio.ensure_future(handler.handle(ari.event("ChannelHold", "user")))
         for _ in range(50):
             await asyncio.sleep(0)
-        assert ari.actions == [("moh", "caller", "tenant-acme")] and not hold.done()
+        # the music, and the hold's mark on the holder with it (for a successor's resync)
+        assert sorted(ari.actions) == [("mark", "user", "tenant-acme"), ("moh", "caller", "tenant-acme")]
+        assert not hold.done()
         ari.gate.set()
         await hold
         assert handler.stats.actions == {"started": 1}
-        assert ari.actions[-1] == ("mark", "user", "tenant-acme")
+        assert ari.actions.count(("mark", "user", "tenant-acme")) == 1
 
     asyncio.run(scenario())
 
@@ -307,7 +309,7 @@ def test_a_bridge_that_stopped_forwarding_unseen_is_caught_by_the_check() -> Non
     ari.bridge("b1", ["user", "caller"], "softmix")
     ari.actions.clear()
     run(handler.handle(ari.event("ChannelHold", "user")))
-    assert ari.actions == [("moh", "caller", "tenant-acme"), ("mark", "user", "tenant-acme")]
+    assert sorted(ari.actions) == [("mark", "user", "tenant-acme"), ("moh", "caller", "tenant-acme")]
     assert handler.stats.actions == {"started": 1}
 
 
