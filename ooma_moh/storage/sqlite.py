@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -134,6 +135,11 @@ def _token(row: sqlite3.Row) -> ApiToken:
 #: sqlite3 error name -> (StorageError reason, what happened)
 SQLITE_ERRORS = {
     "SQLITE_FULL": ("disk_full", "the server's disk is full"),
+    # before SQLITE_READONLY, which it starts with: a process that may write rolls it back
+    "SQLITE_READONLY_ROLLBACK": ("hot_journal", "a writer crashed mid-commit and left the catalog's journal;"
+                                 " this process may only read it, so it cannot roll it back: the next ooma-moh"
+                                 " process that may write it does (start ooma-moh-http, or run `ooma-moh sync`"
+                                 " as the service user)"),
     "SQLITE_READONLY": ("read_only", "the catalog is read-only for this process"),
     "SQLITE_CANTOPEN": ("permission", "the catalog cannot be opened (permissions?)"),
     "SQLITE_PERM": ("permission", "permission denied on the catalog"),
@@ -164,7 +170,7 @@ def catalog_exists(path: Path) -> bool:
     except OSError as exc:
         raise StorageError.from_errno(exc.errno, "opening the catalog") from None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        db = _open_read_only(path)
         try:
             return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'"
                               ).fetchone() is not None
@@ -172,6 +178,30 @@ def catalog_exists(path: Path) -> bool:
             db.close()
     except sqlite3.Error as exc:
         raise storage_error(exc, "opening the catalog") from None
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``) that has read the schema. A hot journal (a writer
+    killed mid-commit) makes every read-only read fail until a read-write connection rolls it
+    back: if this process may write the file, it does that once here, then reads."""
+    for attempt in (1, 2):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.Error as exc:
+            db.close()
+            hot = (getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK"
+                   and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+            if attempt == 2 or not hot:
+                raise
+            rollback = sqlite3.connect(path, timeout=30)  # reading through it rolls the journal back
+            try:
+                rollback.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                rollback.close()
+    raise AssertionError("unreachable")
 
 
 class SqliteCatalog:
@@ -194,8 +224,7 @@ class SqliteCatalog:
                 self._db.executescript(SCHEMA)
                 self._add_columns()
             else:
-                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                                           isolation_level=None, check_same_thread=False)
+                self._db = _open_read_only(path)
                 self._db.execute("SELECT 1 FROM tenants LIMIT 1")
         except OSError as exc:
             raise StorageError.from_errno(exc.errno, "opening the catalog") from None

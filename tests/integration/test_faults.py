@@ -152,6 +152,43 @@ def test_read_only_home_serves_every_read(home: Home, tmp_path: Path) -> None:
     home.assert_music_intact()
 
 
+#: a writer killed in the middle of a big transaction, after SQLite wrote the rollback journal and
+#: spilled changed pages into the catalog file: a hot journal
+KILLED_MID_COMMIT = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=8")
+db.execute("BEGIN IMMEDIATE")
+db.execute("DELETE FROM tenants")
+db.execute("CREATE TABLE filler (x BLOB)")
+for _ in range(400):
+    db.execute("INSERT INTO filler VALUES (randomblob(4000))")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.embedded_only  # the SQLite file itself; PostgreSQL rolls back on the server
+def test_writer_killed_mid_commit_is_rolled_back_by_the_next_process_that_may(home: Home, tmp_path: Path) -> None:
+    """A hot journal used to make every read-only open fail ("the catalog is read-only") until
+    someone opened the file by hand: `serve ari` / `serve agi` could not start, callers heard
+    `default`. A process that may write rolls it back; one that may not says what happened."""
+    settings = home.settings
+    home.service.catalog.close()
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_COMMIT, str(settings.catalog_path)], check=False)
+    journal = settings.catalog_path.with_name(settings.catalog_path.name + "-journal")
+    assert killed.returncode == -signal.SIGKILL and journal.stat().st_size > 0
+    remount(home.disk, "ro")  # as the sandboxed serve ari/agi see it: nobody here may roll it back
+    try:
+        failed = cli(settings, "show", "acme", code=1)
+        assert "a writer crashed mid-commit" in failed.stderr and "ooma-moh sync" in failed.stderr, failed.stderr
+    finally:
+        remount(home.disk, "rw")
+    assert json.loads(cli(settings, "show", "acme", "--json").stdout)["file"]["sha256"] == home.before.upload.sha256
+    assert not journal.exists()  # rolled back by that read-only command, which may write here
+    assert_agi_answers(settings, "tenant-acme")
+    home.assert_music_intact()
+
+
 def test_full_home_serves_every_read(home: Home, tmp_path: Path) -> None:
     settings = home.settings
     home.service.catalog.close()
