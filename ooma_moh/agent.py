@@ -11,7 +11,17 @@ classes equal to the shared catalog, and records in the catalog what the node pu
   it can play it whole, and keeps publishing the last good one when anything fails.
 - PostgreSQL or the object storage down: the error is logged (and recorded once the database is
   back), the node keeps what it publishes — callers keep their music — and the agent retries
-  with backoff. ``kill -9`` at any point: the next start converges (a sync is idempotent).
+  with backoff; so does any unexpected error (logged with its traceback). ``kill -9`` at any
+  point: the next start converges (a sync is idempotent).
+- A sync that published what it could but left something undone is not a failure of the agent:
+  a class another application's realtime row holds (:class:`.sync.ClassesRefused`) is recorded
+  as a success with what the node publishes; a static-mode reload Asterisk refused
+  (:class:`.errors.ReloadPending`) keeps the node's recorded classes (Asterisk still plays the
+  old ones) and the next sync retries it. Either is logged as a WARNING and shown by
+  ``/readyz``, and the agent goes on following changes.
+- The watchdog (``WatchdogSec=``) pings while the loop goes round or a sync reports progress
+  (each file placed or downloaded, the publication, the clean-up): a sync stuck on a dead
+  connection or a hung file system is killed and restarted by systemd.
 """
 
 from __future__ import annotations
@@ -31,11 +41,11 @@ import psycopg
 from . import metrics, systemd
 from .app import build_service, build_syncer
 from .config import Settings
-from .errors import OomaMohError
-from .logsafe import printable
+from .errors import AsteriskError, OomaMohError, ReloadPending, StorageError
+from .logsafe import printable, redact
 from .service import MohService
 from .storage.nodes import NodeRegistry
-from .sync import Syncer
+from .sync import ClassesRefused, Syncer
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -60,17 +70,28 @@ class Agent:
         self._service: MohService | None = None
         self._syncer: Syncer | None = None
         self._registry: NodeRegistry | None = None
-        #: monotonic time the loop last went round, and whether a sync is under way (watchdog)
+        #: monotonic time the loop last went round or a sync last made progress (watchdog)
         self.heartbeat = time.monotonic()
-        self.syncing = False
+        #: what the last sync left undone although it published (refused classes, a pending
+        #: reload), or None; cleared by the next full sync that leaves nothing undone
+        self.incomplete: str | None = None
+
+    def beat(self) -> None:
+        """The loop went round, or a sync made progress."""
+        self.heartbeat = time.monotonic()
 
     def alive(self, within_s: float) -> bool:
-        """Whether the loop went round within ``within_s``, or a sync is running (a catch-up of
-        thousands of tenants is long; each of its requests has its own timeout)."""
-        return self.syncing or time.monotonic() - self.heartbeat < within_s
+        """Whether the loop went round, or a sync made progress, within ``within_s``. A long sync
+        (a catch-up of thousands of tenants) reports progress at every step, so only one that
+        is stuck — a dead connection, a hung file system — stops counting as alive."""
+        return time.monotonic() - self.heartbeat < within_s
 
     def stop(self) -> None:
         self._stop.set()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for :meth:`stop`; whether it was called."""
+        return self._stop.wait(timeout)
 
     def sync(self, tenants: list[str] | None) -> None:
         """Sync ``tenants`` (None: all) on this node and record what it publishes. The catalog
@@ -82,15 +103,34 @@ class Agent:
         if self._registry is None:
             self._registry = NodeRegistry(self.settings.database_url)
         assert self._syncer is not None
-        self.syncing = True
+        self.beat()
         try:
-            self._syncer.run(tenants)  # logs its own line
-            published = {c: PurePath(d).name for c, d in self._syncer.published().items()}
-            self.syncs += 1
-            self._registry.record_success(self.node_id, published, datetime.now(UTC))
-        finally:
-            self.syncing = False
-            self.heartbeat = time.monotonic()
+            self._syncer.run(tenants, heartbeat=self.beat)  # logs its own line
+        except ClassesRefused as exc:  # the rest is published: a success, with what it left out
+            self._incomplete(tenants, "classes_refused", f"classes not published: {printable(exc, 300)}")
+        except ReloadPending as exc:
+            # Asterisk still plays what it loaded at the last reload, which is what the node's
+            # record says: keep it, say why, and let the next sync retry the reload.
+            self.beat()
+            self._incomplete(tenants, "reload_pending", f"Asterisk reload pending: {printable(exc, 300)}")
+            self._registry.record_error(self.node_id, f"reload pending: {redact(str(exc))}", datetime.now(UTC))
+            return
+        else:
+            if tenants is None:
+                self.incomplete = None
+        self.beat()
+        published = {c: PurePath(d).name for c, d in self._syncer.published().items()}
+        self.syncs += 1
+        self._registry.record_success(self.node_id, published, datetime.now(UTC))
+        self.beat()
+
+    def _incomplete(self, tenants: list[str] | None, reason: str, text: str) -> None:
+        """A sync published what it could but left ``text`` undone (``reason``: its code)."""
+        metrics.AGENT_INCOMPLETE_SYNCS.labels(reason).inc()
+        self.incomplete = text
+        scope = "all" if tenants is None else printable(",".join(tenants), 200)
+        log.warning("agent node=%s sync scope=%s left something undone (%s): %s; the agent goes on",
+                    self.node_id, scope, reason, text)
 
     def _reset(self) -> None:
         """Drop the connections after a failure: the next sync opens new ones."""
@@ -126,19 +166,23 @@ class Agent:
                     registry.close()
                 self.sync(None)
                 failures = 0
-                self.problem = None
+                self.problem = self.incomplete
                 log.info("agent node=%s following catalog changes", self.node_id)
                 self._follow(listener)
-            except (OomaMohError, psycopg.Error) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the node keeps its music and retries
                 failures += 1
                 metrics.AGENT_FAILURES.inc()
-                self.problem = f"catalog or object storage failing: {printable(exc, 200)}"
+                self.problem = failure_text(exc)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
-                log.warning("agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
-                            self.node_id, printable(exc, 300), delay)
+                if isinstance(exc, OomaMohError | psycopg.Error):
+                    log.warning("agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
+                                self.node_id, printable(exc, 300), delay)
+                else:  # a bug, or an error nobody translated: its traceback says where
+                    log.exception("agent node=%s: unexpected error; the node keeps what it publishes;"
+                                  " retrying in %g s", self.node_id, delay)
                 self._reset()
-                self._record_error(str(exc))
-                self.heartbeat = time.monotonic()
+                self._record_error(redact(self.problem))
+                self.beat()
                 self._stop.wait(delay)
             finally:
                 if listener is not None:
@@ -148,7 +192,7 @@ class Agent:
     def _follow(self, listener: psycopg.Connection[Any]) -> None:
         next_full = time.monotonic() + self.settings.agent_reconcile_s
         while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
+            self.beat()
             tenants: set[str] = set()
             timeout = max(0.05, min(1.0, next_full - time.monotonic()))
             for notice in listener.notifies(timeout=timeout):
@@ -162,6 +206,7 @@ class Agent:
             if time.monotonic() >= next_full:
                 self.sync(None)
                 next_full = time.monotonic() + self.settings.agent_reconcile_s
+            self.problem = self.incomplete
 
 
 def run_agent(settings: Settings, node_id: str) -> None:
@@ -187,12 +232,32 @@ def run_agent(settings: Settings, node_id: str) -> None:
     log.info("agent node=%s stopped", node_id)
 
 
-def _watchdog(agent: Agent) -> None:
-    """Under systemd with ``WatchdogSec=``: ping while the agent's loop goes round (a stuck agent
-    is killed and restarted). The loop waits at most 1 s between rounds, 30 s when backing off."""
-    interval = systemd.watchdog_interval()
+def failure_text(exc: BaseException) -> str:
+    """Why the agent is backing off, for ``/readyz`` and ``ooma-moh nodes`` (one line)."""
+    if isinstance(exc, psycopg.Error | StorageError):
+        cause = "catalog or storage failing"  # the message says which: database, object storage, disk
+    elif isinstance(exc, AsteriskError):
+        cause = "Asterisk failing"
+    elif isinstance(exc, OomaMohError):
+        cause = "sync failing"
+    else:
+        cause = f"unexpected error ({type(exc).__name__})"
+    return f"{cause}: {printable(redact(str(exc)), 200)}; retrying"
+
+
+def watchdog_window(interval: float) -> float:
+    """How long the agent may go without a heartbeat before the watchdog stops pinging: the loop
+    beats at least every second, every 30 s while backing off, and a sync at each of its steps."""
+    return max(4 * interval, BACKOFF_S[-1] + 5)
+
+
+def _watchdog(agent: Agent, interval: float | None = None) -> None:
+    """Under systemd with ``WatchdogSec=``: ping while the agent's loop goes round or its sync
+    makes progress (a stuck agent is killed and restarted). ``interval`` defaults to half of
+    ``WatchdogSec=``; returns when the agent stops, or at once without a watchdog."""
+    interval = systemd.watchdog_interval() if interval is None else interval
     if interval is None:
         return
-    while not agent._stop.wait(interval):
-        if agent.alive(within_s=max(4 * interval, BACKOFF_S[-1] + 5)):
+    while not agent.wait_stopped(interval):
+        if agent.alive(within_s=watchdog_window(interval)):
             systemd.notify("WATCHDOG=1")

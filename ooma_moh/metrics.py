@@ -27,6 +27,7 @@ from . import __version__
 from .errors import AsteriskError, DisclaimerRequired, OomaMohError, ReloadPending, StorageError, UploadRejected
 from .logsafe import printable
 from .model import DEFAULT_CLASS
+from .publish import ClassTaken
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -90,6 +91,11 @@ CLASSES_PUBLISHED = Gauge("ooma_moh_classes_published", "Tenant classes publishe
                           " the last successful sync.", registry=REGISTRY)
 
 # -- agent -------------------------------------------------------------------------------------------
+AGENT_INCOMPLETE_SYNCS = Counter(
+    "ooma_moh_agent_incomplete_syncs_total", "Agent syncs that published what they could but left something"
+    " undone, by reason (classes_refused: another application's realtime row holds a tenant's class;"
+    " reload_pending: static mode, Asterisk not reloaded yet). Not failures: the agent goes on.",
+    ["reason"], registry=REGISTRY)
 AGENT_FAILURES = Counter("ooma_moh_agent_failures_total", "Times the agent lost the catalog or the object storage"
                          " and backed off (the node kept what it publishes).", registry=REGISTRY)
 
@@ -148,6 +154,8 @@ def sync_failed(exc: BaseException) -> str:
     """Count one failed sync; returns its reason code."""
     if isinstance(exc, ReloadPending):
         reason = "reload_pending"
+    elif isinstance(exc, ClassTaken):
+        reason = "classes_refused"
     elif isinstance(exc, StorageError):
         reason = exc.reason
     else:

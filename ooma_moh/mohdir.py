@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .errors import StorageError
 from .model import Rendition
 from .storage.base import Blobs
 from .storage.blobs import fsync_dir
@@ -47,37 +48,52 @@ class MohDirectory:
                 return False
         return True
 
-    def prefetch(self, renditions: Iterable[Rendition], threads: int = 8) -> None:
+    def prefetch(self, renditions: Iterable[Rendition], threads: int = 8,
+                 fetched: Callable[[], None] | None = None) -> None:
         """Bring the blobs of incomplete version directories to local disk in parallel (object
         storage: one download at a time is what a cold node's catch-up waits on; the local store
-        has them already). Raises the first failure; what was fetched stays in the cache."""
+        has them already). Raises the first failure; what was fetched stays in the cache.
+        ``fetched()`` is called after each blob (in this thread): a catch-up's progress."""
         missing = sorted({r.sha256 for r in renditions if not self.blobs.path(r.sha256).is_file()})
         if len(missing) < 2:
             return
         with ThreadPoolExecutor(min(threads, len(missing)), thread_name_prefix="ooma-moh-fetch") as pool:
             for _ in pool.map(self.blobs.locate, missing):
-                pass
+                if fetched is not None:
+                    fetched()
 
     def materialise(self, moh_class: str, version: str, renditions: tuple[Rendition, ...]) -> int:
-        """Make the version directory exist and be complete; return the number of files written."""
+        """Make the version directory exist and be complete; return the number of files written.
+        A file-system failure (disk full, permissions) is a :class:`StorageError`; the partial
+        build is removed and nothing Asterisk reads has changed."""
         target = self.version_dir(moh_class, version)
-        if self.is_complete(moh_class, version, renditions):
-            (target / RETIRED_MARKER).unlink(missing_ok=True)
-            return 0
-        class_dir = target.parent
-        class_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(class_dir, 0o755)
+        try:
+            if self.is_complete(moh_class, version, renditions):
+                (target / RETIRED_MARKER).unlink(missing_ok=True)
+                return 0
+            class_dir = target.parent
+            class_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(class_dir, 0o755)
+        except OSError as exc:
+            raise StorageError.from_errno(exc.errno, f"preparing the MOH directory of class {moh_class}") from None
         partial = class_dir / f".partial-{version}-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        for rendition in renditions:
-            self._place(self.blobs.locate(rendition.sha256), partial / f"{BASE_NAME}.{rendition.extension}")
-        os.chmod(partial, 0o755)
-        fsync_dir(partial)
-        if target.exists():  # incomplete (e.g. damaged by hand): replace it whole
-            shutil.rmtree(target)
-        os.rename(partial, target)
-        fsync_dir(class_dir)
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            for rendition in renditions:
+                self._place(self.blobs.locate(rendition.sha256), partial / f"{BASE_NAME}.{rendition.extension}")
+            os.chmod(partial, 0o755)
+            fsync_dir(partial)
+            if target.exists():  # incomplete (e.g. damaged by hand): replace it whole
+                shutil.rmtree(target)
+            os.rename(partial, target)
+            fsync_dir(class_dir)
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)  # a half-copied file would only fill the disk more
+            raise StorageError.from_errno(exc.errno, f"writing the MOH files of class {moh_class}") from None
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         return len(renditions)
 
     @staticmethod
@@ -112,7 +128,13 @@ class MohDirectory:
 
         Returns (retired now, deleted).
         """
-        now = time.time() if now is None else now
+        try:
+            return self._collect(published, retain_s, time.time() if now is None else now, classes)
+        except OSError as exc:
+            raise StorageError.from_errno(exc.errno, "cleaning up old versions in the MOH directory") from None
+
+    def _collect(self, published: dict[str, str], retain_s: float, now: float,
+                 classes: Iterable[str] | None) -> tuple[int, int]:
         in_use = {Path(d) for d in published.values()}
         retired = deleted = 0
         for moh_class, versions in self.versions(classes).items():

@@ -161,9 +161,13 @@ class Syncer:
         return result
 
     def run(self, tenant_ids: list[str] | None = None, *, dry_run: bool = False,
-            progress: Callable[[int], None] | None = None) -> SyncReport:
+            progress: Callable[[int], None] | None = None,
+            heartbeat: Callable[[], None] | None = None) -> SyncReport:
         """Sync the named tenants (None: all); see the module docstring for the order of steps.
-        A real run (not ``dry_run``) is counted in :mod:`.metrics` and logged in one line."""
+        A real run (not ``dry_run``) is counted in :mod:`.metrics` and logged in one line.
+        ``progress(n)``: n more classes of the plan done; ``heartbeat()``: called at every step
+        (each file downloaded or placed, the publication, the clean-up), so a watchdog can tell a
+        long sync from a stuck one."""
         if dry_run:
             return self._run(tenant_ids, dry_run=True, progress=progress)
         started = time.monotonic()
@@ -171,7 +175,7 @@ class Syncer:
         metrics.SYNC_RUNS.inc()
         try:
             with metrics.SYNC_DURATION.time():
-                report = self._run(tenant_ids, dry_run=False, progress=progress)
+                report = self._run(tenant_ids, dry_run=False, progress=progress, heartbeat=heartbeat)
         except Exception as exc:
             log.info("sync scope=%s result=error reason=%s in %.3f s: %s", scope, metrics.sync_failed(exc),
                      time.monotonic() - started, printable(exc, 300))
@@ -184,12 +188,15 @@ class Syncer:
         return report
 
     def _run(self, tenant_ids: list[str] | None, *, dry_run: bool,
-             progress: Callable[[int], None] | None) -> SyncReport:
+             progress: Callable[[int], None] | None, heartbeat: Callable[[], None] | None = None) -> SyncReport:
+        beat = heartbeat or (lambda: None)
         scope = None if tenant_ids is None else {
             self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids
         }
         with self._exclusive():
+            beat()
             desired = self.desired(tenant_ids)
+            beat()
             published = self.publisher.current()
             # a class someone else's row holds is neither replaced nor counted as ours to remove
             refused = sorted(self.publisher.foreign(desired))
@@ -198,12 +205,14 @@ class Syncer:
             report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run, refused=refused)
             if dry_run:
                 return report
-            self.mohdir.prefetch(r for item in report.plan if item.tenant is not None
-                                 and not self.on_disk(item.moh_class, item.tenant) for r in item.tenant.renditions)
+            self.mohdir.prefetch((r for item in report.plan if item.tenant is not None
+                                  and not self.on_disk(item.moh_class, item.tenant) for r in item.tenant.renditions),
+                                 fetched=beat)
             for item in report.plan:
                 if item.tenant is not None:
                     report.files_written += self.mohdir.materialise(
                         item.moh_class, item.tenant.version, item.tenant.renditions)
+                beat()
                 if progress:
                     progress(1)
             upserts = {p.moh_class: p.directory for p in report.plan
@@ -215,6 +224,7 @@ class Syncer:
                     self._pending_marker.touch()
                 self.publisher.apply(upserts, deletes)
                 report.published = True
+                beat()
             pending_error = None
             if self.publisher.needs_reload and self._pending_marker.exists():
                 pending_error = self._reload(report)
@@ -223,6 +233,7 @@ class Syncer:
             now_published = {c: d for c, d in {**published, **upserts}.items() if c not in deletes}
             report.classes = len(now_published)
             report.retired, report.deleted = self.mohdir.collect(now_published, retain, classes=scope)
+            beat()
             if pending_error:
                 report.reload_pending = True
                 raise ReloadPending(pending_error, report)

@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..errors import StorageError
+from ..logsafe import redact
 from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
@@ -58,7 +59,10 @@ def pg_error(exc: psycopg.Error, doing: str) -> StorageError:
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    """The error's first line, its quoted passwords redacted: psycopg quotes a connection string
+    it cannot parse whole (``missing "=" after "postgres//user:password@db/x"``), and this text
+    reaches logs, ``/readyz``, ``ooma-moh nodes`` and doctor."""
+    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -74,10 +78,21 @@ def migrations() -> list[tuple[int, str]]:
 LATEST = migrations()[-1][0]
 
 
+#: a statement that runs longer is cancelled by the server (a hung query must not hang an agent
+#: or a request forever; the longest of ours, a full reconcile's catalog read, takes well under a
+#: second per thousand tenants). ``upgrade`` lifts it: a migration may legitimately run longer.
+STATEMENT_TIMEOUT_MS = 60_000
+#: TCP keepalives: a server or network gone silent (no RST) is noticed within about a minute
+#: instead of the kernel's two hours, so a blocked read fails and the caller reconnects
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
 def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     try:
         return psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10,
-                               options="-c TimeZone=UTC")
+                               options=f"-c TimeZone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                               keepalives=1, keepalives_idle=KEEPALIVE_IDLE_S,
+                               keepalives_interval=KEEPALIVE_INTERVAL_S, keepalives_count=KEEPALIVE_COUNT)
     except psycopg.Error as exc:
         raise pg_error(exc, "connecting to the catalog") from None
 
@@ -104,6 +119,7 @@ def upgrade(url: str) -> list[int]:
     applied = []
     with contextlib.closing(_connect(url)) as db:
         try:
+            db.execute("SET statement_timeout = 0")  # a migration, or the wait for another host's, may be long
             for version, sql in migrations():
                 with db.transaction():
                     db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))

@@ -6,24 +6,31 @@ from its realtime database, as its Asterisk would read it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from ooma_moh.app import build_service
+from ooma_moh import metrics
+from ooma_moh.agent import Agent
+from ooma_moh.app import build_service, create_catalog
 from ooma_moh.cli import main
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.model import TenantMoh
-from ooma_moh.publish import RealtimePublisher
+from ooma_moh.publish import REALTIME_SCHEMA, RealtimePublisher
+from ooma_moh.storage.nodes import NodeRegistry
 from tests.integration.test_blob_backends import upload_tone
 from tests.integration.test_http_api import api, cli
 from tests.postgres import PostgresServer, wait_until_down
@@ -250,3 +257,108 @@ def test_object_storage_down_while_a_node_catches_up(postgres: PostgresServer, t
         for node in nodes:
             node.stop(signal.SIGKILL)
         own.close()
+
+
+# --- a sync that publishes but leaves something undone is not a failure of the agent ----------
+
+
+@pytest.fixture
+def pg_host(postgres, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
+    """A host with the catalog on PostgreSQL and its blobs in its home (no S3 needed here)."""
+    settings = Settings(home=tmp_path / "host", database_url=postgres.database())
+    create_catalog(settings)
+    return settings
+
+
+def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> tuple[Agent, threading.Thread]:
+    """An agent of its own node (MOH directory, realtime database) on ``host``'s catalog and blobs,
+    running in a thread; it reconciles only every 10 minutes, so a change it publishes sooner came
+    through LISTEN/NOTIFY."""
+    node = tmp_path / "node-r"
+    settings = dataclasses.replace(host, node_id="node-r", agent_reconcile_s=600.0, moh_dir=node / "moh",
+                                   realtime_db=node / "realtime.sqlite3", classes_conf=node / "classes.conf",
+                                   **fields)  # type: ignore[arg-type]
+    agent = Agent(settings, "node-r")
+    thread = threading.Thread(target=agent.run, name="agent", daemon=True)
+    thread.start()
+    return agent, thread
+
+
+def until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def failures() -> float:
+    return metrics.REGISTRY.get_sample_value("ooma_moh_agent_failures_total") or 0.0
+
+
+def incomplete(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("ooma_moh_agent_incomplete_syncs_total", {"reason": reason}) or 0.0
+
+
+def test_a_class_held_by_another_application_does_not_stall_the_agent(pg_host: Settings, tmp_path: Path) -> None:
+    """Another application's realtime row holds tenant-acme: the agent publishes the others, records
+    them (`nodes`, live counts), says why it is not ready, and goes on following changes at once."""
+    db = tmp_path / "node-r" / "realtime.sqlite3"
+    db.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(db)) as other:  # not ooma-moh's: no ownership recorded
+        other.execute(REALTIME_SCHEMA)
+        other.execute("INSERT INTO musiconhold (name, mode, directory) VALUES ('tenant-acme', 'files', '/srv/x')")
+        other.commit()
+    upload(pg_host, "acme", 440, tmp_path)
+    beta = upload(pg_host, "beta", 550, tmp_path)
+    failed_before, refused_before = failures(), incomplete("classes_refused")
+    agent, thread = in_process_agent(pg_host, tmp_path)
+    registry = NodeRegistry(pg_host.database_url)
+    try:
+        until("the first full sync", lambda: agent.syncs >= 1)
+        until("the agent to follow changes", lambda: agent.problem != "starting: the first full sync is not done yet")
+        assert agent.problem is not None and agent.problem.startswith("classes not published: tenant-acme"), \
+            agent.problem
+        assert "row of that name that ooma-moh did not write" in agent.problem
+        assert registry.live_on("tenant-beta", beta.version) == (1, 1)  # recorded as a success
+        assert [(s.node_id, s.classes, s.last_error) for s in registry.statuses("tenant-", datetime.now(UTC))] == [
+            ("node-r", 1, None)]
+        assert failures() == failed_before and incomplete("classes_refused") > refused_before
+        gamma = upload(pg_host, "gamma", 660, tmp_path)  # followed: published long before a reconcile
+        publisher = RealtimePublisher(db, "tenant-")
+        until("gamma on the node", lambda: Path(publisher.current().get("tenant-gamma", "")).name == gamma.version)
+        until("gamma recorded", lambda: registry.live_on("tenant-gamma", gamma.version) == (1, 1))
+        assert agent.problem is not None and agent.problem.startswith("classes not published")
+        assert failures() == failed_before
+    finally:
+        registry.close()
+        agent.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: Path) -> None:
+    """Static mode with Asterisk not answering the reload: the include file is written, the node's
+    record keeps what Asterisk loaded (nothing) and says why, and changes are still followed."""
+    from ooma_moh.lab.asterisk import free_port
+
+    upload(pg_host, "acme", 440, tmp_path)
+    failed_before, pending_before = failures(), incomplete("reload_pending")
+    agent, thread = in_process_agent(pg_host, tmp_path, publish_mode="static",
+                                     ari_url=f"http://127.0.0.1:{free_port()}")
+    conf = tmp_path / "node-r" / "classes.conf"
+    registry = NodeRegistry(pg_host.database_url)
+    try:
+        until("the agent to follow changes", lambda: agent.problem != "starting: the first full sync is not done yet")
+        assert agent.problem is not None and agent.problem.startswith("Asterisk reload pending:"), agent.problem
+        assert "[tenant-acme]" in conf.read_text()
+        (status,) = registry.statuses("tenant-", datetime.now(UTC))
+        assert status.classes == 0 and status.last_error is not None and "reload pending" in status.last_error
+        assert failures() == failed_before and incomplete("reload_pending") > pending_before
+        upload(pg_host, "beta", 550, tmp_path)
+        until("beta in the include file", lambda: "[tenant-beta]" in conf.read_text())
+        assert failures() == failed_before
+    finally:
+        registry.close()
+        agent.stop()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -1,0 +1,162 @@
+"""The agent's loop without a database: the watchdog's liveness (a stuck sync is not alive, one
+that reports progress is), and an unexpected exception (a bug, an error nobody translated) is
+logged with its traceback and backed off from instead of ending the process. The catalog, the
+node registry and the syncer are stand-ins; the same paths on PostgreSQL are in
+tests/integration/test_cluster.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ooma_moh import agent as agent_module
+from ooma_moh import metrics
+from ooma_moh.agent import BACKOFF_S, Agent, _watchdog, watchdog_window
+from ooma_moh.config import Settings
+
+
+def make_agent(tmp_path: Path) -> Agent:
+    return Agent(Settings(home=tmp_path / "home", database_url="postgresql://nowhere.invalid/x"), "node-u")
+
+
+class Registry:
+    """Stands in for NodeRegistry: records what the agent records."""
+
+    successes: list[dict[str, str]] = []
+    errors: list[str] = []
+
+    def __init__(self, url: str = "") -> None:
+        pass
+
+    def record_success(self, node_id: str, published: dict[str, str], at: Any) -> None:
+        self.successes.append(published)
+
+    def record_error(self, node_id: str, error: str, at: Any) -> None:
+        self.errors.append(error)
+
+    def listen(self) -> Any:
+        return Listener()
+
+    def close(self) -> None:
+        pass
+
+
+class Listener:
+    def notifies(self, timeout: float) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class BlockingSyncer:
+    """A sync that waits for ``release``, calling ``heartbeat`` every ``step`` while ``progress``
+    is set (a long catch-up) and never while it is clear (stuck on a dead connection)."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.beats = 0
+
+    def run(self, tenants: list[str] | None, *, heartbeat: Any = None, **_: Any) -> None:
+        self.started.set()
+        while not self.release.wait(0.01):
+            if self.progress and heartbeat is not None:
+                heartbeat()
+                self.beats += 1
+
+    def published(self) -> dict[str, str]:
+        return {}
+
+
+def syncing(tmp_path: Path, syncer: BlockingSyncer) -> tuple[Agent, threading.Thread]:
+    agent = make_agent(tmp_path)
+    agent._service, agent._syncer, agent._registry = object(), syncer, Registry()  # type: ignore[assignment]
+    thread = threading.Thread(target=agent.sync, args=(None,), daemon=True)
+    thread.start()
+    assert syncer.started.wait(10)
+    return agent, thread
+
+
+def test_a_stuck_sync_is_not_alive(tmp_path: Path) -> None:
+    syncer = BlockingSyncer(progress=False)
+    agent, thread = syncing(tmp_path, syncer)
+    try:
+        agent.heartbeat = time.monotonic() - 1000  # as if the sync had hung for that long
+        assert not agent.alive(within_s=60)  # a sync under way is no exemption any more
+    finally:
+        syncer.release.set()
+        thread.join(10)
+    assert agent.alive(within_s=60)  # the sync's end is a heartbeat
+
+
+def test_a_long_sync_that_makes_progress_is_alive(tmp_path: Path) -> None:
+    syncer = BlockingSyncer(progress=True)
+    agent, thread = syncing(tmp_path, syncer)
+    try:
+        agent.heartbeat = time.monotonic() - 1000
+        deadline = time.monotonic() + 10
+        while syncer.beats < 2:  # the sync's next step refreshes the heartbeat
+            assert time.monotonic() < deadline, "the sync never reported progress"
+            time.sleep(0.01)
+        assert agent.alive(within_s=60)
+    finally:
+        syncer.release.set()
+        thread.join(10)
+
+
+def test_watchdog_pings_only_while_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notified: list[str] = []
+    monkeypatch.setattr(agent_module.systemd, "notify", notified.append)
+    agent = make_agent(tmp_path)
+    rounds = iter([False, False, True])  # two rounds, then the agent stops
+    monkeypatch.setattr(agent, "wait_stopped", lambda timeout: next(rounds))
+    agent.heartbeat = time.monotonic() - watchdog_window(15) - 1  # stale: stuck
+    _watchdog(agent, interval=15)
+    assert notified == []
+    rounds = iter([False, False, True])
+    agent.beat()
+    _watchdog(agent, interval=15)
+    assert notified == ["WATCHDOG=1", "WATCHDOG=1"]
+    assert watchdog_window(15) == 60 and watchdog_window(1) == BACKOFF_S[-1] + 5
+
+
+def test_wait_stopped_is_the_public_stop_signal(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path)
+    assert agent.wait_stopped(0) is False
+    agent.stop()
+    assert agent.wait_stopped(0) is True
+
+
+def test_an_unexpected_exception_is_logged_and_backed_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    agent = make_agent(tmp_path)
+    monkeypatch.setattr(agent_module, "NodeRegistry", Registry)
+    Registry.errors = []
+    calls: list[list[str] | None] = []
+
+    def sync(tenants: list[str] | None) -> None:
+        calls.append(tenants)
+        if len(calls) == 1:
+            raise KeyError("a bug")  # not an OomaMohError, not a psycopg error
+        agent.stop()  # the second round: the agent survived the first
+
+    waits: list[float] = []
+    monkeypatch.setattr(agent, "sync", sync)
+    monkeypatch.setattr(agent._stop, "wait", lambda delay: waits.append(delay) or False)
+    before = metrics.REGISTRY.get_sample_value("ooma_moh_agent_failures_total") or 0.0
+    with caplog.at_level(logging.WARNING, logger="ooma_moh.agent"):
+        agent.run()
+    assert calls == [None, None]
+    assert waits == [BACKOFF_S[0]]
+    assert metrics.REGISTRY.get_sample_value("ooma_moh_agent_failures_total") == before + 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None  # log.exception: with its traceback
+    assert "unexpected error" in errors[0].getMessage()
+    assert Registry.errors == ["unexpected error (KeyError): 'a bug'; retrying"]

@@ -1,0 +1,37 @@
+"""The MOH directory on a real, full file system (a small tmpfs; root only): a failure to place a
+class's files is a StorageError with its reason code, never a raw OSError that would end the
+agent, the partial build is removed, and what Asterisk reads is unchanged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ooma_moh.errors import StorageError
+from ooma_moh.model import Rendition
+from ooma_moh.mohdir import MohDirectory
+from ooma_moh.storage.blobs import BlobStore
+from tests.disk import fill, tmpfs
+
+
+def test_a_full_disk_is_a_storage_error_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root: mounts a tmpfs")
+    blobs = BlobStore(tmp_path / "blobs")
+    source = tmp_path / "moh.sln16"
+    source.write_bytes(os.urandom(256 * 1024))
+    sha, size = blobs.put(source)
+    renditions = (Rendition("sln16", 16000, size, sha),)
+    with tmpfs(tmp_path / "moh", 1024 * 1024) as root:  # another file system: a copy, not a hard link
+        mohdir = MohDirectory(root, blobs)
+        assert mohdir.materialise("tenant-old", "v1", renditions) == 1  # what Asterisk plays now
+        fill(root, leave=64 * 1024)
+        with pytest.raises(StorageError) as caught:
+            mohdir.materialise("tenant-acme", "v2", renditions)
+        assert caught.value.reason == "disk_full", caught.value
+        assert "the server's disk is full" in str(caught.value) and "tenant-acme" in str(caught.value)
+        assert not list((root / "tenant-acme").glob(".partial-*"))  # the half-copied file is gone
+        assert not (root / "tenant-acme" / "v2").exists()
+        assert mohdir.is_complete("tenant-old", "v1", renditions)
