@@ -70,10 +70,21 @@ def logfmt(value: object, limit: int = LIMIT) -> str:
 _CREDENTIAL = re.compile(r"(omh_[0-9a-f]{8}|[0-9a-f]{16})(?:_|%5[Ff])[A-Za-z0-9_%-]{16,}")
 
 
+#: the password of a URL's ``user:password@`` (``postgresql://``, ``s3://``…), also of a mistyped
+#: one (``postgres//user:pw@host``: psycopg quotes the whole string it could not parse)
+_URL_PASSWORD = re.compile(r"(//[^\s:/@\"'?#]*:)[^\s@\"']+(?=@)")
+#: ``password=…`` of a libpq connection string or a URL's query, quoted (``'a b'``) or not
+_KEY_PASSWORD = re.compile(r"""(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s&"']+)""", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    """``text`` with the secret of every credential it quotes replaced by ``<secret>`` (the id,
-    which names the credential in ``tokens list``, stays)."""
-    return _CREDENTIAL.sub(lambda m: f"{m.group(1)}_<secret>", text)
+    """``text`` with the secret of every credential it quotes replaced by ``<secret>``: the HTTP
+    side's tokens, links and cookies (the id, which names the credential in ``tokens list``,
+    stays), and the password of a database URL or connection string (``OOMA_MOH_DATABASE_URL``,
+    which library errors may quote whole, even mistyped)."""
+    text = _CREDENTIAL.sub(lambda m: f"{m.group(1)}_<secret>", text)
+    text = _URL_PASSWORD.sub(r"\1<secret>", text)
+    return _KEY_PASSWORD.sub(r"\1<secret>", text)
 
 
 class RedactingFormatter(logging.Formatter):

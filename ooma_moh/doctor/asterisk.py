@@ -20,7 +20,7 @@ from typing import Any
 from ..ari.client import AriClient
 from ..config import Settings
 from ..errors import OomaMohError
-from ..publish import REALTIME_SCHEMA
+from ..publish import REALTIME_SCHEMA, not_writable
 from .call import check_call, check_static_call, probe_directory, probe_path
 from .channel import ARI_TIMEOUT_S, ProbeChannel
 from .findings import CALL_MODULES, FAIL, OK, WARN, Finding, ari_failure, check_modules, not_checked, one_line
@@ -32,10 +32,16 @@ def probe_name() -> str:
     return f"ooma-moh.doctor.{os.getpid()}"
 
 
+class ProbeRowFailed(OomaMohError):
+    """Doctor could not write its probe row into the realtime database (this user cannot write
+    it, or it is damaged): nothing to do with ARI or the probe channel."""
+
+
 @contextlib.contextmanager
 def probe_row(settings: Settings, name: str, directory: Path) -> Iterator[None]:
     """A musiconhold row ``name`` -> ``directory`` in the realtime database, removed afterwards.
-    The database is never created here (``OomaMohError`` if it is missing)."""
+    The database is never created here (:class:`ProbeRowFailed` if it is missing or cannot be
+    written)."""
     def connect() -> sqlite3.Connection:
         return sqlite3.connect(f"file:{settings.realtime_db}?mode=rw", uri=True, timeout=10, isolation_level=None)
 
@@ -48,7 +54,7 @@ def probe_row(settings: Settings, name: str, directory: Path) -> Iterator[None]:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        raise OomaMohError(f"cannot write a probe row into {settings.realtime_db}: {exc}") from None
+        raise ProbeRowFailed(f"cannot write a probe row into {settings.realtime_db}: {exc}") from None
     try:
         yield
     finally:
@@ -122,11 +128,28 @@ async def _realtime_checks(channel: ProbeChannel, settings: Settings, call: bool
             directory, audio = stack.enter_context(probe_directory(settings))
         else:
             directory, audio = probe_path(settings), b""
-        stack.enter_context(probe_row(settings, name, directory))
+        try:
+            stack.enter_context(probe_row(settings, name, directory))
+        except ProbeRowFailed as exc:
+            return [_probe_row_failure(settings, exc),
+                    *(not_checked(check, "doctor could not write its probe row")
+                      for check in _probe_check_names(settings, call) if check != "realtime-mapping")]
         findings.append(await _check_mapping(channel, settings, name, directory, running))
         if call:
             findings.append(await check_call(channel, name, audio, "the probe class"))
     return findings
+
+
+def _probe_row_failure(settings: Settings, exc: ProbeRowFailed) -> Finding:
+    """``realtime-mapping`` could not be checked: doctor cannot write its probe row."""
+    db = settings.realtime_db
+    problem = not_writable(db) or not_writable(db.with_name(db.name + "-wal")) or not_writable(
+        db.with_name(db.name + "-shm"))
+    advice = problem[1] if problem else (
+        f"run doctor as the user that runs `ooma-moh sync`, and let it write {db} and its directory;"
+        " a damaged file: remove it and `ooma-moh sync --all` (it rebuilds it)")
+    return Finding("realtime-mapping", FAIL, f"not checked: {one_line(str(exc))}"
+                   + (f" ({problem[0]})" if problem else ""), advice)
 
 
 async def _check_mapping(channel: ProbeChannel, settings: Settings, name: str, directory: Path,

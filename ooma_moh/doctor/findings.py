@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import AriRequestFailed, OomaMohError
+from ..logsafe import redact
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LABELS = {OK: "ok", WARN: "warn", FAIL: "FAIL"}
@@ -37,18 +38,20 @@ class Finding:
     advice: str = ""
 
     def line(self) -> str:
-        """The finding as one line of text."""
+        """The finding as one line of text (a password it quotes redacted)."""
         text = f"{LABELS[self.status]:<4} {self.check:<16} {self.found}"
-        return text + (f" To do: {self.advice}" if self.advice else "")
+        return redact(text + (f" To do: {self.advice}" if self.advice else ""))
 
     def as_dict(self) -> dict[str, str]:
-        """The finding as JSON-able data."""
-        return {"check": self.check, "status": self.status, "found": self.found, "advice": self.advice}
+        """The finding as JSON-able data (a password it quotes redacted)."""
+        return {"check": self.check, "status": self.status, "found": redact(self.found),
+                "advice": redact(self.advice)}
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
-    text = " ".join(text.split())
+    """``text`` on one line, at most ``limit`` characters, with the secrets it quotes redacted
+    (:func:`.logsafe.redact`: a database URL's password that an error message echoes)."""
+    text = " ".join(redact(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

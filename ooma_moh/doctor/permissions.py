@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Settings
+from ..publish import not_writable
 from .findings import FAIL, OK, WARN, AsteriskUser, Finding, lacking
 
 # -- Asterisk's user -----------------------------------------------------------------------------
@@ -213,14 +214,18 @@ def check_moh_dir(settings: Settings, who: AsteriskUser) -> list[Finding]:
 
 def check_realtime_db(settings: Settings, who: AsteriskUser) -> list[Finding]:
     """Realtime mode: Asterisk's user can read and write the realtime database (SQLite readers
-    write the WAL index)."""
+    write the WAL index), and so can the user running doctor (the user that runs ``sync``)."""
     db = settings.realtime_db
     advice = (f"let Asterisk's user read and write {db}, its -wal and -shm files and write its directory, e.g."
-              f" `chgrp asterisk {db.parent}; chmod 2775 {db.parent}` (docs/asterisk.md)")
+              f" `chgrp asterisk {db.parent}; chmod 2770 {db.parent}` (the data home's mode, docs/operations.md;"
+              " Asterisk's user in group asterisk)")
     if not db.exists():
         return [Finding("realtime-db", FAIL, f"{db} does not exist: Asterisk cannot be reading it",
                         "run `ooma-moh sync --all` (it creates it), make res_config_sqlite3.conf's dbfile this"
                         " path (OOMA_MOH_REALTIME_DB), then `module reload res_config_sqlite3.so`")]
+    if own := _own_write_problem(db):
+        return [Finding("realtime-db", FAIL, f"this user (uid {os.geteuid()}) cannot write {db}, so `sync` cannot"
+                        f" publish: {own[0]}", own[1])]
     problems = [p for p in (path_denial(db, who), denial(db, db.stat(), who, 6)) if p]
     for side in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if side.exists():
@@ -229,5 +234,21 @@ def check_realtime_db(settings: Settings, who: AsteriskUser) -> list[Finding]:
             problems.append(f"{problem} ({side.name} must be created there)")
     if problems:
         return [Finding("realtime-db", FAIL, f"Asterisk ({who.label}) cannot use {db}: {problems[0]}", advice)]
-    return [Finding("realtime-db", OK, f"{db} readable and writable by Asterisk ({who.label})")]
+    return [Finding("realtime-db", OK, f"{db} readable and writable by Asterisk ({who.label}) and by this user"
+                    f" (uid {os.geteuid()})")]
 
+
+def _own_write_problem(db: Path) -> tuple[str, str] | None:
+    """(what, what to do) when the user running doctor cannot write the realtime database, its
+    -wal/-shm files, or (to create those) its directory; the advice is ``sync``'s own."""
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        if problem := not_writable(path):
+            return problem
+    sides_missing = not all(db.with_name(db.name + s).exists() for s in ("-wal", "-shm"))
+    if sides_missing and not os.access(db.parent, os.W_OK | os.X_OK):
+        st = db.parent.stat()
+        return (f"its directory {db.parent} (mode {stat.S_IMODE(st.st_mode):04o}, owner {_user_name(st.st_uid)})"
+                " does not let this user create the -wal/-shm files",
+                f"run doctor and sync as the data home's owner, or `chown <ooma-moh user>:asterisk {db.parent};"
+                f" chmod 2770 {db.parent}` (docs/operations.md, users and permissions)")
+    return None

@@ -217,7 +217,12 @@ class SqliteCatalog:
         try:
             if writable:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                created = not path.exists()
                 self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+                if created and path.stat().st_uid == os.geteuid():
+                    # it holds CSRF values and token hashes: not world-readable, even under root's
+                    # umask 022 (runuser); the group (Asterisk's) reads it for the classic AGI
+                    os.chmod(path, 0o640)
                 self._db.execute("PRAGMA journal_mode=DELETE")  # also converts a WAL catalog
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA foreign_keys=ON")

@@ -11,9 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pwd
+import shutil
 import sqlite3
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ import pytest
 from ooma_moh.app import build_syncer
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import LabAsterisk
+from ooma_moh.publish import RealtimePublisher
 from ooma_moh.service import MohService
 from tests.audio import tone
 
@@ -183,3 +188,54 @@ def test_missing_home_is_a_finding_and_creates_nothing(lab: LabAsterisk, tmp_pat
     found = findings(typo, code=1)
     assert found["catalog"]["status"] == "fail" and "OOMA_MOH_HOME" in found["catalog"]["advice"]
     assert not (tmp_path / "no-such-home").exists()
+
+
+def test_realtime_db_this_user_cannot_write(lab: LabAsterisk) -> None:
+    """Asterisk created the realtime database before ooma-moh's first sync (as its own user, mode
+    0644): doctor, run as the service user, says that this user cannot write it — with `sync`'s own
+    advice — and that its probe row could not be written, not that ARI is read-only."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root: doctor runs as another uid (setpriv)")
+    uid = next(u for u in range(64200, 65000) if not _uid_taken(u))
+    scratch = Path(tempfile.mkdtemp(prefix="ooma-moh-doctor-"))  # not tmp_path: its parents are 0700
+    try:
+        scratch.chmod(0o755)
+        home = scratch / "home"
+        (home / "moh").mkdir(parents=True)
+        for path in (home, home / "moh"):
+            os.chown(path, uid, uid)
+        settings = Settings(**{**lab.settings_overrides(), "home": home}, publish_mode="realtime")
+        db = settings.realtime_db
+        RealtimePublisher(db, settings.class_prefix).current()  # as Asterisk opening it first: root's
+        db.chmod(0o644)
+        env = {**settings_environ(settings), "HOME": str(scratch), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}"}
+        proc = subprocess.run([shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
+                               "--clear-groups", "--", "/usr/bin/python3", "-m", "ooma_moh", "doctor", "--json"],
+                              env=env, cwd=scratch, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+        found = {f["check"]: f for f in json.loads(proc.stdout)}
+        own = found["realtime-db"]
+        assert own["status"] == "fail", own
+        assert f"this user (uid {uid}) cannot write {db}" in own["found"], own
+        assert f"mode 0644: not writable by uid {uid}" in own["found"], own
+        assert own["advice"] == not_writable_advice(db), own  # sync's own words
+        mapping = found["realtime-mapping"]
+        assert mapping["status"] == "fail" and "cannot write a probe row" in mapping["found"], mapping
+        assert "read_only" not in mapping["advice"] and "chmod 0664" in mapping["advice"], mapping
+        assert found["ari"]["status"] == "ok" and found["modules"]["status"] == "ok", found
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _uid_taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def not_writable_advice(db: Path) -> str:
+    return f"chown <ooma-moh user>:asterisk {db}; chmod 0664 {db} (docs/operations.md, users and permissions)"
+

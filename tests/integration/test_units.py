@@ -166,8 +166,16 @@ def test_unit_properties(unit: str) -> None:
     assert one(parsed, service, "NotifyAccess") == "main"
     assert one(parsed, service, "WatchdogSec") == "30"
     assert one(parsed, service, "Restart") == "on-failure"
-    assert one(parsed, service, "RestartSec") == "2"
-    assert one(parsed, "Unit", "StartLimitIntervalSec") and one(parsed, "Unit", "StartLimitBurst")
+    # A catalog (PostgreSQL) down for minutes at boot: the process exits 1 at each start, and is
+    # restarted at a calm pace forever. The start limit is never reached: at RestartSec= apart,
+    # fewer than StartLimitBurst= starts fit in StartLimitIntervalSec= (systemd 252 has no
+    # RestartSteps=, so the pace is constant).
+    restart_s = float(one(parsed, service, "RestartSec"))
+    interval_s = float(one(parsed, "Unit", "StartLimitIntervalSec"))
+    burst = int(one(parsed, "Unit", "StartLimitBurst"))
+    assert restart_s >= 5, "a calm pace: no tight loop against a catalog that is down"
+    assert interval_s // restart_s + 1 < burst, (restart_s, interval_s, burst)
+    assert (restart_s, interval_s, burst) == (10.0, 60.0, 10)  # what docs/operations.md says
     assert one(parsed, service, "ExecStart").split() == [INSTALLED_BIN, *UNITS[unit]]
     user, group = one(parsed, service, "User"), one(parsed, service, "Group")
     assert (user, group) == ("ooma-moh", "asterisk") and user not in ("root", "0")
@@ -386,6 +394,46 @@ def test_ooma_moh_republishes_while_asterisk_holds_the_database(realtime: tuple[
     finally:
         reader.kill()
         reader.wait()
+
+
+CREATE_CATALOG = """
+import sys; from pathlib import Path; from ooma_moh.storage.sqlite import SqliteCatalog
+SqliteCatalog(Path(sys.argv[1])).close()
+"""
+
+
+def test_a_catalog_ooma_moh_creates_is_not_world_readable(system_root: Path) -> None:
+    """`runuser -u ooma-moh -- ooma-moh init` run by root keeps root's umask 022: the catalog, which
+    holds CSRF values and token hashes, is still 0640 (group asterisk: the classic AGI reads it)."""
+    known = ids(system_root)
+    catalog = system_root / DATA_HOME.lstrip("/") / "catalog.sqlite3"
+    finish(as_user(known["ooma-moh"], known["group:ooma-moh"], publish_args(CREATE_CATALOG, str(catalog)),
+                   umask="0022"))
+    st = catalog.stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, known["ooma-moh"], known["group:asterisk"])
+    catalog.chmod(0o660)  # an operator's choice on an existing catalog is left alone
+    finish(as_user(known["ooma-moh"], known["group:ooma-moh"], publish_args(CREATE_CATALOG, str(catalog)),
+                   umask="0022"))
+    assert catalog.stat().st_mode & 0o7777 == 0o660
+
+
+SIDE_FILE_MODES = """
+import stat, sys; from pathlib import Path; from ooma_moh.publish import RealtimePublisher
+db = Path(sys.argv[1])
+with RealtimePublisher(db, "tenant-")._connect():  # while open, as Asterisk may find it
+    print(" ".join(oct(stat.S_IMODE(Path(str(db) + side).stat().st_mode)) for side in ("", "-wal", "-shm")))
+"""
+
+
+def test_the_realtime_side_files_are_group_writable_from_the_start(system_root: Path) -> None:
+    """A realtime database ooma-moh creates itself (no tmpfiles.d): the -wal and -shm files its
+    first connection creates get the database's mode, so they must be 0664 already then — Asterisk
+    opening the database meanwhile must be able to write them."""
+    known = ids(system_root)
+    db = system_root / DATA_HOME.lstrip("/") / "new-realtime.sqlite3"
+    out = finish(as_user(known["ooma-moh"], known["group:asterisk"], publish_args(SIDE_FILE_MODES, str(db)),
+                         umask="0027"))
+    assert out.split() == ["0o664", "0o664", "0o664"], out
 
 
 # --- the system call filter against what the processes really call -----------------------------
