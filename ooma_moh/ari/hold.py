@@ -191,6 +191,8 @@ class HoldHandler:
         await self._set_class(channel_id, hold.moh_class)  # CHANNEL(musicclass) beats mohClass
         await self.ari.start_moh(channel_id, hold.moh_class)
         hold.listeners.add(channel_id)
+        if hold.ended:  # the hold ended while this music was starting (a joiner as the holder left)
+            await self._stop_music((channel_id,), "hold ended while it started")
 
     async def _carry_out(self, plan: HoldPlan, hold: ActiveHold, mark: str | None = None) -> None:
         """Start the plan's music. With ``mark`` (the holder), the hold is marked on it at the
@@ -319,7 +321,11 @@ class HoldHandler:
         hold = self.state.holds.pop(holder_id, None)
         if hold is None:
             return
-        await self._stop_music(hold.listeners, why)
+        hold.ended = True
+        stopped: set[str] = set()
+        while pending := hold.listeners - stopped:  # a joiner's music may start meanwhile
+            stopped |= pending
+            await self._stop_music(tuple(pending), why)
         if policy.clears_hold_mark(why):
             await self._remember_hold(holder_id, "")
         log.info("hold ended holder=%s reason=%s music stopped on %d", logfmt(holder_id), why, len(hold.listeners))

@@ -17,6 +17,8 @@ class ActiveHold:
     bridge_id: str
     moh_class: str
     listeners: set[str] = field(default_factory=set)
+    #: the hold is over (unhold, hang-up): music a joiner was being given meanwhile must stop
+    ended: bool = False
 
 
 @dataclass

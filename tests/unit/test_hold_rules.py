@@ -277,6 +277,32 @@ class GatedAri(FakeAri):
         await super().start_moh(channel_id, moh_class)
 
 
+def test_holder_leaving_while_a_joiners_music_starts_stops_it_too() -> None:
+    """Found on the lab (a REFER handled by the provider's app: the new leg joins, the old holder
+    hangs up): stopping the hold's music while a joiner's was starting raised "Set changed size
+    during iteration", and the joiner kept the music of a hold that was over."""
+    async def scenario() -> None:
+        ari = GatedAri({"late"})
+        handler = HoldHandler(ari, resolver({"acme"}), run_blocking=inline)
+        two_party(ari, "softmix")
+        await enter(ari, handler, "user", "caller")
+        await handler.handle(ari.event("ChannelHold", "user"))
+        ari.channel("late", "PJSIP/trunk-00000004")
+        ari.bridge("b1", ["user", "caller", "late"], "softmix")
+        joining = asyncio.ensure_future(handler.handle(ari.event("ChannelEnteredBridge", "late", "b1")))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not joining.done()  # its music is starting
+        ari.actions.clear()
+        await handler.handle(ari.event("ChannelDestroyed", "user"))
+        ari.gate.set()
+        await joining
+        assert ("stop", "caller") in ari.actions and ("stop", "late") in ari.actions, ari.actions
+        assert ari.actions.index(("moh", "late", "tenant-acme")) < ari.actions.index(("stop", "late"))
+
+    asyncio.run(scenario())
+
+
 def test_music_starts_before_the_bridge_check_answers() -> None:
     """A known softmix bridge: the held party's music does not wait for GET /bridges (under load
     each ARI round trip costs hundreds of ms); the answer is checked afterwards."""
