@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..ari.client import AriClient
 from ..ari.listener import EventListener
@@ -76,6 +77,19 @@ class AriHarness:
         """Take ``channel_id`` off hold."""
         self.request("DELETE", f"/channels/{channel_id}/hold")
 
+    def dialog(self, channel_id: str) -> tuple[str, str, str]:
+        """A PJSIP channel's SIP dialog: (Call-ID, local tag, remote tag)."""
+        call_id, local_tag, remote_tag = (
+            self.call(self.client.get_variable(channel_id, f"CHANNEL(pjsip,{what})")) or ""
+            for what in ("call-id", "local_tag", "remote_tag"))
+        return call_id, local_tag, remote_tag
+
+    def refer(self, channel_id: str, target: str) -> None:
+        """The SIP UA behind PJSIP channel ``channel_id`` transfers its call: Asterisk asks the
+        channel to transfer (chan_pjsip's transfer callback), which sends a REFER with
+        ``Refer-To: target`` to the dialog's other side (docs/holds.md)."""
+        self.request("POST", f"/channels/{channel_id}/redirect", endpoint=f"PJSIP/{target}")
+
     def stop(self) -> None:
         """Stop the listener, close the client and end the loop thread."""
         self.call(self.listener.stop())
@@ -84,6 +98,18 @@ class AriHarness:
         self.call(self.client.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+def refer_to(lab: LabAsterisk, user: str, replaces: tuple[str, str, str] | None = None) -> str:
+    """A Refer-To for the lab: ``user`` (an extension of the transfer context) on the lab's SIP
+    port; with ``replaces`` = (Call-ID, to-tag, from-tag), an attended transfer's
+    ``<sip:...?Replaces=...>``. The tags name the dialog as its receiver knows it: to-tag is the
+    receiver's own (local) tag."""
+    uri = f"sip:{user}@127.0.0.1:{lab.sip_port}"
+    if replaces is None:
+        return uri
+    call_id, to_tag, from_tag = (quote(part, safe="") for part in replaces)
+    return f"<{uri}?Replaces={call_id}%3Bto-tag%3D{to_tag}%3Bfrom-tag%3D{from_tag}>"
 
 
 class Call:
@@ -157,6 +183,55 @@ class Call:
         self.harness.request("DELETE", f"/channels/{getattr(self, which)}")
         return offset
 
+    def refer(self, user: str, context: str = "ooma-lab-xfer-to") -> float:
+        """The phone transfers the call blind by SIP REFER to ``user``: the user leg (in the ARI
+        bridge) receives it and transfers to ``user@context``. Returns the offset."""
+        self.harness.request("POST", f"/channels/{self.user}/variable", variable="TRANSFER_CONTEXT", value=context)
+        offset = time.monotonic() - self.started
+        self.harness.refer(self.phone, refer_to(self.lab, user))
+        return offset
+
+    def transfers_by_app(self) -> None:
+        """The provider's application makes the phone's transfers itself: a REFER to the user leg
+        becomes a ChannelTransfer event (``PJSIP_TRANSFER_HANDLING(ari-only)``), for
+        :meth:`take_transfer`, instead of Asterisk's own blind transfer (docs/holds.md)."""
+        self.harness.request("POST", f"/channels/{self.user}/variable", variable="PJSIP_TRANSFER_HANDLING()",
+                             value="ari-only")
+
+    def take_transfer(self, endpoint: str, tenant: str | None = None) -> str:
+        """The application carries out the phone's REFER (after :meth:`transfers_by_app`): it
+        calls the target's ``endpoint`` (``PJSIP/lab-loop`` or another loopback endpoint; its far
+        leg enters Stasis as ``phone-<name>_b``, for :meth:`answer_phone`), tells the phone the
+        transfer succeeded, hangs up the old user leg and puts the new one (carrying
+        OOMA_MOH_TENANT ``tenant`` when given) in the bridge in its place. Returns the Refer-To
+        user."""
+        event = self.harness.wait_event("ChannelTransfer",
+                                        lambda e: e["referred_by"]["source_channel"]["id"] == self.user)
+        user = str(event["refer_to"]["requested_destination"]["destination"])
+        variables = {"PJSIP_HEADER(add,X-Lab-Call)": f"{self.name}_b"}
+        if tenant is not None:
+            variables["OOMA_MOH_TENANT"] = tenant
+        self.harness.request("POST", "/channels", endpoint=endpoint, app="ooma-lab", appArgs=f"user-{self.name}_b",
+                             body={"variables": variables})
+        new_user = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"user-{self.name}_b"])
+        self.harness.request("POST", f"/channels/{self.user}/transfer_progress", states="channel_answered")
+        # the old leg goes first: a leg joining while the holder hangs up races in the handler
+        # (docs/holds.md, "Transfers by the phone")
+        self.harness.request("DELETE", f"/channels/{self.user}")
+        self.harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=new_user["channel"]["id"])
+        self.extra.append(self.user)
+        self.user = new_user["channel"]["id"]
+        return user
+
+    def answer_phone(self, phone: str, timeout: float = 15.0) -> float:
+        """A new phone (a transfer target, ``phone-<phone>``) answers and talks; it is now the
+        phone that holds. Returns the offset at which it talks."""
+        event = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"phone-{phone}"], timeout)
+        self.extra.append(self.phone)
+        self.phone = event["channel"]["id"]
+        self.harness.request("POST", f"/channels/{self.phone}/moh", mohClass="lab-talk")
+        return time.monotonic() - self.started
+
     def finish(self) -> Path:
         """Wait for the recording; tear down what is left of the call."""
         wav = self.lab.wait_recording(self.wav)
@@ -215,6 +290,36 @@ class DialplanCall:
         assert self.phone is not None, "the call has not reached the phone"
         self.harness.request("POST", f"/channels/{self.phone}/dtmf", dtmf=digits, duration=100, between=200)
         return offset
+
+    def refer(self, user: str, replacing: str | None = None, phone: str | None = None) -> float:
+        """The phone (or its earlier leg ``phone``) transfers the call by SIP REFER to ``user``
+        (an extension of the Dial leg's TRANSFER_CONTEXT): blind, or with ``replacing`` (the
+        phone's leg of a consultation call, :meth:`consult`) attended, REFER with Replaces
+        naming the consultation's dialog. Returns the offset."""
+        transferring = phone or self.phone
+        assert transferring is not None, "the call has not reached the phone"
+        replaces = None
+        if replacing is not None:
+            call_id, local_tag, remote_tag = self.harness.dialog(replacing)
+            replaces = (call_id, remote_tag, local_tag)  # to-tag: the tag of the side that receives the REFER
+        offset = time.monotonic() - self.started
+        self.harness.refer(transferring, refer_to(self.lab, user, replaces))
+        return offset
+
+    def consult(self, target: str, context: str = "ooma-lab-xfer-consult") -> tuple[str, float]:
+        """The phone places a second call (an attended transfer's consultation), which reaches
+        the phone ``phone-<target>`` through ``to-<target>@context``; that phone answers and
+        talks and becomes :attr:`phone`. Returns the first phone's leg of the consultation and
+        the offset at which the target talks."""
+        far = f"{self.name}_c"
+        self.harness.request("POST", "/channels", endpoint="PJSIP/lab-loop", app="ooma-lab",
+                             appArgs=f"consult-{self.name}",
+                             body={"variables": {"PJSIP_HEADER(add,X-Lab-Call)": far}})
+        far_leg = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"phone-{far}"])["channel"]["id"]
+        self.harness.request("POST", f"/channels/{far_leg}/continue", context=context, extension=f"to-{target}",
+                             priority=1)
+        leg = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"consult-{self.name}"])["channel"]["id"]
+        return leg, self.answer_phone(phone=target)
 
     def hangup_phone(self) -> float:
         """The phone hangs up; returns the offset."""
