@@ -215,8 +215,8 @@ class Call:
                              body={"variables": variables})
         new_user = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"user-{self.name}_b"])
         self.harness.request("POST", f"/channels/{self.user}/transfer_progress", states="channel_answered")
-        # the old leg goes first: a leg joining while the holder hangs up races in the handler
-        # (docs/holds.md, "Transfers by the phone")
+        # the old leg goes first, as a real application would (the other order is handled too:
+        # tests/unit/test_hold_rules.py, a joiner's music while the holder leaves)
         self.harness.request("DELETE", f"/channels/{self.user}")
         self.harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=new_user["channel"]["id"])
         self.extra.append(self.user)
