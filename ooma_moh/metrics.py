@@ -18,7 +18,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
@@ -191,6 +191,26 @@ def probe_catalog(catalog: Catalog) -> str | None:
     except OomaMohError as exc:
         return "catalog unreachable: " + printable(exc, 200)
     return None
+
+
+class CatalogProbe:
+    """``/readyz``'s catalog check, run in the thread that owns ``catalog`` (``executor``). At most
+    one read is in flight: while one is still waiting on a hung catalog, later probes wait on it
+    too instead of queueing more reads ahead of the requests the thread serves."""
+
+    def __init__(self, executor: Executor, catalog: Catalog, timeout: float = 5.0) -> None:
+        self.executor, self.catalog, self.timeout = executor, catalog, timeout
+        self._pending: asyncio.Future[str | None] | None = None
+
+    async def problem(self) -> str | None:
+        """None if the catalog answers a read within :attr:`timeout`, else why not."""
+        loop = asyncio.get_running_loop()
+        if self._pending is None or self._pending.done() or self._pending.get_loop() is not loop:
+            self._pending = loop.run_in_executor(self.executor, probe_catalog, self.catalog)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout)
+        except TimeoutError:
+            return f"catalog unreachable: no answer within {self.timeout:g} s"
 
 
 def metrics_response() -> web.Response:

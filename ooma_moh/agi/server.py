@@ -77,6 +77,7 @@ class FastAgiServer:
         self._unlogged_refusals = 0
         self._refusal_timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ooma-moh-catalog")
+        self._probe = metrics.CatalogProbe(self._executor, resolver.catalog)
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -126,14 +127,9 @@ class FastAgiServer:
         if not final:
             self._refusal_timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL_S, self._log_refusals)
 
-    async def catalog_problem(self, timeout: float = 5.0) -> str | None:
+    async def catalog_problem(self) -> str | None:
         """For ``/readyz``: None if the catalog answers a read (in the catalog thread), else why not."""
-        loop = asyncio.get_running_loop()
-        probe = loop.run_in_executor(self._executor, metrics.probe_catalog, self.resolver.catalog)
-        try:
-            return await asyncio.wait_for(probe, timeout)
-        except TimeoutError:
-            return f"catalog unreachable: no answer within {timeout:g} s"
+        return await self._probe.problem()
 
     async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
         raw = await asyncio.wait_for(reader.readline(), self.io_timeout)

@@ -39,6 +39,7 @@ from .context import (
     CATALOG_THREAD,
     INCOMING,
     NODES,
+    PROBE,
     PUBLICATIONS,
     READER,
     SETTINGS,
@@ -345,13 +346,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def catalog_problem(app: web.Application, timeout: float = 5.0) -> str | None:
+async def catalog_problem(app: web.Application) -> str | None:
     """Why the server is not ready (its catalog does not answer a read), or None."""
-    probe = asyncio.get_running_loop().run_in_executor(app[CATALOG_THREAD], metrics.probe_catalog, app[READER])
-    try:
-        return await asyncio.wait_for(probe, timeout)
-    except TimeoutError:
-        return f"catalog unreachable: no answer within {timeout:g} s"
+    return await app[PROBE].problem()
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -379,6 +376,7 @@ async def _lifecycle(app: web.Application) -> Any:
     app[BLOBS] = open_blobs(settings, writable=False)
     app[VIEW] = Syncer(settings, app[READER], app[BLOBS], ari_reload(settings))
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
+    app[PROBE] = metrics.CatalogProbe(app[CATALOG_THREAD], app[READER])
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
     app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
 

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Settings
+from ..metrics import CatalogProbe
 from ..storage import Blobs, Catalog
 from ..storage.nodes import NodeRegistry
 from ..sync import Syncer
@@ -29,6 +30,8 @@ PUBLICATIONS = web.AppKey("publications", Publications)
 INCOMING = web.AppKey("incoming", Path)
 #: the cluster's node registry (only with a PostgreSQL catalog), used in the catalog thread
 NODES = web.AppKey("nodes", NodeRegistry)
+#: /readyz's catalog check, in the catalog thread
+PROBE = web.AppKey("probe", CatalogProbe)
 
 
 class ApiError(Exception):

@@ -175,6 +175,38 @@ def test_catalog_probe_of_a_real_catalog(tmp_path: Path) -> None:
     assert problem is not None and problem.startswith("catalog unreachable") and "\n" not in problem
 
 
+def test_catalog_probes_of_a_hung_catalog_do_not_pile_up() -> None:
+    """Each /readyz used to queue one more read on the catalog's only thread: during a hang,
+    probes every few seconds stacked up ahead of the requests that thread serves."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+    reads: list[str] = []
+
+    class HungCatalog:
+        def endpoint_tenant(self, endpoint: str) -> None:
+            reads.append(endpoint)
+            release.wait(10)
+
+    executor = ThreadPoolExecutor(1)
+    probe = metrics.CatalogProbe(executor, HungCatalog(), timeout=0.05)  # type: ignore[arg-type]
+
+    async def scenario() -> list[str | None]:
+        answers = [await probe.problem() for _ in range(5)]
+        release.set()
+        await asyncio.wrap_future(executor.submit(lambda: None))  # the hung read has answered
+        answers.append(await probe.problem())
+        answers.append(await probe.problem())
+        return answers
+
+    answers = asyncio.run(scenario())
+    executor.shutdown(wait=True)
+    assert answers[:5] == ["catalog unreachable: no answer within 0.05 s"] * 5
+    assert answers[5:] == [None, None]
+    assert len(reads) == 3  # the hung one for the first five probes, then one per probe
+
+
 # -- the HTTP server ---------------------------------------------------------------------------------
 
 def get(url: str) -> tuple[int, str, str]:
