@@ -201,7 +201,13 @@ def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
     call.at(4.0)
     call.unhold()
     windows = tones_heard(call.finish(), [A, B])
-    assert set(windows[1:-1]) == {TALK_TONE}, segments(windows)  # the caller still hears the third party
+    # The caller hears the user and the third party, both on the lab's talk tone: the two drift a
+    # little against each other, and where they cancel (a beat every few seconds) a window's peak
+    # can land off 1000 Hz. Music would show there first, so: no music or silence in any window,
+    # and talk in nearly all of them.
+    heard = windows[1:-1]
+    assert not {A, B, DEFAULT_TONE, None} & set(heard), segments(windows)
+    assert heard.count(TALK_TONE) >= 0.9 * len(heard), segments(windows)
 
 
 def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
