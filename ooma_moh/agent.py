@@ -38,7 +38,7 @@ from typing import Any
 
 import psycopg
 
-from . import metrics, systemd
+from . import health, metrics, systemd
 from .app import build_service, build_syncer
 from .config import Settings
 from .errors import AsteriskError, OomaMohError, ReloadPending, StorageError
@@ -216,7 +216,7 @@ def run_agent(settings: Settings, node_id: str) -> None:
         signal.signal(sig, lambda *_: agent.stop())
     stop_metrics = None
     if settings.metrics_address is not None:  # first: a port in use is one error, before "starting"
-        port, stop_metrics = metrics.serve_in_thread(settings.metrics_address, lambda: agent.problem)
+        port, stop_metrics = health.serve_in_thread(settings.metrics_address, lambda: agent.problem)
     log.info("agent node=%s starting", node_id)
     if settings.metrics_address is not None:
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)

@@ -1,6 +1,5 @@
-"""Prometheus metrics of ooma-moh, each defined once here, and the small HTTP server that shows
-them (``/metrics``) with ``/healthz`` and ``/readyz`` for a long-running process
-(``metrics_listen``; docs/operations.md).
+"""Prometheus metrics of ooma-moh, each defined once here (served by :mod:`ooma_moh.health`;
+docs/operations.md).
 
 Names follow Prometheus' rules: prefix ``ooma_moh_``, base units (seconds, bytes), counters end in
 ``_total``. No label ever holds a tenant, a channel or any other value from outside: every label
@@ -14,25 +13,12 @@ command) simply counts into it unseen.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from . import __version__
 from .errors import AsteriskError, DisclaimerRequired, OomaMohError, ReloadPending, StorageError, UploadRejected
-from .logsafe import printable
 from .model import DEFAULT_CLASS
 from .publish import ClassTaken
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from .storage import Catalog
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(namespace="ooma_moh", registry=REGISTRY)  # CPU, memory, open files, start time
@@ -173,133 +159,3 @@ def sync_succeeded(classes: int) -> None:
 def exposition() -> bytes:
     """The metrics in Prometheus' text format."""
     return generate_latest(REGISTRY)
-
-
-# -- /metrics, /healthz, /readyz ------------------------------------------------------------------
-#: what makes the process not ready, as one line, or None when it is ready
-Readiness = Callable[[], Awaitable[str | None]]
-
-#: the endpoint the catalog probe looks up (never mapped: the read only proves the catalog answers)
-_PROBE_ENDPOINT = "ooma-moh/readyz"
-
-
-def probe_catalog(catalog: Catalog) -> str | None:
-    """(blocking; in the thread that owns ``catalog``) None if it answers a read, else why not,
-    on one line."""
-    try:
-        catalog.endpoint_tenant(_PROBE_ENDPOINT)
-    except OomaMohError as exc:
-        return "catalog unreachable: " + printable(exc, 200)
-    return None
-
-
-class CatalogProbe:
-    """``/readyz``'s catalog check, run in the thread that owns ``catalog`` (``executor``). At most
-    one read is in flight: while one is still waiting on a hung catalog, later probes wait on it
-    too instead of queueing more reads ahead of the requests the thread serves."""
-
-    def __init__(self, executor: Executor, catalog: Catalog, timeout: float = 5.0) -> None:
-        self.executor, self.catalog, self.timeout = executor, catalog, timeout
-        self._pending: asyncio.Future[str | None] | None = None
-
-    async def problem(self) -> str | None:
-        """None if the catalog answers a read within :attr:`timeout`, else why not."""
-        loop = asyncio.get_running_loop()
-        if self._pending is None or self._pending.done() or self._pending.get_loop() is not loop:
-            self._pending = loop.run_in_executor(self.executor, probe_catalog, self.catalog)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout)
-        except TimeoutError:
-            return f"catalog unreachable: no answer within {self.timeout:g} s"
-
-
-def metrics_response() -> web.Response:
-    """``GET /metrics``."""
-    from aiohttp import web
-
-    return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-
-def readiness_response(problem: str | None) -> web.Response:
-    """``GET /readyz``: 200 ``ready``, or 503 and the reason."""
-    from aiohttp import web
-
-    return web.Response(text=f"{problem}\n" if problem else "ready\n", status=503 if problem else 200)
-
-
-def make_app(ready: Readiness) -> web.Application:
-    """The metrics and health application."""
-    from aiohttp import web
-
-    async def metrics(request: web.Request) -> web.Response:
-        return metrics_response()
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def readyz(request: web.Request) -> web.Response:
-        return readiness_response(await ready())
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-def cannot_listen(setting: str, address: tuple[str, int], exc: OSError) -> OomaMohError:
-    """The one-line error for a listener that cannot be opened on ``address`` (the port taken, a
-    privileged port, a host name that does not resolve), naming the ``setting`` to change."""
-    if exc.errno is not None and exc.errno > 0:
-        reason = os.strerror(exc.errno).lower()  # asyncio's strerror repeats the address
-    else:  # getaddrinfo's errors carry negative codes; their text is already short
-        reason = exc.strerror or str(exc)
-    return OomaMohError(f"{setting} {address[0]}:{address[1]}: cannot listen ({printable(reason, 200)})")
-
-
-async def start_server(address: tuple[str, int], ready: Readiness) -> tuple[web.AppRunner, int]:
-    """Serve the metrics application on ``address`` in the running loop; (runner, bound port).
-    ``await runner.cleanup()`` stops it."""
-    from aiohttp import web
-
-    runner = web.AppRunner(make_app(ready), access_log=None)  # scrapes and probes are not worth a line each
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, *address).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise cannot_listen("metrics_listen", address, exc) from None
-    ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
-    return runner, ports[0] if ports else address[1]
-
-
-def serve_in_thread(address: tuple[str, int], ready: Callable[[], str | None]) -> tuple[int, Callable[[], None]]:
-    """The metrics server for a process without an event loop (the agent): its own loop in a
-    daemon thread. Returns the bound port and a function that stops it."""
-    loop = asyncio.new_event_loop()
-    started: Future[int] = Future()
-
-    async def readiness() -> str | None:
-        return ready()
-
-    def main() -> None:
-        try:
-            runner, port = loop.run_until_complete(start_server(address, readiness))
-        except BaseException as exc:
-            started.set_exception(exc)
-            loop.close()
-            return
-        started.set_result(port)
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=main, name="ooma-moh-metrics", daemon=True)
-    thread.start()
-    port = started.result(30)
-
-    def stop() -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-    return port, stop

@@ -16,7 +16,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import metrics, systemd
+from .. import health, metrics, systemd
 from ..config import Settings
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS
@@ -77,7 +77,7 @@ class FastAgiServer:
         self._unlogged_refusals = 0
         self._refusal_timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ooma-moh-catalog")
-        self._probe = metrics.CatalogProbe(self._executor, resolver.catalog)
+        self._probe = health.CatalogProbe(self._executor, resolver.catalog)
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -86,7 +86,7 @@ class FastAgiServer:
         try:
             self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE_BYTES, backlog=1024)
         except OSError as exc:
-            raise metrics.cannot_listen("agi_listen", (host, port), exc) from None
+            raise health.cannot_listen("agi_listen", (host, port), exc) from None
         for listener in self._server.sockets:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         return self._server.sockets[0].getsockname()[1]
@@ -243,7 +243,7 @@ async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
     exporter, maddress = None, settings.metrics_address
     if maddress is not None:
         try:
-            exporter, mport = await metrics.start_server(maddress, server.catalog_problem)
+            exporter, mport = await health.start_server(maddress, server.catalog_problem)
         except BaseException:
             await server.close()
             raise

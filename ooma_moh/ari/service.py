@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from .. import metrics, systemd
+from .. import health, systemd
 from ..config import Settings
 from ..resolve import ClassResolver
 from ..storage import Catalog
@@ -32,7 +32,7 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
 
     exporter = None
     if settings.metrics_address is not None:
-        exporter, port = await metrics.start_server(settings.metrics_address, not_ready)
+        exporter, port = await health.start_server(settings.metrics_address, not_ready)
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

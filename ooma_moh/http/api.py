@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .. import disclaimer, metrics
+from .. import disclaimer, health
 from ..app import ari_reload, build_syncer, open_blobs, open_catalog, service_session
 from ..config import Settings
 from ..errors import DisclaimerRequired, NoTenantFile, OomaMohError, StorageError, UploadRejected
@@ -353,12 +353,12 @@ async def catalog_problem(app: web.Application) -> str | None:
 
 async def readyz(request: web.Request) -> web.Response:
     """``GET /readyz``: 200 while the catalog answers, else 503 and why."""
-    return metrics.readiness_response(await catalog_problem(request.app))
+    return health.readiness_response(await catalog_problem(request.app))
 
 
 async def metrics_page(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus' text format (no tenant in any label)."""
-    return metrics.metrics_response()
+    return health.metrics_response()
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -376,7 +376,7 @@ async def _lifecycle(app: web.Application) -> Any:
     app[BLOBS] = open_blobs(settings, writable=False)
     app[VIEW] = Syncer(settings, app[READER], app[BLOBS], ari_reload(settings))
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
-    app[PROBE] = metrics.CatalogProbe(app[CATALOG_THREAD], app[READER])
+    app[PROBE] = health.CatalogProbe(app[CATALOG_THREAD], app[READER])
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
     app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
 

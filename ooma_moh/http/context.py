@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Settings
-from ..metrics import CatalogProbe
+from ..health import CatalogProbe
 from ..storage import Blobs, Catalog
 from ..storage.nodes import NodeRegistry
 from ..sync import Syncer

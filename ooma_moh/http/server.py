@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from .. import metrics, systemd
+from .. import health, systemd
 from ..config import Settings
 from ..logsafe import printable
 from .api import catalog_problem, make_app
@@ -45,7 +45,7 @@ async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:  # the port taken, a privileged port, an unknown host: one line, not a traceback
         await runner.cleanup()
-        raise metrics.cannot_listen("http_listen", (host, port), exc) from None
+        raise health.cannot_listen("http_listen", (host, port), exc) from None
     except BaseException:
         await runner.cleanup()
         raise
@@ -62,7 +62,7 @@ async def run_http(settings: Settings) -> None:
     exporter, maddress = None, settings.metrics_address
     if maddress is not None:
         try:
-            exporter, mport = await metrics.start_server(maddress, lambda: catalog_problem(runner.app))
+            exporter, mport = await health.start_server(maddress, lambda: catalog_problem(runner.app))
         except BaseException:
             await runner.cleanup()
             raise

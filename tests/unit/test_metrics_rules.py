@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from ooma_moh import __version__, metrics
+from ooma_moh import __version__, health, metrics
 from ooma_moh.agi.route import decide
 from ooma_moh.agi.server import FastAgiServer
 from ooma_moh.app import open_catalog
@@ -190,7 +190,7 @@ def test_catalog_probes_of_a_hung_catalog_do_not_pile_up() -> None:
             release.wait(10)
 
     executor = ThreadPoolExecutor(1)
-    probe = metrics.CatalogProbe(executor, HungCatalog(), timeout=0.05)  # type: ignore[arg-type]
+    probe = health.CatalogProbe(executor, HungCatalog(), timeout=0.05)  # type: ignore[arg-type]
 
     async def scenario() -> list[str | None]:
         answers = [await probe.problem() for _ in range(5)]
@@ -219,7 +219,7 @@ def get(url: str) -> tuple[int, str, str]:
 
 def test_metrics_server_in_a_thread() -> None:
     problem: list[str | None] = ["not connected to anything yet"]
-    port, stop = metrics.serve_in_thread(("127.0.0.1", 0), lambda: problem[0])
+    port, stop = health.serve_in_thread(("127.0.0.1", 0), lambda: problem[0])
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/healthz")[::2] == (200, "ok\n")
@@ -237,10 +237,10 @@ def test_metrics_server_in_a_thread() -> None:
 
 
 def test_metrics_server_on_a_taken_port_is_a_one_line_error() -> None:
-    port, stop = metrics.serve_in_thread(("127.0.0.1", 0), lambda: None)
+    port, stop = health.serve_in_thread(("127.0.0.1", 0), lambda: None)
     try:
         with pytest.raises(Exception, match=f"metrics_listen 127.0.0.1:{port}: cannot listen"):
-            metrics.serve_in_thread(("127.0.0.1", port), lambda: None)
+            health.serve_in_thread(("127.0.0.1", port), lambda: None)
     finally:
         stop()
 
