@@ -270,10 +270,11 @@ def pg_host(postgres, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-de
     return settings
 
 
-def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> tuple[Agent, threading.Thread]:
+@contextlib.contextmanager
+def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> Iterator[tuple[Agent, NodeRegistry]]:
     """An agent of its own node (MOH directory, realtime database) on ``host``'s catalog and blobs,
-    running in a thread; it reconciles only every 10 minutes, so a change it publishes sooner came
-    through LISTEN/NOTIFY."""
+    running in a thread, and the catalog's node registry; the agent reconciles only every 10
+    minutes, so a change it publishes sooner came through LISTEN/NOTIFY. Stopped on leaving."""
     node = tmp_path / "node-r"
     settings = dataclasses.replace(host, node_id="node-r", agent_reconcile_s=600.0, moh_dir=node / "moh",
                                    realtime_db=node / "realtime.sqlite3", classes_conf=node / "classes.conf",
@@ -281,7 +282,14 @@ def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> tuple[
     agent = Agent(settings, "node-r")
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()
-    return agent, thread
+    registry = NodeRegistry(host.database_url)
+    try:
+        yield agent, registry
+    finally:
+        registry.close()
+        agent.stop()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -311,9 +319,7 @@ def test_a_class_held_by_another_application_does_not_stall_the_agent(pg_host: S
     upload(pg_host, "acme", 440, tmp_path)
     beta = upload(pg_host, "beta", 550, tmp_path)
     failed_before, refused_before = failures(), incomplete("classes_refused")
-    agent, thread = in_process_agent(pg_host, tmp_path)
-    registry = NodeRegistry(pg_host.database_url)
-    try:
+    with in_process_agent(pg_host, tmp_path) as (agent, registry):
         until("the first full sync", lambda: agent.syncs >= 1)
         until("the agent to follow changes", lambda: agent.problem != "starting: the first full sync is not done yet")
         assert agent.problem is not None and agent.problem.startswith("classes not published: tenant-acme"), \
@@ -329,11 +335,6 @@ def test_a_class_held_by_another_application_does_not_stall_the_agent(pg_host: S
         until("gamma recorded", lambda: registry.live_on("tenant-gamma", gamma.version) == (1, 1))
         assert agent.problem is not None and agent.problem.startswith("classes not published")
         assert failures() == failed_before
-    finally:
-        registry.close()
-        agent.stop()
-        thread.join(30)
-    assert not thread.is_alive()
 
 
 def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: Path) -> None:
@@ -343,11 +344,9 @@ def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: 
 
     upload(pg_host, "acme", 440, tmp_path)
     failed_before, pending_before = failures(), incomplete("reload_pending")
-    agent, thread = in_process_agent(pg_host, tmp_path, publish_mode="static",
-                                     ari_url=f"http://127.0.0.1:{free_port()}")
     conf = tmp_path / "node-r" / "classes.conf"
-    registry = NodeRegistry(pg_host.database_url)
-    try:
+    with in_process_agent(pg_host, tmp_path, publish_mode="static",
+                          ari_url=f"http://127.0.0.1:{free_port()}") as (agent, registry):
         until("the agent to follow changes", lambda: agent.problem != "starting: the first full sync is not done yet")
         assert agent.problem is not None and agent.problem.startswith("Asterisk reload pending:"), agent.problem
         assert "[tenant-acme]" in conf.read_text()
@@ -357,8 +356,3 @@ def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: 
         upload(pg_host, "beta", 550, tmp_path)
         until("beta in the include file", lambda: "[tenant-beta]" in conf.read_text())
         assert failures() == failed_before
-    finally:
-        registry.close()
-        agent.stop()
-        thread.join(30)
-    assert not thread.is_alive()

@@ -301,19 +301,27 @@ def test_dtmf_blind_transfer(lab, ari_lab, agi_route, tenant: str, expected: flo
     assert_transferred(tones_heard(call.finish(), [A, B]), expected, expected, 1.5)
 
 
+def transfer_attended_by_dtmf(ari_lab, call: DialplanCall, digits: str, target: str) -> float:
+    """The call reaches its phone, which at 1.5 s dials ``digits`` (atxfer and the target's
+    extension); the target phone (``phone-<target>``) answers and talks to the phone for 1.5 s,
+    then the first phone hangs up: the transfer completes. Returns the offset the target answered."""
+    call.answer_phone()
+    first_phone = call.phone
+    call.at(1.5)
+    call.dtmf(digits)
+    consult_t = call.answer_phone(phone=target)
+    call.at(consult_t + 1.5)
+    ari_lab.request("DELETE", f"/channels/{first_phone}")
+    return consult_t
+
+
 @pytest.mark.parametrize(("tenant", "expected"), [("alpha", A), ("none", DEFAULT_TONE)])
 def test_dtmf_attended_transfer(lab, ari_lab, agi_route, tenant: str, expected: float) -> None:
     """The phone transfers the caller attended (*22): the caller hears ``expected`` while the
     phone consults the second phone; the first phone hangs up (the transfer completes), the second
     talks to the caller, then holds: ``expected``."""
     call = DialplanCall(ari_lab, lab, f"xfer_att_{tenant}", 11, f"tdial-xfer_att_{tenant}-{tenant}@ooma-lab-hold")
-    call.answer_phone()
-    first_phone = call.phone
-    call.at(1.5)
-    call.dtmf("*22")
-    consult_t = call.answer_phone(phone="xfer")
-    call.at(consult_t + 1.5)
-    ari_lab.request("DELETE", f"/channels/{first_phone}")
+    consult_t = transfer_attended_by_dtmf(ari_lab, call, "*22", "xfer")
     done_t = call.at(consult_t + 3.5)
     hold_t = call.hold()
     call.at(hold_t + 1.5)

@@ -27,6 +27,7 @@ from tests.integration.test_hold_scenarios import (  # noqa: F401  (agi_route, a
     assert_transferred,
     heard,
     tenants,
+    transfer_attended_by_dtmf,
 )
 
 #: as test_hold_scenarios.py: realtime publication, Asterisk's class choice is back-end neutral
@@ -42,6 +43,17 @@ def ended_by_asterisk(ari_lab: AriHarness, leg: str) -> None:
     """Asterisk hung up ``leg``'s call itself, as it does with the replaced dialog once an
     attended transfer is done."""
     ari_lab.wait_event("StasisEnd", lambda e: e["channel"]["id"] == leg, timeout=10)
+
+
+def held_by_its_phone(call: DialplanCall) -> str:
+    """The call reaches its phone, which talks, then holds the caller at 1.5 s, as phones do
+    before a REFER. Returns the phone's channel id."""
+    call.answer_phone()
+    phone = call.phone
+    assert phone is not None
+    call.at(1.5)
+    call.hold()
+    return phone
 
 
 def new_party_holds(call: DialplanCall | Call, talk_t: float) -> None:
@@ -66,11 +78,7 @@ def test_refer_blind_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: str
     the transfer and on the new phone's hold, the new phone's voice in between."""
     name = f"refer_blind_{tenant}{'_mix' if mixmonitor else ''}"
     call = DialplanCall(ari_lab, lab, name, 8, f"{'m' if mixmonitor else ''}rdial-{name}-{tenant}@ooma-lab-xfer")
-    call.answer_phone()
-    first_phone = call.phone
-    assert first_phone is not None
-    call.at(1.5)
-    call.hold()
+    first_phone = held_by_its_phone(call)
     call.at(2.5)
     call.refer(f"2-{name}")
     talk_t = call.answer_phone(phone=f"{name}_b")  # only a REFER that was taken gets there
@@ -96,11 +104,7 @@ def test_refer_attended_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: 
     phone, which talks, then holds: ``expected`` during the consultation and on that hold."""
     name = f"refer_att_{tenant}"
     call = DialplanCall(ari_lab, lab, name, 9, f"rdial-{name}-{tenant}@ooma-lab-xfer")
-    call.answer_phone()
-    first_phone = call.phone
-    assert first_phone is not None
-    call.at(1.5)
-    call.hold()
+    first_phone = held_by_its_phone(call)
     consultation, consult_t = call.consult(f"{name}_b")
     call.at(consult_t + 1.5)
     done_t = call.refer(f"2-{name}", replacing=consultation, phone=first_phone)
@@ -142,13 +146,7 @@ def test_dtmf_attended_transfer_to_another_tenants_user(lab: LabAsterisk, ari_la
     dialplan in an attended transfer, so no route can give it the new tenant's class."""
     name = f"xferatt_beta_{tenant}"
     call = DialplanCall(ari_lab, lab, name, 11, f"rdial-{name}-{tenant}@ooma-lab-xfer")
-    call.answer_phone()
-    first_phone = call.phone
-    call.at(1.5)
-    call.dtmf("*25")
-    consult_t = call.answer_phone(phone="xferatt")
-    call.at(consult_t + 1.5)
-    ari_lab.request("DELETE", f"/channels/{first_phone}")  # the transfer completes
+    consult_t = transfer_attended_by_dtmf(ari_lab, call, "*25", "xferatt")
     new_party_holds(call, call.at(consult_t + 2.0))
     assert_transferred(tones_heard(call.finish(), [A, B]), during, held, 1.5)
 
