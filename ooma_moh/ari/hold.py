@@ -282,8 +282,7 @@ class HoldHandler:
             hold = ActiveHold(holder.id, known.id, moh_class)
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
-            marked = bool(plan.start_on)
-            await self._carry_out(plan, hold, mark=holder.id if marked else None)
+            await self._carry_out(plan, hold, mark=holder.id)
             delay = _ms_since(event.timestamp) if plan.start_on else 0.0
             # not stored: events that arrived meanwhile are newer than this answer
             fresh = Bridge.from_json(await fresh_bridge)
@@ -294,13 +293,9 @@ class HoldHandler:
             again = await self._plan_hold(fresh, holder.id, moh_class)
             extra = tuple(c for c in again.start_on if c not in plan.start_on)
             if extra:
-                await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold,
-                                      mark=None if marked else holder.id)
-                marked = True
+                await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
                 delay = delay or _ms_since(event.timestamp)
             plan = again  # what the bridge really was, for the log and the counts
-        if not marked:  # a hold Asterisk forwards: the mark only serves a later resync, after the music
-            await self._remember_hold(holder.id, moh_class)
         self._count(plan.action, reason, delay, hold, holder)
 
     async def _plan_hold(self, bridge: Bridge, holder_id: str, moh_class: str) -> HoldPlan:
