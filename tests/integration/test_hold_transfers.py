@@ -13,12 +13,14 @@ given as argument, ``none`` for the control (Asterisk alone).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call, DialplanCall
 from tests.integration.conftest import tones_heard
+from tests.integration.test_ari_hold import hold_once_and_check
 from tests.integration.test_hold_scenarios import (  # noqa: F401  (agi_route, ari_handler, tenants: fixtures)
     A,
     B,
@@ -186,3 +188,75 @@ def test_refer_in_a_recorded_ari_bridge(request: pytest.FixtureRequest, lab: Lab
         assert {t for t, _ in got} <= {TALK_TONE, None} and got[0][1] >= 7.0, got  # talk all along, no music
     else:
         assert_transferred(windows, during, held, 1.5)
+
+
+# -- 5. the holder's suggestion first (preferchannelclass=no) --------------------------------------
+@pytest.fixture
+def suggestion_first(request: pytest.FixtureRequest, lab: LabAsterisk) -> Iterator[str]:
+    """musiconhold.conf ``preferchannelclass=no``: the class a hold passes (the holder's
+    ``moh_suggest``) now comes before the held channel's own. With the parameter ``"alpha"``,
+    alpha's phone endpoint (``lab-loop``) suggests ``tenant-alpha`` as beta's suggests
+    ``tenant-beta``; with ``"unset"`` it keeps chan_pjsip's default suggestion, ``default``.
+    Restored afterwards. The parameter is the fixture's value."""
+    edits = {"musiconhold.conf": ("preferchannelclass=yes", "preferchannelclass=no")}
+    if request.param == "alpha":
+        edits["pjsip.conf"] = ("[lab-loop]\ntype=endpoint\n", "[lab-loop]\ntype=endpoint\nmoh_suggest=tenant-alpha\n")
+    originals = {name: (lab.etc / name).read_text() for name in ("musiconhold.conf", "pjsip.conf")}
+
+    def configure(texts: dict[str, str]) -> None:
+        for name, text in texts.items():
+            (lab.etc / name).write_text(text)
+        lab.cli("module reload res_musiconhold.so")
+        lab.cli("module reload res_pjsip.so")
+
+    for name, (old, _) in edits.items():
+        assert originals[name].count(old) == 1, name
+    configure({name: originals[name].replace(*edits.get(name, ("", ""))) for name in originals})
+    try:
+        assert ("tenant-alpha" in lab.cli("pjsip show endpoint lab-loop")) == (request.param == "alpha")
+        yield request.param
+    finally:
+        configure(originals)
+    assert "tenant-alpha" not in lab.cli("pjsip show endpoint lab-loop")
+
+
+@pytest.mark.parametrize(("suggestion_first", "digits", "target", "during", "held"), [
+    ("alpha", "#", "3", A, B),  # blind: the transfer's own hold passes no class, the caller's alpha plays
+    ("alpha", "*2", "5", A, B),  # attended: what preferchannelclass=yes cannot get right (above)
+    ("alpha", "#", "2", A, A),  # blind to a second phone of alpha: its suggestion is alpha's
+    ("unset", "#", "2", A, DEFAULT_TONE),  # the same, alpha's phone left on the default suggestion
+], indirect=["suggestion_first"])
+@pytest.mark.usefixtures("agi_route")
+def test_suggestion_first_lets_the_new_holders_tenant_decide(lab: LabAsterisk, ari_lab: AriHarness,
+                                                            suggestion_first: str, digits: str, target: str,
+                                                            during: float, held: float) -> None:
+    """With the holder's suggestion first, a DTMF transfer from a user of alpha (the route ran on
+    the caller with alpha) to another user: alpha while the transfer is made (a DTMF transfer's
+    own hold passes no class, so the caller's plays), then whatever the new holder's endpoint
+    suggests on its hold, attended transfers included — its tenant's class if it suggests one,
+    ``default`` if it was left on chan_pjsip's default."""
+    name = f"suggest_{suggestion_first}_{'att' if digits == '*2' else 'blind'}{target}"
+    call = DialplanCall(ari_lab, lab, name, 10, f"rdial-{name}-alpha@ooma-lab-xfer")
+    if digits == "*2":
+        consult_t = transfer_attended_by_dtmf(ari_lab, call, digits + target, "xferatt")
+        new_party_holds(call, call.at(consult_t + 2.0))
+    else:
+        call.answer_phone()
+        call.at(1.5)
+        call.dtmf(digits + target)
+        new_party_holds(call, call.answer_phone(phone=f"{name}_b"))
+    assert_transferred(tones_heard(call.finish(), [A, B]), during, held, 1.5)
+
+
+@pytest.mark.parametrize(("suggestion_first", "expected"), [
+    ("alpha", A),
+    ("unset", DEFAULT_TONE),  # the handler sees a forwarded hold with alpha's class on the caller: it does nothing
+], indirect=["suggestion_first"])
+@pytest.mark.usefixtures("ari_handler")
+def test_suggestion_first_on_the_ari_path(lab: LabAsterisk, ari_lab: AriHarness, suggestion_first: str,
+                                          expected: float) -> None:
+    """An ARI bridge of two (it forwards holds), alpha's phone holds: with the suggestion first,
+    Asterisk plays what the phone's endpoint suggests, whatever class is on the caller; the
+    handler, which trusts the caller's class (preferchannelclass=yes, as shipped), leaves it."""
+    call = Call(ari_lab, lab, f"suggest_ari_{suggestion_first}", "alpha", 6)
+    hold_once_and_check(call, expected)
