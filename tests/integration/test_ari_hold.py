@@ -203,10 +203,10 @@ def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
     windows = tones_heard(call.finish(), [A, B])
     # The caller hears the user and the third party, both on the lab's talk tone: the two drift a
     # little against each other, and where they cancel (a beat every few seconds) a window's peak
-    # can land off 1000 Hz. Music would show there first, so: no music or silence in any window,
-    # and talk in nearly all of them.
+    # can land a bin or two off 1000 Hz (1020 Hz seen). Music would show there first, so: every
+    # window talk or within 50 Hz of it (no music, no silence), and talk exactly in nearly all.
     heard = windows[1:-1]
-    assert not {A, B, DEFAULT_TONE, None} & set(heard), segments(windows)
+    assert all(w is not None and abs(w - TALK_TONE) <= 50 for w in heard), segments(windows)
     assert heard.count(TALK_TONE) >= 0.9 * len(heard), segments(windows)
 
 

@@ -282,11 +282,13 @@ def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> Iterat
     agent = Agent(settings, "node-r")
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()
-    registry = NodeRegistry(host.database_url)
+    registry: NodeRegistry | None = None
     try:
+        registry = NodeRegistry(host.database_url)
         yield agent, registry
     finally:
-        registry.close()
+        if registry is not None:
+            registry.close()
         agent.stop()
         thread.join(30)
     assert not thread.is_alive()

@@ -206,16 +206,16 @@ def suggestion_first(request: pytest.FixtureRequest, lab: LabAsterisk) -> Iterat
     def configure(texts: dict[str, str]) -> None:
         for name, text in texts.items():
             (lab.etc / name).write_text(text)
-        lab.cli("module reload res_musiconhold.so")
-        lab.cli("module reload res_pjsip.so")
+        replies = [lab.cli(f"module reload {module}") for module in ("res_musiconhold.so", "res_pjsip.so")]
+        assert all("reloaded successfully" in reply for reply in replies), replies
 
     for name, (old, _) in edits.items():
         assert originals[name].count(old) == 1, name
-    configure({name: originals[name].replace(*edits.get(name, ("", ""))) for name in originals})
     try:
+        configure({name: originals[name].replace(*edits.get(name, ("", ""))) for name in originals})
         assert ("tenant-alpha" in lab.cli("pjsip show endpoint lab-loop")) == (request.param == "alpha")
         yield request.param
-    finally:
+    finally:  # the shared lab goes back to the shipped order whatever happened (reset_lab reloads it)
         configure(originals)
     assert "tenant-alpha" not in lab.cli("pjsip show endpoint lab-loop")
 
