@@ -285,15 +285,22 @@ def assert_transferred(windows: list[float | None], during: float, held: float, 
     return gap
 
 
+def transfer_blind_by_dtmf(call: DialplanCall, digits: str, target: str) -> float:
+    """The call reaches its phone, which at 1.5 s dials ``digits`` (blindxfer and the target's
+    extension); the target phone (``phone-<target>``) answers and talks to the caller. Returns
+    the offset it talks."""
+    call.answer_phone()
+    call.at(1.5)
+    call.dtmf(digits)
+    return call.answer_phone(phone=target)
+
+
 @pytest.mark.parametrize(("tenant", "expected"), [("alpha", A), ("none", DEFAULT_TONE)])
 def test_dtmf_blind_transfer(lab, ari_lab, agi_route, tenant: str, expected: float) -> None:
     """The phone transfers the caller blind (#2): the caller hears ``expected`` until it is sent
     on; the second phone answers, talks, holds: ``expected`` again."""
     call = DialplanCall(ari_lab, lab, f"xfer_blind_{tenant}", 10, f"tdial-xfer_blind_{tenant}-{tenant}@ooma-lab-hold")
-    call.answer_phone()
-    call.at(1.5)
-    call.dtmf("#2")
-    talk_t = call.answer_phone(phone="xfer")
+    talk_t = transfer_blind_by_dtmf(call, "#2", "xfer")
     call.at(talk_t + 1.5)
     hold_t = call.hold()
     call.at(hold_t + 1.5)

@@ -30,6 +30,7 @@ from tests.integration.test_hold_scenarios import (  # noqa: F401  (agi_route, a
     heard,
     tenants,
     transfer_attended_by_dtmf,
+    transfer_blind_by_dtmf,
 )
 
 #: as test_hold_scenarios.py: realtime publication, Asterisk's class choice is back-end neutral
@@ -129,10 +130,7 @@ def test_dtmf_transfer_to_another_tenants_user(lab: LabAsterisk, ari_lab: AriHar
     lab-loop-beta: accountcode beta, moh_suggest tenant-beta), who answers, talks and holds."""
     name = f"xfer_beta{target}_{tenant}"
     call = DialplanCall(ari_lab, lab, name, 10, f"rdial-{name}-{tenant}@ooma-lab-xfer")
-    call.answer_phone()
-    call.at(1.5)
-    call.dtmf(f"#{target}")
-    new_party_holds(call, call.answer_phone(phone=f"{name}_b"))
+    new_party_holds(call, transfer_blind_by_dtmf(call, f"#{target}", f"{name}_b"))
     assert_transferred(tones_heard(call.finish(), [A, B]), during, held, 1.5)
 
 
@@ -212,7 +210,7 @@ def suggestion_first(request: pytest.FixtureRequest, lab: LabAsterisk) -> Iterat
     for name, (old, _) in edits.items():
         assert originals[name].count(old) == 1, name
     try:
-        configure({name: originals[name].replace(*edits.get(name, ("", ""))) for name in originals})
+        configure({name: text.replace(*edits[name]) if name in edits else text for name, text in originals.items()})
         assert ("tenant-alpha" in lab.cli("pjsip show endpoint lab-loop")) == (request.param == "alpha")
         yield request.param
     finally:  # the shared lab goes back to the shipped order whatever happened (reset_lab reloads it)
@@ -241,10 +239,7 @@ def test_suggestion_first_lets_the_new_holders_tenant_decide(lab: LabAsterisk, a
         consult_t = transfer_attended_by_dtmf(ari_lab, call, digits + target, "xferatt")
         new_party_holds(call, call.at(consult_t + 2.0))
     else:
-        call.answer_phone()
-        call.at(1.5)
-        call.dtmf(digits + target)
-        new_party_holds(call, call.answer_phone(phone=f"{name}_b"))
+        new_party_holds(call, transfer_blind_by_dtmf(call, digits + target, f"{name}_b"))
     assert_transferred(tones_heard(call.finish(), [A, B]), during, held, 1.5)
 
 
