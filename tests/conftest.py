@@ -5,6 +5,12 @@ cluster`` runs the same tests with the catalog on PostgreSQL and the blobs in S3
 test on a fresh database and a fresh bucket prefix (``scripts/test`` runs both). Tests about the
 embedded files themselves (``embedded_only``) and tests of Asterisk's own behaviour that the back
 end cannot change (``backend_neutral``) are deselected in the cluster run.
+
+Tiers: each test is marked from the fixtures it uses, directly or through other fixtures
+(:data:`TIERS`): ``lab`` (a real Asterisk), ``browser`` (a real Chromium), ``cluster``
+(PostgreSQL or S3), ``root`` (mounts, chroot, another uid). A test with none of them needs no
+server and no privilege: ``pytest -m "not (lab or browser or cluster or root)"`` is the quick
+tier (``scripts/test --quick``; docs/testing.md).
 """
 
 from __future__ import annotations
@@ -29,7 +35,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "local blobs) or cluster (PostgreSQL + S3 object storage)")
 
 
+#: Tier marker -> the fixtures that put a test in it (pytest_collection_modifyitems).
+TIERS: dict[str, set[str]] = {
+    "lab": {"lab_root"},
+    "browser": {"browser"},
+    "cluster": {"postgres", "s3"},
+    "root": {"root"},
+}
+TIER_HELP = {
+    "lab": "starts or uses a real lab Asterisk (set from the lab_root fixture)",
+    "browser": "drives a real headless Chromium (set from the browser fixture)",
+    "cluster": "uses a real PostgreSQL or S3 server (set from the postgres/s3 fixtures, and on every "
+               "test of the --backend cluster run)",
+    "root": "needs root: mounts, chroot, another uid (set from the root fixture)",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for marker, text in TIER_HELP.items():
+        config.addinivalue_line("markers", f"{marker}: {text}")
+    config.addinivalue_line("markers", "every_backend: a call through the real Asterisk that the cluster run "
+                                       "repeats on PostgreSQL + S3 (one ARI hold, one AGI call); every other "
+                                       "lab test runs in the embedded run only")
     config.addinivalue_line("markers", "embedded_only: about the embedded SQLite catalog or local "
                                        "blob files themselves; deselected in the cluster run")
     config.addinivalue_line("markers", "backend_neutral: checks Asterisk's own behaviour once a class is "
@@ -46,17 +73,45 @@ def pytest_report_header(config: pytest.Config) -> str:
 BACKEND_FIXTURES = {"settings", "lab_settings"}
 
 
+def tiers_of(item: pytest.Item, backend: str) -> set[str]:
+    """The tier markers ``item`` gets from the fixtures it uses (:data:`TIERS`); in the cluster
+    run every test on the back end is ``cluster`` too, and ``backend_settings[postgresql]``
+    reaches PostgreSQL through ``getfixturevalue``."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    found = {marker for marker, names in TIERS.items() if names & fixtures}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("backend_settings") == "postgresql":
+        found.add("cluster")
+    if backend == "cluster" and BACKEND_FIXTURES & fixtures:
+        found.add("cluster")
+    return found
+
+
+def runs_on_cluster(item: pytest.Item) -> bool:
+    """Whether the cluster run keeps ``item``: its catalog and blobs follow the back end (it uses
+    :data:`BACKEND_FIXTURES`), it is not about the embedded files themselves nor about
+    Asterisk's own behaviour, and if it calls through the lab Asterisk it is one of the calls
+    marked ``every_backend`` (the route through Asterisk is the same on either back end)."""
+    if not BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return False
+    if item.get_closest_marker("embedded_only") or item.get_closest_marker("backend_neutral"):
+        return False
+    return "lab_root" not in item.fixturenames or item.get_closest_marker("every_backend") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The cluster run keeps the tests whose catalog and blobs follow the back end (they use
-    :data:`BACKEND_FIXTURES`) and are not about the embedded files themselves: the others would
-    only run a second time exactly as in the embedded run. Deselected, not skipped."""
-    if config.getoption("--backend") != "cluster":
+    """Marks every test with its tiers (:func:`tiers_of`). The cluster run keeps only the tests
+    :func:`runs_on_cluster` says: the others would run a second time exactly as in the embedded
+    run. Deselected, not skipped."""
+    backend = config.getoption("--backend")
+    for item in items:
+        for marker in sorted(tiers_of(item, backend)):
+            item.add_marker(marker)
+    if backend != "cluster":
         return
     keep, dropped = [], []
     for item in items:
-        follows = BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))
-        neutral = item.get_closest_marker("embedded_only") or item.get_closest_marker("backend_neutral")
-        (keep if follows and neutral is None else dropped).append(item)
+        (keep if runs_on_cluster(item) else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
@@ -81,6 +136,23 @@ def on_backend(request: pytest.FixtureRequest, **fields: Any) -> Settings:
     if overrides:
         create_catalog(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def root() -> None:
+    """For a test that needs root (mounts a tmpfs, a chroot, runs as another uid): marks it
+    ``root`` and fails it at once, with the reason, for anyone else."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (mounts, chroot or another uid): run it as root, or leave the root tier out "
+                    "with -m 'not root'")
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    """A real headless Chromium: ``with browser(lang) as driver`` (tests/browser.py)."""
+    from tests.browser import chromium
+
+    return chromium
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ class AriHarness:
         self._backlog: list[dict[str, Any]] = []
 
     async def _on_event(self, event: dict[str, Any]) -> None:
+        event["received_at"] = time.monotonic()  # when this application saw it (see Call.lag)
         self.events.put(event)
 
     def start(self) -> AriHarness:
@@ -64,6 +65,16 @@ class AriHarness:
             except queue.Empty:
                 continue
             del self._backlog[:-2000]
+
+    def seen(self, kind: str, channel_id: str) -> list[dict[str, Any]]:
+        """The events of type ``kind`` about ``channel_id`` received so far, oldest first; they stay
+        available to :meth:`wait_event`."""
+        while True:
+            try:
+                self._backlog.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return [e for e in self._backlog if e.get("type") == kind and e.get("channel", {}).get("id") == channel_id]
 
     def request(self, method: str, path: str, **params: Any) -> Any:
         """One ARI request from synchronous code; its decoded answer."""
@@ -136,6 +147,8 @@ class Call:
         harness.request("POST", f"/channels/{self.phone}/moh", mohClass="lab-talk")
         self.started = time.monotonic()  # the recording's first frame: the phone starts talking
         self.extra: list[str] = []
+        #: (event Asterisk sends for it, the channel that gets it, when asked) per hold/unhold
+        self.asked: list[tuple[str, str, float]] = []
 
     def at(self, seconds: float) -> float:
         """Sleep until ``seconds`` after the call started; return the exact offset."""
@@ -143,16 +156,32 @@ class Call:
         return time.monotonic() - self.started
 
     def hold(self) -> float:
-        """The phone holds (re-INVITE a=sendonly); returns the offset."""
+        """The phone holds (re-INVITE a=sendonly, which the user leg receives); returns the offset."""
         offset = time.monotonic() - self.started
+        self.asked.append(("ChannelHold", self.user, self.started + offset))
         self.harness.hold(self.phone)
         return offset
 
     def unhold(self) -> float:
         """The phone takes the call off hold; returns the offset."""
         offset = time.monotonic() - self.started
+        self.asked.append(("ChannelUnhold", self.user, self.started + offset))
         self.harness.unhold(self.phone)
         return offset
+
+    def lag(self) -> float:
+        """The longest time, over this call's holds and unholds, from asking to the ChannelHold or
+        ChannelUnhold event reaching this application: how late Asterisk (and this process) ran
+        behind the wall clock. On a quiet machine a few ms; on a busy one it is the slack a
+        timing check must allow, measured instead of guessed."""
+        worst = 0.0
+        count: dict[tuple[str, str], int] = {}
+        for kind, channel, asked_at in self.asked:
+            nth = count[kind, channel] = count.get((kind, channel), 0) + 1
+            events = self.harness.seen(kind, channel)
+            if len(events) >= nth:
+                worst = max(worst, events[nth - 1]["received_at"] - asked_at)
+        return worst
 
     def record_bridge(self) -> None:
         """Record the bridge through ARI, which turns it into a softmix bridge."""

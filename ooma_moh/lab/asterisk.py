@@ -35,7 +35,7 @@ from typing import Any
 from ..asterisk_cli import AsteriskCli
 from ..asterisk_conf import sample_names, sample_text
 from ..errors import AsteriskError
-from .provision import default_root, is_mounted, provision, run_step, unmount
+from .provision import RootProc, default_root, is_mounted, provision, run_step, unmount
 
 DEFAULT_TONE = 300.0
 TALK_TONE = 1000.0
@@ -125,6 +125,7 @@ class LabAsterisk:
         self.ari_password = secrets.token_hex(12)
         self._process: subprocess.Popen[bytes] | None = None
         self._mounted: list[Path] = []
+        self._proc = RootProc(self.root)
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -213,7 +214,7 @@ class LabAsterisk:
         self._write_tone_classes()
         if self.run_as is not None:
             self._hand_over(*self.user_ids(self.run_as))
-        self._mount("proc", self.root / "proc", "-t", "proc")
+        self._proc.enter()
         self._mount(str(self.shared), self.root / str(self.shared).lstrip("/"), "--bind")
         self.boot(timeout)
         return self
@@ -260,6 +261,7 @@ class LabAsterisk:
         self.halt()
         while self._mounted:
             unmount(self._mounted.pop())
+        self._proc.leave()
 
     def __enter__(self) -> LabAsterisk:
         return self.start()

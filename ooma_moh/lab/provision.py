@@ -3,17 +3,22 @@
 The chroot lives in ``OOMA_MOH_LAB_ROOT`` (default ``~/.cache/ooma-moh/lab-root``):
 ``debootstrap --variant=minbase sid`` from the Debian mirror this machine's apt already uses, then
 ``apt-get install asterisk asterisk-modules`` inside. About a minute and 700 MB. The build goes to
-``<root>.partial`` and is renamed when complete, so an interrupted provisioning is simply redone.
+``<root>.partial`` and is renamed when complete, so an interrupted provisioning is simply redone;
+processes that provision at the same moment (test workers) take turns on ``<root>.lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from ..errors import AsteriskError
 
@@ -70,6 +75,51 @@ def unmount(path: Path) -> None:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
+@contextlib.contextmanager
+def root_lock(root: Path, shared: bool = False) -> Iterator[None]:
+    """Hold ``<root>.lock``: exclusively to build the chroot or to unmount its ``/proc``, shared
+    while a lab Asterisk runs in it (so that another process never unmounts ``/proc`` under it)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(root.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+
+
+class RootProc:
+    """The chroot's ``/proc``, shared by every lab Asterisk running in it, in this process or
+    another: :meth:`enter` mounts it if needed and holds ``<root>.lock`` shared; :meth:`leave`
+    unmounts it only when no other lab holds the lock any more."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock: IO[str] | None = None
+
+    def enter(self) -> None:
+        """Hold the lock shared, then make sure ``/proc`` is mounted."""
+        if self._lock is not None:
+            return
+        self._lock = open(self.root.with_name(self.root.name + ".lock"), "a")
+        fcntl.flock(self._lock, fcntl.LOCK_SH)  # waits while a leaving lab unmounts /proc
+        target = self.root / "proc"
+        target.mkdir(exist_ok=True)
+        if not is_mounted(target):
+            run_step(["mount", "-t", "proc", "proc", str(target)], f"mount {target}", timeout=30)
+
+    def leave(self) -> None:
+        """Unmount ``/proc`` if this is the last lab using it; release the lock."""
+        if self._lock is None:
+            return
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another lab still runs in the chroot: it keeps /proc
+        else:
+            unmount(self.root / "proc")
+        finally:
+            self._lock.close()
+            self._lock = None
+
+
 def provision(root: Path | None = None, log=print) -> Path:
     """Build the chroot with Asterisk if it is not cached yet; return its path."""
     root = root or default_root()
@@ -77,6 +127,14 @@ def provision(root: Path | None = None, log=print) -> Path:
         return root
     if os.geteuid() != 0:
         raise AsteriskError("the lab Asterisk needs root (debootstrap, chroot, mount)")
+    with root_lock(root):
+        if not (root / "usr/sbin/asterisk").exists():  # another process may have built it meanwhile
+            _build(root, log)
+    return root
+
+
+def _build(root: Path, log) -> None:
+    """debootstrap and apt-get into ``<root>.partial``, then rename it ``root``."""
     if shutil.which("debootstrap") is None:
         raise AsteriskError("debootstrap is not installed: run scripts/bootstrap")
     partial = root.with_name(root.name + ".partial")
@@ -97,4 +155,3 @@ def provision(root: Path | None = None, log=print) -> Path:
     finally:
         unmount(partial / "proc")
     os.rename(partial, root)
-    return root

@@ -17,7 +17,7 @@ import pytest
 
 from ooma_moh.app import build_service, open_catalog
 from ooma_moh.config import Settings
-from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
+from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk, provision
 from ooma_moh.publish import RealtimePublisher, write_atomically
 from ooma_moh.service import MohService
 from tests.audio import dominant_per_window
@@ -47,8 +47,15 @@ def running_lab(directory: Path | LabAsterisk) -> Iterator[LabAsterisk]:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
-    """The running lab Asterisk, shared by the whole run."""
+def lab_root(root: None) -> Path:
+    """The lab's chroot, provisioned once and cached (ooma_moh/lab/provision.py). Every test that
+    boots a lab Asterisk uses it, directly or through :func:`lab`: that makes it a ``lab`` test."""
+    return provision()
+
+
+@pytest.fixture(scope="session")
+def lab(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
+    """The running lab Asterisk, shared by the whole run (by each worker's tests under xdist)."""
     with running_lab(tmp_path_factory.mktemp("lab")) as instance:
         yield instance
 

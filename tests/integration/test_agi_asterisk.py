@@ -64,7 +64,7 @@ def assert_hold_music(windows: list, hold_t: float, unhold_t: float, expected: f
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
-@pytest.mark.parametrize("how", ["arg", "query", "var", "acct"])
+@pytest.mark.parametrize("how", [pytest.param("arg", marks=pytest.mark.every_backend), "query", "var", "acct"])
 def test_tenant_from_each_source_hears_its_music(lab, ari_lab, agi_server, lab_service: MohService,
                                                  tmp_path: Path, how: str) -> None:
     lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True, accepted_by="tester")

@@ -99,25 +99,41 @@ def segments(windows: list) -> list[tuple[object, int, int]]:
     return runs
 
 
-def assert_holds(windows: list, periods: list[tuple[float, float]], expected: float) -> None:
+def heard(windows: list) -> str:
+    """What the caller heard, for a failure message: ``0.0-1.5 s talk, 1.5-4.0 s 440 Hz (alpha), …``."""
+    names = {TALK_TONE: "talk", DEFAULT_TONE: "default", A: "440 Hz (alpha)", B: "660 Hz (beta)", None: "silence"}
+    return ", ".join(f"{first / 10:.1f}-{(last + 1) / 10:.1f} s {names.get(value, f'{value:.0f} Hz')}"  # type: ignore[call-overload]
+                     for value, first, last in segments(windows))
+
+
+def assert_holds(windows: list, periods: list[tuple[float, float]], expected: float, slack: float = 0.0) -> None:
     """The caller hears talk, and during each (hold, unhold) period ``expected`` from the first
     100 ms to within 200 ms of unhold, never another class, never a silent gap. The first hold
     is placed on the wall clock; later ones relative to the previous unhold (a long recording
-    drifts a few frames against the wall clock)."""
+    drifts a few frames against the wall clock). ``slack``: how late Asterisk ran behind the
+    requests in this call (:meth:`Call.lag`), added to each timing margin, so that a busy machine
+    widens them by what was measured rather than by a guess."""
+    what = f"heard {heard(windows)}; holds asked at {[(round(h, 2), round(u, 2)) for h, u in periods]} s" \
+           f" (Asterisk up to {slack:.2f} s behind)"
     music = [r for r in segments(windows) if r[0] not in (TALK_TONE, None)]
-    assert [r[0] for r in music] == [expected] * len(periods), (segments(windows), periods)
+    assert [r[0] for r in music] == [expected] * len(periods), what
     previous_end = previous_unhold = None
     for (_, first, last), (hold_t, unhold_t) in zip(music, periods, strict=True):
         if previous_end is None:
-            assert abs(first / 10 - hold_t) <= 0.4, (first, hold_t, segments(windows))
+            assert abs(first / 10 - hold_t) <= 0.4 + slack, what
         else:
-            assert abs((first - previous_end) / 10 - (hold_t - previous_unhold)) <= 0.3, segments(windows)
-        assert windows[first - 1] == TALK_TONE, segments(windows)
-        assert (last + 1 - first) / 10 - (unhold_t - hold_t) <= 0.3, (first, last, hold_t, unhold_t)
-        assert (last + 1 - first) / 10 >= (unhold_t - hold_t) - 0.3, (first, last, hold_t, unhold_t)
-        assert windows[last + 1] == TALK_TONE, segments(windows)
+            assert abs((first - previous_end) / 10 - (hold_t - previous_unhold)) <= 0.3 + slack, what
+        assert windows[first - 1] == TALK_TONE, what
+        assert (last + 1 - first) / 10 - (unhold_t - hold_t) <= 0.3 + slack, what
+        assert (last + 1 - first) / 10 >= (unhold_t - hold_t) - 0.3 - slack, what
+        assert windows[last + 1] == TALK_TONE, what
         previous_end, previous_unhold = last + 1, unhold_t
-    assert None not in windows[1:-1], segments(windows)
+    assert None not in windows[1:-1], what
+
+
+def check_call(call: Call, periods: list[tuple[float, float]], expected: float) -> None:
+    """:func:`assert_holds` on ``call``'s recording, with the lag it measured."""
+    assert_holds(tones_heard(call.finish(), [A, B]), periods, expected, call.lag())
 
 
 def hold_once_and_check(call: Call, expected: float) -> None:
@@ -125,8 +141,7 @@ def hold_once_and_check(call: Call, expected: float) -> None:
     call.at(1.5)
     hold_t = call.hold()
     call.at(4.0)
-    periods = [(hold_t, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, expected)
+    check_call(call, [(hold_t, call.unhold())], expected)
 
 
 def test_without_the_handler_the_caller_hears_default(lab, ari_lab, handler) -> None:
@@ -146,8 +161,8 @@ def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> N
     for call in (alpha, beta):
         call.at(5.5)
         periods[call.name] = [(periods[call.name][0][0], call.unhold())]
-    assert_holds(tones_heard(alpha.finish(), [A, B]), periods["ari_alpha"], A)
-    assert_holds(tones_heard(beta.finish(), [A, B]), periods["ari_beta"], B)
+    check_call(alpha, periods["ari_alpha"], A)
+    check_call(beta, periods["ari_beta"], B)
 
 
 @pytest.mark.parametrize("tenant", ["gamma", "nobody", None])
@@ -156,6 +171,7 @@ def test_tenant_on_default_or_unknown_hears_default(lab, ari_lab, handler, tenan
     hold_once_and_check(call, DEFAULT_TONE)
 
 
+@pytest.mark.every_backend  # the hold handler's class lookup on PostgreSQL + S3 too
 def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -> None:
     call = Call(ari_lab, lab, "ari_recorded", "alpha", 7)
     call.record_bridge()
@@ -163,7 +179,7 @@ def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -
     hold_t = call.hold()
     call.at(5.0)
     periods = [(hold_t, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    check_call(call, periods, A)
 
 
 def test_tenant_from_the_endpoint_map(lab, ari_lab, handler, lab_service: MohService) -> None:
@@ -218,7 +234,7 @@ def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
         hold_t = call.hold()
         call.at(1.6 + i * 1.1)
         periods.append((hold_t, call.unhold()))
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    check_call(call, periods, A)
 
 
 @pytest.mark.parametrize("recorded", [False, True])
@@ -231,9 +247,10 @@ def test_holder_hangs_up_during_hold(lab, ari_lab, handler, recorded: bool) -> N
     call.at(3.0)
     gone_t = call.hangup("user")
     windows = tones_heard(call.finish(), [A, B])
+    slack, what = call.lag(), f"heard {heard(windows)}; hold at {hold_t:.2f} s, holder gone at {gone_t:.2f} s"
     music = [r for r in segments(windows) if r[0] == A]
-    assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4, segments(windows)
-    assert (music[0][2] + 1) / 10 - gone_t <= 0.3, (gone_t, segments(windows))  # music stops with the holder
+    assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4 + slack, what
+    assert (music[0][2] + 1) / 10 - gone_t <= 0.3 + slack, what  # music stops with the holder
 
 
 def test_caller_hangs_up_during_hold_then_next_hold_works(lab, ari_lab, handler) -> None:
@@ -250,25 +267,35 @@ def test_caller_hangs_up_during_hold_then_next_hold_works(lab, ari_lab, handler)
     hold_t = nxt.hold()
     nxt.at(3.5)
     periods = [(hold_t, nxt.unhold())]
-    assert_holds(tones_heard(nxt.finish(), [A, B]), periods, A)
+    check_call(nxt, periods, A)
     assert handler.proc.poll() is None
 
 
 def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
-    call = Call(ari_lab, lab, "ari_restart", "alpha", 10)
+    """The handler is killed during a hold in a recorded bridge (where the music is the handler's
+    to start and stop) and started again: the new process finds the hold and stops the music at
+    the unhold, and starts it at the next hold. The schedule follows the restart as it went: the
+    unhold is sent once the new process has resynced, however long that took on this machine."""
+    call = Call(ari_lab, lab, "ari_restart", "alpha", 16)
     call.record_bridge()  # softmix: the handler itself must start and stop the music
     call.at(1.5)
+    handled = handler.log.read_text().count("hold action=")
     first_hold = call.hold()
+    handler.wait_for_line("hold action=", after=handled)  # the first process took the hold
     call.at(2.5)
     handler.stop(signal.SIGKILL)
+    resynced = handler.log.read_text().count("hold action=resynced")
     handler.start()  # resyncs: finds the hold through OOMA_MOH_HOLD on the holder
-    call.at(4.0)
+    handler.wait_for_line("hold action=resynced", after=resynced, timeout=5)  # ... and says so
+    back = call.at(0)  # the new process is ready
+    assert back <= 10.0, f"the handler took {back - 2.5:.1f} s to restart and resync: the call is too short"
+    call.at(max(4.0, back + 0.5))
     first_unhold = call.unhold()  # the new process must stop music it did not start
-    call.at(5.5)
+    call.at(first_unhold + 1.5)
     second_hold = call.hold()
-    call.at(7.5)
+    call.at(second_hold + 2.0)
     periods = [(first_hold, first_unhold), (second_hold, call.unhold())]
-    assert_holds(tones_heard(call.finish(), [A, B]), periods, A)
+    check_call(call, periods, A)
 
 
 def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler) -> None:
@@ -285,10 +312,13 @@ def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler
     handler.start()  # resync: OOMA_MOH_HOLD says "holding", CHANNEL(rtp,hold) says it is over
     stopped_t = time.monotonic() - call.started
     windows = tones_heard(call.finish(), [A, B])
+    slack = call.lag()
+    what = (f"heard {heard(windows)}; hold at {hold_t:.2f} s, unhold at {unhold_t:.2f} s,"
+            f" handler back at {stopped_t:.2f} s")
     music = [r for r in segments(windows) if r[0] == A]
-    assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4, segments(windows)
-    assert (music[0][2] + 1) / 10 <= stopped_t + 0.3, (unhold_t, stopped_t, segments(windows))
-    assert windows[music[0][2] + 1] == TALK_TONE, segments(windows)
+    assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4 + slack, what
+    assert (music[0][2] + 1) / 10 <= stopped_t + 0.3 + slack, what
+    assert windows[music[0][2] + 1] == TALK_TONE, what
 
 
 def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Settings, handler) -> None:
@@ -334,5 +364,5 @@ def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Sett
     task.result(10)
     run(client.close())
     loop.call_soon_threadsafe(loop.stop)
-    assert_holds(windows, periods, A)
+    assert_holds(windows, periods, A, call.lag())
     assert hold_handler.stats.actions["started"] == 2 and hold_handler.stats.actions["resynced"] == 1

@@ -25,7 +25,7 @@ CYCLES = 100
 
 
 @pytest.fixture
-def churning_lab(tmp_path: Path) -> Iterator[LabAsterisk]:
+def churning_lab(lab_root: Path, tmp_path: Path) -> Iterator[LabAsterisk]:
     """A lab Asterisk of this test's own, its device states changing ~50 times a second."""
     lab = LabAsterisk(tmp_path / "lab")
     try:

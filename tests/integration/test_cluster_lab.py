@@ -25,7 +25,7 @@ FIRST, SECOND = 520.0, 780.0
 
 
 @pytest.fixture(scope="module")
-def second_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
+def second_lab(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabAsterisk]:
     """A second lab Asterisk (own ports, MOH directory, realtime database), for this module."""
     with running_lab(tmp_path_factory.mktemp("lab2")) as instance:
         yield instance

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from ooma_moh.cli import main
 
 
-def test_demo_passes_and_says_what_it_did(tmp_path: Path) -> None:
+def test_demo_passes_and_says_what_it_did(lab_root: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "--keep", str(tmp_path / "demo")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

@@ -74,7 +74,7 @@ class Home:
 
 
 @pytest.fixture
-def home(tmp_path: Path):
+def home(root: None, tmp_path: Path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     with tmpfs(tmp_path / "disk", 8 << 20) as disk:
@@ -116,7 +116,7 @@ def test_disk_full_at_the_catalog_commit_keeps_the_music(home: Home, tmp_path: P
     home.assert_music_intact()
 
 
-def test_the_reported_repro_3_mb_disk(tmp_path: Path) -> None:
+def test_the_reported_repro_3_mb_disk(root: None, tmp_path: Path) -> None:
     """Issue 8's repro: on a 3 MB disk, a good 10 s MP3, then a 20 s mono 32 kbit/s MP3: it used
     to exit 0 with 0-byte .alaw/.ulaw/.g722 and a cut .sln, the good music gone."""
     inputs = tmp_path / "inputs"

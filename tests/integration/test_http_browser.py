@@ -23,7 +23,7 @@ from ooma_moh.http.texts import TEXTS
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from ooma_moh.lab.ari import Call
 from tests.audio import tone
-from tests.browser import Screens, chromium, local_link, named, serving, state, wait
+from tests.browser import Screens, local_link, named, serving, state, wait
 from tests.integration.test_ari_hold import A, B, Handler, hold_once_and_check
 from tests.integration.test_http_api import cli
 
@@ -56,7 +56,7 @@ def choose_file(driver, names: dict[str, str], path: Path) -> None:  # type: ign
 @pytest.mark.parametrize("mode", ["realtime"])
 @pytest.mark.parametrize("lang", ["fr", "en"])
 def test_admin_flow_then_a_held_caller_hears_it(lang: str, lab: LabAsterisk, ari_lab, lab_settings: Settings,  # type: ignore[no-untyped-def]
-                                               tmp_path: Path, request: pytest.FixtureRequest) -> None:
+                                               browser, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     names, texts = NAMES[lang], TEXTS[lang]
     tenant, freq = TENANT_TONE[lang]
     music = tone(tmp_path / f"{tenant}.mp3", freq, 4, "mp3")
@@ -64,7 +64,7 @@ def test_admin_flow_then_a_held_caller_hears_it(lang: str, lab: LabAsterisk, ari
     handler = Handler(lab_settings, lab)
     handler.start()
     try:
-        with serving(lab_settings) as base, chromium(lang) as driver:
+        with serving(lab_settings) as base, browser(lang) as driver:
             screens = Screens(driver, request.node.name)
             sign_in(driver, lab_settings, base, tenant, screens)
             assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
@@ -124,14 +124,14 @@ def home(settings: Settings) -> Settings:
 
 
 @pytest.mark.parametrize("lang", ["fr", "en"])
-def test_errors_are_sentences_in_the_page_language(home: Settings, lang: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_errors_are_sentences_in_the_page_language(home: Settings, lang: str, browser, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                    request: pytest.FixtureRequest) -> None:
     names, texts = NAMES[lang], TEXTS[lang]
     big = tmp_path / "big.mp3"
     big.write_bytes(b"\xff\xfb" * (3 * 1024 * 1024))  # 6 MB: refused in the browser, never sent
     text = tmp_path / "notes.mp3"
     text.write_text("these are meeting notes, not audio\n" * 20)
-    with serving(home) as base, chromium(lang) as driver:
+    with serving(home) as base, browser(lang) as driver:
         screens = Screens(driver, request.node.name)
         sign_in(driver, home, base, "acme")
         choose_file(driver, names, big)
@@ -152,11 +152,11 @@ def test_errors_are_sentences_in_the_page_language(home: Settings, lang: str, tm
     assert incoming == []
 
 
-def test_keyboard_alone_and_every_control_named(home: Settings, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_keyboard_alone_and_every_control_named(home: Settings, browser, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                 request: pytest.FixtureRequest) -> None:
     names = NAMES["fr"]
     music = tone(tmp_path / "clavier.mp3", A, 3, "mp3")
-    with serving(home) as base, chromium("fr") as driver:
+    with serving(home) as base, browser("fr") as driver:
         screens = Screens(driver, request.node.name)
         sign_in(driver, home, base, "acme")
         named(driver, names["file"], "radio").click()  # shows the file fields, so all are reachable
@@ -190,9 +190,10 @@ def test_keyboard_alone_and_every_control_named(home: Settings, tmp_path: Path, 
         named(driver, names["delete"], "button")
 
 
-def test_replayed_link_and_sign_out_in_the_browser(home: Settings, request: pytest.FixtureRequest) -> None:
+def test_replayed_link_and_sign_out_in_the_browser(home: Settings, browser,  # type: ignore[no-untyped-def]
+                                                   request: pytest.FixtureRequest) -> None:
     url = cli(home, "tokens", "link", "--tenant", "acme").strip().splitlines()[-1]
-    with serving(home) as base, chromium("en") as driver:
+    with serving(home) as base, browser("en") as driver:
         screens = Screens(driver, request.node.name)
         driver.get(local_link(url, base))
         driver.find_element(By.ID, "sign-in").click()

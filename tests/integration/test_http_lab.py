@@ -8,6 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from tests.audio import tone
@@ -28,6 +30,7 @@ def start_listener(lab: LabAsterisk, name: str) -> Path:
     return listening
 
 
+@pytest.mark.every_backend  # the API's publication from PostgreSQL + S3 too
 def test_api_change_is_heard_once_live(lab: LabAsterisk, lab_settings: Settings, tmp_path: Path) -> None:
     token = new_token(lab_settings, "--tenant", "acme")
     first = tone(tmp_path / "first.mp3", FIRST, 3, "mp3").read_bytes()

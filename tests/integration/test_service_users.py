@@ -161,9 +161,8 @@ class TwoUserLab:
 
 
 @pytest.fixture
-def two_users() -> Iterator[TwoUserLab]:
-    if os.geteuid() != 0:
-        pytest.fail("needs root: the lab's users are switched with setpriv")
+def two_users(lab_root: Path) -> Iterator[TwoUserLab]:
+    """Root (the lab's users are switched with setpriv) and the lab's chroot."""
     scratch = Path(tempfile.mkdtemp(prefix="ooma-moh-users-"))  # not pytest's tmp_path: its parents are 0700
     scratch.chmod(0o755)
     probe = LabAsterisk(scratch / "probe")

@@ -16,9 +16,7 @@ from ooma_moh.storage.blobs import BlobStore
 from tests.disk import fill, tmpfs
 
 
-def test_a_full_disk_is_a_storage_error_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("needs root: mounts a tmpfs")
+def test_a_full_disk_is_a_storage_error_and_leaves_nothing_behind(root: None, tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs")
     source = tmp_path / "moh.sln16"
     source.write_bytes(os.urandom(256 * 1024))
