@@ -80,6 +80,7 @@ def publish(service: MohService, settings: Settings, tmp: Path, tenant: str = "a
     build_syncer(settings, service).run(None)
 
 
+@pytest.mark.every_backend  # doctor's catalog and blob probes on PostgreSQL + S3 too
 def test_healthy_lab_is_all_ok(lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> None:
     publish(lab_service, lab_settings, tmp_path)
     assert_all_ok(lab_settings, call=True)  # realtime: the probe class; static: tenant-acme
