@@ -123,6 +123,7 @@ async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
     In a cluster (agents have reported), ``status.nodes`` says on how many nodes callers hear the
     current music, and the state is ``live`` only once that is all of them (``publishing`` before)."""
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
+    moving = publications.tracked(tenant_id) is not None  # before the read: see below
     tenant, live = await in_thread(request, read_state, settings, request.app[READER], request.app[VIEW], tenant_id)
     live_on = total = 0
     if NODES in request.app:
@@ -132,6 +133,10 @@ async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
     status = publications.tracked(tenant_id)
     if status is None and total:  # a cluster: the nodes' agents publish; live once every node plays it
         status = Status(State.LIVE if live_on == total else State.PUBLISHING)
+    elif status is None and not live and moving:
+        # a publication ended while the truth was being read: what was read may predate it, and
+        # starting another would publish twice; the next read says whether it is live
+        status = Status(State.PUBLISHING)
     elif status is None:
         status = Status(State.LIVE) if live else publications.start(tenant_id)
     body = tenant_body(tenant, settings, status)
