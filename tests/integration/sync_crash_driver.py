@@ -1,4 +1,5 @@
-"""Run `ooma-moh sync --all` and SIGKILL ourselves at a chosen point (test_sync_asterisk.py::test_killed_sync_converges_on_rerun).
+"""Run `ooma-moh sync --all` and SIGKILL ourselves at a chosen point
+(test_sync_asterisk.py::test_killed_sync_converges_on_rerun).
 
 usage: python -m tests.integration.sync_crash_driver POINT   (settings from OOMA_MOH_* variables)
 POINT: file:N (after the N-th rendition file is placed), published (after the publication
