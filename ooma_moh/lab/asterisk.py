@@ -96,13 +96,20 @@ def render_config(*, shared: Path, etc: Path, moddir: str, home: Path, default_m
     return config
 
 
-def free_port() -> int:
-    """A TCP/UDP port on 127.0.0.1 that nothing uses right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
-        udp.bind(("127.0.0.1", port))
-        return port
+def free_port(tries: int = 50) -> int:
+    """A port number on 127.0.0.1 that nothing uses right now, for TCP and UDP alike (SIP listens
+    on both): the kernel picks a free TCP port, and one that some UDP socket holds (another lab's
+    SIP or RTP, with labs running side by side) is passed over for the next."""
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AsteriskError(f"no port of 127.0.0.1 free for both TCP and UDP in {tries} tries")
 
 
 class LabAsterisk:

@@ -60,3 +60,36 @@ def test_template_placeholders_must_be_known_and_well_formed() -> None:
         ConfTemplate("contact=sip:x@127.0.0.1:@{sip_prot}").substitute(sip_port="1")
     with pytest.raises(ValueError):
         ConfTemplate("contact=@{sip-port}").substitute(sip_port="1")
+
+
+def test_free_port_passes_over_a_port_some_udp_socket_holds(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With labs side by side, the TCP port the kernel offers can be another lab's UDP port:
+    free_port tries the next one instead of failing the test that asked (seen once in 3 runs)."""
+    import socket
+
+    from ooma_moh.lab import asterisk
+
+    offered = iter([40001, 40002])
+    held_by_udp = {40001}
+
+    class FakeSocket:
+        def __init__(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> None:
+            self.kind, self.port = kind, 0
+
+        def bind(self, address: tuple[str, int]) -> None:
+            if self.kind == socket.SOCK_STREAM:
+                self.port = next(offered)
+            elif address[1] in held_by_udp:
+                raise OSError(98, "Address already in use")
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+        def __enter__(self) -> FakeSocket:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(asterisk.socket, "socket", FakeSocket)
+    assert asterisk.free_port() == 40002
