@@ -178,6 +178,22 @@ class PostgresCatalog:
         except psycopg.Error as exc:
             raise pg_error(exc, "writing the catalog") from None
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """The reads inside see the catalog as of one moment (REPEATABLE READ): a tenant's row and
+        its upload's are separate statements, and a change another host commits between them
+        must not be seen half (found under load: the upload row already deleted, a ValueError)."""
+        db = self._conn()
+        if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            yield  # already inside one transaction
+            return
+        try:
+            with db.transaction():
+                db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                yield
+        except psycopg.Error as exc:
+            raise pg_error(exc, "reading the catalog") from None
+
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
         try:
             return self._conn().execute(sql.encode(), params).fetchall()
@@ -197,11 +213,13 @@ class PostgresCatalog:
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, row["updated_at"])
 
     def get(self, tenant_id: str) -> TenantMoh | None:
-        rows = self._query("SELECT * FROM tenants WHERE tenant_id = %s", (tenant_id,))
-        return self._tenant(rows[0]) if rows else None
+        with self._snapshot():
+            rows = self._query("SELECT * FROM tenants WHERE tenant_id = %s", (tenant_id,))
+            return self._tenant(rows[0]) if rows else None
 
     def list(self) -> builtins.list[TenantMoh]:
-        return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
+        with self._snapshot():
+            return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
 
     def save_upload(self, tenant_id: str, upload: UploadedFile, disclaimer: Disclaimer,
                     renditions: tuple[Rendition, ...]) -> TenantMoh:

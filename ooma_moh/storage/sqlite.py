@@ -260,6 +260,25 @@ class SqliteCatalog:
         except sqlite3.Error as exc:
             raise storage_error(exc, "writing the catalog") from None
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """The reads inside are one read transaction: a tenant's row and its upload's are separate
+        statements, and a change committed between them must not be seen half."""
+        try:
+            nested = self._db.in_transaction  # a closed connection raises here too
+            if not nested:
+                self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading the catalog") from None
+        if nested:
+            yield  # already inside one transaction
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("COMMIT")  # only reads: nothing to keep or lose
+
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
             cursor = self._db.execute(sql, params)
@@ -291,11 +310,13 @@ class SqliteCatalog:
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, updated_at)
 
     def get(self, tenant_id: str) -> TenantMoh | None:
-        rows = self._query("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,))
-        return self._tenant(rows[0]) if rows else None
+        with self._snapshot():
+            rows = self._query("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,))
+            return self._tenant(rows[0]) if rows else None
 
     def list(self) -> list[TenantMoh]:
-        return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
+        with self._snapshot():
+            return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
 
     def save_upload(
         self,
