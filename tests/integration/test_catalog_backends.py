@@ -121,6 +121,38 @@ def test_two_hosts_changing_one_tenant_at_once_end_consistent(backend_settings: 
         catalog.close()
 
 
+def test_a_tenant_read_while_another_host_replaces_its_upload_is_whole(postgres: PostgresServer, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant is read in several statements (its row, then its upload's): another host that
+    deletes the upload between them is not seen half — the reader gets the tenant as it was,
+    never an error (under load this raised ValueError from a missing upload row). PostgreSQL
+    only: on SQLite's rollback journal the writer cannot commit while the read holds its lock
+    (here, in the same thread, it would wait out the busy timeout)."""
+    settings = Settings(home=tmp_path / "home", database_url=postgres.database())
+    create_catalog(settings)
+    reader, other = open_catalog(settings), open_catalog(settings)
+    try:
+        reader.save_upload("acme", *fake_upload(1, T0))
+        read = reader._query  # type: ignore[attr-defined]
+        interleaved = []
+
+        def query(sql, params=()):  # type: ignore[no-untyped-def]
+            rows = read(sql, params)
+            if "FROM tenants" in sql and not interleaved:  # between the tenant's row and its upload's
+                interleaved.append(other.set_default("acme", T0 + timedelta(seconds=1)))
+            return rows
+
+        monkeypatch.setattr(reader, "_query", query)
+        tenant = reader.get("acme")
+        assert interleaved and interleaved[0] is not None and interleaved[0].setting is MohSetting.DEFAULT
+        assert tenant is not None and tenant.setting is MohSetting.FILE and tenant.upload is not None
+        monkeypatch.undo()
+        assert reader.get("acme").setting is MohSetting.DEFAULT  # type: ignore[union-attr]  # the next read: the change
+    finally:
+        reader.close()
+        other.close()
+
+
 def test_a_link_opens_one_session_however_many_hosts_redeem_it(backend_settings: Settings) -> None:
     catalog = open_catalog(backend_settings)
     _, credential = create_login_link(catalog, tenant_id="acme", label="x", now=T0, ttl=timedelta(minutes=15))
