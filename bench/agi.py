@@ -28,7 +28,7 @@ from ooma_moh.config import Settings
 from ooma_moh.model import Disclaimer, Rendition, UploadedFile
 
 TENANTS = 1000
-BARE_SERVER = r'''
+BARE_SERVER = r"""
 import asyncio, sys
 async def handle(reader, writer):
     try:
@@ -47,7 +47,7 @@ async def main():
     async with server:
         await server.serve_forever()
 asyncio.run(main())
-'''
+"""
 
 
 def free_port() -> int:
@@ -58,8 +58,12 @@ def free_port() -> int:
 
 async def one_request(port: int, tenant: str) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write((f"agi_network: yes\nagi_network_script: moh\nagi_channel: PJSIP/trunk-1\n"
-                  f"agi_uniqueid: 1.1\nagi_accountcode: {tenant}\nagi_context: from-trunk\n\n").encode())
+    writer.write(
+        (
+            f"agi_network: yes\nagi_network_script: moh\nagi_channel: PJSIP/trunk-1\n"
+            f"agi_uniqueid: 1.1\nagi_accountcode: {tenant}\nagi_context: from-trunk\n\n"
+        ).encode()
+    )
     while line := await reader.readline():
         writer.write(b"200 result=0\n" if line.startswith(b"GET") else b"200 result=1\n")
     writer.close()
@@ -97,8 +101,9 @@ def make_catalog(home: Path) -> None:
     for i in range(TENANTS):
         if i % 2:  # half on file, half on default
             r = (Rendition("sln", 8000, 1, f"{i:064x}"),)
-            service.catalog.save_upload(f"t{i:04d}", UploadedFile("x", 1, f"{i:064x}", 1, "wav", now),
-                                        Disclaimer("bench", now, f"{i:064x}"), r)
+            service.catalog.save_upload(
+                f"t{i:04d}", UploadedFile("x", 1, f"{i:064x}", 1, "wav", now), Disclaimer("bench", now, f"{i:064x}"), r
+            )
     service.catalog.close()
 
 
@@ -111,22 +116,27 @@ def main() -> None:
         make_catalog(home)
         ours_port, bare_port = free_port(), free_port()
         env = {**os.environ, "OOMA_MOH_HOME": str(home)}
-        ours = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi",
-                                 "--listen", f"127.0.0.1:{ours_port}"],
-                                env=env, stderr=subprocess.DEVNULL)
+        ours = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{ours_port}"],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)])
         try:
             wait_port(ours_port)
             wait_port(bare_port)
-            print(f"{'conc':>5} {'ours req/s':>11} {'p50 ms':>7} {'p99 ms':>7} |"
-                  f" {'bare req/s':>11} {'p99 ms':>7} | ratio")
+            print(
+                f"{'conc':>5} {'ours req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>11} {'p99 ms':>7} | ratio"
+            )
             for concurrency in (1, 50, 200):
                 rate, lat = asyncio.run(load(ours_port, concurrency, args.seconds))
                 brate, blat = asyncio.run(load(bare_port, concurrency, args.seconds))
                 p = statistics.quantiles(lat, n=100)
                 bp = statistics.quantiles(blat, n=100)
-                print(f"{concurrency:>5} {rate:>11.0f} {p[49] * 1000:>7.2f} {p[98] * 1000:>7.2f} |"
-                      f" {brate:>11.0f} {bp[98] * 1000:>7.2f} | {rate / brate:.2f}")
+                print(
+                    f"{concurrency:>5} {rate:>11.0f} {p[49] * 1000:>7.2f} {p[98] * 1000:>7.2f} |"
+                    f" {brate:>11.0f} {bp[98] * 1000:>7.2f} | {rate / brate:.2f}"
+                )
         finally:
             ours.terminate()
             bare.terminate()

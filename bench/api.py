@@ -40,8 +40,9 @@ from ooma_moh.lab.tones import classify_windows  # noqa: E402
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "ooma_moh", *args], env=env, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "ooma_moh", *args], env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def healthy(port: int) -> bool:
@@ -118,8 +119,7 @@ async def measure(base: str, token: str, data: bytes, runs: int, pid: int) -> di
 
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while not healthy(port):
         if time.monotonic() > deadline:
@@ -151,8 +151,23 @@ def on_lab(runs: int) -> None:
         sources = {}
         for path_name, freq in (("cli", 660.0), ("api", 440.0)):  # 300 s tones, 128 kbit/s: 4.8 MB
             sources[path_name] = Path(tmp) / f"{path_name}.mp3"
-            subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"sine=frequency={freq}:duration=300",
-                            "-c:a", "libmp3lame", "-b:a", "128k", str(sources[path_name])], check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"sine=frequency={freq}:duration=300",
+                    "-c:a",
+                    "libmp3lame",
+                    "-b:a",
+                    "128k",
+                    str(sources[path_name]),
+                ],
+                check=True,
+            )
         cli_live, cli_total, api_live, api_total, shares = [], [], [], [], []
         for run in range(runs):
             start = time.perf_counter()
@@ -163,6 +178,7 @@ def on_lab(runs: int) -> None:
             shares.append(heard(lab, f"bench_cli{run}", f"tenant-cli{run}", 660.0))
         server = start_server(env, port)
         try:
+
             async def api_runs() -> None:
                 headers = {"Authorization": f"Bearer {token}"}
                 data = sources["api"].read_bytes()
@@ -176,6 +192,7 @@ def on_lab(runs: int) -> None:
                         moh = await asyncio.to_thread(lab.moh_start_seconds, f"tenant-api{run}")
                         api_total.append(api_live[-1] + moh)
                         shares.append(await asyncio.to_thread(heard, lab, f"bench_api{run}", f"tenant-api{run}", 440.0))
+
             asyncio.run(api_runs())
         finally:
             server.terminate()
@@ -230,8 +247,10 @@ def main() -> None:
     rates = result["rates"]
     assert isinstance(rates, dict)
     print(f"GET …/moh: {rates[1]:,.0f} req/s at 1 connection, {rates[50]:,.0f} req/s at 50")
-    print(f"server RSS {result['rss_before']:.0f} MB before 10 concurrent 4.8 MB uploads,"
-          f" {result['rss_peak']:.0f} MB at the peak")
+    print(
+        f"server RSS {result['rss_before']:.0f} MB before 10 concurrent 4.8 MB uploads,"
+        f" {result['rss_peak']:.0f} MB at the peak"
+    )
 
 
 if __name__ == "__main__":

@@ -61,9 +61,19 @@ def change_to_live(host: Settings, tmp: Path, agents: int, runs: int, labs: list
     nodes = []
     for i in range(len(labs) or agents):
         node_local = labs[i].settings_overrides() if labs else {"home": tmp / f"node{i}"}
-        nodes.append(Node(Settings(**node_local, node_id=f"node{i}", database_url=host.database_url,
-                                   blob_url=host.blob_url, s3_endpoint_url=host.s3_endpoint_url,
-                                   agent_reconcile_s=3600.0, publish_mode="realtime")))
+        nodes.append(
+            Node(
+                Settings(
+                    **node_local,
+                    node_id=f"node{i}",
+                    database_url=host.database_url,
+                    blob_url=host.blob_url,
+                    s3_endpoint_url=host.s3_endpoint_url,
+                    agent_reconcile_s=3600.0,
+                    publish_mode="realtime",
+                )
+            )
+        )
     agents = len(nodes)
     for node in nodes:
         node.start()
@@ -88,14 +98,18 @@ def change_to_live(host: Settings, tmp: Path, agents: int, runs: int, labs: list
         finally:
             service.catalog.close()
         per_change = (commits(host.database_url) - before) / runs
-        heard = [tones_heard(lab.record(f"bench_cluster_node{i}", 2, "tenant-acme"), [last_freq])[1:]
-                 for i, lab in enumerate(labs)]
+        heard = [
+            tones_heard(lab.record(f"bench_cluster_node{i}", 2, "tenant-acme"), [last_freq])[1:]
+            for i, lab in enumerate(labs)
+        ]
     finally:
         for node in nodes:
             node.stop()
-    print(f"{agents} agents, {runs} changes: catalog commit -> live on every node p50 {p(lags, 50) * 1000:.0f} ms,"
-          f" p99 {p(lags, 99) * 1000:.0f} ms; catalog transactions per change (all agents and the"
-          f" uploader) {per_change:.0f}")
+    print(
+        f"{agents} agents, {runs} changes: catalog commit -> live on every node p50 {p(lags, 50) * 1000:.0f} ms,"
+        f" p99 {p(lags, 99) * 1000:.0f} ms; catalog transactions per change (all agents and the"
+        f" uploader) {per_change:.0f}"
+    )
     for i, windows in enumerate(heard):
         right = sum(1 for w in windows if w == last_freq) / len(windows)
         print(f"lab node{i}: a caller held after the last change hears its tone in {right:.0%} of 100 ms windows")
@@ -117,13 +131,22 @@ def cold_node(host: Settings, tmp: Path, tenants: int) -> None:
                     renditions.append(Rendition(fmt.extension, fmt.sample_rate, size, sha))
                     total += size
             sha = renditions[0].sha256
-            catalog.save_upload(f"t{t:05d}", UploadedFile("x.wav", 1, sha, 1000, "wav", now),
-                                Disclaimer("bench", now, sha), tuple(renditions))
+            catalog.save_upload(
+                f"t{t:05d}",
+                UploadedFile("x.wav", 1, sha, 1000, "wav", now),
+                Disclaimer("bench", now, sha),
+                tuple(renditions),
+            )
     finally:
         catalog.close()
     keys = [blobs.key(r) for r in catalog_shas(host)]  # type: ignore[attr-defined]
-    cold = Settings(home=tmp / "cold", node_id="cold", database_url=host.database_url, blob_url=host.blob_url,
-                    s3_endpoint_url=host.s3_endpoint_url)
+    cold = Settings(
+        home=tmp / "cold",
+        node_id="cold",
+        database_url=host.database_url,
+        blob_url=host.blob_url,
+        s3_endpoint_url=host.s3_endpoint_url,
+    )
     start = time.perf_counter()
     Agent(cold, "cold").sync(None)
     ours = time.perf_counter() - start
@@ -135,9 +158,11 @@ def cold_node(host: Settings, tmp: Path, tenants: int) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: client.download_file(bucket, k, str(bare_dir / k.rsplit("/", 1)[1])), keys))
     bare = time.perf_counter() - start
-    print(f"cold node, {tenants} tenants ({len(keys)} objects, {total / 1e6:.1f} MB): full sync {ours:.1f} s"
-          f" ({tenants / ours:.0f} tenants/s, {total / ours / 1e6:.2f} MB/s); bare parallel download"
-          f" {bare:.1f} s ({total / bare / 1e6:.2f} MB/s); ratio sync/bare {ours / bare:.1f}")
+    print(
+        f"cold node, {tenants} tenants ({len(keys)} objects, {total / 1e6:.1f} MB): full sync {ours:.1f} s"
+        f" ({tenants / ours:.0f} tenants/s, {total / ours / 1e6:.2f} MB/s); bare parallel download"
+        f" {bare:.1f} s ({total / bare / 1e6:.2f} MB/s); ratio sync/bare {ours / bare:.1f}"
+    )
 
 
 def catalog_shas(host: Settings) -> list[str]:
@@ -164,8 +189,9 @@ def main() -> None:
         labs = [stack.enter_context(running_lab(Path(tmp) / f"lab{i}")) for i in range(2 if args.lab else 0)]
         for step in [s for s in ("change", "cold") if not getattr(args, f"skip_{s}")]:
             home = Path(tmp) / f"host-{step}"
-            host = Settings(home=home, database_url=pg.database(), blob_url=f"s3://{s3.bucket()}/moh",
-                            s3_endpoint_url=s3.endpoint)
+            host = Settings(
+                home=home, database_url=pg.database(), blob_url=f"s3://{s3.bucket()}/moh", s3_endpoint_url=s3.endpoint
+            )
             create_catalog(host)
             if step == "change":
                 change_to_live(host, Path(tmp) / step, args.agents, args.runs, labs)

@@ -47,8 +47,9 @@ TONES = {"alpha": 440.0, "beta": 660.0}
 
 def heard(wav_path: Path) -> list[float | None]:
     with wave.open(str(wav_path)) as wav:
-        return classify_windows(wav.readframes(wav.getnframes()), wav.getframerate(),
-                                (*TONES.values(), TALK_TONE, 300.0))
+        return classify_windows(
+            wav.readframes(wav.getnframes()), wav.getframerate(), (*TONES.values(), TALK_TONE, 300.0)
+        )
 
 
 def proc_usage(pid: int) -> tuple[float, int]:
@@ -104,8 +105,9 @@ def main() -> None:
             measure(args, Path(tmp), lab)
         except Exception as exc:
             what = "went away" if not lab.running else f"failed a request ({exc})"
-            raise SystemExit(f"the lab Asterisk {what} during the benchmark: "
-                             + lab.post_mortem(keep=args.keep_logs)) from exc
+            raise SystemExit(
+                f"the lab Asterisk {what} during the benchmark: " + lab.post_mortem(keep=args.keep_logs)
+            ) from exc
 
 
 def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
@@ -121,8 +123,7 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
     for n in (int(x) for x in args.calls.split(",")):
         baseline = run(lab, harness, n, args.hold, f"base{n}")
         log = Path(tmp) / f"handler-{n}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env,
-                                stderr=open(log, "w"))
+        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=open(log, "w"))
         while "resynced" not in log.read_text():
             time.sleep(0.05)
         cpu0, _ = proc_usage(proc.pid)
@@ -135,15 +136,21 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
         started = re.findall(r"action=started .*?to_music_ms=([\d.]+) delivered_after_ms=([\d.]+)", text)
         actions = re.findall(r"hold action=(\w+)", text)
         q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
-        print(f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
-              f" without {baseline['wrong_share']:.0%}")
-        print(f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
-              f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}")
+        print(
+            f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
+            f" without {baseline['wrong_share']:.0%}"
+        )
+        print(
+            f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
+            f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}"
+        )
         if len(started) > 1:
             total = statistics.quantiles([float(t) for t, _ in started], n=100)
             delivered = statistics.quantiles([float(d) for _, d in started], n=100)
-            print(f"       holds we started ({len(started)}): p50/p99 to music {total[49]:.1f}/{total[98]:.1f} ms,"
-                  f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms")
+            print(
+                f"       holds we started ({len(started)}): p50/p99 to music {total[49]:.1f}/{total[98]:.1f} ms,"
+                f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms"
+            )
         print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
     harness.stop()
     service.catalog.close()

@@ -51,6 +51,7 @@ DTMF_S = 0.8
 @dataclass
 class Held:
     """One caller's recording and the periods (offsets from its start) it must hear its tenant."""
+
     kind: str
     tenant: str
     call: Call | DialplanCall
@@ -67,11 +68,15 @@ def wrong(held: Held, wav: Path) -> bool:
     if held.talk_at is not None and TALK_TONE in windows:
         shift = held.talk_at - windows.index(TALK_TONE) / 10
     for start, end in ((s - shift, e - shift) for s, e in held.periods):
-        part = windows[int((start + 0.3) * 10):int((end - 0.3) * 10)]
+        part = windows[int((start + 0.3) * 10) : int((end - 0.3) * 10)]
         if not part or any(w != expected for w in part):
             if os.environ.get("HOLD_MIX_DEBUG"):
-                print(held.kind, held.tenant, (start, end), [(round(i / 10, 1), w) for i, w in enumerate(windows)
-                      if i == 0 or windows[i - 1] != w])
+                print(
+                    held.kind,
+                    held.tenant,
+                    (start, end),
+                    [(round(i / 10, 1), w) for i, w in enumerate(windows) if i == 0 or windows[i - 1] != w],
+                )
             return True
     return False
 
@@ -89,8 +94,12 @@ def run(lab: LabAsterisk, harness: AriHarness, n: int, hold_s: float, tag: str, 
         via = tenant if route else "none"
         name = f"{tag}_{g}"
         plain.append(Held("plain", tenant, Call(harness, lab, f"{name}_p", tenant, seconds)))
-        waiting.append((Held("call waiting", tenant, Call(harness, lab, f"{name}_w1", tenant, seconds)),
-                        Held("call waiting", tenant, Call(harness, lab, f"{name}_w2", tenant, seconds))))
+        waiting.append(
+            (
+                Held("call waiting", tenant, Call(harness, lab, f"{name}_w1", tenant, seconds)),
+                Held("call waiting", tenant, Call(harness, lab, f"{name}_w2", tenant, seconds)),
+            )
+        )
         xfer = DialplanCall(harness, lab, f"{name}_x", seconds, f"tdial-{name}_x-{via}@ooma-lab-hold")
         talk_at = xfer.answer_phone(timeout=60)
         assert xfer.phone is not None
@@ -151,21 +160,26 @@ def main() -> None:
         settings = Settings(**lab.settings_overrides())
         service = build_service(settings)
         for tenant, freq in TONES.items():
-            service.upload(tenant, tone(Path(tmp) / f"{tenant}.wav", freq, seconds=5), accept_disclaimer=True,
-                           accepted_by="bench")
+            service.upload(
+                tenant, tone(Path(tmp) / f"{tenant}.wav", freq, seconds=5), accept_disclaimer=True, accepted_by="bench"
+            )
         build_syncer(settings, service).run(None)
         harness = AriHarness(lab).start()
         env = {**os.environ, **settings_environ(settings)}
         agi_port = free_port()
-        agi = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{agi_port}"],
-                               env=env, stderr=open(Path(tmp) / "agi.log", "w"))
+        agi = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{agi_port}"],
+            env=env,
+            stderr=open(Path(tmp) / "agi.log", "w"),
+        )
         lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{agi_port}")
         try:
             for n in (int(x) for x in args.calls.split(",")):
                 baseline = run(lab, harness, n, args.hold, f"base{n}", route=False)
                 log = Path(tmp) / f"handler-{n}.log"
-                handler = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env,
-                                           stderr=open(log, "w"))
+                handler = subprocess.Popen(
+                    [sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=open(log, "w")
+                )
                 while "resynced" not in log.read_text():
                     time.sleep(0.05)
                 ours = run(lab, harness, n, args.hold, f"ours{n}", route=True)
@@ -177,8 +191,11 @@ def main() -> None:
                     print(f"  {kind:18s} {sum(w) / len(w):5.0%} of {len(w):3d}   {sum(b) / len(b):5.0%} of {len(b):3d}")
                 every_w = [x for k in KINDS for x in ours[k]]
                 every_b = [x for k in KINDS for x in baseline[k]]
-                print(f"  {'all':18s} {sum(every_w) / len(every_w):5.0%} of {len(every_w):3d}"
-                      f"   {sum(every_b) / len(every_b):5.0%} of {len(every_b):3d}", flush=True)
+                print(
+                    f"  {'all':18s} {sum(every_w) / len(every_w):5.0%} of {len(every_w):3d}"
+                    f"   {sum(every_b) / len(every_b):5.0%} of {len(every_b):3d}",
+                    flush=True,
+                )
         finally:
             agi.terminate()
             harness.stop()

@@ -42,36 +42,148 @@ FF = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-y"]
 
 def make_input(path: Path) -> None:
     melody = "+".join(f"0.15*sin(2*PI*{f}*t)*lt(mod(t\\,{i + 2})\\,1)" for i, f in enumerate((262, 330, 392, 523)))
-    subprocess.run(FF + ["-v", "error", "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.1:seed=3:d=300",
-                         "-f", "lavfi", "-i", f"aevalsrc='{melody}':s=44100:d=300",
-                         "-filter_complex", "amix=inputs=2:normalize=0", "-ac", "2", "-c:a", "libmp3lame",
-                         "-b:a", "128k", str(path)], check=True)
+    subprocess.run(
+        FF
+        + [
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anoisesrc=color=pink:amplitude=0.1:seed=3:d=300",
+            "-f",
+            "lavfi",
+            "-i",
+            f"aevalsrc='{melody}':s=44100:d=300",
+            "-filter_complex",
+            "amix=inputs=2:normalize=0",
+            "-ac",
+            "2",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            str(path),
+        ],
+        check=True,
+    )
 
 
 def baseline(source: Path, out: Path) -> None:
-    log = subprocess.run(FF + ["-i", str(source), "-af",
-                               "aresample=16000,aformat=channel_layouts=mono,ebur128=peak=true",
-                               "-f", "null", "-"], check=True, capture_output=True, text=True).stderr
+    log = subprocess.run(
+        FF
+        + [
+            "-i",
+            str(source),
+            "-af",
+            "aresample=16000,aformat=channel_layouts=mono,ebur128=peak=true",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stderr
     lufs, _ = parse_ebur128(log)
-    graph = (f"[0:a]aresample=16000,aformat=channel_layouts=mono,volume={-20 - lufs:.2f}dB,asplit=2[hi][lo];"
-             "[hi]asplit=2[a][b];[lo]aresample=8000,asplit=3[c][d][e]")
-    subprocess.run(FF + ["-v", "error", "-i", str(source), "-filter_complex", graph,
-                         "-map", "[a]", "-c:a", "pcm_s16le", "-f", "s16le", str(out / "b.sln16"),
-                         "-map", "[b]", "-c:a", "adpcm_g722", "-f", "g722", str(out / "b.g722"),
-                         "-map", "[c]", "-c:a", "pcm_s16le", "-f", "s16le", str(out / "b.sln"),
-                         "-map", "[d]", "-c:a", "pcm_mulaw", "-f", "mulaw", str(out / "b.ulaw"),
-                         "-map", "[e]", "-c:a", "pcm_alaw", "-f", "alaw", str(out / "b.alaw")], check=True)
+    graph = (
+        f"[0:a]aresample=16000,aformat=channel_layouts=mono,volume={-20 - lufs:.2f}dB,asplit=2[hi][lo];"
+        "[hi]asplit=2[a][b];[lo]aresample=8000,asplit=3[c][d][e]"
+    )
+    subprocess.run(
+        FF
+        + [
+            "-v",
+            "error",
+            "-i",
+            str(source),
+            "-filter_complex",
+            graph,
+            "-map",
+            "[a]",
+            "-c:a",
+            "pcm_s16le",
+            "-f",
+            "s16le",
+            str(out / "b.sln16"),
+            "-map",
+            "[b]",
+            "-c:a",
+            "adpcm_g722",
+            "-f",
+            "g722",
+            str(out / "b.g722"),
+            "-map",
+            "[c]",
+            "-c:a",
+            "pcm_s16le",
+            "-f",
+            "s16le",
+            str(out / "b.sln"),
+            "-map",
+            "[d]",
+            "-c:a",
+            "pcm_mulaw",
+            "-f",
+            "mulaw",
+            str(out / "b.ulaw"),
+            "-map",
+            "[e]",
+            "-c:a",
+            "pcm_alaw",
+            "-f",
+            "alaw",
+            str(out / "b.alaw"),
+        ],
+        check=True,
+    )
 
 
 def loudnorm_single(source: Path, out: Path) -> None:
-    subprocess.run(FF + ["-v", "error", "-i", str(source), "-af", "loudnorm=I=-20:TP=-2,aresample=16000",
-                         "-ac", "1", "-c:a", "pcm_s16le", "-f", "s16le", str(out / "l.sln16")], check=True)
+    subprocess.run(
+        FF
+        + [
+            "-v",
+            "error",
+            "-i",
+            str(source),
+            "-af",
+            "loudnorm=I=-20:TP=-2,aresample=16000",
+            "-ac",
+            "1",
+            "-c:a",
+            "pcm_s16le",
+            "-f",
+            "s16le",
+            str(out / "l.sln16"),
+        ],
+        check=True,
+    )
 
 
 def make_worst_case(path: Path) -> None:
     """30 minutes (the longest accepted) of 8 kHz (the lowest accepted rate) music-like noise."""
-    subprocess.run(FF + ["-v", "error", "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1800:r=8000",
-                         "-ac", "1", "-ar", "8000", "-c:a", "libmp3lame", "-b:a", "8k", str(path)], check=True)
+    subprocess.run(
+        FF
+        + [
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1800:r=8000",
+            "-ac",
+            "1",
+            "-ar",
+            "8000",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "8k",
+            str(path),
+        ],
+        check=True,
+    )
 
 
 def make_one_hz(path: Path) -> None:
@@ -94,13 +206,22 @@ def child_cost(home: Path, source: Path) -> None:
         outcome = f"rejected ({exc.reason})"
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"outcome": outcome, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-                      "peak_rss_mb": usage.ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "outcome": outcome,
+                "wall_s": wall,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mb": usage.ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def cost(home: Path, source: Path) -> dict[str, object]:
-    out = subprocess.run([sys.executable, __file__, "--child", str(home), str(source)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(home), str(source)], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)
 
 
@@ -126,14 +247,16 @@ def main() -> None:
         make_input(source)
         print(f"input: {source.stat().st_size:,} bytes MP3, 300 s")
         service = build_service(Settings(home=tmpdir / "home"))
-        unverified = MohService(service.settings, service.catalog, service.blobs,
-                                FfmpegConverter(service.settings, verify=False))
+        unverified = MohService(
+            service.settings, service.catalog, service.blobs, FfmpegConverter(service.settings, verify=False)
+        )
         ours, bare, base = [], [], []
         for run in range(args.runs):  # interleaved, so drift in machine load hits all three alike
             base.append(timed(baseline, source, tmpdir))
             for svc, times, tenant in ((service, ours, f"t{run}"), (unverified, bare, f"u{run}")):
-                times.append(timed(lambda s=svc, t=tenant: s.upload(t, source, accept_disclaimer=True,
-                                                                    accepted_by="bench")))
+                times.append(
+                    timed(lambda s=svc, t=tenant: s.upload(t, source, accept_disclaimer=True, accepted_by="bench"))
+                )
         o, u, b = statistics.median(ours), statistics.median(bare), statistics.median(base)
         print(f"ours     (upload)              median {o:6.2f} s  runs {[round(x, 2) for x in ours]}")
         print(f"ours without verification      median {u:6.2f} s  runs {[round(x, 2) for x in bare]}")
@@ -143,11 +266,15 @@ def main() -> None:
             worst, one_hz = tmpdir / "worst.mp3", tmpdir / "onehz.wav"
             make_worst_case(worst)
             make_one_hz(one_hz)
-            for label, path in (("worst accepted (30 min, 8 kHz, 8 kbit/s MP3)", worst),
-                                ("1 Hz WAV, 3,444 bytes", one_hz)):
+            for label, path in (
+                ("worst accepted (30 min, 8 kHz, 8 kbit/s MP3)", worst),
+                ("1 Hz WAV, 3,444 bytes", one_hz),
+            ):
                 c = cost(tmpdir / f"home-{path.stem}", path)
-                print(f"{label}: {path.stat().st_size:,} bytes -> {c['outcome']}; wall {c['wall_s']:.2f} s,"
-                      f" ffmpeg CPU {c['cpu_s']:.2f} s, ffmpeg peak RSS {c['peak_rss_mb']:.0f} MB")
+                print(
+                    f"{label}: {path.stat().st_size:,} bytes -> {c['outcome']}; wall {c['wall_s']:.2f} s,"
+                    f" ffmpeg CPU {c['cpu_s']:.2f} s, ffmpeg peak RSS {c['peak_rss_mb']:.0f} MB"
+                )
         if args.loudnorm:
             ln = timed(loudnorm_single, source, tmpdir)
             print(f"one-command loudnorm (1 rendition only): {ln:6.2f} s, ratio ours/loudnorm {o / ln:.2f}")

@@ -149,8 +149,10 @@ def main() -> None:
     print(f"  keyed by bridge           p50 {pct(par, 50):8.1f} ms  p99 {pct(par, 99):8.1f} ms")
     print(f"  ratio p99 keyed/baseline: {pct(par, 99) / pct(seq, 99):.3f}")
     events, seconds = asyncio.run(ceiling(args.ceiling_calls))
-    print(f"ceiling: {events:,} events of {args.ceiling_calls:,} calls in {seconds:.2f} s on one core:"
-          f" {events / seconds:,.0f} events/s ({args.ceiling_calls / seconds:,.0f} calls/s)")
+    print(
+        f"ceiling: {events:,} events of {args.ceiling_calls:,} calls in {seconds:.2f} s on one core:"
+        f" {events / seconds:,.0f} events/s ({args.ceiling_calls / seconds:,.0f} calls/s)"
+    )
 
 
 if __name__ == "__main__":

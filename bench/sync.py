@@ -49,8 +49,12 @@ def fill_catalog(settings: Settings, tenants: int) -> None:
             path.write_bytes(data)
             renditions.append(Rendition(fmt.extension, fmt.sample_rate, len(data), sha))
         original = hashlib.sha256(f"original {i}".encode()).hexdigest()
-        service.catalog.save_upload(f"t{i:05d}", UploadedFile("x.wav", 1, original, 100, "wav", now),
-                                    Disclaimer("bench", now, original), tuple(renditions))
+        service.catalog.save_upload(
+            f"t{i:05d}",
+            UploadedFile("x.wav", 1, original, 100, "wav", now),
+            Disclaimer("bench", now, original),
+            tuple(renditions),
+        )
     service.catalog.close()
 
 
@@ -68,9 +72,11 @@ def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str,
 
     def reload() -> None:
         start = time.perf_counter()
+
         async def go() -> None:
             async with AriClient(settings.ari_url, settings.ari_user, settings.ari_password, timeout=600) as ari:
                 await ari.reload_module("res_musiconhold.so")
+
         asyncio.run(go())
         reloads.append(time.perf_counter() - start)
 
@@ -122,17 +128,25 @@ def main() -> None:
                     print(f"[{mode}] {key:<18} {value:10.3f}")
     rt, st = results["realtime"], results["static"]
     print(f"\nN = {args.tenants}")
-    print(f"full sync            realtime {rt['full_sync_s']:7.2f} s   static {st['full_sync_s']:7.2f} s"
-          f" (of which reload {st['full_reload_s']:.2f} s)")
-    print(f"1 changed -> live    realtime {rt['change_live_s']:7.3f} s   static {st['change_live_s']:7.3f} s"
-          f"   ratio static/realtime {st['change_live_s'] / rt['change_live_s']:.0f}x")
-    print(f"  files written      realtime {rt['change_files']:.0f}   static {st['change_files']:.0f};"
-          f" reloads realtime {rt['change_reloads']:.0f}, static {st['change_reloads']:.0f}")
+    print(
+        f"full sync            realtime {rt['full_sync_s']:7.2f} s   static {st['full_sync_s']:7.2f} s"
+        f" (of which reload {st['full_reload_s']:.2f} s)"
+    )
+    print(
+        f"1 changed -> live    realtime {rt['change_live_s']:7.3f} s   static {st['change_live_s']:7.3f} s"
+        f"   ratio static/realtime {st['change_live_s'] / rt['change_live_s']:.0f}x"
+    )
+    print(
+        f"  files written      realtime {rt['change_files']:.0f}   static {st['change_files']:.0f};"
+        f" reloads realtime {rt['change_reloads']:.0f}, static {st['change_reloads']:.0f}"
+    )
     print(f"  new tone heard     realtime {rt['change_tone_share']:.0%}   static {st['change_tone_share']:.0%}")
-    print(f"StartMusicOnHold, median of 9: realtime tenant class {rt['moh_start_s'] * 1000:.2f} ms,"
-          f" static default class {rt['default_start_s'] * 1000:.2f} ms"
-          f" (ratio {rt['moh_start_s'] / rt['default_start_s']:.1f});"
-          f" static tenant class {st['moh_start_s'] * 1000:.2f} ms")
+    print(
+        f"StartMusicOnHold, median of 9: realtime tenant class {rt['moh_start_s'] * 1000:.2f} ms,"
+        f" static default class {rt['default_start_s'] * 1000:.2f} ms"
+        f" (ratio {rt['moh_start_s'] / rt['default_start_s']:.1f});"
+        f" static tenant class {st['moh_start_s'] * 1000:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

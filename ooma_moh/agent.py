@@ -129,8 +129,13 @@ class Agent:
         metrics.AGENT_INCOMPLETE_SYNCS.labels(reason).inc()
         self.incomplete = text
         scope = "all" if tenants is None else printable(",".join(tenants), 200)
-        log.warning("agent node=%s sync scope=%s left something undone (%s): %s; the agent goes on",
-                    self.node_id, scope, reason, text)
+        log.warning(
+            "agent node=%s sync scope=%s left something undone (%s): %s; the agent goes on",
+            self.node_id,
+            scope,
+            reason,
+            text,
+        )
 
     def _reset(self) -> None:
         """Drop the connections after a failure: the next sync opens new ones."""
@@ -175,11 +180,18 @@ class Agent:
                 self.problem = failure_text(exc)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
                 if isinstance(exc, OomaMohError | psycopg.Error):
-                    log.warning("agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
-                                self.node_id, printable(exc, 300), delay)
+                    log.warning(
+                        "agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
+                        self.node_id,
+                        printable(exc, 300),
+                        delay,
+                    )
                 else:  # a bug, or an error nobody translated: its traceback says where
-                    log.exception("agent node=%s: unexpected error; the node keeps what it publishes;"
-                                  " retrying in %g s", self.node_id, delay)
+                    log.exception(
+                        "agent node=%s: unexpected error; the node keeps what it publishes; retrying in %g s",
+                        self.node_id,
+                        delay,
+                    )
                 self._reset()
                 self._record_error(redact(self.problem))
                 self.beat()

@@ -72,8 +72,9 @@ def _refuse_empty_catalog(settings: Settings, *, writable: bool, start_over: boo
         if not writable:
             raise CatalogMissing(
                 f"no catalog in {settings.home}: nothing was ever stored with this data home (check"
-                " OOMA_MOH_HOME / --home), or create it with `ooma-moh init`" if not settings.database_url else
-                "the catalog database has no ooma-moh schema (check OOMA_MOH_DATABASE_URL), or create it"
+                " OOMA_MOH_HOME / --home), or create it with `ooma-moh init`"
+                if not settings.database_url
+                else "the catalog database has no ooma-moh schema (check OOMA_MOH_DATABASE_URL), or create it"
                 " with `ooma-moh db upgrade`"
             )
         if settings.database_url and not creating:  # only `db upgrade`/`init` make a shared schema
@@ -88,8 +89,9 @@ def open_blobs(settings: Settings, *, writable: bool = True) -> Blobs:
         return local
     from .storage.s3 import S3BlobStore
 
-    return S3BlobStore(settings.blob_url, local, endpoint_url=settings.s3_endpoint_url or None,
-                       grace_s=settings.blob_grace_s)
+    return S3BlobStore(
+        settings.blob_url, local, endpoint_url=settings.s3_endpoint_url or None, grace_s=settings.blob_grace_s
+    )
 
 
 def ari_reload(settings: Settings) -> Callable[[], None]:

@@ -19,8 +19,9 @@ class AsteriskCli:
     def run(self, command: str) -> str:
         """The command's output; ``AsteriskError`` if Asterisk cannot be asked."""
         try:
-            proc = subprocess.run([*self.argv, command], capture_output=True, text=True,
-                                  timeout=self.timeout, check=False)
+            proc = subprocess.run(
+                [*self.argv, command], capture_output=True, text=True, timeout=self.timeout, check=False
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AsteriskError(f"cannot run {' '.join(self.argv)} {command!r}: {exc}") from None
         if proc.returncode != 0 or "Unable to connect to remote asterisk" in proc.stdout:

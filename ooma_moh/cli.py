@@ -42,16 +42,28 @@ def tenant_dict(tenant: TenantMoh, prefix: str) -> dict[str, Any]:
     if tenant.upload:
         up = tenant.upload
         data["file"] = {
-            "original_name": up.original_name, "size": up.size, "sha256": up.sha256,
-            "duration_ms": up.duration_ms, "container": up.container, "uploaded_at": up.uploaded_at.isoformat(),
+            "original_name": up.original_name,
+            "size": up.size,
+            "sha256": up.sha256,
+            "duration_ms": up.duration_ms,
+            "container": up.container,
+            "uploaded_at": up.uploaded_at.isoformat(),
         }
     if tenant.disclaimer:
         d = tenant.disclaimer
-        data["disclaimer"] = {"accepted_by": d.accepted_by, "accepted_at": d.accepted_at.isoformat(),
-                              "sha256": d.sha256}
+        data["disclaimer"] = {
+            "accepted_by": d.accepted_by,
+            "accepted_at": d.accepted_at.isoformat(),
+            "sha256": d.sha256,
+        }
     data["renditions"] = [
-        {"format": r.extension, "codec": FORMATS_BY_EXTENSION[r.extension].codec, "rate": r.sample_rate,
-         "bytes": r.size, "sha256": r.sha256}
+        {
+            "format": r.extension,
+            "codec": FORMATS_BY_EXTENSION[r.extension].codec,
+            "rate": r.sample_rate,
+            "bytes": r.size,
+            "sha256": r.sha256,
+        }
         for r in tenant.renditions
     ]
     return data
@@ -62,8 +74,10 @@ def describe(data: dict[str, Any]) -> str:
     lines = [f"tenant      {data['tenant']}", f"setting     {data['setting']}", f"moh class   {data['moh_class']}"]
     if data["file"]:
         f = data["file"]
-        lines.append(f"file        {f['original_name']} ({f['container']}, {f['size']:,} bytes,"
-                     f" {f['duration_ms'] / 1000:.2f} s, sha256 {f['sha256'][:16]}…) uploaded {f['uploaded_at']}")
+        lines.append(
+            f"file        {f['original_name']} ({f['container']}, {f['size']:,} bytes,"
+            f" {f['duration_ms'] / 1000:.2f} s, sha256 {f['sha256'][:16]}…) uploaded {f['uploaded_at']}"
+        )
     if data["disclaimer"]:
         d = data["disclaimer"]
         lines.append(f"disclaimer  accepted by {d['accepted_by']} at {d['accepted_at']} for sha256 {d['sha256'][:16]}…")
@@ -96,8 +110,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 @click.group()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML configuration file (or OOMA_MOH_CONFIG).")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="TOML configuration file (or OOMA_MOH_CONFIG)."
+)
 @click.option("--home", type=click.Path(file_okay=False), help="Data directory (or OOMA_MOH_HOME).")
 @click.version_option(package_name="ooma-moh")
 @click.pass_context
@@ -122,8 +137,11 @@ def service_of(ctx: click.Context, *, writable: bool = True) -> MohService:
 
 
 @main.command()
-@click.option("--start-over", is_flag=True,
-              help="Begin an empty catalog although the blob store holds files (they go to the trash).")
+@click.option(
+    "--start-over",
+    is_flag=True,
+    help="Begin an empty catalog although the blob store holds files (they go to the trash).",
+)
 @json_option
 @click.pass_context
 @handles_errors
@@ -139,20 +157,33 @@ def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
 @click.argument("tenant")
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to this file.")
-@click.option("--by", "accepted_by", default=getpass.getuser, show_default="the Unix user",
-              help="Who accepted the disclaimer: printable text, 1-128 characters.")
+@click.option(
+    "--by",
+    "accepted_by",
+    default=getpass.getuser,
+    show_default="the Unix user",
+    help="Who accepted the disclaimer: printable text, 1-128 characters.",
+)
 @click.option("--name", "original_name", help="Original file name to record (default: FILE's name).")
 @json_option
 @click.pass_context
 @handles_errors
-def upload(ctx: click.Context, tenant: str, file: str, accept_disclaimer: bool,
-           accepted_by: str, original_name: str | None, as_json: bool) -> None:
+def upload(
+    ctx: click.Context,
+    tenant: str,
+    file: str,
+    accept_disclaimer: bool,
+    accepted_by: str,
+    original_name: str | None,
+    as_json: bool,
+) -> None:
     """Make FILE the music TENANT's callers hear on hold (FILE may be - for stdin)."""
     validate_tenant_id(tenant)
     service = service_of(ctx)
     source = sys.stdin.buffer if file == "-" else Path(file)
-    result = service.upload(tenant, source, accept_disclaimer=accept_disclaimer,
-                            accepted_by=accepted_by, original_name=original_name)
+    result = service.upload(
+        tenant, source, accept_disclaimer=accept_disclaimer, accepted_by=accepted_by, original_name=original_name
+    )
     data = tenant_dict(result, ctx.obj.class_prefix)
     emit(ctx, as_json, data, describe(data))
 
@@ -172,8 +203,9 @@ def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
 
         registry = NodeRegistry(ctx.obj.database_url)
         try:
-            live, total = registry.live_on(ctx.obj.class_prefix + found.tenant_id,
-                                           found.version if found.setting is MohSetting.FILE else None)
+            live, total = registry.live_on(
+                ctx.obj.class_prefix + found.tenant_id, found.version if found.setting is MohSetting.FILE else None
+            )
         finally:
             registry.close()
         data["nodes"] = {"live": live, "of": total}
@@ -187,10 +219,13 @@ def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Every tenant the catalog knows."""
     tenants = [tenant_dict(t, ctx.obj.class_prefix) for t in service_of(ctx, writable=False).list()]
-    text = "\n".join(
-        f"{t['tenant']:<24} {t['setting']:<8} {t['moh_class']:<30} {(t['file'] or {}).get('original_name', '')}"
-        for t in tenants
-    ) or "no tenants"
+    text = (
+        "\n".join(
+            f"{t['tenant']:<24} {t['setting']:<8} {t['moh_class']:<30} {(t['file'] or {}).get('original_name', '')}"
+            for t in tenants
+        )
+        or "no tenants"
+    )
     emit(ctx, as_json, tenants, text)
 
 
@@ -208,8 +243,9 @@ def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("tenant")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="WAV file to write.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True), help="WAV file to write."
+)
 @json_option
 @click.pass_context
 @handles_errors
@@ -222,8 +258,12 @@ def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
     seconds = len(audio) / 32000
-    emit(ctx, as_json, {"tenant": tenant, "output": output, "seconds": seconds},
-         f"wrote {output}: {seconds:.2f} s, 16 kHz mono")
+    emit(
+        ctx,
+        as_json,
+        {"tenant": tenant, "output": output, "seconds": seconds},
+        f"wrote {output}: {seconds:.2f} s, 16 kHz mono",
+    )
 
 
 @main.command()
@@ -238,8 +278,12 @@ def demo(keep: str | None) -> None:
 
 
 @main.command("asterisk-conf")
-@click.option("--dest", required=True, type=click.Path(file_okay=False),
-              help="Directory to write into (created if missing); merge from there into /etc/asterisk.")
+@click.option(
+    "--dest",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write into (created if missing); merge from there into /etc/asterisk.",
+)
 @click.option("--force", is_flag=True, help="Replace files that exist already.")
 @json_option
 @click.pass_context
@@ -247,8 +291,7 @@ def demo(keep: str | None) -> None:
 def write_asterisk_conf(ctx: click.Context, dest: str, force: bool, as_json: bool) -> None:
     """Write the Asterisk configuration ooma-moh needs (docs/asterisk.md) into DEST."""
     written = write_samples(Path(dest), force=force)
-    emit(ctx, as_json, {"dest": dest, "written": [str(p) for p in written]},
-         "\n".join(f"wrote {p}" for p in written))
+    emit(ctx, as_json, {"dest": dest, "written": [str(p) for p in written]}, "\n".join(f"wrote {p}" for p in written))
 
 
 def syncer_of(ctx: click.Context) -> Syncer:
@@ -262,11 +305,19 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
     publication changed, Asterisk could not be told; the next sync reloads) or ``not needed``;
     ``refused`` the classes left alone because a realtime row ooma-moh did not write holds them."""
     return {
-        "dry_run": report.dry_run, "summary": report.counts, "files_written": report.files_written,
-        "published": report.published, "reloaded": report.reloaded, "reload": report.reload,
-        "old_versions_retired": report.retired, "old_versions_deleted": report.deleted,
-        "classes": [{"class": p.moh_class, "change": p.change.value, "directory": p.directory}
-                    for p in report.plan if p.change is not Change.UNCHANGED],
+        "dry_run": report.dry_run,
+        "summary": report.counts,
+        "files_written": report.files_written,
+        "published": report.published,
+        "reloaded": report.reloaded,
+        "reload": report.reload,
+        "old_versions_retired": report.retired,
+        "old_versions_deleted": report.deleted,
+        "classes": [
+            {"class": p.moh_class, "change": p.change.value, "directory": p.directory}
+            for p in report.plan
+            if p.change is not Change.UNCHANGED
+        ],
         "refused": report.refused,
     }
 
@@ -276,12 +327,16 @@ def report_text(data: dict[str, Any]) -> str:
     lines = [f"{c['change']:<9} {c['class']}  {c['directory'] or ''}".rstrip() for c in data["classes"]]
     lines += [f"{'refused':<9} {c}  held by a realtime row ooma-moh did not write: left alone" for c in data["refused"]]
     s = data["summary"]
-    lines.append(("would sync: " if data["dry_run"] else "synced: ") +
-                 f"{s['added']} added, {s['changed']} changed, {s['removed']} removed, {s['unchanged']} unchanged")
+    lines.append(
+        ("would sync: " if data["dry_run"] else "synced: ")
+        + f"{s['added']} added, {s['changed']} changed, {s['removed']} removed, {s['unchanged']} unchanged"
+    )
     if not data["dry_run"]:
         reload = "pending (the next sync retries it)" if data["reload"] == "pending" else data["reload"]
-        lines.append(f"files written: {data['files_written']}; reload: {reload};"
-                     f" old versions retired {data['old_versions_retired']}, deleted {data['old_versions_deleted']}")
+        lines.append(
+            f"files written: {data['files_written']}; reload: {reload};"
+            f" old versions retired {data['old_versions_retired']}, deleted {data['old_versions_deleted']}"
+        )
     return "\n".join(lines)
 
 
@@ -383,13 +438,19 @@ def service_options(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.UsageError("--json means --log-format json: give one or the other")
         return func(*args, log_format="json" if as_json else log_format, **kwargs)
 
-    command = click.option("--json", "as_json", is_flag=True,
-                           help="Log lines as JSON objects (the same as --log-format json).")(wrapper)
-    command = click.option("--log-format", type=click.Choice(["text", "json"]),
-                           help="Log lines as text or one JSON object per line (or OOMA_MOH_LOG_FORMAT).")(command)
-    return click.option("--metrics-listen", metavar="HOST:PORT",
-                        help="Serve /metrics, /healthz and /readyz there (or OOMA_MOH_METRICS_LISTEN;"
-                             " default off).")(command)
+    command = click.option(
+        "--json", "as_json", is_flag=True, help="Log lines as JSON objects (the same as --log-format json)."
+    )(wrapper)
+    command = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        help="Log lines as text or one JSON object per line (or OOMA_MOH_LOG_FORMAT).",
+    )(command)
+    return click.option(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Serve /metrics, /healthz and /readyz there (or OOMA_MOH_METRICS_LISTEN; default off).",
+    )(command)
 
 
 def with_options(settings: Settings, **fields: str | None) -> Settings:
@@ -501,8 +562,12 @@ def tokens_create(ctx: click.Context, tenant: str | None, operator: bool, as_jso
     with contextlib.closing(open_catalog(ctx.obj)) as catalog:
         token, bearer = create_token(catalog, tenant_id=tenant, now=utcnow())
     who = f"tenant {tenant}" if tenant else "the operator (every tenant)"
-    emit(ctx, as_json, {"id": token.id, "scope": token.scope, "tenant": tenant, "token": bearer},
-         f"token {token.id} for {who}; keep it secret, it is not shown again:\n{bearer}")
+    emit(
+        ctx,
+        as_json,
+        {"id": token.id, "scope": token.scope, "tenant": tenant, "token": bearer},
+        f"token {token.id} for {who}; keep it secret, it is not shown again:\n{bearer}",
+    )
 
 
 @tokens.command("list")
@@ -512,11 +577,27 @@ def tokens_create(ctx: click.Context, tenant: str | None, operator: bool, as_jso
 def tokens_list(ctx: click.Context, as_json: bool) -> None:
     """Every token: id, scope, tenant, created, revoked (never the secret)."""
     with contextlib.closing(open_catalog(ctx.obj, writable=False)) as catalog:
-        rows = [{"id": t.id, "scope": t.scope, "tenant": t.tenant_id, "created_at": t.created_at.isoformat(),
-                 "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in catalog.tokens()]
-    emit(ctx, as_json, rows, "\n".join(
-        f"{r['id']}  {r['scope']:<8} {r['tenant'] or '-':<24} created {r['created_at']}"
-        + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else "") for r in rows) or "no tokens")
+        rows = [
+            {
+                "id": t.id,
+                "scope": t.scope,
+                "tenant": t.tenant_id,
+                "created_at": t.created_at.isoformat(),
+                "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+            }
+            for t in catalog.tokens()
+        ]
+    emit(
+        ctx,
+        as_json,
+        rows,
+        "\n".join(
+            f"{r['id']}  {r['scope']:<8} {r['tenant'] or '-':<24} created {r['created_at']}"
+            + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else "")
+            for r in rows
+        )
+        or "no tokens",
+    )
 
 
 @tokens.command("revoke")
@@ -537,8 +618,13 @@ def tokens_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
 
 @tokens.command("link")
 @click.option("--tenant", required=True, help="The tenant whose admin signs in.")
-@click.option("--by", "label", default="tenant admin", show_default=True,
-              help="Who the link is for; recorded as who accepted the disclaimer of their uploads.")
+@click.option(
+    "--by",
+    "label",
+    default="tenant admin",
+    show_default=True,
+    help="Who the link is for; recorded as who accepted the disclaimer of their uploads.",
+)
 @json_option
 @click.pass_context
 @handles_errors
@@ -550,12 +636,21 @@ def tokens_link(ctx: click.Context, tenant: str, label: str, as_json: bool) -> N
 
     settings: Settings = ctx.obj
     with contextlib.closing(open_catalog(settings)) as catalog:
-        link, credential = create_login_link(catalog, tenant_id=tenant, label=label, now=utcnow(),
-                                             ttl=datetime.timedelta(seconds=settings.login_link_ttl_s))
+        link, credential = create_login_link(
+            catalog,
+            tenant_id=tenant,
+            label=label,
+            now=utcnow(),
+            ttl=datetime.timedelta(seconds=settings.login_link_ttl_s),
+        )
     url = f"{settings.public_url}/login/{credential}"
-    emit(ctx, as_json, {"id": link.id, "tenant": tenant, "expires_at": link.expires_at.isoformat(), "url": url},
-         f"sign-in link for tenant {tenant} ({link.label}); it works once, until"
-         f" {link.expires_at.isoformat(timespec='seconds')}:\n{url}")
+    emit(
+        ctx,
+        as_json,
+        {"id": link.id, "tenant": tenant, "expires_at": link.expires_at.isoformat(), "url": url},
+        f"sign-in link for tenant {tenant} ({link.label}); it works once, until"
+        f" {link.expires_at.isoformat(timespec='seconds')}:\n{url}",
+    )
 
 
 @tokens.command("sessions")
@@ -568,13 +663,34 @@ def tokens_sessions(ctx: click.Context, as_json: bool) -> None:
 
     with contextlib.closing(open_catalog(ctx.obj, writable=False)) as catalog:
         links, sessions = catalog.open_sign_ins(utcnow())
-    rows = ([{"kind": "link", "id": x.id, "tenant": x.tenant_id, "by": x.label, "created_at": x.created_at.isoformat(),
-              "expires_at": x.expires_at.isoformat()} for x in links]
-            + [{"kind": "session", "id": x.id, "tenant": x.tenant_id, "by": x.label,
-                "created_at": x.created_at.isoformat(), "expires_at": x.expires_at.isoformat()} for x in sessions])
-    emit(ctx, as_json, rows, "\n".join(
-        f"{r['kind']:<7} {r['id']}  {r['tenant']:<24} {r['by']}  until {r['expires_at']}" for r in rows)
-        or "no open links or sessions")
+    rows = [
+        {
+            "kind": "link",
+            "id": x.id,
+            "tenant": x.tenant_id,
+            "by": x.label,
+            "created_at": x.created_at.isoformat(),
+            "expires_at": x.expires_at.isoformat(),
+        }
+        for x in links
+    ] + [
+        {
+            "kind": "session",
+            "id": x.id,
+            "tenant": x.tenant_id,
+            "by": x.label,
+            "created_at": x.created_at.isoformat(),
+            "expires_at": x.expires_at.isoformat(),
+        }
+        for x in sessions
+    ]
+    emit(
+        ctx,
+        as_json,
+        rows,
+        "\n".join(f"{r['kind']:<7} {r['id']}  {r['tenant']:<24} {r['by']}  until {r['expires_at']}" for r in rows)
+        or "no open links or sessions",
+    )
 
 
 @tokens.command("sign-out")
@@ -590,8 +706,12 @@ def tokens_sign_out(ctx: click.Context, tenant: str, as_json: bool) -> None:
     validate_tenant_id(tenant)
     with contextlib.closing(open_catalog(ctx.obj)) as catalog:
         links, sessions = catalog.sign_out_tenant(tenant, utcnow())
-    emit(ctx, as_json, {"tenant": tenant, "links_voided": links, "sessions_ended": sessions},
-         f"tenant {tenant}: {sessions} session(s) ended, {links} unused link(s) voided")
+    emit(
+        ctx,
+        as_json,
+        {"tenant": tenant, "links_voided": links, "sessions_ended": sessions},
+        f"tenant {tenant}: {sessions} session(s) ended, {links} unused link(s) voided",
+    )
 
 
 @main.group()
@@ -612,9 +732,16 @@ def db_upgrade(ctx: click.Context, start_over: bool, as_json: bool) -> None:
     settings: Settings = ctx.obj
     applied = create_catalog(settings, start_over=start_over)
     where = "PostgreSQL catalog" if settings.database_url else f"SQLite catalog {settings.catalog_path}"
-    emit(ctx, as_json, {"backend": "postgresql" if settings.database_url else "sqlite", "applied": applied,
-                        "version": LATEST if settings.database_url else None},
-         f"{where}: " + (f"applied {', '.join(map(str, applied))}" if applied else "already current"))
+    emit(
+        ctx,
+        as_json,
+        {
+            "backend": "postgresql" if settings.database_url else "sqlite",
+            "applied": applied,
+            "version": LATEST if settings.database_url else None,
+        },
+        f"{where}: " + (f"applied {', '.join(map(str, applied))}" if applied else "already current"),
+    )
 
 
 @main.command()
@@ -648,14 +775,31 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
         statuses = registry.statuses(settings.class_prefix, utcnow())
     finally:
         registry.close()
-    rows = [{"node": s.node_id, "last_seen": s.last_seen.isoformat(),
-             "last_success": s.last_success.isoformat() if s.last_success else None, "classes": s.classes,
-             "behind": s.behind, "lag_s": s.lag_s, "last_error": s.last_error} for s in statuses]
-    emit(ctx, as_json, rows, "\n".join(
-        f"{r['node']:<24} classes {r['classes']:<5} behind {r['behind']:<4}"
-        + (f" lag {r['lag_s']:.1f} s" if r["lag_s"] is not None else " up to date")
-        + f"  last sync {r['last_success'] or 'never'}" + (f"  ERROR {r['last_error']}" if r["last_error"] else "")
-        for r in rows) or "no nodes have reported yet")
+    rows = [
+        {
+            "node": s.node_id,
+            "last_seen": s.last_seen.isoformat(),
+            "last_success": s.last_success.isoformat() if s.last_success else None,
+            "classes": s.classes,
+            "behind": s.behind,
+            "lag_s": s.lag_s,
+            "last_error": s.last_error,
+        }
+        for s in statuses
+    ]
+    emit(
+        ctx,
+        as_json,
+        rows,
+        "\n".join(
+            f"{r['node']:<24} classes {r['classes']:<5} behind {r['behind']:<4}"
+            + (f" lag {r['lag_s']:.1f} s" if r["lag_s"] is not None else " up to date")
+            + f"  last sync {r['last_success'] or 'never'}"
+            + (f"  ERROR {r['last_error']}" if r["last_error"] else "")
+            for r in rows
+        )
+        or "no nodes have reported yet",
+    )
 
 
 from .doctor import doctor_command  # noqa: E402  (the doctor module imports nothing from this one)

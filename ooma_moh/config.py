@@ -119,9 +119,7 @@ class Settings:
         if not -20.0 <= self.true_peak_dbtp <= 0.0:
             raise ConfigError(f"true_peak_dbtp {self.true_peak_dbtp} is outside -20 .. 0")
         if CLASS_PREFIX_PATTERN.fullmatch(self.class_prefix) is None:
-            raise ConfigError(
-                f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -"
-            )
+            raise ConfigError(f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -")
         if self.retain_old_s < 0:
             raise ConfigError("retain_old_s must be >= 0")
         for name in ("agi_listen", "http_listen", "metrics_listen"):
@@ -135,8 +133,9 @@ class Settings:
         if self.ari_max_connections < 1 or self.ari_parallel_bridges < 1:
             raise ConfigError("ari_max_connections and ari_parallel_bridges must be at least 1")
         if self.http_public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.http_public_url):
-            raise ConfigError(f"http_public_url {self.http_public_url!r} must be an http:// or https:// URL"
-                              " with no query")
+            raise ConfigError(
+                f"http_public_url {self.http_public_url!r} must be an http:// or https:// URL with no query"
+            )
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("database_url must be empty (SQLite in the home) or a postgresql:// URL")
         if self.blob_url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9._/-]*)?", self.blob_url):

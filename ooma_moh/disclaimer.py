@@ -10,10 +10,14 @@ from __future__ import annotations
 VERSION = "2026-11-27"
 
 TEXT = {
-    "fr": ("Je certifie détenir les droits nécessaires (droits d'auteur, droits voisins et licences de"
-           " diffusion) pour faire écouter ce fichier à mes correspondants en attente, et j'accepte d'en"
-           " assumer seul la responsabilité."),
-    "en": ("I certify that I hold all the rights needed (copyright, neighbouring rights and public"
-           " performance licences) to play this file to callers on hold, and I accept sole"
-           " responsibility for it."),
+    "fr": (
+        "Je certifie détenir les droits nécessaires (droits d'auteur, droits voisins et licences de"
+        " diffusion) pour faire écouter ce fichier à mes correspondants en attente, et j'accepte d'en"
+        " assumer seul la responsabilité."
+    ),
+    "en": (
+        "I certify that I hold all the rights needed (copyright, neighbouring rights and public"
+        " performance licences) to play this file to callers on hold, and I accept sole"
+        " responsibility for it."
+    ),
 }

@@ -83,8 +83,11 @@ class Run:
         if self.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             return True
         # ffmpeg catches SIGXCPU and exits "normally" (255) after saying so
-        return (f"received signal {int(signal.SIGXCPU)}" in self.log or "Cannot allocate memory" in self.log
-                or "ENOMEM" in self.log)
+        return (
+            f"received signal {int(signal.SIGXCPU)}" in self.log
+            or "Cannot allocate memory" in self.log
+            or "ENOMEM" in self.log
+        )
 
     @property
     def could_not_start(self) -> bool:
@@ -120,8 +123,17 @@ def _limited(argv: list[str], limits: Limits) -> list[str]:
     cpu = limits.cpu_seconds
     if shutil.which(argv[0]) is None:
         raise ToolMissing(f"{argv[0]}: not found")
-    return [PRLIMIT, f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_bytes}:{limits.memory_bytes}", "--",
-            SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    return [
+        PRLIMIT,
+        f"--cpu={cpu}:{cpu + 1}",
+        f"--as={limits.memory_bytes}:{limits.memory_bytes}",
+        "--",
+        SETPRIV,
+        "--pdeathsig",
+        "KILL",
+        "--",
+        *argv,
+    ]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -131,8 +143,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def run(binary: str, args: list[str], limits: Limits,
-        watch: Callable[[str], str | None] | None = None) -> Run:
+def run(binary: str, args: list[str], limits: Limits, watch: Callable[[str], str | None] | None = None) -> Run:
     """Run ``binary`` (ffmpeg) with ``args`` under ``limits``; return its exit code and log.
 
     ``watch`` sees each log line as it arrives; returning a string stops the run at once (the
@@ -140,9 +151,14 @@ def run(binary: str, args: list[str], limits: Limits,
     """
     argv = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *args]
     try:
-        proc = subprocess.Popen(_limited(argv, limits), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, process_group=0,
-                                preexec_fn=None if PRLIMIT and SETPRIV else _child_setup(limits, os.getpid()))
+        proc = subprocess.Popen(
+            _limited(argv, limits),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            process_group=0,
+            preexec_fn=None if PRLIMIT and SETPRIV else _child_setup(limits, os.getpid()),
+        )
     except (FileNotFoundError, PermissionError) as exc:
         raise ToolMissing(str(exc)) from None
     assert proc.stderr is not None

@@ -128,11 +128,35 @@ class Conversion:
 
 #: ffmpeg's names of channel layouts (5.1's av_channel_layout_describe) -> channel count.
 LAYOUT_CHANNELS = {
-    "mono": 1, "stereo": 2, "downmix": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "4.0": 4, "quad": 4,
-    "quad(side)": 4, "3.1": 4, "5.0": 5, "5.0(side)": 5, "4.1": 5, "5.1": 6, "5.1(side)": 6,
-    "6.0": 6, "6.0(front)": 6, "hexagonal": 6, "6.1": 7, "6.1(back)": 7, "6.1(front)": 7, "7.0": 7,
-    "7.0(front)": 7, "7.1": 8, "7.1(wide)": 8, "7.1(wide-side)": 8, "octagonal": 8,
-    "hexadecagonal": 16, "22.2": 24,
+    "mono": 1,
+    "stereo": 2,
+    "downmix": 2,
+    "2.1": 3,
+    "3.0": 3,
+    "3.0(back)": 3,
+    "4.0": 4,
+    "quad": 4,
+    "quad(side)": 4,
+    "3.1": 4,
+    "5.0": 5,
+    "5.0(side)": 5,
+    "4.1": 5,
+    "5.1": 6,
+    "5.1(side)": 6,
+    "6.0": 6,
+    "6.0(front)": 6,
+    "hexagonal": 6,
+    "6.1": 7,
+    "6.1(back)": 7,
+    "6.1(front)": 7,
+    "7.0": 7,
+    "7.0(front)": 7,
+    "7.1": 8,
+    "7.1(wide)": 8,
+    "7.1(wide-side)": 8,
+    "octagonal": 8,
+    "hexadecagonal": 16,
+    "22.2": 24,
 }
 _STREAM_RE = re.compile(r"Stream #0:(\d+)\S*: (Audio|Video|Subtitle|Data|Attachment): (\w+)(.*)$")
 _AUDIO_RE = re.compile(r", (\d+) Hz, ([^,]+)")
@@ -188,22 +212,25 @@ class InputWatch:
             return UploadRejected("undecodable", "the file's audio stream declares no sample rate")
         rate, channels = int(match.group(1)), channel_count(match.group(2))
         if rate < s.min_sample_rate:
-            return UploadRejected("sample_rate", f"the audio's sample rate is {rate:,} Hz; at least"
-                                  f" {s.min_sample_rate:,} Hz is needed")
+            return UploadRejected(
+                "sample_rate", f"the audio's sample rate is {rate:,} Hz; at least {s.min_sample_rate:,} Hz is needed"
+            )
         if rate > s.max_sample_rate:
-            return UploadRejected("sample_rate", f"the audio's sample rate is {rate:,} Hz; at most"
-                                  f" {s.max_sample_rate:,} Hz is accepted")
+            return UploadRejected(
+                "sample_rate", f"the audio's sample rate is {rate:,} Hz; at most {s.max_sample_rate:,} Hz is accepted"
+            )
         if channels == 0:
             return UploadRejected("undecodable", "the file's audio stream declares no channels")
         if channels is None or channels > s.max_channels:
-            return UploadRejected("channels", f"the audio has too many channels ({match.group(2).strip()});"
-                                  f" at most {s.max_channels} are accepted")
+            return UploadRejected(
+                "channels",
+                f"the audio has too many channels ({match.group(2).strip()}); at most {s.max_channels} are accepted",
+            )
         return None
 
     def upload_errors(self, errors: list[str]) -> list[str]:
         """``errors`` minus the whitelist refusals of streams that are never decoded."""
-        return [line for line in errors
-                if not ((m := _WHITELIST_RE.search(line)) and m.group(1) in self.other_codecs)]
+        return [line for line in errors if not ((m := _WHITELIST_RE.search(line)) and m.group(1) in self.other_codecs)]
 
 
 def public_detail(line: str) -> str:
@@ -240,8 +267,9 @@ def check_rendition_size(extension: str, size: int, samples_16k: int) -> str | N
 def _refuse_if_too_costly(run: ffmpeg.Run) -> None:
     """A run ended by a CPU, memory or time limit: the input costs more than one upload may."""
     if run.killed_by_limit:
-        raise UploadRejected("too_costly", "the file needs more time or memory to convert than"
-                             " the server allows for one upload")
+        raise UploadRejected(
+            "too_costly", "the file needs more time or memory to convert than the server allows for one upload"
+        )
 
 
 class FfmpegConverter:
@@ -250,8 +278,7 @@ class FfmpegConverter:
     def __init__(self, settings: Settings, *, verify: bool = True) -> None:
         self.settings = settings
         self.verify = verify  # False only in bench/ingest.py, to measure what verification costs
-        self.limits = ffmpeg.Limits(settings.ffmpeg_cpu_s, settings.ffmpeg_wall_s,
-                                    settings.ffmpeg_memory_mb << 20)
+        self.limits = ffmpeg.Limits(settings.ffmpeg_cpu_s, settings.ffmpeg_wall_s, settings.ffmpeg_memory_mb << 20)
 
     def _run(self, args: list[str], watch: InputWatch | None = None) -> ffmpeg.Run:
         try:
@@ -259,8 +286,10 @@ class FfmpegConverter:
         except ffmpeg.ToolMissing:
             raise MediaToolError(f"ffmpeg not found ({self.settings.ffmpeg}): install ffmpeg") from None
         if run.could_not_start:
-            raise MediaToolError(f"ffmpeg cannot start within ffmpeg_memory_mb={self.settings.ffmpeg_memory_mb}:"
-                                 " it needs about 400 MB of address space to load its libraries; raise the limit")
+            raise MediaToolError(
+                f"ffmpeg cannot start within ffmpeg_memory_mb={self.settings.ffmpeg_memory_mb}:"
+                " it needs about 400 MB of address space to load its libraries; raise the limit"
+            )
         return run
 
     @staticmethod
@@ -282,11 +311,31 @@ class FfmpegConverter:
             "asplit=2[pcm][m];[m]ebur128=peak=true[e];[e]anullsink"
         )
         watch = InputWatch(self.settings)
-        run = self._run([
-            "-protocol_whitelist", "file", "-format_whitelist", whitelist,
-            "-codec_whitelist", decoders, "-f", demuxer, "-t", f"{limit:.3f}", "-i", str(source),
-            "-filter_complex", graph, "-map", "[pcm]", "-f", "f32le", "-y", str(pcm),
-        ], watch)
+        run = self._run(
+            [
+                "-protocol_whitelist",
+                "file",
+                "-format_whitelist",
+                whitelist,
+                "-codec_whitelist",
+                decoders,
+                "-f",
+                demuxer,
+                "-t",
+                f"{limit:.3f}",
+                "-i",
+                str(source),
+                "-filter_complex",
+                graph,
+                "-map",
+                "[pcm]",
+                "-f",
+                "f32le",
+                "-y",
+                str(pcm),
+            ],
+            watch,
+        )
         if watch.rejection is not None:
             raise watch.rejection
         if watch.other_codecs and not watch.audio_seen:
@@ -318,8 +367,7 @@ class FfmpegConverter:
         if declared is not None and seconds < declared - max(0.5, 0.02 * declared):
             raise UploadRejected(
                 "truncated",
-                f"the {container} file is truncated: it declares {declared:.1f} s but only"
-                f" {seconds:.1f} s decode",
+                f"the {container} file is truncated: it declares {declared:.1f} s but only {seconds:.1f} s decode",
             )
 
     def _tool_check(self, run: ffmpeg.Run, doing: str) -> None:
@@ -339,8 +387,18 @@ class FfmpegConverter:
         files = {f.extension: out_base.with_name(f"{out_base.name}.{f.extension}") for f in RENDITION_FORMATS}
         args = ["-f", "f32le", "-ar", str(PCM_RATE), "-ac", "1", "-i", str(pcm), "-filter_complex", graph]
         for fmt in RENDITION_FORMATS:
-            args += ["-map", f"[{fmt.extension}]", "-c:a", fmt.codec, "-fflags", "+bitexact",
-                     "-f", fmt.muxer, "-y", str(files[fmt.extension])]
+            args += [
+                "-map",
+                f"[{fmt.extension}]",
+                "-c:a",
+                fmt.codec,
+                "-fflags",
+                "+bitexact",
+                "-f",
+                fmt.muxer,
+                "-y",
+                str(files[fmt.extension]),
+            ]
         self._tool_check(self._run(args), "writing the renditions")
         return files
 
@@ -351,17 +409,38 @@ class FfmpegConverter:
             try:
                 size = files[fmt.extension].stat().st_size
             except (KeyError, FileNotFoundError):
-                raise StorageError("incomplete", f"the .{fmt.extension} rendition was not written;"
-                                   " nothing was changed") from None
+                raise StorageError(
+                    "incomplete", f"the .{fmt.extension} rendition was not written; nothing was changed"
+                ) from None
             if problem := check_rendition_size(fmt.extension, size, samples_16k):
-                raise StorageError("incomplete", f"a rendition was written incompletely ({problem});"
-                                   " is the server's disk full? Nothing was changed")
+                raise StorageError(
+                    "incomplete",
+                    f"a rendition was written incompletely ({problem}); is the server's disk full? Nothing was changed",
+                )
 
     def limit(self, pcm: Path, plan: LoudnessPlan, out: Path) -> tuple[float, float]:
         """Apply ``plan`` to ``pcm`` into ``out`` (same PCM format); return its LUFS and true peak."""
         graph = f"[0:a]{plan.filters()},asplit=2[pcm][m];[m]ebur128=peak=true[e];[e]anullsink"
-        run = self._run(["-f", "f32le", "-ar", str(PCM_RATE), "-ac", "1", "-i", str(pcm),
-                         "-filter_complex", graph, "-map", "[pcm]", "-f", "f32le", "-y", str(out)])
+        run = self._run(
+            [
+                "-f",
+                "f32le",
+                "-ar",
+                str(PCM_RATE),
+                "-ac",
+                "1",
+                "-i",
+                str(pcm),
+                "-filter_complex",
+                graph,
+                "-map",
+                "[pcm]",
+                "-f",
+                "f32le",
+                "-y",
+                str(out),
+            ]
+        )
         self._tool_check(run, "limiting the peaks")
         return parse_ebur128(run.log)
 
@@ -379,8 +458,10 @@ class FfmpegConverter:
             limited = workdir / f"limited{round_}.f32"
             lufs_now, peak_now = self.limit(pcm, plan, limited)
             if limited.stat().st_size != samples * PCM_BYTES_PER_SAMPLE:
-                raise StorageError("incomplete", "the limited audio was written incompletely;"
-                                   " is the server's disk full? Nothing was changed")
+                raise StorageError(
+                    "incomplete",
+                    "the limited audio was written incompletely; is the server's disk full? Nothing was changed",
+                )
             pcm.unlink()
             pcm = limited
             plan = plan_loudness(lufs_now, peak_now, target, ceiling)
@@ -401,10 +482,30 @@ def write_wav(sln16: bytes, out: Path) -> None:
 def synth_sample(settings: Settings, out: Path, freq: float, seconds: float) -> Path:
     """Write a short MP3 of a ``freq`` Hz tone (the demo's sample upload)."""
     code = subprocess.run(
-        [settings.ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-         f"sine=f={freq}:sample_rate=44100:d={seconds}", "-af", "volume=-9dB", "-ac", "2",
-         "-c:a", "libmp3lame", "-b:a", "128k", str(out)],
-        check=False, capture_output=True, text=True,
+        [
+            settings.ffmpeg,
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=f={freq}:sample_rate=44100:d={seconds}",
+            "-af",
+            "volume=-9dB",
+            "-ac",
+            "2",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if code.returncode != 0:
         raise MediaToolError(f"ffmpeg could not synthesise the sample: {code.stderr.strip()[-200:]}")

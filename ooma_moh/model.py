@@ -37,8 +37,7 @@ def validate_tenant_id(value: object) -> str:
     """
     if not isinstance(value, str) or TENANT_ID_PATTERN.fullmatch(value) is None:
         raise InvalidTenantId(
-            f"invalid tenant id {value!r}: use 1-64 characters A-Z a-z 0-9 _ -,"
-            " starting with a letter or digit"
+            f"invalid tenant id {value!r}: use 1-64 characters A-Z a-z 0-9 _ -, starting with a letter or digit"
         )
     return value
 
@@ -55,11 +54,14 @@ def validate_actor(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidActor("who accepted the disclaimer must be named (--by): it is empty")
     if len(value) > MAX_ACTOR_CHARS:
-        raise InvalidActor(f"who accepted the disclaimer (--by) is {len(value):,} characters long;"
-                           f" at most {MAX_ACTOR_CHARS} are allowed")
+        raise InvalidActor(
+            f"who accepted the disclaimer (--by) is {len(value):,} characters long;"
+            f" at most {MAX_ACTOR_CHARS} are allowed"
+        )
     if not value.isprintable():
-        raise InvalidActor("who accepted the disclaimer (--by) contains control characters;"
-                           " use printable text on one line")
+        raise InvalidActor(
+            "who accepted the disclaimer (--by) contains control characters; use printable text on one line"
+        )
     return value.strip()
 
 
@@ -80,7 +82,7 @@ def endpoint_of_channel(channel_name: str) -> str | None:
 def is_tenant_class(name: str, prefix: str) -> bool:
     """Whether a musiconhold class is one of ours (``<prefix><tenant id>``): the only classes
     ooma-moh ever publishes, changes or withdraws."""
-    return name.startswith(prefix) and TENANT_ID_PATTERN.fullmatch(name[len(prefix):]) is not None
+    return name.startswith(prefix) and TENANT_ID_PATTERN.fullmatch(name[len(prefix) :]) is not None
 
 
 def moh_class_name(tenant_id: str, prefix: str = "tenant-") -> str:
@@ -249,8 +251,9 @@ class TenantMoh:
     def version(self) -> str:
         """Short content id of the tenant's renditions: a new file gives a new version, the same
         file the same one (so a re-sync of unchanged music writes nothing)."""
-        return version_of_content("\n".join(f"{r.extension}:{r.sha256}"
-                                             for r in sorted(self.renditions, key=lambda r: r.extension)))
+        return version_of_content(
+            "\n".join(f"{r.extension}:{r.sha256}" for r in sorted(self.renditions, key=lambda r: r.extension))
+        )
 
     def rendition(self, extension: str) -> Rendition:
         """The rendition with ``extension``; ``KeyError`` if absent."""

@@ -48,8 +48,9 @@ class MohDirectory:
                 return False
         return True
 
-    def prefetch(self, renditions: Iterable[Rendition], threads: int = 8,
-                 fetched: Callable[[], None] | None = None) -> None:
+    def prefetch(
+        self, renditions: Iterable[Rendition], threads: int = 8, fetched: Callable[[], None] | None = None
+    ) -> None:
         """Bring the blobs of incomplete version directories to local disk in parallel (object
         storage: one download at a time is what a cold node's catch-up waits on; the local store
         has them already). Raises the first failure; what was fetched stays in the cache.
@@ -120,8 +121,9 @@ class MohDirectory:
                 )
         return result
 
-    def collect(self, published: dict[str, str], retain_s: float, now: float | None = None,
-                classes: Iterable[str] | None = None) -> tuple[int, int]:
+    def collect(
+        self, published: dict[str, str], retain_s: float, now: float | None = None, classes: Iterable[str] | None = None
+    ) -> tuple[int, int]:
         """Retire versions that ``published`` (class -> directory) no longer names, delete those
         retired for ``retain_s`` or longer, and remove abandoned partial builds — in every class
         directory, or only in ``classes``.
@@ -133,8 +135,9 @@ class MohDirectory:
         except OSError as exc:
             raise StorageError.from_errno(exc.errno, "cleaning up old versions in the MOH directory") from None
 
-    def _collect(self, published: dict[str, str], retain_s: float, now: float,
-                 classes: Iterable[str] | None) -> tuple[int, int]:
+    def _collect(
+        self, published: dict[str, str], retain_s: float, now: float, classes: Iterable[str] | None
+    ) -> tuple[int, int]:
         in_use = {Path(d) for d in published.values()}
         retired = deleted = 0
         for moh_class, versions in self.versions(classes).items():
@@ -156,4 +159,3 @@ class MohDirectory:
             if not any(class_dir.iterdir()):
                 class_dir.rmdir()
         return retired, deleted
-

@@ -40,7 +40,9 @@ class ClassTaken(OomaMohError):
         super().__init__(
             f"{shown}: the realtime database (OOMA_MOH_REALTIME_DB) has a row of that name that ooma-moh"
             " did not write; it is left alone and the tenant's class is not published (remove or rename"
-            " that row; if an ooma-moh with another moh_dir wrote it, delete it and sync again)")
+            " that row; if an ooma-moh with another moh_dir wrote it, delete it and sync again)"
+        )
+
 
 #: The musiconhold realtime table as res_musiconhold reads it (docs/asterisk-facts.md).
 REALTIME_SCHEMA = """
@@ -77,9 +79,11 @@ def not_writable(path: Path) -> tuple[str, str] | None:
         return None
     if st.st_uid == os.geteuid() or os.access(path, os.W_OK):
         return None
-    return (f"{path} is owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}: not writable by uid"
-            f" {os.geteuid()}; Asterisk creates it if it opens the database first",
-            f"chown <ooma-moh user>:asterisk {path}; chmod 0664 {path} (docs/operations.md, users and permissions)")
+    return (
+        f"{path} is owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}: not writable by uid"
+        f" {os.geteuid()}; Asterisk creates it if it opens the database first",
+        f"chown <ooma-moh user>:asterisk {path}; chmod 0664 {path} (docs/operations.md, users and permissions)",
+    )
 
 
 class Publisher(Protocol):
@@ -144,8 +148,9 @@ class RealtimePublisher:
             if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o664:
                 os.chmod(self.db_path, 0o664)
         except OSError as exc:
-            raise OomaMohError(f"realtime database {self.db_path}: cannot make it group-writable:"
-                               f" {exc.strerror}") from None
+            raise OomaMohError(
+                f"realtime database {self.db_path}: cannot make it group-writable: {exc.strerror}"
+            ) from None
 
     def _not_ours(self) -> str:
         """What to do when the database is another user's and not writable by us (Asterisk created
@@ -155,8 +160,10 @@ class RealtimePublisher:
 
     @staticmethod
     def _has_owned_table(db: sqlite3.Connection) -> bool:
-        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                          (OWNED_TABLE,)).fetchone() is not None
+        return (
+            db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (OWNED_TABLE,)).fetchone()
+            is not None
+        )
 
     def _adopt(self, db: sqlite3.Connection) -> None:
         """First open with ``moh_dir`` of a database without the ownership table: create it,
@@ -168,10 +175,13 @@ class RealtimePublisher:
             if not self._has_owned_table(db):  # another process may have adopted meanwhile
                 db.execute(OWNED_SCHEMA)
                 roots = {os.path.normpath(self.moh_dir), os.path.realpath(self.moh_dir)}
-                ours = [(name,) for name, directory in db.execute("SELECT name, directory FROM musiconhold")
-                        if isinstance(name, str) and isinstance(directory, str)
-                        and any(os.path.normpath(directory).startswith(root.rstrip(os.sep) + os.sep)
-                                for root in roots)]
+                ours = [
+                    (name,)
+                    for name, directory in db.execute("SELECT name, directory FROM musiconhold")
+                    if isinstance(name, str)
+                    and isinstance(directory, str)
+                    and any(os.path.normpath(directory).startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+                ]
                 db.executemany(f"INSERT OR IGNORE INTO {OWNED_TABLE} (name) VALUES (?)", ours)
             db.execute("COMMIT")
         except BaseException:
@@ -183,8 +193,10 @@ class RealtimePublisher:
         with self._connect() as db:
             if not self._has_owned_table(db):
                 return {}  # nothing written by us yet
-            rows = db.execute(f"SELECT m.name, m.directory FROM musiconhold AS m JOIN {OWNED_TABLE} AS o"
-                              " ON o.name = m.name WHERE m.mode = 'files'").fetchall()
+            rows = db.execute(
+                f"SELECT m.name, m.directory FROM musiconhold AS m JOIN {OWNED_TABLE} AS o"
+                " ON o.name = m.name WHERE m.mode = 'files'"
+            ).fetchall()
         return {name: directory for name, directory in rows if is_tenant_class(name, self.prefix)}
 
     def foreign(self, names: Iterable[str]) -> set[str]:
@@ -198,8 +210,12 @@ class RealtimePublisher:
         """Every row name of ``musiconhold`` that is not ours."""
         if not self._has_owned_table(db):
             return {name for (name,) in db.execute("SELECT name FROM musiconhold")}
-        return {name for (name,) in db.execute(
-            f"SELECT name FROM musiconhold WHERE name NOT IN (SELECT name FROM {OWNED_TABLE})")}
+        return {
+            name
+            for (name,) in db.execute(
+                f"SELECT name FROM musiconhold WHERE name NOT IN (SELECT name FROM {OWNED_TABLE})"
+            )
+        }
 
     def apply(self, upserts: Mapping[str, str], deletes: set[str]) -> None:
         stamp = int(time.time())
@@ -215,11 +231,13 @@ class RealtimePublisher:
                     " sort = 'alpha', stamp = excluded.stamp",
                     [(name, directory, stamp) for name, directory in sorted(upserts.items())],
                 )
-                db.executemany(f"INSERT OR IGNORE INTO {OWNED_TABLE} (name) VALUES (?)",
-                               [(name,) for name in sorted(upserts)])
+                db.executemany(
+                    f"INSERT OR IGNORE INTO {OWNED_TABLE} (name) VALUES (?)", [(name,) for name in sorted(upserts)]
+                )
                 withdrawn = [(name,) for name in sorted(deletes) if is_tenant_class(name, self.prefix)]
-                db.executemany(f"DELETE FROM musiconhold WHERE name = ? AND name IN (SELECT name FROM {OWNED_TABLE})",
-                               withdrawn)
+                db.executemany(
+                    f"DELETE FROM musiconhold WHERE name = ? AND name IN (SELECT name FROM {OWNED_TABLE})", withdrawn
+                )
                 # ownership of rows gone (ours withdrawn, or deleted by hand) is forgotten with
                 # them: a row someone else writes later under that name is not taken for ours
                 db.execute(f"DELETE FROM {OWNED_TABLE} WHERE name NOT IN (SELECT name FROM musiconhold)")

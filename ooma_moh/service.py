@@ -92,9 +92,7 @@ class MohService:
             while chunk := _read(source, min(CHUNK, limit + 1 - size)):
                 size += len(chunk)
                 if size > limit:
-                    raise UploadRejected(
-                        "too_large", f"the file is larger than the limit of {limit:,} bytes"
-                    )
+                    raise UploadRejected("too_large", f"the file is larger than the limit of {limit:,} bytes")
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
@@ -123,18 +121,35 @@ class MohService:
             result = self._upload(tenant_id, source, accept_disclaimer, accepted_by, original_name, disclaimer_version)
         except Exception as exc:
             outcome, reason = metrics.upload_done(exc)
-            log.info("upload tenant=%s result=%s reason=%s in %.1f s", logfmt(tenant_id), outcome,
-                     logfmt(reason or type(exc).__name__), time.monotonic() - started)
+            log.info(
+                "upload tenant=%s result=%s reason=%s in %.1f s",
+                logfmt(tenant_id),
+                outcome,
+                logfmt(reason or type(exc).__name__),
+                time.monotonic() - started,
+            )
             raise
         metrics.upload_done(None)
         up = result.upload
-        log.info("upload tenant=%s result=ok sha256=%s bytes=%d duration_ms=%d in %.1f s", logfmt(tenant_id),
-                 up.sha256 if up else "-", up.size if up else 0, up.duration_ms if up else 0,
-                 time.monotonic() - started)
+        log.info(
+            "upload tenant=%s result=ok sha256=%s bytes=%d duration_ms=%d in %.1f s",
+            logfmt(tenant_id),
+            up.sha256 if up else "-",
+            up.size if up else 0,
+            up.duration_ms if up else 0,
+            time.monotonic() - started,
+        )
         return result
 
-    def _upload(self, tenant_id: str, source: Path | BinaryIO, accept_disclaimer: bool, accepted_by: str,
-                original_name: str | None, disclaimer_version: str | None) -> TenantMoh:
+    def _upload(
+        self,
+        tenant_id: str,
+        source: Path | BinaryIO,
+        accept_disclaimer: bool,
+        accepted_by: str,
+        original_name: str | None,
+        disclaimer_version: str | None,
+    ) -> TenantMoh:
         validate_tenant_id(tenant_id)
         accepted_by = validate_actor(accepted_by)
         if not accept_disclaimer:
@@ -159,8 +174,9 @@ class MohService:
                 return self._ingest(tenant_id, fh, original_name or path.name, accepted_by, disclaimer_version)
         return self._ingest(tenant_id, source, original_name or "upload", accepted_by, disclaimer_version)
 
-    def _ingest(self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str,
-                disclaimer_version: str | None) -> TenantMoh:
+    def _ingest(
+        self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str, disclaimer_version: str | None
+    ) -> TenantMoh:
         with self.blobs.scratch() as work:
             staged = work / "original"
             size, sha = self._stage(source, staged)
@@ -173,8 +189,9 @@ class MohService:
                 renditions.append(Rendition(extension, rate, blob_size, blob_sha))
             self.blobs.put(staged)
             now = self.clock()
-            upload = UploadedFile(clean_original_name(name), size, sha, conversion.duration_ms,
-                                  conversion.container, now)
+            upload = UploadedFile(
+                clean_original_name(name), size, sha, conversion.duration_ms, conversion.container, now
+            )
             disclaimer = Disclaimer(accepted_by, now, sha, disclaimer_version)
             result = self.catalog.save_upload(tenant_id, upload, disclaimer, tuple(renditions))
         self.collect_garbage()
@@ -204,7 +221,5 @@ class MohService:
         """The bytes of one rendition of the tenant's file."""
         tenant = self.show(tenant_id)
         if tenant.setting is not MohSetting.FILE:
-            raise NoTenantFile(
-                f"tenant {tenant_id} uses the platform default music: there is no uploaded file"
-            )
+            raise NoTenantFile(f"tenant {tenant_id} uses the platform default music: there is no uploaded file")
         return self.blobs.read(tenant.rendition(extension).sha256)

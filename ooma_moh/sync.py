@@ -48,8 +48,9 @@ class ClassPlan:
     tenant: TenantMoh | None = None
 
 
-def plan_sync(desired: dict[str, tuple[str, TenantMoh]], published: dict[str, str],
-              scope: set[str] | None) -> list[ClassPlan]:
+def plan_sync(
+    desired: dict[str, tuple[str, TenantMoh]], published: dict[str, str], scope: set[str] | None
+) -> list[ClassPlan]:
     """Compare ``desired`` (class -> (directory, tenant)) with ``published`` (class -> directory).
 
     ``scope`` limits the comparison to those classes (a sync of named tenants); None means every
@@ -114,8 +115,14 @@ def make_publisher(settings: Settings) -> Publisher:
 class Syncer:
     """Carries out sync plans for one catalog, MOH directory and publisher."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, blobs: Blobs,
-                 reload: Callable[[], None], publisher: Publisher | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        blobs: Blobs,
+        reload: Callable[[], None],
+        publisher: Publisher | None = None,
+    ) -> None:
         """``reload`` makes Asterisk reload res_musiconhold (static mode), raising
         ``AsteriskError`` if it cannot; :func:`ooma_moh.app.build_syncer` gives it ARI's."""
         self.settings = settings
@@ -160,9 +167,14 @@ class Syncer:
                 result[moh_class] = (str(self.mohdir.version_dir(moh_class, tenant.version)), tenant)
         return result
 
-    def run(self, tenant_ids: list[str] | None = None, *, dry_run: bool = False,
-            progress: Callable[[int], None] | None = None,
-            heartbeat: Callable[[], None] | None = None) -> SyncReport:
+    def run(
+        self,
+        tenant_ids: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> SyncReport:
         """Sync the named tenants (None: all); see the module docstring for the order of steps.
         A real run (not ``dry_run``) is counted in :mod:`.metrics` and logged in one line.
         ``progress(n)``: n more classes of the plan done; ``heartbeat()``: called at every step
@@ -177,22 +189,41 @@ class Syncer:
             with metrics.SYNC_DURATION.time():
                 report = self._run(tenant_ids, dry_run=False, progress=progress, heartbeat=heartbeat)
         except Exception as exc:
-            log.info("sync scope=%s result=error reason=%s in %.3f s: %s", scope, metrics.sync_failed(exc),
-                     time.monotonic() - started, printable(exc, 300))
+            log.info(
+                "sync scope=%s result=error reason=%s in %.3f s: %s",
+                scope,
+                metrics.sync_failed(exc),
+                time.monotonic() - started,
+                printable(exc, 300),
+            )
             raise
         metrics.sync_succeeded(report.classes)
-        log.info("sync scope=%s result=ok added=%d changed=%d removed=%d unchanged=%d files=%d reload=%s"
-                 " retired=%d deleted=%d in %.3f s", scope, report.counts["added"], report.counts["changed"],
-                 report.counts["removed"], report.counts["unchanged"], report.files_written,
-                 report.reload.replace(" ", "_"), report.retired, report.deleted, time.monotonic() - started)
+        log.info(
+            "sync scope=%s result=ok added=%d changed=%d removed=%d unchanged=%d files=%d reload=%s"
+            " retired=%d deleted=%d in %.3f s",
+            scope,
+            report.counts["added"],
+            report.counts["changed"],
+            report.counts["removed"],
+            report.counts["unchanged"],
+            report.files_written,
+            report.reload.replace(" ", "_"),
+            report.retired,
+            report.deleted,
+            time.monotonic() - started,
+        )
         return report
 
-    def _run(self, tenant_ids: list[str] | None, *, dry_run: bool,
-             progress: Callable[[int], None] | None, heartbeat: Callable[[], None] | None = None) -> SyncReport:
+    def _run(
+        self,
+        tenant_ids: list[str] | None,
+        *,
+        dry_run: bool,
+        progress: Callable[[int], None] | None,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> SyncReport:
         beat = heartbeat or (lambda: None)
-        scope = None if tenant_ids is None else {
-            self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids
-        }
+        scope = None if tenant_ids is None else {self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids}
         with self._exclusive():
             beat()
             desired = self.desired(tenant_ids)
@@ -205,18 +236,28 @@ class Syncer:
             report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run, refused=refused)
             if dry_run:
                 return report
-            self.mohdir.prefetch((r for item in report.plan if item.tenant is not None
-                                  and not self.on_disk(item.moh_class, item.tenant) for r in item.tenant.renditions),
-                                 fetched=beat)
+            self.mohdir.prefetch(
+                (
+                    r
+                    for item in report.plan
+                    if item.tenant is not None and not self.on_disk(item.moh_class, item.tenant)
+                    for r in item.tenant.renditions
+                ),
+                fetched=beat,
+            )
             for item in report.plan:
                 if item.tenant is not None:
                     report.files_written += self.mohdir.materialise(
-                        item.moh_class, item.tenant.version, item.tenant.renditions)
+                        item.moh_class, item.tenant.version, item.tenant.renditions
+                    )
                 beat()
                 if progress:
                     progress(1)
-            upserts = {p.moh_class: p.directory for p in report.plan
-                       if p.change in (Change.ADDED, Change.CHANGED) and p.directory}
+            upserts = {
+                p.moh_class: p.directory
+                for p in report.plan
+                if p.change in (Change.ADDED, Change.CHANGED) and p.directory
+            }
             deletes = {p.moh_class for p in report.plan if p.change is Change.REMOVED}
             if upserts or deletes:
                 if self.publisher.needs_reload:
@@ -246,8 +287,10 @@ class Syncer:
         try:
             self.reload()
         except AsteriskError as exc:
-            return (f"classes written to {self.settings.classes_conf}, but the reload is pending"
-                    f" (the next sync retries it): {exc}")
+            return (
+                f"classes written to {self.settings.classes_conf}, but the reload is pending"
+                f" (the next sync retries it): {exc}"
+            )
         self._pending_marker.unlink(missing_ok=True)
         report.reloaded = True
         return None

@@ -29,18 +29,29 @@ def verify(settings: Settings, syncer: Syncer, cli: AsteriskCli) -> list[Differe
         if not syncer.on_disk(moh_class, tenant):
             diffs.append(Difference(moh_class, "disk", f"{directory} is missing or incomplete"))
     published = syncer.published()
-    diffs += _compare(expected, published, "publication", (
-        "published but its tenant is not on file ({have})", "not published",
-        "published as {have}, expected {want}"))
+    diffs += _compare(
+        expected,
+        published,
+        "publication",
+        ("published but its tenant is not on file ({have})", "not published", "published as {have}, expected {want}"),
+    )
     seen = _asterisk_view(settings, cli, sorted(set(expected) | set(published)))
-    diffs += _compare(expected, seen, "asterisk", (
-        "Asterisk still has it ({have}) but its tenant is not on file", "Asterisk does not see it",
-        "Asterisk sees {have}, expected {want}"))
+    diffs += _compare(
+        expected,
+        seen,
+        "asterisk",
+        (
+            "Asterisk still has it ({have}) but its tenant is not on file",
+            "Asterisk does not see it",
+            "Asterisk sees {have}, expected {want}",
+        ),
+    )
     return diffs
 
 
-def _compare(expected: dict[str, str], actual: dict[str, str], layer: str,
-             messages: tuple[str, str, str]) -> list[Difference]:
+def _compare(
+    expected: dict[str, str], actual: dict[str, str], layer: str, messages: tuple[str, str, str]
+) -> list[Difference]:
     """Differences between two class -> directory maps; ``messages``: (unexpected, missing,
     different), formatted with ``want`` and ``have``."""
     unexpected, missing, different = messages
@@ -57,8 +68,11 @@ def _asterisk_view(settings: Settings, cli: AsteriskCli, classes: list[str]) -> 
     """class -> directory as Asterisk sees our classes (realtime rows, or loaded static classes)."""
     if settings.publish_mode == "static":
         loaded = parse_moh_classes(cli.run("moh show classes"))
-        return {name: info.get("Directory", "") for name, info in loaded.items()
-                if is_tenant_class(name, settings.class_prefix)}
+        return {
+            name: info.get("Directory", "")
+            for name, info in loaded.items()
+            if is_tenant_class(name, settings.class_prefix)
+        }
 
     def load(moh_class: str) -> tuple[str, dict[str, str] | None]:
         return moh_class, parse_realtime_row(cli.run(f"realtime load musiconhold name {moh_class}"))

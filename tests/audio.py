@@ -18,8 +18,13 @@ WRITERS = {
     "m4a": (["-c:a", "aac", "-b:a", "128k"], "ipod"),
 }
 
-RAW_FORMATS = {"sln": ("s16le", 8000), "sln16": ("s16le", 16000), "ulaw": ("mulaw", 8000),
-               "alaw": ("alaw", 8000), "g722": ("g722", 16000)}
+RAW_FORMATS = {
+    "sln": ("s16le", 8000),
+    "sln16": ("s16le", 16000),
+    "ulaw": ("mulaw", 8000),
+    "alaw": ("alaw", 8000),
+    "g722": ("g722", 16000),
+}
 
 
 def ffmpeg(*args: str) -> None:
@@ -27,22 +32,46 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
-def make_audio(path: Path, *, source: str, seconds: float, container: str,
-               volume_db: float = 0.0, channels: int = 2, rate: int = 44100) -> Path:
+def make_audio(
+    path: Path,
+    *,
+    source: str,
+    seconds: float,
+    container: str,
+    volume_db: float = 0.0,
+    channels: int = 2,
+    rate: int = 44100,
+) -> Path:
     """Write ``seconds`` of a lavfi ``source`` (e.g. ``sine=f=440``) in ``container`` at ``path``."""
     codec, fmt = WRITERS[container]
     if container == "opus":
         rate = 48000
-    ffmpeg("-f", "lavfi", "-i", f"{source}:d={seconds}" if "sine" in source else source,
-           "-t", str(seconds), "-af", f"volume={volume_db}dB", "-ac", str(channels), "-ar", str(rate),
-           *codec, "-f", fmt, str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"{source}:d={seconds}" if "sine" in source else source,
+        "-t",
+        str(seconds),
+        "-af",
+        f"volume={volume_db}dB",
+        "-ac",
+        str(channels),
+        "-ar",
+        str(rate),
+        *codec,
+        "-f",
+        fmt,
+        str(path),
+    )
     return path
 
 
 def tone(path: Path, freq: float, seconds: float = 3.0, container: str = "wav", volume_db: float = -6.0) -> Path:
     """A sine tone in a container."""
-    return make_audio(path, source=f"sine=f={freq}:sample_rate=44100", seconds=seconds,
-                      container=container, volume_db=volume_db)
+    return make_audio(
+        path, source=f"sine=f={freq}:sample_rate=44100", seconds=seconds, container=container, volume_db=volume_db
+    )
 
 
 def decode_raw(path: Path, extension: str) -> tuple[np.ndarray, int]:
@@ -50,9 +79,27 @@ def decode_raw(path: Path, extension: str) -> tuple[np.ndarray, int]:
     fmt, rate = RAW_FORMATS[extension]
     extra = ["-ar", str(rate), "-ac", "1"] if fmt in ("s16le", "mulaw", "alaw") else []
     out = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-f", fmt, *extra, "-i", str(path),
-         "-f", "s16le", "-ac", "1", "-ar", str(rate), "-"],
-        check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            fmt,
+            *extra,
+            "-i",
+            str(path),
+            "-f",
+            "s16le",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
     return np.frombuffer(out, dtype="<i2").astype(np.float64) / 32768.0, rate
 
@@ -70,7 +117,7 @@ def dominant_per_window(samples: np.ndarray, rate: int, window_s: float = 0.1) -
     step = int(rate * window_s)
     result = []
     for start in range(0, len(samples) - step + 1, step):
-        chunk = samples[start:start + step]
+        chunk = samples[start : start + step]
         result.append(0.0 if np.max(np.abs(chunk)) < 0.003 else dominant_frequency(chunk, rate))
     return result
 
@@ -80,11 +127,26 @@ def loudness(path: Path, extension: str) -> tuple[float, float]:
     fmt, rate = RAW_FORMATS[extension]
     extra = ["-ar", str(rate), "-ac", "1"] if fmt in ("s16le", "mulaw", "alaw") else []
     log = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-f", fmt, *extra, "-i", str(path),
-         "-af", "ebur128=peak=true", "-f", "null", "-"],
-        check=True, capture_output=True, text=True,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-f",
+            fmt,
+            *extra,
+            "-i",
+            str(path),
+            "-af",
+            "ebur128=peak=true",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stderr
-    summary = log[log.rindex("Summary:"):]
+    summary = log[log.rindex("Summary:") :]
     lufs = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
     peak = float(re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary).group(1))
     return lufs, peak

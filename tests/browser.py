@@ -28,10 +28,20 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 #: Where screenshots go: build/test-output/browser/<test>/NN-step.png (build/ is not in git)
 OUTPUT = Path(__file__).resolve().parent.parent / "build" / "test-output" / "browser"
 #: Chromium on a machine with no network and no screen (flags from the machine's notes).
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1000,1100", "--autoplay-policy=no-user-gesture-required",
-         "--mute-audio")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1000,1100",
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",
+)
 #: elements that can carry an accessible name the page promises
 NAMED = "h1, button, input, a, progress, label"
 
@@ -60,7 +70,8 @@ def serving(settings: Settings) -> Iterator[str]:
     thread = threading.Thread(target=loop.run_forever, name="http-under-test", daemon=True)
     thread.start()
     started = asyncio.run_coroutine_threadsafe(
-        start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0")), loop)
+        start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0")), loop
+    )
     runner, port = started.result(30)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -73,7 +84,7 @@ def serving(settings: Settings) -> Iterator[str]:
 
 def local_link(url: str, base: str) -> str:
     """A printed login link pointed at the server under test."""
-    return base + url[url.index("/login/"):]
+    return base + url[url.index("/login/") :]
 
 
 class Screens:
@@ -95,8 +106,9 @@ class Screens:
 
 def named(driver: webdriver.Chrome, name: str, role: str | None = None) -> WebElement:
     """The one visible element whose accessible name (as Chromium computes it) is ``name``."""
-    found = [e for e in driver.find_elements(By.CSS_SELECTOR, NAMED)
-             if e.is_displayed() or e.get_attribute("type") == "file"]
+    found = [
+        e for e in driver.find_elements(By.CSS_SELECTOR, NAMED) if e.is_displayed() or e.get_attribute("type") == "file"
+    ]
     matches = [e for e in found if e.accessible_name == name and (role is None or e.aria_role == role)]
     assert len(matches) == 1, (name, role, sorted({e.accessible_name for e in found}))
     return matches[0]

@@ -30,9 +30,13 @@ _PREFIXES = itertools.count(1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backend", choices=("embedded", "cluster"), default="embedded",
-                     help="catalog and blob back end of the settings fixtures: embedded (SQLite + "
-                          "local blobs) or cluster (PostgreSQL + S3 object storage)")
+    parser.addoption(
+        "--backend",
+        choices=("embedded", "cluster"),
+        default="embedded",
+        help="catalog and blob back end of the settings fixtures: embedded (SQLite + "
+        "local blobs) or cluster (PostgreSQL + S3 object storage)",
+    )
 
 
 #: Tier marker -> the fixtures that put a test in it (pytest_collection_modifyitems).
@@ -46,7 +50,7 @@ TIER_HELP = {
     "lab": "starts or uses a real lab Asterisk (set from the lab_root fixture)",
     "browser": "drives a real headless Chromium (set from the browser fixture)",
     "cluster": "uses a real PostgreSQL or S3 server (set from the postgres/s3 fixtures, and on every "
-               "test of the --backend cluster run)",
+    "test of the --backend cluster run)",
     "root": "needs root: mounts, chroot, another uid (set from the root fixture)",
 }
 
@@ -54,15 +58,24 @@ TIER_HELP = {
 def pytest_configure(config: pytest.Config) -> None:
     for marker, text in TIER_HELP.items():
         config.addinivalue_line("markers", f"{marker}: {text}")
-    config.addinivalue_line("markers", "every_backend: a call through the real Asterisk that the cluster run "
-                                       "repeats on PostgreSQL + S3 (one ARI hold, one AGI call); every other "
-                                       "lab test runs in the embedded run only")
-    config.addinivalue_line("markers", "embedded_only: about the embedded SQLite catalog or local "
-                                       "blob files themselves; deselected in the cluster run")
-    config.addinivalue_line("markers", "backend_neutral: checks Asterisk's own behaviour once a class is "
-                                       "published, which the back end cannot change (the route and "
-                                       "publication on each back end are tested elsewhere); "
-                                       "deselected in the cluster run")
+    config.addinivalue_line(
+        "markers",
+        "every_backend: a call through the real Asterisk that the cluster run "
+        "repeats on PostgreSQL + S3 (one ARI hold, one AGI call); every other "
+        "lab test runs in the embedded run only",
+    )
+    config.addinivalue_line(
+        "markers",
+        "embedded_only: about the embedded SQLite catalog or local "
+        "blob files themselves; deselected in the cluster run",
+    )
+    config.addinivalue_line(
+        "markers",
+        "backend_neutral: checks Asterisk's own behaviour once a class is "
+        "published, which the back end cannot change (the route and "
+        "publication on each back end are tested elsewhere); "
+        "deselected in the cluster run",
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -124,8 +137,11 @@ def backend_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
         return {}
     server = request.getfixturevalue("postgres")
     bucket = request.getfixturevalue("cluster_bucket")
-    return {"database_url": server.database(), "blob_url": f"s3://{bucket}/t{next(_PREFIXES)}",
-            "s3_endpoint_url": request.getfixturevalue("s3").endpoint}
+    return {
+        "database_url": server.database(),
+        "blob_url": f"s3://{bucket}/t{next(_PREFIXES)}",
+        "s3_endpoint_url": request.getfixturevalue("s3").endpoint,
+    }
 
 
 def on_backend(request: pytest.FixtureRequest, **fields: Any) -> Settings:
@@ -143,8 +159,9 @@ def root() -> None:
     """For a test that needs root (mounts a tmpfs, a chroot, runs as another uid): marks it
     ``root`` and fails it at once, with the reason, for anyone else."""
     if os.geteuid() != 0:
-        pytest.fail("needs root (mounts, chroot or another uid): run it as root, or leave the root tier out "
-                    "with -m 'not root'")
+        pytest.fail(
+            "needs root (mounts, chroot or another uid): run it as root, or leave the root tier out with -m 'not root'"
+        )
 
 
 @pytest.fixture
@@ -221,7 +238,11 @@ def s3_settings(s3, postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    settings = Settings(home=tmp_path / "host-a", database_url=postgres.database(),
-                        blob_url=f"s3://{s3.bucket()}/moh", s3_endpoint_url=s3.endpoint)
+    settings = Settings(
+        home=tmp_path / "host-a",
+        database_url=postgres.database(),
+        blob_url=f"s3://{s3.bucket()}/moh",
+        s3_endpoint_url=s3.endpoint,
+    )
     create_catalog(settings)
     return settings

@@ -49,16 +49,28 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, self.user)
         data = self.dir / "data"
-        self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync")
+        self._run(
+            str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
         self.start_server()
         return self
 
     def start_server(self) -> None:
         """Start (or restart) the server on its data directory."""
         options = f"-p {self.port} -k {self.dir} -h 127.0.0.1 -F -c max_connections=200"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.log), "-w", "-t", "60",
-                  "-o", options, "start")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
 
     def stop_server(self, mode: str = "fast") -> None:
         """Stop the server (``immediate``: as a crash)."""

@@ -24,8 +24,11 @@ import boto3
 from botocore.config import Config
 
 WEED = Path(sys.executable).parent / "weed"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "ooma-moh-test", "AWS_SECRET_ACCESS_KEY": "ooma-moh-test-secret",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ooma-moh-test",
+    "AWS_SECRET_ACCESS_KEY": "ooma-moh-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _free_port_pair() -> int:
@@ -61,13 +64,27 @@ class S3Server:
 
     def start(self, timeout: float = 60.0) -> S3Server:
         p = self.ports
-        argv = [str(WEED), "server", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={p['master']}", f"-volume.port={p['volume']}", "-filer", f"-filer.port={p['filer']}",
-                "-s3", f"-s3.port={p['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0",  # no fixed ports
-                "-volume.max=0", "-master.volumeSizeLimitMB=16"]  # volumes as the disk allows: a bucket each
+        argv = [
+            str(WEED),
+            "server",
+            f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-volume.port={p['volume']}",
+            "-filer",
+            f"-filer.port={p['filer']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",  # no fixed ports
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=16",
+        ]  # volumes as the disk allows: a bucket each
         (self.dir / "data").mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"SeaweedFS exited:\n{self.log.read_text()[-3000:]}"
@@ -93,10 +110,16 @@ class S3Server:
                 self.proc.wait(10)
 
     def client(self):  # type: ignore[no-untyped-def]
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
-                                          connect_timeout=2, read_timeout=10))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10
+            ),
+        )
 
     def bucket(self) -> str:
         """A new empty bucket; its name."""

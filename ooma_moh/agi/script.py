@@ -62,8 +62,9 @@ def check_invocation(argv: Sequence[str], stdin_is_terminal: bool) -> bool:
             return True
         raise UsageError(f"unknown option {printable(argv[0], 40)!r} (usage: {PROG} [TENANT]; see --help)")
     if stdin_is_terminal:
-        raise UsageError(f"stdin is a terminal, not an AGI channel: Asterisk runs this script as"
-                         f" AGI({PROG}[,TENANT]) (see --help)")
+        raise UsageError(
+            f"stdin is a terminal, not an AGI channel: Asterisk runs this script as AGI({PROG}[,TENANT]) (see --help)"
+        )
     return False
 
 
@@ -72,8 +73,10 @@ def agi_environment_problem(env: dict[str, str]) -> str | None:
     if not env:
         return f"no AGI environment on stdin (Asterisk runs this script as AGI({PROG}[,TENANT]); see --help)"
     if "agi_request" not in env or not all(key.startswith("agi_") for key in env):
-        return (f"stdin is not an AGI environment (no agi_request line; Asterisk runs this script as"
-                f" AGI({PROG}[,TENANT]); see --help)")
+        return (
+            f"stdin is not an AGI environment (no agi_request line; Asterisk runs this script as"
+            f" AGI({PROG}[,TENANT]); see --help)"
+        )
     return None
 
 
@@ -117,9 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (AGIException, ValueError, OSError) as exc:
             reason = exc if isinstance(exc, AGIException) else "the channel went away before the class was set"
             print(f"{PROG}: {printable(reason)}", file=sys.stderr)
-        print(f"{PROG}: tenant={logfmt(decision.tenant)} source={decision.source}"
-              f" class={logfmt(decision.moh_class)}"
-              + (f" fallback={logfmt(decision.reason)}" if decision.reason else ""), file=sys.stderr)
+        print(
+            f"{PROG}: tenant={logfmt(decision.tenant)} source={decision.source}"
+            f" class={logfmt(decision.moh_class)}"
+            + (f" fallback={logfmt(decision.reason)}" if decision.reason else ""),
+            file=sys.stderr,
+        )
     return 0
 
 

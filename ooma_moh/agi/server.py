@@ -61,9 +61,15 @@ class FastAgiServer:
     and being served.
     """
 
-    def __init__(self, resolver: ClassResolver, *, io_timeout: float = 5.0,
-                 deadline: float = DEFAULT_DEADLINE_S, max_env_bytes: int = DEFAULT_MAX_ENV_BYTES,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        resolver: ClassResolver,
+        *,
+        io_timeout: float = 5.0,
+        deadline: float = DEFAULT_DEADLINE_S,
+        max_env_bytes: int = DEFAULT_MAX_ENV_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         if io_timeout <= 0 or deadline <= 0 or max_env_bytes < 1 or max_connections < 1:
             raise ValueError("io_timeout and deadline must be > 0, max_env_bytes and max_connections >= 1")
         self.resolver = resolver
@@ -121,8 +127,12 @@ class FastAgiServer:
         self._refusal_timer = None
         if not self._unlogged_refusals:
             return
-        log.warning("agi: refused %d connection(s) over max_connections=%d (one such line per %.0f s at most)",
-                    self._unlogged_refusals, self.max_connections, REFUSAL_LOG_INTERVAL_S)
+        log.warning(
+            "agi: refused %d connection(s) over max_connections=%d (one such line per %.0f s at most)",
+            self._unlogged_refusals,
+            self.max_connections,
+            REFUSAL_LOG_INTERVAL_S,
+        )
         self._unlogged_refusals = 0
         if not final:
             self._refusal_timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL_S, self._log_refusals)
@@ -162,8 +172,9 @@ class FastAgiServer:
             raise ConnectionError("the channel hung up")
         return response
 
-    async def _decide(self, request: AgiRequest, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> Decision:
+    async def _decide(
+        self, request: AgiRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Decision:
         if request.script.split("/")[-1] != ROUTE:  # quoted, not repr'd: the log line escapes it
             return Decision(None, "none", DEFAULT_CLASS, f"unknown route '{request.script}'")
         variable = None
@@ -224,16 +235,27 @@ class FastAgiServer:
             if decision.reason:
                 metrics.fallback("agi", decision.reason)
             assert request is not None
-            log.info("agi moh tenant=%s source=%s class=%s%s in %.1f ms result=%s channel=%s uniqueid=%s",
-                     logfmt(decision.tenant), decision.source, logfmt(decision.moh_class),
-                     f" fallback={logfmt(decision.reason)}" if decision.reason else "", elapsed * 1000, result,
-                     logfmt(request.env.get("agi_channel", "")), logfmt(request.env.get("agi_uniqueid", "")))
+            log.info(
+                "agi moh tenant=%s source=%s class=%s%s in %.1f ms result=%s channel=%s uniqueid=%s",
+                logfmt(decision.tenant),
+                decision.source,
+                logfmt(decision.moh_class),
+                f" fallback={logfmt(decision.reason)}" if decision.reason else "",
+                elapsed * 1000,
+                result,
+                logfmt(request.env.get("agi_channel", "")),
+                logfmt(request.env.get("agi_uniqueid", "")),
+            )
 
 
 async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
     """``ooma-moh serve agi``: serve on ``settings.agi_listen`` until SIGTERM/SIGINT."""
-    server = FastAgiServer(ClassResolver(catalog, settings.class_prefix), deadline=settings.agi_deadline_s,
-                           max_env_bytes=settings.agi_max_env_bytes, max_connections=settings.agi_max_connections)
+    server = FastAgiServer(
+        ClassResolver(catalog, settings.class_prefix),
+        deadline=settings.agi_deadline_s,
+        max_env_bytes=settings.agi_max_env_bytes,
+        max_connections=settings.agi_max_connections,
+    )
     host, port = settings.agi_address
     try:
         bound = await server.start(host, port)
@@ -266,5 +288,4 @@ async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
         await server.close()
         if exporter is not None:
             await exporter.cleanup()
-        log.info("FastAGI stopped after %d requests (%d refused over max_connections)", server.handled,
-                 server.refused)
+        log.info("FastAGI stopped after %d requests (%d refused over max_connections)", server.handled, server.refused)

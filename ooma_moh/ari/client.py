@@ -31,8 +31,9 @@ class Ari(Protocol):
 class AriClient:
     """Calls Asterisk's REST Interface at ``<base_url>/ari``."""
 
-    def __init__(self, base_url: str, user: str, password: str, *, timeout: float = 10.0,
-                 max_connections: int = 32) -> None:
+    def __init__(
+        self, base_url: str, user: str, password: str, *, timeout: float = 10.0, max_connections: int = 32
+    ) -> None:
         """``max_connections`` caps this client's concurrent HTTP connections: Asterisk's HTTP
         server serves at most ``sessionlimit`` (http.conf, default 100) for *every* client
         together, the events WebSocket included, and refuses the rest."""
@@ -47,8 +48,9 @@ class AriClient:
     def session(self) -> aiohttp.ClientSession:
         """The process's one HTTP session, created on first use (inside the event loop)."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout,
-                                                  connector=aiohttp.TCPConnector(limit=self.max_connections))
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout, connector=aiohttp.TCPConnector(limit=self.max_connections)
+            )
         return self._session
 
     async def close(self) -> None:

@@ -34,8 +34,12 @@ class KeyedDispatcher:
         return task
 
     @staticmethod
-    async def _run(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]], what: str,
-                   slots: asyncio.Semaphore | None) -> None:
+    async def _run(
+        previous: asyncio.Task[None] | None,
+        work: Callable[[], Awaitable[None]],
+        what: str,
+        slots: asyncio.Semaphore | None,
+    ) -> None:
         if previous is not None:
             await asyncio.wait({previous})  # its outcome is its own business
         try:

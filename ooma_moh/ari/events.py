@@ -31,8 +31,9 @@ class Channel:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Channel:
         """Build from ARI's channel JSON."""
-        return cls(data["id"], data.get("name", ""), data.get("accountcode", "") or "",
-                   dict(data.get("channelvars") or {}))
+        return cls(
+            data["id"], data.get("name", ""), data.get("accountcode", "") or "", dict(data.get("channelvars") or {})
+        )
 
     @property
     def is_helper(self) -> bool:
@@ -62,8 +63,9 @@ class Bridge:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Bridge:
         """Build from ARI's bridge JSON."""
-        return cls(data["id"], data.get("technology", ""), data.get("bridge_type", "mixing"),
-                   tuple(data.get("channels") or ()))
+        return cls(
+            data["id"], data.get("technology", ""), data.get("bridge_type", "mixing"), tuple(data.get("channels") or ())
+        )
 
     @property
     def forwards_hold(self) -> bool:

@@ -69,8 +69,13 @@ class HoldStats:
 class HoldHandler:
     """Keeps :class:`CallState` from ARI events and carries out :mod:`.policy`'s plans."""
 
-    def __init__(self, ari: Ari, resolver: ClassResolver,
-                 run_blocking: Callable[..., Awaitable[Any]] | None = None, parallel: int | None = None) -> None:
+    def __init__(
+        self,
+        ari: Ari,
+        resolver: ClassResolver,
+        run_blocking: Callable[..., Awaitable[Any]] | None = None,
+        parallel: int | None = None,
+    ) -> None:
         self.ari = ari
         self.resolver = resolver
         self.run_blocking = run_blocking or asyncio.to_thread
@@ -134,8 +139,12 @@ class HoldHandler:
             await self._table[event.type](event)
         except AsteriskError as exc:  # the channel may be gone by now: log, keep going
             metrics.ARI_EVENT_ERRORS.labels(event.type).inc()
-            log.warning("%s on %s: %s", printable(event.type), printable(event.channel.name) if event.channel else "-",
-                        printable(exc))
+            log.warning(
+                "%s on %s: %s",
+                printable(event.type),
+                printable(event.channel.name) if event.channel else "-",
+                printable(exc),
+            )
 
     # -- facts, gathered over ARI ------------------------------------------------------------
     async def _channel(self, channel_id: str) -> Channel:
@@ -182,8 +191,7 @@ class HoldHandler:
             # a dialplan bridge seen through subscribeAll: its class is the dialplan's to set
             # (the FastAGI route, docs/holds.md); nothing here can change what it hears
             self._outside.add(channel_id)
-            log.info("channel %s is outside Stasis: its class is the dialplan's (docs/holds.md)",
-                     printable(channel_id))
+            log.info("channel %s is outside Stasis: its class is the dialplan's (docs/holds.md)", printable(channel_id))
             return
         self.state.preset[channel_id] = moh_class
 
@@ -199,6 +207,7 @@ class HoldHandler:
         same time, not after: a handler killed right after starting music leaves a hold its
         successor's resync finds (and stops, if the unhold was missed meanwhile), at no cost in
         time to the music."""
+
         async def music() -> None:
             for channel_id in plan.start_on:
                 await self._start_music(channel_id, hold)
@@ -233,8 +242,7 @@ class HoldHandler:
         assert event.bridge is not None and event.channel is not None
         await self._preset(event.bridge)
         joiner = event.channel
-        for holder in policy.holds_reaching(joiner.id, joiner.is_helper, event.bridge.id,
-                                            self.state.holds_by_bridge()):
+        for holder in policy.holds_reaching(joiner.id, joiner.is_helper, event.bridge.id, self.state.holds_by_bridge()):
             hold = self.state.holds[holder]
             await self._start_music(joiner.id, hold)
             self._count(HoldAction.JOINED, None, 0.0, hold, joiner)
@@ -273,8 +281,12 @@ class HoldHandler:
             return
         others = {c for c in known.channel_ids if c != holder.id}
         if others and others <= self._outside:
-            log.info("hold action=outside-stasis holder=%s bridge=%s: a dialplan bridge, Asterisk plays"
-                     " the held channel's own class", logfmt(holder.name), logfmt(known.id))
+            log.info(
+                "hold action=outside-stasis holder=%s bridge=%s: a dialplan bridge, Asterisk plays"
+                " the held channel's own class",
+                logfmt(holder.name),
+                logfmt(known.id),
+            )
             return
         fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
         try:
@@ -325,8 +337,7 @@ class HoldHandler:
             await self._remember_hold(holder_id, "")
         log.info("hold ended holder=%s reason=%s music stopped on %d", logfmt(holder_id), why, len(hold.listeners))
 
-    def _count(self, action: HoldAction, reason: str | None, delay_ms: float, hold: ActiveHold,
-               who: Channel) -> None:
+    def _count(self, action: HoldAction, reason: str | None, delay_ms: float, hold: ActiveHold, who: Channel) -> None:
         self.stats.actions[action.value] += 1
         if action.plays_music:
             self.stats.to_music_ms.append(delay_ms)
@@ -335,10 +346,18 @@ class HoldHandler:
             metrics.fallback("ari", reason)
         metrics.hold(action.value, action.hears_music, hold.moh_class, delay_ms / 1000 if action.plays_music else None)
         delivery = self._delivery_ms.pop(hold.holder_id, None)
-        log.info("hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s%s channel_id=%s bridge=%s",
-                 action.value, logfmt(who.name), logfmt(self.state.tenants.get(hold.holder_id)), logfmt(hold.moh_class),
-                 delay_ms, f" delivered_after_ms={delivery:.1f}" if delivery is not None else "",
-                 f" fallback={logfmt(reason)}" if reason else "", logfmt(who.id), logfmt(hold.bridge_id))
+        log.info(
+            "hold action=%s holder=%s tenant=%s class=%s to_music_ms=%.1f%s%s channel_id=%s bridge=%s",
+            action.value,
+            logfmt(who.name),
+            logfmt(self.state.tenants.get(hold.holder_id)),
+            logfmt(hold.moh_class),
+            delay_ms,
+            f" delivered_after_ms={delivery:.1f}" if delivery is not None else "",
+            f" fallback={logfmt(reason)}" if reason else "",
+            logfmt(who.id),
+            logfmt(hold.bridge_id),
+        )
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:
@@ -361,8 +380,9 @@ class HoldHandler:
                     continue
                 others = [p.id for p in await self._parties(bridge) if p.id != cid]
                 if await self._still_held(cid) is False:
-                    await self._stop_music(policy.to_stop_after_missed_unhold(others, bridge.forwards_hold),
-                                           "missed unhold")
+                    await self._stop_music(
+                        policy.to_stop_after_missed_unhold(others, bridge.forwards_hold), "missed unhold"
+                    )
                     await self._remember_hold(cid, "")
                     self.stats.actions[HoldAction.MISSED_UNHOLD.value] += 1
                     metrics.hold(HoldAction.MISSED_UNHOLD.value, False, moh_class, None)
@@ -374,8 +394,12 @@ class HoldHandler:
                 plan = policy.plan_reattach(others, bridge.forwards_hold, known.listeners if known else ())
                 await self._carry_out(plan, hold)
                 self._count(plan.action, None, 0.0, hold, channel)
-        log.info("resynced: %d channels, %d bridges, %d holds in progress", len(channels), len(bridges),
-                 len(self.state.holds))
+        log.info(
+            "resynced: %d channels, %d bridges, %d holds in progress",
+            len(channels),
+            len(bridges),
+            len(self.state.holds),
+        )
 
     async def _still_held(self, channel_id: str) -> bool | None:
         """Whether the holder's phone still holds: ``CHANNEL(rtp,hold)`` (PJSIP channels; None

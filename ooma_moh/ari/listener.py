@@ -57,10 +57,18 @@ def refused_status(exc: BaseException) -> int | None:
 class EventListener:
     """Keeps one events WebSocket open for ``app`` and feeds each event to ``on_event``."""
 
-    def __init__(self, client: AriClient, app: str, on_event: EventHandler, *,
-                 on_connect: Callable[[], Awaitable[None]] | None = None,
-                 event_sources: Sequence[str] = ALL_CHANNELS_AND_BRIDGES,
-                 min_backoff: float = 0.2, max_backoff: float = 5.0, check_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        client: AriClient,
+        app: str,
+        on_event: EventHandler,
+        *,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        event_sources: Sequence[str] = ALL_CHANNELS_AND_BRIDGES,
+        min_backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        check_interval: float = 10.0,
+    ) -> None:
         self.client = client
         self.app = app
         self.on_event = on_event
@@ -90,8 +98,10 @@ class EventListener:
                 async with self.client.session.ws_connect(self.url, heartbeat=10.0) as ws:
                     self._ws = ws
                     if not await self._registered(subscribe=True):
-                        raise AsteriskError(f"Asterisk dropped the registration of application {self.app!r}"
-                                            " right after connecting (a race in Asterisk on quick reconnects)")
+                        raise AsteriskError(
+                            f"Asterisk dropped the registration of application {self.app!r}"
+                            " right after connecting (a race in Asterisk on quick reconnects)"
+                        )
                     self.connections += 1
                     if self.connections > 1:
                         metrics.ARI_RECONNECTS.inc()
@@ -111,19 +121,27 @@ class EventListener:
             except (TimeoutError, aiohttp.ClientError, OSError, AsteriskError) as exc:
                 if (status := refused_status(exc)) is not None:
                     backoff = self.max_backoff  # a retry cannot cure it soon: one line per attempt, not a burst
-                    self.last_problem = (f"ARI credentials refused (Asterisk answered {status}): check"
-                                         " OOMA_MOH_ARI_USER / OOMA_MOH_ARI_PASSWORD against ari.conf")
+                    self.last_problem = (
+                        f"ARI credentials refused (Asterisk answered {status}): check"
+                        " OOMA_MOH_ARI_USER / OOMA_MOH_ARI_PASSWORD against ari.conf"
+                    )
                     if not self._stopping:
-                        log.error("ARI credentials refused: Asterisk at %s answered %d (%s); set OOMA_MOH_ARI_USER /"
-                                  " OOMA_MOH_ARI_PASSWORD to a user and password of Asterisk's ari.conf%s; retrying"
-                                  " in %.1f s", printable(self.client.base_url, 200), status,
-                                  "wrong user or password" if status == 401 else "this user may not do that",
-                                  "" if status == 401 else " that is not read_only", backoff)
+                        log.error(
+                            "ARI credentials refused: Asterisk at %s answered %d (%s); set OOMA_MOH_ARI_USER /"
+                            " OOMA_MOH_ARI_PASSWORD to a user and password of Asterisk's ari.conf%s; retrying"
+                            " in %.1f s",
+                            printable(self.client.base_url, 200),
+                            status,
+                            "wrong user or password" if status == 401 else "this user may not do that",
+                            "" if status == 401 else " that is not read_only",
+                            backoff,
+                        )
                 else:
                     self.last_problem = f"connection failed: {printable(exc, 200)}"
                     if not self._stopping:
-                        log.warning("ARI events connection failed: %s; retrying in %.1f s",
-                                    printable(exc, 300), backoff)
+                        log.warning(
+                            "ARI events connection failed: %s; retrying in %.1f s", printable(exc, 300), backoff
+                        )
             finally:
                 self._ws = None
                 self.connected.clear()
@@ -170,8 +188,11 @@ class EventListener:
                 log.warning("ignoring a non-JSON ARI event: %.80r", message.data)
                 continue
             if event.get("type") == "ApplicationReplaced":
-                log.error("another connection took over application %s: this process gets no more events"
-                          " (two handlers with the same OOMA_MOH_ARI_APP?)", self.app)
+                log.error(
+                    "another connection took over application %s: this process gets no more events"
+                    " (two handlers with the same OOMA_MOH_ARI_APP?)",
+                    self.app,
+                )
             try:
                 await self.on_event(event)
             except Exception:  # one bad event must not stop the listener

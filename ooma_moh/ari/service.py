@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
     """Run until SIGTERM/SIGINT or cancellation; returns the handler (its stats)."""
-    client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
-                       max_connections=settings.ari_max_connections)
-    handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix),
-                          parallel=settings.ari_parallel_bridges)
+    client = AriClient(
+        settings.ari_url, settings.ari_user, settings.ari_password, max_connections=settings.ari_max_connections
+    )
+    handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix), parallel=settings.ari_parallel_bridges)
     listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
 
     async def not_ready() -> str | None:

@@ -42,6 +42,7 @@ def probe_row(settings: Settings, name: str, directory: Path) -> Iterator[None]:
     """A musiconhold row ``name`` -> ``directory`` in the realtime database, removed afterwards.
     The database is never created here (:class:`ProbeRowFailed` if it is missing or cannot be
     written)."""
+
     def connect() -> sqlite3.Connection:
         return sqlite3.connect(f"file:{settings.realtime_db}?mode=rw", uri=True, timeout=10, isolation_level=None)
 
@@ -49,8 +50,11 @@ def probe_row(settings: Settings, name: str, directory: Path) -> Iterator[None]:
         db = connect()
         try:
             db.execute(REALTIME_SCHEMA)
-            db.execute("INSERT OR REPLACE INTO musiconhold (name, mode, directory, sort, stamp)"
-                       " VALUES (?, 'files', ?, 'alpha', ?)", (name, str(directory), int(time.time())))
+            db.execute(
+                "INSERT OR REPLACE INTO musiconhold (name, mode, directory, sort, stamp)"
+                " VALUES (?, 'files', ?, 'alpha', ?)",
+                (name, str(directory), int(time.time())),
+            )
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -71,30 +75,45 @@ async def check_asterisk(settings: Settings, call: bool) -> tuple[dict[str, Any]
     """ARI, modules, the realtime mapping and (``call``) a played class; also ARI's
     ``/asterisk/info`` for :func:`.permissions.asterisk_user`."""
     later = _probe_check_names(settings, call)
-    async with AriClient(settings.ari_url, settings.ari_user, settings.ari_password, timeout=ARI_TIMEOUT_S,
-                         max_connections=4) as ari:
+    async with AriClient(
+        settings.ari_url, settings.ari_user, settings.ari_password, timeout=ARI_TIMEOUT_S, max_connections=4
+    ) as ari:
         try:
             info = await ari.request("GET", "/asterisk/info")
         except OomaMohError as exc:
-            return None, [ari_failure(settings, exc), not_checked("modules", "ARI unavailable"),
-                          *(not_checked(name, "ARI unavailable") for name in later)]
+            return None, [
+                ari_failure(settings, exc),
+                not_checked("modules", "ARI unavailable"),
+                *(not_checked(name, "ARI unavailable") for name in later),
+            ]
         system = (info or {}).get("system") or {}
-        findings = [Finding("ari", OK, f"ARI at {settings.ari_url} answers user {settings.ari_user!r}"
-                            f" (Asterisk {system.get('version', '?')})")]
+        findings = [
+            Finding(
+                "ari",
+                OK,
+                f"ARI at {settings.ari_url} answers user {settings.ari_user!r} (Asterisk {system.get('version', '?')})",
+            )
+        ]
         try:
             modules = await ari.request("GET", "/asterisk/modules") or []
         except OomaMohError as exc:
-            return info, [*findings, Finding("modules", FAIL, f"cannot list Asterisk's modules: {one_line(str(exc))}",
-                                             "load res_ari_asterisk.so"),
-                          *(not_checked(name, "modules unknown") for name in later)]
+            return info, [
+                *findings,
+                Finding(
+                    "modules", FAIL, f"cannot list Asterisk's modules: {one_line(str(exc))}", "load res_ari_asterisk.so"
+                ),
+                *(not_checked(name, "modules unknown") for name in later),
+            ]
         running = {m.get("name", "") for m in modules if m.get("status") == "Running"}
         findings.append(check_modules(settings, running))
         if not later:
             return info, findings
         needs = {"res_stasis.so", "res_ari_channels.so", "res_ari_events.so", "res_http_websocket.so", *CALL_MODULES}
         if absent := sorted(needs - running):
-            return info, [*findings, *(not_checked(name, f"doctor's probe channel needs {', '.join(absent)}")
-                                       for name in later)]
+            return info, [
+                *findings,
+                *(not_checked(name, f"doctor's probe channel needs {', '.join(absent)}") for name in later),
+            ]
         findings += await _probe_checks(ari, settings, call, running)
     return info, findings
 
@@ -110,9 +129,16 @@ async def _probe_checks(ari: AriClient, settings: Settings, call: bool, running:
             elif call:
                 findings.append(await check_static_call(channel, settings))
     except OomaMohError as exc:
-        findings += [Finding(name, FAIL, f"doctor's probe channel failed: {one_line(str(exc))}",
-                             "look at Asterisk's log; the ARI user needs read_only=no in ari.conf")
-                     for name in _probe_check_names(settings, call) if name not in {f.check for f in findings}]
+        findings += [
+            Finding(
+                name,
+                FAIL,
+                f"doctor's probe channel failed: {one_line(str(exc))}",
+                "look at Asterisk's log; the ARI user needs read_only=no in ari.conf",
+            )
+            for name in _probe_check_names(settings, call)
+            if name not in {f.check for f in findings}
+        ]
     return findings
 
 
@@ -120,8 +146,9 @@ async def _realtime_checks(channel: ProbeChannel, settings: Settings, call: bool
     """Realtime mode: the mapping, and (``call``) the probe class played, with a probe row in place."""
     name = probe_name()
     if not settings.realtime_db.exists():
-        return [not_checked(check, f"{settings.realtime_db} does not exist")
-                for check in _probe_check_names(settings, call)]
+        return [
+            not_checked(check, f"{settings.realtime_db} does not exist") for check in _probe_check_names(settings, call)
+        ]
     findings: list[Finding] = []
     with contextlib.ExitStack() as stack:
         if call:
@@ -131,9 +158,14 @@ async def _realtime_checks(channel: ProbeChannel, settings: Settings, call: bool
         try:
             stack.enter_context(probe_row(settings, name, directory))
         except ProbeRowFailed as exc:
-            return [_probe_row_failure(settings, exc),
-                    *(not_checked(check, "doctor could not write its probe row")
-                      for check in _probe_check_names(settings, call) if check != "realtime-mapping")]
+            return [
+                _probe_row_failure(settings, exc),
+                *(
+                    not_checked(check, "doctor could not write its probe row")
+                    for check in _probe_check_names(settings, call)
+                    if check != "realtime-mapping"
+                ),
+            ]
         findings.append(await _check_mapping(channel, settings, name, directory, running))
         if call:
             findings.append(await check_call(channel, name, audio, "the probe class"))
@@ -143,30 +175,47 @@ async def _realtime_checks(channel: ProbeChannel, settings: Settings, call: bool
 def _probe_row_failure(settings: Settings, exc: ProbeRowFailed) -> Finding:
     """``realtime-mapping`` could not be checked: doctor cannot write its probe row."""
     db = settings.realtime_db
-    problem = not_writable(db) or not_writable(db.with_name(db.name + "-wal")) or not_writable(
-        db.with_name(db.name + "-shm"))
-    advice = problem[1] if problem else (
-        f"run doctor as the user that runs `ooma-moh sync`, and let it write {db} and its directory;"
-        " a damaged file: remove it and `ooma-moh sync --all` (it rebuilds it)")
-    return Finding("realtime-mapping", FAIL, f"not checked: {one_line(str(exc))}"
-                   + (f" ({problem[0]})" if problem else ""), advice)
+    problem = (
+        not_writable(db) or not_writable(db.with_name(db.name + "-wal")) or not_writable(db.with_name(db.name + "-shm"))
+    )
+    advice = (
+        problem[1]
+        if problem
+        else (
+            f"run doctor as the user that runs `ooma-moh sync`, and let it write {db} and its directory;"
+            " a damaged file: remove it and `ooma-moh sync --all` (it rebuilds it)"
+        )
+    )
+    return Finding(
+        "realtime-mapping", FAIL, f"not checked: {one_line(str(exc))}" + (f" ({problem[0]})" if problem else ""), advice
+    )
 
 
-async def _check_mapping(channel: ProbeChannel, settings: Settings, name: str, directory: Path,
-                         running: set[str]) -> Finding:
+async def _check_mapping(
+    channel: ProbeChannel, settings: Settings, name: str, directory: Path, running: set[str]
+) -> Finding:
     """Asterisk finds the probe row ``name`` -> ``directory`` through ``REALTIME()``."""
     if "func_realtime.so" not in running:
-        return Finding("realtime-mapping", WARN, "not checked: func_realtime.so is not loaded",
-                       "`module load func_realtime.so` to let doctor check the mapping")
+        return Finding(
+            "realtime-mapping",
+            WARN,
+            "not checked: func_realtime.so is not loaded",
+            "`module load func_realtime.so` to let doctor check the mapping",
+        )
     seen = await channel.read(f"REALTIME(musiconhold,name,{name})")
     if seen is None or f"directory={directory}" not in seen:
         return Finding(
-            "realtime-mapping", FAIL,
+            "realtime-mapping",
+            FAIL,
             f"Asterisk does not see the probe row doctor wrote into {settings.realtime_db}: the realtime"
             " mapping of musiconhold is missing, or res_config_sqlite3 reads another file; every tenant's"
             " callers hear the default class",
             "put `musiconhold => sqlite3,ooma-moh,musiconhold` in extconfig.conf's [settings] and"
             f" `dbfile => {settings.realtime_db}` in res_config_sqlite3.conf's [ooma-moh], then"
-            " `module reload extconfig` (or `core restart when convenient`)")
-    return Finding("realtime-mapping", OK, f"Asterisk reads musiconhold rows from"
-                   f" {settings.realtime_db} (a probe row was found through REALTIME())")
+            " `module reload extconfig` (or `core restart when convenient`)",
+        )
+    return Finding(
+        "realtime-mapping",
+        OK,
+        f"Asterisk reads musiconhold rows from {settings.realtime_db} (a probe row was found through REALTIME())",
+    )

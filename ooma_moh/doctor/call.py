@@ -50,15 +50,23 @@ async def check_static_call(channel: ProbeChannel, settings: Settings) -> Findin
     """Static mode: the first published tenant class, played to ``channel``."""
     published = StaticPublisher(settings.classes_conf, settings.class_prefix).current()
     if not published:
-        return Finding("call", WARN, f"not checked: no class is published in {settings.classes_conf} yet (static"
-                       " mode plays a published class; a probe class would need a reload)",
-                       "run `ooma-moh sync --all` after the first upload, then `ooma-moh doctor --call`")
+        return Finding(
+            "call",
+            WARN,
+            f"not checked: no class is published in {settings.classes_conf} yet (static"
+            " mode plays a published class; a probe class would need a reload)",
+            "run `ooma-moh sync --all` after the first upload, then `ooma-moh doctor --call`",
+        )
     moh_class, directory = sorted(published.items())[0]
     try:
         reference = (Path(directory) / "moh.sln16").read_bytes()
     except OSError as exc:
-        return Finding("call", FAIL, f"{directory}/moh.sln16 of class {moh_class} cannot be read: {exc.strerror}",
-                       "run `ooma-moh sync --all`, then `ooma-moh verify`")
+        return Finding(
+            "call",
+            FAIL,
+            f"{directory}/moh.sln16 of class {moh_class} cannot be read: {exc.strerror}",
+            "run `ooma-moh sync --all`, then `ooma-moh verify`",
+        )
     return await check_call(channel, moh_class, reference, "the first published tenant class")
 
 
@@ -70,10 +78,17 @@ async def check_call(channel: ProbeChannel, moh_class: str, reference: bytes, wh
     if verdict == "match":
         return Finding("call", OK, f"Asterisk plays {what} ({moh_class}) to a channel: {detail}")
     if verdict == "silence":
-        return Finding("call", FAIL, f"a channel playing {what} ({moh_class}) heard silence: {detail}",
-                       "check that Asterisk can read the class's files (moh-dir above) and Asterisk's log for"
-                       " res_musiconhold warnings; callers may hear silence")
-    return Finding("call", FAIL, f"a channel playing {what} ({moh_class}) heard other music: {detail}, i.e. the"
-                   " class falls back to default",
-                   "fix the findings above (realtime mapping, moh-dir); static mode: `ooma-moh sync --all` and"
-                   " check that musiconhold.conf #includes OOMA_MOH_CLASSES_CONF; then `ooma-moh verify`")
+        return Finding(
+            "call",
+            FAIL,
+            f"a channel playing {what} ({moh_class}) heard silence: {detail}",
+            "check that Asterisk can read the class's files (moh-dir above) and Asterisk's log for"
+            " res_musiconhold warnings; callers may hear silence",
+        )
+    return Finding(
+        "call",
+        FAIL,
+        f"a channel playing {what} ({moh_class}) heard other music: {detail}, i.e. the class falls back to default",
+        "fix the findings above (realtime mapping, moh-dir); static mode: `ooma-moh sync --all` and"
+        " check that musiconhold.conf #includes OOMA_MOH_CLASSES_CONF; then `ooma-moh verify`",
+    )

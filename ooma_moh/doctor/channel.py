@@ -37,7 +37,7 @@ class RtpSink(asyncio.DatagramProtocol):
             return
         offset = 12 + 4 * (data[0] & 0x0F)
         if data[0] & 0x10 and len(data) >= offset + 4:  # header extension
-            offset += 4 + 4 * int.from_bytes(data[offset + 2:offset + 4], "big")
+            offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
         self.packets[int.from_bytes(data[2:4], "big")] = data[offset:]
 
     def audio(self) -> bytes:
@@ -100,9 +100,16 @@ class ProbeChannel:
         except (aiohttp.ClientError, OSError) as exc:
             raise AsteriskError(f"the ARI events WebSocket cannot be opened: {exc}") from None
         await self._registered()
-        channel = await self.ari.request("POST", "/channels/externalMedia", app=self.app,
-                                         external_host=f"{host}:{port}", format="slin16",
-                                         encapsulation="rtp", transport="udp", direction="both")
+        channel = await self.ari.request(
+            "POST",
+            "/channels/externalMedia",
+            app=self.app,
+            external_host=f"{host}:{port}",
+            format="slin16",
+            encapsulation="rtp",
+            transport="udp",
+            direction="both",
+        )
         self.channel_id = channel["id"]
         await self._wait_event("StasisStart")
 
@@ -168,4 +175,3 @@ class ProbeChannel:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-

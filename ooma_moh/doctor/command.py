@@ -23,8 +23,14 @@ def guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
     try:
         return check()
     except Exception as exc:  # a doctor reports; it does not crash on what it examines
-        return [Finding(name, FAIL, f"the check itself failed: {type(exc).__name__}: {one_line(str(exc))}",
-                        "report this as a bug of ooma-moh, with this line")]
+        return [
+            Finding(
+                name,
+                FAIL,
+                f"the check itself failed: {type(exc).__name__}: {one_line(str(exc))}",
+                "report this as a bug of ooma-moh, with this line",
+            )
+        ]
 
 
 def run_checks(settings: Settings, *, call: bool = False) -> list[Finding]:
@@ -49,8 +55,11 @@ def run_checks(settings: Settings, *, call: bool = False) -> list[Finding]:
 
 
 @click.command("doctor")
-@click.option("--call", is_flag=True,
-              help="Also have Asterisk play a class to a probe channel and check the audio sample for sample.")
+@click.option(
+    "--call",
+    is_flag=True,
+    help="Also have Asterisk play a class to a probe channel and check the audio sample for sample.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def doctor_command(ctx: click.Context, call: bool, as_json: bool) -> None:

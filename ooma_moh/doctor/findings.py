@@ -44,15 +44,14 @@ class Finding:
 
     def as_dict(self) -> dict[str, str]:
         """The finding as JSON-able data (a password it quotes redacted)."""
-        return {"check": self.check, "status": self.status, "found": redact(self.found),
-                "advice": redact(self.advice)}
+        return {"check": self.check, "status": self.status, "found": redact(self.found), "advice": redact(self.advice)}
 
 
 def one_line(text: str, limit: int = 300) -> str:
     """``text`` on one line, at most ``limit`` characters, with the secrets it quotes redacted
     (:func:`.logsafe.redact`: a database URL's password that an error message echoes)."""
     text = " ".join(redact(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def not_checked(name: str, why: str) -> Finding:
@@ -109,6 +108,7 @@ def missing_capabilities(have: dict[str, set[str]], needs: dict[str, tuple[str, 
 
 # -- permission bits -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AsteriskUser:
     """Whom the permission bits are judged for: a uid and its groups, or "other" (uid None)."""
@@ -132,8 +132,9 @@ def lacking(st: os.stat_result, who: AsteriskUser, need: int) -> list[str]:
     """What of ``need`` (bits as in :func:`allowed_bits`) ``who`` may not do: ``read``, ``write``,
     ``search`` (a directory) or ``execute``; empty when nothing is lacking."""
     bits = need & ~allowed_bits(st, who)
-    return [n for n, b in (("read", 4), ("write", 2), ("search" if stat.S_ISDIR(st.st_mode) else "execute", 1))
-            if bits & b]
+    return [
+        n for n, b in (("read", 4), ("write", 2), ("search" if stat.S_ISDIR(st.st_mode) else "execute", 1)) if bits & b
+    ]
 
 
 # -- Asterisk ------------------------------------------------------------------------------------
@@ -167,14 +168,26 @@ def check_modules(settings: Settings, running: set[str]) -> Finding:
             continue
         (required if when in ("always", "realtime") else advised).append(f"{name} ({why})")
     if required:
-        return Finding("modules", FAIL, f"Asterisk is not running {', '.join(required)}",
-                       "load them (`module load NAME`) and make sure modules.conf does not `noload` them")
+        return Finding(
+            "modules",
+            FAIL,
+            f"Asterisk is not running {', '.join(required)}",
+            "load them (`module load NAME`) and make sure modules.conf does not `noload` them",
+        )
     if advised:
-        return Finding("modules", WARN, f"Asterisk is not running {', '.join(advised)}",
-                       "load them (`module load NAME`) if you use what they are for")
+        return Finding(
+            "modules",
+            WARN,
+            f"Asterisk is not running {', '.join(advised)}",
+            "load them (`module load NAME`) if you use what they are for",
+        )
     wanted = [n for n, when, _ in MODULES if realtime or not when.startswith("realtime")]
-    return Finding("modules", OK, f"{len(wanted)} modules ooma-moh uses are running (res_musiconhold.so,"
-                   f"{' res_config_sqlite3.so,' if realtime else ''} format_sln.so, ARI...)")
+    return Finding(
+        "modules",
+        OK,
+        f"{len(wanted)} modules ooma-moh uses are running (res_musiconhold.so,"
+        f"{' res_config_sqlite3.so,' if realtime else ''} format_sln.so, ARI...)",
+    )
 
 
 def ari_failure(settings: Settings, exc: OomaMohError) -> Finding:
@@ -182,22 +195,38 @@ def ari_failure(settings: Settings, exc: OomaMohError) -> Finding:
     url = settings.ari_url
     if isinstance(exc, AriRequestFailed) and exc.status == 401:
         empty = " (OOMA_MOH_ARI_PASSWORD is empty)" if not settings.ari_password else ""
-        return Finding("ari", FAIL, f"ARI at {url} refused user {settings.ari_user!r}: ARI password wrong{empty}"
-                       " (401 Unauthorized)",
-                       f"set OOMA_MOH_ARI_PASSWORD (and OOMA_MOH_ARI_USER) to the password of the"
-                       f" [{settings.ari_user}] user in ari.conf, or fix ari.conf and `module reload res_ari.so`")
+        return Finding(
+            "ari",
+            FAIL,
+            f"ARI at {url} refused user {settings.ari_user!r}: ARI password wrong{empty} (401 Unauthorized)",
+            f"set OOMA_MOH_ARI_PASSWORD (and OOMA_MOH_ARI_USER) to the password of the"
+            f" [{settings.ari_user}] user in ari.conf, or fix ari.conf and `module reload res_ari.so`",
+        )
     if isinstance(exc, AriRequestFailed) and exc.status == 404:
-        return Finding("ari", FAIL, f"Asterisk's HTTP server at {url} answers, but not ARI (404)",
-                       "load res_ari.so and res_ari_asterisk.so, set enabled=yes in ari.conf's [general]")
+        return Finding(
+            "ari",
+            FAIL,
+            f"Asterisk's HTTP server at {url} answers, but not ARI (404)",
+            "load res_ari.so and res_ari_asterisk.so, set enabled=yes in ari.conf's [general]",
+        )
     if isinstance(exc, AriRequestFailed):
-        return Finding("ari", FAIL, f"ARI at {url} answered {exc.status}: {one_line(str(exc), 200)}",
-                       "look at Asterisk's log for the reason")
-    return Finding("ari", FAIL, f"Asterisk not reachable over ARI: {one_line(str(exc), 200)}",
-                   "start Asterisk, or check http.conf (enabled=yes, bindaddr and bindport matching"
-                   " OOMA_MOH_ARI_URL; `asterisk -rx 'http show status'`)")
+        return Finding(
+            "ari",
+            FAIL,
+            f"ARI at {url} answered {exc.status}: {one_line(str(exc), 200)}",
+            "look at Asterisk's log for the reason",
+        )
+    return Finding(
+        "ari",
+        FAIL,
+        f"Asterisk not reachable over ARI: {one_line(str(exc), 200)}",
+        "start Asterisk, or check http.conf (enabled=yes, bindaddr and bindport matching"
+        " OOMA_MOH_ARI_URL; `asterisk -rx 'http show status'`)",
+    )
 
 
 # -- the probe call's audio ----------------------------------------------------------------------
+
 
 def s16le(samples: array.array[int]) -> bytes:
     """16-bit samples (native order) as little-endian bytes, as ``.sln16`` files and WAVs hold them;
@@ -232,7 +261,7 @@ def heard_verdict(received_be: bytes, reference_le: bytes, rate: int = PROBE_RAT
     window = rate // 10
     loud = []
     for start in range(window, len(pcm) - window + 1, window):  # the first 100 ms may be setup
-        chunk = pcm[start:start + window]
+        chunk = pcm[start : start + window]
         if math.sqrt(sum(x * x for x in chunk) / window) > 100:
             loud.append(s16le(chunk))
     seconds = len(pcm) / rate
@@ -242,8 +271,9 @@ def heard_verdict(received_be: bytes, reference_le: bytes, rate: int = PROBE_RAT
     found = sum(1 for chunk in loud if _find_aligned(looped, chunk))
     if found == len(loud):
         return "match", f"{len(loud)} windows of 100 ms received, each found sample for sample in the class's file"
-    return "other", (f"{found} of {len(loud)} loud windows of 100 ms found in the class's file: Asterisk played"
-                     " something else")
+    return "other", (
+        f"{found} of {len(loud)} loud windows of 100 ms found in the class's file: Asterisk played something else"
+    )
 
 
 def _find_aligned(haystack: bytes, needle: bytes) -> bool:

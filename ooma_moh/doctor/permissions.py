@@ -27,6 +27,7 @@ from .findings import FAIL, OK, WARN, AsteriskUser, Finding, lacking
 
 # -- Asterisk's user -----------------------------------------------------------------------------
 
+
 def _listening_inodes(port: int) -> set[str]:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -133,17 +134,18 @@ def asterisk_user(settings: Settings, info: dict[str, Any] | None) -> AsteriskUs
     return AsteriskUser(None, frozenset(), "user unknown, so judged for any user")
 
 
-
-
 # -- file permissions ----------------------------------------------------------------------------
+
 
 def denial(path: Path, st: os.stat_result, who: AsteriskUser, need: int) -> str | None:
     """Why ``who`` may not ``need`` (bits: 4 read, 2 write, 1 search/execute) on ``path``, or None."""
     names = lacking(st, who, need)
     if not names:
         return None
-    return (f"{path} (mode {stat.S_IMODE(st.st_mode):04o}, owner {_user_name(st.st_uid)}, group {st.st_gid})"
-            f" denies {'+'.join(names)}")
+    return (
+        f"{path} (mode {stat.S_IMODE(st.st_mode):04o}, owner {_user_name(st.st_uid)}, group {st.st_gid})"
+        f" denies {'+'.join(names)}"
+    )
 
 
 def path_denial(path: Path, who: AsteriskUser) -> str | None:
@@ -187,45 +189,91 @@ def _walk_denials(root: Path, who: AsteriskUser) -> Iterator[str]:
 def check_moh_dir(settings: Settings, who: AsteriskUser) -> list[Finding]:
     """The MOH directory tree is readable and traversable by Asterisk's user."""
     root = settings.moh_dir
-    advice = (f"make {root} and the directories above it searchable and readable by Asterisk's user: directories"
-              " 0755, files 0644 (what `ooma-moh sync` makes), or chgrp them to Asterisk's group")
+    advice = (
+        f"make {root} and the directories above it searchable and readable by Asterisk's user: directories"
+        " 0755, files 0644 (what `ooma-moh sync` makes), or chgrp them to Asterisk's group"
+    )
     if not root.exists():
         existing = next((p for p in root.parents if p.exists()), Path("/"))
         if problem := path_denial(existing / "x", who):
-            return [Finding("moh-dir", FAIL, f"{root} does not exist yet, and Asterisk ({who.label}) could not"
-                            f" reach it: {problem}", advice)]
-        return [Finding("moh-dir", WARN, f"{root} does not exist yet: no class was ever published from this home",
-                        "run `ooma-moh sync --all` (it creates it), or check OOMA_MOH_MOH_DIR / OOMA_MOH_HOME")]
+            return [
+                Finding(
+                    "moh-dir",
+                    FAIL,
+                    f"{root} does not exist yet, and Asterisk ({who.label}) could not reach it: {problem}",
+                    advice,
+                )
+            ]
+        return [
+            Finding(
+                "moh-dir",
+                WARN,
+                f"{root} does not exist yet: no class was ever published from this home",
+                "run `ooma-moh sync --all` (it creates it), or check OOMA_MOH_MOH_DIR / OOMA_MOH_HOME",
+            )
+        ]
     st = root.stat()
     if not stat.S_ISDIR(st.st_mode):
         return [Finding("moh-dir", FAIL, f"{root} is not a directory", "remove it, or set OOMA_MOH_MOH_DIR")]
     problem = path_denial(root, who) or denial(root, st, who, 5)
     if problem:
-        return [Finding("moh-dir", FAIL, f"Asterisk ({who.label}) cannot read {root}: {problem}; callers of every"
-                        " tenant hear the default class", advice)]
+        return [
+            Finding(
+                "moh-dir",
+                FAIL,
+                f"Asterisk ({who.label}) cannot read {root}: {problem}; callers of every tenant hear the default class",
+                advice,
+            )
+        ]
     problems = list(_walk_denials(root, who))
     if problems:
-        return [Finding("moh-dir", FAIL, f"Asterisk ({who.label}) cannot read {len(problems)} entries under {root},"
-                        f" e.g. {problems[0]}; those tenants' callers hear the default class", advice)]
+        return [
+            Finding(
+                "moh-dir",
+                FAIL,
+                f"Asterisk ({who.label}) cannot read {len(problems)} entries under {root},"
+                f" e.g. {problems[0]}; those tenants' callers hear the default class",
+                advice,
+            )
+        ]
     classes = sum(1 for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    return [Finding("moh-dir", OK, f"{root}: {classes} class director{'y' if classes == 1 else 'ies'}, all readable by"
-                    f" Asterisk ({who.label})")]
+    return [
+        Finding(
+            "moh-dir",
+            OK,
+            f"{root}: {classes} class director{'y' if classes == 1 else 'ies'}, all readable by Asterisk ({who.label})",
+        )
+    ]
 
 
 def check_realtime_db(settings: Settings, who: AsteriskUser) -> list[Finding]:
     """Realtime mode: Asterisk's user can read and write the realtime database (SQLite readers
     write the WAL index), and so can the user running doctor (the user that runs ``sync``)."""
     db = settings.realtime_db
-    advice = (f"let Asterisk's user read and write {db}, its -wal and -shm files and write its directory, e.g."
-              f" `chgrp asterisk {db.parent}; chmod 2770 {db.parent}` (the data home's mode, docs/operations.md;"
-              " Asterisk's user in group asterisk)")
+    advice = (
+        f"let Asterisk's user read and write {db}, its -wal and -shm files and write its directory, e.g."
+        f" `chgrp asterisk {db.parent}; chmod 2770 {db.parent}` (the data home's mode, docs/operations.md;"
+        " Asterisk's user in group asterisk)"
+    )
     if not db.exists():
-        return [Finding("realtime-db", FAIL, f"{db} does not exist: Asterisk cannot be reading it",
-                        "run `ooma-moh sync --all` (it creates it), make res_config_sqlite3.conf's dbfile this"
-                        " path (OOMA_MOH_REALTIME_DB), then `module reload res_config_sqlite3.so`")]
+        return [
+            Finding(
+                "realtime-db",
+                FAIL,
+                f"{db} does not exist: Asterisk cannot be reading it",
+                "run `ooma-moh sync --all` (it creates it), make res_config_sqlite3.conf's dbfile this"
+                " path (OOMA_MOH_REALTIME_DB), then `module reload res_config_sqlite3.so`",
+            )
+        ]
     if own := _own_write_problem(db):
-        return [Finding("realtime-db", FAIL, f"this user (uid {os.geteuid()}) cannot write {db}, so `sync` cannot"
-                        f" publish: {own[0]}", own[1])]
+        return [
+            Finding(
+                "realtime-db",
+                FAIL,
+                f"this user (uid {os.geteuid()}) cannot write {db}, so `sync` cannot publish: {own[0]}",
+                own[1],
+            )
+        ]
     problems = [p for p in (path_denial(db, who), denial(db, db.stat(), who, 6)) if p]
     for side in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if side.exists():
@@ -234,8 +282,13 @@ def check_realtime_db(settings: Settings, who: AsteriskUser) -> list[Finding]:
             problems.append(f"{problem} ({side.name} must be created there)")
     if problems:
         return [Finding("realtime-db", FAIL, f"Asterisk ({who.label}) cannot use {db}: {problems[0]}", advice)]
-    return [Finding("realtime-db", OK, f"{db} readable and writable by Asterisk ({who.label}) and by this user"
-                    f" (uid {os.geteuid()})")]
+    return [
+        Finding(
+            "realtime-db",
+            OK,
+            f"{db} readable and writable by Asterisk ({who.label}) and by this user (uid {os.geteuid()})",
+        )
+    ]
 
 
 def _own_write_problem(db: Path) -> tuple[str, str] | None:
@@ -247,8 +300,10 @@ def _own_write_problem(db: Path) -> tuple[str, str] | None:
     sides_missing = not all(db.with_name(db.name + s).exists() for s in ("-wal", "-shm"))
     if sides_missing and not os.access(db.parent, os.W_OK | os.X_OK):
         st = db.parent.stat()
-        return (f"its directory {db.parent} (mode {stat.S_IMODE(st.st_mode):04o}, owner {_user_name(st.st_uid)})"
-                " does not let this user create the -wal/-shm files",
-                f"run doctor and sync as the data home's owner, or `chown <ooma-moh user>:asterisk {db.parent};"
-                f" chmod 2770 {db.parent}` (docs/operations.md, users and permissions)")
+        return (
+            f"its directory {db.parent} (mode {stat.S_IMODE(st.st_mode):04o}, owner {_user_name(st.st_uid)})"
+            " does not let this user create the -wal/-shm files",
+            f"run doctor and sync as the data home's owner, or `chown <ooma-moh user>:asterisk {db.parent};"
+            f" chmod 2770 {db.parent}` (docs/operations.md, users and permissions)",
+        )
     return None

@@ -85,8 +85,9 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         return error_response(exc)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return web.json_response({"error": {"code": exc.reason.lower().replace(" ", "_"),
-                                                "message": exc.reason}}, status=exc.status)
+            return web.json_response(
+                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}}, status=exc.status
+            )
         raise
     except Exception:
         log.exception("HTTP %s %s failed", request.method, printable(request.path))
@@ -95,19 +96,31 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
 
 def tenant_body(tenant: TenantMoh, settings: Settings, status: Status) -> dict[str, Any]:
     """The JSON of a tenant's music: setting, file, disclaimer, class and status."""
-    body: dict[str, Any] = {"tenant": tenant.tenant_id, "setting": tenant.setting.value,
-                            "class": tenant.moh_class(settings.class_prefix), "file": None, "disclaimer": None,
-                            "status": status.as_json()}
+    body: dict[str, Any] = {
+        "tenant": tenant.tenant_id,
+        "setting": tenant.setting.value,
+        "class": tenant.moh_class(settings.class_prefix),
+        "file": None,
+        "disclaimer": None,
+        "status": status.as_json(),
+    }
     if tenant.upload is not None:
         up = tenant.upload
-        body["file"] = {"name": up.original_name, "size": up.size, "duration_ms": up.duration_ms,
-                        "sha256": up.sha256, "uploaded_at": up.uploaded_at.isoformat(),
-                        "uploaded_by": tenant.disclaimer.accepted_by if tenant.disclaimer else None}
+        body["file"] = {
+            "name": up.original_name,
+            "size": up.size,
+            "duration_ms": up.duration_ms,
+            "sha256": up.sha256,
+            "uploaded_at": up.uploaded_at.isoformat(),
+            "uploaded_by": tenant.disclaimer.accepted_by if tenant.disclaimer else None,
+        }
     if tenant.disclaimer is not None:
-        body["disclaimer"] = {"accepted_by": tenant.disclaimer.accepted_by,
-                              "accepted_at": tenant.disclaimer.accepted_at.isoformat(),
-                              "file_sha256": tenant.disclaimer.sha256,
-                              "text_version": tenant.disclaimer.text_version}
+        body["disclaimer"] = {
+            "accepted_by": tenant.disclaimer.accepted_by,
+            "accepted_at": tenant.disclaimer.accepted_at.isoformat(),
+            "file_sha256": tenant.disclaimer.sha256,
+            "text_version": tenant.disclaimer.text_version,
+        }
     return body
 
 
@@ -128,8 +141,9 @@ async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
     live_on = total = 0
     if NODES in request.app:
         version = tenant.version if tenant.setting is MohSetting.FILE else None
-        live_on, total = await in_thread(request, request.app[NODES].live_on, settings.class_prefix + tenant_id,
-                                         version)
+        live_on, total = await in_thread(
+            request, request.app[NODES].live_on, settings.class_prefix + tenant_id, version
+        )
     status = publications.tracked(tenant_id)
     if status is None and total:  # a cluster: the nodes' agents publish; live once every node plays it
         status = Status(State.LIVE if live_on == total else State.PUBLISHING)
@@ -210,8 +224,11 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
                     await drain(part)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         path.unlink(missing_ok=True)
-        raise ApiError(400, "malformed_multipart", "the multipart body is malformed: "
-                       + printable(getattr(exc, "message", None) or exc, 80)) from None
+        raise ApiError(
+            400,
+            "malformed_multipart",
+            "the multipart body is malformed: " + printable(getattr(exc, "message", None) or exc, 80),
+        ) from None
     except BaseException:  # too large, timed out (cancelled), client gone: leave nothing behind
         path.unlink(missing_ok=True)
         raise
@@ -220,8 +237,14 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
 
 def _upload(settings: Settings, tenant: str, spooled: Spooled, by: str) -> None:
     with service_session(settings) as service:
-        service.upload(tenant, spooled.path, accept_disclaimer=True, accepted_by=by,
-                       original_name=spooled.filename, disclaimer_version=disclaimer.VERSION)
+        service.upload(
+            tenant,
+            spooled.path,
+            accept_disclaimer=True,
+            accepted_by=by,
+            original_name=spooled.filename,
+            disclaimer_version=disclaimer.VERSION,
+        )
 
 
 def _delete(settings: Settings, tenant: str) -> None:
@@ -237,8 +260,9 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
         async with asyncio.timeout(settings.http_body_timeout_s):
             spooled = await spool_upload(request, settings.max_upload_bytes)
     except TimeoutError:
-        response = error_response(ApiError(408, "timeout", f"the upload did not arrive within"
-                                                           f" {settings.http_body_timeout_s:g} s"))
+        response = error_response(
+            ApiError(408, "timeout", f"the upload did not arrive within {settings.http_body_timeout_s:g} s")
+        )
         response.force_close()
         return response
     except ApiError as exc:
@@ -247,11 +271,17 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
         return response
     try:
         if not spooled.accepted:
-            raise DisclaimerRequired("the rights disclaimer must be accepted (part disclaimer=accepted):"
-                                     " confirm you hold the rights to play this file to callers; nothing was stored")
+            raise DisclaimerRequired(
+                "the rights disclaimer must be accepted (part disclaimer=accepted):"
+                " confirm you hold the rights to play this file to callers; nothing was stored"
+            )
         if spooled.disclaimer_version not in (None, disclaimer.VERSION):
-            raise ApiError(409, "disclaimer_changed", "the disclaimer's text has changed since it was shown"
-                           f" (version {disclaimer.VERSION}): read it again; nothing was stored")
+            raise ApiError(
+                409,
+                "disclaimer_changed",
+                "the disclaimer's text has changed since it was shown"
+                f" (version {disclaimer.VERSION}): read it again; nothing was stored",
+            )
         publications.converting(tenant)
         try:
             await in_thread(request, _upload, settings, tenant, spooled, who.actor, pool=WORKERS)
@@ -281,8 +311,14 @@ def _audio_source(reader: Catalog, blobs: Blobs, tenant_id: str) -> Path:
 
 def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
     """The 44-byte header of a 16-bit mono PCM WAV holding ``data_bytes``."""
-    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " +
-            struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -323,7 +359,7 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
         response.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     await response.prepare(request)
     if first < len(header):
-        await response.write(header[first:last + 1])
+        await response.write(header[first : last + 1])
     with open(source, "rb") as fh:  # an immutable blob; reads of 64 KiB do not stall the loop
         position = max(first, len(header)) - len(header)
         fh.seek(position)

@@ -54,10 +54,12 @@ def same_origin(request: web.Request) -> bool:
 
 def check_csrf(request: web.Request, session: BrowserSession, supplied: str | None) -> None:
     """403 unless ``supplied`` is the session's CSRF token and the request is from our origin."""
-    if not supplied or not hmac.compare_digest(supplied.encode(), session.csrf.encode()) \
-            or not same_origin(request):
-        raise ApiError(403, "csrf_required", "this change must come from the Music on hold page"
-                                             " (missing or wrong CSRF token): reload the page")
+    if not supplied or not hmac.compare_digest(supplied.encode(), session.csrf.encode()) or not same_origin(request):
+        raise ApiError(
+            403,
+            "csrf_required",
+            "this change must come from the Music on hold page (missing or wrong CSRF token): reload the page",
+        )
 
 
 async def principal(request: web.Request) -> Principal:
@@ -74,8 +76,11 @@ async def principal(request: web.Request) -> Principal:
         return token
     session = await browser_session(request)
     if session is None:
-        raise ApiError(401, "unauthorized", "sign in again (your session has ended) or send a bearer token"
-                                            " (Authorization: Bearer …)")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "sign in again (your session has ended) or send a bearer token (Authorization: Bearer …)",
+        )
     if request.method not in SAFE_METHODS:
         check_csrf(request, session, request.headers.get(CSRF_HEADER))
     return session

@@ -29,6 +29,8 @@ def cookie_name(public_url: str) -> str:
     browser accepts only from this exact host, Secure, on ``/`` — so a sibling subdomain cannot
     plant or shadow it; on plain http (a loopback test) ``omh_session``."""
     return f"__Host-{COOKIE}" if public_url.startswith("https://") else COOKIE
+
+
 MAX_LABEL_CHARS = 96
 
 
@@ -37,15 +39,17 @@ def _split(credential: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def create_login_link(catalog: Catalog, *, tenant_id: str, label: str, now: datetime,
-                      ttl: timedelta) -> tuple[LoginLink, str]:
+def create_login_link(
+    catalog: Catalog, *, tenant_id: str, label: str, now: datetime, ttl: timedelta
+) -> tuple[LoginLink, str]:
     """A new link for ``tenant_id``'s admin (``label``: who it is for); returns it and the
     credential to put in the URL (shown once)."""
     validate_tenant_id(tenant_id)
     label = validate_actor(label)
     if len(label) > MAX_LABEL_CHARS:  # room for " (login link <id>)" in the audit trail
-        raise InvalidActor(f"who the link is for (--by) is {len(label)} characters long; at most"
-                           f" {MAX_LABEL_CHARS} are allowed")
+        raise InvalidActor(
+            f"who the link is for (--by) is {len(label)} characters long; at most {MAX_LABEL_CHARS} are allowed"
+        )
     link = LoginLink(secrets.token_hex(8), tenant_id, label, now, now + ttl)
     secret = secrets.token_urlsafe(32)
     catalog.add_login_link(link, digest(secret))
@@ -70,16 +74,18 @@ def check_login_link(catalog: Catalog, credential: str, now: datetime) -> LinkCh
     return LinkCheck(found[0], found[0].refusal(now))
 
 
-def redeem_login_link(catalog: Catalog, credential: str, now: datetime,
-                      ttl: timedelta) -> tuple[BrowserSession | None, str, str | None]:
+def redeem_login_link(
+    catalog: Catalog, credential: str, now: datetime, ttl: timedelta
+) -> tuple[BrowserSession | None, str, str | None]:
     """Use the link up and open a session: (session, cookie value, None) or
     (None, "", refusal). A link opens at most one session, even when redeemed twice at once."""
     check = check_login_link(catalog, credential, now)
     if check.link is None or check.refusal is not None:
         return None, "", check.refusal
     link = check.link
-    session = BrowserSession(secrets.token_hex(8), link.tenant_id, link.label, link.id,
-                             secrets.token_urlsafe(32), now, now + ttl)
+    session = BrowserSession(
+        secrets.token_hex(8), link.tenant_id, link.label, link.id, secrets.token_urlsafe(32), now, now + ttl
+    )
     secret = secrets.token_urlsafe(32)
     if not catalog.redeem_login_link(link.id, session, digest(secret)):
         return None, "", "used"

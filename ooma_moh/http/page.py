@@ -29,16 +29,20 @@ LANG_COOKIE = "omh_lang"
 STATIC = {"page.css": "text/css", "page.js": "text/javascript"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; media-src 'self';"
-                               " connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none';"
-                               " frame-ancestors 'none'",
+    " connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none';"
+    " frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
 #: why a link is refused -> (HTTP status, sentence key)
-LINK_REFUSALS = {"unknown": (404, "link_unknown"), "used": (410, "link_used"), "expired": (410, "link_expired"),
-                 "revoked": (410, "link_revoked")}
+LINK_REFUSALS = {
+    "unknown": (404, "link_unknown"),
+    "used": (410, "link_used"),
+    "expired": (410, "link_expired"),
+    "revoked": (410, "link_revoked"),
+}
 
 
 def _static(name: str) -> str:
@@ -47,20 +51,21 @@ def _static(name: str) -> str:
 
 def language(request: web.Request) -> str:
     """The language to answer ``request`` in."""
-    return pick_language(request.query.get("lang"), request.cookies.get(LANG_COOKIE),
-                         request.headers.get("Accept-Language"))
+    return pick_language(
+        request.query.get("lang"), request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language")
+    )
 
 
 def _html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
-                        headers=SECURITY_HEADERS)
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8", headers=SECURITY_HEADERS)
 
 
 def message_page(lang: str, heading_key: str, text: str, status: int, action: str = "") -> web.Response:
     """A page with one heading, one sentence and an optional form (already escaped HTML)."""
     texts = TEXTS[lang]
     body = Template(_static("message.html")).substitute(
-        lang=lang, heading=html.escape(texts[heading_key]), text=html.escape(text), action=action)
+        lang=lang, heading=html.escape(texts[heading_key]), text=html.escape(text), action=action
+    )
     return _html(body, status)
 
 
@@ -77,18 +82,27 @@ async def index(request: web.Request) -> web.StreamResponse:
         response = message_page(lang, "title", TEXTS[lang]["signed_out"], 401)
     else:
         texts = TEXTS[lang]
-        config = {"tenant": session.tenant_id, "csrf": session.csrf, "lang": lang,  # script-safe JSON
-                  "max_bytes": request.app[SETTINGS].max_upload_bytes,
-                  "disclaimer_version": disclaimer.VERSION, "texts": texts}
+        config = {
+            "tenant": session.tenant_id,
+            "csrf": session.csrf,
+            "lang": lang,  # script-safe JSON
+            "max_bytes": request.app[SETTINGS].max_upload_bytes,
+            "disclaimer_version": disclaimer.VERSION,
+            "texts": texts,
+        }
         other = LANGUAGES[1 - LANGUAGES.index(lang)]
         fields = {key: html.escape(value) for key, value in texts.items()}
         body = Template(_static("page.html")).substitute(
-            fields, lang=lang, other_lang=other, csrf=html.escape(session.csrf), config_json=_script_json(config),
-            account=html.escape(texts["account"].format(tenant=session.tenant_id)))
+            fields,
+            lang=lang,
+            other_lang=other,
+            csrf=html.escape(session.csrf),
+            config_json=_script_json(config),
+            account=html.escape(texts["account"].format(tenant=session.tenant_id)),
+        )
         response = _html(body)
     if request.query.get("lang") in LANGUAGES:
-        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, path="/", samesite="Lax",
-                            secure=_secure(request))
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, path="/", samesite="Lax", secure=_secure(request))
     return response
 
 
@@ -106,10 +120,11 @@ async def login_form(request: web.Request) -> web.Response:
     if check.link is None or check.refusal is not None:
         status, key = LINK_REFUSALS[check.refusal or "unknown"]
         return message_page(lang, "sign_in_title", texts[key], status)
-    action = (f'<form method="post" action="/login/{html.escape(credential)}">'
-              f'<button type="submit" id="sign-in">{html.escape(texts["sign_in"])}</button></form>')
-    return message_page(lang, "sign_in_title", texts["sign_in_text"].format(tenant=check.link.tenant_id),
-                        200, action)
+    action = (
+        f'<form method="post" action="/login/{html.escape(credential)}">'
+        f'<button type="submit" id="sign-in">{html.escape(texts["sign_in"])}</button></form>'
+    )
+    return message_page(lang, "sign_in_title", texts["sign_in_text"].format(tenant=check.link.tenant_id), 200, action)
 
 
 def _redeem(request: web.Request, credential: str) -> Any:
@@ -138,9 +153,15 @@ async def login(request: web.Request) -> web.Response:
         status, key = LINK_REFUSALS[refusal or "unknown"]
         return message_page(lang, "sign_in_title", texts[key], status)
     response = web.HTTPSeeOther("/", headers=SECURITY_HEADERS)
-    response.set_cookie(cookie_name(request.app[SETTINGS].public_url), cookie, path="/", httponly=True,
-                        samesite="Strict", secure=_secure(request),
-                        max_age=math.ceil(request.app[SETTINGS].http_session_ttl_s))
+    response.set_cookie(
+        cookie_name(request.app[SETTINGS].public_url),
+        cookie,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+        max_age=math.ceil(request.app[SETTINGS].http_session_ttl_s),
+    )
     raise response
 
 
@@ -178,8 +199,12 @@ async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in STATIC:
         raise ApiError(404, "not_found", "no such file")
-    return web.Response(text=_static(name), content_type=STATIC[name], charset="utf-8",
-                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        text=_static(name),
+        content_type=STATIC[name],
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def add_routes(app: web.Application) -> None:

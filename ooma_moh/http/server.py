@@ -30,15 +30,15 @@ class AccessLogger(AbstractAccessLogger):
         if request.path in QUIET_PATHS and response.status < 400:
             return
         path = LOGIN_PATH.sub("/login/...", request.path)
-        self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, printable(path, 200),
-                         response.status, time)
+        self.logger.info(
+            "%s %s %s %d %.3fs", request.remote, request.method, printable(path, 200), response.status, time
+        )
 
 
 async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port.
     ``OomaMohError`` naming ``http_listen`` if it cannot listen."""
-    runner = web.AppRunner(make_app(settings), access_log=log, access_log_class=AccessLogger,
-                           shutdown_timeout=10.0)
+    runner = web.AppRunner(make_app(settings), access_log=log, access_log_class=AccessLogger, shutdown_timeout=10.0)
     await runner.setup()
     host, port = settings.http_address
     try:

@@ -37,7 +37,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "status_converting": "Conversion du fichier en cours…",
         "status_publishing": "Mise en ligne en cours…",
         "status_live_file": "En ligne : la prochaine fois qu'un de vos correspondants sera mis en attente,"
-                            " il entendra ce fichier.",
+        " il entendra ce fichier.",
         "status_live_default": "En ligne : vos correspondants en attente entendent la musique par défaut.",
         "status_error": "La mise en ligne a échoué : {reason}. Réessayez ou contactez votre opérateur.",
         "choose_file": "Choisissez d'abord un fichier audio.",
@@ -57,10 +57,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "error_too_costly": "Ce fichier demande trop de ressources pour être converti.",
         "error_disclaimer_required": "Cochez la limitation de responsabilité pour sauvegarder.",
         "error_disclaimer_changed": "Le texte de la limitation de responsabilité a changé : rechargez la page"
-                                    " et relisez-le.",
+        " et relisez-le.",
         "error_csrf_required": "La page a expiré : rechargez-la.",
-        "error_unauthorized": "Votre session a pris fin : demandez un nouveau lien de connexion à votre"
-                              " opérateur.",
+        "error_unauthorized": "Votre session a pris fin : demandez un nouveau lien de connexion à votre opérateur.",
         "error_timeout": "L'envoi a pris trop de temps : vérifiez votre connexion et réessayez.",
         "error_disk_full": "Le serveur est plein : votre musique actuelle est conservée. Réessayez plus tard.",
         "error_network": "Le serveur ne répond pas : vérifiez votre connexion et réessayez.",
@@ -70,9 +69,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "sign_in_text": "Ouvrir la page Musique d'attente de votre compte {tenant}.",
         "sign_in": "Se connecter",
         "link_unknown": "Ce lien de connexion n'est pas valable. Vérifiez qu'il est complet, ou demandez-en"
-                        " un nouveau à votre opérateur.",
+        " un nouveau à votre opérateur.",
         "link_used": "Ce lien de connexion a déjà servi : chaque lien ne sert qu'une fois. Demandez-en un"
-                     " nouveau à votre opérateur.",
+        " nouveau à votre opérateur.",
         "link_expired": "Ce lien de connexion a expiré. Demandez-en un nouveau à votre opérateur.",
         "link_revoked": "Ce lien de connexion a été annulé par votre opérateur. Demandez-en un nouveau.",
         "link_cross_site": "Cette connexion ne vient pas de cette page : ouvrez le lien directement.",
@@ -133,9 +132,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "sign_in_text": "Open the Music on hold page of your account {tenant}.",
         "sign_in": "Sign in",
         "link_unknown": "This sign-in link is not valid. Check that it is complete, or ask your operator for"
-                        " a new one.",
-        "link_used": "This sign-in link has already been used: each link works once. Ask your operator for"
-                     " a new one.",
+        " a new one.",
+        "link_used": "This sign-in link has already been used: each link works once. Ask your operator for a new one.",
         "link_expired": "This sign-in link has expired. Ask your operator for a new one.",
         "link_revoked": "Your operator has cancelled this sign-in link. Ask them for a new one.",
         "link_cross_site": "This sign-in did not come from this page: open the link directly.",

@@ -25,6 +25,14 @@ from .asterisk import (
 from .provision import debian_mirror, default_root, provision
 
 __all__ = [
-    "DEFAULT_TONE", "LAB_ARI_USER", "OPERATOR_HOME", "TALK_TONE", "LabAsterisk", "debian_mirror",
-    "default_root", "free_port", "provision", "render_config",
+    "DEFAULT_TONE",
+    "LAB_ARI_USER",
+    "OPERATOR_HOME",
+    "TALK_TONE",
+    "LabAsterisk",
+    "debian_mirror",
+    "default_root",
+    "free_port",
+    "provision",
+    "render_config",
 ]

@@ -49,8 +49,9 @@ class AriHarness:
         """Run a coroutine on the harness loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def wait_event(self, kind: str, match: Callable[[dict[str, Any]], bool] = lambda e: True,
-                   timeout: float = 15.0) -> dict[str, Any]:
+    def wait_event(
+        self, kind: str, match: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 15.0
+    ) -> dict[str, Any]:
         """The first event of type ``kind`` satisfying ``match``; other events stay available."""
         deadline = time.monotonic() + timeout
         while True:
@@ -92,7 +93,8 @@ class AriHarness:
         """A PJSIP channel's SIP dialog: (Call-ID, local tag, remote tag)."""
         call_id, local_tag, remote_tag = (
             self.call(self.client.get_variable(channel_id, f"CHANNEL(pjsip,{what})")) or ""
-            for what in ("call-id", "local_tag", "remote_tag"))
+            for what in ("call-id", "local_tag", "remote_tag")
+        )
         return call_id, local_tag, remote_tag
 
     def refer(self, channel_id: str, target: str) -> None:
@@ -126,21 +128,35 @@ def refer_to(lab: LabAsterisk, user: str, replaces: tuple[str, str, str] | None 
 class Call:
     """A recorded caller bridged (by the ooma-lab application) with a tenant's SIP "phone"."""
 
-    def __init__(self, harness: AriHarness, lab: LabAsterisk, name: str, tenant: str | None, seconds: int,
-                 caller_tenant: str | None = None) -> None:
+    def __init__(
+        self,
+        harness: AriHarness,
+        lab: LabAsterisk,
+        name: str,
+        tenant: str | None,
+        seconds: int,
+        caller_tenant: str | None = None,
+    ) -> None:
         self.harness, self.lab, self.name = harness, lab, name
         self.wav = lab.start_call_recording(name, seconds, f"caller-{name}@ooma-lab-stasis")
         self.caller = harness.wait_event("StasisStart", lambda e: e["args"] == [f"caller-{name}"])["channel"]["id"]
         if caller_tenant is not None:  # the caller is itself a user of some tenant
-            harness.request("POST", f"/channels/{self.caller}/variable", variable="OOMA_MOH_TENANT",
-                            value=caller_tenant)
+            harness.request(
+                "POST", f"/channels/{self.caller}/variable", variable="OOMA_MOH_TENANT", value=caller_tenant
+            )
         self.bridge = harness.request("POST", "/bridges", type="mixing")["id"]
         harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=self.caller)
         variables = {"PJSIP_HEADER(add,X-Lab-Call)": name}
         if tenant is not None:
             variables["OOMA_MOH_TENANT"] = tenant
-        harness.request("POST", "/channels", endpoint="PJSIP/lab-loop", app="ooma-lab", appArgs=f"user-{name}",
-                        body={"variables": variables})
+        harness.request(
+            "POST",
+            "/channels",
+            endpoint="PJSIP/lab-loop",
+            app="ooma-lab",
+            appArgs=f"user-{name}",
+            body={"variables": variables},
+        )
         self.phone = harness.wait_event("StasisStart", lambda e: e["args"] == [f"phone-{name}"])["channel"]["id"]
         self.user = harness.wait_event("StasisStart", lambda e: e["args"] == [f"user-{name}"])["channel"]["id"]
         harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=self.user)
@@ -185,8 +201,9 @@ class Call:
 
     def record_bridge(self) -> None:
         """Record the bridge through ARI, which turns it into a softmix bridge."""
-        self.harness.request("POST", f"/bridges/{self.bridge}/record", name=f"bridge-{self.name}",
-                             format="wav", ifExists="overwrite")
+        self.harness.request(
+            "POST", f"/bridges/{self.bridge}/record", name=f"bridge-{self.name}", format="wav", ifExists="overwrite"
+        )
 
     def add_listener(self, name: str, seconds: int) -> Path:
         """Another recorded caller joins the bridge; returns its recording."""
@@ -198,8 +215,9 @@ class Call:
 
     def add_talker(self) -> str:
         """A third real party that talks (lab-talk tone) joins the bridge; its channel id."""
-        self.harness.request("POST", "/channels", endpoint="Local/talk@ooma-lab-talker/n", app="ooma-lab",
-                             appArgs=f"third-{self.name}")
+        self.harness.request(
+            "POST", "/channels", endpoint="Local/talk@ooma-lab-talker/n", app="ooma-lab", appArgs=f"third-{self.name}"
+        )
         third = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"third-{self.name}"])["channel"]["id"]
         self.harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=third)
         self.extra.append(third)
@@ -224,8 +242,9 @@ class Call:
         """The provider's application makes the phone's transfers itself: a REFER to the user leg
         becomes a ChannelTransfer event (``PJSIP_TRANSFER_HANDLING(ari-only)``), for
         :meth:`take_transfer`, instead of Asterisk's own blind transfer (docs/holds.md)."""
-        self.harness.request("POST", f"/channels/{self.user}/variable", variable="PJSIP_TRANSFER_HANDLING()",
-                             value="ari-only")
+        self.harness.request(
+            "POST", f"/channels/{self.user}/variable", variable="PJSIP_TRANSFER_HANDLING()", value="ari-only"
+        )
 
     def take_transfer(self, endpoint: str, tenant: str | None = None) -> str:
         """The application carries out the phone's REFER (after :meth:`transfers_by_app`): it
@@ -234,14 +253,21 @@ class Call:
         transfer succeeded, hangs up the old user leg and puts the new one (carrying
         OOMA_MOH_TENANT ``tenant`` when given) in the bridge in its place. Returns the Refer-To
         user."""
-        event = self.harness.wait_event("ChannelTransfer",
-                                        lambda e: e["referred_by"]["source_channel"]["id"] == self.user)
+        event = self.harness.wait_event(
+            "ChannelTransfer", lambda e: e["referred_by"]["source_channel"]["id"] == self.user
+        )
         user = str(event["refer_to"]["requested_destination"]["destination"])
         variables = {"PJSIP_HEADER(add,X-Lab-Call)": f"{self.name}_b"}
         if tenant is not None:
             variables["OOMA_MOH_TENANT"] = tenant
-        self.harness.request("POST", "/channels", endpoint=endpoint, app="ooma-lab", appArgs=f"user-{self.name}_b",
-                             body={"variables": variables})
+        self.harness.request(
+            "POST",
+            "/channels",
+            endpoint=endpoint,
+            app="ooma-lab",
+            appArgs=f"user-{self.name}_b",
+            body={"variables": variables},
+        )
         new_user = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"user-{self.name}_b"])
         self.harness.request("POST", f"/channels/{self.user}/transfer_progress", states="channel_answered")
         # the old leg goes first, as a real application would (the other order is handled too:
@@ -304,8 +330,15 @@ class DialplanCall:
     def phone_runs(self, context: str, extension: str) -> float:
         """The phone places a call whose far leg runs ``extension@context`` (e.g. ParkedCall);
         once answered, the phone talks. Returns the offset at which it talks."""
-        self.harness.request("POST", "/channels", endpoint="PJSIP/lab-loop", context=context, extension=extension,
-                             priority=1, body={"variables": {"PJSIP_HEADER(add,X-Lab-Call)": self.name}})
+        self.harness.request(
+            "POST",
+            "/channels",
+            endpoint="PJSIP/lab-loop",
+            context=context,
+            extension=extension,
+            priority=1,
+            body={"variables": {"PJSIP_HEADER(add,X-Lab-Call)": self.name}},
+        )
         return self.answer_phone()
 
     def at(self, seconds: float) -> float:
@@ -341,12 +374,18 @@ class DialplanCall:
         talks and becomes :attr:`phone`. Returns the first phone's leg of the consultation and
         the offset at which the target talks."""
         far = f"{self.name}_c"
-        self.harness.request("POST", "/channels", endpoint="PJSIP/lab-loop", app="ooma-lab",
-                             appArgs=f"consult-{self.name}",
-                             body={"variables": {"PJSIP_HEADER(add,X-Lab-Call)": far}})
+        self.harness.request(
+            "POST",
+            "/channels",
+            endpoint="PJSIP/lab-loop",
+            app="ooma-lab",
+            appArgs=f"consult-{self.name}",
+            body={"variables": {"PJSIP_HEADER(add,X-Lab-Call)": far}},
+        )
         far_leg = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"phone-{far}"])["channel"]["id"]
-        self.harness.request("POST", f"/channels/{far_leg}/continue", context=context, extension=f"to-{target}",
-                             priority=1)
+        self.harness.request(
+            "POST", f"/channels/{far_leg}/continue", context=context, extension=f"to-{target}", priority=1
+        )
         leg = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"consult-{self.name}"])["channel"]["id"]
         return leg, self.answer_phone(phone=target)
 

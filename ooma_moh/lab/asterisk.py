@@ -66,12 +66,26 @@ class ConfTemplate(string.Template):
 def lab_templates() -> dict[str, str]:
     """The lab's own configuration templates (``conf/*.conf`` beside this module), by file name."""
     conf = files(__package__).joinpath("conf")
-    return {entry.name: entry.read_text(encoding="utf-8")
-            for entry in sorted(conf.iterdir(), key=lambda e: e.name) if entry.name.endswith(".conf")}
+    return {
+        entry.name: entry.read_text(encoding="utf-8")
+        for entry in sorted(conf.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".conf")
+    }
 
 
-def render_config(*, shared: Path, etc: Path, moddir: str, home: Path, default_moh: Path, talk_moh: Path,
-                  recordings: Path, ari_password: str, http_port: int, sip_port: int) -> dict[str, str]:
+def render_config(
+    *,
+    shared: Path,
+    etc: Path,
+    moddir: str,
+    home: Path,
+    default_moh: Path,
+    talk_moh: Path,
+    recordings: Path,
+    ari_password: str,
+    http_port: int,
+    sip_port: int,
+) -> dict[str, str]:
     """The lab's whole Asterisk configuration, file name -> text (see the module docstring).
 
     ``moddir`` is the module directory as seen inside the chroot; the other paths are the shared
@@ -88,8 +102,14 @@ def render_config(*, shared: Path, etc: Path, moddir: str, home: Path, default_m
         text = text.replace("bindport=8088", f"bindport={http_port}")
         text = text.replace("bind=127.0.0.1:5060", f"bind=127.0.0.1:{sip_port}")
         config[name] = text
-    values = {"etc": str(etc), "moddir": moddir, "shared": str(shared), "sip_port": str(sip_port),
-              "talk": str(talk_moh), "recordings": str(recordings)}
+    values = {
+        "etc": str(etc),
+        "moddir": moddir,
+        "shared": str(shared),
+        "sip_port": str(sip_port),
+        "talk": str(talk_moh),
+        "recordings": str(recordings),
+    }
     for name, template in lab_templates().items():
         text = ConfTemplate(template).substitute(values)
         config[name] = config[name] + "\n" + text if name in config else text
@@ -152,8 +172,13 @@ class LabAsterisk:
 
     def settings_overrides(self) -> dict[str, Any]:
         """Settings that point ooma-moh at this lab."""
-        return {"home": self.home, "ari_url": self.ari_url, "ari_user": self.ari_user,
-                "ari_password": self.ari_password, "asterisk_cli": self.asterisk_cli}
+        return {
+            "home": self.home,
+            "ari_url": self.ari_url,
+            "ari_user": self.ari_user,
+            "ari_password": self.ari_password,
+            "asterisk_cli": self.asterisk_cli,
+        }
 
     def _write_config(self) -> None:
         for sub in ("etc", "run", "log", "spool/recording", "db", "recordings", "moh-default", "moh-talk", "home"):
@@ -162,9 +187,16 @@ class LabAsterisk:
         if moddir is None:
             raise AsteriskError(f"no Asterisk modules under {self.root}")
         config = render_config(
-            shared=self.shared, etc=self.etc, moddir=moddir[len(str(self.root)):], home=self.home,
-            default_moh=self.default_moh, talk_moh=self.talk_moh, recordings=self.recordings,
-            ari_password=self.ari_password, http_port=self.http_port, sip_port=self.sip_port,
+            shared=self.shared,
+            etc=self.etc,
+            moddir=moddir[len(str(self.root)) :],
+            home=self.home,
+            default_moh=self.default_moh,
+            talk_moh=self.talk_moh,
+            recordings=self.recordings,
+            ari_password=self.ari_password,
+            http_port=self.http_port,
+            sip_port=self.sip_port,
         )
         for name, text in config.items():
             (self.etc / name).write_text(text)
@@ -233,17 +265,22 @@ class LabAsterisk:
         user = ["-U", self.run_as, "-G", self.run_as] if self.run_as is not None else []
         self._process = subprocess.Popen(
             ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g", *user],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2),
         )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise AsteriskError(f"lab Asterisk exited during boot (code {self._process.returncode});"
-                                    f" see {self.shared / 'log' / 'console.log'}")
-            probe = subprocess.run([*self.cli_argv, "core waitfullybooted"], capture_output=True, timeout=60,
-                                   check=False)
+                raise AsteriskError(
+                    f"lab Asterisk exited during boot (code {self._process.returncode});"
+                    f" see {self.shared / 'log' / 'console.log'}"
+                )
+            probe = subprocess.run(
+                [*self.cli_argv, "core waitfullybooted"], capture_output=True, timeout=60, check=False
+            )
             if probe.returncode == 0 and b"fully booted" in probe.stdout:
                 return
             time.sleep(0.2)
@@ -297,8 +334,11 @@ class LabAsterisk:
         """Say what became of Asterisk and where its traces are: exit status, the log files, a
         core file (moved beside the logs). With ``keep``, copy them there first (for runs whose
         directory is temporary, like the benchmarks). Returns one paragraph for the operator."""
-        status = "running" if self.running else (
-            "never started" if self._process is None else f"exited with code {self._process.returncode}")
+        status = (
+            "running"
+            if self.running
+            else ("never started" if self._process is None else f"exited with code {self._process.returncode}")
+        )
         for core in (*self.root.glob("core*"), *self.shared.glob("core*")):  # chroot's cwd is its /
             if core.is_file():
                 shutil.move(str(core), self.log_dir / core.name)
@@ -312,8 +352,10 @@ class LabAsterisk:
         if messages.exists():
             lines = messages.read_text(errors="replace").splitlines()[-5:]
             tail = "; last log lines:\n  " + "\n  ".join(lines)
-        return (f"lab Asterisk {status}; logs in {where} (messages.log, console.log)"
-                f"{'; core: ' + ', '.join(cores) if cores else '; no core file'}{tail}")
+        return (
+            f"lab Asterisk {status}; logs in {where} (messages.log, console.log)"
+            f"{'; core: ' + ', '.join(cores) if cores else '; no core file'}{tail}"
+        )
 
     # -- using it --------------------------------------------------------------------------
     def cli(self, command: str) -> str:

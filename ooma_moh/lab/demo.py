@@ -44,19 +44,25 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> bool:
         say(f"upload: generated {sample.name} ({sample.stat().st_size:,} bytes, {DEMO_TONE:g} Hz tone)")
         tenant = service.upload(DEMO_TENANT, sample, accept_disclaimer=True, accepted_by="demo")
         moh_class = tenant.moh_class(settings.class_prefix)
-        say(f"upload: tenant {DEMO_TENANT} -> class {moh_class}, renditions "
-            + ", ".join(f".{r.extension} ({r.size:,} B)" for r in tenant.renditions))
+        say(
+            f"upload: tenant {DEMO_TENANT} -> class {moh_class}, renditions "
+            + ", ".join(f".{r.extension} ({r.size:,} B)" for r in tenant.renditions)
+        )
         report = build_syncer(settings, service).run(None)
-        say(f"sync: {report.counts['added']} class added, {report.files_written} files written,"
-            f" realtime row in {settings.realtime_db}, no reload")
+        say(
+            f"sync: {report.counts['added']} class added, {report.files_written} files written,"
+            f" realtime row in {settings.realtime_db}, no reload"
+        )
         ok = True
         cases = ((DEMO_TENANT, moh_class, DEMO_TONE), ("a tenant on default music", DEFAULT_CLASS, DEFAULT_TONE))
         for who, klass, expected in cases:
             counts = heard(lab.record(f"demo_{klass.replace('-', '_')}", 3, klass))
             total = sum(counts.values())
             right = counts[expected]
-            say(f"listen: a caller of {who} (class {klass}) heard the {expected:g} Hz tone in {right} of {total}"
-                " windows of 100 ms")
+            say(
+                f"listen: a caller of {who} (class {klass}) heard the {expected:g} Hz tone in {right} of {total}"
+                " windows of 100 ms"
+            )
             ok = ok and total > 0 and right >= 0.95 * total
         service.catalog.close()
     if keep is None:

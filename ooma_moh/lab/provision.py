@@ -148,10 +148,17 @@ def _build(root: Path, log) -> None:
     try:
         log("lab: apt-get install asterisk asterisk-modules")
         env = "DEBIAN_FRONTEND=noninteractive"
-        run_step(["chroot", str(partial), "sh", "-c",
-                  "apt-get -q -o Acquire::Check-Valid-Until=false update && "
-                  f"{env} apt-get install -y -q --no-install-recommends asterisk asterisk-modules && apt-get clean"],
-                 "apt-get install asterisk")
+        run_step(
+            [
+                "chroot",
+                str(partial),
+                "sh",
+                "-c",
+                "apt-get -q -o Acquire::Check-Valid-Until=false update && "
+                f"{env} apt-get install -y -q --no-install-recommends asterisk asterisk-modules && apt-get clean",
+            ],
+            "apt-get install asterisk",
+        )
     finally:
         unmount(partial / "proc")
     os.rename(partial, root)

@@ -30,7 +30,7 @@ def classify_windows(
     step = max(1, int(rate * window_s))
     result: list[float | None] = []
     for start in range(0, count - step + 1, step):
-        window = samples[start:start + step]
+        window = samples[start : start + step]
         rms = math.sqrt(sum(x * x for x in window) / step)
         if rms < silence_rms:
             result.append(None)

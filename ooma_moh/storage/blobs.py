@@ -124,8 +124,11 @@ class BlobStore:
                 path.parent.mkdir(exist_ok=True)
                 os.replace(trashed, path)
             return path
-        raise StorageError("blob_missing", f"a stored file is missing from the blob store (sha256"
-                           f" {sha256[:16]}…): restore the blob directory from a backup")
+        raise StorageError(
+            "blob_missing",
+            f"a stored file is missing from the blob store (sha256"
+            f" {sha256[:16]}…): restore the blob directory from a backup",
+        )
 
     def read(self, sha256: str) -> bytes:
         """The bytes of a blob, checked against its sha256."""
@@ -133,8 +136,11 @@ class BlobStore:
         with storage_errors("reading a stored file"):
             data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise StorageError("blob_damaged", f"a stored file is damaged (sha256 {sha256[:16]}… does"
-                               " not match its content): restore the blob directory from a backup")
+            raise StorageError(
+                "blob_damaged",
+                f"a stored file is damaged (sha256 {sha256[:16]}… does"
+                " not match its content): restore the blob directory from a backup",
+            )
         return data
 
     @contextlib.contextmanager

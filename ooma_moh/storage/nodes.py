@@ -52,12 +52,18 @@ class NodeRegistry:
     def record_success(self, node_id: str, published: dict[str, str], at: datetime) -> None:
         """The node now publishes ``published`` (class -> version)."""
         with self._errors("recording what the node publishes") as db, db.transaction():
-            db.execute("INSERT INTO nodes (node_id, last_seen, last_success) VALUES (%s, %s, %s)"
-                       " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
-                       " last_success = excluded.last_success, last_error = NULL, last_error_at = NULL",
-                       (node_id, at, at))
-            current = {r["moh_class"]: r["version"] for r in db.execute(
-                "SELECT moh_class, version FROM node_classes WHERE node_id = %s", (node_id,)).fetchall()}
+            db.execute(
+                "INSERT INTO nodes (node_id, last_seen, last_success) VALUES (%s, %s, %s)"
+                " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
+                " last_success = excluded.last_success, last_error = NULL, last_error_at = NULL",
+                (node_id, at, at),
+            )
+            current = {
+                r["moh_class"]: r["version"]
+                for r in db.execute(
+                    "SELECT moh_class, version FROM node_classes WHERE node_id = %s", (node_id,)
+                ).fetchall()
+            }
             gone = [c for c in current if c not in published]
             if gone:
                 db.execute("DELETE FROM node_classes WHERE node_id = %s AND moh_class = ANY(%s)", (node_id, gone))
@@ -66,14 +72,17 @@ class NodeRegistry:
                     "INSERT INTO node_classes (node_id, moh_class, version, published_at) VALUES (%s, %s, %s, %s)"
                     " ON CONFLICT (node_id, moh_class) DO UPDATE SET version = excluded.version,"
                     " published_at = excluded.published_at",
-                    [(node_id, c, v, at) for c, v in published.items() if current.get(c) != v])
+                    [(node_id, c, v, at) for c, v in published.items() if current.get(c) != v],
+                )
 
     def record_error(self, node_id: str, error: str, at: datetime) -> None:
         with self._errors("recording the node's error") as db:
-            db.execute("INSERT INTO nodes (node_id, last_seen, last_error, last_error_at) VALUES (%s, %s, %s, %s)"
-                       " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
-                       " last_error = excluded.last_error, last_error_at = excluded.last_error_at",
-                       (node_id, at, error[:500], at))
+            db.execute(
+                "INSERT INTO nodes (node_id, last_seen, last_error, last_error_at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
+                " last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                (node_id, at, error[:500], at),
+            )
 
     def listen(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection subscribed to tenant changes (``notifies()`` yields them)."""
@@ -96,11 +105,13 @@ class NodeRegistry:
         with self._errors("reading the nodes") as db:
             total = db.execute("SELECT count(*) AS n FROM nodes").fetchone()["n"]  # type: ignore[index]
             if version is None:
-                publishing = db.execute("SELECT count(*) AS n FROM node_classes WHERE moh_class = %s",
-                                        (moh_class,)).fetchone()["n"]  # type: ignore[index]
+                publishing = db.execute(
+                    "SELECT count(*) AS n FROM node_classes WHERE moh_class = %s", (moh_class,)
+                ).fetchone()["n"]  # type: ignore[index]
                 return int(total) - int(publishing), int(total)
-            live = db.execute("SELECT count(*) AS n FROM node_classes WHERE moh_class = %s AND version = %s",
-                              (moh_class, version)).fetchone()["n"]  # type: ignore[index]
+            live = db.execute(
+                "SELECT count(*) AS n FROM node_classes WHERE moh_class = %s AND version = %s", (moh_class, version)
+            ).fetchone()["n"]  # type: ignore[index]
             return int(live), int(total)
 
     def statuses(self, class_prefix: str, now: datetime) -> list[NodeStatus]:
@@ -110,12 +121,14 @@ class NodeRegistry:
             wanted = db.execute(
                 "SELECT t.tenant_id, t.updated_at, (SELECT string_agg(r.extension || ':' || r.sha256, E'\\n'"
                 " ORDER BY r.extension) FROM renditions r WHERE r.upload_id = t.upload_id) AS content"
-                " FROM tenants t WHERE t.setting = 'file'").fetchall()
+                " FROM tenants t WHERE t.setting = 'file'"
+            ).fetchall()
             published = db.execute("SELECT node_id, moh_class, version FROM node_classes").fetchall()
         from ..model import version_of_content
 
-        desired = {class_prefix + w["tenant_id"]: (version_of_content(w["content"] or ""), w["updated_at"])
-                   for w in wanted}
+        desired = {
+            class_prefix + w["tenant_id"]: (version_of_content(w["content"] or ""), w["updated_at"]) for w in wanted
+        }
         by_node: dict[str, dict[str, str]] = {}
         for row in published:
             by_node.setdefault(row["node_id"], {})[row["moh_class"]] = row["version"]
@@ -125,7 +138,16 @@ class NodeRegistry:
             waiting = [at for c, (v, at) in desired.items() if has.get(c) != v]
             waiting += [node["last_seen"] for c in has if c not in desired]  # deleted centrally, still played
             oldest = min(waiting) if waiting else None
-            result.append(NodeStatus(node["node_id"], node["last_seen"], node["last_success"], node["last_error"],
-                                     node["last_error_at"], len(has), len(waiting),
-                                     max(0.0, (now - oldest).total_seconds()) if oldest else None))
+            result.append(
+                NodeStatus(
+                    node["node_id"],
+                    node["last_seen"],
+                    node["last_success"],
+                    node["last_error"],
+                    node["last_error_at"],
+                    len(has),
+                    len(waiting),
+                    max(0.0, (now - oldest).total_seconds()) if oldest else None,
+                )
+            )
         return result

@@ -52,10 +52,13 @@ def pg_error(exc: psycopg.Error, doing: str) -> StorageError:
         if state.startswith(prefix):
             return StorageError(reason, f"{text} (while {doing}); nothing was changed")
     if isinstance(exc, psycopg.OperationalError):
-        return StorageError("catalog_unreachable", f"the catalog database cannot be reached (while {doing}):"
-                                                   f" {_first_line(exc)}; nothing was changed")
-    return StorageError("catalog_error", f"the catalog database failed while {doing} ({_first_line(exc)});"
-                                         " nothing was changed")
+        return StorageError(
+            "catalog_unreachable",
+            f"the catalog database cannot be reached (while {doing}): {_first_line(exc)}; nothing was changed",
+        )
+    return StorageError(
+        "catalog_error", f"the catalog database failed while {doing} ({_first_line(exc)}); nothing was changed"
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -89,10 +92,17 @@ KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
 
 def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     try:
-        return psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10,
-                               options=f"-c TimeZone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                               keepalives=1, keepalives_idle=KEEPALIVE_IDLE_S,
-                               keepalives_interval=KEEPALIVE_INTERVAL_S, keepalives_count=KEEPALIVE_COUNT)
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=10,
+            options=f"-c TimeZone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S,
+            keepalives_count=KEEPALIVE_COUNT,
+        )
     except psycopg.Error as exc:
         raise pg_error(exc, "connecting to the catalog") from None
 
@@ -123,8 +133,10 @@ def upgrade(url: str) -> list[int]:
             for version, sql in migrations():
                 with db.transaction():
                     db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                               " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                    db.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                    )
                     if db.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,)).fetchone():
                         continue
                     db.execute(sql.encode())
@@ -146,11 +158,17 @@ class PostgresCatalog:
         if version != LATEST:
             self._db.close()
         if version > LATEST:
-            raise StorageError("schema_newer", f"the catalog database's schema is at version {version}, newer than"
-                                               f" this ooma-moh knows ({LATEST}): upgrade ooma-moh on this host")
+            raise StorageError(
+                "schema_newer",
+                f"the catalog database's schema is at version {version}, newer than"
+                f" this ooma-moh knows ({LATEST}): upgrade ooma-moh on this host",
+            )
         if version != LATEST:
-            raise StorageError("schema_outdated", f"the catalog database's schema is at version {version}; this"
-                                                  f" ooma-moh needs {LATEST}: run `ooma-moh db upgrade`")
+            raise StorageError(
+                "schema_outdated",
+                f"the catalog database's schema is at version {version}; this"
+                f" ooma-moh needs {LATEST}: run `ooma-moh db upgrade`",
+            )
 
     def _open(self) -> psycopg.Connection[dict[str, Any]]:
         db = _connect(self.url)
@@ -205,10 +223,15 @@ class PostgresCatalog:
         if row["upload_id"] is None:
             return TenantMoh(row["tenant_id"], setting, updated_at=row["updated_at"])
         (up,) = self._query("SELECT * FROM uploads WHERE id = %s", (row["upload_id"],))
-        renditions = tuple(Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"]) for r in self._query(
-            "SELECT * FROM renditions WHERE upload_id = %s ORDER BY extension", (row["upload_id"],)))
-        upload = UploadedFile(up["original_name"], up["size"], up["sha256"], up["duration_ms"], up["container"],
-                              up["uploaded_at"])
+        renditions = tuple(
+            Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
+            for r in self._query(
+                "SELECT * FROM renditions WHERE upload_id = %s ORDER BY extension", (row["upload_id"],)
+            )
+        )
+        upload = UploadedFile(
+            up["original_name"], up["size"], up["sha256"], up["duration_ms"], up["container"], up["uploaded_at"]
+        )
         disclaimer = Disclaimer(up["accepted_by"], up["accepted_at"], up["disclaimer_sha256"], up["disclaimer_version"])
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, row["updated_at"])
 
@@ -221,30 +244,53 @@ class PostgresCatalog:
         with self._snapshot():
             return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
 
-    def save_upload(self, tenant_id: str, upload: UploadedFile, disclaimer: Disclaimer,
-                    renditions: tuple[Rendition, ...]) -> TenantMoh:
+    def save_upload(
+        self, tenant_id: str, upload: UploadedFile, disclaimer: Disclaimer, renditions: tuple[Rendition, ...]
+    ) -> TenantMoh:
         with self._write(tenant_id) as db:
             row = db.execute(
                 "INSERT INTO uploads (tenant_id, original_name, size, sha256, duration_ms, container, uploaded_at,"
                 " accepted_by, accepted_at, disclaimer_sha256, disclaimer_version)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (tenant_id, upload.original_name, upload.size, upload.sha256, upload.duration_ms, upload.container,
-                 upload.uploaded_at, disclaimer.accepted_by, disclaimer.accepted_at, disclaimer.sha256,
-                 disclaimer.text_version)).fetchone()
+                (
+                    tenant_id,
+                    upload.original_name,
+                    upload.size,
+                    upload.sha256,
+                    upload.duration_ms,
+                    upload.container,
+                    upload.uploaded_at,
+                    disclaimer.accepted_by,
+                    disclaimer.accepted_at,
+                    disclaimer.sha256,
+                    disclaimer.text_version,
+                ),
+            ).fetchone()
             assert row is not None
             upload_id = row["id"]
             with db.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO renditions (upload_id, extension, sample_rate, size, sha256)"
                     " VALUES (%s, %s, %s, %s, %s)",
-                    [(upload_id, r.extension, r.sample_rate, r.size, r.sha256) for r in renditions])
+                    [(upload_id, r.extension, r.sample_rate, r.size, r.sha256) for r in renditions],
+                )
             previous = self._replace_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
-            self._audit(db, upload.uploaded_at, tenant_id, "upload", {
-                "original_name": upload.original_name, "size": upload.size, "sha256": upload.sha256,
-                "duration_ms": upload.duration_ms, "accepted_by": disclaimer.accepted_by,
-                "disclaimer_version": disclaimer.text_version,
-                "accepted_at": disclaimer.accepted_at.isoformat(timespec="microseconds"), "replaced_upload": previous,
-            })
+            self._audit(
+                db,
+                upload.uploaded_at,
+                tenant_id,
+                "upload",
+                {
+                    "original_name": upload.original_name,
+                    "size": upload.size,
+                    "sha256": upload.sha256,
+                    "duration_ms": upload.duration_ms,
+                    "accepted_by": disclaimer.accepted_by,
+                    "disclaimer_version": disclaimer.text_version,
+                    "accepted_at": disclaimer.accepted_at.isoformat(timespec="microseconds"),
+                    "replaced_upload": previous,
+                },
+            )
         result = self.get(tenant_id)
         assert result is not None
         return result
@@ -257,24 +303,37 @@ class PostgresCatalog:
             self._audit(db, at, tenant_id, "delete", {"removed_upload": previous})
         return self.get(tenant_id)
 
-    def _replace_tenant(self, db: psycopg.Connection[dict[str, Any]], tenant_id: str, setting: MohSetting,
-                        upload_id: int | None, at: datetime) -> str | None:
+    def _replace_tenant(
+        self,
+        db: psycopg.Connection[dict[str, Any]],
+        tenant_id: str,
+        setting: MohSetting,
+        upload_id: int | None,
+        at: datetime,
+    ) -> str | None:
         """Point the tenant at ``upload_id``; drop its previous upload; return that one's sha256."""
-        row = db.execute("SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id"
-                         " WHERE t.tenant_id = %s", (tenant_id,)).fetchone()
-        db.execute("INSERT INTO tenants (tenant_id, setting, upload_id, updated_at) VALUES (%s, %s, %s, %s)"
-                   " ON CONFLICT (tenant_id) DO UPDATE SET setting = excluded.setting,"
-                   " upload_id = excluded.upload_id, updated_at = excluded.updated_at",
-                   (tenant_id, setting.value, upload_id, at))
+        row = db.execute(
+            "SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id WHERE t.tenant_id = %s",
+            (tenant_id,),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO tenants (tenant_id, setting, upload_id, updated_at) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET setting = excluded.setting,"
+            " upload_id = excluded.upload_id, updated_at = excluded.updated_at",
+            (tenant_id, setting.value, upload_id, at),
+        )
         if row is None:
             return None
         db.execute("DELETE FROM uploads WHERE id = %s", (row["id"],))
         return str(row["sha256"])
 
-    def _audit(self, db: psycopg.Connection[dict[str, Any]], at: datetime, tenant_id: str, action: str,
-               detail: dict[str, Any]) -> None:
-        db.execute("INSERT INTO audit (at, tenant_id, action, detail) VALUES (%s, %s, %s, %s)",
-                   (at, tenant_id, action, Jsonb(detail)))
+    def _audit(
+        self, db: psycopg.Connection[dict[str, Any]], at: datetime, tenant_id: str, action: str, detail: dict[str, Any]
+    ) -> None:
+        db.execute(
+            "INSERT INTO audit (at, tenant_id, action, detail) VALUES (%s, %s, %s, %s)",
+            (at, tenant_id, action, Jsonb(detail)),
+        )
 
     def endpoint_tenant(self, endpoint: str) -> str | None:
         rows = self._query("SELECT tenant_id FROM endpoints WHERE endpoint = %s", (endpoint,))
@@ -285,17 +344,21 @@ class PostgresCatalog:
             if tenant_id is None:
                 db.execute("DELETE FROM endpoints WHERE endpoint = %s", (endpoint,))
             else:
-                db.execute("INSERT INTO endpoints (endpoint, tenant_id) VALUES (%s, %s) ON CONFLICT (endpoint)"
-                           " DO UPDATE SET tenant_id = excluded.tenant_id", (endpoint, tenant_id))
+                db.execute(
+                    "INSERT INTO endpoints (endpoint, tenant_id) VALUES (%s, %s) ON CONFLICT (endpoint)"
+                    " DO UPDATE SET tenant_id = excluded.tenant_id",
+                    (endpoint, tenant_id),
+                )
 
     def endpoints(self) -> dict[str, str]:
         return {r["endpoint"]: r["tenant_id"] for r in self._query("SELECT * FROM endpoints ORDER BY endpoint")}
 
     def add_token(self, token: ApiToken, secret_sha256: str) -> None:
         with self._write() as db:
-            db.execute("INSERT INTO tokens (id, scope, tenant_id, secret_sha256, created_at)"
-                       " VALUES (%s, %s, %s, %s, %s)",
-                       (token.id, token.scope, token.tenant_id, secret_sha256, token.created_at))
+            db.execute(
+                "INSERT INTO tokens (id, scope, tenant_id, secret_sha256, created_at) VALUES (%s, %s, %s, %s, %s)",
+                (token.id, token.scope, token.tenant_id, secret_sha256, token.created_at),
+            )
 
     def token(self, token_id: str) -> tuple[ApiToken, str] | None:
         rows = self._query("SELECT * FROM tokens WHERE id = %s", (token_id,))
@@ -306,15 +369,21 @@ class PostgresCatalog:
 
     def revoke_token(self, token_id: str, at: datetime) -> bool:
         with self._write() as db:
-            return db.execute("UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
-                              (at, token_id)).rowcount == 1
+            return (
+                db.execute(
+                    "UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (at, token_id)
+                ).rowcount
+                == 1
+            )
 
     def add_login_link(self, link: LoginLink, secret_sha256: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM login_links WHERE expires_at < %s", (link.created_at - KEEP_ENDED,))
-            db.execute("INSERT INTO login_links (id, tenant_id, label, secret_sha256, created_at, expires_at)"
-                       " VALUES (%s, %s, %s, %s, %s, %s)", (link.id, link.tenant_id, link.label, secret_sha256,
-                                                            link.created_at, link.expires_at))
+            db.execute(
+                "INSERT INTO login_links (id, tenant_id, label, secret_sha256, created_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (link.id, link.tenant_id, link.label, secret_sha256, link.created_at, link.expires_at),
+            )
 
     def login_link(self, link_id: str) -> tuple[LoginLink, str] | None:
         rows = self._query("SELECT * FROM login_links WHERE id = %s", (link_id,))
@@ -322,16 +391,28 @@ class PostgresCatalog:
 
     def redeem_login_link(self, link_id: str, session: BrowserSession, secret_sha256: str) -> bool:
         with self._write() as db:
-            used = db.execute("UPDATE login_links SET used_at = %s WHERE id = %s AND used_at IS NULL"
-                              " AND revoked_at IS NULL AND expires_at > %s",
-                              (session.created_at, link_id, session.created_at)).rowcount
+            used = db.execute(
+                "UPDATE login_links SET used_at = %s WHERE id = %s AND used_at IS NULL"
+                " AND revoked_at IS NULL AND expires_at > %s",
+                (session.created_at, link_id, session.created_at),
+            ).rowcount
             if used != 1:
                 return False
             db.execute("DELETE FROM browser_sessions WHERE expires_at < %s", (session.created_at - KEEP_ENDED,))
-            db.execute("INSERT INTO browser_sessions (id, tenant_id, label, link_id, secret_sha256, csrf, created_at,"
-                       " expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                       (session.id, session.tenant_id, session.label, session.link_id, secret_sha256, session.csrf,
-                        session.created_at, session.expires_at))
+            db.execute(
+                "INSERT INTO browser_sessions (id, tenant_id, label, link_id, secret_sha256, csrf, created_at,"
+                " expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    session.id,
+                    session.tenant_id,
+                    session.label,
+                    session.link_id,
+                    secret_sha256,
+                    session.csrf,
+                    session.created_at,
+                    session.expires_at,
+                ),
+            )
             return True
 
     def browser_session(self, session_id: str) -> tuple[BrowserSession, str] | None:
@@ -340,32 +421,51 @@ class PostgresCatalog:
 
     def end_session(self, session_id: str, at: datetime) -> bool:
         with self._write() as db:
-            return db.execute("UPDATE browser_sessions SET ended_at = %s WHERE id = %s AND ended_at IS NULL",
-                              (at, session_id)).rowcount == 1
+            return (
+                db.execute(
+                    "UPDATE browser_sessions SET ended_at = %s WHERE id = %s AND ended_at IS NULL", (at, session_id)
+                ).rowcount
+                == 1
+            )
 
     def open_sign_ins(self, now: datetime) -> tuple[builtins.list[LoginLink], builtins.list[BrowserSession]]:
-        links = [_login_link(r) for r in self._query(
-            "SELECT * FROM login_links WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > %s"
-            " ORDER BY created_at, id", (now,))]
-        sessions = [_browser_session(r) for r in self._query(
-            "SELECT * FROM browser_sessions WHERE ended_at IS NULL AND expires_at > %s ORDER BY created_at, id",
-            (now,))]
+        links = [
+            _login_link(r)
+            for r in self._query(
+                "SELECT * FROM login_links WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > %s"
+                " ORDER BY created_at, id",
+                (now,),
+            )
+        ]
+        sessions = [
+            _browser_session(r)
+            for r in self._query(
+                "SELECT * FROM browser_sessions WHERE ended_at IS NULL AND expires_at > %s ORDER BY created_at, id",
+                (now,),
+            )
+        ]
         return links, sessions
 
     def sign_out_tenant(self, tenant_id: str, at: datetime) -> tuple[int, int]:
         with self._write() as db:
-            links = db.execute("UPDATE login_links SET revoked_at = %s WHERE tenant_id = %s AND used_at IS NULL"
-                               " AND revoked_at IS NULL", (at, tenant_id)).rowcount
-            sessions = db.execute("UPDATE browser_sessions SET ended_at = %s WHERE tenant_id = %s"
-                                  " AND ended_at IS NULL", (at, tenant_id)).rowcount
+            links = db.execute(
+                "UPDATE login_links SET revoked_at = %s WHERE tenant_id = %s AND used_at IS NULL"
+                " AND revoked_at IS NULL",
+                (at, tenant_id),
+            ).rowcount
+            sessions = db.execute(
+                "UPDATE browser_sessions SET ended_at = %s WHERE tenant_id = %s AND ended_at IS NULL", (at, tenant_id)
+            ).rowcount
             return links, sessions
 
     def referenced_blobs(self) -> set[str]:
         return {r["sha256"] for r in self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")}
 
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
-        return [AuditEntry(r["at"], r["tenant_id"], r["action"], r["detail"])
-                for r in self._query("SELECT * FROM audit WHERE tenant_id = %s ORDER BY id", (tenant_id,))]
+        return [
+            AuditEntry(r["at"], r["tenant_id"], r["action"], r["detail"])
+            for r in self._query("SELECT * FROM audit WHERE tenant_id = %s ORDER BY id", (tenant_id,))
+        ]
 
 
 def _token(row: dict[str, Any]) -> ApiToken:
@@ -373,10 +473,25 @@ def _token(row: dict[str, Any]) -> ApiToken:
 
 
 def _login_link(row: dict[str, Any]) -> LoginLink:
-    return LoginLink(row["id"], row["tenant_id"], row["label"], row["created_at"], row["expires_at"], row["used_at"],
-                     row["revoked_at"])
+    return LoginLink(
+        row["id"],
+        row["tenant_id"],
+        row["label"],
+        row["created_at"],
+        row["expires_at"],
+        row["used_at"],
+        row["revoked_at"],
+    )
 
 
 def _browser_session(row: dict[str, Any]) -> BrowserSession:
-    return BrowserSession(row["id"], row["tenant_id"], row["label"], row["link_id"], row["csrf"], row["created_at"],
-                          row["expires_at"], row["ended_at"])
+    return BrowserSession(
+        row["id"],
+        row["tenant_id"],
+        row["label"],
+        row["link_id"],
+        row["csrf"],
+        row["created_at"],
+        row["expires_at"],
+        row["ended_at"],
+    )

@@ -50,38 +50,62 @@ def s3_errors(doing: str) -> Iterator[None]:
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            raise StorageError("permission", f"the object storage refused access (while {doing}): check the"
-                                             " credentials; nothing was changed") from None
+            raise StorageError(
+                "permission",
+                f"the object storage refused access (while {doing}): check the credentials; nothing was changed",
+            ) from None
         if code in ("NoSuchBucket",):
-            raise StorageError("blob_store_missing", f"the object storage bucket does not exist (while {doing});"
-                                                     " nothing was changed") from None
-        raise StorageError("blob_store_error", f"the object storage failed (while {doing}: {code});"
-                                               " nothing was changed") from None
+            raise StorageError(
+                "blob_store_missing", f"the object storage bucket does not exist (while {doing}); nothing was changed"
+            ) from None
+        raise StorageError(
+            "blob_store_error", f"the object storage failed (while {doing}: {code}); nothing was changed"
+        ) from None
     except boto3.exceptions.RetriesExceededError:  # the transfer manager gave up on a download
-        raise StorageError("blob_store_unreachable", f"the object storage kept breaking the transfer (while"
-                                                     f" {doing}); nothing was changed") from None
+        raise StorageError(
+            "blob_store_unreachable",
+            f"the object storage kept breaking the transfer (while {doing}); nothing was changed",
+        ) from None
     except boto3.exceptions.Boto3Error as exc:  # the transfer manager's wrappers (upload failed, …)
-        raise StorageError("blob_store_error", f"the object storage refused the transfer (while {doing}:"
-                                               f" {str(exc).rsplit(': ', 1)[-1][:120]}); nothing was changed") from None
+        raise StorageError(
+            "blob_store_error",
+            f"the object storage refused the transfer (while {doing}:"
+            f" {str(exc).rsplit(': ', 1)[-1][:120]}); nothing was changed",
+        ) from None
     except (botocore.exceptions.BotoCoreError, OSError) as exc:
-        raise StorageError("blob_store_unreachable", f"the object storage cannot be reached (while {doing}:"
-                                                     f" {type(exc).__name__}); nothing was changed") from None
+        raise StorageError(
+            "blob_store_unreachable",
+            f"the object storage cannot be reached (while {doing}: {type(exc).__name__}); nothing was changed",
+        ) from None
 
 
 class S3BlobStore:
     """The :class:`~ooma_moh.storage.blobs.BlobStore` interface over object storage, with
     ``cache`` (a local BlobStore) holding what this host has used."""
 
-    def __init__(self, url: str, cache: BlobStore, *, endpoint_url: str | None = None,
-                 grace_s: float = 7 * 86400.0, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        cache: BlobStore,
+        *,
+        endpoint_url: str | None = None,
+        grace_s: float = 7 * 86400.0,
+        client: Any = None,
+    ) -> None:
         self.bucket, self.prefix = parse_blob_url(url)
         self.cache = cache
         self.grace_s = grace_s
         self.writable = cache.writable
         self.client = client or boto3.client(
-            "s3", endpoint_url=endpoint_url or None,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30,
-                          s3={"addressing_style": "path"}))
+            "s3",
+            endpoint_url=endpoint_url or None,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
+                s3={"addressing_style": "path"},
+            ),
+        )
 
     # -- names ---------------------------------------------------------------------------------
     def key(self, sha256: str) -> str:
@@ -123,8 +147,11 @@ class S3BlobStore:
     def stored(self) -> set[str]:
         """The sha256 of every object under the prefix (trashed ones not included)."""
         with s3_errors("listing the object storage"):
-            return {key.rsplit("/", 1)[-1] for obj in self._objects(f"{self.prefix}/".lstrip("/"))
-                    if (key := obj["Key"]).rsplit("/", 2)[-2] != "trash"}
+            return {
+                key.rsplit("/", 1)[-1]
+                for obj in self._objects(f"{self.prefix}/".lstrip("/"))
+                if (key := obj["Key"]).rsplit("/", 2)[-2] != "trash"
+            }
 
     def scratch(self) -> contextlib.AbstractContextManager[Path]:
         """A private local scratch directory (uploads are staged and converted locally)."""
@@ -151,18 +178,25 @@ class S3BlobStore:
             if not self._object_exists(key):
                 trashed = self.trash_key(sha256)
                 if not self._object_exists(trashed):
-                    raise StorageError("blob_missing", f"a stored file is missing from the object storage (sha256"
-                                                       f" {sha256[:16]}…): restore the bucket from a backup")
+                    raise StorageError(
+                        "blob_missing",
+                        f"a stored file is missing from the object storage (sha256"
+                        f" {sha256[:16]}…): restore the bucket from a backup",
+                    )
                 if self.writable:  # referenced again (a restored catalog): bring it back
-                    self.client.copy_object(Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket,
-                                                                                     "Key": trashed})
+                    self.client.copy_object(
+                        Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": trashed}
+                    )
                 else:
                     key = trashed
             partial = work / sha256
             self.client.download_file(self.bucket, key, str(partial))
             if sha256_file(partial) != sha256:
-                raise StorageError("blob_damaged", f"a stored file is damaged in the object storage (sha256"
-                                                   f" {sha256[:16]}… does not match): restore it from a backup")
+                raise StorageError(
+                    "blob_damaged",
+                    f"a stored file is damaged in the object storage (sha256"
+                    f" {sha256[:16]}… does not match): restore it from a backup",
+                )
             self.cache.put(partial)
         return local
 
@@ -184,14 +218,18 @@ class S3BlobStore:
                 sha, age = parts[-1], now - obj["LastModified"].timestamp()
                 if parts[-2] == "trash":
                     if sha in keep:
-                        self.client.copy_object(Bucket=self.bucket, Key=self.key(sha),
-                                                CopySource={"Bucket": self.bucket, "Key": obj["Key"]})
+                        self.client.copy_object(
+                            Bucket=self.bucket, Key=self.key(sha), CopySource={"Bucket": self.bucket, "Key": obj["Key"]}
+                        )
                         self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
                     elif age >= self.grace_s:
                         self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
                 elif sha not in keep and age >= MIN_AGE_S:
-                    self.client.copy_object(Bucket=self.bucket, Key=self.trash_key(sha),
-                                            CopySource={"Bucket": self.bucket, "Key": obj["Key"]})
+                    self.client.copy_object(
+                        Bucket=self.bucket,
+                        Key=self.trash_key(sha),
+                        CopySource={"Bucket": self.bucket, "Key": obj["Key"]},
+                    )
                     self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
                     moved += 1
         self.cache.collect(lambda: keep, now)

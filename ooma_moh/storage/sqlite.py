@@ -116,30 +116,52 @@ def _time(value: str | None) -> datetime | None:
 
 
 def _login_link(row: sqlite3.Row) -> LoginLink:
-    return LoginLink(row["id"], row["tenant_id"], row["label"], datetime.fromisoformat(row["created_at"]),
-                     datetime.fromisoformat(row["expires_at"]), _time(row["used_at"]), _time(row["revoked_at"]))
+    return LoginLink(
+        row["id"],
+        row["tenant_id"],
+        row["label"],
+        datetime.fromisoformat(row["created_at"]),
+        datetime.fromisoformat(row["expires_at"]),
+        _time(row["used_at"]),
+        _time(row["revoked_at"]),
+    )
 
 
 def _browser_session(row: sqlite3.Row) -> BrowserSession:
-    return BrowserSession(row["id"], row["tenant_id"], row["label"], row["link_id"], row["csrf"],
-                          datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["expires_at"]),
-                          _time(row["ended_at"]))
+    return BrowserSession(
+        row["id"],
+        row["tenant_id"],
+        row["label"],
+        row["link_id"],
+        row["csrf"],
+        datetime.fromisoformat(row["created_at"]),
+        datetime.fromisoformat(row["expires_at"]),
+        _time(row["ended_at"]),
+    )
 
 
 def _token(row: sqlite3.Row) -> ApiToken:
     revoked = row["revoked_at"]
-    return ApiToken(row["id"], row["scope"], row["tenant_id"], datetime.fromisoformat(row["created_at"]),
-                    datetime.fromisoformat(revoked) if revoked else None)
+    return ApiToken(
+        row["id"],
+        row["scope"],
+        row["tenant_id"],
+        datetime.fromisoformat(row["created_at"]),
+        datetime.fromisoformat(revoked) if revoked else None,
+    )
 
 
 #: sqlite3 error name -> (StorageError reason, what happened)
 SQLITE_ERRORS = {
     "SQLITE_FULL": ("disk_full", "the server's disk is full"),
     # before SQLITE_READONLY, which it starts with: a process that may write rolls it back
-    "SQLITE_READONLY_ROLLBACK": ("hot_journal", "a writer crashed mid-commit and left the catalog's journal;"
-                                 " this process may only read it, so it cannot roll it back: the next ooma-moh"
-                                 " process that may write it does (start ooma-moh-http, or run `ooma-moh sync`"
-                                 " as the service user)"),
+    "SQLITE_READONLY_ROLLBACK": (
+        "hot_journal",
+        "a writer crashed mid-commit and left the catalog's journal;"
+        " this process may only read it, so it cannot roll it back: the next ooma-moh"
+        " process that may write it does (start ooma-moh-http, or run `ooma-moh sync`"
+        " as the service user)",
+    ),
     "SQLITE_READONLY": ("read_only", "the catalog is read-only for this process"),
     "SQLITE_CANTOPEN": ("permission", "the catalog cannot be opened (permissions?)"),
     "SQLITE_PERM": ("permission", "permission denied on the catalog"),
@@ -172,8 +194,10 @@ def catalog_exists(path: Path) -> bool:
     try:
         db = _open_read_only(path)
         try:
-            return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'"
-                              ).fetchone() is not None
+            return (
+                db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'").fetchone()
+                is not None
+            )
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -185,15 +209,19 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     killed mid-commit) makes every read-only read fail until a read-write connection rolls it
     back: if this process may write the file, it does that once here, then reads."""
     for attempt in (1, 2):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False
+        )
         try:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
         except sqlite3.Error as exc:
             db.close()
-            hot = (getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK"
-                   and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+            hot = (
+                getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK"
+                and os.access(path, os.W_OK)
+                and os.access(path.parent, os.W_OK | os.X_OK)
+            )
             if attempt == 2 or not hot:
                 raise
             rollback = sqlite3.connect(path, timeout=30)  # reading through it rolls the journal back
@@ -295,16 +323,20 @@ class SqliteCatalog:
         (up,) = self._query("SELECT * FROM uploads WHERE id = ?", (row["upload_id"],))
         renditions = tuple(
             Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
-            for r in self._query(
-                "SELECT * FROM renditions WHERE upload_id = ? ORDER BY extension", (row["upload_id"],)
-            )
+            for r in self._query("SELECT * FROM renditions WHERE upload_id = ? ORDER BY extension", (row["upload_id"],))
         )
         upload = UploadedFile(
-            up["original_name"], up["size"], up["sha256"], up["duration_ms"], up["container"],
+            up["original_name"],
+            up["size"],
+            up["sha256"],
+            up["duration_ms"],
+            up["container"],
             datetime.fromisoformat(up["uploaded_at"]),
         )
         disclaimer = Disclaimer(
-            up["accepted_by"], datetime.fromisoformat(up["accepted_at"]), up["disclaimer_sha256"],
+            up["accepted_by"],
+            datetime.fromisoformat(up["accepted_at"]),
+            up["disclaimer_sha256"],
             up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,
         )
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, updated_at)
@@ -330,22 +362,41 @@ class SqliteCatalog:
                 "INSERT INTO uploads (tenant_id, original_name, size, sha256, duration_ms, container,"
                 " uploaded_at, accepted_by, accepted_at, disclaimer_sha256, disclaimer_version)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (tenant_id, upload.original_name, upload.size, upload.sha256, upload.duration_ms,
-                 upload.container, _ts(upload.uploaded_at), disclaimer.accepted_by,
-                 _ts(disclaimer.accepted_at), disclaimer.sha256, disclaimer.text_version),
+                (
+                    tenant_id,
+                    upload.original_name,
+                    upload.size,
+                    upload.sha256,
+                    upload.duration_ms,
+                    upload.container,
+                    _ts(upload.uploaded_at),
+                    disclaimer.accepted_by,
+                    _ts(disclaimer.accepted_at),
+                    disclaimer.sha256,
+                    disclaimer.text_version,
+                ),
             ).lastrowid
             db.executemany(
-                "INSERT INTO renditions (upload_id, extension, sample_rate, size, sha256)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO renditions (upload_id, extension, sample_rate, size, sha256) VALUES (?, ?, ?, ?, ?)",
                 [(upload_id, r.extension, r.sample_rate, r.size, r.sha256) for r in renditions],
             )
             previous = self._replace_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
-            self._audit(db, upload.uploaded_at, tenant_id, "upload", {
-                "original_name": upload.original_name, "size": upload.size, "sha256": upload.sha256,
-                "duration_ms": upload.duration_ms, "accepted_by": disclaimer.accepted_by,
-                "disclaimer_version": disclaimer.text_version,
-                "accepted_at": _ts(disclaimer.accepted_at), "replaced_upload": previous,
-            })
+            self._audit(
+                db,
+                upload.uploaded_at,
+                tenant_id,
+                "upload",
+                {
+                    "original_name": upload.original_name,
+                    "size": upload.size,
+                    "sha256": upload.sha256,
+                    "duration_ms": upload.duration_ms,
+                    "accepted_by": disclaimer.accepted_by,
+                    "disclaimer_version": disclaimer.text_version,
+                    "accepted_at": _ts(disclaimer.accepted_at),
+                    "replaced_upload": previous,
+                },
+            )
         result = self.get(tenant_id)
         assert result is not None
         return result
@@ -363,8 +414,8 @@ class SqliteCatalog:
     ) -> str | None:
         """Point the tenant at ``upload_id``; drop its previous upload; return that one's sha256."""
         row = db.execute(
-            "SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id"
-            " WHERE t.tenant_id = ?", (tenant_id,),
+            "SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id WHERE t.tenant_id = ?",
+            (tenant_id,),
         ).fetchone()
         db.execute(
             "INSERT INTO tenants (tenant_id, setting, upload_id, updated_at) VALUES (?, ?, ?, ?)"
@@ -392,16 +443,21 @@ class SqliteCatalog:
             if tenant_id is None:
                 db.execute("DELETE FROM endpoints WHERE endpoint = ?", (endpoint,))
             else:
-                db.execute("INSERT INTO endpoints (endpoint, tenant_id) VALUES (?, ?) ON CONFLICT (endpoint)"
-                           " DO UPDATE SET tenant_id = excluded.tenant_id", (endpoint, tenant_id))
+                db.execute(
+                    "INSERT INTO endpoints (endpoint, tenant_id) VALUES (?, ?) ON CONFLICT (endpoint)"
+                    " DO UPDATE SET tenant_id = excluded.tenant_id",
+                    (endpoint, tenant_id),
+                )
 
     def endpoints(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self._query("SELECT endpoint, tenant_id FROM endpoints ORDER BY endpoint")}
 
     def add_token(self, token: ApiToken, secret_sha256: str) -> None:
         with self._write() as db:
-            db.execute("INSERT INTO tokens (id, scope, tenant_id, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-                       (token.id, token.scope, token.tenant_id, secret_sha256, _ts(token.created_at)))
+            db.execute(
+                "INSERT INTO tokens (id, scope, tenant_id, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+                (token.id, token.scope, token.tenant_id, secret_sha256, _ts(token.created_at)),
+            )
 
     def token(self, token_id: str) -> tuple[ApiToken, str] | None:
         rows = self._query("SELECT * FROM tokens WHERE id = ?", (token_id,))
@@ -412,16 +468,19 @@ class SqliteCatalog:
 
     def revoke_token(self, token_id: str, at: datetime) -> bool:
         with self._write() as db:
-            cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                                (_ts(at), token_id))
+            cursor = db.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ts(at), token_id)
+            )
             return cursor.rowcount == 1
 
     def add_login_link(self, link: LoginLink, secret_sha256: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM login_links WHERE expires_at < ?", (_ts(link.created_at - KEEP_ENDED),))
-            db.execute("INSERT INTO login_links (id, tenant_id, label, secret_sha256, created_at, expires_at)"
-                       " VALUES (?, ?, ?, ?, ?, ?)", (link.id, link.tenant_id, link.label, secret_sha256,
-                                                      _ts(link.created_at), _ts(link.expires_at)))
+            db.execute(
+                "INSERT INTO login_links (id, tenant_id, label, secret_sha256, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (link.id, link.tenant_id, link.label, secret_sha256, _ts(link.created_at), _ts(link.expires_at)),
+            )
 
     def login_link(self, link_id: str) -> tuple[LoginLink, str] | None:
         rows = self._query("SELECT * FROM login_links WHERE id = ?", (link_id,))
@@ -429,16 +488,27 @@ class SqliteCatalog:
 
     def redeem_login_link(self, link_id: str, session: BrowserSession, secret_sha256: str) -> bool:
         with self._write() as db:
-            row = db.execute("SELECT expires_at FROM login_links WHERE id = ? AND used_at IS NULL"
-                             " AND revoked_at IS NULL", (link_id,)).fetchone()
+            row = db.execute(
+                "SELECT expires_at FROM login_links WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL", (link_id,)
+            ).fetchone()
             if row is None or datetime.fromisoformat(row[0]) <= session.created_at:
                 return False
             db.execute("UPDATE login_links SET used_at = ? WHERE id = ?", (_ts(session.created_at), link_id))
             db.execute("DELETE FROM browser_sessions WHERE expires_at < ?", (_ts(session.created_at - KEEP_ENDED),))
-            db.execute("INSERT INTO browser_sessions (id, tenant_id, label, link_id, secret_sha256, csrf,"
-                       " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (session.id, session.tenant_id, session.label, session.link_id, secret_sha256,
-                        session.csrf, _ts(session.created_at), _ts(session.expires_at)))
+            db.execute(
+                "INSERT INTO browser_sessions (id, tenant_id, label, link_id, secret_sha256, csrf,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id,
+                    session.tenant_id,
+                    session.label,
+                    session.link_id,
+                    secret_sha256,
+                    session.csrf,
+                    _ts(session.created_at),
+                    _ts(session.expires_at),
+                ),
+            )
             return True
 
     def browser_session(self, session_id: str) -> tuple[BrowserSession, str] | None:
@@ -447,23 +517,34 @@ class SqliteCatalog:
 
     def end_session(self, session_id: str, at: datetime) -> bool:
         with self._write() as db:
-            cursor = db.execute("UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
-                                (_ts(at), session_id))
+            cursor = db.execute(
+                "UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (_ts(at), session_id)
+            )
             return cursor.rowcount == 1
 
     def open_sign_ins(self, now: datetime) -> tuple[builtins.list[LoginLink], builtins.list[BrowserSession]]:
-        links = [_login_link(r) for r in self._query("SELECT * FROM login_links WHERE used_at IS NULL AND"
-                                                     " revoked_at IS NULL ORDER BY created_at, id")]
-        sessions = [_browser_session(r) for r in self._query("SELECT * FROM browser_sessions WHERE ended_at IS NULL"
-                                                             " ORDER BY created_at, id")]
+        links = [
+            _login_link(r)
+            for r in self._query(
+                "SELECT * FROM login_links WHERE used_at IS NULL AND revoked_at IS NULL ORDER BY created_at, id"
+            )
+        ]
+        sessions = [
+            _browser_session(r)
+            for r in self._query("SELECT * FROM browser_sessions WHERE ended_at IS NULL ORDER BY created_at, id")
+        ]
         return [x for x in links if x.refusal(now) is None], [x for x in sessions if x.open_at(now)]
 
     def sign_out_tenant(self, tenant_id: str, at: datetime) -> tuple[int, int]:
         with self._write() as db:
-            links = db.execute("UPDATE login_links SET revoked_at = ? WHERE tenant_id = ? AND used_at IS NULL"
-                               " AND revoked_at IS NULL", (_ts(at), tenant_id)).rowcount
-            sessions = db.execute("UPDATE browser_sessions SET ended_at = ? WHERE tenant_id = ? AND ended_at IS NULL",
-                                  (_ts(at), tenant_id)).rowcount
+            links = db.execute(
+                "UPDATE login_links SET revoked_at = ? WHERE tenant_id = ? AND used_at IS NULL AND revoked_at IS NULL",
+                (_ts(at), tenant_id),
+            ).rowcount
+            sessions = db.execute(
+                "UPDATE browser_sessions SET ended_at = ? WHERE tenant_id = ? AND ended_at IS NULL",
+                (_ts(at), tenant_id),
+            ).rowcount
             return links, sessions
 
     def referenced_blobs(self) -> set[str]:

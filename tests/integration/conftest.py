@@ -79,8 +79,12 @@ def reset_lab(lab: LabAsterisk) -> None:
     write_atomically(lab.home / "ooma-moh-classes.conf", "")
     lab.cli("moh reload")
     for entry in lab.home.iterdir():
-        if entry.name not in ("realtime.sqlite3", "realtime.sqlite3-wal", "realtime.sqlite3-shm",
-                              "ooma-moh-classes.conf"):
+        if entry.name not in (
+            "realtime.sqlite3",
+            "realtime.sqlite3-wal",
+            "realtime.sqlite3-shm",
+            "ooma-moh-classes.conf",
+        ):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 

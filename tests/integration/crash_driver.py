@@ -37,6 +37,7 @@ def arm(service: MohService, point: str) -> None:
             if len(calls) >= limit:
                 die()
             return result
+
         blobs.put = put  # type: ignore[method-assign]
     elif point == "in-transaction":
         original_replace = catalog._replace_tenant  # type: ignore[attr-defined]
@@ -44,6 +45,7 @@ def arm(service: MohService, point: str) -> None:
         def replace(self, db, *args):  # type: ignore[no-untyped-def]
             original_replace(self, db, *args)
             die()
+
         catalog._replace_tenant = replace  # type: ignore[attr-defined]
     elif point == "committed":
         blobs.collect = lambda *a, **k: die()  # type: ignore[method-assign]

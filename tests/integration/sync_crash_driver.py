@@ -31,6 +31,7 @@ def arm(point: str) -> None:
             placed.append(dest)
             if len(placed) >= limit:
                 die()
+
         MohDirectory._place = staticmethod(place)  # type: ignore[assignment]
     elif point == "published":
         for cls in (RealtimePublisher, StaticPublisher):
@@ -39,6 +40,7 @@ def arm(point: str) -> None:
             def apply(self, upserts, deletes, _original=original_apply):  # type: ignore[no-untyped-def]
                 _original(self, upserts, deletes)
                 die()
+
             cls.apply = apply  # type: ignore[method-assign]
     elif point == "collect":
         MohDirectory.collect = lambda *a, **k: die()  # type: ignore[method-assign]

@@ -26,8 +26,12 @@ HOLD_AT, HOLD_FOR, SECONDS = 1.5, 3.0, 7
 def agi_server(lab: LabAsterisk, lab_settings: Settings):
     """`ooma-moh serve agi` on a free port, wired into the lab dialplan's OOMA_MOH_AGI."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
-                            env=settings_env(lab_settings), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
+        env=settings_env(lab_settings),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_port(port, proc)
     lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{port}")
     yield proc
@@ -57,31 +61,35 @@ def assert_hold_music(windows: list, hold_t: float, unhold_t: float, expected: f
     first, last = music[0], music[-1]
     assert abs(first / 10 - hold_t) <= 0.4, (first, hold_t, windows)
     assert set(windows[:first]) <= {TALK_TONE, None} and windows[first - 1] == TALK_TONE, windows
-    assert windows[first:last + 1] == [expected] * (last + 1 - first), windows  # from the first 100 ms
+    assert windows[first : last + 1] == [expected] * (last + 1 - first), windows  # from the first 100 ms
     assert (last - first + 1) / 10 >= HOLD_FOR - 0.4, windows
     assert (last + 1) / 10 - unhold_t <= 0.3, (last, unhold_t, windows)  # stops within 200 ms (+1 window)
-    assert windows[last + 1:last + 6] == [TALK_TONE] * 5, windows  # and the conversation is back
+    assert windows[last + 1 : last + 6] == [TALK_TONE] * 5, windows  # and the conversation is back
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
 @pytest.mark.parametrize("how", [pytest.param("arg", marks=pytest.mark.every_backend), "query", "var", "acct"])
-def test_tenant_from_each_source_hears_its_music(lab, ari_lab, agi_server, lab_service: MohService,
-                                                 tmp_path: Path, how: str) -> None:
+def test_tenant_from_each_source_hears_its_music(
+    lab, ari_lab, agi_server, lab_service: MohService, tmp_path: Path, how: str
+) -> None:
     lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     from click.testing import CliRunner
 
     from ooma_moh.cli import main
+
     assert CliRunner().invoke(main, ["sync", "--all"], env=settings_env(lab_service.settings)).exit_code == 0
     windows, hold_t, unhold_t = held_call(lab, ari_lab, f"agi_{how}", f"{how}-alpha@ooma-lab-agi-call")
     assert_hold_music(windows, hold_t, unhold_t, A)
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
-@pytest.mark.parametrize("destination", ["arg-nobody@ooma-lab-agi-call", "arg-gamma@ooma-lab-agi-call",
-                                         "none@ooma-lab-agi-call"])
-def test_unknown_or_default_tenant_hears_default(lab, ari_lab, agi_server, lab_service: MohService,
-                                                 tmp_path: Path, destination: str) -> None:
+@pytest.mark.parametrize(
+    "destination", ["arg-nobody@ooma-lab-agi-call", "arg-gamma@ooma-lab-agi-call", "none@ooma-lab-agi-call"]
+)
+def test_unknown_or_default_tenant_hears_default(
+    lab, ari_lab, agi_server, lab_service: MohService, tmp_path: Path, destination: str
+) -> None:
     lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.delete("gamma")
     name = "agi_" + destination.split("@")[0].replace("-", "_")

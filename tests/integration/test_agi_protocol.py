@@ -25,10 +25,12 @@ from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, wait_for_port
 
-ENV = ("agi_network: yes\nagi_network_script: {script}\nagi_request: agi://127.0.0.1/{script}\n"
-       "agi_channel: PJSIP/trunk-00000001\nagi_language: en\nagi_type: PJSIP\nagi_uniqueid: 1.1\n"
-       "agi_callerid: 5551234\nagi_context: from-trunk\nagi_extension: 100\nagi_priority: 1\n"
-       "agi_accountcode: {account}\n{args}\n")
+ENV = (
+    "agi_network: yes\nagi_network_script: {script}\nagi_request: agi://127.0.0.1/{script}\n"
+    "agi_channel: PJSIP/trunk-00000001\nagi_language: en\nagi_type: PJSIP\nagi_uniqueid: 1.1\n"
+    "agi_callerid: 5551234\nagi_context: from-trunk\nagi_extension: 100\nagi_priority: 1\n"
+    "agi_accountcode: {account}\n{args}\n"
+)
 
 
 @pytest.fixture
@@ -40,8 +42,11 @@ def server(settings: Settings, service: MohService, tmp_path: Path):
     # The log goes to a file, not a pipe: nobody reads a pipe while the test runs, and a server
     # blocked on a full pipe (64 KiB: a few hundred connections' lines) stops answering.
     with open(tmp_path / "agi.log", "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
-                                env=settings_env(settings), stderr=log_file)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
+            env=settings_env(settings),
+            stderr=log_file,
+        )
     wait_for_port(port, proc)
     yield port, proc
     proc.terminate()
@@ -133,8 +138,9 @@ class FakeAsterisk:
         except ConnectionResetError:
             return True
 
-    def run(self, script: str = "moh", account: str = "", args: tuple[str, ...] = (),
-            variable: str | None = None) -> dict[str, str]:
+    def run(
+        self, script: str = "moh", account: str = "", args: tuple[str, ...] = (), variable: str | None = None
+    ) -> dict[str, str]:
         """A whole request; returns the variables the server set."""
         self.send(env_block(script, account, args))
         return self.answer(variable)
@@ -154,27 +160,31 @@ class FakeAsterisk:
         return values
 
 
-@pytest.mark.parametrize("request_kwargs, expected", [
-    ({"script": "moh?tenant=alpha"}, "tenant-alpha"),
-    ({"args": ("alpha",)}, "tenant-alpha"),
-    ({"variable": "alpha"}, "tenant-alpha"),
-    ({"account": "alpha"}, "tenant-alpha"),
-    ({"args": ("alpha",), "variable": "nobody", "account": "nobody"}, "tenant-alpha"),
-    ({"variable": "alpha", "account": "nobody"}, "tenant-alpha"),
-    ({"account": "gamma"}, "default"),
-    ({"account": "nobody"}, "default"),
-    ({}, "default"),
-    ({"args": ("../etc",)}, "default"),
-    ({"script": "other", "args": ("alpha",)}, "default"),
-])
+@pytest.mark.parametrize(
+    "request_kwargs, expected",
+    [
+        ({"script": "moh?tenant=alpha"}, "tenant-alpha"),
+        ({"args": ("alpha",)}, "tenant-alpha"),
+        ({"variable": "alpha"}, "tenant-alpha"),
+        ({"account": "alpha"}, "tenant-alpha"),
+        ({"args": ("alpha",), "variable": "nobody", "account": "nobody"}, "tenant-alpha"),
+        ({"variable": "alpha", "account": "nobody"}, "tenant-alpha"),
+        ({"account": "gamma"}, "default"),
+        ({"account": "nobody"}, "default"),
+        ({}, "default"),
+        ({"args": ("../etc",)}, "default"),
+        ({"script": "other", "args": ("alpha",)}, "default"),
+    ],
+)
 def test_route_sets_class_and_variable(server, request_kwargs: dict, expected: str) -> None:
     port, _ = server
     values = FakeAsterisk(port).run(**request_kwargs)
     assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}
 
 
-@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 100 + b"\n",
-                                     b"x" * 20000 + b"\n"])
+@pytest.mark.parametrize(
+    "garbage", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 100 + b"\n", b"x" * 20000 + b"\n"]
+)
 def test_garbage_is_closed_and_server_keeps_serving(server, garbage: bytes) -> None:
     port, proc = server
     client = FakeAsterisk(port)
@@ -236,6 +246,7 @@ def test_connections_over_the_cap_are_closed_at_once(server, tmp_path: Path) -> 
     for extra in extras:
         extra.sock.settimeout(2)  # admitted instead of closed, it would wait for the 5 s io timeout
         assert extra.closed()
+
     def finish(holder: FakeAsterisk) -> str:
         holder.send(rest)
         return holder.answer()["OOMA_MOH_CLASS"]
@@ -320,14 +331,27 @@ def test_outside_values_are_logged_escaped(in_process, caplog: pytest.LogCapture
     for message in messages:
         assert message.isascii() and message.isprintable(), repr(message)
     logged = "\n".join(messages)
-    for expected in ('tenant="a\\nFAKE LINE"', "tenant=\\u2028x", "tenant=acct\\x1b[31mRED", "tenant=v\\rw",
-                     "unknown route 'mo\\x1b[2Jh'", 'tenant="x class=tenant-vip"', "\\x1b]0;pwned\\x07"):
+    for expected in (
+        'tenant="a\\nFAKE LINE"',
+        "tenant=\\u2028x",
+        "tenant=acct\\x1b[31mRED",
+        "tenant=v\\rw",
+        "unknown route 'mo\\x1b[2Jh'",
+        'tenant="x class=tenant-vip"',
+        "\\x1b]0;pwned\\x07",
+    ):
         assert expected in logged, (expected, messages)
 
 
 def test_classic_agi_script_logs_escaped(settings: Settings, service: MohService) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh.agi.script"], env=settings_env(settings),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ooma_moh.agi.script"],
+        env=settings_env(settings),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdin.write("agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: acct\x1b[31mRED\n\n")
     proc.stdin.flush()
     while line := proc.stdout.readline():
@@ -341,10 +365,19 @@ def test_classic_agi_script_logs_escaped(settings: Settings, service: MohService
 
 def test_classic_agi_script_over_pipes(settings: Settings, service: MohService, tmp_path: Path) -> None:
     service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
-    for argv_tenant, account, expected in (("alpha", "", "tenant-alpha"), ("", "alpha", "tenant-alpha"),
-                                           ("", "nobody", "default")):
-        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh.agi.script"], env=settings_env(settings),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for argv_tenant, account, expected in (
+        ("alpha", "", "tenant-alpha"),
+        ("", "alpha", "tenant-alpha"),
+        ("", "nobody", "default"),
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh.agi.script"],
+            env=settings_env(settings),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         args = f"agi_arg_1: {argv_tenant}\n" if argv_tenant else ""
         proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: {account}\n{args}\n")
         proc.stdin.flush()

@@ -30,8 +30,15 @@ pytestmark = pytest.mark.parametrize("mode", ["realtime"])
 class Handler:
     """`ooma-moh serve ari` as a child process."""
 
-    def __init__(self, settings: Settings, lab: LabAsterisk, *, python: list[str] | None = None,
-                 env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        lab: LabAsterisk,
+        *,
+        python: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
         """``python``: the interpreter's argv (another user's: setpriv …), ``env`` its environment,
         ``log`` where its stderr goes (default: this interpreter, the settings', the home)."""
         self.settings, self.lab = settings, lab
@@ -42,8 +49,9 @@ class Handler:
 
     def start(self) -> None:
         before = self.connections()
-        self.proc = subprocess.Popen([*self.python, "-m", "ooma_moh", "serve", "ari"],
-                                     env=self.env, stderr=open(self.log, "a"), text=True)
+        self.proc = subprocess.Popen(
+            [*self.python, "-m", "ooma_moh", "serve", "ari"], env=self.env, stderr=open(self.log, "a"), text=True
+        )
         try:
             deadline = time.monotonic() + 15
             while self.connections() == before:
@@ -80,6 +88,7 @@ def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, t
     lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.delete("gamma")
     from ooma_moh.app import build_syncer
+
     build_syncer(lab_settings, lab_service).run(None)
     h = Handler(lab_settings, lab)
     h.start()
@@ -102,8 +111,10 @@ def segments(windows: list) -> list[tuple[object, int, int]]:
 def heard(windows: list) -> str:
     """What the caller heard, for a failure message: ``0.0-1.5 s talk, 1.5-4.0 s 440 Hz (alpha), …``."""
     names = {TALK_TONE: "talk", DEFAULT_TONE: "default", A: "440 Hz (alpha)", B: "660 Hz (beta)", None: "silence"}
-    return ", ".join(f"{first / 10:.1f}-{(last + 1) / 10:.1f} s {names.get(value, f'{value:.0f} Hz')}"  # type: ignore[call-overload]
-                     for value, first, last in segments(windows))
+    return ", ".join(
+        f"{first / 10:.1f}-{(last + 1) / 10:.1f} s {names.get(value, f'{value:.0f} Hz')}"  # type: ignore[call-overload]
+        for value, first, last in segments(windows)
+    )
 
 
 def assert_holds(windows: list, periods: list[tuple[float, float]], expected: float, slack: float = 0.0) -> None:
@@ -113,8 +124,10 @@ def assert_holds(windows: list, periods: list[tuple[float, float]], expected: fl
     drifts a few frames against the wall clock). ``slack``: how late Asterisk ran behind the
     requests in this call (:meth:`Call.lag`), added to each timing margin, so that a busy machine
     widens them by what was measured rather than by a guess."""
-    what = f"heard {heard(windows)}; holds asked at {[(round(h, 2), round(u, 2)) for h, u in periods]} s" \
-           f" (Asterisk up to {slack:.2f} s behind)"
+    what = (
+        f"heard {heard(windows)}; holds asked at {[(round(h, 2), round(u, 2)) for h, u in periods]} s"
+        f" (Asterisk up to {slack:.2f} s behind)"
+    )
     music = [r for r in segments(windows) if r[0] not in (TALK_TONE, None)]
     assert [r[0] for r in music] == [expected] * len(periods), what
     previous_end = previous_unhold = None
@@ -313,8 +326,9 @@ def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler
     stopped_t = time.monotonic() - call.started
     windows = tones_heard(call.finish(), [A, B])
     slack = call.lag()
-    what = (f"heard {heard(windows)}; hold at {hold_t:.2f} s, unhold at {unhold_t:.2f} s,"
-            f" handler back at {stopped_t:.2f} s")
+    what = (
+        f"heard {heard(windows)}; hold at {hold_t:.2f} s, unhold at {unhold_t:.2f} s, handler back at {stopped_t:.2f} s"
+    )
     music = [r for r in segments(windows) if r[0] == A]
     assert len(music) == 1 and abs(music[0][1] / 10 - hold_t) <= 0.4 + slack, what
     assert (music[0][2] + 1) / 10 <= stopped_t + 0.3 + slack, what

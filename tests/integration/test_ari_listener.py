@@ -112,8 +112,11 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
         listener = EventListener(client, app, on_event, min_backoff=0.01)
         task = asyncio.create_task(listener.run())
         for i in range(1, CYCLES + 1):
-            await eventually(lambda i=i: listener.connections == i and listener.connected.is_set(), 15,
-                             f"connection {i} did not come up")
+            await eventually(
+                lambda i=i: listener.connections == i and listener.connected.is_set(),
+                15,
+                f"connection {i} did not come up",
+            )
             if i < CYCLES:
                 await listener.drop()
         registered = await client.get_application(app)
@@ -122,8 +125,11 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
         assert "__AST_BRIDGE_ALL_TOPIC" in registered["bridge_ids"], registered
 
         await asyncio.to_thread(lab.cli, "channel originate Local/talk@ooma-lab-talker application Wait 1")
-        await eventually(lambda: any(n.startswith("Local/talk@ooma-lab-talker") for n in created), 10,
-                         "no event for a channel another application owns")
+        await eventually(
+            lambda: any(n.startswith("Local/talk@ooma-lab-talker") for n in created),
+            10,
+            "no event for a channel another application owns",
+        )
 
         await listener.stop()
         await asyncio.wait_for(task, 10)
@@ -168,8 +174,11 @@ def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
             other = await session.ws_connect(events_url(lab, app, subscribe_all=False))
             await eventually(lambda: any("took over" in m for m in messages), 5, "no ApplicationReplaced")
             await other.close()
-        await eventually(lambda: listener.connections == 2 and listener.connected.is_set(), 10,
-                         "the orphaned listener did not reconnect")
+        await eventually(
+            lambda: listener.connections == 2 and listener.connected.is_set(),
+            10,
+            "the orphaned listener did not reconnect",
+        )
         assert any("no longer registered" in m for m in messages), messages
         await client.get_application(app)  # registered again (404 would raise)
         await listener.stop()

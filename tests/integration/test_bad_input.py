@@ -29,6 +29,7 @@ def _bytes(name: str, data: bytes) -> Maker:
         path = tmp / name
         path.write_bytes(data)
         return path
+
     return make
 
 
@@ -48,6 +49,7 @@ def _playlist(kind: str) -> Maker:
         else:  # a playlist hidden behind an ID3 tag, so that it sniffs as MP3
             text = "ID3\x03\x00\x00\x00\x00\x00\x00" + f"#EXTM3U\n#EXTINF:3,\n{target}\n"
         return _bytes("playlist.mp3", text.encode())(tmp)
+
     return make
 
 
@@ -85,8 +87,19 @@ def _video_only_mp4(tmp: Path) -> Path:
 
 def _forty_minutes(tmp: Path) -> Path:
     path = tmp / "long.mp3"  # 8 kbit/s keeps 40 minutes under the size limit
-    ffmpeg("-f", "lavfi", "-i", "sine=f=200:sample_rate=8000:d=2400", "-ac", "1", "-c:a", "libmp3lame",
-           "-b:a", "8k", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=200:sample_rate=8000:d=2400",
+        "-ac",
+        "1",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "8k",
+        str(path),
+    )
     assert path.stat().st_size < 5 * 1024 * 1024
     return path
 
@@ -97,16 +110,22 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
     "5,242,881 bytes": (_bytes("big.wav", b"RIFF" + b"\x00" * (5 * 1024 * 1024 - 3)), "too_large"),
     "random bytes": (_bytes("noise.mp3", bytes(range(256)) * 64 + os.urandom(4096)), "unrecognised_format"),
     "truncated mp3": (_truncated_mp3, "truncated"),
-    "text named .mp3": (_bytes("notes.mp3", b"These are not the droids you are looking for.\n" * 20),
-                        "unrecognised_format"),
+    "text named .mp3": (
+        _bytes("notes.mp3", b"These are not the droids you are looking for.\n" * 20),
+        "unrecognised_format",
+    ),
     "hls playlist named .mp3": (_playlist("hls"), "unrecognised_format"),
     "concat playlist named .mp3": (_playlist("concat"), "unrecognised_format"),
     "playlist behind an ID3 tag": (_playlist("id3"), "undecodable"),
     "wav with 0 channels": (_wav_zero_channels, "undecodable"),
     "40 minutes": (_forty_minutes, "too_long"),
     "0.5 s": (lambda tmp: tone(tmp / "short.wav", 440, seconds=0.5), "too_short"),
-    "silence": (lambda tmp: make_audio(tmp / "silent.wav", source="anullsrc=r=8000:cl=mono", seconds=3,
-                                       container="wav", channels=1, rate=8000), "silent"),
+    "silence": (
+        lambda tmp: make_audio(
+            tmp / "silent.wav", source="anullsrc=r=8000:cl=mono", seconds=3, container="wav", channels=1, rate=8000
+        ),
+        "silent",
+    ),
     # issue 8: 3,444 bytes at 1 Hz used to decode as 28 min 20 s (82 s CPU, 901 MB)
     "1 Hz wav, 3,444 bytes": (_wav("onehz.wav", 1, 1, bytes(128 + i % 7 for i in range(3400)), bits=8), "sample_rate"),
     "7,999 Hz wav": (_wav("low.wav", 7999, 1, b"\x00\x10" * 24000), "sample_rate"),
@@ -125,8 +144,9 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
 
 @pytest.fixture
 def tenant_with_music(service: MohService, tmp_path: Path) -> tuple[MohService, object, set[str]]:
-    before = service.upload("acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True,
-                            accepted_by="tester")
+    before = service.upload(
+        "acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True, accepted_by="tester"
+    )
     stored = service.blobs.stored()
     return service, before, stored
 
@@ -157,8 +177,22 @@ def test_cover_art_is_ignored_never_decoded(tenant_with_music, tmp_path: Path, c
     audio = tone(tmp_path / f"plain.{container}", 440, seconds=3, container=container)
     ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x64:d=1", "-frames:v", "1", str(tmp_path / "c.jpg"))
     art = tmp_path / f"art.{container}"
-    ffmpeg("-i", str(audio), "-i", str(tmp_path / "c.jpg"), "-map", "0", "-map", "1", "-c", "copy",
-           "-disposition:v", "attached_pic", *(["-id3v2_version", "3"] if container == "mp3" else []), str(art))
+    ffmpeg(
+        "-i",
+        str(audio),
+        "-i",
+        str(tmp_path / "c.jpg"),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c",
+        "copy",
+        "-disposition:v",
+        "attached_pic",
+        *(["-id3v2_version", "3"] if container == "mp3" else []),
+        str(art),
+    )
     result = service.upload("acme", art, accept_disclaimer=True, accepted_by="tester")
     assert result.upload.container == container and 2900 <= result.upload.duration_ms <= 3100
 
@@ -173,8 +207,9 @@ def test_a_lying_wav_header_gets_the_real_duration(tenant_with_music, tmp_path: 
 
 def test_lowest_accepted_rate_is_accepted(tenant_with_music, tmp_path: Path) -> None:
     service, _, _ = tenant_with_music
-    path = make_audio(tmp_path / "8k.wav", source="sine=f=440:sample_rate=8000", seconds=2, container="wav",
-                      channels=1, rate=8000)
+    path = make_audio(
+        tmp_path / "8k.wav", source="sine=f=440:sample_rate=8000", seconds=2, container="wav", channels=1, rate=8000
+    )
     assert service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload.duration_ms == 2000
 
 
@@ -188,6 +223,7 @@ def test_invalid_tenant_ids_change_nothing(tenant_with_music, tmp_path: Path, te
 
 
 # -- the command line: arguments an operator (or a script fed by users) can get wrong --------------
+
 
 @pytest.fixture
 def cli_home(tmp_path: Path):
@@ -216,25 +252,31 @@ def _fifo(tmp: Path) -> Path:
     return tmp / "pipe.mp3"
 
 
-@pytest.mark.parametrize("case, make, message, code", [
-    ("file name of 300 characters", lambda tmp: tmp / ("a" * 300 + ".mp3"), "file name too long", 1),
-    ("a directory", lambda tmp: tmp, "is a directory", 2),  # click's usage error
-    ("a named pipe", _fifo, "not a readable file", 1),
-    ("a missing file", lambda tmp: tmp / "nope.mp3", "not a readable file", 1),
-])
+@pytest.mark.parametrize(
+    "case, make, message, code",
+    [
+        ("file name of 300 characters", lambda tmp: tmp / ("a" * 300 + ".mp3"), "file name too long", 1),
+        ("a directory", lambda tmp: tmp, "is a directory", 2),  # click's usage error
+        ("a named pipe", _fifo, "not a readable file", 1),
+        ("a missing file", lambda tmp: tmp / "nope.mp3", "not a readable file", 1),
+    ],
+)
 def test_unreadable_upload_paths(cli_home, case: str, make, message: str, code: int) -> None:  # type: ignore[no-untyped-def]
     run, tmp = cli_home
     result = run("upload", "acme", str(make(tmp)), "--accept-disclaimer", code=code)
     assert message in result.stderr.lower()
 
 
-@pytest.mark.parametrize("by, message", [
-    ("alice\nFORGED line", "control characters"),
-    ("\x1b[31mred\x1b[0m", "control characters"),
-    ("x" * 100_000, "100,000 characters"),
-    ("", "empty"),
-    ("   ", "empty"),
-])
+@pytest.mark.parametrize(
+    "by, message",
+    [
+        ("alice\nFORGED line", "control characters"),
+        ("\x1b[31mred\x1b[0m", "control characters"),
+        ("x" * 100_000, "100,000 characters"),
+        ("", "empty"),
+        ("   ", "empty"),
+    ],
+)
 def test_disclaimer_acceptor_is_validated(cli_home, by: str, message: str) -> None:  # type: ignore[no-untyped-def]
     run, tmp = cli_home
     result = run("upload", "acme", str(tone(tmp / "new.wav", 660)), "--accept-disclaimer", "--by", by, code=1)
@@ -259,8 +301,19 @@ def test_ffmpeg_limits_stop_a_costly_input(settings: Settings, tmp_path: Path, l
     from ooma_moh.app import build_service
 
     path = tmp_path / "worst.mp3"
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1790:r=8000", "-ac", "1",
-           "-c:a", "libmp3lame", "-b:a", "8k", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=color=pink:amplitude=0.2:seed=5:d=1790:r=8000",
+        "-ac",
+        "1",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "8k",
+        str(path),
+    )
     service = build_service(dataclasses.replace(settings, **{limit: value}))
     with pytest.raises(UploadRejected) as info:
         service.upload("acme", path, accept_disclaimer=True, accepted_by="tester")

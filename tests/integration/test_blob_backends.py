@@ -26,8 +26,12 @@ def upload_tone(settings: Settings, tenant: str, freq: float, tmp_path: Path, se
     """Upload a ``seconds`` s MP3 tone for ``tenant`` as a host with ``settings`` would."""
     service = build_service(settings)
     try:
-        return service.upload(tenant, tone(tmp_path / f"{tenant}-{freq:g}-{seconds:g}.mp3", freq, seconds, "mp3"),
-                              accept_disclaimer=True, accepted_by="admin")
+        return service.upload(
+            tenant,
+            tone(tmp_path / f"{tenant}-{freq:g}-{seconds:g}.mp3", freq, seconds, "mp3"),
+            accept_disclaimer=True,
+            accepted_by="admin",
+        )
     finally:
         service.catalog.close()
 
@@ -38,8 +42,7 @@ def keys(s3: S3Server, settings: Settings) -> set[str]:
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
-def test_an_upload_on_one_host_is_published_from_another(s3: S3Server, s3_settings: Settings,
-                                                         tmp_path: Path) -> None:
+def test_an_upload_on_one_host_is_published_from_another(s3: S3Server, s3_settings: Settings, tmp_path: Path) -> None:
     tenant = upload_tone(s3_settings, "acme", 440, tmp_path)
     assert tenant.upload is not None
     stored = keys(s3, s3_settings)
@@ -71,7 +74,8 @@ def test_a_damaged_object_never_reaches_the_cache(s3: S3Server, s3_settings: Set
 
 
 def test_clean_up_trashes_then_deletes_and_a_restored_catalog_gets_its_objects_back(
-        s3: S3Server, s3_settings: Settings, tmp_path: Path) -> None:
+    s3: S3Server, s3_settings: Settings, tmp_path: Path
+) -> None:
     blobs = open_blobs(s3_settings)
     assert isinstance(blobs, S3BlobStore)
     with blobs.scratch() as work:
@@ -135,14 +139,16 @@ class CuttingProxy:
         self.server.close()
 
 
-def test_a_download_cut_in_the_middle_leaves_nothing_behind(s3: S3Server, s3_settings: Settings,
-                                                            tmp_path: Path) -> None:
+def test_a_download_cut_in_the_middle_leaves_nothing_behind(
+    s3: S3Server, s3_settings: Settings, tmp_path: Path
+) -> None:
     tenant = upload_tone(s3_settings, "acme", 440, tmp_path, seconds=20)
     sha = tenant.rendition("sln16").sha256  # 640 kB
     proxy = CuttingProxy(int(s3.endpoint.rsplit(":", 1)[1]), 200_000)
     try:
-        cut = open_blobs(dataclasses.replace(s3_settings, home=tmp_path / "cut",
-                                             s3_endpoint_url=f"http://127.0.0.1:{proxy.port}"))
+        cut = open_blobs(
+            dataclasses.replace(s3_settings, home=tmp_path / "cut", s3_endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        )
         with pytest.raises(StorageError) as caught:
             cut.locate(sha)
         assert caught.value.reason in ("blob_store_unreachable", "blob_store_error", "blob_damaged"), caught.value
@@ -154,8 +160,11 @@ def test_a_download_cut_in_the_middle_leaves_nothing_behind(s3: S3Server, s3_set
     assert sha256_file(whole.locate(sha)) == sha  # the same cache, once the network is whole
 
 
-def test_object_storage_down_fails_uploads_clearly_and_changes_nothing(postgres, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_object_storage_down_fails_uploads_clearly_and_changes_nothing(
+    postgres,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from ooma_moh.app import create_catalog
     from tests.s3server import CREDENTIALS
 
@@ -163,23 +172,30 @@ def test_object_storage_down_fails_uploads_clearly_and_changes_nothing(postgres,
         monkeypatch.setenv(name, value)
     own = S3Server().start()  # its own server: this test stops it
     try:
-        settings = Settings(home=tmp_path / "host", database_url=postgres.database(),
-                            blob_url=f"s3://{own.bucket()}/moh", s3_endpoint_url=own.endpoint)
+        settings = Settings(
+            home=tmp_path / "host",
+            database_url=postgres.database(),
+            blob_url=f"s3://{own.bucket()}/moh",
+            s3_endpoint_url=own.endpoint,
+        )
         create_catalog(settings)
         service = build_service(settings)
         try:
-            first = service.upload("acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True,
-                                   accepted_by="alice")
+            first = service.upload(
+                "acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True, accepted_by="alice"
+            )
             own.stop()
             with pytest.raises(StorageError) as caught:
-                service.upload("acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True,
-                               accepted_by="bob")
+                service.upload(
+                    "acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True, accepted_by="bob"
+                )
             assert caught.value.reason == "blob_store_unreachable", caught.value
             assert "nothing was changed" in str(caught.value)
             assert service.catalog.get("acme") == first  # the tenant's music as it was
             own.start()
-            second = service.upload("acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True,
-                                    accepted_by="bob")
+            second = service.upload(
+                "acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True, accepted_by="bob"
+            )
             assert second.upload is not None and second.upload.sha256 != first.upload.sha256  # type: ignore[union-attr]
         finally:
             service.catalog.close()

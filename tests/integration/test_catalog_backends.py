@@ -27,21 +27,25 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def fake_upload(n: int, at: datetime) -> tuple[UploadedFile, Disclaimer, tuple[Rendition, ...]]:
     sha = f"{n:064x}"
-    return (UploadedFile(f"f{n}.mp3", 1000 + n, sha, 3000, "mp3", at), Disclaimer("tester", at, sha, "v1"),
-            (Rendition("sln", 8000, 48000, f"{n + 10**6:064x}"),
-             Rendition("ulaw", 8000, 24000, f"{n + 2 * 10**6:064x}")))
+    return (
+        UploadedFile(f"f{n}.mp3", 1000 + n, sha, 3000, "mp3", at),
+        Disclaimer("tester", at, sha, "v1"),
+        (Rendition("sln", 8000, 48000, f"{n + 10**6:064x}"), Rendition("ulaw", 8000, 24000, f"{n + 2 * 10**6:064x}")),
+    )
 
 
 def test_upload_replace_delete_and_audit(backend_settings: Settings, tmp_path: Path) -> None:
     """The real service (ffmpeg, blobs) on each catalog."""
     service = build_service(backend_settings)
     try:
-        first = service.upload("acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True,
-                               accepted_by="alice")
+        first = service.upload(
+            "acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True, accepted_by="alice"
+        )
         assert first.setting is MohSetting.FILE and len(first.renditions) == 5
         assert first.disclaimer is not None and first.disclaimer.text_version
-        second = service.upload("acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True,
-                                accepted_by="bob")
+        second = service.upload(
+            "acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True, accepted_by="bob"
+        )
         assert second.upload is not None and first.upload is not None and second.upload.sha256 != first.upload.sha256
         assert service.catalog.get("acme") == second
         assert [t.tenant_id for t in service.catalog.list()] == ["acme"]
@@ -71,8 +75,9 @@ def test_tokens_endpoints_links_and_sessions(backend_settings: Settings) -> None
         assert catalog.endpoints() == {"PJSIP/acme-100": "acme2"}
         catalog.map_endpoint("PJSIP/acme-100", None)
         assert catalog.endpoints() == {}
-        link, credential = create_login_link(catalog, tenant_id="acme", label="Camille", now=T0,
-                                             ttl=timedelta(minutes=15))
+        link, credential = create_login_link(
+            catalog, tenant_id="acme", label="Camille", now=T0, ttl=timedelta(minutes=15)
+        )
         assert catalog.open_sign_ins(T0)[0] == [link]
         session, cookie, refusal = redeem_login_link(catalog, credential, T0 + timedelta(minutes=1), timedelta(hours=8))
         assert session is not None and refusal is None
@@ -121,8 +126,9 @@ def test_two_hosts_changing_one_tenant_at_once_end_consistent(backend_settings: 
         catalog.close()
 
 
-def test_a_tenant_read_while_another_host_replaces_its_upload_is_whole(postgres: PostgresServer, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tenant_read_while_another_host_replaces_its_upload_is_whole(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A tenant is read in several statements (its row, then its upload's): another host that
     deletes the upload between them is not seen half — the reader gets the tenant as it was,
     never an error (under load this raised ValueError from a missing upload row). PostgreSQL
@@ -177,6 +183,7 @@ def test_a_link_opens_one_session_however_many_hosts_redeem_it(backend_settings:
 
 # -- PostgreSQL only -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fresh_database(postgres: PostgresServer, tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", database_url=postgres.database())
@@ -222,8 +229,9 @@ def test_a_reader_cannot_write(fresh_database: Settings) -> None:
         reader.close()
 
 
-def test_server_down_is_a_clear_error_and_the_catalog_comes_back(postgres: PostgresServer,
-                                                                 fresh_database: Settings) -> None:
+def test_server_down_is_a_clear_error_and_the_catalog_comes_back(
+    postgres: PostgresServer, fresh_database: Settings
+) -> None:
     create_catalog(fresh_database)
     catalog = open_catalog(fresh_database)
     try:

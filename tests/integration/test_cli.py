@@ -42,7 +42,12 @@ def test_upload_show_list_listen_delete(run, tmp_path: Path) -> None:
     assert uploaded["disclaimer"]["accepted_by"] == "alice"
     assert uploaded["disclaimer"]["sha256"] == uploaded["file"]["sha256"]
     assert {r["format"]: r["rate"] for r in uploaded["renditions"]} == {
-        "sln": 8000, "sln16": 16000, "ulaw": 8000, "alaw": 8000, "g722": 16000}
+        "sln": 8000,
+        "sln16": 16000,
+        "ulaw": 8000,
+        "alaw": 8000,
+        "g722": 16000,
+    }
 
     shown = json.loads(run("show", "acme", "--json"))
     assert shown == uploaded
@@ -73,8 +78,8 @@ def test_bad_upload_exit_code_and_one_line(run, tmp_path: Path) -> None:
 def test_upload_from_stdin(tmp_path: Path) -> None:
     source = tone(tmp_path / "a.flac", 440, container="flac")
     result = CliRunner().invoke(
-        main, ["--home", str(tmp_path / "h"), "upload", "acme", "-", "--name", "a.flac", "--accept-disclaimer",
-               "--json"],
+        main,
+        ["--home", str(tmp_path / "h"), "upload", "acme", "-", "--name", "a.flac", "--accept-disclaimer", "--json"],
         input=source.read_bytes(),
     )
     assert result.exit_code == 0, result.output

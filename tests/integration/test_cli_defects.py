@@ -45,8 +45,13 @@ AGI_SCRIPT = Path(sys.executable).parent / "ooma-moh-agi"
 
 def ooma_moh(settings: Settings, *args: str, code: int | None = 0, timeout: float = 120) -> tuple[str, str]:
     """Run `ooma-moh ARGS` as its own process with ``settings``; (stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "ooma_moh", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ooma_moh", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if code is not None:
         assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout, proc.stderr
@@ -69,8 +74,9 @@ def closed_port() -> int:
 
 
 def upload(service: MohService, tenant: str, freq: float, tmp: Path) -> None:
-    service.upload(tenant, tone(tmp / f"{tenant}-{int(freq)}.wav", freq, seconds=2), accept_disclaimer=True,
-                   accepted_by="tester")
+    service.upload(
+        tenant, tone(tmp / f"{tenant}-{int(freq)}.wav", freq, seconds=2), accept_disclaimer=True, accepted_by="tester"
+    )
 
 
 def wait_until(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -86,8 +92,9 @@ class Served:
     def __init__(self, settings: Settings, command: tuple[str, ...], directory: Path) -> None:
         self.out, self.err = directory / "stdout", directory / "stderr"
         with open(self.out, "w") as out, open(self.err, "w") as err:  # files, not pipes nobody reads
-            self.proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", *command], env=settings_env(settings),
-                                         stdout=out, stderr=err)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ooma_moh", *command], env=settings_env(settings), stdout=out, stderr=err
+            )
 
     def terminate(self) -> tuple[str, str]:
         """SIGTERM; the process must end cleanly. (stdout, stderr)."""
@@ -100,16 +107,20 @@ class Served:
 
 
 # -- 1. a port in use -------------------------------------------------------------------------------
-@pytest.mark.parametrize("command, setting", [
-    (("serve", "agi", "--listen", "{port}"), "agi_listen"),
-    (("serve", "http", "--listen", "{port}"), "http_listen"),
-    (("serve", "agi", "--listen", "127.0.0.1:0", "--metrics-listen", "{port}"), "metrics_listen"),
-    (("serve", "http", "--listen", "127.0.0.1:0", "--metrics-listen", "{port}"), "metrics_listen"),
-    (("serve", "ari", "--metrics-listen", "{port}"), "metrics_listen"),
-    (("agent", "--metrics-listen", "{port}"), "metrics_listen"),
-])
-def test_port_in_use_is_one_error_line(settings: Settings, service: MohService, command: tuple[str, ...],
-                                       setting: str) -> None:
+@pytest.mark.parametrize(
+    "command, setting",
+    [
+        (("serve", "agi", "--listen", "{port}"), "agi_listen"),
+        (("serve", "http", "--listen", "{port}"), "http_listen"),
+        (("serve", "agi", "--listen", "127.0.0.1:0", "--metrics-listen", "{port}"), "metrics_listen"),
+        (("serve", "http", "--listen", "127.0.0.1:0", "--metrics-listen", "{port}"), "metrics_listen"),
+        (("serve", "ari", "--metrics-listen", "{port}"), "metrics_listen"),
+        (("agent", "--metrics-listen", "{port}"), "metrics_listen"),
+    ],
+)
+def test_port_in_use_is_one_error_line(
+    settings: Settings, service: MohService, command: tuple[str, ...], setting: str
+) -> None:
     with port_in_use() as port:
         address = f"127.0.0.1:{port}"
         out, err = ooma_moh(settings, *(a.format(port=address) for a in command), code=1, timeout=60)
@@ -121,12 +132,19 @@ def test_port_in_use_is_one_error_line(settings: Settings, service: MohService, 
 
 
 # -- 2. the classic AGI script by hand --------------------------------------------------------------
-def agi_script(*args: str, stdin: int | str | None = subprocess.DEVNULL,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def agi_script(
+    *args: str, stdin: int | str | None = subprocess.DEVNULL, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     text_input = stdin if isinstance(stdin, str) else None
-    return subprocess.run([str(AGI_SCRIPT), *args], stdin=None if text_input is not None else stdin,
-                          input=text_input, capture_output=True, text=True, timeout=60,
-                          env=env or dict(os.environ))
+    return subprocess.run(
+        [str(AGI_SCRIPT), *args],
+        stdin=None if text_input is not None else stdin,
+        input=text_input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or dict(os.environ),
+    )
 
 
 def test_classic_agi_help_and_bad_invocations() -> None:
@@ -148,8 +166,10 @@ def test_classic_agi_help_and_bad_invocations() -> None:
     one_line(agi_script(), "no AGI environment on stdin", "AGI(ooma-moh-agi[,TENANT])")  # empty stdin
     one_line(agi_script("acme", stdin="hello\nworld\n\n"), "not an AGI environment")
     binary = subprocess.run([str(AGI_SCRIPT)], input=b"\xff\xfe\x00garbage\n\n", capture_output=True, timeout=60)
-    one_line(subprocess.CompletedProcess(binary.args, binary.returncode, binary.stdout.decode(),
-                                         binary.stderr.decode()), "AGI environment")
+    one_line(
+        subprocess.CompletedProcess(binary.args, binary.returncode, binary.stdout.decode(), binary.stderr.decode()),
+        "AGI environment",
+    )
     controller, terminal = pty.openpty()  # run from an operator's shell: stdin is a terminal
     try:
         one_line(agi_script("acme", stdin=terminal), "stdin is a terminal")
@@ -161,8 +181,9 @@ def test_classic_agi_help_and_bad_invocations() -> None:
 def test_classic_agi_channel_gone_mid_request(settings: Settings, service: MohService) -> None:
     """Asterisk closes the pipe right after the environment (the caller hung up): still no
     traceback, one line, the call is not failed by us (exit 0)."""
-    result = agi_script(stdin="agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_arg_1: alpha\n\n",
-                        env=settings_env(settings))
+    result = agi_script(
+        stdin="agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_arg_1: alpha\n\n", env=settings_env(settings)
+    )
     assert result.returncode == 0, result
     assert "Traceback" not in result.stderr and "tenant=alpha" in result.stderr, result.stderr
     assert "class=default" in result.stderr and "unknown tenant" in result.stderr, result.stderr
@@ -182,8 +203,11 @@ def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[
 
 def test_every_command_but_demo_accepts_json() -> None:
     """What docs/cli.md says: every command accepts --json, except `demo`."""
-    without = sorted(" ".join(path) for path, command in leaf_commands(cli_main)
-                     if not any("--json" in p.opts for p in command.params))
+    without = sorted(
+        " ".join(path)
+        for path, command in leaf_commands(cli_main)
+        if not any("--json" in p.opts for p in command.params)
+    )
     assert without == ["demo"]
 
 
@@ -211,11 +235,17 @@ def served(settings: Settings, *command: str, port: int, directory: Path) -> Ser
     return served
 
 
-@pytest.mark.parametrize("command", [("serve", "agi", "--listen", "127.0.0.1:{port}"),
-                                     ("serve", "http", "--listen", "127.0.0.1:{port}"),
-                                     ("serve", "ari", "--metrics-listen", "127.0.0.1:{port}")])
-def test_long_running_commands_take_json_for_json_logs(settings: Settings, service: MohService,
-                                                       command: tuple[str, ...], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("serve", "agi", "--listen", "127.0.0.1:{port}"),
+        ("serve", "http", "--listen", "127.0.0.1:{port}"),
+        ("serve", "ari", "--metrics-listen", "127.0.0.1:{port}"),
+    ],
+)
+def test_long_running_commands_take_json_for_json_logs(
+    settings: Settings, service: MohService, command: tuple[str, ...], tmp_path: Path
+) -> None:
     # serve ari: Asterisk unreachable, so it logs its retries; the metrics port says it is up
     settings = dataclasses.replace(settings, ari_url=f"http://127.0.0.1:{closed_port()}")
     port = free_tcp_port()
@@ -226,8 +256,7 @@ def test_long_running_commands_take_json_for_json_logs(settings: Settings, servi
     entries = [json.loads(line) for line in err.splitlines()]  # every line one JSON object
     assert entries and all({"time", "level", "logger", "message"} <= e.keys() for e in entries), entries
     assert out == ""
-    _, usage = ooma_moh(settings, *(a.format(port=port) for a in command), "--json", "--log-format", "text",
-                        code=2)
+    _, usage = ooma_moh(settings, *(a.format(port=port) for a in command), "--json", "--log-format", "text", code=2)
     assert "--json means --log-format json" in usage
 
 
@@ -259,8 +288,17 @@ def test_sync_says_reload_pending_when_it_is(settings: Settings, service: MohSer
 def test_serve_ari_says_credentials_are_refused(lab: LabAsterisk, lab_settings: Settings, tmp_path: Path) -> None:
     settings = dataclasses.replace(lab_settings, ari_password="not-the-password")
     port = free_tcp_port()
-    proc = served(settings, "serve", "ari", "--metrics-listen", f"127.0.0.1:{port}", "--log-format", "json",
-                  port=port, directory=tmp_path)
+    proc = served(
+        settings,
+        "serve",
+        "ari",
+        "--metrics-listen",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+        port=port,
+        directory=tmp_path,
+    )
     try:
         status, reason = get(f"http://127.0.0.1:{port}/readyz")
         assert status == 503 and "not connected" in reason, reason
@@ -293,14 +331,17 @@ def owned(db_path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
-def test_sync_all_keeps_rows_it_did_not_write(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                              tmp_path: Path) -> None:
+def test_sync_all_keeps_rows_it_did_not_write(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     db_path = lab_settings.realtime_db
     # another application's classes in the same file, one with our prefix, playing the lab-talk tone
     foreign = {"tenant-foreign": str(lab.talk_moh), "other-app-hold": str(lab.talk_moh)}
     with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
-        db.executemany("INSERT INTO musiconhold (name, mode, directory, sort, stamp)"
-                       " VALUES (?, 'files', ?, 'random', 7)", list(foreign.items()))
+        db.executemany(
+            "INSERT INTO musiconhold (name, mode, directory, sort, stamp) VALUES (?, 'files', ?, 'random', 7)",
+            list(foreign.items()),
+        )
     theirs = {name: row for name, row in rows(db_path).items() if name in foreign}
     try:
         upload(lab_service, "alpha", A, tmp_path)
@@ -332,18 +373,24 @@ def test_rows_of_an_earlier_ooma_moh_are_adopted(settings: Settings, service: Mo
     upload(service, "alpha", A, tmp_path)
     db_path = settings.realtime_db
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    legacy = {"tenant-alpha": str(settings.moh_dir / "tenant-alpha" / "0123456789abcdef"),
-              "tenant-gone": str(settings.moh_dir / "tenant-gone" / "fedcba9876543210")}
+    legacy = {
+        "tenant-alpha": str(settings.moh_dir / "tenant-alpha" / "0123456789abcdef"),
+        "tenant-gone": str(settings.moh_dir / "tenant-gone" / "fedcba9876543210"),
+    }
     foreign = {"tenant-foreign": "/srv/other-app/moh/foreign", "other-app-hold": "/srv/other-app/moh/hold"}
     with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
         db.execute(REALTIME_SCHEMA)
-        db.executemany("INSERT INTO musiconhold (name, mode, directory, sort, stamp)"
-                       " VALUES (?, 'files', ?, 'alpha', 1)", [*legacy.items(), *foreign.items()])
+        db.executemany(
+            "INSERT INTO musiconhold (name, mode, directory, sort, stamp) VALUES (?, 'files', ?, 'alpha', 1)",
+            [*legacy.items(), *foreign.items()],
+        )
     theirs = {name: row for name, row in rows(db_path).items() if name in foreign}
 
     data = json.loads(ooma_moh(settings, "sync", "--all", "--json")[0])
-    assert sorted((c["class"], c["change"]) for c in data["classes"]) == [("tenant-alpha", "changed"),
-                                                                         ("tenant-gone", "removed")]
+    assert sorted((c["class"], c["change"]) for c in data["classes"]) == [
+        ("tenant-alpha", "changed"),
+        ("tenant-gone", "removed"),
+    ]
     after = rows(db_path)
     assert set(after) == {"tenant-alpha", *foreign}
     assert after["tenant-alpha"][2] == data["classes"][0]["directory"] != legacy["tenant-alpha"]

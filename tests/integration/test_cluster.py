@@ -48,8 +48,9 @@ class Node:
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **CREDENTIALS, **settings_environ(self.settings)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "agent"], env=env,
-                                     stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", "agent"], env=env, stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -75,8 +76,12 @@ class Node:
             if all(now.get(c) == v for c, v in expected.items()):
                 return time.monotonic() - start
             assert self.alive(), self.log.read_text()[-3000:]
-            assert time.monotonic() - start < timeout, (self.settings.node_id, now, expected,
-                                                        self.log.read_text()[-3000:])
+            assert time.monotonic() - start < timeout, (
+                self.settings.node_id,
+                now,
+                expected,
+                self.log.read_text()[-3000:],
+            )
             time.sleep(0.05)
 
 
@@ -86,9 +91,15 @@ def cluster(s3_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, N
     nodes = []
     for name in ("node-a", "node-b"):
         home = tmp_path / name
-        settings = dataclasses.replace(s3_settings, home=home, node_id=name, agent_reconcile_s=2.0,
-                                       moh_dir=home / "moh", realtime_db=home / "realtime.sqlite3",
-                                       classes_conf=home / "classes.conf")
+        settings = dataclasses.replace(
+            s3_settings,
+            home=home,
+            node_id=name,
+            agent_reconcile_s=2.0,
+            moh_dir=home / "moh",
+            realtime_db=home / "realtime.sqlite3",
+            classes_conf=home / "classes.conf",
+        )
         nodes.append(Node(settings))
     for node in nodes:
         node.start()
@@ -190,7 +201,8 @@ def test_agent_killed_at_any_moment_converges_on_restart(cluster, tmp_path: Path
 
 
 def test_catalog_down_nodes_keep_their_music_and_converge_when_it_returns(
-        cluster, postgres: PostgresServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cluster, postgres: PostgresServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     host, a, b = cluster
     acme = upload(host, "acme", 440, tmp_path)
     for node in (a, b):
@@ -210,8 +222,11 @@ def test_catalog_down_nodes_keep_their_music_and_converge_when_it_returns(
         node.wait_for({"tenant-acme": changed.version}, timeout=60)
 
 
-def test_object_storage_down_while_a_node_catches_up(postgres: PostgresServer, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_object_storage_down_while_a_node_catches_up(
+    postgres: PostgresServer,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Node B's agent starts while the object storage is down: it cannot fetch the new renditions,
     so it keeps publishing what it had (never a half-made version), says so in `nodes`, and
     converges by itself once the storage is back."""
@@ -223,14 +238,28 @@ def test_object_storage_down_while_a_node_catches_up(postgres: PostgresServer, t
     own = S3Server().start()  # its own server: this test stops it
     nodes = []
     try:
-        host = Settings(home=tmp_path / "host", database_url=postgres.database(),
-                        blob_url=f"s3://{own.bucket()}/moh", s3_endpoint_url=own.endpoint)
+        host = Settings(
+            home=tmp_path / "host",
+            database_url=postgres.database(),
+            blob_url=f"s3://{own.bucket()}/moh",
+            s3_endpoint_url=own.endpoint,
+        )
         create_catalog(host)
         for name in ("node-a", "node-b"):
             home = tmp_path / name
-            nodes.append(Node(dataclasses.replace(host, home=home, node_id=name, agent_reconcile_s=2.0,
-                                                  moh_dir=home / "moh", realtime_db=home / "realtime.sqlite3",
-                                                  classes_conf=home / "classes.conf")))
+            nodes.append(
+                Node(
+                    dataclasses.replace(
+                        host,
+                        home=home,
+                        node_id=name,
+                        agent_reconcile_s=2.0,
+                        moh_dir=home / "moh",
+                        realtime_db=home / "realtime.sqlite3",
+                        classes_conf=home / "classes.conf",
+                    )
+                )
+            )
         a, b = nodes
         for node in nodes:
             node.start()
@@ -276,9 +305,15 @@ def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> Iterat
     running in a thread, and the catalog's node registry; the agent reconciles only every 10
     minutes, so a change it publishes sooner came through LISTEN/NOTIFY. Stopped on leaving."""
     node = tmp_path / "node-r"
-    settings = dataclasses.replace(host, node_id="node-r", agent_reconcile_s=600.0, moh_dir=node / "moh",
-                                   realtime_db=node / "realtime.sqlite3", classes_conf=node / "classes.conf",
-                                   **fields)  # type: ignore[arg-type]
+    settings = dataclasses.replace(
+        host,
+        node_id="node-r",
+        agent_reconcile_s=600.0,
+        moh_dir=node / "moh",
+        realtime_db=node / "realtime.sqlite3",
+        classes_conf=node / "classes.conf",
+        **fields,
+    )  # type: ignore[arg-type]
     agent = Agent(settings, "node-r")
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()
@@ -324,12 +359,14 @@ def test_a_class_held_by_another_application_does_not_stall_the_agent(pg_host: S
     with in_process_agent(pg_host, tmp_path) as (agent, registry):
         until("the first full sync", lambda: agent.syncs >= 1)
         until("the agent to follow changes", lambda: agent.problem != "starting: the first full sync is not done yet")
-        assert agent.problem is not None and agent.problem.startswith("classes not published: tenant-acme"), \
+        assert agent.problem is not None and agent.problem.startswith("classes not published: tenant-acme"), (
             agent.problem
+        )
         assert "row of that name that ooma-moh did not write" in agent.problem
         assert registry.live_on("tenant-beta", beta.version) == (1, 1)  # recorded as a success
         assert [(s.node_id, s.classes, s.last_error) for s in registry.statuses("tenant-", datetime.now(UTC))] == [
-            ("node-r", 1, None)]
+            ("node-r", 1, None)
+        ]
         assert failures() == failed_before and incomplete("classes_refused") > refused_before
         gamma = upload(pg_host, "gamma", 660, tmp_path)  # followed: published long before a reconcile
         publisher = RealtimePublisher(db, "tenant-")
@@ -347,8 +384,10 @@ def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: 
     upload(pg_host, "acme", 440, tmp_path)
     failed_before, pending_before = failures(), incomplete("reload_pending")
     conf = tmp_path / "node-r" / "classes.conf"
-    with in_process_agent(pg_host, tmp_path, publish_mode="static",
-                          ari_url=f"http://127.0.0.1:{free_port()}") as (agent, registry):
+    with in_process_agent(pg_host, tmp_path, publish_mode="static", ari_url=f"http://127.0.0.1:{free_port()}") as (
+        agent,
+        registry,
+    ):
         until("the agent to follow changes", lambda: agent.problem != "starting: the first full sync is not done yet")
         assert agent.problem is not None and agent.problem.startswith("Asterisk reload pending:"), agent.problem
         assert "[tenant-acme]" in conf.read_text()

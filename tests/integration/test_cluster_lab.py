@@ -37,9 +37,16 @@ def nodes(lab: LabAsterisk, second_lab: LabAsterisk, s3_settings: Settings) -> I
     started = []
     for name, instance in (("node-1", lab), ("node-2", second_lab)):
         reset_lab(instance)
-        settings = Settings(**instance.settings_overrides(), publish_mode="realtime", retain_old_s=0, node_id=name,
-                            database_url=s3_settings.database_url, blob_url=s3_settings.blob_url,
-                            s3_endpoint_url=s3_settings.s3_endpoint_url, agent_reconcile_s=5.0)
+        settings = Settings(
+            **instance.settings_overrides(),
+            publish_mode="realtime",
+            retain_old_s=0,
+            node_id=name,
+            database_url=s3_settings.database_url,
+            blob_url=s3_settings.blob_url,
+            s3_endpoint_url=s3_settings.s3_endpoint_url,
+            agent_reconcile_s=5.0,
+        )
         node = Node(settings)
         node.start()
         started.append(node)
@@ -55,25 +62,32 @@ def nodes(lab: LabAsterisk, second_lab: LabAsterisk, s3_settings: Settings) -> I
 
 
 def test_each_node_plays_the_upload_whole_and_default_after_delete(  # type: ignore[no-untyped-def]
-        lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path) -> None:
+    lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path
+) -> None:
     node1, node2 = nodes
     labs = {"node-1": lab, "node-2": second_lab}
     first = upload_tone(s3_settings, "acme", FIRST, tmp_path)
     committed = time.monotonic()
-    lag = {n.settings.node_id: round(n.wait_for({"tenant-acme": first.version}, since=committed), 3)
-           for n in (node1, node2)}
+    lag = {
+        n.settings.node_id: round(n.wait_for({"tenant-acme": first.version}, since=committed), 3)
+        for n in (node1, node2)
+    }
     print(f"catalog commit -> published on each Asterisk node (s): {lag}")
     for name, instance in labs.items():
-        assert_hears(tones_heard(instance.record(f"cluster_{name.replace('-', '')}_first", 2, "tenant-acme"),
-                                 [FIRST, SECOND]), FIRST)
+        assert_hears(
+            tones_heard(instance.record(f"cluster_{name.replace('-', '')}_first", 2, "tenant-acme"), [FIRST, SECOND]),
+            FIRST,
+        )
 
     listening = start_listener(second_lab, "cluster_listener")  # on hold on node 2 during the change
     second = upload_tone(s3_settings, "acme", SECOND, tmp_path)
     for node in (node1, node2):
         node.wait_for({"tenant-acme": second.version})
     for name, instance in labs.items():
-        assert_hears(tones_heard(instance.record(f"cluster_{name.replace('-', '')}_second", 2, "tenant-acme"),
-                                 [FIRST, SECOND]), SECOND)
+        assert_hears(
+            tones_heard(instance.record(f"cluster_{name.replace('-', '')}_second", 2, "tenant-acme"), [FIRST, SECOND]),
+            SECOND,
+        )
     old = tones_heard(second_lab.wait_recording(listening), [FIRST, SECOND])
     assert longest_silence(old) <= 1, old
     assert all(w == FIRST for w in old[1:]), old  # the old file to the end: no gap, no mix
@@ -82,12 +96,15 @@ def test_each_node_plays_the_upload_whole_and_default_after_delete(  # type: ign
     for node in (node1, node2):
         node.wait_for({"tenant-acme": None})
     for name, instance in labs.items():
-        assert_hears(tones_heard(instance.record(f"cluster_{name.replace('-', '')}_deleted", 2, "tenant-acme"),
-                                 [FIRST, SECOND]), DEFAULT_TONE)
+        assert_hears(
+            tones_heard(instance.record(f"cluster_{name.replace('-', '')}_deleted", 2, "tenant-acme"), [FIRST, SECOND]),
+            DEFAULT_TONE,
+        )
 
 
 def test_a_node_restarted_agent_and_asterisk_keep_playing(  # type: ignore[no-untyped-def]
-        lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path) -> None:
+    lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path
+) -> None:
     """Node 2's agent is killed: node 2's callers keep hearing the last published file (it is on
     its own disk), and a change made meanwhile reaches node 2 when its agent is back."""
     node1, node2 = nodes
@@ -104,7 +121,8 @@ def test_a_node_restarted_agent_and_asterisk_keep_playing(  # type: ignore[no-un
 
 
 def test_a_restarted_asterisk_plays_what_its_agent_rechecked(  # type: ignore[no-untyped-def]
-        lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path) -> None:
+    lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path
+) -> None:
     """Node 2's Asterisk is down while the tenant's music changes, and its files are lost
     meanwhile (a disk restored from an old image): the agent publishes the change without it, its
     next reconcile rebuilds the lost version directory, and once Asterisk is back its callers hear

@@ -34,7 +34,7 @@ def test_each_container_gives_five_correct_renditions(service: MohService, tmp_p
         assert rate == fmt.sample_rate == rendition.sample_rate
         assert abs(len(samples) / rate - 3.0) <= 0.020, (fmt.extension, len(samples) / rate)
         assert rendition.size == path.stat().st_size == fmt.expected_bytes(len(samples))
-        middle = samples[rate // 2: rate // 2 + rate]
+        middle = samples[rate // 2 : rate // 2 + rate]
         assert dominant_frequency(middle, rate) == pytest.approx(440, abs=3)
         lufs, peak = loudness(path, fmt.extension)
         assert_target_loudness(fmt.extension, lufs)
@@ -42,10 +42,20 @@ def test_each_container_gives_five_correct_renditions(service: MohService, tmp_p
 
 
 def test_quiet_and_loud_uploads_come_out_equally_loud(service: MohService, tmp_path: Path) -> None:
-    quiet = make_audio(tmp_path / "quiet.mp3", source="anoisesrc=color=pink:seed=7:amplitude=0.5",
-                       seconds=4, container="mp3", volume_db=-38)
-    loud = make_audio(tmp_path / "loud.flac", source="anoisesrc=color=pink:seed=7:amplitude=0.5",
-                      seconds=4, container="flac", volume_db=+6)
+    quiet = make_audio(
+        tmp_path / "quiet.mp3",
+        source="anoisesrc=color=pink:seed=7:amplitude=0.5",
+        seconds=4,
+        container="mp3",
+        volume_db=-38,
+    )
+    loud = make_audio(
+        tmp_path / "loud.flac",
+        source="anoisesrc=color=pink:seed=7:amplitude=0.5",
+        seconds=4,
+        container="flac",
+        volume_db=+6,
+    )
     levels = {}
     for tenant, source in (("quiet", quiet), ("loud", loud)):
         result = service.upload(tenant, source, accept_disclaimer=True, accepted_by="tester")
@@ -62,8 +72,13 @@ def test_quiet_and_loud_uploads_come_out_equally_loud(service: MohService, tmp_p
 def test_peaky_upload_is_limited_under_the_ceiling(service: MohService, tmp_path: Path) -> None:
     # A quiet tone with full-scale clicks: reaching -20 LUFS needs gain that would clip the clicks.
     source = tmp_path / "peaky.wav"
-    make_audio(source, source="aevalsrc='0.02*sin(2*PI*300*t)+if(lt(mod(t\\,0.5)\\,0.002)\\,0.99\\,0)':s=44100",
-               seconds=4, container="wav", channels=1)
+    make_audio(
+        source,
+        source="aevalsrc='0.02*sin(2*PI*300*t)+if(lt(mod(t\\,0.5)\\,0.002)\\,0.99\\,0)':s=44100",
+        seconds=4,
+        container="wav",
+        channels=1,
+    )
     result = service.upload("acme", source, accept_disclaimer=True, accepted_by="tester")
     for ext in ("sln", "sln16", "ulaw", "alaw", "g722"):
         lufs, peak = loudness(service.blobs.path(result.rendition(ext).sha256), ext)

@@ -37,14 +37,18 @@ def assert_consistent(settings: Settings) -> None:
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_ingest_leaves_old_or_new_state(settings: Settings, tmp_path: Path, point: str) -> None:
     service = build_service(settings)
-    old = service.upload("acme", tone(tmp_path / "old.wav", 440, seconds=2), accept_disclaimer=True,
-                         accepted_by="tester")
+    old = service.upload(
+        "acme", tone(tmp_path / "old.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester"
+    )
     service.catalog.close()
     new_file = tone(tmp_path / "new.mp3", 880, seconds=2, container="mp3")
 
     proc = subprocess.run(
         [sys.executable, "-m", "tests.integration.crash_driver", "acme", str(new_file), point],
-        cwd=ROOT, capture_output=True, text=True, env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=settings_env(settings),
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 

@@ -35,12 +35,19 @@ ALL_CHECKS = {"ffmpeg", "catalog", "blobs", "ari", "modules", "moh-dir"}
 REALTIME_CHECKS = {"realtime-db", "realtime-mapping"}
 
 
-def doctor(settings: Settings, *args: str, code: int, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def doctor(
+    settings: Settings, *args: str, code: int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``ooma-moh doctor ARGS`` in a child process; assert its exit status."""
     environ = {**os.environ, **settings_environ(settings), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "ooma_moh", "doctor", *args], env=environ, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ooma_moh", "doctor", *args],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -55,8 +62,9 @@ def findings(settings: Settings, *args: str, code: int, env: dict[str, str] | No
 
 
 def expected_checks(settings: Settings, call: bool) -> set[str]:
-    return ALL_CHECKS | (REALTIME_CHECKS if settings.publish_mode == "realtime" else set()) | (
-        {"call"} if call else set())
+    return (
+        ALL_CHECKS | (REALTIME_CHECKS if settings.publish_mode == "realtime" else set()) | ({"call"} if call else set())
+    )
 
 
 def assert_all_ok(settings: Settings, call: bool = False) -> None:
@@ -75,8 +83,7 @@ def no_probe_left(settings: Settings) -> None:
 
 def publish(service: MohService, settings: Settings, tmp: Path, tenant: str = "acme") -> None:
     """Upload a tone for ``tenant`` and sync: the MOH directory, a class, the realtime database."""
-    service.upload(tenant, tone(tmp / f"{tenant}.wav", 440.0, seconds=4), accept_disclaimer=True,
-                   accepted_by="tester")
+    service.upload(tenant, tone(tmp / f"{tenant}.wav", 440.0, seconds=4), accept_disclaimer=True, accepted_by="tester")
     build_syncer(settings, service).run(None)
 
 
@@ -140,8 +147,7 @@ def test_realtime_mapping_missing(lab: LabAsterisk, lab_settings: Settings, lab_
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
-def test_realtime_db_asterisk_does_not_read(lab_settings: Settings, lab_service: MohService,
-                                            tmp_path: Path) -> None:
+def test_realtime_db_asterisk_does_not_read(lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> None:
     """OOMA_MOH_REALTIME_DB names another file than res_config_sqlite3.conf's dbfile."""
     other = dataclasses.replace(lab_settings, realtime_db=tmp_path / "elsewhere.sqlite3")
     build_syncer(other, lab_service).run(None)  # sync writes there happily
@@ -207,11 +213,32 @@ def test_realtime_db_this_user_cannot_write(lab: LabAsterisk) -> None:
         db = settings.realtime_db
         RealtimePublisher(db, settings.class_prefix).current()  # as Asterisk opening it first: root's
         db.chmod(0o644)
-        env = {**settings_environ(settings), "HOME": str(scratch), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-               "PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}"}
-        proc = subprocess.run([shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-                               "--clear-groups", "--", "/usr/bin/python3", "-m", "ooma_moh", "doctor", "--json"],
-                              env=env, cwd=scratch, capture_output=True, text=True, timeout=120)
+        env = {
+            **settings_environ(settings),
+            "HOME": str(scratch),
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}",
+        }
+        proc = subprocess.run(
+            [
+                shutil.which("setpriv") or "setpriv",
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--clear-groups",
+                "--",
+                "/usr/bin/python3",
+                "-m",
+                "ooma_moh",
+                "doctor",
+                "--json",
+            ],
+            env=env,
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
         found = {f["check"]: f for f in json.loads(proc.stdout)}
         own = found["realtime-db"]
@@ -237,4 +264,3 @@ def _uid_taken(uid: int) -> bool:
 
 def not_writable_advice(db: Path) -> str:
     return f"chown <ooma-moh user>:asterisk {db}; chmod 0664 {db} (docs/operations.md, users and permissions)"
-

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(settings: Settings, *args: str, code: int = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``ooma-moh ARGS`` as an operator would, in a child process."""
     env = {**os.environ, **settings_environ(settings)}
-    proc = subprocess.run([sys.executable, "-m", "ooma_moh", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ooma_moh", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     if code:
         assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
@@ -41,8 +42,19 @@ def cli(settings: Settings, *args: str, code: int = 0, timeout: float = 120) -> 
 
 
 def mono_mp3(path: Path, seconds: float, freq: float = 500, kbps: int = 32, rate: int = 44100) -> Path:
-    ffmpeg("-f", "lavfi", "-i", f"sine=f={freq}:d={seconds}:sample_rate={rate}", "-ac", "1", "-c:a", "libmp3lame",
-           "-b:a", f"{kbps}k", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=f={freq}:d={seconds}:sample_rate={rate}",
+        "-ac",
+        "1",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        f"{kbps}k",
+        str(path),
+    )
     return path
 
 
@@ -53,8 +65,9 @@ class Home:
         self.disk = disk
         self.settings = Settings(home=disk / "home")
         self.service = build_service(self.settings)
-        self.before = self.service.upload("acme", mono_mp3(inputs / "good.mp3", 10, 300, 128),
-                                          accept_disclaimer=True, accepted_by="alice")
+        self.before = self.service.upload(
+            "acme", mono_mp3(inputs / "good.mp3", 10, 300, 128), accept_disclaimer=True, accepted_by="alice"
+        )
         self.stored = self.blobs()
 
     def blobs(self) -> set[str]:
@@ -110,8 +123,9 @@ def test_disk_full_at_the_catalog_commit_keeps_the_music(home: Home, tmp_path: P
 
     service = MohService(home.settings, home.service.catalog, home.service.blobs, FillsTheDisk())
     with pytest.raises(StorageError) as info:
-        service.upload("acme", mono_mp3(tmp_path / "inputs" / "new.mp3", 5), accept_disclaimer=True,
-                       accepted_by="alice")
+        service.upload(
+            "acme", mono_mp3(tmp_path / "inputs" / "new.mp3", 5), accept_disclaimer=True, accepted_by="alice"
+        )
     assert info.value.reason == "disk_full"
     home.assert_music_intact()
 
@@ -125,8 +139,7 @@ def test_the_reported_repro_3_mb_disk(root: None, tmp_path: Path) -> None:
         settings = Settings(home=disk / "home")
         cli(settings, "upload", "acme", str(mono_mp3(inputs / "good.mp3", 10, 300, 128)), "--accept-disclaimer")
         before = json.loads(cli(settings, "show", "acme", "--json").stdout)
-        failed = cli(settings, "upload", "acme", str(mono_mp3(inputs / "m20.mp3", 20)), "--accept-disclaimer",
-                     code=1)
+        failed = cli(settings, "upload", "acme", str(mono_mp3(inputs / "m20.mp3", 20)), "--accept-disclaimer", code=1)
         assert "disk is full" in failed.stderr
         assert json.loads(cli(settings, "show", "acme", "--json").stdout) == before
         out = tmp_path / "check.wav"
@@ -143,8 +156,9 @@ def test_read_only_home_serves_every_read(home: Home, tmp_path: Path) -> None:
         assert "acme" in cli(settings, "list").stdout
         assert "acme" in cli(settings, "endpoints").stdout
         cli(settings, "listen", "acme", "-o", str(tmp_path / "l.wav"))
-        failed = cli(settings, "upload", "acme", str(tone(tmp_path / "inputs" / "x.wav", 440)),
-                     "--accept-disclaimer", code=1)
+        failed = cli(
+            settings, "upload", "acme", str(tone(tmp_path / "inputs" / "x.wav", 440)), "--accept-disclaimer", code=1
+        )
         assert "read-only" in failed.stderr and str(settings.home) not in failed.stderr
         assert_agi_answers(settings, "tenant-acme")
     finally:
@@ -196,8 +210,9 @@ def test_full_home_serves_every_read(home: Home, tmp_path: Path) -> None:
     assert free_bytes(home.disk) < 8192
     assert "acme" in cli(settings, "list").stdout
     cli(settings, "listen", "acme", "-o", str(tmp_path / "l.wav"))
-    failed = cli(settings, "upload", "acme", str(tone(tmp_path / "inputs" / "x.wav", 440)),
-                 "--accept-disclaimer", code=1)
+    failed = cli(
+        settings, "upload", "acme", str(tone(tmp_path / "inputs" / "x.wav", 440)), "--accept-disclaimer", code=1
+    )
     assert "disk is full" in failed.stderr
     assert_agi_answers(settings, "tenant-acme")
     home.assert_music_intact()
@@ -210,8 +225,13 @@ def assert_agi_answers(settings: Settings, moh_class: str) -> None:
     from tests.integration.test_agi_protocol import FakeAsterisk
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
-                            env=settings_env(settings), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, proc)
         assert FakeAsterisk(port).run(args=("acme",))["CHANNEL(musicclass)"] == moh_class
@@ -221,6 +241,7 @@ def assert_agi_answers(settings: Settings, moh_class: str) -> None:
 
 
 # -- the catalog lost or damaged next to existing blobs ------------------------------------------
+
 
 def _damage(path: Path, how: str) -> None:
     for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -240,8 +261,9 @@ def _damage(path: Path, how: str) -> None:
 
 @pytest.mark.embedded_only  # the SQLite file itself; PostgreSQL: test_catalog_backends.py
 @pytest.mark.parametrize("how", ["empty", "missing", "another database"])
-def test_lost_catalog_next_to_blobs_is_refused(service: MohService, settings: Settings, tmp_path: Path,
-                                               how: str) -> None:
+def test_lost_catalog_next_to_blobs_is_refused(
+    service: MohService, settings: Settings, tmp_path: Path, how: str
+) -> None:
     service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
     service.upload("other", tone(tmp_path / "o.wav", 660), accept_disclaimer=True, accepted_by="bob")
     service.catalog.close()
@@ -250,8 +272,13 @@ def test_lost_catalog_next_to_blobs_is_refused(service: MohService, settings: Se
     blobs = sorted(p.name for p in settings.blob_dir.glob("??/*"))
     _damage(settings.catalog_path, how)
 
-    for args in (("show", "acme"), ("list",), ("upload", "third", str(tone(tmp_path / "t.wav", 880)),
-                                               "--accept-disclaimer"), ("delete", "acme"), ("sync", "--all")):
+    for args in (
+        ("show", "acme"),
+        ("list",),
+        ("upload", "third", str(tone(tmp_path / "t.wav", 880)), "--accept-disclaimer"),
+        ("delete", "acme"),
+        ("sync", "--all"),
+    ):
         failed = cli(settings, *args, code=1)
         assert "missing or empty" in failed.stderr and "--start-over" in failed.stderr, args
     assert sorted(p.name for p in settings.blob_dir.glob("??/*")) == blobs
@@ -280,14 +307,18 @@ def test_start_over_keeps_old_blobs_in_the_trash(service: MohService, settings: 
 
 
 @pytest.mark.embedded_only  # the SQLite file itself; PostgreSQL: test_catalog_backends.py
-def test_garbage_catalog_is_reported_and_nothing_is_touched(service: MohService, settings: Settings,
-                                                           tmp_path: Path) -> None:
+def test_garbage_catalog_is_reported_and_nothing_is_touched(
+    service: MohService, settings: Settings, tmp_path: Path
+) -> None:
     service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
     service.catalog.close()
     blobs = sorted(p.name for p in settings.blob_dir.glob("??/*"))
     settings.catalog_path.write_bytes(b"this is not a database at all, but it is not empty either" * 100)
-    for args in (("show", "acme"), ("upload", "x", str(tone(tmp_path / "t.wav", 880)), "--accept-disclaimer"),
-                 ("init", "--start-over")):
+    for args in (
+        ("show", "acme"),
+        ("upload", "x", str(tone(tmp_path / "t.wav", 880)), "--accept-disclaimer"),
+        ("init", "--start-over"),
+    ):
         failed = cli(settings, *args, code=1)
         assert "not a database" in failed.stderr, failed.stderr
     assert sorted(p.name for p in settings.blob_dir.glob("??/*")) == blobs
@@ -302,6 +333,7 @@ def test_read_commands_never_create_a_home(tmp_path: Path) -> None:
 
 
 # -- stored files missing -------------------------------------------------------------------------
+
 
 def test_missing_blob_is_one_clear_error(service: MohService, settings: Settings, tmp_path: Path) -> None:
     tenant = service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
@@ -326,6 +358,7 @@ def lose_blob(settings: Settings, sha: str) -> None:
 
 # -- an upload killed half-way -------------------------------------------------------------------
 
+
 def _ffmpeg_children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -348,14 +381,20 @@ def _wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_upload_leaves_no_ffmpeg_and_no_scratch(service: MohService, settings: Settings,
-                                                      tmp_path: Path, sig: int) -> None:
+def test_killed_upload_leaves_no_ffmpeg_and_no_scratch(
+    service: MohService, settings: Settings, tmp_path: Path, sig: int
+) -> None:
     before = service.upload("acme", tone(tmp_path / "a.wav", 440), accept_disclaimer=True, accepted_by="alice")
     service.catalog.close()
     long = mono_mp3(tmp_path / "long.mp3", 1700, kbps=8, rate=8000)  # 28 min: seconds of decoding
     env = {**os.environ, **settings_environ(settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "upload", "acme", str(long), "--accept-disclaimer"],
-                            env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ooma_moh", "upload", "acme", str(long), "--accept-disclaimer"],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     children: list[int] = []
     _wait_until(lambda: bool(children.extend(_ffmpeg_children(proc.pid)) or children), 30, "ffmpeg to start")
     os.kill(proc.pid, sig)

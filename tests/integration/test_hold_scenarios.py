@@ -50,8 +50,12 @@ def tenants(lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> 
 def agi_route(lab: LabAsterisk, lab_settings: Settings, tenants: None) -> Iterator[subprocess.Popen[str]]:
     """`ooma-moh serve agi` on a free port, wired into the lab dialplan's OOMA_MOH_AGI."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
-                            env=settings_env(lab_settings), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{port}"],
+        env=settings_env(lab_settings),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, proc)
         lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{port}")
@@ -127,8 +131,9 @@ def act(events: list[tuple[float, Phone, str]], call: Phone, kind: str) -> None:
 SWAPS, SWAP_EVERY = 5, 1.0
 
 
-def swap_five_times(first: Phone, answer_second: Callable[[], Phone],
-                    pace: float = SWAP_EVERY) -> tuple[Phone, list[tuple[float, Phone, str]]]:
+def swap_five_times(
+    first: Phone, answer_second: Callable[[], Phone], pace: float = SWAP_EVERY
+) -> tuple[Phone, list[tuple[float, Phone, str]]]:
     """The phone talks to ``first``; a second call arrives: the phone holds the first, answers the
     second (``answer_second()`` returns it, talking); then swaps SWAPS times (hold the one it
     talks to, take the other off hold), and at last takes the held one off hold too."""
@@ -165,6 +170,7 @@ def test_call_waiting_swap_five_times(request: pytest.FixtureRequest, lab, ari_l
             second = DialplanCall(ari_lab, lab, f"cw_{tag}_2", 9, f"dial-cw_{tag}_2-alpha@ooma-lab-hold")
             second.answer_phone()
             return second
+
         answer_second = answer_second_call
     first.at(1.2)
     second, events = swap_five_times(first, answer_second)
@@ -176,15 +182,27 @@ def test_call_waiting_swap_five_times(request: pytest.FixtureRequest, lab, ari_l
 SPACES = {"default": 701, "labclass": 801}  # res_parking.conf: labclass has parkedmusicclass=tenant-beta
 
 
-@pytest.mark.parametrize(("lot", "tenant", "parked", "held", "with_ari"), [
-    ("default", "alpha", A, A, False),
-    ("labclass", "alpha", A, A, False),
-    ("labclass", "alpha", A, A, True),  # the ARI handler running too
-    ("default", "none", DEFAULT_TONE, DEFAULT_TONE, False),  # control: Asterisk alone
-    ("labclass", "none", B, DEFAULT_TONE, False),  # control: the lot's class, then the phone's moh_suggest
-])
-def test_parked_caller_then_retrieved_and_held(request: pytest.FixtureRequest, lab, ari_lab, agi_route, lot: str,
-                                               tenant: str, parked: float, held: float, with_ari: bool) -> None:
+@pytest.mark.parametrize(
+    ("lot", "tenant", "parked", "held", "with_ari"),
+    [
+        ("default", "alpha", A, A, False),
+        ("labclass", "alpha", A, A, False),
+        ("labclass", "alpha", A, A, True),  # the ARI handler running too
+        ("default", "none", DEFAULT_TONE, DEFAULT_TONE, False),  # control: Asterisk alone
+        ("labclass", "none", B, DEFAULT_TONE, False),  # control: the lot's class, then the phone's moh_suggest
+    ],
+)
+def test_parked_caller_then_retrieved_and_held(
+    request: pytest.FixtureRequest,
+    lab,
+    ari_lab,
+    agi_route,
+    lot: str,
+    tenant: str,
+    parked: float,
+    held: float,
+    with_ari: bool,
+) -> None:
     """The caller parks (Park(), lot with or without parkedmusicclass) and hears ``parked``; a
     phone takes the call back (ParkedCall()), talks, holds it: the caller hears ``held``."""
     if with_ari:
@@ -212,12 +230,15 @@ def test_parked_caller_then_retrieved_and_held(request: pytest.FixtureRequest, l
 
 
 # -- 3. queue ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("queue", "tenant", "expected"), [
-    ("labq", "alpha", A),
-    ("labq_class", "alpha", A),  # the channel's class beats the queue's musicclass (preferchannelclass)
-    ("labq", "none", DEFAULT_TONE),  # control
-    ("labq_class", "none", B),  # control: the queue's musicclass
-])
+@pytest.mark.parametrize(
+    ("queue", "tenant", "expected"),
+    [
+        ("labq", "alpha", A),
+        ("labq_class", "alpha", A),  # the channel's class beats the queue's musicclass (preferchannelclass)
+        ("labq", "none", DEFAULT_TONE),  # control
+        ("labq_class", "none", B),  # control: the queue's musicclass
+    ],
+)
 def test_caller_waiting_in_a_queue(lab, ari_lab, agi_route, queue: str, tenant: str, expected: float) -> None:
     wav = lab.start_call_recording(f"queue_{queue}_{tenant}", 4, f"queue-{queue}-{tenant}@ooma-lab-hold")
     got = heard(tones_heard(lab.wait_recording(wav), [A, B]))
@@ -235,13 +256,18 @@ def test_dial_m_music_while_ringing(lab, ari_lab, agi_route, tenant: str, expect
 
 
 # -- 5. Local channels ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("options", "route"), [
-    *((options, "caller") for options in ("plain", "n", "m", "nm")),
-    *((options, "inside") for options in ("plain", "n", "m", "nm")),
-    ("plain", "inside+ari"), ("m", "inside+ari"),  # the ARI handler cannot reach dialplan channels
-])
-def test_call_through_a_local_channel_held(request: pytest.FixtureRequest, lab, ari_lab, agi_route,
-                                           lab_service: MohService, options: str, route: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "route"),
+    [
+        *((options, "caller") for options in ("plain", "n", "m", "nm")),
+        *((options, "inside") for options in ("plain", "n", "m", "nm")),
+        ("plain", "inside+ari"),
+        ("m", "inside+ari"),  # the ARI handler cannot reach dialplan channels
+    ],
+)
+def test_call_through_a_local_channel_held(
+    request: pytest.FixtureRequest, lab, ari_lab, agi_route, lab_service: MohService, options: str, route: str
+) -> None:
     """The caller dials a Local channel (no option, /n, /m, /nm) whose ;2 dials the phone; the
     phone holds twice. The route runs on the caller (before Dial): alpha's music every time. Run
     inside the Local (on ;2) instead, only /n plays it (;2 keeps the hold and plays its own

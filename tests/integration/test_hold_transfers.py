@@ -68,14 +68,18 @@ def new_party_holds(call: DialplanCall | Call, talk_t: float) -> None:
 
 
 # -- 1. REFER, blind ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("tenant", "expected", "mixmonitor"), [
-    ("alpha", A, False),
-    ("none", DEFAULT_TONE, False),  # control: Asterisk alone
-    ("alpha", A, True),  # the call recorded with MixMonitor from the start (still a 2-party bridge)
-])
+@pytest.mark.parametrize(
+    ("tenant", "expected", "mixmonitor"),
+    [
+        ("alpha", A, False),
+        ("none", DEFAULT_TONE, False),  # control: Asterisk alone
+        ("alpha", A, True),  # the call recorded with MixMonitor from the start (still a 2-party bridge)
+    ],
+)
 @pytest.mark.usefixtures("agi_route")
-def test_refer_blind_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: str, expected: float,
-                              mixmonitor: bool) -> None:
+def test_refer_blind_transfer(
+    lab: LabAsterisk, ari_lab: AriHarness, tenant: str, expected: float, mixmonitor: bool
+) -> None:
     """The phone holds the caller (as phones do before transferring), then transfers it by REFER
     to a second phone of the same tenant, which answers, talks and holds: ``expected`` during
     the transfer and on the new phone's hold, the new phone's voice in between."""
@@ -100,8 +104,7 @@ def test_refer_blind_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: str
 # -- 2. REFER with Replaces (attended) --------------------------------------------------------------
 @pytest.mark.parametrize(("tenant", "expected"), [("alpha", A), ("none", DEFAULT_TONE)])
 @pytest.mark.usefixtures("agi_route")
-def test_refer_attended_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: str,
-                                 expected: float) -> None:
+def test_refer_attended_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: str, expected: float) -> None:
     """The phone holds the caller, calls a second phone (consultation), then sends a REFER with
     Replaces naming the consultation's dialog: Asterisk bridges the caller with the second
     phone, which talks, then holds: ``expected`` during the consultation and on that hold."""
@@ -118,14 +121,18 @@ def test_refer_attended_transfer(lab: LabAsterisk, ari_lab: AriHarness, tenant: 
 
 
 # -- 3. transfer to a user of another tenant (DTMF blind) ------------------------------------------
-@pytest.mark.parametrize(("tenant", "target", "during", "held"), [
-    ("alpha", "3", A, A),  # the route ran on the caller only: its class beats the beta phone's suggestion
-    ("alpha", "4", A, B),  # the target runs the route again with beta: the new holder's tenant decides
-    ("none", "3", DEFAULT_TONE, B),  # control: Asterisk alone plays the beta phone's moh_suggest
-])
+@pytest.mark.parametrize(
+    ("tenant", "target", "during", "held"),
+    [
+        ("alpha", "3", A, A),  # the route ran on the caller only: its class beats the beta phone's suggestion
+        ("alpha", "4", A, B),  # the target runs the route again with beta: the new holder's tenant decides
+        ("none", "3", DEFAULT_TONE, B),  # control: Asterisk alone plays the beta phone's moh_suggest
+    ],
+)
 @pytest.mark.usefixtures("agi_route")
-def test_dtmf_transfer_to_another_tenants_user(lab: LabAsterisk, ari_lab: AriHarness, tenant: str,
-                                               target: str, during: float, held: float) -> None:
+def test_dtmf_transfer_to_another_tenants_user(
+    lab: LabAsterisk, ari_lab: AriHarness, tenant: str, target: str, during: float, held: float
+) -> None:
     """A user of alpha transfers the caller blind (# + target) to a user of beta (endpoint
     lab-loop-beta: accountcode beta, moh_suggest tenant-beta), who answers, talks and holds."""
     name = f"xfer_beta{target}_{tenant}"
@@ -134,13 +141,17 @@ def test_dtmf_transfer_to_another_tenants_user(lab: LabAsterisk, ari_lab: AriHar
     assert_transferred(tones_heard(call.finish(), [A, B]), during, held, 1.5)
 
 
-@pytest.mark.parametrize(("tenant", "during", "held"), [
-    ("alpha", A, A),  # the caller keeps alpha's class: the first tenant, not the new holder
-    ("none", DEFAULT_TONE, B),  # control: Asterisk alone plays the beta phone's moh_suggest
-])
+@pytest.mark.parametrize(
+    ("tenant", "during", "held"),
+    [
+        ("alpha", A, A),  # the caller keeps alpha's class: the first tenant, not the new holder
+        ("none", DEFAULT_TONE, B),  # control: Asterisk alone plays the beta phone's moh_suggest
+    ],
+)
 @pytest.mark.usefixtures("agi_route")
-def test_dtmf_attended_transfer_to_another_tenants_user(lab: LabAsterisk, ari_lab: AriHarness, tenant: str,
-                                                        during: float, held: float) -> None:
+def test_dtmf_attended_transfer_to_another_tenants_user(
+    lab: LabAsterisk, ari_lab: AriHarness, tenant: str, during: float, held: float
+) -> None:
     """A user of alpha transfers the caller attended (*2 + 5) to a user of beta: consultation,
     then the alpha phone hangs up; the beta user talks, then holds. The transferee runs no
     dialplan in an attended transfer, so no route can give it the new tenant's class."""
@@ -152,15 +163,26 @@ def test_dtmf_attended_transfer_to_another_tenants_user(lab: LabAsterisk, ari_la
 
 
 # -- 4. a recorded (softmix) ARI bridge, then a REFER ----------------------------------------------
-@pytest.mark.parametrize(("target", "endpoint", "tenant", "with_handler", "during", "held"), [
-    ("2", "PJSIP/lab-loop", "alpha", True, A, A),  # a second phone of alpha
-    ("3", "PJSIP/lab-loop-beta", None, True, A, B),  # beta's user: accountcode beta
-    ("3", "PJSIP/lab-loop-beta", None, False, None, None),  # control: Asterisk alone plays no music here
-])
+@pytest.mark.parametrize(
+    ("target", "endpoint", "tenant", "with_handler", "during", "held"),
+    [
+        ("2", "PJSIP/lab-loop", "alpha", True, A, A),  # a second phone of alpha
+        ("3", "PJSIP/lab-loop-beta", None, True, A, B),  # beta's user: accountcode beta
+        ("3", "PJSIP/lab-loop-beta", None, False, None, None),  # control: Asterisk alone plays no music here
+    ],
+)
 @pytest.mark.usefixtures("tenants")
-def test_refer_in_a_recorded_ari_bridge(request: pytest.FixtureRequest, lab: LabAsterisk, ari_lab: AriHarness,
-                                        target: str, endpoint: str, tenant: str | None,
-                                        with_handler: bool, during: float | None, held: float | None) -> None:
+def test_refer_in_a_recorded_ari_bridge(
+    request: pytest.FixtureRequest,
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    target: str,
+    endpoint: str,
+    tenant: str | None,
+    with_handler: bool,
+    during: float | None,
+    held: float | None,
+) -> None:
     """The caller and alpha's phone in the provider's ARI bridge, recorded (softmix). The phone
     holds, then transfers by REFER; the provider's application takes the REFER (ari-only
     transfer handling) and puts the target's leg in the bridge in place of the phone's; the new
@@ -218,16 +240,20 @@ def suggestion_first(request: pytest.FixtureRequest, lab: LabAsterisk) -> Iterat
     assert "tenant-alpha" not in lab.cli("pjsip show endpoint lab-loop")
 
 
-@pytest.mark.parametrize(("suggestion_first", "digits", "target", "during", "held"), [
-    ("alpha", "#", "3", A, B),  # blind: the transfer's own hold passes no class, the caller's alpha plays
-    ("alpha", "*2", "5", A, B),  # attended: what preferchannelclass=yes cannot get right (above)
-    ("alpha", "#", "2", A, A),  # blind to a second phone of alpha: its suggestion is alpha's
-    ("unset", "#", "2", A, DEFAULT_TONE),  # the same, alpha's phone left on the default suggestion
-], indirect=["suggestion_first"])
+@pytest.mark.parametrize(
+    ("suggestion_first", "digits", "target", "during", "held"),
+    [
+        ("alpha", "#", "3", A, B),  # blind: the transfer's own hold passes no class, the caller's alpha plays
+        ("alpha", "*2", "5", A, B),  # attended: what preferchannelclass=yes cannot get right (above)
+        ("alpha", "#", "2", A, A),  # blind to a second phone of alpha: its suggestion is alpha's
+        ("unset", "#", "2", A, DEFAULT_TONE),  # the same, alpha's phone left on the default suggestion
+    ],
+    indirect=["suggestion_first"],
+)
 @pytest.mark.usefixtures("agi_route")
-def test_suggestion_first_lets_the_new_holders_tenant_decide(lab: LabAsterisk, ari_lab: AriHarness,
-                                                            suggestion_first: str, digits: str, target: str,
-                                                            during: float, held: float) -> None:
+def test_suggestion_first_lets_the_new_holders_tenant_decide(
+    lab: LabAsterisk, ari_lab: AriHarness, suggestion_first: str, digits: str, target: str, during: float, held: float
+) -> None:
     """With the holder's suggestion first, a DTMF transfer from a user of alpha (the route ran on
     the caller with alpha) to another user: alpha while the transfer is made (a DTMF transfer's
     own hold passes no class, so the caller's plays), then whatever the new holder's endpoint
@@ -243,13 +269,18 @@ def test_suggestion_first_lets_the_new_holders_tenant_decide(lab: LabAsterisk, a
     assert_transferred(tones_heard(call.finish(), [A, B]), during, held, 1.5)
 
 
-@pytest.mark.parametrize(("suggestion_first", "expected"), [
-    ("alpha", A),
-    ("unset", DEFAULT_TONE),  # the handler sees a forwarded hold with alpha's class on the caller: it does nothing
-], indirect=["suggestion_first"])
+@pytest.mark.parametrize(
+    ("suggestion_first", "expected"),
+    [
+        ("alpha", A),
+        ("unset", DEFAULT_TONE),  # the handler sees a forwarded hold with alpha's class on the caller: it does nothing
+    ],
+    indirect=["suggestion_first"],
+)
 @pytest.mark.usefixtures("ari_handler")
-def test_suggestion_first_on_the_ari_path(lab: LabAsterisk, ari_lab: AriHarness, suggestion_first: str,
-                                          expected: float) -> None:
+def test_suggestion_first_on_the_ari_path(
+    lab: LabAsterisk, ari_lab: AriHarness, suggestion_first: str, expected: float
+) -> None:
     """An ARI bridge of two (it forwards holds), alpha's phone holds: with the suggestion first,
     Asterisk plays what the phone's endpoint suggests, whatever class is on the caller; the
     handler, which trusts the caller's class (preferchannelclass=yes, as shipped), leaves it."""

@@ -47,8 +47,15 @@ class Api:
     def url(self, tenant: str, tail: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/api/v1/tenants/{tenant}/moh{tail}"
 
-    async def put(self, tenant: str, data: bytes, *, name: str = "hold.mp3", disclaimer: str | None = "accepted",
-                  token: str | None = None) -> tuple[int, dict]:
+    async def put(
+        self,
+        tenant: str,
+        data: bytes,
+        *,
+        name: str = "hold.mp3",
+        disclaimer: str | None = "accepted",
+        token: str | None = None,
+    ) -> tuple[int, dict]:
         form = aiohttp.FormData()
         form.add_field("file", data, filename=name, content_type="application/octet-stream")
         if disclaimer is not None:
@@ -142,8 +149,12 @@ def test_audio_with_ranges(home) -> None:  # type: ignore[no-untyped-def]
                 whole = await r.read()
                 assert r.status == 200 and r.content_type == "audio/wav" and r.headers["Accept-Ranges"] == "bytes"
             assert whole[:4] == b"RIFF" and len(whole) == 44 + 3 * 32000
-            for spec, expected in (("bytes=0-99", whole[:100]), ("bytes=-10", whole[-10:]),
-                                   ("bytes=40-", whole[40:]), ("bytes=50000-50009", whole[50000:50010])):
+            for spec, expected in (
+                ("bytes=0-99", whole[:100]),
+                ("bytes=-10", whole[-10:]),
+                ("bytes=40-", whole[40:]),
+                ("bytes=50000-50009", whole[50000:50010]),
+            ):
                 async with client.session.get(client.url("acme", "/audio"), headers={"Range": spec}) as r:
                     assert r.status == 206, spec
                     assert await r.read() == expected, spec
@@ -187,25 +198,42 @@ def test_tokens_scope_and_revocation(home) -> None:  # type: ignore[no-untyped-d
 
 def _chunked(total: int):  # type: ignore[no-untyped-def]
     async def body() -> AsyncIterator[bytes]:
-        boundary = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp3\"\r\n\r\n"
+        boundary = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="big.mp3"\r\n\r\n'
         yield boundary
         sent = 0
         while sent < total:
             yield b"\xff" * 65536
             sent += 65536
         yield b"\r\n--XyZ--\r\n"
+
     return body()
 
 
-@pytest.mark.parametrize("case", ["content-length over the cap", "chunked over the cap", "no disclaimer",
-                                  "disclaimer not accepted", "text file", "0.5 s", "not multipart",
-                                  "broken multipart"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "content-length over the cap",
+        "chunked over the cap",
+        "no disclaimer",
+        "disclaimer not accepted",
+        "text file",
+        "0.5 s",
+        "not multipart",
+        "broken multipart",
+    ],
+)
 def test_each_refusal_leaves_the_music_as_it_was(home, tmp_path: Path, case: str) -> None:  # type: ignore[no-untyped-def]
     settings, token, good = home
-    expected = {"content-length over the cap": (413, "too_large"), "chunked over the cap": (413, "too_large"),
-                "no disclaimer": (422, "disclaimer_required"), "disclaimer not accepted": (422, "disclaimer_required"),
-                "text file": (415, "unrecognised_format"), "0.5 s": (422, "too_short"),
-                "not multipart": (400, "malformed_multipart"), "broken multipart": (400, "malformed_multipart")}[case]
+    expected = {
+        "content-length over the cap": (413, "too_large"),
+        "chunked over the cap": (413, "too_large"),
+        "no disclaimer": (422, "disclaimer_required"),
+        "disclaimer not accepted": (422, "disclaimer_required"),
+        "text file": (415, "unrecognised_format"),
+        "0.5 s": (422, "too_short"),
+        "not multipart": (400, "malformed_multipart"),
+        "broken multipart": (400, "malformed_multipart"),
+    }[case]
 
     async def scenario() -> None:
         async with api(settings, token) as client:
@@ -290,9 +318,13 @@ def test_slow_client_is_timed_out_without_blocking_others(home) -> None:  # type
         async with api(settings, token) as client:
             assert (await client.put("acme", good))[0] == 201
             slow = socket.create_connection(("127.0.0.1", client.port))
-            slow.sendall((f"PUT /api/v1/tenants/acme/moh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                          "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n"
-                          "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc").encode())
+            slow.sendall(
+                (
+                    f"PUT /api/v1/tenants/acme/moh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                    "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n"
+                    '--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'
+                ).encode()
+            )
             started = time.monotonic()
             for _ in range(10):  # others are served meanwhile
                 assert (await client.get("acme"))[0] == 200

@@ -29,12 +29,28 @@ from tests.integration.test_http_api import cli
 
 #: The accessible names the page promises (issue 10), not read from the code under test.
 NAMES = {
-    "fr": {"title": "Musique d'attente", "default": "Musique par défaut", "file": "Fichier audio",
-           "choose": "Modifier fichier", "disclaimer": "Limitation de responsabilité", "save": "Sauvegarder",
-           "listen": "Écouter", "delete": "Corbeille", "progress": "Envoi du fichier"},
-    "en": {"title": "Music on hold", "default": "Default music", "file": "Audio file", "choose": "Change file",
-           "disclaimer": "Disclaimer", "save": "Save", "listen": "Listen", "delete": "Delete",
-           "progress": "Upload progress"},
+    "fr": {
+        "title": "Musique d'attente",
+        "default": "Musique par défaut",
+        "file": "Fichier audio",
+        "choose": "Modifier fichier",
+        "disclaimer": "Limitation de responsabilité",
+        "save": "Sauvegarder",
+        "listen": "Écouter",
+        "delete": "Corbeille",
+        "progress": "Envoi du fichier",
+    },
+    "en": {
+        "title": "Music on hold",
+        "default": "Default music",
+        "file": "Audio file",
+        "choose": "Change file",
+        "disclaimer": "Disclaimer",
+        "save": "Save",
+        "listen": "Listen",
+        "delete": "Delete",
+        "progress": "Upload progress",
+    },
 }
 TENANT_TONE = {"fr": ("acme", A), "en": ("globex", B)}
 
@@ -55,8 +71,15 @@ def choose_file(driver, names: dict[str, str], path: Path) -> None:  # type: ign
 
 @pytest.mark.parametrize("mode", ["realtime"])
 @pytest.mark.parametrize("lang", ["fr", "en"])
-def test_admin_flow_then_a_held_caller_hears_it(lang: str, lab: LabAsterisk, ari_lab, lab_settings: Settings,  # type: ignore[no-untyped-def]
-                                               browser, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_admin_flow_then_a_held_caller_hears_it(
+    lang: str,
+    lab: LabAsterisk,
+    ari_lab,
+    lab_settings: Settings,  # type: ignore[no-untyped-def]
+    browser,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     names, texts = NAMES[lang], TEXTS[lang]
     tenant, freq = TENANT_TONE[lang]
     music = tone(tmp_path / f"{tenant}.mp3", freq, 4, "mp3")
@@ -86,17 +109,27 @@ def test_admin_flow_then_a_held_caller_hears_it(lang: str, lab: LabAsterisk, ari
             wait(driver, lambda d: progress.is_displayed(), message="a progress bar while the file travels")
             assert progress.accessible_name == names["progress"]
             screens.shot("saving")
-            wait(driver, lambda d: d.find_element(By.ID, "status").text == texts["status_live_file"]
-                 and d.find_element(By.ID, "current-name").text == music.name,
-                 timeout=90, message="status live with the new file")
+            wait(
+                driver,
+                lambda d: (
+                    d.find_element(By.ID, "status").text == texts["status_live_file"]
+                    and d.find_element(By.ID, "current-name").text == music.name
+                ),
+                timeout=90,
+                message="status live with the new file",
+            )
             assert progress.get_attribute("value") == "100", "the progress bar followed the upload to its end"
             assert not progress.is_displayed()
             screens.shot("live")
 
             named(driver, names["listen"], "button").click()
-            wait(driver, lambda d: d.execute_script(
-                "const p = document.getElementById('player'); return !p.error && p.currentTime > 0.5"),
-                message="the player plays the audio endpoint")
+            wait(
+                driver,
+                lambda d: d.execute_script(
+                    "const p = document.getElementById('player'); return !p.error && p.currentTime > 0.5"
+                ),
+                message="the player plays the audio endpoint",
+            )
             screens.shot("listening")
 
             call = Call(ari_lab, lab, f"browser_{lang}_file", tenant, 6)
@@ -106,8 +139,14 @@ def test_admin_flow_then_a_held_caller_hears_it(lang: str, lab: LabAsterisk, ari
             alert: Alert = wait(driver, EC.alert_is_present(), message="confirmation asked")
             assert alert.text == texts["confirm_delete"]
             alert.accept()
-            wait(driver, lambda d: d.find_element(By.ID, "status").text == texts["status_live_default"]
-                 and not d.find_element(By.ID, "current").is_displayed(), message="back to the default music, live")
+            wait(
+                driver,
+                lambda d: (
+                    d.find_element(By.ID, "status").text == texts["status_live_default"]
+                    and not d.find_element(By.ID, "current").is_displayed()
+                ),
+                message="back to the default music, live",
+            )
             screens.shot("deleted")
 
             call = Call(ari_lab, lab, f"browser_{lang}_default", tenant, 6)
@@ -124,8 +163,13 @@ def home(settings: Settings) -> Settings:
 
 
 @pytest.mark.parametrize("lang", ["fr", "en"])
-def test_errors_are_sentences_in_the_page_language(home: Settings, lang: str, browser, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                   request: pytest.FixtureRequest) -> None:
+def test_errors_are_sentences_in_the_page_language(
+    home: Settings,
+    lang: str,
+    browser,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+) -> None:
     names, texts = NAMES[lang], TEXTS[lang]
     big = tmp_path / "big.mp3"
     big.write_bytes(b"\xff\xfb" * (3 * 1024 * 1024))  # 6 MB: refused in the browser, never sent
@@ -144,16 +188,23 @@ def test_errors_are_sentences_in_the_page_language(home: Settings, lang: str, br
         named(driver, names["choose"]).send_keys(str(text))
         wait(driver, lambda d: d.find_element(By.ID, "error").text == "")
         named(driver, names["save"], "button").click()
-        wait(driver, lambda d: d.find_element(By.ID, "error").text == texts["error_unrecognised_format"],
-             message="the 415 shown as a sentence")
+        wait(
+            driver,
+            lambda d: d.find_element(By.ID, "error").text == texts["error_unrecognised_format"],
+            message="the 415 shown as a sentence",
+        )
         screens.shot("not-audio")
         assert state(driver) == "live" and driver.find_element(By.ID, "current-none").is_displayed()
     incoming = list((home.home / "incoming").iterdir()) if (home.home / "incoming").exists() else []
     assert incoming == []
 
 
-def test_keyboard_alone_and_every_control_named(home: Settings, browser, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                request: pytest.FixtureRequest) -> None:
+def test_keyboard_alone_and_every_control_named(
+    home: Settings,
+    browser,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+) -> None:
     names = NAMES["fr"]
     music = tone(tmp_path / "clavier.mp3", A, 3, "mp3")
     with serving(home) as base, browser("fr") as driver:
@@ -183,15 +234,22 @@ def test_keyboard_alone_and_every_control_named(home: Settings, browser, tmp_pat
         box.send_keys(Keys.SPACE)
         assert box.is_selected()
         named(driver, names["save"], "button").send_keys(Keys.ENTER)
-        wait(driver, lambda d: state(d) == "live" and d.find_element(By.ID, "current-name").text == music.name,
-             timeout=90, message="saved from the keyboard")
+        wait(
+            driver,
+            lambda d: state(d) == "live" and d.find_element(By.ID, "current-name").text == music.name,
+            timeout=90,
+            message="saved from the keyboard",
+        )
         screens.shot("saved-by-keyboard")
         named(driver, names["listen"], "button")
         named(driver, names["delete"], "button")
 
 
-def test_replayed_link_and_sign_out_in_the_browser(home: Settings, browser,  # type: ignore[no-untyped-def]
-                                                   request: pytest.FixtureRequest) -> None:
+def test_replayed_link_and_sign_out_in_the_browser(
+    home: Settings,
+    browser,  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+) -> None:
     url = cli(home, "tokens", "link", "--tenant", "acme").strip().splitlines()[-1]
     with serving(home) as base, browser("en") as driver:
         screens = Screens(driver, request.node.name)
@@ -210,4 +268,3 @@ def test_replayed_link_and_sign_out_in_the_browser(home: Settings, browser,  # t
         assert driver.find_element(By.ID, "message").text == TEXTS["en"]["signed_out"]
         assert driver.get_cookies() == [] or all(c["name"] != "omh_session" for c in driver.get_cookies())
         named(driver, "Music on hold")  # the signed-out page says where the admin is
-

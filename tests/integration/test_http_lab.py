@@ -57,8 +57,7 @@ def test_api_change_is_heard_once_live(lab: LabAsterisk, lab_settings: Settings,
             async with client.session.delete(client.url("acme")) as r:
                 assert r.status == 204
             assert (await client.wait_live("acme"))["status"]["state"] == "live"
-            heard = await asyncio.to_thread(lab.record, f"api_{lab_settings.publish_mode}_deleted", 2,
-                                            "tenant-acme")
+            heard = await asyncio.to_thread(lab.record, f"api_{lab_settings.publish_mode}_deleted", 2, "tenant-acme")
             assert_hears(tones_heard(heard, [FIRST, SECOND]), DEFAULT_TONE)
 
     asyncio.run(scenario())

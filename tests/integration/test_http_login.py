@@ -50,7 +50,7 @@ class Browserish:
 
     def local(self, url: str) -> str:
         """A link printed for the public URL, pointed at this test's server."""
-        return self.base + url[url.index("/login/"):]
+        return self.base + url[url.index("/login/") :]
 
     async def sign_in(self, url: str) -> aiohttp.ClientResponse:
         async with self.session.post(self.local(url), allow_redirects=False) as r:
@@ -69,8 +69,9 @@ class Browserish:
     def api(self, tenant: str = "acme", tail: str = "") -> str:
         return f"{self.base}/api/v1/tenants/{tenant}/moh{tail}"
 
-    async def put(self, data: bytes, csrf: str | None, *, tenant: str = "acme", version: str | None = None,
-                  **headers: str) -> tuple[int, dict]:
+    async def put(
+        self, data: bytes, csrf: str | None, *, tenant: str = "acme", version: str | None = None, **headers: str
+    ) -> tuple[int, dict]:
         form = aiohttp.FormData()
         form.add_field("file", data, filename="hold.mp3", content_type="application/octet-stream")
         form.add_field("disclaimer", "accepted")
@@ -144,14 +145,19 @@ def test_link_signs_in_once_with_a_strict_httponly_cookie(home, caplog) -> None:
 def test_expired_unknown_and_malformed_links_open_nothing(home) -> None:  # type: ignore[no-untyped-def]
     settings, _ = home
     with contextlib.closing(open_catalog(settings)) as catalog:
-        _, old = create_login_link(catalog, tenant_id="acme", label="x", now=utcnow() - timedelta(minutes=16),
-                                   ttl=timedelta(minutes=15))
+        _, old = create_login_link(
+            catalog, tenant_id="acme", label="x", now=utcnow() - timedelta(minutes=16), ttl=timedelta(minutes=15)
+        )
     good = link(settings)
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
 
     async def scenario(b: Browserish) -> None:
-        for credential, status, words in ((old, 410, "expiré"), (forged.rsplit("/", 1)[1], 404, "pas valable"),
-                                          ("nonsense", 404, "pas valable"), ("../../etc", 404, None)):
+        for credential, status, words in (
+            (old, 410, "expiré"),
+            (forged.rsplit("/", 1)[1], 404, "pas valable"),
+            ("nonsense", 404, "pas valable"),
+            ("../../etc", 404, None),
+        ):
             response = await b.sign_in(f"/login/{credential}")
             assert response.status == status, credential
             assert COOKIE not in response.cookies
@@ -174,6 +180,7 @@ def test_two_sign_ins_with_one_link_at_once_open_one_session(home) -> None:  # t
         async def attempt() -> int:
             async with aiohttp.ClientSession() as s, s.post(b.local(url), allow_redirects=False) as r:
                 return r.status
+
         statuses = await asyncio.gather(*(attempt() for _ in range(8)))
         assert sorted(statuses) == [303] + [410] * 7, statuses
 
@@ -225,8 +232,10 @@ def test_logout_ends_the_session_for_good(home) -> None:  # type: ignore[no-unty
         async with b.session.post(b.base + "/logout", data={"csrf": b.csrf(html)}) as r:
             assert r.status == 200 and "déconnecté" in await r.text()
         assert (await b.get())[0] == 401
-        async with aiohttp.ClientSession() as replay, \
-                replay.get(b.api(), headers={"Cookie": f"{COOKIE}={stolen}"}) as r:
+        async with (
+            aiohttp.ClientSession() as replay,
+            replay.get(b.api(), headers={"Cookie": f"{COOKIE}={stolen}"}) as r,
+        ):
             assert r.status == 401  # the old cookie value is dead on the server, not just forgotten
 
     browse(settings, scenario)
@@ -277,10 +286,16 @@ def test_bearer_token_needs_no_csrf_and_wins_over_a_cookie(home) -> None:  # typ
     browse(settings, scenario)
 
 
-@pytest.mark.parametrize(("accept", "query", "expected"), [
-    ("fr-FR,fr;q=0.9,en;q=0.8", None, "fr"), ("en-GB,en;q=0.9", None, "en"), ("de-DE,en;q=0.5", None, "en"),
-    ("de-DE", None, "fr"), ("en-US", "fr", "fr"),
-])
+@pytest.mark.parametrize(
+    ("accept", "query", "expected"),
+    [
+        ("fr-FR,fr;q=0.9,en;q=0.8", None, "fr"),
+        ("en-GB,en;q=0.9", None, "en"),
+        ("de-DE,en;q=0.5", None, "en"),
+        ("de-DE", None, "fr"),
+        ("en-US", "fr", "fr"),
+    ],
+)
 def test_page_language_and_headers(home, accept: str, query: str | None, expected: str) -> None:  # type: ignore[no-untyped-def]
     settings, _ = home
     url = link(settings)
@@ -333,8 +348,9 @@ def test_another_site_cannot_sign_the_admin_out(home) -> None:  # type: ignore[n
     async def scenario(b: Browserish) -> None:
         assert (await b.sign_in(url)).status == 303
         async with aiohttp.ClientSession() as other:
-            async with other.post(b.base + "/logout", data={"csrf": "x"},
-                                  headers={"Origin": "http://localhost:9000"}) as r:
+            async with other.post(
+                b.base + "/logout", data={"csrf": "x"}, headers={"Origin": "http://localhost:9000"}
+            ) as r:
                 assert r.status == 401 and "Set-Cookie" not in r.headers
         assert (await b.get())[0] == 200
 
@@ -349,8 +365,12 @@ def test_bad_csrf_tokens_and_origins_are_403_never_500(home) -> None:  # type: i
         assert (await b.sign_in(url)).status == 303
         _, html, _ = await b.page()
         csrf = b.csrf(html)
-        for token, origin in (("é", None), ("\xff", None), (csrf, f"https://127.0.0.1:{b.port}"),
-                              (csrf, f"evil://127.0.0.1:{b.port}")):
+        for token, origin in (
+            ("é", None),
+            ("\xff", None),
+            (csrf, f"https://127.0.0.1:{b.port}"),
+            (csrf, f"evil://127.0.0.1:{b.port}"),
+        ):
             headers = {"X-CSRF-Token": token.encode("utf-8").decode("latin-1")}
             if origin:
                 headers["Origin"] = origin
@@ -387,13 +407,16 @@ def test_form_fields_besides_the_file_are_bounded_and_one_file_only(home) -> Non
 
     async def scenario(b: Browserish) -> None:
         headers = {"Authorization": f"Bearer {token}"}
+
         async def chunked_junk():  # type: ignore[no-untyped-def]
-            yield b"--XX\r\nContent-Disposition: form-data; name=\"junk\"\r\n\r\n"
+            yield b'--XX\r\nContent-Disposition: form-data; name="junk"\r\n\r\n'
             for _ in range(200):  # 13 MB of a field nobody asked for, no Content-Length
                 yield b"j" * 65536
             yield b"\r\n--XX--\r\n"
-        async with b.session.put(b.api(), data=chunked_junk(), headers={
-                **headers, "Content-Type": "multipart/form-data; boundary=XX"}) as r:
+
+        async with b.session.put(
+            b.api(), data=chunked_junk(), headers={**headers, "Content-Type": "multipart/form-data; boundary=XX"}
+        ) as r:
             assert r.status == 413 and (await r.json())["error"]["code"] == "too_large"
         form = aiohttp.FormData()
         form.add_field("disclaimer", "accepted")
@@ -439,8 +462,11 @@ def test_operator_lists_and_ends_sign_ins(home) -> None:  # type: ignore[no-unty
     async def scenario(b: Browserish) -> None:
         assert (await b.sign_in(used)).status == 303
         rows = json.loads(cli(settings, "tokens", "sessions", "--json"))
-        assert sorted((r["kind"], r["tenant"]) for r in rows) == [("link", "acme"), ("link", "other"),
-                                                                   ("session", "acme")]
+        assert sorted((r["kind"], r["tenant"]) for r in rows) == [
+            ("link", "acme"),
+            ("link", "other"),
+            ("session", "acme"),
+        ]
         out = json.loads(cli(settings, "tokens", "sign-out", "--tenant", "acme", "--json"))
         assert out == {"tenant": "acme", "links_voided": 1, "sessions_ended": 1}
         assert (await b.get())[0] == 401
@@ -468,18 +494,23 @@ def test_secrets_never_reach_the_server_log(home, tmp_path: Path) -> None:  # ty
     url = link(settings)
     secret = url.rsplit("_", 1)[1]
     port = free_port()
-    env = {**__import__("os").environ, **settings_environ(dataclasses.replace(settings,
-                                                                             http_listen=f"127.0.0.1:{port}"))}
+    env = {
+        **__import__("os").environ,
+        **settings_environ(dataclasses.replace(settings, http_listen=f"127.0.0.1:{port}")),
+    }
     log = tmp_path / "serve-http.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "http"], env=env,
-                            stderr=open(log, "w"), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ooma_moh", "serve", "http"], env=env, stderr=open(log, "w"), stdout=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port, proc)
-        path = url[url.index("/login/"):]
-        for raw in (f"GET {path}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
-                    f"GET {path}?{'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
-                    f"GET / HTTP/1.1\r\nHost: x\r\nCookie: omh_session={path[7:]}; pad={'b' * 9000}\r\n\r\n".encode(),
-                    f"GET //login/{path[7:]} HTTP/1.1\r\nHost: x\r\n\r\n".encode()):
+        path = url[url.index("/login/") :]
+        for raw in (
+            f"GET {path}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            f"GET {path}?{'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            f"GET / HTTP/1.1\r\nHost: x\r\nCookie: omh_session={path[7:]}; pad={'b' * 9000}\r\n\r\n".encode(),
+            f"GET //login/{path[7:]} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        ):
             with socket.create_connection(("127.0.0.1", port)) as conn:
                 conn.sendall(raw)
                 assert conn.recv(1024).split(b"\r\n")[0].split()[1].startswith(b"4")

@@ -52,8 +52,11 @@ def scrape(port: int) -> Samples:
     """Every sample of ``/metrics``, parsed as Prometheus parses it."""
     status, text = get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200, text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -145,8 +148,9 @@ class Gate:
 
 def start(settings: Settings, log: Path, *command: str) -> subprocess.Popen[bytes]:
     with open(log, "a") as log_file:  # a file, not a pipe nobody reads
-        return subprocess.Popen([sys.executable, "-m", "ooma_moh", *command], env=settings_env(settings),
-                                stderr=log_file)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", *command], env=settings_env(settings), stderr=log_file
+        )
 
 
 def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -171,8 +175,14 @@ def gate(lab: LabAsterisk) -> Iterator[Gate]:
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
-def test_serve_ari_metrics_readiness_and_logs(lab: LabAsterisk, ari_lab, lab_settings: Settings,  # type: ignore[no-untyped-def]
-                                              lab_service: MohService, gate: Gate, tmp_path: Path) -> None:
+def test_serve_ari_metrics_readiness_and_logs(
+    lab: LabAsterisk,
+    ari_lab,
+    lab_settings: Settings,  # type: ignore[no-untyped-def]
+    lab_service: MohService,
+    gate: Gate,
+    tmp_path: Path,
+) -> None:
     lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=2), accept_disclaimer=True, accepted_by="tester")
     build_syncer(lab_settings, lab_service).run(None)
     settings = dataclasses.replace(lab_settings, ari_url=f"http://127.0.0.1:{gate.port}")
@@ -201,24 +211,37 @@ def test_serve_ari_metrics_readiness_and_logs(lab: LabAsterisk, ari_lab, lab_set
             call.at(1.0)
             call.hold()
             counted = total(before, "ooma_moh_holds_total") + done + 1
-            wait_until(lambda: total(scrape(port), "ooma_moh_holds_total") >= counted,  # noqa: B023
-                       f"the hold of {name} counted")
+            wait_until(
+                lambda: total(scrape(port), "ooma_moh_holds_total") >= counted,  # noqa: B023
+                f"the hold of {name} counted",
+            )
             call.at(2.5)
             call.unhold()
             windows = tones_heard(call.finish(), [A])
             assert (A in windows) == (tenant == "alpha"), windows
         after = scrape(port)
-        assert value(after, "ooma_moh_holds_total", action="started", outcome="tenant") == \
-            value(before, "ooma_moh_holds_total", action="started", outcome="tenant") + 1
-        assert value(after, "ooma_moh_holds_total", action="started", outcome="default") == \
-            value(before, "ooma_moh_holds_total", action="started", outcome="default") + 1
+        assert (
+            value(after, "ooma_moh_holds_total", action="started", outcome="tenant")
+            == value(before, "ooma_moh_holds_total", action="started", outcome="tenant") + 1
+        )
+        assert (
+            value(after, "ooma_moh_holds_total", action="started", outcome="default")
+            == value(before, "ooma_moh_holds_total", action="started", outcome="default") + 1
+        )
         assert total(after, "ooma_moh_holds_total") == total(before, "ooma_moh_holds_total") + 2
-        assert value(after, "ooma_moh_hold_to_music_seconds_count") == \
-            value(before, "ooma_moh_hold_to_music_seconds_count") + 2
-        assert 0 < value(after, "ooma_moh_hold_to_music_seconds_sum") - \
-            value(before, "ooma_moh_hold_to_music_seconds_sum") < 2.0
-        assert value(after, "ooma_moh_fallbacks_total", route="ari", reason="unknown_tenant") == \
-            value(before, "ooma_moh_fallbacks_total", route="ari", reason="unknown_tenant") + 1
+        assert (
+            value(after, "ooma_moh_hold_to_music_seconds_count")
+            == value(before, "ooma_moh_hold_to_music_seconds_count") + 2
+        )
+        assert (
+            0
+            < value(after, "ooma_moh_hold_to_music_seconds_sum") - value(before, "ooma_moh_hold_to_music_seconds_sum")
+            < 2.0
+        )
+        assert (
+            value(after, "ooma_moh_fallbacks_total", route="ari", reason="unknown_tenant")
+            == value(before, "ooma_moh_fallbacks_total", route="ari", reason="unknown_tenant") + 1
+        )
         assert total(after, "ooma_moh_fallbacks_total") == total(before, "ooma_moh_fallbacks_total") + 1
         assert not any(label == "tenant" for _, labels in after for label, _ in labels)
 
@@ -248,8 +271,9 @@ def test_serve_agi_metrics_and_readiness(settings: Settings, tmp_path: Path) -> 
 
     open_catalog(settings).close()  # `ooma-moh init`
     agi_port, port, log = free_port(), free_port(), tmp_path / "serve-agi.log"
-    proc = start(settings, log, "serve", "agi", "--listen", f"127.0.0.1:{agi_port}",
-                 "--metrics-listen", f"127.0.0.1:{port}")
+    proc = start(
+        settings, log, "serve", "agi", "--listen", f"127.0.0.1:{agi_port}", "--metrics-listen", f"127.0.0.1:{port}"
+    )
     try:
         wait_for_port(agi_port, proc)
         wait_for_port(port, proc)
@@ -277,8 +301,9 @@ def test_serve_http_metrics_on_both_ports(settings: Settings, tmp_path: Path) ->
     token = new_token(settings, "--tenant", "acme")
     good = tone(tmp_path / "hold.mp3", A, 2, "mp3").read_bytes()
     http_port, port, log = free_port(), free_port(), tmp_path / "serve-http.log"
-    proc = start(settings, log, "serve", "http", "--listen", f"127.0.0.1:{http_port}",
-                 "--metrics-listen", f"127.0.0.1:{port}")
+    proc = start(
+        settings, log, "serve", "http", "--listen", f"127.0.0.1:{http_port}", "--metrics-listen", f"127.0.0.1:{port}"
+    )
     started = time.time()
     try:
         wait_for_port(http_port, proc)
@@ -346,15 +371,17 @@ def test_agent_metrics_and_readiness(settings: Settings, postgres, tmp_path: Pat
         assert value(first, "ooma_moh_agent_failures_total") == 0.0
         service = build_service(settings)
         try:
-            service.upload("acme", tone(tmp_path / "a.wav", A, seconds=2), accept_disclaimer=True,
-                           accepted_by="tester")
+            service.upload("acme", tone(tmp_path / "a.wav", A, seconds=2), accept_disclaimer=True, accepted_by="tester")
         finally:
             service.catalog.close()
         wait_until(lambda: value(scrape(port), "ooma_moh_classes_published") == 1.0, "the change synced", 60)
         synced = scrape(port)
         assert value(synced, "ooma_moh_sync_runs_total") == value(first, "ooma_moh_sync_runs_total") + 1
-        assert value(synced, "ooma_moh_sync_last_success_timestamp_seconds") > \
-            value(first, "ooma_moh_sync_last_success_timestamp_seconds") > 0
+        assert (
+            value(synced, "ooma_moh_sync_last_success_timestamp_seconds")
+            > value(first, "ooma_moh_sync_last_success_timestamp_seconds")
+            > 0
+        )
         assert total(synced, "ooma_moh_sync_errors_total") == 0.0
     finally:
         stop(proc, log)

@@ -28,8 +28,15 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "ooma_moh" / "asterisk_conf"
-OPERATOR_FILES = {"ari.conf", "extconfig.conf", "extensions.conf", "http.conf", "musiconhold.conf",
-                  "pjsip.conf", "res_config_sqlite3.conf"}
+OPERATOR_FILES = {
+    "ari.conf",
+    "extconfig.conf",
+    "extensions.conf",
+    "http.conf",
+    "musiconhold.conf",
+    "pjsip.conf",
+    "res_config_sqlite3.conf",
+}
 
 
 @dataclass
@@ -41,8 +48,14 @@ class Installed:
 
     def run(self, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         """Run a program of the venv's ``bin/`` (from ``cwd``, never the repository)."""
-        return subprocess.run([str(self.venv / "bin" / argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
-                              text=True, timeout=60, check=False)
+        return subprocess.run(
+            [str(self.venv / "bin" / argv[0]), *argv[1:]],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +63,50 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """Build the wheel and install it into a fresh venv."""
     tmp = tmp_path_factory.mktemp("packaging")
     source, dist, venv = tmp / "source", tmp / "dist", tmp / "venv"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".lab", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(source)],
-                           capture_output=True, text=True, timeout=300, check=False)
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".lab", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"
+        ),
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("ooma_moh-*.whl")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     # The project venv's pip installs into the fresh venv (which has no pip of its own).
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                           "--no-index", str(wheel)], capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(purelib) / "ooma_moh_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return Installed(wheel, venv)
 
@@ -82,8 +125,11 @@ def test_wheel_holds_the_package_and_its_configuration_and_no_tests(installed: I
 def test_wheel_declares_the_dependencies_of_pyproject(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as wheel:
         metadata = wheel.read(next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    required = {line.split(":", 1)[1].strip() for line in metadata.splitlines()
-                if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    required = {
+        line.split(":", 1)[1].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    }
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert {str(Requirement(r)) for r in required} == {str(Requirement(r)) for r in declared}
 
@@ -124,8 +170,14 @@ def test_lab_configuration_renders_from_the_installed_package(installed: Install
     rendered = installed.run("python", "-c", script, cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
     config = json.loads(rendered.stdout)
-    assert set(config) == OPERATOR_FILES | {"asterisk.conf", "logger.conf", "modules.conf", "res_parking.conf",
-                                            "queues.conf", "features.conf"}
+    assert set(config) == OPERATOR_FILES | {
+        "asterisk.conf",
+        "logger.conf",
+        "modules.conf",
+        "res_parking.conf",
+        "queues.conf",
+        "features.conf",
+    }
     assert "contact=sip:lab-loop@127.0.0.1:15060" in config["pjsip.conf"]
     assert "bind=127.0.0.1:15060" in config["pjsip.conf"]
     assert "Record(/srv/lab/rec/${NAME}.wav," in config["extensions.conf"]

@@ -49,8 +49,9 @@ class Users:
 
 
 def free_uid(*passwd_files: Path) -> int:
-    taken = {int(line.split(":")[2])
-             for f in passwd_files for line in f.read_text().splitlines() if line.count(":") >= 6}
+    taken = {
+        int(line.split(":")[2]) for f in passwd_files for line in f.read_text().splitlines() if line.count(":") >= 6
+    }
     return next(uid for uid in range(64100, 65000) if uid not in taken)
 
 
@@ -58,25 +59,47 @@ def python_as(uid: int, gid: int, umask: str) -> list[str]:
     """argv prefix: Debian's python3 as ``uid``:``gid`` with ``umask``, no other group."""
     for tool in ("setpriv", "/usr/bin/python3"):
         assert shutil.which(tool), f"needs {tool}"
-    return [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
-            "/bin/sh", "-c", f'umask {umask}; exec /usr/bin/python3 "$@"', "python3"]
+    return [
+        shutil.which("setpriv") or "setpriv",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--",
+        "/bin/sh",
+        "-c",
+        f'umask {umask}; exec /usr/bin/python3 "$@"',
+        "python3",
+    ]
 
 
 def environ(settings: Settings, home: Path) -> dict[str, str]:
-    return {**settings_environ(settings), "HOME": str(home), "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}", "LANG": "C.UTF-8"}
+    return {
+        **settings_environ(settings),
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}",
+        "LANG": "C.UTF-8",
+    }
 
 
 def apply_tmpfiles(home: Path, users: Users, scratch: Path) -> None:
     """The repository's tmpfiles.d rules for the data home, with the lab's path and numeric users."""
-    rules = [line.replace(OPERATOR_HOME, str(home)).replace(" ooma-moh ", f" {users.ooma} ")
-             .replace(" asterisk ", f" {users.group} ")
-             for line in TMPFILES.read_text().splitlines() if f" {OPERATOR_HOME}" in line and not line.startswith("#")]
+    rules = [
+        line.replace(OPERATOR_HOME, str(home))
+        .replace(" ooma-moh ", f" {users.ooma} ")
+        .replace(" asterisk ", f" {users.group} ")
+        for line in TMPFILES.read_text().splitlines()
+        if f" {OPERATOR_HOME}" in line and not line.startswith("#")
+    ]
     assert len(rules) >= 3, rules  # the home, its realtime database, moh/
     conf = scratch / "lab-tmpfiles.conf"
     conf.write_text("\n".join(rules) + "\n")
-    result = subprocess.run([shutil.which("systemd-tmpfiles") or "systemd-tmpfiles", "--create", str(conf)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [shutil.which("systemd-tmpfiles") or "systemd-tmpfiles", "--create", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and not result.stderr, result.stderr
 
 
@@ -104,8 +127,14 @@ class TwoUserLab:
 
     def ooma_moh(self, *args: str) -> str:
         """One ``ooma-moh`` command as the service user; its stdout (it must succeed)."""
-        result = subprocess.run([*self.ooma, "-m", "ooma_moh", *args], env=self.env, capture_output=True,
-                                text=True, timeout=120, check=False)
+        result = subprocess.run(
+            [*self.ooma, "-m", "ooma_moh", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, (args, result.stdout, result.stderr)
         return result.stdout
 
@@ -118,10 +147,14 @@ class TwoUserLab:
     def classic_agi(self, tenant: str) -> dict[str, str]:
         """``ooma-moh-agi TENANT`` as Asterisk's user, spoken to over pipes as Asterisk does; the
         variables it set."""
-        proc = subprocess.Popen([*python_as(self.users.asterisk, self.users.group, "0022"),
-                                 "-m", "ooma_moh.agi.script", tenant],
-                                env={**self.env, "HOME": "/"}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*python_as(self.users.asterisk, self.users.group, "0022"), "-m", "ooma_moh.agi.script", tenant],
+            env={**self.env, "HOME": "/"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/acme-100-1\nagi_arg_1: {tenant}\n\n")
         proc.stdin.flush()
@@ -177,8 +210,9 @@ def two_users(lab_root: Path) -> Iterator[TwoUserLab]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-@pytest.mark.parametrize("order, mode", [("asterisk-first", "realtime"), ("ooma-moh-first", "realtime"),
-                                         ("asterisk-first", "static")])
+@pytest.mark.parametrize(
+    "order, mode", [("asterisk-first", "realtime"), ("ooma-moh-first", "realtime"), ("asterisk-first", "static")]
+)
 def test_asterisk_and_ooma_moh_as_two_users(two_users: TwoUserLab, order: str, mode: str) -> None:
     env = two_users
     env.use_mode(mode)

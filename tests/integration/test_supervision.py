@@ -54,8 +54,9 @@ def command(settings: Settings, tmp_path: Path, *args: str) -> tuple[subprocess.
     log = tmp_path / f"{args[-1]}.log"
     env = {**settings_env(settings), "NOTIFY_SOCKET": str(notes.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", *args], env=env, stderr=out,
-                                stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", *args], env=env, stderr=out, stdout=subprocess.DEVNULL
+        )
     return proc, notes, log
 
 
@@ -69,8 +70,13 @@ def terminate(proc: subprocess.Popen[bytes], notes: Notifications, log: Path) ->
 
 
 def run_cli(settings: Settings, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "ooma_moh", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ooma_moh", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -88,8 +94,9 @@ def initialised(settings: Settings) -> Settings:
 
 
 @pytest.mark.parametrize("server", ["agi", "http"])
-def test_server_says_ready_pings_the_watchdog_and_stops_cleanly(initialised: Settings, tmp_path: Path,
-                                                                server: str) -> None:
+def test_server_says_ready_pings_the_watchdog_and_stops_cleanly(
+    initialised: Settings, tmp_path: Path, server: str
+) -> None:
     port = free_port()
     proc, notes, log = command(initialised, tmp_path, "serve", server, "--listen", f"127.0.0.1:{port}")
     try:

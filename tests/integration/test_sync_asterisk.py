@@ -53,8 +53,9 @@ def musiconhold_reloads(lab: LabAsterisk) -> int:
     return len(re.findall(r"Reloading module 'res_musiconhold\.so'|Music On Hold.*[Rr]eload", text))
 
 
-def test_each_tenant_hears_its_own_class(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                         tmp_path: Path) -> None:
+def test_each_tenant_hears_its_own_class(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     upload(lab_service, "beta", B, tmp_path)
     upload(lab_service, "gamma", C, tmp_path)
@@ -74,8 +75,9 @@ def test_each_tenant_hears_its_own_class(lab: LabAsterisk, lab_settings: Setting
     assert cli(lab_settings, "verify").strip() == "catalog, disk and Asterisk agree"
 
 
-def test_replace_while_a_caller_listens(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                        tmp_path: Path) -> None:
+def test_replace_while_a_caller_listens(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     cli(lab_settings, "sync", "alpha")
     reloads_before = musiconhold_reloads(lab)
@@ -105,8 +107,9 @@ def test_replace_while_a_caller_listens(lab: LabAsterisk, lab_settings: Settings
     assert len(list((lab_settings.moh_dir / "tenant-alpha").iterdir())) == 1
 
 
-def test_deleted_tenant_hears_default(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                      tmp_path: Path) -> None:
+def test_deleted_tenant_hears_default(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     cli(lab_settings, "sync", "--all")
     assert_hears(tones_heard(lab.record("before", 2, "tenant-alpha"), [A]), A)
@@ -128,8 +131,9 @@ def snapshot(settings: Settings) -> dict[str, object]:
     return {"tree": tree, "published": published}
 
 
-def test_second_sync_writes_nothing(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                    tmp_path: Path) -> None:
+def test_second_sync_writes_nothing(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     upload(lab_service, "beta", B, tmp_path)
     first = json.loads(cli(lab_settings, "sync", "--all", "--json"))
@@ -144,8 +148,9 @@ def test_second_sync_writes_nothing(lab: LabAsterisk, lab_settings: Settings, la
     assert dry["dry_run"] and dry["summary"]["unchanged"] == 2
 
 
-def test_hostile_names_cannot_inject(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                     tmp_path: Path) -> None:
+def test_hostile_names_cannot_inject(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     hostile = "x]\n[evil]\nmode=custom\napplication=/bin/sh'); DROP TABLE musiconhold; --.mp3"
     upload(lab_service, "alpha", A, tmp_path, name=hostile)
     cli(lab_settings, "sync", "--all")
@@ -161,8 +166,9 @@ def test_hostile_names_cannot_inject(lab: LabAsterisk, lab_settings: Settings, l
         assert "invalid tenant id" in cli(lab_settings, "sync", bad, code=1)
 
 
-def test_asterisk_down_during_sync_then_converges(lab: LabAsterisk, lab_settings: Settings,
-                                                  lab_service: MohService, tmp_path: Path) -> None:
+def test_asterisk_down_during_sync_then_converges(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     lab.halt()
     try:
@@ -182,8 +188,9 @@ def test_asterisk_down_during_sync_then_converges(lab: LabAsterisk, lab_settings
     assert_hears(tones_heard(lab.record("converged", 2, "tenant-alpha"), [A]), A)
 
 
-def test_verify_reports_each_difference(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                        tmp_path: Path) -> None:
+def test_verify_reports_each_difference(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     upload(lab_service, "beta", B, tmp_path)
     cli(lab_settings, "sync", "alpha")
@@ -199,17 +206,23 @@ def test_verify_reports_each_difference(lab: LabAsterisk, lab_settings: Settings
 
 
 @pytest.mark.parametrize("point", ["file:3", "file:7", "published", "collect"])
-def test_killed_sync_converges_on_rerun(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService,
-                                        tmp_path: Path, point: str) -> None:
+def test_killed_sync_converges_on_rerun(
+    lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path, point: str
+) -> None:
     upload(lab_service, "alpha", A, tmp_path)
     upload(lab_service, "beta", B, tmp_path)
     cli(lab_settings, "sync", "--all")
     upload(lab_service, "alpha", C, tmp_path)  # changed
     upload(lab_service, "gamma", B, tmp_path)  # added
-    lab_service.delete("beta")                 # removed
+    lab_service.delete("beta")  # removed
 
-    proc = subprocess.run([sys.executable, "-m", "tests.integration.sync_crash_driver", point],
-                          cwd=ROOT, env=settings_env(lab_settings), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.integration.sync_crash_driver", point],
+        cwd=ROOT,
+        env=settings_env(lab_settings),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     out = json.loads(cli(lab_settings, "sync", "--all", "--json"))

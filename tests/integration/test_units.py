@@ -52,8 +52,9 @@ RUNS_FFMPEG = {"ooma-moh-http.service"}
 INSTALLED_BIN = "/usr/local/bin/ooma-moh"
 DATA_HOME = "/var/lib/ooma-moh"
 #: Debian's asterisk package creates these (adduser --system); sysusers must add to them, not replace.
-DEBIAN_PASSWD = ("root:x:0:0:root:/root:/bin/bash\n"
-                 "asterisk:x:120:125:Asterisk PBX daemon:/var/lib/asterisk:/usr/sbin/nologin\n")
+DEBIAN_PASSWD = (
+    "root:x:0:0:root:/root:/bin/bash\nasterisk:x:120:125:Asterisk PBX daemon:/var/lib/asterisk:/usr/sbin/nologin\n"
+)
 DEBIAN_GROUP = "root:x:0:\nasterisk:x:125:\n"
 #: Always allowed by systemd's seccomp filter, whatever SystemCallFilter= says (systemd.exec(5)).
 IMPLICIT_SYSCALLS = {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"}
@@ -62,13 +63,16 @@ IMPLICIT_SYSCALLS = {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn"
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: these checks need it (Debian: apt-get install "
-                    f"{'strace' if name == 'strace' else 'systemd'})")
+        pytest.fail(
+            f"{name} is not installed: these checks need it (Debian: apt-get install "
+            f"{'strace' if name == 'strace' else 'systemd'})"
+        )
     return path
 
 
-def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, cwd=cwd, env=env)
 
 
@@ -153,8 +157,10 @@ def test_verify_would_catch_our_mistakes(units_dir: Path) -> None:
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_sandbox_exposure_is_low(unit: str, units_dir: Path) -> None:
     """``systemd-analyze security``'s score, 0-10, stays at most 2.0 (its "OK" band)."""
-    result = run([tool("systemd-analyze"), "security", "--offline=true", "--threshold=20", "--no-pager",
-                  str(units_dir / unit)], cwd=units_dir)
+    result = run(
+        [tool("systemd-analyze"), "security", "--offline=true", "--threshold=20", "--no-pager", str(units_dir / unit)],
+        cwd=units_dir,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
@@ -284,8 +290,7 @@ def test_sysusers_adds_ooma_moh_to_asterisk(system_root: Path) -> None:
     assert known["asterisk"] == 120 and known["group:asterisk"] == 125  # Debian's, untouched
     assert 0 < known["ooma-moh"] < 1000 and known["group:ooma-moh"] < 1000  # a system user
     assert members(system_root, "asterisk") == ["ooma-moh"]
-    entry = next(line for line in (system_root / "etc/passwd").read_text().splitlines()
-                 if line.startswith("ooma-moh:"))
+    entry = next(line for line in (system_root / "etc/passwd").read_text().splitlines() if line.startswith("ooma-moh:"))
     assert entry.endswith(":/:/usr/sbin/nologin"), entry  # no login; home / (not a second data home)
     for unit in UNITS:  # every User=/Group= of the units exists after sysusers
         parsed = parse_unit(DEPLOY / unit)
@@ -315,9 +320,22 @@ def as_user(uid: int, gid: int, code: str, *, umask: str) -> subprocess.Popen[st
     as uid:gid with ``umask``, as the unit's User=/Group=/UMask= do (without the supplementary
     groups systemd adds: the access must not depend on them)."""
     return subprocess.Popen(
-        [tool("setpriv"), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
-         "/bin/sh", "-c", f'umask {umask}; exec /usr/bin/python3 -c "$0"', code],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={"PYTHONPATH": str(REPO)})
+        [
+            tool("setpriv"),
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--",
+            "/bin/sh",
+            "-c",
+            f'umask {umask}; exec /usr/bin/python3 -c "$0"',
+            code,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+    )
 
 
 def finish(proc: subprocess.Popen[str]) -> str:
@@ -343,9 +361,22 @@ for _ in sys.stdin:
 def asterisk_reader(db: Path, uid: int, gid: int) -> subprocess.Popen[str]:
     """Asterisk: its own user and group, no other group."""
     return subprocess.Popen(
-        [tool("setpriv"), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
-         "/usr/bin/python3", "-c", ASTERISK_READS, str(db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            tool("setpriv"),
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            ASTERISK_READS,
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def ask(reader: subprocess.Popen[str]) -> str:
@@ -406,13 +437,15 @@ def test_a_catalog_ooma_moh_creates_is_not_world_readable(system_root: Path) -> 
     holds CSRF values and token hashes, is still 0640 (group asterisk: the classic AGI reads it)."""
     known = ids(system_root)
     catalog = system_root / DATA_HOME.lstrip("/") / "catalog.sqlite3"
-    finish(as_user(known["ooma-moh"], known["group:ooma-moh"], publish_args(CREATE_CATALOG, str(catalog)),
-                   umask="0022"))
+    finish(
+        as_user(known["ooma-moh"], known["group:ooma-moh"], publish_args(CREATE_CATALOG, str(catalog)), umask="0022")
+    )
     st = catalog.stat()
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, known["ooma-moh"], known["group:asterisk"])
     catalog.chmod(0o660)  # an operator's choice on an existing catalog is left alone
-    finish(as_user(known["ooma-moh"], known["group:ooma-moh"], publish_args(CREATE_CATALOG, str(catalog)),
-                   umask="0022"))
+    finish(
+        as_user(known["ooma-moh"], known["group:ooma-moh"], publish_args(CREATE_CATALOG, str(catalog)), umask="0022")
+    )
     assert catalog.stat().st_mode & 0o7777 == 0o660
 
 
@@ -430,8 +463,9 @@ def test_the_realtime_side_files_are_group_writable_from_the_start(system_root: 
     opening the database meanwhile must be able to write them."""
     known = ids(system_root)
     db = system_root / DATA_HOME.lstrip("/") / "new-realtime.sqlite3"
-    out = finish(as_user(known["ooma-moh"], known["group:asterisk"], publish_args(SIDE_FILE_MODES, str(db)),
-                         umask="0027"))
+    out = finish(
+        as_user(known["ooma-moh"], known["group:asterisk"], publish_args(SIDE_FILE_MODES, str(db)), umask="0027")
+    )
     assert out.split() == ["0o664", "0o664", "0o664"], out
 
 
@@ -486,8 +520,13 @@ def clean_env(home: Path) -> dict[str, str]:
 
 def serve_and_stop(argv: list[str], summary: Path, env: dict[str, str], probe: str) -> None:
     """Run a ``serve`` command under strace until it listens, probe it once, SIGTERM it."""
-    proc = subprocess.Popen([tool("strace"), "-f", "-qq", "-c", "-o", str(summary), "--", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [tool("strace"), "-f", "-qq", "-c", "-o", str(summary), "--", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stderr is not None
     try:
         port = None
@@ -529,8 +568,9 @@ def test_syscall_filter_allows_upload_sync_and_serving(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     strace = tool("strace")
     summaries = []
-    for n, args in enumerate([["upload", "acme", str(sample), "--accept-disclaimer", "--by", "test"],
-                              ["sync", "--all"]]):
+    for n, args in enumerate(
+        [["upload", "acme", str(sample), "--accept-disclaimer", "--by", "test"], ["sync", "--all"]]
+    ):
         summaries.append(tmp_path / f"cli-{n}.txt")
         result = run([strace, "-f", "-qq", "-c", "-o", str(summaries[-1]), "--", script, *args], env=env)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -545,4 +585,3 @@ def test_syscall_filter_allows_upload_sync_and_serving(tmp_path: Path) -> None:
         assert used - allowed_syscalls(unit) == set(), unit
     # the filter is the same on every unit; ari and agent (no Asterisk, no PostgreSQL here) rely on it
     assert len({frozenset(allowed_syscalls(unit)) for unit in UNITS}) == 1
-

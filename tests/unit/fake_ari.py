@@ -26,8 +26,9 @@ class FakeAri:
         self.outside: set[str] = set()
 
     # -- building a scene --------------------------------------------------------------------
-    def channel(self, cid: str, name: str, *, tenant: str | None = None, accountcode: str = "",
-                exported: bool = True) -> dict[str, Any]:
+    def channel(
+        self, cid: str, name: str, *, tenant: str | None = None, accountcode: str = "", exported: bool = True
+    ) -> dict[str, Any]:
         """Add a channel; ``exported`` says whether ari.conf exports OOMA_MOH_TENANT/HOLD."""
         data: dict[str, Any] = {"id": cid, "name": name, "accountcode": accountcode}
         if exported:
@@ -39,8 +40,7 @@ class FakeAri:
 
     def bridge(self, bid: str, members: list[str], technology: str = "simple_bridge") -> dict[str, Any]:
         """Create or update a bridge."""
-        self.bridges[bid] = {"id": bid, "technology": technology, "bridge_type": "mixing",
-                             "channels": list(members)}
+        self.bridges[bid] = {"id": bid, "technology": technology, "bridge_type": "mixing", "channels": list(members)}
         return self.bridges[bid]
 
     def event(self, kind: str, channel: str | None = None, bridge: str | None = None) -> dict[str, Any]:
@@ -72,8 +72,10 @@ class FakeAri:
         for cid, data in self.channels.items():
             data = dict(data)
             if "channelvars" in data:
-                data["channelvars"] = {**data["channelvars"],
-                                       "OOMA_MOH_HOLD": self.variables.get((cid, "OOMA_MOH_HOLD"), "")}
+                data["channelvars"] = {
+                    **data["channelvars"],
+                    "OOMA_MOH_HOLD": self.variables.get((cid, "OOMA_MOH_HOLD"), ""),
+                }
             out.append(data)
         return out
 

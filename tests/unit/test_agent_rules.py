@@ -134,8 +134,9 @@ def test_wait_stopped_is_the_public_stop_signal(tmp_path: Path) -> None:
     assert agent.wait_stopped(0) is True
 
 
-def test_an_unexpected_exception_is_logged_and_backed_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_exception_is_logged_and_backed_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     agent = make_agent(tmp_path)
     monkeypatch.setattr(agent_module, "NodeRegistry", Registry)
     Registry.errors = []

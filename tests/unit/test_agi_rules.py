@@ -11,7 +11,7 @@ from ooma_moh.logsafe import logfmt, printable
 
 def test_parse_env_line() -> None:
     assert parse_env_line("agi_channel: PJSIP/a-1\n") == ("agi_channel", "PJSIP/a-1")
-    assert parse_env_line("agi_callerid: \"A: B\" <1>\n") == ("agi_callerid", "\"A: B\" <1>")
+    assert parse_env_line('agi_callerid: "A: B" <1>\n') == ("agi_callerid", '"A: B" <1>')
     assert parse_env_line("\n") is None
     with pytest.raises(ProtocolError):
         parse_env_line("GET / HTTP/1.1\n")
@@ -56,22 +56,27 @@ def test_tenant_sources_in_order() -> None:
 
 def test_decision_commands() -> None:
     d = decide("acme", "argument", ("tenant-acme", None))
-    assert d.commands() == ['SET VARIABLE CHANNEL(musicclass) "tenant-acme"\n',
-                            'SET VARIABLE OOMA_MOH_CLASS "tenant-acme"\n']
+    assert d.commands() == [
+        'SET VARIABLE CHANNEL(musicclass) "tenant-acme"\n',
+        'SET VARIABLE OOMA_MOH_CLASS "tenant-acme"\n',
+    ]
     assert decide(None, "none", None).moh_class == "default"
 
 
-@pytest.mark.parametrize("raw, logged", [
-    ("acme", "acme"),
-    ("a\nFAKE LINE", "a\\nFAKE LINE"),
-    ("\r\t\x00\x7f", "\\r\\t\\x00\\x7f"),
-    ("x\x1b[31mred", "x\\x1b[31mred"),  # ANSI colour: ESC escaped, the rest is harmless text
-    ("\x85\u2028\u202e", "\\x85\\u2028\\u202e"),  # NEL, line separator, right-to-left override
-    ("caf\u00e9 \U0001f600", "caf\\xe9 \\U0001f600"),  # printable non-ASCII too: output is ASCII
-    ("back\\slash", "back\\\\slash"),  # doubled, so an escape in the output is never ambiguous
-    (None, "None"),
-    (ValueError("bad\nline"), "bad\\nline"),
-])
+@pytest.mark.parametrize(
+    "raw, logged",
+    [
+        ("acme", "acme"),
+        ("a\nFAKE LINE", "a\\nFAKE LINE"),
+        ("\r\t\x00\x7f", "\\r\\t\\x00\\x7f"),
+        ("x\x1b[31mred", "x\\x1b[31mred"),  # ANSI colour: ESC escaped, the rest is harmless text
+        ("\x85\u2028\u202e", "\\x85\\u2028\\u202e"),  # NEL, line separator, right-to-left override
+        ("caf\u00e9 \U0001f600", "caf\\xe9 \\U0001f600"),  # printable non-ASCII too: output is ASCII
+        ("back\\slash", "back\\\\slash"),  # doubled, so an escape in the output is never ambiguous
+        (None, "None"),
+        (ValueError("bad\nline"), "bad\\nline"),
+    ],
+)
 def test_printable_escapes_everything_that_is_not_printable_ascii(raw: object, logged: str) -> None:
     assert printable(raw) == logged
     assert printable(raw).isascii() and printable(raw).isprintable()

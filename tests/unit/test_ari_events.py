@@ -9,11 +9,22 @@ from ooma_moh.ari.hold import HoldStats
 
 
 def test_channel_tenant_and_helpers() -> None:
-    c = Channel.from_json({"id": "1.1", "name": "PJSIP/acme-100-00000001", "accountcode": "acme",
-                           "channelvars": {"OOMA_MOH_TENANT": "", "OOMA_MOH_HOLD": ""}})
+    c = Channel.from_json(
+        {
+            "id": "1.1",
+            "name": "PJSIP/acme-100-00000001",
+            "accountcode": "acme",
+            "channelvars": {"OOMA_MOH_TENANT": "", "OOMA_MOH_HOLD": ""},
+        }
+    )
     assert c.tenant_hint == "acme" and c.holding_class is None and not c.is_helper
-    v = Channel.from_json({"id": "1.2", "name": "Local/x@y-0001;1", "channelvars": {"OOMA_MOH_TENANT": "beta",
-                                                                                    "OOMA_MOH_HOLD": "tenant-beta"}})
+    v = Channel.from_json(
+        {
+            "id": "1.2",
+            "name": "Local/x@y-0001;1",
+            "channelvars": {"OOMA_MOH_TENANT": "beta", "OOMA_MOH_HOLD": "tenant-beta"},
+        }
+    )
     assert v.tenant_hint == "beta" and v.holding_class == "tenant-beta"
     for name in ("Announcer/ARI-0001", "Recorder/ARI-0002", "Snoop/1.1-0003", "UnicastRTP/127.0.0.1:5000-0004"):
         assert Channel.from_json({"id": "x", "name": name}).is_helper
@@ -29,8 +40,14 @@ def test_bridge_forwarding() -> None:
 
 
 def test_event_and_timestamp() -> None:
-    e = Event.from_json({"type": "ChannelHold", "timestamp": "2026-11-26T06:31:02.123+0000",
-                         "channel": {"id": "1.1", "name": "PJSIP/a"}, "musicclass": "default"})
+    e = Event.from_json(
+        {
+            "type": "ChannelHold",
+            "timestamp": "2026-11-26T06:31:02.123+0000",
+            "channel": {"id": "1.1", "name": "PJSIP/a"},
+            "musicclass": "default",
+        }
+    )
     assert e.type == "ChannelHold" and e.channel.id == "1.1" and e.bridge is None
     assert e.timestamp == datetime(2026, 11, 26, 6, 31, 2, 123000, tzinfo=UTC)
     assert parse_timestamp("garbage") is None and parse_timestamp(None) is None

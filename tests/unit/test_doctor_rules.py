@@ -77,18 +77,20 @@ def test_heard_verdict() -> None:
     audio = probe_audio(2.0)
 
     def be(data: bytes) -> bytes:
-        return b"".join(data[i + 1:i + 2] + data[i:i + 1] for i in range(0, len(data), 2))
+        return b"".join(data[i + 1 : i + 2] + data[i : i + 1] for i in range(0, len(data), 2))
 
-    assert heard_verdict(be(audio[6400:6400 + 32000]), audio)[0] == "match"
-    assert heard_verdict(be(audio[6401:6401 + 32000]), audio)[0] == "other"  # off by a byte: not the file
+    assert heard_verdict(be(audio[6400 : 6400 + 32000]), audio)[0] == "match"
+    assert heard_verdict(be(audio[6401 : 6401 + 32000]), audio)[0] == "other"  # off by a byte: not the file
     assert heard_verdict(b"\0" * 32000, audio)[0] == "silence"
     assert heard_verdict(be(probe_audio(2.0)[::-1]), audio)[0] == "other"
 
 
 def test_parse_ffmpeg_list() -> None:
-    listing = (" A....D g722                 G.722 ADPCM (codec adpcm_g722)\n"
-               " D  mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV\n D. = Demuxing supported\n"
-               " T.C alimiter          A->A       Audio lookahead limiter.\n")
+    listing = (
+        " A....D g722                 G.722 ADPCM (codec adpcm_g722)\n"
+        " D  mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV\n D. = Demuxing supported\n"
+        " T.C alimiter          A->A       Audio lookahead limiter.\n"
+    )
     assert parse_ffmpeg_list(listing) == {"g722", "adpcm_g722", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "alimiter"}
 
 
@@ -103,9 +105,19 @@ def test_missing_capabilities_takes_any_alternative() -> None:
 
 def test_modules_by_mode() -> None:
     static, realtime = Settings(publish_mode="static"), Settings(publish_mode="realtime")
-    everything = {"res_musiconhold.so", "format_sln.so", "format_pcm.so", "func_channel.so", "res_stasis.so",
-                  "res_ari_channels.so", "res_ari_events.so", "res_http_websocket.so", "res_ari_bridges.so",
-                  "res_ari_applications.so", "res_agi.so"}
+    everything = {
+        "res_musiconhold.so",
+        "format_sln.so",
+        "format_pcm.so",
+        "func_channel.so",
+        "res_stasis.so",
+        "res_ari_channels.so",
+        "res_ari_events.so",
+        "res_http_websocket.so",
+        "res_ari_bridges.so",
+        "res_ari_applications.so",
+        "res_agi.so",
+    }
     assert check_modules(static, everything).status == OK
     no_sqlite = check_modules(realtime, everything)
     assert no_sqlite.status == FAIL and "res_config_sqlite3.so" in no_sqlite.found

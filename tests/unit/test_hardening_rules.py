@@ -30,19 +30,22 @@ def watch_lines(lines: list[str], settings: Settings | None = None) -> tuple[Inp
     return watch, stopped
 
 
-@pytest.mark.parametrize("stream, reason", [
-    ("Audio: mp3, 44100 Hz, stereo, fltp, 128 kb/s", None),
-    ("Audio: pcm_s16le ([1][0][0][0] / 0x0001), 8000 Hz, mono, s16, 128 kb/s", None),
-    ("Audio: pcm_u8 ([1][0][0][0] / 0x0001), 1 Hz, mono, u8, 0 kb/s", "sample_rate"),
-    ("Audio: pcm_s16le, 7999 Hz, mono, s16", "sample_rate"),
-    ("Audio: pcm_s16le, 2000000000 Hz, mono, s16", "sample_rate"),
-    ("Audio: pcm_s16le, 8000 Hz, 0 channels", "undecodable"),
-    ("Audio: pcm_s16le, 8000 Hz, 40 channels, s16", "channels"),
-    ("Audio: aac (LC), 48000 Hz, 7.1, fltp", None),
-    ("Audio: pcm_s16le, 48000 Hz, 22.2, s16", "channels"),
-    ("Audio: pcm_s16le, 48000 Hz, weird(layout), s16", "channels"),
-    ("Audio: pcm_s16le, mono, s16", "undecodable"),
-])
+@pytest.mark.parametrize(
+    "stream, reason",
+    [
+        ("Audio: mp3, 44100 Hz, stereo, fltp, 128 kb/s", None),
+        ("Audio: pcm_s16le ([1][0][0][0] / 0x0001), 8000 Hz, mono, s16, 128 kb/s", None),
+        ("Audio: pcm_u8 ([1][0][0][0] / 0x0001), 1 Hz, mono, u8, 0 kb/s", "sample_rate"),
+        ("Audio: pcm_s16le, 7999 Hz, mono, s16", "sample_rate"),
+        ("Audio: pcm_s16le, 2000000000 Hz, mono, s16", "sample_rate"),
+        ("Audio: pcm_s16le, 8000 Hz, 0 channels", "undecodable"),
+        ("Audio: pcm_s16le, 8000 Hz, 40 channels, s16", "channels"),
+        ("Audio: aac (LC), 48000 Hz, 7.1, fltp", None),
+        ("Audio: pcm_s16le, 48000 Hz, 22.2, s16", "channels"),
+        ("Audio: pcm_s16le, 48000 Hz, weird(layout), s16", "channels"),
+        ("Audio: pcm_s16le, mono, s16", "undecodable"),
+    ],
+)
 def test_first_audio_stream_rules(stream: str, reason: str | None) -> None:
     watch, stopped = watch_lines([INPUT.format(fmt="wav"), f"[info]   Stream #0:0: {stream}\n"])
     assert stopped == reason
@@ -50,54 +53,85 @@ def test_first_audio_stream_rules(stream: str, reason: str | None) -> None:
 
 
 def test_only_the_input_section_is_judged() -> None:
-    _, stopped = watch_lines([INPUT.format(fmt="wav"), "[info]   Stream #0:0: Audio: pcm_s16le, 8000 Hz, mono",
-                              "[info] Output #0, f32le, to '/x':",
-                              "[info]   Stream #0:0: Audio: pcm_f32le, 1 Hz, mono"])
+    _, stopped = watch_lines(
+        [
+            INPUT.format(fmt="wav"),
+            "[info]   Stream #0:0: Audio: pcm_s16le, 8000 Hz, mono",
+            "[info] Output #0, f32le, to '/x':",
+            "[info]   Stream #0:0: Audio: pcm_f32le, 1 Hz, mono",
+        ]
+    )
     assert stopped is None
 
 
 def test_cover_art_refusals_are_not_upload_errors() -> None:
-    watch, stopped = watch_lines([
-        INPUT.format(fmt="mp3"), "[info]   Stream #0:0: Audio: mp3, 44100 Hz, mono, fltp, 64 kb/s",
-        "[info]   Stream #0:1: Video: mjpeg, none(bt470bg/unknown/unknown), 90k tbr (attached pic)",
-    ])
+    watch, stopped = watch_lines(
+        [
+            INPUT.format(fmt="mp3"),
+            "[info]   Stream #0:0: Audio: mp3, 44100 Hz, mono, fltp, 64 kb/s",
+            "[info]   Stream #0:1: Video: mjpeg, none(bt470bg/unknown/unknown), 90k tbr (attached pic)",
+        ]
+    )
     assert stopped is None and watch.other_codecs == {"mjpeg"}
-    errors = ["[mjpeg @ 0x5] [error] Codec (mjpeg) not on whitelist 'mp3float,mp3'",
-              "[mp3 @ 0x5] [error] Codec (vorbis) not on whitelist 'mp3float,mp3'",
-              "[mp3 @ 0x5] [error] Header missing"]
+    errors = [
+        "[mjpeg @ 0x5] [error] Codec (mjpeg) not on whitelist 'mp3float,mp3'",
+        "[mp3 @ 0x5] [error] Codec (vorbis) not on whitelist 'mp3float,mp3'",
+        "[mp3 @ 0x5] [error] Header missing",
+    ]
     assert watch.upload_errors(errors) == errors[1:]
 
 
 def test_a_second_audio_stream_is_never_judged_as_the_first() -> None:
-    watch, stopped = watch_lines([INPUT.format(fmt="mov"), "[info]   Stream #0:0: Audio: aac, 48000 Hz, stereo",
-                                  "[info]   Stream #0:1: Audio: aac, 1 Hz, mono"])
+    watch, stopped = watch_lines(
+        [
+            INPUT.format(fmt="mov"),
+            "[info]   Stream #0:0: Audio: aac, 48000 Hz, stereo",
+            "[info]   Stream #0:1: Audio: aac, 1 Hz, mono",
+        ]
+    )
     assert stopped is None and watch.other_codecs == {"aac"}
 
 
-@pytest.mark.parametrize("layout, count", [("mono", 1), ("stereo", 2), ("5.1(side)", 6), ("3 channels", 3),
-                                           ("12 channels (FL+FR)", 12), ("nonsense", None)])
+@pytest.mark.parametrize(
+    "layout, count",
+    [("mono", 1), ("stereo", 2), ("5.1(side)", 6), ("3 channels", 3), ("12 channels (FL+FR)", 12), ("nonsense", None)],
+)
 def test_channel_count(layout: str, count: int | None) -> None:
     assert channel_count(layout) == count
 
 
-@pytest.mark.parametrize("line, shown", [
-    ("[mp3 @ 0x55] [error] Header missing", "header missing"),
-    ("[error] /home/ooma/blobs/tmp/1-2/original: Invalid data found when processing input",
-     "invalid data found when processing input"),
-    ("[fatal] Error initializing complex filtergraph [0:a:0]aresample=16000", None),
-    ("[error] Unable to find a suitable output format for '/srv/x'", None),
-    ("[error] " + "x" * 200, None),
-])
+@pytest.mark.parametrize(
+    "line, shown",
+    [
+        ("[mp3 @ 0x55] [error] Header missing", "header missing"),
+        (
+            "[error] /home/ooma/blobs/tmp/1-2/original: Invalid data found when processing input",
+            "invalid data found when processing input",
+        ),
+        ("[fatal] Error initializing complex filtergraph [0:a:0]aresample=16000", None),
+        ("[error] Unable to find a suitable output format for '/srv/x'", None),
+        ("[error] " + "x" * 200, None),
+    ],
+)
 def test_public_detail_hides_paths_graphs_and_addresses(line: str, shown: str | None) -> None:
     text = public_detail(line)
     assert text == (shown or "the audio data is damaged or uses an unsupported encoding")
     assert "/" not in text and "0x" not in text
 
 
-@pytest.mark.parametrize("ext, size, ok", [
-    ("sln16", 320000, True), ("sln", 160000, True), ("ulaw", 80000, True), ("g722", 80000, True),
-    ("sln", 160064, True), ("sln", 0, False), ("alaw", 80000 - 32768, False), ("sln16", 320000 + 4096, False),
-])
+@pytest.mark.parametrize(
+    "ext, size, ok",
+    [
+        ("sln16", 320000, True),
+        ("sln", 160000, True),
+        ("ulaw", 80000, True),
+        ("g722", 80000, True),
+        ("sln", 160064, True),
+        ("sln", 0, False),
+        ("alaw", 80000 - 32768, False),
+        ("sln16", 320000 + 4096, False),
+    ],
+)
 def test_rendition_size_against_the_decoded_samples(ext: str, size: int, ok: bool) -> None:
     problem = check_rendition_size(ext, size, 160000)  # 10 s at 16 kHz
     assert (problem is None) == ok, problem

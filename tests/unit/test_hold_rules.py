@@ -23,16 +23,20 @@ def test_preset_gives_each_party_the_single_tenant_among_the_others() -> None:
     assert preset_tenants([Party("c", None), Party("a", "acme"), Party("b", "beta")]) == {"a": "beta", "b": "acme"}
 
 
-@pytest.mark.parametrize("others, forwards, held_class, action, start_on", [
-    ([], True, None, HoldAction.ALONE, ()),
-    (["x", "y"], False, None, HoldAction.CONFERENCE, ()),
-    (["x"], True, "tenant-acme", HoldAction.FORWARDED, ()),
-    (["x"], True, "default", HoldAction.CORRECTED, ("x",)),
-    (["x"], True, None, HoldAction.CORRECTED, ("x",)),
-    (["x"], False, "tenant-acme", HoldAction.STARTED, ("x",)),
-])
-def test_plan_hold(others: list[str], forwards: bool, held_class: str | None, action: HoldAction,
-                   start_on: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "others, forwards, held_class, action, start_on",
+    [
+        ([], True, None, HoldAction.ALONE, ()),
+        (["x", "y"], False, None, HoldAction.CONFERENCE, ()),
+        (["x"], True, "tenant-acme", HoldAction.FORWARDED, ()),
+        (["x"], True, "default", HoldAction.CORRECTED, ("x",)),
+        (["x"], True, None, HoldAction.CORRECTED, ("x",)),
+        (["x"], False, "tenant-acme", HoldAction.STARTED, ("x",)),
+    ],
+)
+def test_plan_hold(
+    others: list[str], forwards: bool, held_class: str | None, action: HoldAction, start_on: tuple[str, ...]
+) -> None:
     plan = plan_hold(others, forwards, held_class, "tenant-acme")
     assert plan.action is action and plan.start_on == start_on
     assert plan.listeners == (tuple(others) if action.plays_music else ())
@@ -46,6 +50,7 @@ def test_plan_reattach_restarts_only_music_it_cannot_know_plays() -> None:
 
 
 # -- the handler over a fake ARI --------------------------------------------------------------
+
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
@@ -206,19 +211,27 @@ def test_a_channel_joining_during_a_hold_gets_the_music() -> None:
     assert handler.stats.actions["joined-during-hold"] == 1
 
 
-@pytest.mark.parametrize("how, expected, reason", [
-    ("variable", "tenant-acme", None),
-    ("accountcode", "tenant-acme", None),
-    ("endpoint map", "tenant-acme", None),
-    ("unknown tenant", "default", "unknown tenant"),
-    ("no tenant", "default", "no tenant on the holder"),
-    ("hostile value", "default", "invalid tenant id"),
-])
+@pytest.mark.parametrize(
+    "how, expected, reason",
+    [
+        ("variable", "tenant-acme", None),
+        ("accountcode", "tenant-acme", None),
+        ("endpoint map", "tenant-acme", None),
+        ("unknown tenant", "default", "unknown tenant"),
+        ("no tenant", "default", "no tenant on the holder"),
+        ("hostile value", "default", "invalid tenant id"),
+    ],
+)
 def test_tenant_of_the_holder_and_its_fallbacks(how: str, expected: str, reason: str | None) -> None:
     ari, handler = scene(endpoints={"PJSIP/acme-100": "acme"})
     tenant = {"variable": "acme", "unknown tenant": "ghost", "hostile value": "a\nb"}.get(how)
-    ari.channel("user", "PJSIP/acme-100-00000001" if how == "endpoint map" else "PJSIP/x-00000001",
-                tenant=tenant, accountcode="acme" if how == "accountcode" else "", exported=how != "accountcode")
+    ari.channel(
+        "user",
+        "PJSIP/acme-100-00000001" if how == "endpoint map" else "PJSIP/x-00000001",
+        tenant=tenant,
+        accountcode="acme" if how == "accountcode" else "",
+        exported=how != "accountcode",
+    )
     ari.channel("caller", "PJSIP/trunk-00000002")
     ari.bridge("b1", ["user", "caller"], "softmix")
     run(enter(ari, handler, "user", "caller"))
@@ -257,6 +270,7 @@ def test_an_event_for_a_vanished_channel_is_logged_not_raised() -> None:
 
 # -- concurrency: bridges in parallel, one bridge in order --------------------------------------
 
+
 class GatedAri(FakeAri):
     """``get_bridge`` of the gated bridges and ``start_moh`` on the gated channels wait until the
     test opens the gate."""
@@ -281,6 +295,7 @@ def test_holder_leaving_while_a_joiners_music_starts_stops_it_too() -> None:
     """Found on the lab (a REFER handled by the provider's app: the new leg joins, the old holder
     hangs up): stopping the hold's music while a joiner's was starting raised "Set changed size
     during iteration", and the joiner kept the music of a hold that was over."""
+
     async def scenario() -> None:
         ari = GatedAri({"late"})
         handler = HoldHandler(ari, resolver({"acme"}), run_blocking=inline)
@@ -306,6 +321,7 @@ def test_holder_leaving_while_a_joiners_music_starts_stops_it_too() -> None:
 def test_music_starts_before_the_bridge_check_answers() -> None:
     """A known softmix bridge: the held party's music does not wait for GET /bridges (under load
     each ARI round trip costs hundreds of ms); the answer is checked afterwards."""
+
     async def scenario() -> None:
         ari = GatedAri({"b1"})
         handler = HoldHandler(ari, resolver({"acme"}), run_blocking=inline)
@@ -381,6 +397,7 @@ def test_dispatcher_keeps_order_per_key_and_survives_a_failure() -> None:
                 if fail:
                     raise RuntimeError("boom")
                 done.append(name)
+
             return work
 
         dispatcher.submit("a", step("a1", 5))

@@ -14,17 +14,37 @@ SHARED = Path("/srv/lab")
 
 
 def rendered() -> dict[str, str]:
-    return render_config(shared=SHARED, etc=SHARED / "etc", moddir="/usr/lib/x86_64-linux-gnu/asterisk/modules",
-                         home=SHARED / "home", default_moh=SHARED / "moh-default", talk_moh=SHARED / "moh-talk",
-                         recordings=SHARED / "recordings", ari_password="s3cret", http_port=18088, sip_port=15060)
+    return render_config(
+        shared=SHARED,
+        etc=SHARED / "etc",
+        moddir="/usr/lib/x86_64-linux-gnu/asterisk/modules",
+        home=SHARED / "home",
+        default_moh=SHARED / "moh-default",
+        talk_moh=SHARED / "moh-talk",
+        recordings=SHARED / "recordings",
+        ari_password="s3cret",
+        http_port=18088,
+        sip_port=15060,
+    )
 
 
 def test_operator_files_are_adjusted_and_lab_parts_appended() -> None:
     config = rendered()
-    assert set(config) == set(sample_names()) | {"asterisk.conf", "modules.conf", "logger.conf",
-                                                 "res_parking.conf", "queues.conf", "features.conf"}
-    adjusted = (OPERATOR_HOME, "directory=/var/lib/asterisk/moh", "password=CHANGE_ME", "bindport=8088",
-                "bind=127.0.0.1:5060")
+    assert set(config) == set(sample_names()) | {
+        "asterisk.conf",
+        "modules.conf",
+        "logger.conf",
+        "res_parking.conf",
+        "queues.conf",
+        "features.conf",
+    }
+    adjusted = (
+        OPERATOR_HOME,
+        "directory=/var/lib/asterisk/moh",
+        "password=CHANGE_ME",
+        "bindport=8088",
+        "bind=127.0.0.1:5060",
+    )
     for name in sample_names():  # each operator file comes first, changed only where the lab differs
         sample = sample_text(name).splitlines()
         changed = [(a, b) for a, b in zip(sample, config[name].splitlines(), strict=False) if a != b]
@@ -49,9 +69,17 @@ def test_templates_fill_paths_and_keep_asterisk_syntax() -> None:
     assert " same => n,Record(/srv/lab/recordings/${NAME}.wav,0,${CUT(EXTEN,-,2)},qxk)\n" in config["extensions.conf"]
     assert "; ---- lab only: Local/rec-<seconds>-<name>@ooma-lab-record answers" in config["extensions.conf"]
     assert "noload => chan_iax2.so\n" in config["modules.conf"] and "autoload = yes\n" in config["modules.conf"]
-    assert set(lab_templates()) == {"asterisk.conf", "modules.conf", "logger.conf", "pjsip.conf",
-                                    "musiconhold.conf", "extensions.conf", "res_parking.conf", "queues.conf",
-                                    "features.conf"}
+    assert set(lab_templates()) == {
+        "asterisk.conf",
+        "modules.conf",
+        "logger.conf",
+        "pjsip.conf",
+        "musiconhold.conf",
+        "extensions.conf",
+        "res_parking.conf",
+        "queues.conf",
+        "features.conf",
+    }
 
 
 def test_template_placeholders_must_be_known_and_well_formed() -> None:

@@ -11,18 +11,22 @@ import ooma_moh
 
 def modules_loaded_by(*names: str) -> set[str]:
     """The ``ooma_moh`` modules a fresh interpreter holds after importing ``names``."""
-    code = ("import importlib, sys\n"
-            f"for name in {list(names)!r}: importlib.import_module(name)\n"
-            "print('\\n'.join(m for m in sys.modules if m.startswith('ooma_moh')))")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {list(names)!r}: importlib.import_module(name)\n"
+        "print('\\n'.join(m for m in sys.modules if m.startswith('ooma_moh')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return set(done.stdout.split())
 
 
 def test_no_runtime_module_imports_the_lab() -> None:
-    runtime = [m.name for m in pkgutil.walk_packages(ooma_moh.__path__, "ooma_moh.")
-               if not (m.name == "ooma_moh.lab" or m.name.startswith("ooma_moh.lab."))
-               and m.name != "ooma_moh.__main__"]  # __main__ runs the CLI on import
+    runtime = [
+        m.name
+        for m in pkgutil.walk_packages(ooma_moh.__path__, "ooma_moh.")
+        if not (m.name == "ooma_moh.lab" or m.name.startswith("ooma_moh.lab.")) and m.name != "ooma_moh.__main__"
+    ]  # __main__ runs the CLI on import
     assert "ooma_moh.cli" in runtime and "ooma_moh.asterisk_conf" in runtime
     loaded = modules_loaded_by(*runtime)
     assert set(runtime) <= loaded

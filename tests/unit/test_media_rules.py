@@ -9,21 +9,34 @@ from ooma_moh.ffmpeg import Run
 from ooma_moh.media import declared_duration_s, parse_ebur128, plan_loudness, sniff_container
 
 
-@pytest.mark.parametrize("head, container", [
-    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "wav"),
-    (b"fLaC\x00\x00\x00\x22", "flac"),
-    (b"OggS\x00\x02" + b"\x00" * 20, "ogg"),
-    (b"\x00\x00\x00\x20ftypM4A \x00\x00", "m4a"),
-    (b"ID3\x04\x00\x00\x00\x00\x00\x00", "mp3"),
-    (b"\xff\xfb\x90\x64\x00", "mp3"),
-    (b"\xff\xf1\x50\x80\x02", "aac"),
-])
+@pytest.mark.parametrize(
+    "head, container",
+    [
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "wav"),
+        (b"fLaC\x00\x00\x00\x22", "flac"),
+        (b"OggS\x00\x02" + b"\x00" * 20, "ogg"),
+        (b"\x00\x00\x00\x20ftypM4A \x00\x00", "m4a"),
+        (b"ID3\x04\x00\x00\x00\x00\x00\x00", "mp3"),
+        (b"\xff\xfb\x90\x64\x00", "mp3"),
+        (b"\xff\xf1\x50\x80\x02", "aac"),
+    ],
+)
 def test_sniff_known_containers(head: bytes, container: str) -> None:
     assert sniff_container(head) == container
 
 
-@pytest.mark.parametrize("head", [b"", b"\x00", b"#EXTM3U\n", b"ffconcat version 1.0\n", b"RIFF\x00\x00\x00\x00AVI ",
-                                  b"hello world, this is text", b"\xff\x00"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"\x00",
+        b"#EXTM3U\n",
+        b"ffconcat version 1.0\n",
+        b"RIFF\x00\x00\x00\x00AVI ",
+        b"hello world, this is text",
+        b"\xff\x00",
+    ],
+)
 def test_sniff_rejects_everything_else(head: bytes) -> None:
     with pytest.raises(UploadRejected) as info:
         sniff_container(head)
@@ -42,9 +55,11 @@ def test_run_errors_only_error_lines() -> None:
 
 
 def test_parse_ebur128_summary() -> None:
-    log = ("[Parsed_ebur128_0 @ 0x1] [info] Summary:\n[info] \n[info]   Integrated loudness:\n"
-           "[info]     I:         -23.4 LUFS\n[info]     Threshold: -33.4 LUFS\n"
-           "[info]   True peak:\n[info]     Peak:       -1.5 dBFS\n")
+    log = (
+        "[Parsed_ebur128_0 @ 0x1] [info] Summary:\n[info] \n[info]   Integrated loudness:\n"
+        "[info]     I:         -23.4 LUFS\n[info]     Threshold: -33.4 LUFS\n"
+        "[info]   True peak:\n[info]     Peak:       -1.5 dBFS\n"
+    )
     assert parse_ebur128(log) == (-23.4, -1.5)
 
 

@@ -52,13 +52,15 @@ def our_metrics() -> list[MetricWrapperBase]:
 
 # -- naming ---------------------------------------------------------------------------------------
 
+
 def test_every_metric_follows_the_naming_rules() -> None:
     families = list(text_string_to_metric_families(metrics.exposition().decode()))
     assert len(our_metrics()) >= 18 and len(families) >= len(our_metrics())
     for family in families:
         assert family.name.startswith("ooma_moh_"), family.name
-        assert not any(unit in family.name.split("_") for unit in ("ms", "milliseconds", "minutes", "kb", "mb")), \
+        assert not any(unit in family.name.split("_") for unit in ("ms", "milliseconds", "minutes", "kb", "mb")), (
             family.name
+        )
         for sample in family.samples:
             assert set(sample.labels) - {"le"} <= ALLOWED_LABELS, (sample.name, sample.labels)
             if family.type == "counter" and not sample.name.endswith("_created"):
@@ -80,11 +82,11 @@ def test_counters_are_exposed_with_total_and_build_info_is_one() -> None:
 
 # -- what the helpers count -------------------------------------------------------------------------
 
+
 def test_every_reason_the_resolvers_give_has_its_own_code(tmp_path: Path) -> None:
     catalog = open_catalog(Settings(home=tmp_path / "home"))
     real = ClassResolver(catalog, "tenant-")
-    reasons = {real.resolve("nobody").reason, real.resolve("bad id!").reason,
-               decide(None, "none", None).reason}
+    reasons = {real.resolve("nobody").reason, real.resolve("bad id!").reason, decide(None, "none", None).reason}
     catalog.close()
     reasons.add(real.resolve("after-close").reason)  # the catalog does not answer
     ari = FakeAri()
@@ -98,8 +100,10 @@ def test_every_reason_the_resolvers_give_has_its_own_code(tmp_path: Path) -> Non
 
 
 def test_hold_outcomes_and_the_latency_histogram() -> None:
-    started, default, alone = (value("ooma_moh_holds_total", action=a, outcome=o) for a, o in
-                               (("started", "tenant"), ("started", "default"), ("alone", "no_music")))
+    started, default, alone = (
+        value("ooma_moh_holds_total", action=a, outcome=o)
+        for a, o in (("started", "tenant"), ("started", "default"), ("alone", "no_music"))
+    )
     count, total = value("ooma_moh_hold_to_music_seconds_count"), value("ooma_moh_hold_to_music_seconds_sum")
     metrics.hold("started", True, "tenant-acme", 0.02)
     metrics.hold("started", True, "default", 0.03)
@@ -132,14 +136,17 @@ def test_the_hold_handler_counts_its_decisions() -> None:
     assert value("ooma_moh_hold_to_music_seconds_count") == latencies + 2
 
 
-@pytest.mark.parametrize("exc, result, reason", [
-    (None, "ok", None),
-    (UploadRejected("too_large", "big"), "rejected", "too_large"),
-    (DisclaimerRequired("no"), "disclaimer_required", None),
-    (StorageError("disk_full", "full"), "server_error", "disk_full"),
-    (InvalidTenantId("bad"), "invalid", None),
-    (RuntimeError("bug"), "server_error", None),
-])
+@pytest.mark.parametrize(
+    "exc, result, reason",
+    [
+        (None, "ok", None),
+        (UploadRejected("too_large", "big"), "rejected", "too_large"),
+        (DisclaimerRequired("no"), "disclaimer_required", None),
+        (StorageError("disk_full", "full"), "server_error", "disk_full"),
+        (InvalidTenantId("bad"), "invalid", None),
+        (RuntimeError("bug"), "server_error", None),
+    ],
+)
 def test_upload_results(exc: Exception | None, result: str, reason: str | None) -> None:
     before = value("ooma_moh_uploads_total", result=result)
     rejected = value("ooma_moh_upload_rejections_total", reason="too_large")
@@ -209,6 +216,7 @@ def test_catalog_probes_of_a_hung_catalog_do_not_pile_up() -> None:
 
 # -- the HTTP server ---------------------------------------------------------------------------------
 
+
 def get(url: str) -> tuple[int, str, str]:
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
@@ -247,10 +255,16 @@ def test_metrics_server_on_a_taken_port_is_a_one_line_error() -> None:
 
 # -- settings and options ------------------------------------------------------------------------------
 
+
 def test_metrics_listen_and_log_format_settings(tmp_path: Path) -> None:
     assert Settings(home=tmp_path).metrics_address is None and Settings(home=tmp_path).log_format == "text"
-    layered = load_settings(environ={"OOMA_MOH_HOME": str(tmp_path), "OOMA_MOH_METRICS_LISTEN": "0.0.0.0:9464",
-                                     "OOMA_MOH_LOG_FORMAT": "json"})
+    layered = load_settings(
+        environ={
+            "OOMA_MOH_HOME": str(tmp_path),
+            "OOMA_MOH_METRICS_LISTEN": "0.0.0.0:9464",
+            "OOMA_MOH_LOG_FORMAT": "json",
+        }
+    )
     assert layered.metrics_address == ("0.0.0.0", 9464) and layered.log_format == "json"
     with pytest.raises(ConfigError, match="metrics_listen"):
         Settings(home=tmp_path, metrics_listen="9464")
@@ -268,6 +282,7 @@ def test_long_running_commands_take_the_options(tmp_path: Path) -> None:
 
 
 # -- log lines -----------------------------------------------------------------------------------------
+
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
     exc_info = None
@@ -297,9 +312,11 @@ def test_text_lines_are_redacted_too() -> None:
 
 
 def test_setup_logging_json_in_a_real_process() -> None:
-    code = ("import logging\nfrom ooma_moh.cli import setup_logging\nsetup_logging('json')\n"
-            "log = logging.getLogger('ooma_moh.x')\nlog.info('one %s', 'line\\ntwo')\n"
-            "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n")
+    code = (
+        "import logging\nfrom ooma_moh.cli import setup_logging\nsetup_logging('json')\n"
+        "log = logging.getLogger('ooma_moh.x')\nlog.info('one %s', 'line\\ntwo')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     lines = done.stderr.splitlines()
     entries = [json.loads(line) for line in lines]

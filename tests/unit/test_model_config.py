@@ -45,20 +45,23 @@ def test_settings_layering(tmp_path: Path) -> None:
 
 def test_settings_from_config_env_var(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[ooma_moh]\nloudness_lufs = -23.0\n')
+    config.write_text("[ooma_moh]\nloudness_lufs = -23.0\n")
     s = load_settings(environ={"OOMA_MOH_CONFIG": str(config), "OOMA_MOH_HOME": str(tmp_path)})
     assert s.loudness_lufs == -23.0 and s.home == tmp_path
 
 
-@pytest.mark.parametrize("content, message", [
-    ('bogus = 1\n', "unknown setting"),
-    ('max_upload_bytes = "lots"\n', "not a valid int"),
-    ('class_prefix = "a b"\n', "class_prefix"),
-    ('loudness_lufs = 3\n', "loudness_lufs"),
-    ('publish_mode = "magic"\n', "publish_mode"),
-    ('min_duration_s = 10\nmax_duration_s = 5\n', "durations"),
-    ('not toml', "cannot read config"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("bogus = 1\n", "unknown setting"),
+        ('max_upload_bytes = "lots"\n', "not a valid int"),
+        ('class_prefix = "a b"\n', "class_prefix"),
+        ("loudness_lufs = 3\n", "loudness_lufs"),
+        ('publish_mode = "magic"\n', "publish_mode"),
+        ("min_duration_s = 10\nmax_duration_s = 5\n", "durations"),
+        ("not toml", "cannot read config"),
+    ],
+)
 def test_bad_settings_are_specific(tmp_path: Path, content: str, message: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(content)
@@ -88,6 +91,12 @@ def test_endpoint_of_channel_and_validation() -> None:
 def test_settings_environ_round_trips(tmp_path: Path) -> None:
     from ooma_moh.config import settings_environ
 
-    original = Settings(home=tmp_path, publish_mode="static", retain_old_s=0, class_prefix="t-",
-                        ari_password="secret", agi_listen="127.0.0.1:5000")
+    original = Settings(
+        home=tmp_path,
+        publish_mode="static",
+        retain_old_s=0,
+        class_prefix="t-",
+        ari_password="secret",
+        agi_listen="127.0.0.1:5000",
+    )
     assert load_settings(environ=settings_environ(original)) == original

@@ -29,27 +29,43 @@ def test_both_languages_say_everything() -> None:
 def test_every_refusal_the_api_makes_has_a_sentence() -> None:
     from ooma_moh.http.api import REJECTION_STATUS
 
-    codes = set(REJECTION_STATUS) | {"too_short", "too_long", "silent", "undecodable", "truncated", "sample_rate",
-                                     "channels", "too_costly", "disclaimer_required", "disclaimer_changed",
-                                     "csrf_required", "unauthorized", "timeout", "disk_full"}
+    codes = set(REJECTION_STATUS) | {
+        "too_short",
+        "too_long",
+        "silent",
+        "undecodable",
+        "truncated",
+        "sample_rate",
+        "channels",
+        "too_costly",
+        "disclaimer_required",
+        "disclaimer_changed",
+        "csrf_required",
+        "unauthorized",
+        "timeout",
+        "disk_full",
+    }
     for lang in LANGUAGES:
         missing = {code for code in codes if f"error_{code}" not in TEXTS[lang]}
         assert not missing, (lang, missing)
 
 
-@pytest.mark.parametrize(("query", "cookie", "accept", "expected"), [
-    (None, None, None, "fr"),
-    (None, None, "en-US,en;q=0.9", "en"),
-    (None, None, "de-DE,de;q=0.9,en;q=0.8,fr;q=0.7", "en"),
-    (None, None, "en;q=0.2, fr;q=0.8", "fr"),
-    (None, None, "fr;q=0, en", "en"),
-    (None, None, "*", "fr"),
-    (None, None, "en;q=bogus, fr", "fr"),
-    (None, "en", "fr-FR", "en"),
-    ("fr", "en", "en", "fr"),
-    ("xx", None, "en", "en"),
-    (None, "<script>", "en", "en"),
-])
+@pytest.mark.parametrize(
+    ("query", "cookie", "accept", "expected"),
+    [
+        (None, None, None, "fr"),
+        (None, None, "en-US,en;q=0.9", "en"),
+        (None, None, "de-DE,de;q=0.9,en;q=0.8,fr;q=0.7", "en"),
+        (None, None, "en;q=0.2, fr;q=0.8", "fr"),
+        (None, None, "fr;q=0, en", "en"),
+        (None, None, "*", "fr"),
+        (None, None, "en;q=bogus, fr", "fr"),
+        (None, "en", "fr-FR", "en"),
+        ("fr", "en", "en", "fr"),
+        ("xx", None, "en", "en"),
+        (None, "<script>", "en", "en"),
+    ],
+)
 def test_language_choice(query: str | None, cookie: str | None, accept: str | None, expected: str) -> None:
     assert pick_language(query, cookie, accept) == expected
 

@@ -19,23 +19,30 @@ from ooma_moh.storage.postgres import _connect, pg_error
 SECRET = "S3cret-pw"
 
 
-@pytest.mark.parametrize("text, expected", [
-    (f"postgresql://moh:{SECRET}@db.example/moh", "postgresql://moh:<secret>@db.example/moh"),
-    (f"postgres//moh:{SECRET}@db/x", "postgres//moh:<secret>@db/x"),  # the colon forgotten
-    (f"s3://key:{SECRET}@bucket/x", "s3://key:<secret>@bucket/x"),
-    (f"postgresql://:{SECRET}@db/x", "postgresql://:<secret>@db/x"),
-    (f"host=db password={SECRET} dbname=moh", "host=db password=<secret> dbname=moh"),
-    (f"host=db password = '{SECRET} x' port=5", "host=db password = <secret> port=5"),
-    (f"postgresql://db/moh?sslmode=require&password={SECRET}&x=1",
-     "postgresql://db/moh?sslmode=require&password=<secret>&x=1"),
-    (f"PASSWORD={SECRET}", "PASSWORD=<secret>"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (f"postgresql://moh:{SECRET}@db.example/moh", "postgresql://moh:<secret>@db.example/moh"),
+        (f"postgres//moh:{SECRET}@db/x", "postgres//moh:<secret>@db/x"),  # the colon forgotten
+        (f"s3://key:{SECRET}@bucket/x", "s3://key:<secret>@bucket/x"),
+        (f"postgresql://:{SECRET}@db/x", "postgresql://:<secret>@db/x"),
+        (f"host=db password={SECRET} dbname=moh", "host=db password=<secret> dbname=moh"),
+        (f"host=db password = '{SECRET} x' port=5", "host=db password = <secret> port=5"),
+        (
+            f"postgresql://db/moh?sslmode=require&password={SECRET}&x=1",
+            "postgresql://db/moh?sslmode=require&password=<secret>&x=1",
+        ),
+        (f"PASSWORD={SECRET}", "PASSWORD=<secret>"),
+    ],
+)
 def test_redact_hides_database_passwords(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
-@pytest.mark.parametrize("text", ["http://127.0.0.1:8088/ari", "postgresql://moh@db/moh",
-                                  "host=db user=moh dbname=moh", "sync scope=all result=ok"])
+@pytest.mark.parametrize(
+    "text",
+    ["http://127.0.0.1:8088/ari", "postgresql://moh@db/moh", "host=db user=moh dbname=moh", "sync scope=all result=ok"],
+)
 def test_redact_leaves_text_without_passwords(text: str) -> None:
     assert redact(text) == text
 
@@ -63,12 +70,17 @@ def test_a_mistyped_database_url_is_a_storage_error_without_the_password() -> No
 def test_doctor_output_does_not_repeat_the_password() -> None:
     raw = str(mistyped_connect())
     assert SECRET not in one_line(raw)
-    finding = Finding("catalog", FAIL, f"the PostgreSQL catalog cannot be opened: {raw}",
-                      f"check OOMA_MOH_DATABASE_URL=postgresql://moh:{SECRET}@db/x")
+    finding = Finding(
+        "catalog",
+        FAIL,
+        f"the PostgreSQL catalog cannot be opened: {raw}",
+        f"check OOMA_MOH_DATABASE_URL=postgresql://moh:{SECRET}@db/x",
+    )
     assert SECRET not in finding.line() and SECRET not in str(finding.as_dict())
 
 
 def test_log_lines_do_not_repeat_the_password() -> None:
-    record = logging.LogRecord("ooma_moh.agent", logging.WARNING, __file__, 1, "agent: %s", (str(mistyped_connect()),),
-                               None)
+    record = logging.LogRecord(
+        "ooma_moh.agent", logging.WARNING, __file__, 1, "agent: %s", (str(mistyped_connect()),), None
+    )
     assert SECRET not in RedactingFormatter().format(record)

@@ -40,8 +40,9 @@ class FakeConverter:
 def fake(tmp_path: Path) -> tuple[MohService, FakeConverter]:
     settings = Settings(home=tmp_path, max_upload_bytes=100)
     converter = FakeConverter()
-    svc = MohService(settings, SqliteCatalog(settings.catalog_path), BlobStore(settings.blob_dir),
-                     converter, clock=lambda: NOW)
+    svc = MohService(
+        settings, SqliteCatalog(settings.catalog_path), BlobStore(settings.blob_dir), converter, clock=lambda: NOW
+    )
     return svc, converter
 
 
@@ -64,8 +65,13 @@ def test_stream_over_limit_is_rejected_without_reading_it_all(fake: tuple[MohSer
 
 def test_upload_records_file_disclaimer_and_renditions(fake: tuple[MohService, FakeConverter]) -> None:
     svc, _ = fake
-    result = svc.upload("acme", io.BytesIO(b"abcdefgh"), accept_disclaimer=True, accepted_by="alice",
-                        original_name="../../etc/My Song\n.mp3")
+    result = svc.upload(
+        "acme",
+        io.BytesIO(b"abcdefgh"),
+        accept_disclaimer=True,
+        accepted_by="alice",
+        original_name="../../etc/My Song\n.mp3",
+    )
     assert result.setting is MohSetting.FILE
     assert result.upload.original_name == "My Song.mp3"
     assert result.upload.size == 8 and result.disclaimer.accepted_by == "alice"
@@ -102,8 +108,11 @@ def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConv
 
 def test_invalid_tenant_everywhere(fake: tuple[MohService, FakeConverter]) -> None:
     svc, converter = fake
-    for call in (lambda: svc.upload("../x", io.BytesIO(b"x"), accept_disclaimer=True, accepted_by="tester"),
-                 lambda: svc.show("a]b"), lambda: svc.delete("")):
+    for call in (
+        lambda: svc.upload("../x", io.BytesIO(b"x"), accept_disclaimer=True, accepted_by="tester"),
+        lambda: svc.show("a]b"),
+        lambda: svc.delete(""),
+    ):
         with pytest.raises(InvalidTenantId):
             call()
     assert converter.calls == 0

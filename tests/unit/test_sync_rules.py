@@ -21,8 +21,12 @@ def test_plan_classifies_every_class() -> None:
     desired = {"tenant-a": ("/m/a/1", T), "tenant-b": ("/m/b/2", T), "tenant-c": ("/m/c/1", T)}
     published = {"tenant-a": "/m/a/1", "tenant-b": "/m/b/1", "tenant-d": "/m/d/1"}
     plan = {p.moh_class: p.change for p in plan_sync(desired, published, None)}
-    assert plan == {"tenant-a": Change.UNCHANGED, "tenant-b": Change.CHANGED,
-                    "tenant-c": Change.ADDED, "tenant-d": Change.REMOVED}
+    assert plan == {
+        "tenant-a": Change.UNCHANGED,
+        "tenant-b": Change.CHANGED,
+        "tenant-c": Change.ADDED,
+        "tenant-d": Change.REMOVED,
+    }
 
 
 def test_plan_of_named_tenants_leaves_others_alone() -> None:
@@ -59,22 +63,30 @@ def test_mohdir_retires_then_deletes(tmp_path: Path) -> None:
 
 
 def test_parse_realtime_row() -> None:
-    out = ("                   Column Name  Column Value                  \n"
-           "          --------------------  --------------------          \n"
-           "                          name  tenant-acme                   \n"
-           "                          mode  files                         \n"
-           "                     directory  /var/lib/ooma-moh/moh/tenant-acme/abc\n"
-           "                   application                                \n")
+    out = (
+        "                   Column Name  Column Value                  \n"
+        "          --------------------  --------------------          \n"
+        "                          name  tenant-acme                   \n"
+        "                          mode  files                         \n"
+        "                     directory  /var/lib/ooma-moh/moh/tenant-acme/abc\n"
+        "                   application                                \n"
+    )
     row = parse_realtime_row(out)
-    assert row == {"name": "tenant-acme", "mode": "files",
-                   "directory": "/var/lib/ooma-moh/moh/tenant-acme/abc", "application": ""}
+    assert row == {
+        "name": "tenant-acme",
+        "mode": "files",
+        "directory": "/var/lib/ooma-moh/moh/tenant-acme/abc",
+        "application": "",
+    }
     assert parse_realtime_row("No rows found matching search criteria.\n") is None
 
 
 def test_parse_moh_classes() -> None:
     out = "Class: default\n\tMode: files\n\tDirectory: /x\nClass: tenant-a\n\tMode: files\n\tDirectory: /m/a/1\n"
-    assert parse_moh_classes(out) == {"default": {"Mode": "files", "Directory": "/x"},
-                                      "tenant-a": {"Mode": "files", "Directory": "/m/a/1"}}
+    assert parse_moh_classes(out) == {
+        "default": {"Mode": "files", "Directory": "/x"},
+        "tenant-a": {"Mode": "files", "Directory": "/m/a/1"},
+    }
 
 
 def musiconhold(db_path: Path) -> dict[str, str]:
@@ -112,8 +124,15 @@ def test_realtime_publisher_touches_only_rows_it_wrote(tmp_path: Path) -> None:
 
 def test_realtime_rows_of_an_earlier_version_are_adopted_by_directory(tmp_path: Path) -> None:
     db_path, moh = tmp_path / "realtime.sqlite3", tmp_path / "moh"
-    add_rows(db_path, {"tenant-a": f"{moh}/tenant-a/v1", "tenant-b": f"{moh}/../elsewhere/tenant-b/v1",
-                       "tenant-c": f"{moh}-other/tenant-c/v1", "tenant-d": "/srv/d"})
+    add_rows(
+        db_path,
+        {
+            "tenant-a": f"{moh}/tenant-a/v1",
+            "tenant-b": f"{moh}/../elsewhere/tenant-b/v1",
+            "tenant-c": f"{moh}-other/tenant-c/v1",
+            "tenant-d": "/srv/d",
+        },
+    )
     assert RealtimePublisher(db_path, "tenant-").current() == {}  # no moh_dir known: nothing adopted
     publisher = RealtimePublisher(db_path, "tenant-", moh_dir=moh)
     assert publisher.current() == {"tenant-a": f"{moh}/tenant-a/v1"}

@@ -129,8 +129,9 @@ def test_watchdog_interval_override(manager: socket.socket, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("case", ["unset", "other-pid"])
-def test_watchdog_returns_at_once_when_not_asked(case: str, manager: socket.socket,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchdog_returns_at_once_when_not_asked(
+    case: str, manager: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if case == "other-pid":
         monkeypatch.setenv("WATCHDOG_USEC", "200000")
         monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
