@@ -133,7 +133,8 @@ def service_of(ctx: click.Context, *, writable: bool = True) -> MohService:
     read (they then create nothing and work on a read-only or full disk)."""
     if "service" not in ctx.meta:
         ctx.meta["service"] = build_service(ctx.obj, writable=writable)
-    return ctx.meta["service"]
+    service: MohService = ctx.meta["service"]
+    return service
 
 
 @main.command()

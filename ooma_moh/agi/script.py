@@ -23,10 +23,10 @@ from ..app import open_catalog
 from ..config import load_settings
 from ..errors import OomaMohError
 from ..logsafe import logfmt, printable
-from ..model import DEFAULT_CLASS
+from ..model import DEFAULT_CLASS, TENANT_VARIABLE
 from ..resolve import ClassResolver, Resolution
 from .protocol import AgiRequest
-from .route import TENANT_VARIABLE, choose_tenant, decide, needs_variable
+from .route import choose_tenant, decide, needs_variable
 
 PROG = "ooma-moh-agi"
 USAGE = f"""\

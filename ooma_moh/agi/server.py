@@ -95,7 +95,7 @@ class FastAgiServer:
             raise health.cannot_listen("agi_listen", (host, port), exc) from None
         for listener in self._server.sockets:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def serve_forever(self) -> None:
         """Serve until cancelled."""

@@ -88,18 +88,25 @@ class AriClient:
         except TimeoutError:
             raise AsteriskError(f"ARI at {self.base_url} did not answer {method} {path} in time") from None
 
+    async def _object(self, method: str, path: str, **params: Any) -> dict[str, Any]:
+        """A request whose answer must be one JSON object."""
+        answer = await self.request(method, path, **params)
+        if not isinstance(answer, dict):
+            raise AsteriskError(f"ARI answered {method} {path} with {type(answer).__name__}, not an object")
+        return answer
+
     async def reload_module(self, module: str) -> None:
         """Reload one Asterisk module (``PUT /asterisk/modules/{module}``)."""
         await self.request("PUT", f"/asterisk/modules/{module}")
 
     async def get_application(self, app: str) -> dict[str, Any]:
         """``GET /applications/{app}`` (404 when Asterisk has no such application registered)."""
-        return await self.request("GET", f"/applications/{app}")
+        return await self._object("GET", f"/applications/{app}")
 
     async def subscribe(self, app: str, event_sources: Sequence[str]) -> dict[str, Any]:
         """``POST /applications/{app}/subscription``: ``channel:`` or ``bridge:`` with no id means
         every channel or bridge, including those other applications own."""
-        return await self.request("POST", f"/applications/{app}/subscription", eventSource=",".join(event_sources))
+        return await self._object("POST", f"/applications/{app}/subscription", eventSource=",".join(event_sources))
 
     # -- the calls the hold handler makes ------------------------------------------------------
     async def list_channels(self) -> list[dict[str, Any]]:
@@ -108,7 +115,7 @@ class AriClient:
 
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
         """``GET /channels/{id}``."""
-        return await self.request("GET", f"/channels/{channel_id}")
+        return await self._object("GET", f"/channels/{channel_id}")
 
     async def list_bridges(self) -> list[dict[str, Any]]:
         """``GET /bridges``."""
@@ -116,7 +123,7 @@ class AriClient:
 
     async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
         """``GET /bridges/{id}``."""
-        return await self.request("GET", f"/bridges/{bridge_id}")
+        return await self._object("GET", f"/bridges/{bridge_id}")
 
     async def get_variable(self, channel_id: str, name: str) -> str | None:
         """A channel variable or function (any channel); None if it is not set."""

@@ -80,7 +80,8 @@ def error_response(exc: Exception) -> web.Response:
 async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
     """Domain errors and our own API errors as JSON; anything else logged and answered 500."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except (ApiError, OomaMohError) as exc:
         return error_response(exc)
     except web.HTTPException as exc:

@@ -4,9 +4,10 @@ an HTTP status, and how blocking work leaves the event loop."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -33,6 +34,8 @@ NODES = web.AppKey("nodes", NodeRegistry)
 #: /readyz's catalog check, in the catalog thread
 PROBE = web.AppKey("probe", CatalogProbe)
 
+T = TypeVar("T")
+
 
 class ApiError(Exception):
     """An error with its HTTP status and code, answered as JSON."""
@@ -42,6 +45,8 @@ class ApiError(Exception):
         self.status, self.code = status, code
 
 
-async def in_thread(request: web.Request, func: Any, *args: Any, pool: web.AppKey[Any] = CATALOG_THREAD) -> Any:
+async def in_thread(
+    request: web.Request, func: Callable[..., T], *args: Any, pool: web.AppKey[Any] = CATALOG_THREAD
+) -> T:
     """Run blocking ``func`` in the app's catalog thread (or another pool)."""
     return await asyncio.get_running_loop().run_in_executor(request.app[pool], func, *args)

@@ -218,7 +218,9 @@ class Call:
         self.harness.request(
             "POST", "/channels", endpoint="Local/talk@ooma-lab-talker/n", app="ooma-lab", appArgs=f"third-{self.name}"
         )
-        third = self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"third-{self.name}"])["channel"]["id"]
+        third = str(
+            self.harness.wait_event("StasisStart", lambda e: e["args"] == [f"third-{self.name}"])["channel"]["id"]
+        )
         self.harness.request("POST", f"/bridges/{self.bridge}/addChannel", channel=third)
         self.extra.append(third)
         return third

@@ -123,7 +123,7 @@ def free_port(tries: int = 50) -> int:
     for _ in range(tries):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
             tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
+            port = int(tcp.getsockname()[1])
             try:
                 udp.bind(("127.0.0.1", port))
             except OSError:

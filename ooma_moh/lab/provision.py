@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -120,7 +120,7 @@ class RootProc:
             self._lock = None
 
 
-def provision(root: Path | None = None, log=print) -> Path:
+def provision(root: Path | None = None, log: Callable[[str], object] = print) -> Path:
     """Build the chroot with Asterisk if it is not cached yet; return its path."""
     root = root or default_root()
     if (root / "usr/sbin/asterisk").exists():
@@ -133,7 +133,7 @@ def provision(root: Path | None = None, log=print) -> Path:
     return root
 
 
-def _build(root: Path, log) -> None:
+def _build(root: Path, log: Callable[[str], object]) -> None:
     """debootstrap and apt-get into ``<root>.partial``, then rename it ``root``."""
     if shutil.which("debootstrap") is None:
         raise AsteriskError("debootstrap is not installed: run scripts/bootstrap")

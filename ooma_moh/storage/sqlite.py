@@ -426,9 +426,11 @@ class SqliteCatalog:
         if row is None:
             return None
         db.execute("DELETE FROM uploads WHERE id = ?", (row[0],))
-        return row[1]
+        return str(row[1]) if row[1] is not None else None
 
-    def _audit(self, db: sqlite3.Connection, at: datetime, tenant_id: str, action: str, detail: dict) -> None:
+    def _audit(
+        self, db: sqlite3.Connection, at: datetime, tenant_id: str, action: str, detail: dict[str, object]
+    ) -> None:
         db.execute(
             "INSERT INTO audit (at, tenant_id, action, detail) VALUES (?, ?, ?, ?)",
             (_ts(at), tenant_id, action, json.dumps(detail, sort_keys=True)),
