@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from .ari.client import AriClient
 from .config import Settings
 from .errors import CatalogMissing
+from .http.backend import HttpBackend
 from .media import FfmpegConverter
 from .service import MohService
 from .storage import Blobs, BlobStore, Catalog, SqliteCatalog
@@ -117,6 +118,40 @@ def build_service(settings: Settings, *, writable: bool = True, start_over: bool
     """The service on the embedded default back end (SQLite catalog, local blobs, ffmpeg)."""
     catalog = open_catalog(settings, writable=writable, start_over=start_over)
     return MohService(settings, catalog, open_blobs(settings, writable=writable), FfmpegConverter(settings))
+
+
+@contextlib.contextmanager
+def catalog_session(settings: Settings) -> Iterator[Catalog]:
+    """A writable catalog for one piece of work, closed afterwards."""
+    with contextlib.closing(open_catalog(settings, writable=True)) as catalog:
+        yield catalog
+
+
+def http_backend(settings: Settings) -> HttpBackend:
+    """``serve http``'s collaborators: a read-only catalog and blob store for its reads, a service
+    per upload or deletion, and the node registry when the catalog is shared (a cluster)."""
+    reader = open_catalog(settings, writable=False)
+    blobs = open_blobs(settings, writable=False)
+    nodes = None
+    if settings.database_url:
+        from .storage.nodes import NodeRegistry
+
+        nodes = NodeRegistry(settings.database_url)
+
+    def publish(tenant: str) -> None:
+        with service_session(settings) as service:
+            build_syncer(settings, service).run([tenant])
+
+    return HttpBackend(
+        settings=settings,
+        reader=reader,
+        blobs=blobs,
+        view=Syncer(settings, reader, blobs, ari_reload(settings)),
+        service=lambda: service_session(settings),
+        catalog=lambda: catalog_session(settings),
+        publish=publish,
+        nodes=nodes,
+    )
 
 
 @contextlib.contextmanager

@@ -14,14 +14,15 @@ from aiohttp import web
 from ..config import Settings
 from ..health import CatalogProbe
 from ..storage import Blobs, Catalog
-from ..storage.nodes import NodeRegistry
-from ..sync import Syncer
+from .backend import HttpBackend, NodeCounter, PublishedView
 from .publication import Publications
 
+#: the collaborators the server was given (its one wiring: ooma_moh.app.http_backend)
+BACKEND = web.AppKey("backend", HttpBackend)
 SETTINGS = web.AppKey("settings", Settings)
 READER = web.AppKey("reader", Catalog)
 #: read-only view of what is published and stored, used only in the catalog thread with READER
-VIEW = web.AppKey("view", Syncer)
+VIEW = web.AppKey("view", PublishedView)
 BLOBS = web.AppKey("blobs", Blobs)
 CATALOG_THREAD = web.AppKey("catalog_thread", ThreadPoolExecutor)
 WORKERS = web.AppKey("workers", ThreadPoolExecutor)
@@ -30,7 +31,7 @@ SIGN_IN_THREAD = web.AppKey("sign_in_thread", ThreadPoolExecutor)
 PUBLICATIONS = web.AppKey("publications", Publications)
 INCOMING = web.AppKey("incoming", Path)
 #: the cluster's node registry (only with a PostgreSQL catalog), used in the catalog thread
-NODES = web.AppKey("nodes", NodeRegistry)
+NODES = web.AppKey("nodes", NodeCounter)
 #: /readyz's catalog check, in the catalog thread
 PROBE = web.AppKey("probe", CatalogProbe)
 

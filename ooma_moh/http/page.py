@@ -19,9 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import disclaimer
-from ..app import open_catalog
 from .auth import browser_session, check_csrf, now, same_origin
-from .context import READER, SETTINGS, SIGN_IN_THREAD, ApiError, in_thread
+from .context import BACKEND, READER, SETTINGS, SIGN_IN_THREAD, ApiError, in_thread
 from .logins import check_login_link, cookie_name, redeem_login_link
 from .texts import LANGUAGES, TEXTS, pick_language
 
@@ -129,11 +128,8 @@ async def login_form(request: web.Request) -> web.Response:
 
 def _redeem(request: web.Request, credential: str) -> Any:
     settings = request.app[SETTINGS]
-    catalog = open_catalog(settings, writable=True)
-    try:
+    with request.app[BACKEND].catalog() as catalog:
         return redeem_login_link(catalog, credential, now(), timedelta(seconds=settings.http_session_ttl_s))
-    finally:
-        catalog.close()
 
 
 async def login(request: web.Request) -> web.Response:
@@ -166,11 +162,8 @@ async def login(request: web.Request) -> web.Response:
 
 
 def _end(request: web.Request, session_id: str) -> None:
-    catalog = open_catalog(request.app[SETTINGS], writable=True)
-    try:
+    with request.app[BACKEND].catalog() as catalog:
         catalog.end_session(session_id, now())
-    finally:
-        catalog.close()
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -5,53 +5,23 @@ upload (``converting``), then publishes that tenant's class (``publishing``) in 
 never on the event loop. ``live`` is not remembered but read from the truth each time — the class
 Asterisk reads (realtime row or static include) names the tenant's current version, or, for a
 tenant on default music, no class of its is published — so it survives restarts and changes made
-from the CLI. A tenant found not live with nothing in progress gets a publication started.
+from the CLI. A tenant found not live with nothing in progress gets a publication started
+(:mod:`ooma_moh.golive` decides the state; this module only tracks the work in progress).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
 from ..errors import OomaMohError
+from ..golive import State, Status
 from ..logsafe import printable
-from ..model import MohSetting, TenantMoh
 
 log = logging.getLogger(__name__)
-
-
-class State(str, enum.Enum):
-    """Where a tenant's music stands."""
-
-    CONVERTING = "converting"
-    PUBLISHING = "publishing"
-    LIVE = "live"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class Status:
-    """A state, and why when it is ``error``."""
-
-    state: State
-    reason: str | None = None
-
-    def as_json(self) -> dict[str, str | None]:
-        """``{"state": ..., "reason": ...}``."""
-        return {"state": self.state.value, "reason": self.reason}
-
-
-def is_live(tenant: TenantMoh, published: dict[str, str], class_prefix: str, version_dir: str | None) -> bool:
-    """Whether Asterisk already plays what the catalog says for ``tenant``: its current version
-    directory is the one published for its class, or (default music) no class of its is published."""
-    moh_class = class_prefix + tenant.tenant_id
-    if tenant.setting is MohSetting.FILE:
-        return published.get(moh_class) == version_dir
-    return moh_class not in published
+__all__ = ["Publications", "State", "Status"]
 
 
 class Publications:

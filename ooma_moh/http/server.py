@@ -12,9 +12,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .. import health, systemd
+from ..app import http_backend
 from ..config import Settings
 from ..logsafe import printable
-from .api import catalog_problem, make_app
+from .app import catalog_problem, make_app
 
 log = logging.getLogger(__name__)
 LOGIN_PATH = re.compile(r"/login/[^/]*")
@@ -38,7 +39,8 @@ class AccessLogger(AbstractAccessLogger):
 async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port.
     ``OomaMohError`` naming ``http_listen`` if it cannot listen."""
-    runner = web.AppRunner(make_app(settings), access_log=log, access_log_class=AccessLogger, shutdown_timeout=10.0)
+    app = make_app(http_backend(settings))
+    runner = web.AppRunner(app, access_log=log, access_log_class=AccessLogger, shutdown_timeout=10.0)
     await runner.setup()
     host, port = settings.http_address
     try:

@@ -1,0 +1,112 @@
+"""The HTTP server's application: its routes, its thread pools and its lifetime, over the
+collaborators it is given (:class:`~ooma_moh.http.backend.HttpBackend`)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from .. import golive, health
+from . import api, audio, page
+from .backend import HttpBackend
+from .context import (
+    BACKEND,
+    BLOBS,
+    CATALOG_THREAD,
+    INCOMING,
+    NODES,
+    PROBE,
+    PUBLICATIONS,
+    READER,
+    SETTINGS,
+    SIGN_IN_THREAD,
+    VIEW,
+    WORKERS,
+)
+from .openapi import OPENAPI
+from .publication import Publications
+
+
+async def private_answers(request: web.Request, response: web.StreamResponse) -> None:
+    """API answers are a tenant's own data: never kept by a shared cache, never sniffed."""
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "private, no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Vary", "Authorization, Cookie")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def catalog_problem(app: web.Application) -> str | None:
+    """Why the server is not ready (its catalog does not answer a read), or None."""
+    return await app[PROBE].problem()
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 while the catalog answers, else 503 and why."""
+    return health.readiness_response(await catalog_problem(request.app))
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus' text format (no tenant in any label)."""
+    return health.metrics_response()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /api/v1/openapi.json``."""
+    return web.json_response(OPENAPI)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    backend = app[BACKEND]
+    incoming = backend.settings.home / "incoming"  # not blobs/tmp: the blob clean-up empties that one
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir(parents=True)
+    app[INCOMING] = incoming
+    app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
+    app[PROBE] = health.CatalogProbe(app[CATALOG_THREAD], backend.reader)
+    app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
+    app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
+    nodes = backend.nodes
+
+    def publish(tenant: str) -> None:
+        if golive.publishes_here(nodes.count() if nodes is not None else 0):
+            backend.publish(tenant)
+
+    app[PUBLICATIONS] = Publications(app[WORKERS], publish)
+    yield
+    await app[PUBLICATIONS].drain()
+    app[WORKERS].shutdown(wait=True)
+    app[SIGN_IN_THREAD].shutdown(wait=True)
+    app[CATALOG_THREAD].shutdown(wait=True)
+    backend.close()
+
+
+def make_app(backend: HttpBackend) -> web.Application:
+    """The API and page application over ``backend`` (closed when the application stops)."""
+    app = web.Application(middlewares=[api.errors_as_json])
+    app[BACKEND] = backend
+    app[SETTINGS] = backend.settings
+    app[READER] = backend.reader
+    app[BLOBS] = backend.blobs
+    app[VIEW] = backend.view
+    if backend.nodes is not None:
+        app[NODES] = backend.nodes
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_response_prepare.append(private_answers)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh", api.get_moh)
+    app.router.add_put("/api/v1/tenants/{tenant}/moh", api.put_moh)
+    app.router.add_delete("/api/v1/tenants/{tenant}/moh", api.delete_moh)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/audio", audio.get_audio)
+    page.add_routes(app)
+    return app

@@ -1,0 +1,66 @@
+"""What the HTTP server works with, handed to :func:`~ooma_moh.http.app.make_app` by the one
+wiring function (:func:`ooma_moh.app.http_backend`, or a test's in-memory fakes).
+
+Handlers never open a catalog: they read through ``reader`` (in the catalog thread) and get a
+unit of writing work from ``service()`` or ``catalog()`` — each a context manager with its own
+connection, closed afterwards (SQLite connections are not shared between threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import Settings
+from ..errors import OomaMohError
+from ..model import TenantMoh
+from ..service import MohService
+from ..storage import Blobs, Catalog
+
+
+class PublishedView(Protocol):
+    """What Asterisk on this host reads (a :class:`~ooma_moh.sync.Syncer`, read-only)."""
+
+    def published(self) -> dict[str, str]:
+        """class -> version directory as published now."""
+
+    def version_dir(self, tenant: TenantMoh) -> str:
+        """The directory the tenant's current version is published under."""
+
+
+class NodeCounter(Protocol):
+    """The cluster's node registry as the HTTP server reads it."""
+
+    def count(self) -> int:
+        """How many nodes have reported."""
+
+    def live_on(self, moh_class: str, version: str | None) -> tuple[int, int]:
+        """(nodes that play ``version`` of the class, nodes counted)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+@dataclass
+class HttpBackend:
+    """The server's collaborators. ``publish(tenant)`` is blocking: one tenant's class made live
+    on this host (a sync of that tenant)."""
+
+    settings: Settings
+    reader: Catalog
+    blobs: Blobs
+    view: PublishedView
+    service: Callable[[], AbstractContextManager[MohService]]
+    catalog: Callable[[], AbstractContextManager[Catalog]]
+    publish: Callable[[str], None]
+    nodes: NodeCounter | None = None
+
+    def close(self) -> None:
+        """Release the reader's and the registry's connections."""
+        with contextlib.suppress(OomaMohError):
+            self.reader.close()
+        if self.nodes is not None:
+            self.nodes.close()

@@ -1,0 +1,44 @@
+"""A converter without ffmpeg, beside the real one (:class:`~ooma_moh.media.FfmpegConverter`):
+for unit tests of what sits above the conversion (the service, the HTTP API, the page).
+
+It understands one made-up format, a first line ``FAKE-AUDIO <milliseconds>``, and writes every
+rendition with the size the real converter's would have (a repeating ramp, so bytes can be
+compared); anything else is refused the way ffmpeg's refusals are (``unrecognised_format``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import UploadRejected
+from .media import Conversion
+from .model import RENDITION_FORMATS
+
+MAGIC = re.compile(rb"FAKE-AUDIO (\d{1,7})\n")
+
+
+def fake_audio(duration_ms: int) -> bytes:
+    """An upload the fake converter accepts, lasting ``duration_ms``."""
+    return b"FAKE-AUDIO %d\n" % duration_ms
+
+
+class FakeConverter:
+    """Counts its conversions in ``converted``."""
+
+    def __init__(self) -> None:
+        self.converted = 0
+
+    def convert(self, source: Path, workdir: Path) -> Conversion:
+        match = MAGIC.match(source.read_bytes()[:32])
+        if match is None or int(match.group(1)) == 0:
+            raise UploadRejected("unrecognised_format", "the file is not in an audio format we can read")
+        duration_ms = int(match.group(1))
+        files = {}
+        for fmt in RENDITION_FORMATS:
+            size = fmt.expected_bytes(fmt.sample_rate * duration_ms // 1000)
+            path = workdir / f"moh.{fmt.extension}"
+            path.write_bytes(bytes(i % 251 for i in range(size)))
+            files[fmt.extension] = path
+        self.converted += 1
+        return Conversion("fake", duration_ms, files)

@@ -1,0 +1,91 @@
+"""The catalog contract every back end keeps, run on the in-memory fake and on SQLite (PostgreSQL
+runs the same scenarios in tests/integration/test_catalog_backends.py): a fake that drifts from
+the real catalog fails here, not in a test that trusted it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
+from ooma_moh.http.tokens import check_token, create_token
+from ooma_moh.model import Disclaimer, MohSetting, Rendition, UploadedFile
+from ooma_moh.storage import Catalog, SqliteCatalog
+from ooma_moh.storage.memory import MemoryCatalog
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def fake_upload(n: int, at: datetime) -> tuple[UploadedFile, Disclaimer, tuple[Rendition, ...]]:
+    sha = f"{n:064x}"
+    return (
+        UploadedFile(f"f{n}.mp3", 1000 + n, sha, 3000, "mp3", at),
+        Disclaimer("tester", at, sha, "v1"),
+        (Rendition("sln", 8000, 48000, f"{n + 10**6:064x}"), Rendition("ulaw", 8000, 24000, f"{n + 2 * 10**6:064x}")),
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    made: Catalog = MemoryCatalog() if request.param == "memory" else SqliteCatalog(tmp_path / "catalog.sqlite3")
+    yield made
+    made.close()
+
+
+def test_a_tenant_uploads_replaces_and_returns_to_default_with_its_history(catalog: Catalog) -> None:
+    assert catalog.get("acme") is None and catalog.list() == []
+    assert catalog.set_default("acme", T0) is None  # unknown tenant: nothing to drop
+    first = catalog.save_upload("acme", *fake_upload(1, T0))
+    assert first.setting is MohSetting.FILE and first.upload == fake_upload(1, T0)[0]
+    assert first.disclaimer == fake_upload(1, T0)[1] and first.renditions == fake_upload(1, T0)[2]
+    second = catalog.save_upload("acme", *fake_upload(2, T0 + timedelta(seconds=1)))
+    assert catalog.get("acme") == second and [t.tenant_id for t in catalog.list()] == ["acme"]
+    assert second.upload is not None
+    assert catalog.referenced_blobs() == {second.upload.sha256, *(r.sha256 for r in second.renditions)}
+    after = catalog.set_default("acme", T0 + timedelta(seconds=2))
+    assert after is not None and after.setting is MohSetting.DEFAULT and after.upload is None
+    assert catalog.get("acme") == after and catalog.referenced_blobs() == set()
+    audit = catalog.audit("acme")
+    assert [e.action for e in audit] == ["upload", "upload", "delete"]
+    assert audit[1].detail["replaced_upload"] == f"{1:064x}" and audit[1].detail["accepted_by"] == "tester"
+    assert audit[2].detail == {"removed_upload": f"{2:064x}"} and audit[2].at == T0 + timedelta(seconds=2)
+    catalog.save_upload("beta", *fake_upload(3, T0))
+    assert [t.tenant_id for t in catalog.list()] == ["acme", "beta"] and catalog.audit("nobody") == []
+
+
+def test_endpoint_map(catalog: Catalog) -> None:
+    catalog.map_endpoint("PJSIP/acme-100", "acme")
+    catalog.map_endpoint("PJSIP/acme-100", "acme2")
+    catalog.map_endpoint("PJSIP/a-1", "acme")
+    assert catalog.endpoint_tenant("PJSIP/acme-100") == "acme2" and catalog.endpoint_tenant("PJSIP/x") is None
+    assert catalog.endpoints() == {"PJSIP/a-1": "acme", "PJSIP/acme-100": "acme2"}
+    catalog.map_endpoint("PJSIP/acme-100", None)
+    catalog.map_endpoint("PJSIP/never", None)
+    assert catalog.endpoints() == {"PJSIP/a-1": "acme"}
+
+
+def test_tokens_links_and_sessions(catalog: Catalog) -> None:
+    token, bearer = create_token(catalog, tenant_id="acme", now=T0)
+    assert check_token(catalog, bearer) == token and catalog.tokens() == [token]
+    assert check_token(catalog, bearer + "x") is None
+    assert catalog.revoke_token(token.id, T0) and not catalog.revoke_token(token.id, T0)
+    assert not catalog.revoke_token("unknown", T0) and check_token(catalog, bearer) is None
+    link, credential = create_login_link(catalog, tenant_id="acme", label="Camille", now=T0, ttl=timedelta(minutes=15))
+    assert catalog.open_sign_ins(T0)[0] == [link] and catalog.open_sign_ins(T0 + timedelta(minutes=15))[0] == []
+    late = redeem_login_link(catalog, credential, T0 + timedelta(minutes=16), timedelta(hours=8))
+    assert late[0] is None and late[2] == "expired"
+    session, cookie, refusal = redeem_login_link(catalog, credential, T0 + timedelta(minutes=1), timedelta(hours=8))
+    assert session is not None and refusal is None
+    assert catalog.open_sign_ins(T0 + timedelta(minutes=2)) == ([], [session])
+    assert check_session(catalog, cookie, T0 + timedelta(hours=1)) == session
+    assert redeem_login_link(catalog, credential, T0 + timedelta(minutes=2), timedelta(hours=8))[2] == "used"
+    other, _ = create_login_link(catalog, tenant_id="acme", label="Dana", now=T0, ttl=timedelta(minutes=15))
+    assert catalog.sign_out_tenant("acme", T0 + timedelta(minutes=3)) == (1, 1)
+    assert catalog.sign_out_tenant("acme", T0 + timedelta(minutes=4)) == (0, 0)
+    assert check_session(catalog, cookie, T0 + timedelta(hours=3)) is None
+    found = catalog.login_link(other.id)
+    assert found is not None and found[0].refusal(T0) == "revoked"
+    assert not catalog.end_session(session.id, T0 + timedelta(hours=4)) and not catalog.end_session("x", T0)

@@ -1,0 +1,271 @@
+"""The HTTP API and the page's sign-in on in-memory fakes (ooma_moh.storage.memory,
+ooma_moh.media_fake, a recorded publisher): no SQLite, no ffmpeg, no Asterisk, no root. The real
+back ends are proved under the same routes in tests/integration/test_http_api.py and
+test_http_lab.py; these check the API's own rules — status codes, tenant isolation, what goes
+live when — in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ooma_moh.config import Settings
+from ooma_moh.http.app import make_app
+from ooma_moh.http.backend import HttpBackend
+from ooma_moh.http.logins import create_login_link
+from ooma_moh.http.tokens import create_token
+from ooma_moh.media_fake import FakeConverter, fake_audio
+from ooma_moh.model import MohSetting, TenantMoh
+from ooma_moh.service import MohService
+from ooma_moh.storage import BlobStore
+from ooma_moh.storage.memory import MemoryCatalog
+
+NOW = datetime.now(UTC)
+
+
+class Asterisk:
+    """What Asterisk reads: class -> version directory, changed only by ``publish``."""
+
+    def __init__(self, catalog: MemoryCatalog, prefix: str) -> None:
+        self.catalog, self.prefix = catalog, prefix
+        self.classes: dict[str, str] = {}
+        self.publications: list[str] = []
+
+    def version_dir(self, tenant: TenantMoh) -> str:
+        return f"{tenant.tenant_id}/{tenant.version}"
+
+    def published(self) -> dict[str, str]:
+        return dict(self.classes)
+
+    def publish(self, tenant_id: str) -> None:
+        self.publications.append(tenant_id)
+        tenant = self.catalog.get(tenant_id)
+        if tenant is None or tenant.setting is MohSetting.DEFAULT:
+            self.classes.pop(self.prefix + tenant_id, None)
+        else:
+            self.classes[self.prefix + tenant_id] = self.version_dir(tenant)
+
+
+class Nodes:
+    """A cluster's registry: ``live`` of ``total`` nodes play whatever is asked."""
+
+    def __init__(self, live: int, total: int) -> None:
+        self.live, self.total = live, total
+
+    def count(self) -> int:
+        return self.total
+
+    def live_on(self, moh_class: str, version: str | None) -> tuple[int, int]:
+        return self.live, self.total
+
+    def close(self) -> None:
+        pass
+
+
+class World:
+    def __init__(self, tmp_path: Path, nodes: Nodes | None = None) -> None:
+        self.settings = Settings(home=tmp_path / "home")
+        self.catalog = MemoryCatalog()
+        self.blobs = BlobStore(self.settings.blob_dir)
+        self.converter = FakeConverter()
+        self.asterisk = Asterisk(self.catalog, self.settings.class_prefix)
+        self.backend = HttpBackend(
+            settings=self.settings,
+            reader=self.catalog,
+            blobs=self.blobs,
+            view=self.asterisk,
+            service=lambda: contextlib.nullcontext(MohService(self.settings, self.catalog, self.blobs, self.converter)),
+            catalog=lambda: contextlib.nullcontext(self.catalog),
+            publish=self.asterisk.publish,
+            nodes=nodes,
+        )
+        _, self.acme = create_token(self.catalog, tenant_id="acme", now=NOW)
+        _, self.beta = create_token(self.catalog, tenant_id="beta", now=NOW)
+
+    def run(self, scenario: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
+        async def go() -> None:
+            async with TestClient(TestServer(make_app(self.backend))) as client:
+                await scenario(client)
+
+        asyncio.run(go())
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield World(tmp_path)
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def form(content: bytes, *, accepted: bool = True) -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    if accepted:
+        data.add_field("disclaimer", "accepted")
+    data.add_field("file", content, filename="hours.mp3", content_type="audio/mpeg")
+    return data
+
+
+async def settled(
+    client: TestClient[Any, Any], secret: str, done: Callable[[dict[str, Any]], bool] | None = None
+) -> dict[str, Any]:
+    """GET acme until ``done(body)`` — by default, until nothing is in progress (the publication
+    runs in a worker thread)."""
+    for _ in range(500):
+        response = await client.get("/api/v1/tenants/acme/moh", headers=bearer(secret))
+        assert response.status == 200
+        body: dict[str, Any] = await response.json()
+        if done(body) if done else body["status"]["state"] not in ("converting", "publishing"):
+            return body
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still {body['status']} after 5 s")
+
+
+def test_an_upload_goes_live_once_and_plays_back_as_wav(world: World) -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(2000)), headers=bearer(world.acme))
+        assert put.status == 201, await put.text()
+        created = await put.json()
+        assert created["setting"] == "file" and created["file"]["duration_ms"] == 2000
+        assert created["file"]["name"] == "hours.mp3" and created["status"]["state"] in ("publishing", "live")
+        body = await settled(client, world.acme)
+        assert body["status"] == {"state": "live", "reason": None} and body["class"] == "tenant-acme"
+        audio = await client.get("/api/v1/tenants/acme/moh/audio", headers=bearer(world.acme))
+        data = await audio.read()
+        sln16 = world.blobs.read(world.catalog.get("acme").rendition("sln16").sha256)  # type: ignore[union-attr]
+        assert audio.status == 200 and audio.content_type == "audio/wav"
+        assert data[:4] == b"RIFF" and data[44:] == sln16 and len(sln16) == 64000
+        part = await client.get(
+            "/api/v1/tenants/acme/moh/audio", headers={**bearer(world.acme), "Range": "bytes=44-47"}
+        )
+        assert part.status == 206 and await part.read() == sln16[:4]
+        assert part.headers["Content-Range"] == f"bytes 44-47/{44 + len(sln16)}"
+
+    world.run(scenario)
+    assert world.asterisk.publications == ["acme"] and world.converter.converted == 1
+
+
+def test_a_refused_upload_changes_nothing(world: World) -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert put.status == 201
+        before = await settled(client, world.acme)
+        refusals = [
+            (form(fake_audio(500), accepted=False), 422, "disclaimer_required"),
+            (form(b"MZ\x90\x00 not audio"), 415, "unrecognised_format"),
+            (form(b""), 422, "empty"),
+        ]
+        for data, status, code in refusals:
+            response = await client.put("/api/v1/tenants/acme/moh", data=data, headers=bearer(world.acme))
+            assert (response.status, (await response.json())["error"]["code"]) == (status, code)
+        assert await settled(client, world.acme) == before
+
+    world.run(scenario)
+    assert world.converter.converted == 1 and world.asterisk.publications == ["acme"]
+    assert [e.action for e in world.catalog.audit("acme")] == ["upload"]
+
+
+def test_another_tenants_token_sees_nothing_and_no_token_is_refused(world: World) -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert put.status == 201
+        for method, path in [("GET", ""), ("PUT", ""), ("DELETE", ""), ("GET", "/audio")]:
+            url = f"/api/v1/tenants/acme/moh{path}"
+            other = await client.request(method, url, headers=bearer(world.beta))
+            assert other.status == 404, (method, path)  # the same as a tenant that does not exist
+            nobody = await client.request(method, url)
+            assert nobody.status == 401, (method, path)
+        missing = await client.get("/api/v1/tenants/beta/moh/audio", headers=bearer(world.beta))
+        assert (missing.status, (await missing.json())["error"]["code"]) == (404, "no_file")
+
+    world.run(scenario)
+    tenant = world.catalog.get("acme")
+    assert tenant is not None and tenant.setting is MohSetting.FILE
+
+
+def test_a_deletion_returns_to_default_music_and_is_published(world: World) -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert (await settled(client, world.acme))["status"]["state"] == "live"
+        assert world.asterisk.classes
+        deleted = await client.delete("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        assert deleted.status == 204
+        body = await settled(client, world.acme)
+        assert body["setting"] == "default" and body["file"] is None and body["status"]["state"] == "live"
+
+    world.run(scenario)
+    assert world.asterisk.publications == ["acme", "acme"] and world.asterisk.classes == {}
+
+
+def test_a_change_made_elsewhere_is_published_at_the_next_read(world: World) -> None:
+    """golive rule 5: not live and nothing in progress -> this server publishes it."""
+    with world.backend.service() as service:
+        service.upload("acme", _file(world, 1500), accept_disclaimer=True, accepted_by="cli")
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        first = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        assert (await first.json())["status"]["state"] == "publishing"
+        assert (await settled(client, world.acme))["status"]["state"] == "live"
+
+    world.run(scenario)
+    assert world.asterisk.publications == ["acme"]
+
+
+def test_in_a_cluster_the_agents_publish_and_every_node_counts(tmp_path: Path) -> None:
+    nodes = Nodes(live=1, total=2)
+    world = World(tmp_path, nodes)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert put.status == 201
+        body = await settled(client, world.acme, lambda body: "nodes" in body["status"])  # this server is done
+        assert body["status"]["state"] == "publishing" and body["status"]["nodes"] == {"live": 1, "of": 2}
+        nodes.live = 2
+        body = await settled(client, world.acme)
+        assert body["status"]["state"] == "live" and body["status"]["nodes"] == {"live": 2, "of": 2}
+
+    world.run(scenario)
+    assert world.asterisk.publications == []  # not this server: the nodes' agents
+
+
+def test_a_login_link_opens_a_session_once_and_the_page_acts_with_it(world: World) -> None:
+    _, credential = create_login_link(world.catalog, tenant_id="acme", label="Camille", now=NOW, ttl=timedelta(hours=1))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        page = await client.get(f"/login/{credential}")
+        assert page.status == 200 and 'id="sign-in"' in await page.text()
+        signed = await client.post(f"/login/{credential}", allow_redirects=False)
+        assert signed.status == 303 and signed.headers["Location"] == "/"
+        again = await client.post(f"/login/{credential}", allow_redirects=False)
+        assert again.status != 303  # a link works once
+        home = await client.get("/")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await home.text())
+        assert home.status == 200 and csrf is not None
+        put = await client.put(
+            "/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers={"X-CSRF-Token": csrf.group(1)}
+        )
+        assert put.status == 201, await put.text()
+        forged = await client.delete("/api/v1/tenants/acme/moh")
+        assert forged.status == 403  # a change without the session's CSRF token
+
+    world.run(scenario)
+    tenant = world.catalog.get("acme")
+    assert tenant is not None and tenant.disclaimer is not None
+    assert tenant.disclaimer.accepted_by.startswith("Camille")
+    assert len(world.catalog.open_sign_ins(datetime.now(UTC))[1]) == 1
+
+
+def _file(world: World, duration_ms: int) -> Path:
+    path = world.settings.home / "upload.fake"
+    path.write_bytes(fake_audio(duration_ms))
+    return path
