@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import errno
 
+from .rejections import Rejection
+
 
 class OomaMohError(Exception):
     """Base of every error ooma-moh raises on purpose."""
@@ -50,11 +52,13 @@ class DisclaimerRequired(OomaMohError):
 
 
 class UploadRejected(OomaMohError):
-    """An uploaded file was refused; ``reason`` is a short machine-readable code."""
+    """An uploaded file was refused for ``rejection`` (:mod:`ooma_moh.rejections` lists them all);
+    ``reason`` is its code."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, rejection: Rejection, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.rejection = rejection
+        self.reason: str = rejection.value
 
 
 class NoTenantFile(OomaMohError, LookupError):

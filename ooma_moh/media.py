@@ -27,6 +27,7 @@ from . import ffmpeg
 from .config import Settings
 from .errors import MediaToolError, StorageError, UploadRejected
 from .model import FORMATS_BY_EXTENSION, RENDITION_FORMATS
+from .rejections import Rejection
 
 PCM_RATE = 16000
 PCM_BYTES_PER_SAMPLE = 4  # f32le mono
@@ -66,7 +67,7 @@ def sniff_container(head: bytes) -> str:
         layer = (head[1] >> 1) & 0x03
         return "aac" if layer == 0 else "mp3"
     raise UploadRejected(
-        "unrecognised_format",
+        Rejection.UNRECOGNISED_FORMAT,
         "not a supported audio file: upload WAV, MP3, OGG (Vorbis/Opus), FLAC or M4A/AAC",
     )
 
@@ -209,21 +210,23 @@ class InputWatch:
         s = self.settings
         match = _AUDIO_RE.search(description)
         if match is None:
-            return UploadRejected("undecodable", "the file's audio stream declares no sample rate")
+            return UploadRejected(Rejection.UNDECODABLE, "the file's audio stream declares no sample rate")
         rate, channels = int(match.group(1)), channel_count(match.group(2))
         if rate < s.min_sample_rate:
             return UploadRejected(
-                "sample_rate", f"the audio's sample rate is {rate:,} Hz; at least {s.min_sample_rate:,} Hz is needed"
+                Rejection.SAMPLE_RATE,
+                f"the audio's sample rate is {rate:,} Hz; at least {s.min_sample_rate:,} Hz is needed",
             )
         if rate > s.max_sample_rate:
             return UploadRejected(
-                "sample_rate", f"the audio's sample rate is {rate:,} Hz; at most {s.max_sample_rate:,} Hz is accepted"
+                Rejection.SAMPLE_RATE,
+                f"the audio's sample rate is {rate:,} Hz; at most {s.max_sample_rate:,} Hz is accepted",
             )
         if channels == 0:
-            return UploadRejected("undecodable", "the file's audio stream declares no channels")
+            return UploadRejected(Rejection.UNDECODABLE, "the file's audio stream declares no channels")
         if channels is None or channels > s.max_channels:
             return UploadRejected(
-                "channels",
+                Rejection.CHANNELS,
                 f"the audio has too many channels ({match.group(2).strip()}); at most {s.max_channels} are accepted",
             )
         return None
@@ -268,7 +271,7 @@ def _refuse_if_too_costly(run: ffmpeg.Run) -> None:
     """A run ended by a CPU, memory or time limit: the input costs more than one upload may."""
     if run.killed_by_limit:
         raise UploadRejected(
-            "too_costly", "the file needs more time or memory to convert than the server allows for one upload"
+            Rejection.TOO_COSTLY, "the file needs more time or memory to convert than the server allows for one upload"
         )
 
 
@@ -339,34 +342,36 @@ class FfmpegConverter:
         if watch.rejection is not None:
             raise watch.rejection
         if watch.other_codecs and not watch.audio_seen:
-            raise UploadRejected("no_audio", "the file contains no audio (only pictures or video)")
+            raise UploadRejected(Rejection.NO_AUDIO, "the file contains no audio (only pictures or video)")
         _refuse_if_too_costly(run)
         self._storage_check(run, "decoding the upload")
         errors = watch.upload_errors(run.errors())
         if run.returncode != 0 or errors:
             detail = (errors or run.log.strip().splitlines() or ["no output"])[-1]
-            raise UploadRejected("undecodable", f"the {container} file cannot be decoded: {public_detail(detail)}")
+            raise UploadRejected(
+                Rejection.UNDECODABLE, f"the {container} file cannot be decoded: {public_detail(detail)}"
+            )
         samples = pcm.stat().st_size // PCM_BYTES_PER_SAMPLE
         self._check_duration(samples, declared_duration_s(run.log), container)
         lufs, peak = parse_ebur128(run.log)
         if lufs <= SILENCE_LUFS:
-            raise UploadRejected("silent", "the file is silent")
+            raise UploadRejected(Rejection.SILENT, "the file is silent")
         return container, lufs, peak, samples
 
     def _check_duration(self, samples: int, declared: float | None, container: str) -> None:
         seconds = samples / PCM_RATE
         if seconds > self.settings.max_duration_s:
             raise UploadRejected(
-                "too_long", f"the audio is longer than the limit of {self.settings.max_duration_s:g} s"
+                Rejection.TOO_LONG, f"the audio is longer than the limit of {self.settings.max_duration_s:g} s"
             )
         if seconds < self.settings.min_duration_s:
             raise UploadRejected(
-                "too_short",
+                Rejection.TOO_SHORT,
                 f"the audio lasts {seconds:.2f} s, under the minimum of {self.settings.min_duration_s:g} s",
             )
         if declared is not None and seconds < declared - max(0.5, 0.02 * declared):
             raise UploadRejected(
-                "truncated",
+                Rejection.TRUNCATED,
                 f"the {container} file is truncated: it declares {declared:.1f} s but only {seconds:.1f} s decode",
             )
 

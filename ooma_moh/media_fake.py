@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import UploadRejected
 from .media import Conversion
 from .model import RENDITION_FORMATS
+from .rejections import Rejection
 
 MAGIC = re.compile(rb"FAKE-AUDIO (\d{1,7})\n")
 
@@ -32,7 +33,7 @@ class FakeConverter:
     def convert(self, source: Path, workdir: Path) -> Conversion:
         match = MAGIC.match(source.read_bytes()[:32])
         if match is None or int(match.group(1)) == 0:
-            raise UploadRejected("unrecognised_format", "the file is not in an audio format we can read")
+            raise UploadRejected(Rejection.UNRECOGNISED_FORMAT, "the file is not in an audio format we can read")
         duration_ms = int(match.group(1))
         files = {}
         for fmt in RENDITION_FORMATS:

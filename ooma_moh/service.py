@@ -31,6 +31,7 @@ from .model import (
     validate_actor,
     validate_tenant_id,
 )
+from .rejections import Rejection
 from .storage import Blobs, Catalog
 from .storage.blobs import storage_errors
 
@@ -51,7 +52,7 @@ def _read(source: BinaryIO, size: int) -> bytes:
     try:
         return source.read(size)
     except OSError as exc:
-        raise UploadRejected("unreadable", f"the upload could not be read: {exc.strerror}") from None
+        raise UploadRejected(Rejection.UNREADABLE, f"the upload could not be read: {exc.strerror}") from None
 
 
 def utcnow() -> datetime:
@@ -92,11 +93,11 @@ class MohService:
             while chunk := _read(source, min(CHUNK, limit + 1 - size)):
                 size += len(chunk)
                 if size > limit:
-                    raise UploadRejected("too_large", f"the file is larger than the limit of {limit:,} bytes")
+                    raise UploadRejected(Rejection.TOO_LARGE, f"the file is larger than the limit of {limit:,} bytes")
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
-            raise UploadRejected("empty", "the file is empty")
+            raise UploadRejected(Rejection.EMPTY, "the file is empty")
         return size, digest.hexdigest()
 
     def upload(
@@ -161,15 +162,15 @@ class MohService:
             path = Path(source)
             try:
                 if not path.is_file():
-                    raise UploadRejected("not_a_file", "the upload is not a readable file")
+                    raise UploadRejected(Rejection.NOT_A_FILE, "the upload is not a readable file")
                 if path.stat().st_size > self.settings.max_upload_bytes:
                     raise UploadRejected(
-                        "too_large",
+                        Rejection.TOO_LARGE,
                         f"the file is larger than the limit of {self.settings.max_upload_bytes:,} bytes",
                     )
                 fh = open(path, "rb")
             except OSError as exc:
-                raise UploadRejected("not_a_file", f"the upload cannot be read: {exc.strerror}") from None
+                raise UploadRejected(Rejection.NOT_A_FILE, f"the upload cannot be read: {exc.strerror}") from None
             with fh:
                 return self._ingest(tenant_id, fh, original_name or path.name, accepted_by, disclaimer_version)
         return self._ingest(tenant_id, source, original_name or "upload", accepted_by, disclaimer_version)

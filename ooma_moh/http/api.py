@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import DisclaimerRequired, NoTenantFile, OomaMohError, StorageError, UploadRejected
 from ..logsafe import printable
 from ..model import MohSetting, TenantMoh
+from ..rejections import Rejection
 from ..storage import Catalog
 from .auth import authorised_tenant
 from .backend import HttpBackend, PublishedView
@@ -28,18 +29,15 @@ from .uploads import Spooled, spool_upload
 
 log = logging.getLogger(__name__)
 
-#: UploadRejected reason -> HTTP status (anything else: 422)
-REJECTION_STATUS = {"too_large": 413, "unrecognised_format": 415, "no_audio": 415, "empty": 422}
-
 
 def error_response(exc: Exception) -> web.Response:
     """The one place where errors become HTTP answers."""
     if isinstance(exc, ApiError):
         status, code = exc.status, exc.code
     elif isinstance(exc, UploadRejected):
-        status, code = REJECTION_STATUS.get(exc.reason, 422), exc.reason
+        status, code = exc.rejection.status, exc.reason
     elif isinstance(exc, DisclaimerRequired):
-        status, code = 422, "disclaimer_required"
+        status, code = Rejection.DISCLAIMER_REQUIRED.status, Rejection.DISCLAIMER_REQUIRED.value
     elif isinstance(exc, NoTenantFile):
         status, code = 404, "no_file"
     elif isinstance(exc, StorageError):
@@ -175,8 +173,8 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
             )
         if spooled.disclaimer_version not in (None, disclaimer.VERSION):
             raise ApiError(
-                409,
-                "disclaimer_changed",
+                Rejection.DISCLAIMER_CHANGED.status,
+                Rejection.DISCLAIMER_CHANGED.value,
                 "the disclaimer's text has changed since it was shown"
                 f" (version {disclaimer.VERSION}): read it again; nothing was stored",
             )

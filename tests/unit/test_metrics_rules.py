@@ -33,6 +33,7 @@ from ooma_moh.errors import (
     UploadRejected,
 )
 from ooma_moh.logsafe import JsonFormatter, RedactingFormatter
+from ooma_moh.rejections import Rejection
 from ooma_moh.resolve import ClassResolver
 from tests.unit.fake_ari import FakeAri, inline, resolver
 
@@ -140,7 +141,7 @@ def test_the_hold_handler_counts_its_decisions() -> None:
     "exc, result, reason",
     [
         (None, "ok", None),
-        (UploadRejected("too_large", "big"), "rejected", "too_large"),
+        (UploadRejected(Rejection.TOO_LARGE, "big"), "rejected", "too_large"),
         (DisclaimerRequired("no"), "disclaimer_required", None),
         (StorageError("disk_full", "full"), "server_error", "disk_full"),
         (InvalidTenantId("bad"), "invalid", None),

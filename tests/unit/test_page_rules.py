@@ -27,19 +27,10 @@ def test_both_languages_say_everything() -> None:
 
 
 def test_every_refusal_the_api_makes_has_a_sentence() -> None:
-    from ooma_moh.http.api import REJECTION_STATUS
+    from ooma_moh.rejections import Rejection
 
-    codes = set(REJECTION_STATUS) | {
-        "too_short",
-        "too_long",
-        "silent",
-        "undecodable",
-        "truncated",
-        "sample_rate",
-        "channels",
-        "too_costly",
-        "disclaimer_required",
-        "disclaimer_changed",
+    assert Rejection.TOO_LARGE.status == 413 and Rejection("no_audio") is Rejection.NO_AUDIO
+    codes = {r.value for r in Rejection if r.on_page} | {
         "csrf_required",
         "unauthorized",
         "timeout",

@@ -12,6 +12,7 @@ from ooma_moh.config import Settings
 from ooma_moh.errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, UploadRejected
 from ooma_moh.media import Conversion
 from ooma_moh.model import MohSetting
+from ooma_moh.rejections import Rejection
 from ooma_moh.service import MohService, clean_original_name
 from ooma_moh.storage import BlobStore, SqliteCatalog
 
@@ -84,7 +85,7 @@ def test_upload_records_file_disclaimer_and_renditions(fake: tuple[MohService, F
 def test_failed_conversion_keeps_previous_music(fake: tuple[MohService, FakeConverter]) -> None:
     svc, converter = fake
     before = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True, accepted_by="tester")
-    converter.fail = UploadRejected("undecodable", "bad")
+    converter.fail = UploadRejected(Rejection.UNDECODABLE, "bad")
     with pytest.raises(UploadRejected):
         svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True, accepted_by="tester")
     assert svc.show("acme") == before
