@@ -1,4 +1,7 @@
-"""tenant -> musiconhold class, as the AGI route and the ARI hold handler need it."""
+"""Which class a held caller hears: the tenant of the call (:func:`tenant_of_call`), then that
+tenant's class (:class:`ClassResolver`). The ARI hold handler and both AGI routes (FastAGI and the
+classic script) use exactly these two rules; a caller whose call has no tenant, or whose tenant
+has no file or cannot be read, hears ``default`` — never silence."""
 
 from __future__ import annotations
 
@@ -9,6 +12,39 @@ from typing import NamedTuple
 from .errors import InvalidTenantId, OomaMohError
 from .model import DEFAULT_CLASS, MohSetting, validate_tenant_id
 from .storage import Catalog
+
+
+def tenant_of_call(
+    *,
+    argument: str | None = None,
+    variable: str | None = None,
+    accountcode: str | None = None,
+    endpoint_tenant: str | None = None,
+) -> tuple[str | None, str]:
+    """The tenant a call belongs to, and where it came from. Order of preference, the first one
+    present wins (empty values are absent, and so is the accountcode ``unknown``, which is how
+    Asterisk's AGI environment says "none"):
+
+    1. ``argument`` — the dialplan names the tenant to the AGI route (``agi://…/moh?tenant=X``,
+       ``AGI(agi://…/moh,X)``, ``AGI(ooma-moh-agi,X)``); the ARI handler has no such argument;
+    2. ``variable`` — the channel variable ``OOMA_MOH_TENANT`` (the provider's dialplan or endpoint
+       sets it; ari.conf can export it with every event);
+    3. ``accountcode`` — ``CHANNEL(accountcode)``;
+    4. ``endpoint_tenant`` — the catalog's endpoint map for the channel's endpoint
+       (``PJSIP/acme-100`` -> ``acme``): the ARI handler looks it up only when 1-3 gave nothing,
+       and never for helper channels (announcers, recorders, snoops).
+
+    Returns ``(None, "none")`` when the call has no tenant (it then hears ``default``).
+    """
+    for value, source in (
+        (argument, "argument"),
+        (variable, "variable"),
+        (accountcode if accountcode != "unknown" else None, "accountcode"),
+        (endpoint_tenant, "endpoint"),
+    ):
+        if value:
+            return value, source
+    return None, "none"
 
 
 class Resolution(NamedTuple):

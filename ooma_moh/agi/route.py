@@ -1,8 +1,8 @@
 """The ``moh`` route: which tenant a dialplan call belongs to, and the class to put on it.
 
-Tenant, in order: the AGI argument (``agi://…/moh?tenant=X`` or ``AGI(agi://…/moh,X)``), the
-channel variable ``OOMA_MOH_TENANT``, ``CHANNEL(accountcode)`` (the ``agi_accountcode`` of the
-environment). The route never breaks a call: anything wrong gives ``default`` and a reason.
+The tenant comes from :func:`ooma_moh.resolve.tenant_of_call` (the argument, ``OOMA_MOH_TENANT``,
+the accountcode), as for the ARI handler. The route never breaks a call: anything wrong gives
+``default`` and a reason.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import CLASS_VARIABLE, DEFAULT_CLASS, TENANT_VARIABLE
-from ..resolve import Resolution
+from ..resolve import Resolution, tenant_of_call
 from .protocol import AgiRequest, get_variable, set_variable
 
 ROUTE = "moh"
@@ -45,15 +45,11 @@ def needs_variable(request: AgiRequest) -> str | None:
 
 
 def choose_tenant(request: AgiRequest, variable: str | None) -> tuple[str | None, str]:
-    """(tenant, source) from the request, the variable's value, or the accountcode."""
-    if tenant := tenant_from_request(request):
-        return tenant, "argument"
-    if variable:
-        return variable, "variable"
-    account = request.env.get("agi_accountcode", "")
-    if account and account != "unknown":
-        return account, "accountcode"
-    return None, "none"
+    """(tenant, source) of a dialplan call: :func:`~ooma_moh.resolve.tenant_of_call` on the
+    request's argument, the variable's value and the environment's accountcode."""
+    return tenant_of_call(
+        argument=tenant_from_request(request), variable=variable, accountcode=request.env.get("agi_accountcode")
+    )
 
 
 def decide(tenant: str | None, source: str, resolved: Resolution | None) -> Decision:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..model import HOLD_VARIABLE, TENANT_VARIABLE
+from ..model import HOLD_VARIABLE
 
 #: Channels Asterisk or an ARI application adds to a bridge that are not people: playback and MOH
 #: announcers, bridge recorders, snoops, external media.
@@ -39,11 +39,6 @@ class Channel:
     def is_helper(self) -> bool:
         """An announcer, recorder, snoop or media channel rather than a party to the call."""
         return self.name.startswith(HELPER_PREFIXES)
-
-    @property
-    def tenant_hint(self) -> str | None:
-        """The tenant from ``OOMA_MOH_TENANT`` (if ari.conf exports it) or the accountcode."""
-        return self.variables.get(TENANT_VARIABLE) or self.accountcode or None
 
     @property
     def holding_class(self) -> str | None:

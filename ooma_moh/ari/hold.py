@@ -38,7 +38,7 @@ from .. import metrics
 from ..errors import AriRequestFailed, AsteriskError
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
-from ..resolve import ClassResolver, Resolution
+from ..resolve import ClassResolver, Resolution, tenant_of_call
 from . import policy
 from .client import Ari
 from .dispatch import KeyedDispatcher
@@ -153,15 +153,17 @@ class HoldHandler:
         return self.state.channels[channel_id]
 
     async def _tenant_of(self, channel: Channel) -> str | None:
-        """OOMA_MOH_TENANT, else the accountcode, else the catalog's endpoint map."""
+        """:func:`~ooma_moh.resolve.tenant_of_call` of the channel, remembered for its lifetime."""
         if channel.id not in self.state.tenants:
             if TENANT_VARIABLE in channel.variables:  # ari.conf exports it
-                tenant = channel.tenant_hint
+                variable = channel.variables[TENANT_VARIABLE]
             else:
-                tenant = await self.ari.get_variable(channel.id, TENANT_VARIABLE) or channel.accountcode or None
+                variable = await self.ari.get_variable(channel.id, TENANT_VARIABLE)
+            tenant, _ = tenant_of_call(variable=variable, accountcode=channel.accountcode)
             endpoint = endpoint_of_channel(channel.name)
             if tenant is None and endpoint is not None and not channel.is_helper:
-                tenant = await self.run_blocking(self.resolver.tenant_of_endpoint, endpoint)
+                mapped = await self.run_blocking(self.resolver.tenant_of_endpoint, endpoint)
+                tenant, _ = tenant_of_call(endpoint_tenant=mapped)
             self.state.tenants[channel.id] = tenant
         return self.state.tenants[channel.id]
 

@@ -6,6 +6,12 @@ from datetime import UTC, datetime
 
 from ooma_moh.ari.events import Bridge, Channel, Event, parse_timestamp
 from ooma_moh.ari.hold import HoldStats
+from ooma_moh.resolve import tenant_of_call
+
+
+def hint(c: Channel) -> str | None:
+    """The channel's tenant from what its event carries (the handler's first look)."""
+    return tenant_of_call(variable=c.variables.get("OOMA_MOH_TENANT"), accountcode=c.accountcode)[0]
 
 
 def test_channel_tenant_and_helpers() -> None:
@@ -17,7 +23,7 @@ def test_channel_tenant_and_helpers() -> None:
             "channelvars": {"OOMA_MOH_TENANT": "", "OOMA_MOH_HOLD": ""},
         }
     )
-    assert c.tenant_hint == "acme" and c.holding_class is None and not c.is_helper
+    assert hint(c) == "acme" and c.holding_class is None and not c.is_helper
     v = Channel.from_json(
         {
             "id": "1.2",
@@ -25,10 +31,19 @@ def test_channel_tenant_and_helpers() -> None:
             "channelvars": {"OOMA_MOH_TENANT": "beta", "OOMA_MOH_HOLD": "tenant-beta"},
         }
     )
-    assert v.tenant_hint == "beta" and v.holding_class == "tenant-beta"
+    assert hint(v) == "beta" and v.holding_class == "tenant-beta"
     for name in ("Announcer/ARI-0001", "Recorder/ARI-0002", "Snoop/1.1-0003", "UnicastRTP/127.0.0.1:5000-0004"):
         assert Channel.from_json({"id": "x", "name": name}).is_helper
-    assert Channel.from_json({"id": "x", "name": "PJSIP/a", "accountcode": None}).tenant_hint is None
+    assert hint(Channel.from_json({"id": "x", "name": "PJSIP/a", "accountcode": None})) is None
+
+
+def test_the_tenant_of_a_call_in_order_of_preference() -> None:
+    everything = {"argument": "a", "variable": "v", "accountcode": "c", "endpoint_tenant": "e"}
+    assert tenant_of_call(**everything) == ("a", "argument")
+    assert tenant_of_call(**{**everything, "argument": ""}) == ("v", "variable")
+    assert tenant_of_call(variable=None, accountcode="c", endpoint_tenant="e") == ("c", "accountcode")
+    assert tenant_of_call(accountcode="unknown", endpoint_tenant="e") == ("e", "endpoint")  # AGI's "none"
+    assert tenant_of_call() == (None, "none")
 
 
 def test_bridge_forwarding() -> None:
