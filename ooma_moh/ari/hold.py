@@ -155,6 +155,7 @@ class HoldHandler:
     async def _tenant_of(self, channel: Channel) -> str | None:
         """:func:`~ooma_moh.resolve.tenant_of_call` of the channel, remembered for its lifetime."""
         if channel.id not in self.state.tenants:
+            variable: str | None
             if TENANT_VARIABLE in channel.variables:  # ari.conf exports it
                 variable = channel.variables[TENANT_VARIABLE]
             else:
