@@ -34,7 +34,8 @@ from pathlib import Path
 from ooma_moh.app import build_service
 from ooma_moh.config import Settings
 from ooma_moh.errors import UploadRejected
-from ooma_moh.media import FfmpegConverter, parse_ebur128
+from ooma_moh.media import FfmpegConverter
+from ooma_moh.media_rules import parse_ebur128
 from ooma_moh.service import MohService
 
 FF = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-y"]

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .errors import UploadRejected
-from .media import Conversion
+from .media_rules import Conversion
 from .model import RENDITION_FORMATS
 from .rejections import Rejection
 

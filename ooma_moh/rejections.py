@@ -10,10 +10,10 @@ The order, first refusal wins (nothing is stored for any of them; the tenant's m
 2. the bytes arriving: not a readable file (``not_a_file``, CLI), a read that fails
    (``unreadable``), over ``max_upload_bytes`` (``too_large``), nothing at all (``empty``) —
    :mod:`ooma_moh.service`, :mod:`ooma_moh.http.uploads`;
-3. the first bytes name no accepted container (``unrecognised_format``) — :func:`ooma_moh.media.sniff_container`;
+3. the first bytes name no accepted container (``unrecognised_format``) — :func:`ooma_moh.media_rules.sniff_container`;
 4. the audio stream's description: sample rate (``sample_rate``), channels (``channels``), no rate or
    channels at all (``undecodable``); no audio stream, only pictures or video (``no_audio``) —
-   :class:`ooma_moh.media.InputWatch`;
+   :class:`ooma_moh.media_rules.InputWatch`;
 5. the decode: stopped by a CPU, memory or time limit (``too_costly``), or failing (``undecodable``);
 6. what decoded: longer than ``max_duration_s`` (``too_long``), shorter than ``min_duration_s``
    (``too_short``), shorter than the container declares (``truncated``), silent (``silent``) —

@@ -20,7 +20,7 @@ from . import metrics
 from .config import Settings
 from .errors import DisclaimerRequired, NoTenantFile, UploadRejected
 from .logsafe import logfmt
-from .media import Conversion
+from .media_rules import Conversion
 from .model import (
     FORMATS_BY_EXTENSION,
     Disclaimer,

@@ -18,7 +18,8 @@ from .. import ffmpeg
 from ..app import catalog_present, open_blobs, open_catalog
 from ..config import Settings
 from ..errors import OomaMohError
-from ..media import CONTAINERS, FfmpegConverter
+from ..media import FfmpegConverter
+from ..media_rules import CONTAINERS
 from ..model import MohSetting
 from .findings import (
     FAIL,

@@ -14,7 +14,7 @@ import pytest
 from ooma_moh.config import Settings
 from ooma_moh.errors import InvalidActor, StorageError
 from ooma_moh.ffmpeg import Run, storage_failure
-from ooma_moh.media import InputWatch, channel_count, check_rendition_size, public_detail
+from ooma_moh.media_rules import InputWatch, channel_count, check_rendition_size, public_detail
 from ooma_moh.model import validate_actor
 from ooma_moh.storage import BlobStore
 

@@ -6,7 +6,7 @@ import pytest
 
 from ooma_moh.errors import UploadRejected
 from ooma_moh.ffmpeg import Run
-from ooma_moh.media import declared_duration_s, parse_ebur128, plan_loudness, sniff_container
+from ooma_moh.media_rules import declared_duration_s, parse_ebur128, plan_loudness, sniff_container
 
 
 @pytest.mark.parametrize(

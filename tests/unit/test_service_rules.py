@@ -10,7 +10,7 @@ import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, UploadRejected
-from ooma_moh.media import Conversion
+from ooma_moh.media_rules import Conversion
 from ooma_moh.model import MohSetting
 from ooma_moh.rejections import Rejection
 from ooma_moh.service import MohService, clean_original_name
