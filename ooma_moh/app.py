@@ -27,7 +27,7 @@ from .http.backend import HttpBackend
 from .media import FfmpegConverter
 from .service import MohService
 from .storage import Blobs, BlobStore, Catalog, SqliteCatalog
-from .storage.sqlite import catalog_exists
+from .storage.sqlite_file import catalog_exists
 from .sync import Syncer
 
 

@@ -24,84 +24,7 @@ from pathlib import Path
 from ..errors import StorageError
 from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    id INTEGER PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    original_name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    container TEXT NOT NULL,
-    uploaded_at TEXT NOT NULL,
-    accepted_by TEXT NOT NULL,
-    accepted_at TEXT NOT NULL,
-    disclaimer_sha256 TEXT NOT NULL,
-    disclaimer_version TEXT
-);
-CREATE TABLE IF NOT EXISTS renditions (
-    upload_id INTEGER NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
-    extension TEXT NOT NULL,
-    sample_rate INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    PRIMARY KEY (upload_id, extension)
-);
-CREATE TABLE IF NOT EXISTS tenants (
-    tenant_id TEXT PRIMARY KEY,
-    setting TEXT NOT NULL CHECK (setting IN ('default', 'file')),
-    upload_id INTEGER REFERENCES uploads(id),
-    updated_at TEXT NOT NULL,
-    CHECK ((setting = 'file') = (upload_id IS NOT NULL))
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_tenant ON audit (tenant_id, id);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    scope TEXT NOT NULL CHECK (scope IN ('tenant', 'operator')),
-    tenant_id TEXT,
-    secret_sha256 TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT,
-    CHECK ((scope = 'tenant') = (tenant_id IS NOT NULL))
-);
-CREATE TABLE IF NOT EXISTS endpoints (
-    endpoint TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS login_links (
-    id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    label TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    used_at TEXT,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS browser_sessions (
-    id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    label TEXT NOT NULL,
-    link_id TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL,
-    csrf TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    ended_at TEXT
-);
-"""
-
-#: columns added after the first release: (table, column, type); added when a writer opens an
-#: older catalog (readers treat a missing column as NULL)
-ADDED_COLUMNS = (("uploads", "disclaimer_version", "TEXT"),)
+from .sqlite_file import check_version, migrate, open_read_only, storage_error, version_of
 
 #: how long used or expired login links and ended sessions are kept (who signed in, when)
 KEEP_ENDED = timedelta(days=30)
@@ -151,87 +74,6 @@ def _token(row: sqlite3.Row) -> ApiToken:
     )
 
 
-#: sqlite3 error name -> (StorageError reason, what happened)
-SQLITE_ERRORS = {
-    "SQLITE_FULL": ("disk_full", "the server's disk is full"),
-    # before SQLITE_READONLY, which it starts with: a process that may write rolls it back
-    "SQLITE_READONLY_ROLLBACK": (
-        "hot_journal",
-        "a writer crashed mid-commit and left the catalog's journal;"
-        " this process may only read it, so it cannot roll it back: the next ooma-moh"
-        " process that may write it does (start ooma-moh-http, or run `ooma-moh sync`"
-        " as the service user)",
-    ),
-    "SQLITE_READONLY": ("read_only", "the catalog is read-only for this process"),
-    "SQLITE_CANTOPEN": ("permission", "the catalog cannot be opened (permissions?)"),
-    "SQLITE_PERM": ("permission", "permission denied on the catalog"),
-    "SQLITE_IOERR": ("io_error", "an input/output error on the catalog"),
-    "SQLITE_CORRUPT": ("catalog_damaged", "the catalog is damaged: restore it from a backup"),
-    "SQLITE_NOTADB": ("catalog_damaged", "the catalog file is not a database: restore it from a backup"),
-    "SQLITE_BUSY": ("busy", "the catalog stayed locked by another process"),
-}
-
-
-def storage_error(exc: sqlite3.Error, doing: str) -> StorageError:
-    """The :class:`StorageError` for a sqlite3 failure while ``doing`` something."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    for prefix, (reason, text) in SQLITE_ERRORS.items():
-        if name.startswith(prefix):
-            return StorageError(reason, f"{text} (while {doing}); nothing was changed")
-    return StorageError("catalog_error", f"the catalog failed while {doing} ({exc}); nothing was changed")
-
-
-def catalog_exists(path: Path) -> bool:
-    """Whether ``path`` holds an ooma-moh catalog (not missing, empty, or another database).
-    ``StorageError`` if it is not a readable SQLite file at all."""
-    try:
-        if path.stat().st_size == 0:
-            return False
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise StorageError.from_errno(exc.errno, "opening the catalog") from None
-    try:
-        db = _open_read_only(path)
-        try:
-            return (
-                db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'").fetchone()
-                is not None
-            )
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise storage_error(exc, "opening the catalog") from None
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection (``mode=ro``) that has read the schema. A hot journal (a writer
-    killed mid-commit) makes every read-only read fail until a read-write connection rolls it
-    back: if this process may write the file, it does that once here, then reads."""
-    for attempt in (1, 2):
-        db = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        try:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return db
-        except sqlite3.Error as exc:
-            db.close()
-            hot = (
-                getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK"
-                and os.access(path, os.W_OK)
-                and os.access(path.parent, os.W_OK | os.X_OK)
-            )
-            if attempt == 2 or not hot:
-                raise
-            rollback = sqlite3.connect(path, timeout=30)  # reading through it rolls the journal back
-            try:
-                rollback.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            finally:
-                rollback.close()
-    raise AssertionError("unreachable")
-
-
 class SqliteCatalog:
     """:class:`~ooma_moh.storage.base.Catalog` on a local SQLite file.
 
@@ -254,21 +96,15 @@ class SqliteCatalog:
                 self._db.execute("PRAGMA journal_mode=DELETE")  # also converts a WAL catalog
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA foreign_keys=ON")
-                self._db.executescript(SCHEMA)
-                self._add_columns()
+                migrate(self._db)
             else:
-                self._db = _open_read_only(path)
+                self._db = open_read_only(path)
+                check_version(version_of(self._db))
                 self._db.execute("SELECT 1 FROM tenants LIMIT 1")
         except OSError as exc:
             raise StorageError.from_errno(exc.errno, "opening the catalog") from None
         except sqlite3.Error as exc:
             raise storage_error(exc, "opening the catalog") from None
-
-    def _add_columns(self) -> None:
-        for table, column, kind in ADDED_COLUMNS:
-            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the database connection."""

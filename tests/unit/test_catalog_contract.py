@@ -4,12 +4,14 @@ the real catalog fails here, not in a test that trusted it."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from ooma_moh.errors import StorageError
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
 from ooma_moh.model import Disclaimer, MohSetting, Rendition, UploadedFile
@@ -89,3 +91,63 @@ def test_tokens_links_and_sessions(catalog: Catalog) -> None:
     found = catalog.login_link(other.id)
     assert found is not None and found[0].refusal(T0) == "revoked"
     assert not catalog.end_session(session.id, T0 + timedelta(hours=4)) and not catalog.end_session("x", T0)
+
+
+def legacy_catalog(path: Path, *, with_version_column: bool) -> None:
+    """A catalog as an ooma-moh before recorded schema versions made it, with one tenant on file."""
+    from ooma_moh.storage.sqlite_file import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    tables = MIGRATIONS[0][1].split("CREATE TABLE IF NOT EXISTS tokens")[0]  # tokens etc. came later
+    db.executescript(tables)
+    if with_version_column:
+        db.execute("ALTER TABLE uploads ADD COLUMN disclaimer_version TEXT")
+    db.execute(
+        "INSERT INTO uploads (id, tenant_id, original_name, size, sha256, duration_ms, container, uploaded_at,"
+        " accepted_by, accepted_at, disclaimer_sha256) VALUES (1, 'acme', 'a.mp3', 10, ?, 3000, 'mp3', ?, 'al', ?, ?)",
+        ("a" * 64, T0.isoformat(), T0.isoformat(), "a" * 64),
+    )
+    db.execute("INSERT INTO tenants VALUES ('acme', 'file', 1, ?)", (T0.isoformat(),))
+    db.close()
+
+
+@pytest.mark.parametrize("with_version_column", [False, True])
+def test_an_existing_sqlite_catalog_is_upgraded_in_place(tmp_path: Path, with_version_column: bool) -> None:
+    from ooma_moh.storage.sqlite_file import LATEST
+
+    path = tmp_path / "catalog.sqlite3"
+    legacy_catalog(path, with_version_column=with_version_column)
+    reader = SqliteCatalog(path, writable=False)  # a reader reads the old layout as it is
+    before = reader.get("acme")
+    reader.close()
+    assert before is not None and before.upload is not None and before.disclaimer is not None
+    assert before.disclaimer.text_version is None
+    catalog = SqliteCatalog(path)
+    try:
+        assert catalog.get("acme") == before  # nothing lost
+        token, bearer = create_token(catalog, tenant_id="acme", now=T0)  # a table the old layout lacked
+        assert check_token(catalog, bearer) == token
+        catalog.save_upload("acme", *fake_upload(7, T0))
+        saved = catalog.get("acme")
+        assert saved is not None and saved.disclaimer is not None and saved.disclaimer.text_version == "v1"
+    finally:
+        catalog.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    db.close()
+    SqliteCatalog(path).close()  # opening again changes nothing
+    assert SqliteCatalog(path, writable=False).get("acme") == saved
+
+
+def test_a_catalog_of_a_newer_ooma_moh_is_refused(tmp_path: Path) -> None:
+    from ooma_moh.storage.sqlite_file import LATEST
+
+    path = tmp_path / "catalog.sqlite3"
+    SqliteCatalog(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    db.close()
+    for writable in (True, False):
+        with pytest.raises(StorageError) as caught:
+            SqliteCatalog(path, writable=writable)
+        assert caught.value.reason == "schema_newer", caught.value
