@@ -34,7 +34,7 @@ from .sync import Syncer
 def catalog_present(settings: Settings) -> bool:
     """Whether the catalog exists: a SQLite file of ours, or a PostgreSQL schema."""
     if settings.database_url:
-        from .storage.postgres import schema_version
+        from .storage.postgres_db import schema_version
 
         return schema_version(settings.database_url) > 0
     return catalog_exists(settings.catalog_path)
@@ -43,7 +43,7 @@ def catalog_present(settings: Settings) -> bool:
 def create_catalog(settings: Settings, *, start_over: bool = False) -> list[int]:
     """Create or upgrade the catalog's schema (``init``, ``db upgrade``); PostgreSQL versions applied."""
     if settings.database_url:
-        from .storage.postgres import upgrade
+        from .storage.postgres_db import upgrade
 
         _refuse_empty_catalog(settings, writable=True, start_over=start_over, creating=True)
         return upgrade(settings.database_url)

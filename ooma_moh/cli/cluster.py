@@ -22,7 +22,7 @@ def db() -> None:
 def db_upgrade(ctx: click.Context, start_over: bool, as_json: bool) -> None:
     """Create the catalog's schema or bring it to this version (idempotent; several hosts may run
     it at once). PostgreSQL: the versioned migrations; SQLite: the tables of the home's catalog."""
-    from ..storage.postgres import LATEST
+    from ..storage.postgres_db import LATEST
 
     settings: Settings = ctx.obj
     applied = create_catalog(settings, start_over=start_over)

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from .postgres import _connect, pg_error
+from .postgres_db import connect, pg_error
 
 CHANNEL = "ooma_moh_changes"  # NOTIFY payload: a tenant id (trigger on ``tenants``)
 
@@ -35,7 +35,7 @@ class NodeRegistry:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._db = _connect(url)
+        self._db = connect(url)
 
     def close(self) -> None:
         self._db.close()
@@ -43,7 +43,7 @@ class NodeRegistry:
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         if self._db.closed or self._db.broken:
-            self._db = _connect(self.url)
+            self._db = connect(self.url)
         try:
             yield self._db
         except psycopg.Error as exc:
@@ -86,7 +86,7 @@ class NodeRegistry:
 
     def listen(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection subscribed to tenant changes (``notifies()`` yields them)."""
-        db = _connect(self.url)
+        db = connect(self.url)
         try:
             db.execute(f"LISTEN {CHANNEL}".encode())
         except psycopg.Error as exc:

@@ -18,7 +18,7 @@ from ooma_moh.errors import CatalogMissing, StorageError
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
 from ooma_moh.model import Disclaimer, MohSetting, Rendition, UploadedFile
-from ooma_moh.storage import postgres as pg
+from ooma_moh.storage import postgres_db as pg
 from tests.audio import tone
 from tests.postgres import PostgresServer, wait_until_down
 

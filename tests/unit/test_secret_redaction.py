@@ -14,7 +14,7 @@ from ooma_moh.agent import failure_text
 from ooma_moh.doctor.findings import FAIL, Finding, one_line
 from ooma_moh.errors import StorageError
 from ooma_moh.logsafe import RedactingFormatter, redact
-from ooma_moh.storage.postgres import _connect, pg_error
+from ooma_moh.storage.postgres_db import connect, pg_error
 
 SECRET = "S3cret-pw"
 
@@ -61,7 +61,7 @@ def test_pg_error_does_not_repeat_the_password() -> None:
 
 def test_a_mistyped_database_url_is_a_storage_error_without_the_password() -> None:
     with pytest.raises(StorageError) as caught:
-        _connect(f"postgres//moh:{SECRET}@db/x")
+        connect(f"postgres//moh:{SECRET}@db/x")
     assert SECRET not in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no traceback shows psycopg's text
     assert SECRET not in failure_text(caught.value)  # /readyz and `ooma-moh nodes`
