@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ooma_moh.app import build_service, build_syncer  # noqa: E402
 from ooma_moh.config import Settings, settings_environ  # noqa: E402
 from ooma_moh.lab import TALK_TONE, LabAsterisk, free_port  # noqa: E402
-from ooma_moh.lab.ari import AriHarness, Call, DialplanCall  # noqa: E402
+from ooma_moh.lab.ari import AriHarness, Call  # noqa: E402
+from ooma_moh.lab.dialplan import DialplanCall  # noqa: E402
 from tests.audio import tone  # noqa: E402
 from tests.integration.conftest import running_lab, tones_heard  # noqa: E402
 

@@ -27,11 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
@@ -44,26 +40,10 @@ from .client import Ari
 from .dispatch import KeyedDispatcher
 from .events import Bridge, Channel, Event
 from .policy import HoldAction, HoldPlan, Party
-from .state import ActiveHold, CallState
+from .state import ActiveHold, CallState, HoldStats, ms_since
 
 log = logging.getLogger(__name__)
 MUSIC_CLASS = "CHANNEL(musicclass)"
-
-
-@dataclass
-class HoldStats:
-    """What the handler did, for logs, tests and benchmarks."""
-
-    actions: Counter[str] = field(default_factory=Counter)
-    to_music_ms: list[float] = field(default_factory=list)
-    fallbacks: Counter[str] = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        """One line: counts per action and latency percentiles."""
-        lat = self.to_music_ms
-        pct = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99 if lat else []
-        tail = f" p50={pct[49]:.1f}ms p99={pct[98]:.1f}ms" if pct else ""
-        return f"holds: {dict(self.actions)}{tail} fallbacks: {dict(self.fallbacks)}"
 
 
 class HoldHandler:
@@ -106,7 +86,7 @@ class HoldHandler:
         if event.channel is not None:
             self.state.channels[event.channel.id] = event.channel
             if event.type == "ChannelHold":  # how late Asterisk delivered it, for the hold's log line
-                self._delivery_ms[event.channel.id] = _ms_since(event.timestamp)
+                self._delivery_ms[event.channel.id] = ms_since(event.timestamp)
         if event.bridge is not None:
             if event.type == "BridgeDestroyed":
                 self.state.drop_bridge(event.bridge.id)
@@ -298,7 +278,7 @@ class HoldHandler:
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
             await self._carry_out(plan, hold, mark=holder.id)
-            delay = _ms_since(event.timestamp) if plan.start_on else 0.0
+            delay = ms_since(event.timestamp) if plan.start_on else 0.0
             # not stored: events that arrived meanwhile are newer than this answer
             fresh = Bridge.from_json(await fresh_bridge)
         finally:
@@ -309,7 +289,7 @@ class HoldHandler:
             extra = tuple(c for c in again.start_on if c not in plan.start_on)
             if extra:
                 await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
-                delay = delay or _ms_since(event.timestamp)
+                delay = delay or ms_since(event.timestamp)
             plan = again  # what the bridge really was, for the log and the counts
         self._count(plan.action, reason, delay, hold, holder)
 
@@ -412,9 +392,3 @@ class HoldHandler:
         except AsteriskError:
             return None
         return None if value is None else value.strip() == "1"
-
-
-def _ms_since(timestamp: datetime | None) -> float:
-    if timestamp is None:
-        return 0.0
-    return max(0.0, (datetime.now(UTC) - timestamp).total_seconds() * 1000)

@@ -3,7 +3,10 @@ has set. Plain data, updated from events; no I/O."""
 
 from __future__ import annotations
 
+import statistics
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .events import Bridge, Channel
 
@@ -81,3 +84,26 @@ class CallState:
         self.preset = {k: v for k, v in self.preset.items() if k in channels}
         previous, self.holds = self.holds, {}
         return previous
+
+
+@dataclass
+class HoldStats:
+    """What the handler did, for logs, tests and benchmarks."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    to_music_ms: list[float] = field(default_factory=list)
+    fallbacks: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        """One line: counts per action and latency percentiles."""
+        lat = self.to_music_ms
+        pct = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99 if lat else []
+        tail = f" p50={pct[49]:.1f}ms p99={pct[98]:.1f}ms" if pct else ""
+        return f"holds: {dict(self.actions)}{tail} fallbacks: {dict(self.fallbacks)}"
+
+
+def ms_since(timestamp: datetime | None) -> float:
+    """Milliseconds since ``timestamp`` (0 if unknown or in the future)."""
+    if timestamp is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - timestamp).total_seconds() * 1000)

@@ -18,7 +18,8 @@ from ..app import build_service, build_syncer
 from ..config import Settings
 from ..media import synth_sample
 from ..model import DEFAULT_CLASS
-from .asterisk import DEFAULT_TONE, LabAsterisk
+from .asterisk import LabAsterisk
+from .config import DEFAULT_TONE
 from .tones import classify_windows
 
 DEMO_TENANT = "demo"

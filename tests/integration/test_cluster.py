@@ -379,7 +379,7 @@ def test_a_class_held_by_another_application_does_not_stall_the_agent(pg_host: S
 def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: Path) -> None:
     """Static mode with Asterisk not answering the reload: the include file is written, the node's
     record keeps what Asterisk loaded (nothing) and says why, and changes are still followed."""
-    from ooma_moh.lab.asterisk import free_port
+    from ooma_moh.lab import free_port
 
     upload(pg_host, "acme", 440, tmp_path)
     failed_before, pending_before = failures(), incomplete("reload_pending")

@@ -112,7 +112,7 @@ def test_wrong_ari_password(lab_settings: Settings) -> None:
 
 
 def test_connection_refused(lab_settings: Settings) -> None:
-    from ooma_moh.lab.asterisk import free_port
+    from ooma_moh.lab import free_port
 
     nowhere = dataclasses.replace(lab_settings, ari_url=f"http://127.0.0.1:{free_port()}")
     found = findings(nowhere, code=1)

@@ -4,7 +4,7 @@ what the held caller hears recorded and matched to a tone every 100 ms (docs/hol
 Tenants alpha (A, 440 Hz) and beta (B, 660 Hz) have music; ``default`` plays DEFAULT_TONE and a
 phone that talks plays TALK_TONE. A recorded caller either sits in an ARI bridge with a phone
 (:class:`~ooma_moh.lab.ari.Call`, the ARI handler's path) or runs the lab dialplan's
-``ooma-lab-hold`` context (:class:`~ooma_moh.lab.ari.DialplanCall`, the FastAGI route's path:
+``ooma-lab-hold`` context (:class:`~ooma_moh.lab.dialplan.DialplanCall`, the FastAGI route's path:
 the route runs on the caller's channel, tenant given as argument; ``none`` runs no route, the
 control showing what Asterisk does alone).
 """
@@ -23,7 +23,8 @@ import pytest
 from ooma_moh.app import build_syncer
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk, free_port
-from ooma_moh.lab.ari import Call, DialplanCall
+from ooma_moh.lab.ari import Call
+from ooma_moh.lab.dialplan import DialplanCall
 from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, tones_heard, wait_for_port

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
-from ooma_moh.lab.ari import AriHarness, Call, DialplanCall
+from ooma_moh.lab.ari import AriHarness, Call
+from ooma_moh.lab.dialplan import DialplanCall
 from tests.integration.conftest import tones_heard
 from tests.integration.test_ari_hold import hold_once_and_check
 from tests.integration.test_hold_scenarios import (  # noqa: F401  (agi_route, ari_handler, tenants: fixtures)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ooma_moh.ari.events import Bridge, Channel, Event, parse_timestamp
-from ooma_moh.ari.hold import HoldStats
+from ooma_moh.ari.state import HoldStats
 from ooma_moh.resolve import tenant_of_call
 
 

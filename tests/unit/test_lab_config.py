@@ -8,7 +8,7 @@ import pytest
 
 from ooma_moh.asterisk_conf import sample_names, sample_text
 from ooma_moh.lab import OPERATOR_HOME, render_config
-from ooma_moh.lab.asterisk import ConfTemplate, lab_templates
+from ooma_moh.lab.config import ConfTemplate, lab_templates
 
 SHARED = Path("/srv/lab")
 
