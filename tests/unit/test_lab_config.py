@@ -95,7 +95,7 @@ def test_free_port_passes_over_a_port_some_udp_socket_holds(monkeypatch) -> None
     free_port tries the next one instead of failing the test that asked (seen once in 3 runs)."""
     import socket
 
-    from ooma_moh.lab import asterisk
+    from ooma_moh.lab import config
 
     offered = iter([40001, 40002])
     held_by_udp = {40001}
@@ -119,5 +119,5 @@ def test_free_port_passes_over_a_port_some_udp_socket_holds(monkeypatch) -> None
         def __exit__(self, *exc: object) -> None:
             pass
 
-    monkeypatch.setattr(asterisk.socket, "socket", FakeSocket)
-    assert asterisk.free_port() == 40002
+    monkeypatch.setattr(config.socket, "socket", FakeSocket)
+    assert config.free_port() == 40002
