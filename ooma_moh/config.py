@@ -12,13 +12,16 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .model import CLASS_PREFIX_PATTERN
+
+PUBLIC_URL_PATTERN = re.compile(r"https?://[^/\s?#]+(/[^\s?#]*)?")
+BLOB_URL_PATTERN = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9._/-]*)?")
 
 ENV_PREFIX = "OOMA_MOH_"
 CONFIG_ENV = "OOMA_MOH_CONFIG"
@@ -102,50 +105,66 @@ class Settings:
         self._check()
 
     def _check(self) -> None:
-        if self.max_upload_bytes < 1:
-            raise ConfigError("max_upload_bytes must be at least 1")
-        if not 0 < self.min_duration_s < self.max_duration_s:
-            raise ConfigError("durations must satisfy 0 < min_duration_s < max_duration_s")
-        if not 1 <= self.min_sample_rate <= self.max_sample_rate:
-            raise ConfigError("sample rates must satisfy 1 <= min_sample_rate <= max_sample_rate")
-        if self.max_channels < 1:
-            raise ConfigError("max_channels must be at least 1")
-        if self.ffmpeg_cpu_s < 1 or self.ffmpeg_wall_s < 1 or self.ffmpeg_memory_mb < 64:
-            raise ConfigError("ffmpeg limits: ffmpeg_cpu_s and ffmpeg_wall_s >= 1, ffmpeg_memory_mb >= 64")
-        if self.blob_grace_s < 0:
-            raise ConfigError("blob_grace_s must be >= 0")
-        if not -70.0 <= self.loudness_lufs <= -5.0:
-            raise ConfigError(f"loudness_lufs {self.loudness_lufs} is outside -70 .. -5")
-        if not -20.0 <= self.true_peak_dbtp <= 0.0:
-            raise ConfigError(f"true_peak_dbtp {self.true_peak_dbtp} is outside -20 .. 0")
-        if CLASS_PREFIX_PATTERN.fullmatch(self.class_prefix) is None:
-            raise ConfigError(f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -")
-        if self.retain_old_s < 0:
-            raise ConfigError("retain_old_s must be >= 0")
+        """``ConfigError`` for the first rule of :meth:`_rules` the values break."""
+        for ok, message in self._rules():
+            if not ok:
+                raise ConfigError(message)
+
+    def _rules(self) -> Iterator[tuple[bool, str]]:
+        """(holds, what to say if not) for each rule, in order: media limits, loudness, names,
+        listeners, URLs, lifetimes, modes."""
+        yield self.max_upload_bytes >= 1, "max_upload_bytes must be at least 1"
+        yield (
+            0 < self.min_duration_s < self.max_duration_s,
+            "durations must satisfy 0 < min_duration_s < max_duration_s",
+        )
+        yield (
+            1 <= self.min_sample_rate <= self.max_sample_rate,
+            "sample rates must satisfy 1 <= min_sample_rate <= max_sample_rate",
+        )
+        yield self.max_channels >= 1, "max_channels must be at least 1"
+        yield (
+            self.ffmpeg_cpu_s >= 1 and self.ffmpeg_wall_s >= 1 and self.ffmpeg_memory_mb >= 64,
+            "ffmpeg limits: ffmpeg_cpu_s and ffmpeg_wall_s >= 1, ffmpeg_memory_mb >= 64",
+        )
+        yield self.blob_grace_s >= 0, "blob_grace_s must be >= 0"
+        yield -70.0 <= self.loudness_lufs <= -5.0, f"loudness_lufs {self.loudness_lufs} is outside -70 .. -5"
+        yield -20.0 <= self.true_peak_dbtp <= 0.0, f"true_peak_dbtp {self.true_peak_dbtp} is outside -20 .. 0"
+        yield (
+            CLASS_PREFIX_PATTERN.fullmatch(self.class_prefix) is not None,
+            f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -",
+        )
+        yield self.retain_old_s >= 0, "retain_old_s must be >= 0"
         for name in ("agi_listen", "http_listen", "metrics_listen"):
-            if name == "metrics_listen" and not self.metrics_listen:
-                continue  # off
-            host, sep, port = getattr(self, name).rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ConfigError(f"{name} {getattr(self, name)!r} must be HOST:PORT")
-        if self.agi_max_connections < 1 or self.agi_max_env_bytes < 1024 or self.agi_deadline_s <= 0:
-            raise ConfigError("agi_max_connections >= 1, agi_max_env_bytes >= 1024, agi_deadline_s > 0")
-        if self.ari_max_connections < 1 or self.ari_parallel_bridges < 1:
-            raise ConfigError("ari_max_connections and ari_parallel_bridges must be at least 1")
-        if self.http_public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.http_public_url):
-            raise ConfigError(
-                f"http_public_url {self.http_public_url!r} must be an http:// or https:// URL with no query"
-            )
-        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError("database_url must be empty (SQLite in the home) or a postgresql:// URL")
-        if self.blob_url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9._/-]*)?", self.blob_url):
-            raise ConfigError("blob_url must be empty (blobs in the home) or s3://bucket[/prefix]")
-        if self.login_link_ttl_s <= 0 or self.http_session_ttl_s <= 0:
-            raise ConfigError("login_link_ttl_s and http_session_ttl_s must be > 0")
-        if self.publish_mode not in PUBLISH_MODES:
-            raise ConfigError(f"publish_mode must be one of {', '.join(PUBLISH_MODES)}")
-        if self.log_format not in LOG_FORMATS:
-            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+            value = getattr(self, name)
+            off = name == "metrics_listen" and not value
+            yield off or _is_host_port(value), f"{name} {value!r} must be HOST:PORT"
+        yield (
+            self.agi_max_connections >= 1 and self.agi_max_env_bytes >= 1024 and self.agi_deadline_s > 0,
+            "agi_max_connections >= 1, agi_max_env_bytes >= 1024, agi_deadline_s > 0",
+        )
+        yield (
+            self.ari_max_connections >= 1 and self.ari_parallel_bridges >= 1,
+            "ari_max_connections and ari_parallel_bridges must be at least 1",
+        )
+        yield (
+            not self.http_public_url or PUBLIC_URL_PATTERN.fullmatch(self.http_public_url) is not None,
+            f"http_public_url {self.http_public_url!r} must be an http:// or https:// URL with no query",
+        )
+        yield (
+            not self.database_url or self.database_url.startswith(("postgresql://", "postgres://")),
+            "database_url must be empty (SQLite in the home) or a postgresql:// URL",
+        )
+        yield (
+            not self.blob_url or BLOB_URL_PATTERN.fullmatch(self.blob_url) is not None,
+            "blob_url must be empty (blobs in the home) or s3://bucket[/prefix]",
+        )
+        yield (
+            self.login_link_ttl_s > 0 and self.http_session_ttl_s > 0,
+            "login_link_ttl_s and http_session_ttl_s must be > 0",
+        )
+        yield self.publish_mode in PUBLISH_MODES, f"publish_mode must be one of {', '.join(PUBLISH_MODES)}"
+        yield self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
 
     @property
     def catalog_path(self) -> Path:
@@ -242,3 +261,9 @@ def settings_environ(settings: Settings) -> dict[str, str]:
     """``OOMA_MOH_*`` variables that reproduce ``settings`` in a child process (the inverse of
     the environment layer of :func:`load_settings`)."""
     return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
+
+
+def _is_host_port(value: str) -> bool:
+    """Whether ``value`` is ``HOST:PORT`` (an empty host means every address)."""
+    _, sep, port = value.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 <= int(port) < 65536
