@@ -147,6 +147,9 @@ def loudness(path: Path, extension: str) -> tuple[float, float]:
         text=True,
     ).stderr
     summary = log[log.rindex("Summary:") :]
-    lufs = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
-    peak = float(re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary).group(1))
+    integrated = re.search(r"I:\s+(-?[\d.]+) LUFS", summary)
+    true_peak = re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary)
+    assert integrated is not None and true_peak is not None, summary
+    lufs = float(integrated.group(1))
+    peak = float(true_peak.group(1))
     return lufs, peak

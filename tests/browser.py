@@ -12,8 +12,10 @@ import contextlib
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Literal, TypeVar
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -44,6 +46,10 @@ FLAGS = (
 )
 #: elements that can carry an accessible name the page promises
 NAMED = "h1, button, input, a, progress, label"
+
+#: What the ``browser`` fixture gives: :func:`chromium`, ``with browser(lang) as driver``.
+Chromium = Callable[[str], AbstractContextManager[webdriver.Chrome]]
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -114,7 +120,12 @@ def named(driver: webdriver.Chrome, name: str, role: str | None = None) -> WebEl
     return matches[0]
 
 
-def wait(driver: webdriver.Chrome, condition, timeout: float = 30.0, message: str = ""):  # type: ignore[no-untyped-def]
+def wait(
+    driver: webdriver.Chrome,
+    condition: Callable[[webdriver.Chrome], Literal[False] | T],
+    timeout: float = 30.0,
+    message: str = "",
+) -> T:
     """Poll ``condition(driver)`` until it is truthy (fails the test after ``timeout``)."""
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
 

@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ooma_moh.app import build_service, create_catalog
 from ooma_moh.config import Settings
 from ooma_moh.service import MohService
+
+if TYPE_CHECKING:  # imported by the fixtures themselves, only when a test uses them
+    from tests.browser import Chromium
+    from tests.postgres import PostgresServer
+    from tests.s3server import S3Server
 
 _PREFIXES = itertools.count(1)
 
@@ -105,11 +111,12 @@ def runs_on_cluster(item: pytest.Item) -> bool:
     :data:`BACKEND_FIXTURES`), it is not about the embedded files themselves nor about
     Asterisk's own behaviour, and if it calls through the lab Asterisk it is one of the calls
     marked ``every_backend`` (the route through Asterisk is the same on either back end)."""
-    if not BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())):
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if not BACKEND_FIXTURES & fixtures:
         return False
     if item.get_closest_marker("embedded_only") or item.get_closest_marker("backend_neutral"):
         return False
-    return "lab_root" not in item.fixturenames or item.get_closest_marker("every_backend") is not None
+    return "lab_root" not in fixtures or item.get_closest_marker("every_backend") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -122,7 +129,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(marker)
     if backend != "cluster":
         return
-    keep, dropped = [], []
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         (keep if runs_on_cluster(item) else dropped).append(item)
     if dropped:
@@ -165,7 +173,7 @@ def root() -> None:
 
 
 @pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
+def browser() -> Chromium:
     """A real headless Chromium: ``with browser(lang) as driver`` (tests/browser.py)."""
     from tests.browser import chromium
 
@@ -180,7 +188,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def service(settings: Settings) -> MohService:
+def service(settings: Settings) -> Iterator[MohService]:
     """The real service: SQLite catalog, blob store, restricted ffmpeg."""
     svc = build_service(settings)
     yield svc
@@ -188,7 +196,7 @@ def service(settings: Settings) -> MohService:
 
 
 @pytest.fixture(scope="session")
-def postgres():  # type: ignore[no-untyped-def]
+def postgres() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server for the whole run (tests/postgres.py)."""
     from tests.postgres import postgres_server
 
@@ -211,7 +219,7 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
 
 
 @pytest.fixture(scope="session")
-def s3():  # type: ignore[no-untyped-def]
+def s3() -> Iterator[S3Server]:
     """One throwaway SeaweedFS S3 server for the whole run (tests/s3server.py)."""
     from tests.s3server import s3_server
 
@@ -220,7 +228,7 @@ def s3():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def cluster_bucket(s3) -> str:  # type: ignore[no-untyped-def]
+def cluster_bucket(s3: S3Server) -> str:
     """The cluster run's bucket (each test has its own prefix in it), with the S3 credentials in
     this process's environment, so that child processes (CLI, servers, agents) find them too."""
     from tests.s3server import CREDENTIALS
@@ -230,7 +238,7 @@ def cluster_bucket(s3) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def s3_settings(s3, postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:  # type: ignore[no-untyped-def]
+def s3_settings(s3: S3Server, postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A host of the cluster layout: catalog on PostgreSQL, blobs in a fresh S3 bucket (its home
     holds only the local cache)."""
     from ooma_moh.app import create_catalog

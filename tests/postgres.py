@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -41,7 +42,7 @@ class PostgresServer:
         self.log = self.dir / "server.log"
         self._count = 0
 
-    def _run(self, *argv: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    def _run(self, *argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         prefix = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
         return subprocess.run([*prefix, *argv], check=True, capture_output=True, text=True, **kw)
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -36,7 +37,7 @@ def _free_port_pair() -> int:
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+            port: int = probe.getsockname()[1]
         if port + 10000 < 65536:
             with socket.socket() as other:
                 try:
@@ -109,7 +110,7 @@ class S3Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:  # boto3 has no type information: its clients are Any
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
@@ -22,6 +24,9 @@ from ooma_moh.publish import RealtimePublisher, write_atomically
 from ooma_moh.service import MohService
 from tests.audio import dominant_per_window
 from tests.conftest import on_backend
+
+if TYPE_CHECKING:  # imported by the fixture itself, only when a test uses it
+    from ooma_moh.lab.ari import AriHarness
 
 #: What became of each lab Asterisk, said at the end of a run that failed (pytest_terminal_summary).
 LAB_REPORTS: list[str] = []
@@ -60,7 +65,7 @@ def lab(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[La
         yield instance
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
     """After a failed run, where the lab Asterisk's logs (and any core file) are."""
     if exitstatus != 0 and LAB_REPORTS:
         terminalreporter.section("lab Asterisk")
@@ -91,7 +96,7 @@ def reset_lab(lab: LabAsterisk) -> None:
 @pytest.fixture(params=["realtime", "static"])
 def mode(request: pytest.FixtureRequest) -> str:
     """Both publication modes."""
-    return request.param
+    return cast(str, request.param)  # one of params
 
 
 @pytest.fixture
@@ -139,7 +144,7 @@ def longest_silence(windows: list[float | None]) -> int:
 
 
 @pytest.fixture(scope="session")
-def ari_lab(lab: LabAsterisk):
+def ari_lab(lab: LabAsterisk) -> Iterator[AriHarness]:
     """The ``ooma-lab`` Stasis application on the lab (see ooma_moh/lab/ari.py)."""
     from ooma_moh.lab.ari import AriHarness
 
@@ -148,7 +153,7 @@ def ari_lab(lab: LabAsterisk):
     harness.stop()
 
 
-def wait_for_port(port: int, proc, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
     import socket
     import time

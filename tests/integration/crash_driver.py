@@ -17,6 +17,7 @@ from ooma_moh.app import build_service
 from ooma_moh.config import load_settings
 from ooma_moh.media import FfmpegConverter
 from ooma_moh.service import MohService
+from ooma_moh.storage import Blobs, Catalog
 
 
 def die() -> None:
@@ -26,29 +27,32 @@ def die() -> None:
 def arm(service: MohService, point: str) -> None:
     blobs, catalog = type(service.blobs), type(service.catalog)
     if point == "decoded":
-        FfmpegConverter.encode = lambda *a, **k: die()  # type: ignore[method-assign]
+        # replaced by a stand-in that kills the process where the original would return
+        FfmpegConverter.encode = lambda *a, **k: die()  # type: ignore[method-assign, assignment]
     elif point.startswith("put:"):
         limit, original = int(point[4:]), blobs.put
-        calls = []
+        calls: list[tuple[str, int]] = []
 
-        def put(self, source: Path) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+        def put(self: Blobs, source: Path) -> tuple[str, int]:
             result = original(self, source)
             calls.append(result)
             if len(calls) >= limit:
                 die()
             return result
 
-        blobs.put = put  # type: ignore[method-assign]
+        blobs.put = put  # type: ignore[method-assign]  # patching the class is this driver's purpose
     elif point == "in-transaction":
+        # a private method of the SQLite and PostgreSQL catalogs, not part of the Catalog protocol
         original_replace = catalog._replace_tenant  # type: ignore[attr-defined]
 
-        def replace(self, db, *args):  # type: ignore[no-untyped-def]
+        def replace(self: Catalog, db: object, *args: object) -> None:
             original_replace(self, db, *args)
             die()
 
-        catalog._replace_tenant = replace  # type: ignore[attr-defined]
+        catalog._replace_tenant = replace  # type: ignore[attr-defined]  # (the same private method)
     elif point == "committed":
-        blobs.collect = lambda *a, **k: die()  # type: ignore[method-assign]
+        # replaced by a stand-in that kills the process where the original would return
+        blobs.collect = lambda *a, **k: die()  # type: ignore[method-assign, assignment]
     else:
         raise SystemExit(f"unknown point {point}")
 

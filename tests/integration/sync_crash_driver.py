@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from ooma_moh.app import build_service, build_syncer
 from ooma_moh.config import load_settings
 from ooma_moh.mohdir import MohDirectory
-from ooma_moh.publish import RealtimePublisher, StaticPublisher
+from ooma_moh.publish import Publisher, RealtimePublisher, StaticPublisher
 
 
 def die() -> None:
@@ -24,26 +26,33 @@ def die() -> None:
 
 def arm(point: str) -> None:
     if point.startswith("file:"):
-        limit, original, placed = int(point[5:]), MohDirectory._place, []
+        limit, original = int(point[5:]), MohDirectory._place
+        placed: list[Path] = []
 
-        def place(blob, dest):  # type: ignore[no-untyped-def]
+        def place(blob: Path, dest: Path) -> None:
             original(blob, dest)
             placed.append(dest)
             if len(placed) >= limit:
                 die()
 
-        MohDirectory._place = staticmethod(place)  # type: ignore[assignment]
+        MohDirectory._place = staticmethod(place)  # type: ignore[method-assign]  # patching the class is this driver's purpose
     elif point == "published":
         for cls in (RealtimePublisher, StaticPublisher):
             original_apply = cls.apply
 
-            def apply(self, upserts, deletes, _original=original_apply):  # type: ignore[no-untyped-def]
+            def apply(
+                self: Publisher,
+                upserts: Mapping[str, str],
+                deletes: set[str],
+                _original: Callable[..., None] = original_apply,
+            ) -> None:
                 _original(self, upserts, deletes)
                 die()
 
-            cls.apply = apply  # type: ignore[method-assign]
+            cls.apply = apply  # type: ignore[method-assign]  # patching the class is this driver's purpose
     elif point == "collect":
-        MohDirectory.collect = lambda *a, **k: die()  # type: ignore[method-assign]
+        # replaced by a stand-in that kills the process where the original would return
+        MohDirectory.collect = lambda *a, **k: die()  # type: ignore[method-assign, assignment]
     else:
         raise SystemExit(f"unknown point {point}")
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk, free_port
+from ooma_moh.lab.ari import AriHarness
 from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, tones_heard, wait_for_port
@@ -23,7 +25,7 @@ HOLD_AT, HOLD_FOR, SECONDS = 1.5, 3.0, 7
 
 
 @pytest.fixture
-def agi_server(lab: LabAsterisk, lab_settings: Settings):
+def agi_server(lab: LabAsterisk, lab_settings: Settings) -> Iterator[subprocess.Popen[str]]:
     """`ooma-moh serve agi` on a free port, wired into the lab dialplan's OOMA_MOH_AGI."""
     port = free_port()
     proc = subprocess.Popen(
@@ -39,7 +41,9 @@ def agi_server(lab: LabAsterisk, lab_settings: Settings):
     proc.wait(10)
 
 
-def held_call(lab: LabAsterisk, ari_lab, name: str, destination: str) -> tuple[list, float, float]:
+def held_call(
+    lab: LabAsterisk, ari_lab: AriHarness, name: str, destination: str
+) -> tuple[list[float | None], float, float]:
     """A recorded caller runs ``destination``; the called leg holds at HOLD_AT for HOLD_FOR s."""
     wav = lab.start_call_recording(name, SECONDS, destination)
     called = ari_lab.wait_event("StasisStart")["channel"]["id"]
@@ -54,7 +58,7 @@ def held_call(lab: LabAsterisk, ari_lab, name: str, destination: str) -> tuple[l
     return tones_heard(lab.wait_recording(wav), [A, B]), hold_t, unhold_t
 
 
-def assert_hold_music(windows: list, hold_t: float, unhold_t: float, expected: float) -> None:
+def assert_hold_music(windows: list[float | None], hold_t: float, unhold_t: float, expected: float) -> None:
     """Talk, then ``expected`` from the first 100 ms of the hold to unhold, then talk again."""
     music = [i for i, w in enumerate(windows) if w not in (TALK_TONE, None)]
     assert music, f"the caller heard no hold music: {windows}"
@@ -70,7 +74,12 @@ def assert_hold_music(windows: list, hold_t: float, unhold_t: float, expected: f
 @pytest.mark.parametrize("mode", ["realtime"])
 @pytest.mark.parametrize("how", [pytest.param("arg", marks=pytest.mark.every_backend), "query", "var", "acct"])
 def test_tenant_from_each_source_hears_its_music(
-    lab, ari_lab, agi_server, lab_service: MohService, tmp_path: Path, how: str
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    agi_server: subprocess.Popen[str],
+    lab_service: MohService,
+    tmp_path: Path,
+    how: str,
 ) -> None:
     lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
@@ -88,7 +97,12 @@ def test_tenant_from_each_source_hears_its_music(
     "destination", ["arg-nobody@ooma-lab-agi-call", "arg-gamma@ooma-lab-agi-call", "none@ooma-lab-agi-call"]
 )
 def test_unknown_or_default_tenant_hears_default(
-    lab, ari_lab, agi_server, lab_service: MohService, tmp_path: Path, destination: str
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    agi_server: subprocess.Popen[str],
+    lab_service: MohService,
+    tmp_path: Path,
+    destination: str,
 ) -> None:
     lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.delete("gamma")
@@ -98,7 +112,9 @@ def test_unknown_or_default_tenant_hears_default(
 
 
 @pytest.mark.parametrize("mode", ["realtime"])
-def test_agi_server_down_call_still_connects_with_default(lab, ari_lab, lab_settings: Settings) -> None:
+def test_agi_server_down_call_still_connects_with_default(
+    lab: LabAsterisk, ari_lab: AriHarness, lab_settings: Settings
+) -> None:
     lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{free_port()}")  # nothing listens
     windows, hold_t, unhold_t = held_call(lab, ari_lab, "agi_down", "arg-alpha@ooma-lab-agi-call")
     assert_hold_music(windows, hold_t, unhold_t, DEFAULT_TONE)

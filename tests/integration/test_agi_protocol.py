@@ -12,8 +12,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Protocol, TypedDict, Unpack
 
 import pytest
 
@@ -32,9 +34,12 @@ ENV = (
     "agi_accountcode: {account}\n{args}\n"
 )
 
+#: The ``server`` fixture: the port of ``ooma-moh serve agi`` and its process.
+AgiServer = tuple[int, subprocess.Popen[bytes]]
+
 
 @pytest.fixture
-def server(settings: Settings, service: MohService, tmp_path: Path):
+def server(settings: Settings, service: MohService, tmp_path: Path) -> Iterator[AgiServer]:
     service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
     service.upload("gamma", tone(tmp_path / "g.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
     service.delete("gamma")
@@ -53,11 +58,20 @@ def server(settings: Settings, service: MohService, tmp_path: Path):
     proc.wait(10)
 
 
+class Limits(TypedDict, total=False):
+    """:class:`FastAgiServer`'s limits."""
+
+    io_timeout: float
+    deadline: float
+    max_env_bytes: int
+    max_connections: int
+
+
 class InProcessServer:
     """A :class:`FastAgiServer` on its own event loop in a thread of the test process: its log
     records reach ``caplog``, and its limits can be made small."""
 
-    def __init__(self, resolver: ClassResolver, **limits: float) -> None:
+    def __init__(self, resolver: ClassResolver, **limits: Unpack[Limits]) -> None:
         self.loop = asyncio.new_event_loop()
         self.server = FastAgiServer(resolver, **limits)
         self.port = self.loop.run_until_complete(self.server.start("127.0.0.1", 0))
@@ -83,13 +97,19 @@ class InProcessServer:
         await asyncio.gather(*others, return_exceptions=True)
 
 
+class StartServer(Protocol):
+    """The ``in_process`` fixture."""
+
+    def __call__(self, **limits: Unpack[Limits]) -> InProcessServer: ...
+
+
 @pytest.fixture
-def in_process(settings: Settings, service: MohService, tmp_path: Path):
+def in_process(settings: Settings, service: MohService, tmp_path: Path) -> Iterator[StartServer]:
     """``in_process(**limits)`` -> a running :class:`InProcessServer` (tenant ``alpha`` on file)."""
     service.upload("alpha", tone(tmp_path / "a.wav", 440, seconds=2), accept_disclaimer=True, accepted_by="tester")
     started: list[InProcessServer] = []
 
-    def start(**limits: float) -> InProcessServer:
+    def start(**limits: Unpack[Limits]) -> InProcessServer:
         started.append(InProcessServer(ClassResolver(service.catalog, settings.class_prefix), **limits))
         return started[-1]
 
@@ -176,7 +196,7 @@ class FakeAsterisk:
         ({"script": "other", "args": ("alpha",)}, "default"),
     ],
 )
-def test_route_sets_class_and_variable(server, request_kwargs: dict, expected: str) -> None:
+def test_route_sets_class_and_variable(server: AgiServer, request_kwargs: dict[str, Any], expected: str) -> None:
     port, _ = server
     values = FakeAsterisk(port).run(**request_kwargs)
     assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}
@@ -185,7 +205,7 @@ def test_route_sets_class_and_variable(server, request_kwargs: dict, expected: s
 @pytest.mark.parametrize(
     "garbage", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 100 + b"\n", b"x" * 20000 + b"\n"]
 )
-def test_garbage_is_closed_and_server_keeps_serving(server, garbage: bytes) -> None:
+def test_garbage_is_closed_and_server_keeps_serving(server: AgiServer, garbage: bytes) -> None:
     port, proc = server
     client = FakeAsterisk(port)
     client.file.write(garbage)
@@ -195,7 +215,7 @@ def test_garbage_is_closed_and_server_keeps_serving(server, garbage: bytes) -> N
     assert proc.poll() is None
 
 
-def test_hangup_mid_request_and_hangup_response(server) -> None:
+def test_hangup_mid_request_and_hangup_response(server: AgiServer) -> None:
     port, _ = server
     half = FakeAsterisk(port)
     half.send("agi_network: yes\nagi_network_script: moh\n")
@@ -208,7 +228,7 @@ def test_hangup_mid_request_and_hangup_response(server) -> None:
     assert FakeAsterisk(port).run(account="alpha")["OOMA_MOH_CLASS"] == "tenant-alpha"
 
 
-def test_slow_client_times_out_without_blocking_others(server) -> None:
+def test_slow_client_times_out_without_blocking_others(server: AgiServer) -> None:
     port, _ = server
     slow = FakeAsterisk(port)
     slow.send("agi_network: yes\n")  # ... and then nothing
@@ -220,7 +240,7 @@ def test_slow_client_times_out_without_blocking_others(server) -> None:
     assert slow.closed()  # the server gave up on it (io timeout 5 s)
 
 
-def test_many_concurrent_connections(server) -> None:
+def test_many_concurrent_connections(server: AgiServer) -> None:
     port, _ = server
     results: list[str] = []
 
@@ -235,7 +255,7 @@ def test_many_concurrent_connections(server) -> None:
     assert sorted(results) == ["default"] * 100 + ["tenant-alpha"] * 100
 
 
-def test_connections_over_the_cap_are_closed_at_once(server, tmp_path: Path) -> None:
+def test_connections_over_the_cap_are_closed_at_once(server: AgiServer, tmp_path: Path) -> None:
     port, proc = server
     text = env_block(args=("alpha",))
     first_line, rest = text.split("\n", 1)
@@ -265,7 +285,7 @@ def test_connections_over_the_cap_are_closed_at_once(server, tmp_path: Path) -> 
     assert sum(int(line.split("refused ")[1].split()[0]) for line in refusals) == 10
 
 
-def test_refusals_are_logged_in_aggregate(in_process, caplog: pytest.LogCaptureFixture) -> None:
+def test_refusals_are_logged_in_aggregate(in_process: StartServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ooma_moh.agi")
     agi = in_process(max_connections=2)
     holders = [FakeAsterisk(agi.port) for _ in range(2)]
@@ -285,7 +305,7 @@ def test_refusals_are_logged_in_aggregate(in_process, caplog: pytest.LogCaptureF
 
 
 @pytest.mark.parametrize("over", [0, 1])
-def test_environment_block_over_the_byte_budget_is_refused(server, over: int) -> None:
+def test_environment_block_over_the_byte_budget_is_refused(server: AgiServer, over: int) -> None:
     port, proc = server
     client = FakeAsterisk(port)
     client.send(padded(env_block(args=("alpha",)), DEFAULT_MAX_ENV_BYTES + over))
@@ -297,7 +317,9 @@ def test_environment_block_over_the_byte_budget_is_refused(server, over: int) ->
     assert proc.poll() is None
 
 
-def test_drip_fed_connection_is_dropped_at_the_deadline(in_process, caplog: pytest.LogCaptureFixture) -> None:
+def test_drip_fed_connection_is_dropped_at_the_deadline(
+    in_process: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="ooma_moh.agi")
     agi = in_process(io_timeout=1.0, deadline=2.0)
     client = FakeAsterisk(agi.port)
@@ -315,7 +337,7 @@ def test_drip_fed_connection_is_dropped_at_the_deadline(in_process, caplog: pyte
     assert FakeAsterisk(agi.port).run(args=("alpha",))["OOMA_MOH_CLASS"] == "tenant-alpha"
 
 
-def test_outside_values_are_logged_escaped(in_process, caplog: pytest.LogCaptureFixture) -> None:
+def test_outside_values_are_logged_escaped(in_process: StartServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ooma_moh.agi")
     agi = in_process()
     FakeAsterisk(agi.port).run(script="moh?tenant=a%0aFAKE LINE")
@@ -352,6 +374,7 @@ def test_classic_agi_script_logs_escaped(settings: Settings, service: MohService
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
     proc.stdin.write("agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: acct\x1b[31mRED\n\n")
     proc.stdin.flush()
     while line := proc.stdout.readline():
@@ -378,6 +401,7 @@ def test_classic_agi_script_over_pipes(settings: Settings, service: MohService, 
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
         args = f"agi_arg_1: {argv_tenant}\n" if argv_tenant else ""
         proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: {account}\n{args}\n")
         proc.stdin.flush()

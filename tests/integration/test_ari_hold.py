@@ -12,19 +12,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
-from ooma_moh.lab.ari import Call
+from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, tones_heard
 
 A, B = 440.0, 660.0
 pytestmark = pytest.mark.parametrize("mode", ["realtime"])
+T = TypeVar("T")
 
 
 class Handler:
@@ -82,7 +85,7 @@ class Handler:
 
 
 @pytest.fixture
-def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path):
+def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> Iterator[Handler]:
     lab_service.upload("alpha", tone(tmp_path / "a.wav", A, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.upload("beta", tone(tmp_path / "b.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
     lab_service.upload("gamma", tone(tmp_path / "g.wav", B, seconds=4), accept_disclaimer=True, accepted_by="tester")
@@ -97,9 +100,9 @@ def handler(lab: LabAsterisk, lab_settings: Settings, lab_service: MohService, t
     assert "Traceback" not in h.log.read_text(), h.log.read_text()
 
 
-def segments(windows: list) -> list[tuple[object, int, int]]:
+def segments(windows: Sequence[T]) -> list[tuple[T, int, int]]:
     """Runs of equal windows: (value, first index, last index)."""
-    runs: list[tuple[object, int, int]] = []
+    runs: list[tuple[T, int, int]] = []
     for i, w in enumerate(windows):
         if runs and runs[-1][0] == w:
             runs[-1] = (w, runs[-1][1], i)
@@ -108,16 +111,21 @@ def segments(windows: list) -> list[tuple[object, int, int]]:
     return runs
 
 
-def heard(windows: list) -> str:
+def heard(windows: list[float | None]) -> str:
     """What the caller heard, for a failure message: ``0.0-1.5 s talk, 1.5-4.0 s 440 Hz (alpha), …``."""
-    names = {TALK_TONE: "talk", DEFAULT_TONE: "default", A: "440 Hz (alpha)", B: "660 Hz (beta)", None: "silence"}
+    names = {TALK_TONE: "talk", DEFAULT_TONE: "default", A: "440 Hz (alpha)", B: "660 Hz (beta)"}
+
+    def name(value: float | None) -> str:  # silence is None: named before any number is formatted
+        return "silence" if value is None else names.get(value, f"{value:.0f} Hz")
+
     return ", ".join(
-        f"{first / 10:.1f}-{(last + 1) / 10:.1f} s {names.get(value, f'{value:.0f} Hz')}"  # type: ignore[call-overload]
-        for value, first, last in segments(windows)
+        f"{first / 10:.1f}-{(last + 1) / 10:.1f} s {name(value)}" for value, first, last in segments(windows)
     )
 
 
-def assert_holds(windows: list, periods: list[tuple[float, float]], expected: float, slack: float = 0.0) -> None:
+def assert_holds(
+    windows: list[float | None], periods: list[tuple[float, float]], expected: float, slack: float = 0.0
+) -> None:
     """The caller hears talk, and during each (hold, unhold) period ``expected`` from the first
     100 ms to within 200 ms of unhold, never another class, never a silent gap. The first hold
     is placed on the wall clock; later ones relative to the previous unhold (a long recording
@@ -135,6 +143,7 @@ def assert_holds(windows: list, periods: list[tuple[float, float]], expected: fl
         if previous_end is None:
             assert abs(first / 10 - hold_t) <= 0.4 + slack, what
         else:
+            assert previous_unhold is not None  # set with previous_end
             assert abs((first - previous_end) / 10 - (hold_t - previous_unhold)) <= 0.3 + slack, what
         assert windows[first - 1] == TALK_TONE, what
         assert (last + 1 - first) / 10 - (unhold_t - hold_t) <= 0.3 + slack, what
@@ -157,14 +166,14 @@ def hold_once_and_check(call: Call, expected: float) -> None:
     check_call(call, [(hold_t, call.unhold())], expected)
 
 
-def test_without_the_handler_the_caller_hears_default(lab, ari_lab, handler) -> None:
+def test_without_the_handler_the_caller_hears_default(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     """The control: what this suite guards against really happens on this Asterisk."""
     handler.stop()
     call = Call(ari_lab, lab, "ari_no_handler", "alpha", 6)
     hold_once_and_check(call, DEFAULT_TONE)
 
 
-def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> None:
+def test_two_tenants_hold_at_once_without_cross_talk(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     alpha = Call(ari_lab, lab, "ari_alpha", "alpha", 8)
     beta = Call(ari_lab, lab, "ari_beta", "beta", 8)
     periods = {}
@@ -179,13 +188,17 @@ def test_two_tenants_hold_at_once_without_cross_talk(lab, ari_lab, handler) -> N
 
 
 @pytest.mark.parametrize("tenant", ["gamma", "nobody", None])
-def test_tenant_on_default_or_unknown_hears_default(lab, ari_lab, handler, tenant) -> None:
+def test_tenant_on_default_or_unknown_hears_default(
+    lab: LabAsterisk, ari_lab: AriHarness, handler: Handler, tenant: str | None
+) -> None:
     call = Call(ari_lab, lab, f"ari_default_{tenant}", tenant, 6)
     hold_once_and_check(call, DEFAULT_TONE)
 
 
 @pytest.mark.every_backend  # the hold handler's class lookup on PostgreSQL + S3 too
-def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -> None:
+def test_recorded_bridge_caller_hears_music_not_silence(
+    lab: LabAsterisk, ari_lab: AriHarness, handler: Handler
+) -> None:
     call = Call(ari_lab, lab, "ari_recorded", "alpha", 7)
     call.record_bridge()
     call.at(2.0)
@@ -195,20 +208,22 @@ def test_recorded_bridge_caller_hears_music_not_silence(lab, ari_lab, handler) -
     check_call(call, periods, A)
 
 
-def test_tenant_from_the_endpoint_map(lab, ari_lab, handler, lab_service: MohService) -> None:
+def test_tenant_from_the_endpoint_map(
+    lab: LabAsterisk, ari_lab: AriHarness, handler: Handler, lab_service: MohService
+) -> None:
     """No OOMA_MOH_TENANT, no accountcode: the holder's endpoint is mapped to alpha."""
     lab_service.catalog.map_endpoint("PJSIP/lab-loop", "alpha")
     call = Call(ari_lab, lab, "ari_endpoint_map", None, 6)
     hold_once_and_check(call, A)
 
 
-def test_users_of_two_tenants_holder_decides(lab, ari_lab, handler) -> None:
+def test_users_of_two_tenants_holder_decides(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     """The caller is a user of beta; alpha's user holds: the caller hears alpha's music."""
     call = Call(ari_lab, lab, "ari_two_tenants", "alpha", 6, caller_tenant="beta")
     hold_once_and_check(call, A)
 
 
-def test_channel_joining_during_hold_hears_the_music(lab, ari_lab, handler) -> None:
+def test_channel_joining_during_hold_hears_the_music(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     call = Call(ari_lab, lab, "ari_joined", "alpha", 7)
     call.at(1.5)
     call.hold()
@@ -221,7 +236,7 @@ def test_channel_joining_during_hold_hears_the_music(lab, ari_lab, handler) -> N
     assert windows[1:-1] and set(windows[1:-1]) == {A}, segments(windows)
 
 
-def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
+def test_conference_gets_no_music(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     """With two other real parties still talking, a hold plays nothing into the conference."""
     call = Call(ari_lab, lab, "ari_conference", "alpha", 6)
     call.add_talker()
@@ -239,7 +254,7 @@ def test_conference_gets_no_music(lab, ari_lab, handler) -> None:
     assert heard.count(TALK_TONE) >= 0.9 * len(heard), segments(windows)
 
 
-def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
+def test_hold_unhold_twenty_times(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     call = Call(ari_lab, lab, "ari_twenty", "alpha", 25)
     periods = []
     for i in range(20):
@@ -251,7 +266,7 @@ def test_hold_unhold_twenty_times(lab, ari_lab, handler) -> None:
 
 
 @pytest.mark.parametrize("recorded", [False, True])
-def test_holder_hangs_up_during_hold(lab, ari_lab, handler, recorded: bool) -> None:
+def test_holder_hangs_up_during_hold(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler, recorded: bool) -> None:
     call = Call(ari_lab, lab, f"ari_holder_gone_{int(recorded)}", "alpha", 6)
     if recorded:
         call.record_bridge()
@@ -266,7 +281,9 @@ def test_holder_hangs_up_during_hold(lab, ari_lab, handler, recorded: bool) -> N
     assert (music[0][2] + 1) / 10 - gone_t <= 0.3 + slack, what  # music stops with the holder
 
 
-def test_caller_hangs_up_during_hold_then_next_hold_works(lab, ari_lab, handler) -> None:
+def test_caller_hangs_up_during_hold_then_next_hold_works(
+    lab: LabAsterisk, ari_lab: AriHarness, handler: Handler
+) -> None:
     call = Call(ari_lab, lab, "ari_caller_gone", "alpha", 6)
     call.record_bridge()
     call.at(1.5)
@@ -281,10 +298,11 @@ def test_caller_hangs_up_during_hold_then_next_hold_works(lab, ari_lab, handler)
     nxt.at(3.5)
     periods = [(hold_t, nxt.unhold())]
     check_call(nxt, periods, A)
+    assert handler.proc is not None
     assert handler.proc.poll() is None
 
 
-def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
+def test_handler_restarted_during_hold_resyncs(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
     """The handler is killed during a hold in a recorded bridge (where the music is the handler's
     to start and stop) and started again: the new process finds the hold and stops the music at
     the unhold, and starts it at the next hold. The schedule follows the restart as it went: the
@@ -311,7 +329,9 @@ def test_handler_restarted_during_hold_resyncs(lab, ari_lab, handler) -> None:
     check_call(call, periods, A)
 
 
-def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler) -> None:
+def test_unhold_while_handler_is_down_is_caught_on_restart(
+    lab: LabAsterisk, ari_lab: AriHarness, handler: Handler
+) -> None:
     call = Call(ari_lab, lab, "ari_missed_unhold", "alpha", 7)
     call.record_bridge()  # softmix: the music is the handler's to stop
     call.at(1.5)
@@ -335,7 +355,9 @@ def test_unhold_while_handler_is_down_is_caught_on_restart(lab, ari_lab, handler
     assert windows[music[0][2] + 1] == TALK_TONE, what
 
 
-def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Settings, handler) -> None:
+def test_websocket_cut_during_hold_library_mode(
+    lab: LabAsterisk, ari_lab: AriHarness, lab_settings: Settings, handler: Handler
+) -> None:
     """The handler as a library object in our own event loop; its WebSocket is cut mid-hold."""
     import asyncio
     import threading
@@ -353,6 +375,7 @@ def test_websocket_cut_during_hold_library_mode(lab, ari_lab, lab_settings: Sett
     hold_handler = HoldHandler(client, ClassResolver(open_catalog(lab_settings, writable=False), "tenant-"))
     listener = EventListener(client, "ooma-moh-lib", hold_handler.handle, on_connect=hold_handler.resync)
     task = asyncio.run_coroutine_threadsafe(listener.run(), loop)
+    run: Callable[[Coroutine[Any, Any, object]], object]
     run = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(15)  # noqa: E731
     run(asyncio.wait_for(listener.connected.wait(), 10))
 

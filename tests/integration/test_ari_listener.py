@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -105,7 +106,7 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
         client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
         created: list[str] = []
 
-        async def on_event(event: dict) -> None:
+        async def on_event(event: dict[str, Any]) -> None:
             if event.get("type") == "ChannelCreated":
                 created.append(event["channel"]["name"])
 
@@ -113,7 +114,8 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
         task = asyncio.create_task(listener.run())
         for i in range(1, CYCLES + 1):
             await eventually(
-                lambda i=i: listener.connections == i and listener.connected.is_set(),
+                # i bound as a default: mypy cannot infer a lambda with a parameter for Callable[[], bool]
+                lambda i=i: listener.connections == i and listener.connected.is_set(),  # type: ignore[misc]
                 15,
                 f"connection {i} did not come up",
             )
@@ -164,7 +166,7 @@ def test_listener_taken_over_then_orphaned_reconnects(lab: LabAsterisk) -> None:
     async def scenario(messages: list[str]) -> None:
         client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
 
-        async def ignore(event: dict) -> None:
+        async def ignore(event: dict[str, Any]) -> None:
             pass
 
         listener = EventListener(client, app, ignore, check_interval=0.5)

@@ -6,15 +6,20 @@ import dataclasses
 import os
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from ooma_moh.config import Settings
 from ooma_moh.errors import InvalidTenantId, UploadRejected
+from ooma_moh.model import TenantMoh
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, make_audio, tone
+
+if TYPE_CHECKING:  # click is imported by the fixture that runs it
+    from click.testing import Result
 
 Maker = Callable[[Path], Path]
 
@@ -142,8 +147,12 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
 }
 
 
+#: The ``tenant_with_music`` fixture: the service, acme's music, the blobs stored.
+TenantWithMusic = tuple[MohService, TenantMoh, set[str]]
+
+
 @pytest.fixture
-def tenant_with_music(service: MohService, tmp_path: Path) -> tuple[MohService, object, set[str]]:
+def tenant_with_music(service: MohService, tmp_path: Path) -> TenantWithMusic:
     before = service.upload(
         "acme", tone(tmp_path / "good.wav", 523, seconds=2), accept_disclaimer=True, accepted_by="tester"
     )
@@ -152,7 +161,9 @@ def tenant_with_music(service: MohService, tmp_path: Path) -> tuple[MohService, 
 
 
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
-def test_bad_upload_is_rejected_and_changes_nothing(tenant_with_music, tmp_path: Path, case: str) -> None:
+def test_bad_upload_is_rejected_and_changes_nothing(
+    tenant_with_music: TenantWithMusic, tmp_path: Path, case: str
+) -> None:
     service, before, stored = tenant_with_music
     maker, reason = BAD_UPLOADS[case]
     bad_dir = tmp_path / "bad"
@@ -170,7 +181,7 @@ def test_bad_upload_is_rejected_and_changes_nothing(tenant_with_music, tmp_path:
 
 
 @pytest.mark.parametrize("container", ["mp3", "m4a"])
-def test_cover_art_is_ignored_never_decoded(tenant_with_music, tmp_path: Path, container: str) -> None:
+def test_cover_art_is_ignored_never_decoded(tenant_with_music: TenantWithMusic, tmp_path: Path, container: str) -> None:
     """Most bought or exported music files carry a picture: the audio is accepted, the picture's
     decoder is never opened (it is not on the codec whitelist)."""
     service, _, _ = tenant_with_music
@@ -194,27 +205,30 @@ def test_cover_art_is_ignored_never_decoded(tenant_with_music, tmp_path: Path, c
         str(art),
     )
     result = service.upload("acme", art, accept_disclaimer=True, accepted_by="tester")
+    assert result.upload is not None
     assert result.upload.container == container and 2900 <= result.upload.duration_ms <= 3100
 
 
-def test_a_lying_wav_header_gets_the_real_duration(tenant_with_music, tmp_path: Path) -> None:
+def test_a_lying_wav_header_gets_the_real_duration(tenant_with_music: TenantWithMusic, tmp_path: Path) -> None:
     """A WAV declaring 4 MB of data but holding 2 s is judged on what decodes, not on its header."""
     service, _, _ = tenant_with_music
     noise = (bytes(range(0, 256, 2)) * 250)[:32000]
     path = _wav("liar.wav", 8000, 1, noise, declared=4_000_000)(tmp_path)
-    assert service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload.duration_ms == 2000
+    uploaded = service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload
+    assert uploaded is not None and uploaded.duration_ms == 2000
 
 
-def test_lowest_accepted_rate_is_accepted(tenant_with_music, tmp_path: Path) -> None:
+def test_lowest_accepted_rate_is_accepted(tenant_with_music: TenantWithMusic, tmp_path: Path) -> None:
     service, _, _ = tenant_with_music
     path = make_audio(
         tmp_path / "8k.wav", source="sine=f=440:sample_rate=8000", seconds=2, container="wav", channels=1, rate=8000
     )
-    assert service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload.duration_ms == 2000
+    uploaded = service.upload("acme", path, accept_disclaimer=True, accepted_by="tester").upload
+    assert uploaded is not None and uploaded.duration_ms == 2000
 
 
 @pytest.mark.parametrize("tenant", ["a]b", "a\nb", "../x", "", "x" * 65])
-def test_invalid_tenant_ids_change_nothing(tenant_with_music, tmp_path: Path, tenant: str) -> None:
+def test_invalid_tenant_ids_change_nothing(tenant_with_music: TenantWithMusic, tmp_path: Path, tenant: str) -> None:
     service, before, stored = tenant_with_music
     with pytest.raises(InvalidTenantId):
         service.upload(tenant, tone(tmp_path / "ok.wav", 440), accept_disclaimer=True, accepted_by="tester")
@@ -225,8 +239,18 @@ def test_invalid_tenant_ids_change_nothing(tenant_with_music, tmp_path: Path, te
 # -- the command line: arguments an operator (or a script fed by users) can get wrong --------------
 
 
+class CliRun(Protocol):
+    """``ooma-moh --home <home> ARGS``, checked to exit with ``code`` (and, for 1, one error line)."""
+
+    def __call__(self, *args: str, code: int = 0) -> Result: ...
+
+
+#: The ``cli_home`` fixture: a runner on a home where acme has music, and the test's directory.
+CliHome = tuple[CliRun, Path]
+
+
 @pytest.fixture
-def cli_home(tmp_path: Path):
+def cli_home(tmp_path: Path) -> Iterator[CliHome]:
     from click.testing import CliRunner
 
     from ooma_moh.cli import main
@@ -234,7 +258,7 @@ def cli_home(tmp_path: Path):
     home = tmp_path / "home"
     runner = CliRunner()
 
-    def run(*args: str, code: int = 0):  # type: ignore[no-untyped-def]
+    def run(*args: str, code: int = 0) -> Result:
         result = runner.invoke(main, ["--home", str(home), *args], catch_exceptions=False)
         assert result.exit_code == code, (result.stdout, result.stderr)
         if code == 1:
@@ -261,7 +285,7 @@ def _fifo(tmp: Path) -> Path:
         ("a missing file", lambda tmp: tmp / "nope.mp3", "not a readable file", 1),
     ],
 )
-def test_unreadable_upload_paths(cli_home, case: str, make, message: str, code: int) -> None:  # type: ignore[no-untyped-def]
+def test_unreadable_upload_paths(cli_home: CliHome, case: str, make: Maker, message: str, code: int) -> None:
     run, tmp = cli_home
     result = run("upload", "acme", str(make(tmp)), "--accept-disclaimer", code=code)
     assert message in result.stderr.lower()
@@ -277,14 +301,14 @@ def test_unreadable_upload_paths(cli_home, case: str, make, message: str, code: 
         ("   ", "empty"),
     ],
 )
-def test_disclaimer_acceptor_is_validated(cli_home, by: str, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_disclaimer_acceptor_is_validated(cli_home: CliHome, by: str, message: str) -> None:
     run, tmp = cli_home
     result = run("upload", "acme", str(tone(tmp / "new.wav", 660)), "--accept-disclaimer", "--by", by, code=1)
     assert message in result.stderr
     assert "\x1b" not in result.stderr
 
 
-def test_default_acceptor_is_the_unix_user_said_out_loud(cli_home) -> None:  # type: ignore[no-untyped-def]
+def test_default_acceptor_is_the_unix_user_said_out_loud(cli_home: CliHome) -> None:
     import getpass
     import json
 
@@ -314,7 +338,8 @@ def test_ffmpeg_limits_stop_a_costly_input(settings: Settings, tmp_path: Path, l
         "8k",
         str(path),
     )
-    service = build_service(dataclasses.replace(settings, **{limit: value}))
+    fields: dict[str, Any] = {limit: value}  # the field the parameters name
+    service = build_service(dataclasses.replace(settings, **fields))
     with pytest.raises(UploadRejected) as info:
         service.upload("acme", path, accept_disclaimer=True, accepted_by="tester")
     assert info.value.reason == "too_costly", str(info.value)

@@ -19,6 +19,7 @@ from ooma_moh.model import TenantMoh
 from ooma_moh.storage.blobs import sha256_file
 from ooma_moh.storage.s3 import MIN_AGE_S, S3BlobStore
 from tests.audio import tone
+from tests.postgres import PostgresServer
 from tests.s3server import S3Server
 
 
@@ -161,8 +162,8 @@ def test_a_download_cut_in_the_middle_leaves_nothing_behind(
 
 
 def test_object_storage_down_fails_uploads_clearly_and_changes_nothing(
-    postgres,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    postgres: PostgresServer,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from ooma_moh.app import create_catalog
@@ -184,6 +185,7 @@ def test_object_storage_down_fails_uploads_clearly_and_changes_nothing(
             first = service.upload(
                 "acme", tone(tmp_path / "a.mp3", 440, 3, "mp3"), accept_disclaimer=True, accepted_by="alice"
             )
+            assert first.upload is not None
             own.stop()
             with pytest.raises(StorageError) as caught:
                 service.upload(
@@ -196,7 +198,7 @@ def test_object_storage_down_fails_uploads_clearly_and_changes_nothing(
             second = service.upload(
                 "acme", tone(tmp_path / "b.mp3", 660, 3, "mp3"), accept_disclaimer=True, accepted_by="bob"
             )
-            assert second.upload is not None and second.upload.sha256 != first.upload.sha256  # type: ignore[union-attr]
+            assert second.upload is not None and second.upload.sha256 != first.upload.sha256
         finally:
             service.catalog.close()
     finally:

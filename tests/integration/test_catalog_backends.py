@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,8 +19,9 @@ from ooma_moh.config import Settings
 from ooma_moh.errors import CatalogMissing, StorageError
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
-from ooma_moh.model import Disclaimer, MohSetting, Rendition, UploadedFile
+from ooma_moh.model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from ooma_moh.storage import postgres_db as pg
+from ooma_moh.storage.postgres import PostgresCatalog
 from tests.audio import tone
 from tests.postgres import PostgresServer, wait_until_down
 
@@ -139,10 +142,11 @@ def test_a_tenant_read_while_another_host_replaces_its_upload_is_whole(
     reader, other = open_catalog(settings), open_catalog(settings)
     try:
         reader.save_upload("acme", *fake_upload(1, T0))
-        read = reader._query  # type: ignore[attr-defined]
-        interleaved = []
+        assert isinstance(reader, PostgresCatalog)  # database_url is PostgreSQL's
+        read = reader._query
+        interleaved: list[TenantMoh | None] = []
 
-        def query(sql, params=()):  # type: ignore[no-untyped-def]
+        def query(sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
             rows = read(sql, params)
             if "FROM tenants" in sql and not interleaved:  # between the tenant's row and its upload's
                 interleaved.append(other.set_default("acme", T0 + timedelta(seconds=1)))
@@ -153,7 +157,8 @@ def test_a_tenant_read_while_another_host_replaces_its_upload_is_whole(
         assert interleaved and interleaved[0] is not None and interleaved[0].setting is MohSetting.DEFAULT
         assert tenant is not None and tenant.setting is MohSetting.FILE and tenant.upload is not None
         monkeypatch.undo()
-        assert reader.get("acme").setting is MohSetting.DEFAULT  # type: ignore[union-attr]  # the next read: the change
+        after = reader.get("acme")
+        assert after is not None and after.setting is MohSetting.DEFAULT  # the next read: the change
     finally:
         reader.close()
         other.close()
@@ -238,6 +243,7 @@ def test_server_down_is_a_clear_error_and_the_catalog_comes_back(
         catalog.save_upload("acme", *fake_upload(1, T0))
         postgres.stop_server("immediate")  # as a crash
         wait_until_down(fresh_database.database_url)
+        attempt: Callable[[], object]
         for attempt in (lambda: catalog.get("acme"), lambda: catalog.save_upload("acme", *fake_upload(2, T0))):
             with pytest.raises(StorageError) as caught:
                 attempt()

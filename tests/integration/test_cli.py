@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import wave
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -14,8 +15,14 @@ from ooma_moh.cli import main
 from tests.audio import dominant_frequency, tone
 
 
+class Run(Protocol):
+    """The ``run`` fixture: ``ooma-moh --home <tmp>/home ARGS``, checked to exit with ``code``; its output."""
+
+    def __call__(self, *args: str, code: int = 0) -> str: ...
+
+
 @pytest.fixture
-def run(tmp_path: Path):
+def run(tmp_path: Path) -> Run:
     runner = CliRunner()
     home = tmp_path / "home"
 
@@ -27,14 +34,14 @@ def run(tmp_path: Path):
     return invoke
 
 
-def test_upload_refused_without_disclaimer(run, tmp_path: Path) -> None:
+def test_upload_refused_without_disclaimer(run: Run, tmp_path: Path) -> None:
     out = run("upload", "acme", str(tone(tmp_path / "a.wav", 440)), code=1)
     assert "disclaimer" in out and "nothing was stored" in out
     assert out.count("\n") == 1
     assert json.loads(run("list", "--json")) == []
 
 
-def test_upload_show_list_listen_delete(run, tmp_path: Path) -> None:
+def test_upload_show_list_listen_delete(run: Run, tmp_path: Path) -> None:
     source = tone(tmp_path / "hold music.ogg", 550, seconds=2, container="ogg")
     uploaded = json.loads(run("upload", "acme", str(source), "--accept-disclaimer", "--by", "alice", "--json"))
     assert uploaded["setting"] == "file" and uploaded["moh_class"] == "tenant-acme"
@@ -68,7 +75,7 @@ def test_upload_show_list_listen_delete(run, tmp_path: Path) -> None:
     assert "default music" in message
 
 
-def test_bad_upload_exit_code_and_one_line(run, tmp_path: Path) -> None:
+def test_bad_upload_exit_code_and_one_line(run: Run, tmp_path: Path) -> None:
     bad = tmp_path / "x.mp3"
     bad.write_text("#EXTM3U\n/etc/passwd\n")
     out = run("upload", "acme", str(bad), "--accept-disclaimer", code=1)
@@ -86,7 +93,7 @@ def test_upload_from_stdin(tmp_path: Path) -> None:
     assert json.loads(result.output)["file"]["container"] == "flac"
 
 
-def test_invalid_tenant_and_config(run, tmp_path: Path) -> None:
+def test_invalid_tenant_and_config(run: Run, tmp_path: Path) -> None:
     assert "invalid tenant id" in run("show", "../x", code=1)
     bad = tmp_path / "bad.toml"
     bad.write_text("class_prefix = 'a b'\n")
@@ -94,7 +101,7 @@ def test_invalid_tenant_and_config(run, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "class_prefix" in result.output
 
 
-def test_endpoint_map(run) -> None:
+def test_endpoint_map(run: Run) -> None:
     assert "no catalog" in run("endpoints", "--json", code=1)  # reading never creates a home
     run("init")
     assert json.loads(run("endpoints", "--json")) == {}
@@ -107,7 +114,7 @@ def test_endpoint_map(run) -> None:
     assert "invalid tenant id" in run("endpoints", "set", "PJSIP/x", "../a", code=1)
 
 
-def test_asterisk_conf_writes_refuses_to_overwrite_and_forces(run, tmp_path: Path) -> None:
+def test_asterisk_conf_writes_refuses_to_overwrite_and_forces(run: Run, tmp_path: Path) -> None:
     samples = Path(__file__).resolve().parents[2] / "ooma_moh" / "asterisk_conf"
     names = sorted(p.name for p in samples.glob("*.conf"))
     dest = tmp_path / "staging" / "asterisk"  # created, parents too

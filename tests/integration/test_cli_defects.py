@@ -24,8 +24,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import click
 import pytest
@@ -70,7 +71,7 @@ def closed_port() -> int:
     """A port nothing listens on (connections are refused)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return cast(int, probe.getsockname()[1])  # (host, port) of an AF_INET socket
 
 
 def upload(service: MohService, tenant: str, freq: float, tmp: Path) -> None:
@@ -79,7 +80,7 @@ def upload(service: MohService, tenant: str, freq: float, tmp: Path) -> None:
     )
 
 
-def wait_until(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
@@ -138,7 +139,7 @@ def agi_script(
     text_input = stdin if isinstance(stdin, str) else None
     return subprocess.run(
         [str(AGI_SCRIPT), *args],
-        stdin=None if text_input is not None else stdin,
+        stdin=None if isinstance(stdin, str) else stdin,  # the same test as text_input's, for mypy
         input=text_input,
         capture_output=True,
         text=True,
@@ -263,7 +264,7 @@ def test_long_running_commands_take_json_for_json_logs(
 def free_tcp_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return cast(int, probe.getsockname()[1])  # (host, port) of an AF_INET socket
 
 
 # -- 4. sync's report when the reload is pending -----------------------------------------------------

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
@@ -85,8 +86,12 @@ class Node:
             time.sleep(0.05)
 
 
+#: The ``cluster`` fixture: the API host's settings and two nodes.
+Cluster = tuple[Settings, Node, Node]
+
+
 @pytest.fixture
-def cluster(s3_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Node, Node]]:
+def cluster(s3_settings: Settings, tmp_path: Path) -> Iterator[Cluster]:
     """The API host's settings and two nodes with running agents."""
     nodes = []
     for name in ("node-a", "node-b"):
@@ -116,8 +121,8 @@ def upload(host: Settings, tenant: str, freq: float, tmp_path: Path) -> TenantMo
     return upload_tone(host, tenant, freq, tmp_path)
 
 
-def show(host: Settings, tenant: str) -> dict:
-    return json.loads(cli(host, "show", tenant, "--json"))
+def show(host: Settings, tenant: str) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(cli(host, "show", tenant, "--json")))  # a JSON object
 
 
 def delete(host: Settings, tenant: str) -> None:
@@ -128,7 +133,7 @@ def delete(host: Settings, tenant: str) -> None:
         service.catalog.close()
 
 
-def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster: Cluster, tmp_path: Path) -> None:
     host, a, b = cluster
     acme = upload(host, "acme", 440, tmp_path)
     committed = time.monotonic()
@@ -143,11 +148,11 @@ def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster, tmp
         node.wait_for({"tenant-acme": replaced.version})
     token = cli(host, "tokens", "create", "--operator").strip().splitlines()[-1]
 
-    async def via_api() -> dict:
+    async def via_api() -> dict[str, Any]:
         async with api(host, token) as client:
             status, body = await client.get("acme")
             assert status == 200, body
-            return body["status"]
+            return cast(dict[str, Any], body["status"])  # a JSON object
 
     assert asyncio.run(via_api()) == {"state": "live", "reason": None, "nodes": {"live": 2, "of": 2}}
     delete(host, "acme")
@@ -158,7 +163,7 @@ def test_a_change_reaches_every_node_and_a_delete_leaves_every_node(cluster, tmp
     assert [(r["node"], r["behind"], r["last_error"]) for r in rows] == [("node-a", 0, None), ("node-b", 0, None)]
 
 
-def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster: Cluster, tmp_path: Path) -> None:
     host, a, b = cluster
     first = upload(host, "acme", 440, tmp_path)
     for node in (a, b):
@@ -177,9 +182,9 @@ def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster,
     assert show(host, "acme")["nodes"] == {"live": 1, "of": 2}  # deleted: B still plays it
     token = cli(host, "tokens", "create", "--operator").strip().splitlines()[-1]
 
-    async def via_api() -> dict:
+    async def via_api() -> dict[str, Any]:
         async with api(host, token) as client:
-            return (await client.get("globex"))[1]["status"]
+            return cast(dict[str, Any], (await client.get("globex"))[1]["status"])  # a JSON object
 
     # the API host itself has published globex, but one node of two does not play it yet
     assert asyncio.run(via_api()) == {"state": "publishing", "reason": None, "nodes": {"live": 1, "of": 2}}
@@ -188,7 +193,7 @@ def test_a_node_that_was_down_catches_up_and_the_other_is_not_disturbed(cluster,
     b.wait_for({"tenant-acme": None, "tenant-globex": globex.version})
 
 
-def test_agent_killed_at_any_moment_converges_on_restart(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_agent_killed_at_any_moment_converges_on_restart(cluster: Cluster, tmp_path: Path) -> None:
     host, a, b = cluster
     for n, freq in enumerate((440, 520, 660)):
         tenant = upload(host, f"t{n}", freq, tmp_path)
@@ -201,8 +206,8 @@ def test_agent_killed_at_any_moment_converges_on_restart(cluster, tmp_path: Path
 
 
 def test_catalog_down_nodes_keep_their_music_and_converge_when_it_returns(
-    cluster, postgres: PostgresServer, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster, postgres: PostgresServer, tmp_path: Path
+) -> None:
     host, a, b = cluster
     acme = upload(host, "acme", 440, tmp_path)
     for node in (a, b):
@@ -224,7 +229,7 @@ def test_catalog_down_nodes_keep_their_music_and_converge_when_it_returns(
 
 def test_object_storage_down_while_a_node_catches_up(
     postgres: PostgresServer,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Node B's agent starts while the object storage is down: it cannot fetch the new renditions,
@@ -292,7 +297,7 @@ def test_object_storage_down_while_a_node_catches_up(
 
 
 @pytest.fixture
-def pg_host(postgres, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
+def pg_host(postgres: PostgresServer, tmp_path: Path) -> Settings:
     """A host with the catalog on PostgreSQL and its blobs in its home (no S3 needed here)."""
     settings = Settings(home=tmp_path / "host", database_url=postgres.database())
     create_catalog(settings)
@@ -300,7 +305,7 @@ def pg_host(postgres, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-de
 
 
 @contextlib.contextmanager
-def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> Iterator[tuple[Agent, NodeRegistry]]:
+def in_process_agent(host: Settings, tmp_path: Path, **fields: Any) -> Iterator[tuple[Agent, NodeRegistry]]:
     """An agent of its own node (MOH directory, realtime database) on ``host``'s catalog and blobs,
     running in a thread, and the catalog's node registry; the agent reconciles only every 10
     minutes, so a change it publishes sooner came through LISTEN/NOTIFY. Stopped on leaving."""
@@ -313,7 +318,7 @@ def in_process_agent(host: Settings, tmp_path: Path, **fields: object) -> Iterat
         realtime_db=node / "realtime.sqlite3",
         classes_conf=node / "classes.conf",
         **fields,
-    )  # type: ignore[arg-type]
+    )
     agent = Agent(settings, "node-r")
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()

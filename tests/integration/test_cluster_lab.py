@@ -61,8 +61,8 @@ def nodes(lab: LabAsterisk, second_lab: LabAsterisk, s3_settings: Settings) -> I
         assert "Traceback" not in node.log.read_text(), node.log.read_text()
 
 
-def test_each_node_plays_the_upload_whole_and_default_after_delete(  # type: ignore[no-untyped-def]
-    lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path
+def test_each_node_plays_the_upload_whole_and_default_after_delete(
+    lab: LabAsterisk, second_lab: LabAsterisk, nodes: tuple[Node, Node], s3_settings: Settings, tmp_path: Path
 ) -> None:
     node1, node2 = nodes
     labs = {"node-1": lab, "node-2": second_lab}
@@ -102,8 +102,8 @@ def test_each_node_plays_the_upload_whole_and_default_after_delete(  # type: ign
         )
 
 
-def test_a_node_restarted_agent_and_asterisk_keep_playing(  # type: ignore[no-untyped-def]
-    lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path
+def test_a_node_restarted_agent_and_asterisk_keep_playing(
+    lab: LabAsterisk, second_lab: LabAsterisk, nodes: tuple[Node, Node], s3_settings: Settings, tmp_path: Path
 ) -> None:
     """Node 2's agent is killed: node 2's callers keep hearing the last published file (it is on
     its own disk), and a change made meanwhile reaches node 2 when its agent is back."""
@@ -120,8 +120,8 @@ def test_a_node_restarted_agent_and_asterisk_keep_playing(  # type: ignore[no-un
     assert_hears(tones_heard(second_lab.record("cluster_agent_back", 2, "tenant-acme"), [FIRST, SECOND]), SECOND)
 
 
-def test_a_restarted_asterisk_plays_what_its_agent_rechecked(  # type: ignore[no-untyped-def]
-    lab, second_lab, nodes, s3_settings: Settings, tmp_path: Path
+def test_a_restarted_asterisk_plays_what_its_agent_rechecked(
+    lab: LabAsterisk, second_lab: LabAsterisk, nodes: tuple[Node, Node], s3_settings: Settings, tmp_path: Path
 ) -> None:
     """Node 2's Asterisk is down while the tenant's music changes, and its files are lost
     meanwhile (a disk restored from an old image): the agent publishes the change without it, its

@@ -25,6 +25,7 @@ def assert_target_loudness(extension: str, lufs: float, extra_below: float = 0.0
 def test_each_container_gives_five_correct_renditions(service: MohService, tmp_path: Path, container: str) -> None:
     source = tone(tmp_path / f"in.{container}", 440, seconds=3.0, container=container)
     result = service.upload("acme", source, accept_disclaimer=True, accepted_by="tester")
+    assert result.upload is not None
     assert result.upload.container == ("ogg" if container == "opus" else container)
     assert abs(result.upload.duration_ms - 3000) <= 20
     for fmt in RENDITION_FORMATS:
@@ -92,5 +93,6 @@ def test_conversion_is_deterministic_and_content_based(service: MohService, tmp_
     disguised.write_bytes(source.read_bytes())
     a = service.upload("a", source, accept_disclaimer=True, accepted_by="tester")
     b = service.upload("b", disguised, accept_disclaimer=True, accepted_by="tester")
+    assert b.upload is not None
     assert b.upload.container == "m4a"
     assert [r.sha256 for r in a.renditions] == [r.sha256 for r in b.renditions]

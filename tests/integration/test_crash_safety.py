@@ -28,6 +28,7 @@ def assert_consistent(settings: Settings) -> None:
     try:
         for tenant in service.list():
             if tenant.setting is MohSetting.FILE:
+                assert tenant.upload is not None
                 for sha in [tenant.upload.sha256] + [r.sha256 for r in tenant.renditions]:
                     assert sha256_file(service.blobs.locate(sha)) == sha
     finally:
@@ -57,11 +58,13 @@ def test_killed_ingest_leaves_old_or_new_state(settings: Settings, tmp_path: Pat
     after_kill = service.show("acme")
     new_sha = sha256_file(new_file)
     if point == "committed":
+        assert after_kill.upload is not None
         assert after_kill.upload.sha256 == new_sha
     else:
         assert after_kill == old
 
     again = service.upload("acme", new_file, accept_disclaimer=True, accepted_by="tester")
+    assert again.upload is not None
     assert again.upload.sha256 == new_sha
     assert_consistent(settings)
     if settings.blob_url:  # object storage: an orphan is trashed once an hour old (an upload may be committing)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from ooma_moh.app import build_service
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.errors import StorageError
 from ooma_moh.media import FfmpegConverter
+from ooma_moh.media_rules import Conversion
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, tone
 from tests.disk import fill, free_bytes, remount, tmpfs
@@ -87,7 +89,7 @@ class Home:
 
 
 @pytest.fixture
-def home(root: None, tmp_path: Path):
+def home(root: None, tmp_path: Path) -> Iterator[Home]:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     with tmpfs(tmp_path / "disk", 8 << 20) as disk:
@@ -116,7 +118,7 @@ def test_disk_full_at_the_catalog_commit_keeps_the_music(home: Home, tmp_path: P
     real = FfmpegConverter(home.settings)
 
     class FillsTheDisk:
-        def convert(self, source: Path, workdir: Path):  # type: ignore[no-untyped-def]
+        def convert(self, source: Path, workdir: Path) -> Conversion:
             conversion = real.convert(source, workdir)
             fill(home.disk, leave=0)  # renditions are stored by rename; the journal needs space
             return conversion
@@ -151,6 +153,7 @@ def test_read_only_home_serves_every_read(home: Home, tmp_path: Path) -> None:
     home.service.catalog.map_endpoint("PJSIP/acme-100", "acme")
     home.service.catalog.close()
     remount(home.disk, "ro")
+    assert home.before.upload is not None
     try:
         assert json.loads(cli(settings, "show", "acme", "--json").stdout)["file"]["sha256"] == home.before.upload.sha256
         assert "acme" in cli(settings, "list").stdout
@@ -197,6 +200,7 @@ def test_writer_killed_mid_commit_is_rolled_back_by_the_next_process_that_may(ho
         assert "a writer crashed mid-commit" in failed.stderr and "ooma-moh sync" in failed.stderr, failed.stderr
     finally:
         remount(home.disk, "rw")
+    assert home.before.upload is not None
     assert json.loads(cli(settings, "show", "acme", "--json").stdout)["file"]["sha256"] == home.before.upload.sha256
     assert not journal.exists()  # rolled back by that read-only command, which may write here
     assert_agi_answers(settings, "tenant-acme")
@@ -351,9 +355,11 @@ def lose_blob(settings: Settings, sha: str) -> None:
     (settings.blob_dir / sha[:2] / sha).unlink(missing_ok=bool(settings.blob_url))
     if settings.blob_url:
         from ooma_moh.app import open_blobs
+        from ooma_moh.storage.s3 import S3BlobStore
 
         store = open_blobs(settings)
-        store.client.delete_object(Bucket=store.bucket, Key=store.key(sha))  # type: ignore[attr-defined]
+        assert isinstance(store, S3BlobStore)  # blob_url is set
+        store.client.delete_object(Bucket=store.bucket, Key=store.key(sha))
 
 
 # -- an upload killed half-way -------------------------------------------------------------------
@@ -373,7 +379,7 @@ def _ffmpeg_children(pid: int) -> list[int]:
     return found
 
 
-def _wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -396,7 +402,8 @@ def test_killed_upload_leaves_no_ffmpeg_and_no_scratch(
         text=True,
     )
     children: list[int] = []
-    _wait_until(lambda: bool(children.extend(_ffmpeg_children(proc.pid)) or children), 30, "ffmpeg to start")
+    # extend()'s None is the point of the `or`: the lambda gathers, then answers whether any was found
+    _wait_until(lambda: bool(children.extend(_ffmpeg_children(proc.pid)) or children), 30, "ffmpeg to start")  # type: ignore[func-returns-value]
     os.kill(proc.pid, sig)
     proc.wait(10)
     assert proc.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)

@@ -16,14 +16,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 import pytest
 
 from ooma_moh.app import build_syncer
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk, free_port
-from ooma_moh.lab.ari import Call
+from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.lab.dialplan import DialplanCall
 from ooma_moh.service import MohService
 from tests.audio import tone
@@ -83,7 +83,7 @@ Runs = list[tuple[float | None, float]]
 
 def heard(windows: list[float | None]) -> Runs:
     """Runs of one tone as (tone, seconds), leading and trailing silence (call set-up, end) left out."""
-    runs: Runs = [(cast(float | None, value), (last + 1 - first) / 10) for value, first, last in segments(windows)]
+    runs: Runs = [(value, (last + 1 - first) / 10) for value, first, last in segments(windows)]
     while runs and runs[0][0] is None:
         runs.pop(0)
     while runs and runs[-1][0] is None:
@@ -153,7 +153,9 @@ def swap_five_times(
 
 
 @pytest.mark.parametrize("path", ["ari", "agi", "agi+ari"])
-def test_call_waiting_swap_five_times(request: pytest.FixtureRequest, lab, ari_lab, tenants, path: str) -> None:
+def test_call_waiting_swap_five_times(
+    request: pytest.FixtureRequest, lab: LabAsterisk, ari_lab: AriHarness, tenants: None, path: str
+) -> None:
     """Each held caller hears alpha's music, the one the phone talks to hears talk, five swaps.
     agi+ari: dialplan calls while the ARI handler runs too (it sees their bridges)."""
     if "ari" in path:
@@ -195,9 +197,9 @@ SPACES = {"default": 701, "labclass": 801}  # res_parking.conf: labclass has par
 )
 def test_parked_caller_then_retrieved_and_held(
     request: pytest.FixtureRequest,
-    lab,
-    ari_lab,
-    agi_route,
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    agi_route: subprocess.Popen[str],
     lot: str,
     tenant: str,
     parked: float,
@@ -240,7 +242,9 @@ def test_parked_caller_then_retrieved_and_held(
         ("labq_class", "none", B),  # control: the queue's musicclass
     ],
 )
-def test_caller_waiting_in_a_queue(lab, ari_lab, agi_route, queue: str, tenant: str, expected: float) -> None:
+def test_caller_waiting_in_a_queue(
+    lab: LabAsterisk, ari_lab: AriHarness, agi_route: subprocess.Popen[str], queue: str, tenant: str, expected: float
+) -> None:
     wav = lab.start_call_recording(f"queue_{queue}_{tenant}", 4, f"queue-{queue}-{tenant}@ooma-lab-hold")
     got = heard(tones_heard(lab.wait_recording(wav), [A, B]))
     print("heard:", got)
@@ -249,7 +253,9 @@ def test_caller_waiting_in_a_queue(lab, ari_lab, agi_route, queue: str, tenant: 
 
 # -- 4. Dial with m ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("tenant", "expected"), [("alpha", A), ("none", DEFAULT_TONE)])
-def test_dial_m_music_while_ringing(lab, ari_lab, agi_route, tenant: str, expected: float) -> None:
+def test_dial_m_music_while_ringing(
+    lab: LabAsterisk, ari_lab: AriHarness, agi_route: subprocess.Popen[str], tenant: str, expected: float
+) -> None:
     """Dial(...,m): music until the callee answers (3 s), then the callee talks."""
     wav = lab.start_call_recording(f"mohdial_{tenant}", 5, f"mohdial-{tenant}@ooma-lab-hold")
     windows = tones_heard(lab.wait_recording(wav), [A, B])
@@ -267,7 +273,13 @@ def test_dial_m_music_while_ringing(lab, ari_lab, agi_route, tenant: str, expect
     ],
 )
 def test_call_through_a_local_channel_held(
-    request: pytest.FixtureRequest, lab, ari_lab, agi_route, lab_service: MohService, options: str, route: str
+    request: pytest.FixtureRequest,
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    agi_route: subprocess.Popen[str],
+    lab_service: MohService,
+    options: str,
+    route: str,
 ) -> None:
     """The caller dials a Local channel (no option, /n, /m, /nm) whose ;2 dials the phone; the
     phone holds twice. The route runs on the caller (before Dial): alpha's music every time. Run
@@ -325,7 +337,9 @@ def transfer_blind_by_dtmf(call: DialplanCall, digits: str, target: str) -> floa
 
 
 @pytest.mark.parametrize(("tenant", "expected"), [("alpha", A), ("none", DEFAULT_TONE)])
-def test_dtmf_blind_transfer(lab, ari_lab, agi_route, tenant: str, expected: float) -> None:
+def test_dtmf_blind_transfer(
+    lab: LabAsterisk, ari_lab: AriHarness, agi_route: subprocess.Popen[str], tenant: str, expected: float
+) -> None:
     """The phone transfers the caller blind (#2): the caller hears ``expected`` until it is sent
     on; the second phone answers, talks, holds: ``expected`` again."""
     call = DialplanCall(ari_lab, lab, f"xfer_blind_{tenant}", 10, f"tdial-xfer_blind_{tenant}-{tenant}@ooma-lab-hold")
@@ -337,7 +351,7 @@ def test_dtmf_blind_transfer(lab, ari_lab, agi_route, tenant: str, expected: flo
     assert_transferred(tones_heard(call.finish(), [A, B]), expected, expected, 1.5)
 
 
-def transfer_attended_by_dtmf(ari_lab, call: DialplanCall, digits: str, target: str) -> float:
+def transfer_attended_by_dtmf(ari_lab: AriHarness, call: DialplanCall, digits: str, target: str) -> float:
     """The call reaches its phone, which at 1.5 s dials ``digits`` (atxfer and the target's
     extension); the target phone (``phone-<target>``) answers and talks to the phone for 1.5 s,
     then the first phone hangs up: the transfer completes. Returns the offset the target answered."""
@@ -352,7 +366,9 @@ def transfer_attended_by_dtmf(ari_lab, call: DialplanCall, digits: str, target: 
 
 
 @pytest.mark.parametrize(("tenant", "expected"), [("alpha", A), ("none", DEFAULT_TONE)])
-def test_dtmf_attended_transfer(lab, ari_lab, agi_route, tenant: str, expected: float) -> None:
+def test_dtmf_attended_transfer(
+    lab: LabAsterisk, ari_lab: AriHarness, agi_route: subprocess.Popen[str], tenant: str, expected: float
+) -> None:
     """The phone transfers the caller attended (*22): the caller hears ``expected`` while the
     phone consults the second phone; the first phone hangs up (the transfer completes), the second
     talks to the caller, then holds: ``expected``."""

@@ -9,8 +9,9 @@ import dataclasses
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import pytest
@@ -20,9 +21,13 @@ from ooma_moh.app import build_service, build_syncer, open_catalog
 from ooma_moh.cli import main
 from ooma_moh.config import Settings
 from ooma_moh.http.server import start_http
+from ooma_moh.model import ApiToken
 from tests.audio import tone
 
 GOOD = 440.0
+T = TypeVar("T")
+#: The ``home`` fixture: settings with a catalog, an operator token, a good MP3.
+Home = tuple[Settings, str, bytes]
 
 
 def cli(settings: Settings, *args: str, code: int = 0) -> str:
@@ -55,7 +60,7 @@ class Api:
         name: str = "hold.mp3",
         disclaimer: str | None = "accepted",
         token: str | None = None,
-    ) -> tuple[int, dict]:
+    ) -> tuple[int, dict[str, Any]]:
         form = aiohttp.FormData()
         form.add_field("file", data, filename=name, content_type="application/octet-stream")
         if disclaimer is not None:
@@ -63,11 +68,11 @@ class Api:
         async with self.session.put(self.url(tenant), data=form, headers=auth(token)) as r:
             return r.status, await r.json()
 
-    async def get(self, tenant: str, token: str | None = None) -> tuple[int, dict]:
+    async def get(self, tenant: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
         async with self.session.get(self.url(tenant), headers=auth(token)) as r:
             return r.status, await r.json()
 
-    async def wait_live(self, tenant: str, timeout: float = 60.0) -> dict:
+    async def wait_live(self, tenant: str, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             status, body = await self.get(tenant)
@@ -96,14 +101,14 @@ async def api(settings: Settings, token: str) -> AsyncIterator[Api]:
 
 
 @pytest.fixture
-def home(backend_settings: Settings, tmp_path: Path) -> tuple[Settings, str, bytes]:
+def home(backend_settings: Settings, tmp_path: Path) -> Home:
     """A home with a catalog (SQLite, then PostgreSQL), an operator token, and a good 3 s MP3."""
     settings = backend_settings
     cli(settings, "init")
     return settings, new_token(settings, "--operator"), tone(tmp_path / "good.mp3", GOOD, 3, "mp3").read_bytes()
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -115,7 +120,7 @@ def published(settings: Settings) -> dict[str, str]:
         service.catalog.close()
 
 
-def test_upload_goes_live_without_sync_then_delete(home) -> None:  # type: ignore[no-untyped-def]
+def test_upload_goes_live_without_sync_then_delete(home: Home) -> None:
     settings, token, good = home
 
     async def scenario() -> None:
@@ -139,7 +144,7 @@ def test_upload_goes_live_without_sync_then_delete(home) -> None:  # type: ignor
     run(scenario())
 
 
-def test_audio_with_ranges(home) -> None:  # type: ignore[no-untyped-def]
+def test_audio_with_ranges(home: Home) -> None:
     settings, token, good = home
 
     async def scenario() -> None:
@@ -167,7 +172,7 @@ def test_audio_with_ranges(home) -> None:  # type: ignore[no-untyped-def]
     run(scenario())
 
 
-def test_tokens_scope_and_revocation(home) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_scope_and_revocation(home: Home) -> None:
     settings, operator, good = home
     acme = new_token(settings, "--tenant", "acme")
 
@@ -192,11 +197,14 @@ def test_tokens_scope_and_revocation(home) -> None:  # type: ignore[no-untyped-d
     assert {t["scope"] for t in listing} == {"operator", "tenant"}
     assert all("token" not in t for t in listing)
     catalog = open_catalog(settings, writable=False)
-    assert all(len(catalog.token(t.id)[1]) == 64 for t in catalog.tokens())  # only a sha256 is stored
+    # each id comes from tokens(): token() finds it
+    assert all(
+        len(cast(tuple[ApiToken, str], catalog.token(t.id))[1]) == 64 for t in catalog.tokens()
+    )  # only a sha256 is stored
     catalog.close()
 
 
-def _chunked(total: int):  # type: ignore[no-untyped-def]
+def _chunked(total: int) -> AsyncIterator[bytes]:
     async def body() -> AsyncIterator[bytes]:
         boundary = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="big.mp3"\r\n\r\n'
         yield boundary
@@ -222,7 +230,7 @@ def _chunked(total: int):  # type: ignore[no-untyped-def]
         "broken multipart",
     ],
 )
-def test_each_refusal_leaves_the_music_as_it_was(home, tmp_path: Path, case: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_refusal_leaves_the_music_as_it_was(home: Home, tmp_path: Path, case: str) -> None:
     settings, token, good = home
     expected = {
         "content-length over the cap": (413, "too_large"),
@@ -270,23 +278,23 @@ def test_each_refusal_leaves_the_music_as_it_was(home, tmp_path: Path, case: str
     run(scenario())
 
 
-def test_openapi_document_is_valid(home) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_document_is_valid(home: Home) -> None:
     from openapi_spec_validator import validate
 
     settings, token, _ = home
 
-    async def scenario() -> dict:
+    async def scenario() -> dict[str, Any]:
         async with api(settings, token) as client:
             async with client.session.get(f"http://127.0.0.1:{client.port}/api/v1/openapi.json") as r:
                 assert r.status == 200
-                return await r.json()
+                return cast(dict[str, Any], await r.json())  # a JSON object
 
     document = run(scenario())
     validate(document)
     assert document["openapi"].startswith("3.1")
 
 
-def test_twenty_tenants_at_once_and_two_uploads_for_one(home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_twenty_tenants_at_once_and_two_uploads_for_one(home: Home, tmp_path: Path) -> None:
     settings, token, good = home
     other = tone(tmp_path / "other.mp3", 660.0, 3, "mp3").read_bytes()
 
@@ -310,7 +318,7 @@ def test_twenty_tenants_at_once_and_two_uploads_for_one(home, tmp_path: Path) ->
     run(scenario())
 
 
-def test_slow_client_is_timed_out_without_blocking_others(home) -> None:  # type: ignore[no-untyped-def]
+def test_slow_client_is_timed_out_without_blocking_others(home: Home) -> None:
     settings, token, good = home
     settings = dataclasses.replace(settings, http_body_timeout_s=1.0)
 
@@ -343,7 +351,7 @@ def test_serve_http_refuses_a_home_without_catalog(tmp_path: Path) -> None:
     assert not (tmp_path / "typo").exists()
 
 
-def test_healthz(home) -> None:  # type: ignore[no-untyped-def]
+def test_healthz(home: Home) -> None:
     settings, token, _ = home
 
     async def scenario() -> None:

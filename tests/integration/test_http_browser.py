@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.alert import Alert
 from selenium.webdriver.common.by import By
@@ -21,9 +22,9 @@ from selenium.webdriver.support import expected_conditions as EC
 from ooma_moh.config import Settings
 from ooma_moh.http.texts import TEXTS
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
-from ooma_moh.lab.ari import Call
+from ooma_moh.lab.ari import AriHarness, Call
 from tests.audio import tone
-from tests.browser import Screens, local_link, named, serving, state, wait
+from tests.browser import Chromium, Screens, local_link, named, serving, state, wait
 from tests.integration.test_ari_hold import A, B, Handler, hold_once_and_check
 from tests.integration.test_http_api import cli
 
@@ -55,7 +56,9 @@ NAMES = {
 TENANT_TONE = {"fr": ("acme", A), "en": ("globex", B)}
 
 
-def sign_in(driver, settings: Settings, base: str, tenant: str, screens: Screens | None = None) -> None:  # type: ignore[no-untyped-def]
+def sign_in(
+    driver: webdriver.Chrome, settings: Settings, base: str, tenant: str, screens: Screens | None = None
+) -> None:
     url = cli(settings, "tokens", "link", "--tenant", tenant, "--by", "Camille").strip().splitlines()[-1]
     driver.get(local_link(url, base))
     if screens:
@@ -64,7 +67,7 @@ def sign_in(driver, settings: Settings, base: str, tenant: str, screens: Screens
     wait(driver, lambda d: d.find_elements(By.ID, "moh-form") and state(d) == "live", message="page loaded")
 
 
-def choose_file(driver, names: dict[str, str], path: Path) -> None:  # type: ignore[no-untyped-def]
+def choose_file(driver: webdriver.Chrome, names: dict[str, str], path: Path) -> None:
     named(driver, names["file"], "radio").click()
     named(driver, names["choose"]).send_keys(str(path))
 
@@ -74,9 +77,9 @@ def choose_file(driver, names: dict[str, str], path: Path) -> None:  # type: ign
 def test_admin_flow_then_a_held_caller_hears_it(
     lang: str,
     lab: LabAsterisk,
-    ari_lab,
-    lab_settings: Settings,  # type: ignore[no-untyped-def]
-    browser,
+    ari_lab: AriHarness,
+    lab_settings: Settings,
+    browser: Chromium,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -166,8 +169,8 @@ def home(settings: Settings) -> Settings:
 def test_errors_are_sentences_in_the_page_language(
     home: Settings,
     lang: str,
-    browser,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    browser: Chromium,
+    tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
     names, texts = NAMES[lang], TEXTS[lang]
@@ -201,8 +204,8 @@ def test_errors_are_sentences_in_the_page_language(
 
 def test_keyboard_alone_and_every_control_named(
     home: Settings,
-    browser,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    browser: Chromium,
+    tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
     names = NAMES["fr"]
@@ -247,7 +250,7 @@ def test_keyboard_alone_and_every_control_named(
 
 def test_replayed_link_and_sign_out_in_the_browser(
     home: Settings,
-    browser,  # type: ignore[no-untyped-def]
+    browser: Chromium,
     request: pytest.FixtureRequest,
 ) -> None:
     url = cli(home, "tokens", "link", "--tenant", "acme").strip().splitlines()[-1]

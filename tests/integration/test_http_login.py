@@ -10,8 +10,10 @@ import json
 import logging
 import re
 import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,6 +31,8 @@ from tests.audio import tone
 from tests.integration.test_http_api import cli, new_token
 
 GOOD = 440.0
+#: The ``home`` fixture: settings with a catalog, a good MP3.
+Home = tuple[Settings, bytes]
 
 
 def link(settings: Settings, tenant: str = "acme", *extra: str) -> str:
@@ -36,7 +40,7 @@ def link(settings: Settings, tenant: str = "acme", *extra: str) -> str:
 
 
 @pytest.fixture
-def home(settings: Settings, tmp_path: Path) -> tuple[Settings, bytes]:
+def home(settings: Settings, tmp_path: Path) -> Home:
     cli(settings, "init")
     return settings, tone(tmp_path / "good.mp3", GOOD, 3, "mp3").read_bytes()
 
@@ -71,7 +75,7 @@ class Browserish:
 
     async def put(
         self, data: bytes, csrf: str | None, *, tenant: str = "acme", version: str | None = None, **headers: str
-    ) -> tuple[int, dict]:
+    ) -> tuple[int, dict[str, Any]]:
         form = aiohttp.FormData()
         form.add_field("file", data, filename="hold.mp3", content_type="application/octet-stream")
         form.add_field("disclaimer", "accepted")
@@ -82,19 +86,19 @@ class Browserish:
         async with self.session.put(self.api(tenant), data=form, headers=headers) as r:
             return r.status, await r.json()
 
-    async def music(self, tenant: str = "acme") -> dict:
+    async def music(self, tenant: str = "acme") -> dict[str, Any]:
         """The tenant's body without its status (which moves on by itself)."""
         status, body = await self.get(tenant)
         assert status == 200, body
         body.pop("status")
         return body
 
-    async def get(self, tenant: str = "acme") -> tuple[int, dict]:
+    async def get(self, tenant: str = "acme") -> tuple[int, dict[str, Any]]:
         async with self.session.get(self.api(tenant)) as r:
             return r.status, await r.json()
 
 
-def browse(settings: Settings, scenario) -> None:  # type: ignore[no-untyped-def]
+def browse(settings: Settings, scenario: Callable[[Browserish], Awaitable[None]]) -> None:
     async def main() -> None:
         runner, port = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
         try:
@@ -107,7 +111,7 @@ def browse(settings: Settings, scenario) -> None:  # type: ignore[no-untyped-def
     asyncio.run(main())
 
 
-def test_link_signs_in_once_with_a_strict_httponly_cookie(home, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_link_signs_in_once_with_a_strict_httponly_cookie(home: Home, caplog: pytest.LogCaptureFixture) -> None:
     settings, _ = home
     url = link(settings, "acme", "--by", "Alice Martin")
     assert url.startswith(settings.public_url + "/login/"), url
@@ -142,7 +146,7 @@ def test_link_signs_in_once_with_a_strict_httponly_cookie(home, caplog) -> None:
     assert "POST /login/... 303" in caplog.text and secret not in caplog.text
 
 
-def test_expired_unknown_and_malformed_links_open_nothing(home) -> None:  # type: ignore[no-untyped-def]
+def test_expired_unknown_and_malformed_links_open_nothing(home: Home) -> None:
     settings, _ = home
     with contextlib.closing(open_catalog(settings)) as catalog:
         _, old = create_login_link(
@@ -172,7 +176,7 @@ def test_expired_unknown_and_malformed_links_open_nothing(home) -> None:  # type
     browse(settings, scenario)
 
 
-def test_two_sign_ins_with_one_link_at_once_open_one_session(home) -> None:  # type: ignore[no-untyped-def]
+def test_two_sign_ins_with_one_link_at_once_open_one_session(home: Home) -> None:
     settings, _ = home
     url = link(settings)
 
@@ -189,7 +193,7 @@ def test_two_sign_ins_with_one_link_at_once_open_one_session(home) -> None:  # t
         assert len(catalog.open_sign_ins(utcnow())[1]) == 1
 
 
-def test_changes_need_the_csrf_token_and_leave_the_music_alone(home) -> None:  # type: ignore[no-untyped-def]
+def test_changes_need_the_csrf_token_and_leave_the_music_alone(home: Home) -> None:
     settings, good = home
     url = link(settings)
 
@@ -218,7 +222,7 @@ def test_changes_need_the_csrf_token_and_leave_the_music_alone(home) -> None:  #
     browse(settings, scenario)
 
 
-def test_logout_ends_the_session_for_good(home) -> None:  # type: ignore[no-untyped-def]
+def test_logout_ends_the_session_for_good(home: Home) -> None:
     settings, _ = home
     url = link(settings)
 
@@ -241,7 +245,7 @@ def test_logout_ends_the_session_for_good(home) -> None:  # type: ignore[no-unty
     browse(settings, scenario)
 
 
-def test_session_expires(home) -> None:  # type: ignore[no-untyped-def]
+def test_session_expires(home: Home) -> None:
     settings, _ = home
     settings = dataclasses.replace(settings, http_session_ttl_s=1.0)
     url = link(settings)
@@ -256,7 +260,7 @@ def test_session_expires(home) -> None:  # type: ignore[no-untyped-def]
     browse(settings, scenario)
 
 
-def test_https_public_url_makes_the_cookie_secure_and_the_link_https(home) -> None:  # type: ignore[no-untyped-def]
+def test_https_public_url_makes_the_cookie_secure_and_the_link_https(home: Home) -> None:
     settings, _ = home
     settings = dataclasses.replace(settings, http_public_url="https://moh.example.net/")
     result = CliRunner().invoke(main, ["tokens", "link", "--tenant", "acme"], env=settings_environ(settings))
@@ -272,7 +276,7 @@ def test_https_public_url_makes_the_cookie_secure_and_the_link_https(home) -> No
     browse(settings, scenario)
 
 
-def test_bearer_token_needs_no_csrf_and_wins_over_a_cookie(home) -> None:  # type: ignore[no-untyped-def]
+def test_bearer_token_needs_no_csrf_and_wins_over_a_cookie(home: Home) -> None:
     settings, good = home
     operator = new_token(settings, "--operator")
     url = link(settings)
@@ -296,7 +300,7 @@ def test_bearer_token_needs_no_csrf_and_wins_over_a_cookie(home) -> None:  # typ
         ("en-US", "fr", "fr"),
     ],
 )
-def test_page_language_and_headers(home, accept: str, query: str | None, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_page_language_and_headers(home: Home, accept: str, query: str | None, expected: str) -> None:
     settings, _ = home
     url = link(settings)
 
@@ -320,7 +324,7 @@ def test_page_language_and_headers(home, accept: str, query: str | None, expecte
 
 
 @pytest.mark.embedded_only  # the SQLite file's own upgrade; PostgreSQL upgrades by migrations
-def test_old_catalog_gains_the_disclaimer_version_column(home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_old_catalog_gains_the_disclaimer_version_column(home: Home, tmp_path: Path) -> None:
     """A catalog written before text versions were recorded: readers see None, the first writer
     adds the column, old uploads keep version None."""
     settings, good = home
@@ -337,10 +341,11 @@ def test_old_catalog_gains_the_disclaimer_version_column(home, tmp_path: Path) -
     columns = [r[1] for r in sqlite3.connect(settings.catalog_path).execute("PRAGMA table_info(uploads)")]
     assert "disclaimer_version" in columns
     with contextlib.closing(open_catalog(settings, writable=False)) as reader:
-        assert reader.get("acme").disclaimer.text_version is None  # type: ignore[union-attr]
+        tenant = reader.get("acme")
+        assert tenant is not None and tenant.disclaimer is not None and tenant.disclaimer.text_version is None
 
 
-def test_another_site_cannot_sign_the_admin_out(home) -> None:  # type: ignore[no-untyped-def]
+def test_another_site_cannot_sign_the_admin_out(home: Home) -> None:
     """A form posted to /logout from another site carries no Strict cookie: nothing is cleared."""
     settings, _ = home
     url = link(settings)
@@ -357,7 +362,7 @@ def test_another_site_cannot_sign_the_admin_out(home) -> None:  # type: ignore[n
     browse(settings, scenario)
 
 
-def test_bad_csrf_tokens_and_origins_are_403_never_500(home) -> None:  # type: ignore[no-untyped-def]
+def test_bad_csrf_tokens_and_origins_are_403_never_500(home: Home) -> None:
     settings, good = home
     url = link(settings)
 
@@ -384,7 +389,7 @@ def test_bad_csrf_tokens_and_origins_are_403_never_500(home) -> None:  # type: i
     browse(settings, scenario)
 
 
-def test_api_answers_are_private(home) -> None:  # type: ignore[no-untyped-def]
+def test_api_answers_are_private(home: Home) -> None:
     settings, good = home
     token = new_token(settings, "--operator")
 
@@ -401,14 +406,14 @@ def test_api_answers_are_private(home) -> None:  # type: ignore[no-untyped-def]
     browse(settings, scenario)
 
 
-def test_form_fields_besides_the_file_are_bounded_and_one_file_only(home) -> None:  # type: ignore[no-untyped-def]
+def test_form_fields_besides_the_file_are_bounded_and_one_file_only(home: Home) -> None:
     settings, good = home
     token = new_token(settings, "--operator")
 
     async def scenario(b: Browserish) -> None:
         headers = {"Authorization": f"Bearer {token}"}
 
-        async def chunked_junk():  # type: ignore[no-untyped-def]
+        async def chunked_junk() -> AsyncIterator[bytes]:
             yield b'--XX\r\nContent-Disposition: form-data; name="junk"\r\n\r\n'
             for _ in range(200):  # 13 MB of a field nobody asked for, no Content-Length
                 yield b"j" * 65536
@@ -431,7 +436,7 @@ def test_form_fields_besides_the_file_are_bounded_and_one_file_only(home) -> Non
 
 
 @pytest.mark.embedded_only  # SQLite's one-writer lock; PostgreSQL locks one tenant's rows at a time
-def test_a_sign_in_waiting_on_the_catalog_lock_does_not_stall_reads(home) -> None:  # type: ignore[no-untyped-def]
+def test_a_sign_in_waiting_on_the_catalog_lock_does_not_stall_reads(home: Home) -> None:
     settings, _ = home
     token = new_token(settings, "--operator")
     url = link(settings)
@@ -454,7 +459,7 @@ def test_a_sign_in_waiting_on_the_catalog_lock_does_not_stall_reads(home) -> Non
     browse(settings, scenario)
 
 
-def test_operator_lists_and_ends_sign_ins(home) -> None:  # type: ignore[no-untyped-def]
+def test_operator_lists_and_ends_sign_ins(home: Home) -> None:
     settings, _ = home
     used, unused = link(settings), link(settings)
     link(settings, "other")
@@ -479,7 +484,7 @@ def test_operator_lists_and_ends_sign_ins(home) -> None:  # type: ignore[no-unty
     browse(settings, scenario)
 
 
-def test_secrets_never_reach_the_server_log(home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_secrets_never_reach_the_server_log(home: Home, tmp_path: Path) -> None:
     """aiohttp logs the raw request line or header it cannot parse: with a link or a session in
     it. `serve http` masks every credential's secret, in every line."""
     import socket

@@ -18,8 +18,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -28,14 +29,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from ooma_moh.app import build_syncer
 from ooma_moh.config import Settings
 from ooma_moh.lab import LabAsterisk, free_port
-from ooma_moh.lab.ari import Call
+from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.service import MohService
 from tests.audio import tone
 from tests.integration.conftest import settings_env, tones_heard, wait_for_port
 from tests.integration.test_agi_protocol import FakeAsterisk
 from tests.integration.test_http_api import new_token
+from tests.postgres import PostgresServer
 
 A = 440.0
+T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -94,7 +97,7 @@ class Gate:
         self.server = self._call(asyncio.start_server(self._client, "127.0.0.1", 0))
         self.port = self.server.sockets[0].getsockname()[1]
 
-    def _call(self, coro):  # type: ignore[no-untyped-def]
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -177,8 +180,8 @@ def gate(lab: LabAsterisk) -> Iterator[Gate]:
 @pytest.mark.parametrize("mode", ["realtime"])
 def test_serve_ari_metrics_readiness_and_logs(
     lab: LabAsterisk,
-    ari_lab,
-    lab_settings: Settings,  # type: ignore[no-untyped-def]
+    ari_lab: AriHarness,
+    lab_settings: Settings,
     lab_service: MohService,
     gate: Gate,
     tmp_path: Path,
@@ -352,7 +355,7 @@ def test_serve_http_metrics_on_both_ports(settings: Settings, tmp_path: Path) ->
     assert "GET /metrics" not in text  # successful scrapes are not logged
 
 
-def test_agent_metrics_and_readiness(settings: Settings, postgres, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_agent_metrics_and_readiness(settings: Settings, postgres: PostgresServer, tmp_path: Path) -> None:
     """The agent serves its endpoints from a thread of its own: ready after its first full sync;
     a change made meanwhile is synced on notification and counted."""
     from ooma_moh.app import build_service, create_catalog

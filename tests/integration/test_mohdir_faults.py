@@ -22,14 +22,14 @@ def test_a_full_disk_is_a_storage_error_and_leaves_nothing_behind(root: None, tm
     source.write_bytes(os.urandom(256 * 1024))
     sha, size = blobs.put(source)
     renditions = (Rendition("sln16", 16000, size, sha),)
-    with tmpfs(tmp_path / "moh", 1024 * 1024) as root:  # another file system: a copy, not a hard link
-        mohdir = MohDirectory(root, blobs)
+    with tmpfs(tmp_path / "moh", 1024 * 1024) as mount:  # another file system: a copy, not a hard link
+        mohdir = MohDirectory(mount, blobs)
         assert mohdir.materialise("tenant-old", "v1", renditions) == 1  # what Asterisk plays now
-        fill(root, leave=64 * 1024)
+        fill(mount, leave=64 * 1024)
         with pytest.raises(StorageError) as caught:
             mohdir.materialise("tenant-acme", "v2", renditions)
         assert caught.value.reason == "disk_full", caught.value
         assert "the server's disk is full" in str(caught.value) and "tenant-acme" in str(caught.value)
-        assert not list((root / "tenant-acme").glob(".partial-*"))  # the half-copied file is gone
-        assert not (root / "tenant-acme" / "v2").exists()
+        assert not list((mount / "tenant-acme").glob(".partial-*"))  # the half-copied file is gone
+        assert not (mount / "tenant-acme" / "v2").exists()
         assert mohdir.is_complete("tenant-old", "v1", renditions)

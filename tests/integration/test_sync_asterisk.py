@@ -123,6 +123,7 @@ def test_deleted_tenant_hears_default(
 def snapshot(settings: Settings) -> dict[str, object]:
     """Everything a sync may write: MOH tree (names, mtimes), published data."""
     tree = {str(p.relative_to(settings.moh_dir)): p.stat().st_mtime_ns for p in settings.moh_dir.rglob("*")}
+    published: object  # the include file and its mtime, or the realtime rows
     if settings.publish_mode == "static":
         published = (settings.classes_conf.read_text(), settings.classes_conf.stat().st_mtime_ns)
     else:

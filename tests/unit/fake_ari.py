@@ -3,12 +3,15 @@ of every action the handler takes. It models only what the handler relies on (do
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ooma_moh.errors import AriRequestFailed
 from ooma_moh.model import MohSetting, TenantMoh
 from ooma_moh.resolve import ClassResolver
+
+T = TypeVar("T")
 
 
 class FakeAri:
@@ -134,9 +137,10 @@ class FakeCatalog:
 
 def resolver(on_file: set[str], endpoints: dict[str, str] | None = None) -> ClassResolver:
     """A real :class:`ClassResolver` over :class:`FakeCatalog`."""
+    # FakeCatalog has only the two methods the resolver calls, not the whole Catalog protocol
     return ClassResolver(FakeCatalog(on_file, endpoints), "tenant-")  # type: ignore[arg-type]
 
 
-async def inline(func, *args):  # type: ignore[no-untyped-def]
+async def inline(func: Callable[..., T], *args: Any) -> T:
     """``run_blocking`` without a thread: the fake catalog does no I/O."""
     return func(*args)

@@ -77,6 +77,7 @@ class BlockingSyncer:
 
 def syncing(tmp_path: Path, syncer: BlockingSyncer) -> tuple[Agent, threading.Thread]:
     agent = make_agent(tmp_path)
+    # stand-ins: a service the blocking syncer never uses, the syncer and registry under test's control
     agent._service, agent._syncer, agent._registry = object(), syncer, Registry()  # type: ignore[assignment]
     thread = threading.Thread(target=agent.sync, args=(None,), daemon=True)
     thread.start()
@@ -113,7 +114,7 @@ def test_a_long_sync_that_makes_progress_is_alive(tmp_path: Path) -> None:
 
 def test_watchdog_pings_only_while_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     notified: list[str] = []
-    monkeypatch.setattr(agent_module.systemd, "notify", notified.append)
+    monkeypatch.setattr("ooma_moh.agent.systemd.notify", notified.append)
     agent = make_agent(tmp_path)
     rounds = iter([False, False, True])  # two rounds, then the agent stops
     monkeypatch.setattr(agent, "wait_stopped", lambda timeout: next(rounds))
@@ -150,7 +151,8 @@ def test_an_unexpected_exception_is_logged_and_backed_off(
 
     waits: list[float] = []
     monkeypatch.setattr(agent, "sync", sync)
-    monkeypatch.setattr(agent._stop, "wait", lambda delay: waits.append(delay) or False)
+    # records the delay and answers False (not stopped): append's None is the point of the `or`
+    monkeypatch.setattr(agent._stop, "wait", lambda delay: waits.append(delay) or False)  # type: ignore[func-returns-value]
     before = metrics.REGISTRY.get_sample_value("ooma_moh_agent_failures_total") or 0.0
     with caplog.at_level(logging.WARNING, logger="ooma_moh.agent"):
         agent.run()

@@ -7,6 +7,7 @@ import pytest
 from ooma_moh.agi.protocol import AgiRequest, ProtocolError, parse_env_line, parse_response, quote
 from ooma_moh.agi.route import choose_tenant, decide, needs_variable
 from ooma_moh.logsafe import logfmt, printable
+from ooma_moh.resolve import Resolution
 
 
 def test_parse_env_line() -> None:
@@ -55,7 +56,7 @@ def test_tenant_sources_in_order() -> None:
 
 
 def test_decision_commands() -> None:
-    d = decide("acme", "argument", ("tenant-acme", None))
+    d = decide("acme", "argument", Resolution("tenant-acme", None))
     assert d.commands() == [
         'SET VARIABLE CHANNEL(musicclass) "tenant-acme"\n',
         'SET VARIABLE OOMA_MOH_CLASS "tenant-acme"\n',

@@ -63,6 +63,7 @@ def test_event_and_timestamp() -> None:
             "musicclass": "default",
         }
     )
+    assert e.channel is not None
     assert e.type == "ChannelHold" and e.channel.id == "1.1" and e.bridge is None
     assert e.timestamp == datetime(2026, 11, 26, 6, 31, 2, 123000, tzinfo=UTC)
     assert parse_timestamp("garbage") is None and parse_timestamp(None) is None

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Set as AbstractSet
+from typing import Any, TypeVar
 
 import pytest
 
 from ooma_moh.ari.hold import HoldHandler
 from ooma_moh.ari.policy import HoldAction, Party, plan_hold, plan_reattach, preset_tenants
 from tests.unit.fake_ari import FakeAri, inline, resolver
+
+T = TypeVar("T")
 
 # -- the policy alone ---------------------------------------------------------------------------
 
@@ -52,11 +57,11 @@ def test_plan_reattach_restarts_only_music_it_cannot_know_plays() -> None:
 # -- the handler over a fake ARI --------------------------------------------------------------
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def scene(on_file: set[str] = frozenset({"acme", "beta"}), **kw):  # type: ignore[no-untyped-def]
+def scene(on_file: AbstractSet[str] = frozenset({"acme", "beta"}), **kw: Any) -> tuple[FakeAri, HoldHandler]:
     ari = FakeAri()
     handler = HoldHandler(ari, resolver(set(on_file), kw.get("endpoints")), run_blocking=inline)
     return ari, handler
@@ -280,7 +285,7 @@ class GatedAri(FakeAri):
         self.gated = gated
         self.gate = asyncio.Event()
 
-    async def get_bridge(self, bridge_id: str):  # type: ignore[no-untyped-def]
+    async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
         if bridge_id in self.gated:
             await self.gate.wait()
         return await super().get_bridge(bridge_id)
@@ -390,7 +395,7 @@ def test_dispatcher_keeps_order_per_key_and_survives_a_failure() -> None:
         done: list[str] = []
         dispatcher = KeyedDispatcher()
 
-        def step(name: str, delay: int, fail: bool = False):  # type: ignore[no-untyped-def]
+        def step(name: str, delay: int, fail: bool = False) -> Callable[[], Awaitable[None]]:
             async def work() -> None:
                 for _ in range(delay):
                     await asyncio.sleep(0)

@@ -90,7 +90,7 @@ def test_template_placeholders_must_be_known_and_well_formed() -> None:
         ConfTemplate("contact=@{sip-port}").substitute(sip_port="1")
 
 
-def test_free_port_passes_over_a_port_some_udp_socket_holds(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_free_port_passes_over_a_port_some_udp_socket_holds(monkeypatch: pytest.MonkeyPatch) -> None:
     """With labs side by side, the TCP port the kernel offers can be another lab's UDP port:
     free_port tries the next one instead of failing the test that asked (seen once in 3 runs)."""
     import socket
@@ -119,5 +119,5 @@ def test_free_port_passes_over_a_port_some_udp_socket_holds(monkeypatch) -> None
         def __exit__(self, *exc: object) -> None:
             pass
 
-    monkeypatch.setattr(config.socket, "socket", FakeSocket)
+    monkeypatch.setattr("ooma_moh.lab.config.socket.socket", FakeSocket)
     assert config.free_port() == 40002

@@ -198,6 +198,7 @@ def test_catalog_probes_of_a_hung_catalog_do_not_pile_up() -> None:
             release.wait(10)
 
     executor = ThreadPoolExecutor(1)
+    # a catalog with only the method the probe reads, not the whole Catalog protocol
     probe = health.CatalogProbe(executor, HungCatalog(), timeout=0.05)  # type: ignore[arg-type]
 
     async def scenario() -> list[str | None]:

@@ -29,7 +29,7 @@ def test_both_languages_say_everything() -> None:
 def test_every_refusal_the_api_makes_has_a_sentence() -> None:
     from ooma_moh.rejections import Rejection
 
-    assert Rejection.TOO_LARGE.status == 413 and Rejection("no_audio") is Rejection.NO_AUDIO
+    assert Rejection.TOO_LARGE.status == 413 and Rejection.NO_AUDIO.value == "no_audio"
     codes = {r.value for r in Rejection if r.on_page} | {
         "csrf_required",
         "unauthorized",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def test_upload_records_file_disclaimer_and_renditions(fake: tuple[MohService, F
         original_name="../../etc/My Song\n.mp3",
     )
     assert result.setting is MohSetting.FILE
+    assert result.upload is not None and result.disclaimer is not None
     assert result.upload.original_name == "My Song.mp3"
     assert result.upload.size == 8 and result.disclaimer.accepted_by == "alice"
     assert result.disclaimer.sha256 == result.upload.sha256 and result.disclaimer.accepted_at == NOW
@@ -95,6 +97,7 @@ def test_failed_conversion_keeps_previous_music(fake: tuple[MohService, FakeConv
 def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConverter]) -> None:
     svc, _ = fake
     first = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True, accepted_by="tester")
+    assert first.upload is not None
     svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True, accepted_by="tester")
     assert not svc.blobs.exists(first.upload.sha256)
     deleted = svc.delete("acme")
@@ -109,6 +112,7 @@ def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConv
 
 def test_invalid_tenant_everywhere(fake: tuple[MohService, FakeConverter]) -> None:
     svc, converter = fake
+    call: Callable[[], object]
     for call in (
         lambda: svc.upload("../x", io.BytesIO(b"x"), accept_disclaimer=True, accepted_by="tester"),
         lambda: svc.show("a]b"),
