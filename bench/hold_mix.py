@@ -23,12 +23,12 @@ Prints, per N and kind, the share of wrong holds with and without ooma-moh.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,31 @@ def wrong(held: Held, wav: Path) -> bool:
 def run(lab: LabAsterisk, harness: AriHarness, n: int, hold_s: float, tag: str, route: bool) -> dict[str, list[bool]]:
     """One run of ``n`` callers; per kind, whether each hold was wrong."""
     seconds = int(n * 1.3 + 6 * hold_s + 40)  # outlasts the set-up of every call, then the holds
+    calls, plain, waiting, transfers = place_calls(lab, harness, n, tag, route, seconds)
+    time.sleep(1.0)
+    hold_and_release(harness, plain, waiting, transfers, hold_s)
+    for h in calls:
+        if h.kind == "park":
+            h.periods = [(1.0, elapsed(h))]
+        with contextlib.suppress(Exception):  # the recording ended and Asterisk hung up already
+            harness.request("DELETE", f"/channels/{h.call.caller}") if isinstance(h.call, Call) else None
+    lab.cli("channel request hangup all")  # dialplan callers, parked ones and the rest
+    result: dict[str, list[bool]] = {kind: [] for kind in KINDS}
+    for h in calls:
+        result[h.kind].append(wrong(h, h.call.finish()))
+    return result
+
+
+def elapsed(h: Held) -> float:
+    """Seconds since the held call's recording began."""
+    return time.monotonic() - h.call.started
+
+
+Placed = tuple[list[Held], list[Held], list[tuple[Held, Held]], list[tuple[Held, str]]]
+
+
+def place_calls(lab: LabAsterisk, harness: AriHarness, n: int, tag: str, route: bool, seconds: int) -> Placed:
+    """``n`` callers, a fifth of each kind: (every call, plain, call-waiting pairs, transfers)."""
     calls: list[Held] = []
     plain: list[Held] = []
     waiting: list[tuple[Held, Held]] = []
@@ -108,48 +133,46 @@ def run(lab: LabAsterisk, harness: AriHarness, n: int, hold_s: float, tag: str, 
         park = DialplanCall(harness, lab, f"{name}_k", seconds, f"park-default-{next(parks)}-{via}@ooma-lab-hold")
         calls.append(Held("park", tenant, park, [(1.0, 0.0)]))  # the end is set when the run ends
     calls += plain + [h for pair in waiting for h in pair] + [h for h, _ in transfers]
-    time.sleep(1.0)
-    now: Callable[[Held], float] = lambda h: time.monotonic() - h.call.started  # noqa: E731
-    starts = {id(h): now(h) for h in plain}
+    return calls, plain, waiting, transfers
+
+
+def hold_and_release(
+    harness: AriHarness,
+    plain: list[Held],
+    waiting: list[tuple[Held, Held]],
+    transfers: list[tuple[Held, str]],
+    hold_s: float,
+) -> None:
+    """Every kind holds, then releases (call waiting swaps to its second call); each held
+    period is recorded on its call."""
+    starts = {id(h): elapsed(h) for h in plain}
     for h in plain:
         h.call.hold()
     for first, _ in waiting:
-        starts[id(first)] = now(first)
+        starts[id(first)] = elapsed(first)
         first.call.hold()
     for h, _ in transfers:
-        starts[id(h)] = now(h) + DTMF_S
+        starts[id(h)] = elapsed(h) + DTMF_S
         h.call.dtmf("*22")
     for _ in transfers:  # the consulted phone answers and talks
         consulted = harness.wait_event("StasisStart", lambda e: e["args"] == ["phone-xfer"], 60)
         harness.request("POST", f"/channels/{consulted['channel']['id']}/moh", mohClass="lab-talk")
     time.sleep(max(0.0, hold_s - 0.5))
     for h in plain:
-        h.periods.append((starts[id(h)], now(h)))
+        h.periods.append((starts[id(h)], elapsed(h)))
         h.call.unhold()
     for first, second in waiting:
-        starts[id(second)] = now(second)
+        starts[id(second)] = elapsed(second)
         second.call.hold()
-        first.periods.append((starts[id(first)], now(first)))
+        first.periods.append((starts[id(first)], elapsed(first)))
         first.call.unhold()
     for h, first_phone in transfers:
-        h.periods.append((starts[id(h)], now(h)))
+        h.periods.append((starts[id(h)], elapsed(h)))
         harness.request("DELETE", f"/channels/{first_phone}")  # the transfer completes
     time.sleep(hold_s)
     for _, second in waiting:
-        second.periods.append((starts[id(second)], now(second)))
+        second.periods.append((starts[id(second)], elapsed(second)))
         second.call.unhold()
-    result: dict[str, list[bool]] = {kind: [] for kind in KINDS}
-    for h in calls:
-        if h.kind == "park":
-            h.periods = [(1.0, now(h))]
-        try:
-            harness.request("DELETE", f"/channels/{h.call.caller}") if isinstance(h.call, Call) else None
-        except Exception:  # the recording ended and Asterisk hung up already
-            pass
-    lab.cli("channel request hangup all")  # dialplan callers, parked ones and the rest
-    for h in calls:
-        result[h.kind].append(wrong(h, h.call.finish()))
-    return result
 
 
 def main() -> None:
@@ -171,7 +194,7 @@ def main() -> None:
         agi = subprocess.Popen(
             [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{agi_port}"],
             env=env,
-            stderr=open(Path(tmp) / "agi.log", "w"),
+            stderr=open(Path(tmp) / "agi.log", "w"),  # noqa: SIM115 - the server's log for its lifetime
         )
         lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{agi_port}")
         try:
@@ -179,7 +202,9 @@ def main() -> None:
                 baseline = run(lab, harness, n, args.hold, f"base{n}", route=False)
                 log = Path(tmp) / f"handler-{n}.log"
                 handler = subprocess.Popen(
-                    [sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=open(log, "w")
+                    [sys.executable, "-m", "ooma_moh", "serve", "ari"],
+                    env=env,
+                    stderr=open(log, "w"),  # noqa: SIM115 - the handler's log for its lifetime
                 )
                 while "resynced" not in log.read_text():
                     time.sleep(0.05)

@@ -24,6 +24,7 @@ left on device"); :func:`storage_failure` finds such lines and callers verify wh
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -137,10 +138,18 @@ def _limited(argv: list[str], limits: Limits) -> list[str]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+
+
+def _watch_lines(watch: Callable[[str], str | None], data: bytes) -> tuple[bytes, str | None]:
+    """Show ``watch`` each complete line of ``data``; (the incomplete rest, why to stop or None)."""
+    *lines, pending = data.split(b"\n")
+    pending = pending[-65536:]  # ffmpeg ends its lines; never grow without bound
+    for line in lines:
+        if (reason := watch(line.decode("utf-8", "replace"))) is not None:
+            return pending, reason
+    return pending, None
 
 
 def run(binary: str, args: list[str], limits: Limits, watch: Callable[[str], str | None] | None = None) -> Run:
@@ -185,12 +194,7 @@ def run(binary: str, args: list[str], limits: Limits, watch: Callable[[str], str
                     chunks.append(data)
                     kept += len(data)
                 if watch is not None:
-                    *lines, pending = (pending + data).split(b"\n")
-                    pending = pending[-65536:]  # ffmpeg ends its lines; never grow without bound
-                    for line in lines:
-                        if (reason := watch(line.decode("utf-8", "replace"))) is not None:
-                            stopped = reason
-                            break
+                    pending, stopped = _watch_lines(watch, pending + data)
         drained = stopped is None
     finally:
         if not drained:

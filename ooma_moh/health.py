@@ -76,13 +76,13 @@ def make_app(ready: Readiness) -> web.Application:
     """The metrics and health application."""
     from aiohttp import web
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(_request: web.Request) -> web.Response:
         return metrics_response()
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(_request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def readyz(request: web.Request) -> web.Response:
+    async def readyz(_request: web.Request) -> web.Response:
         return readiness_response(await ready())
 
     app = web.Application()
@@ -95,10 +95,8 @@ def make_app(ready: Readiness) -> web.Application:
 def cannot_listen(setting: str, address: tuple[str, int], exc: OSError) -> OomaMohError:
     """The one-line error for a listener that cannot be opened on ``address`` (the port taken, a
     privileged port, a host name that does not resolve), naming the ``setting`` to change."""
-    if exc.errno is not None and exc.errno > 0:
-        reason = os.strerror(exc.errno).lower()  # asyncio's strerror repeats the address
-    else:  # getaddrinfo's errors carry negative codes; their text is already short
-        reason = exc.strerror or str(exc)
+    # asyncio's strerror repeats the address; getaddrinfo's errors carry negative codes and a short text
+    reason = os.strerror(exc.errno).lower() if exc.errno is not None and exc.errno > 0 else exc.strerror or str(exc)
     return OomaMohError(f"{setting} {address[0]}:{address[1]}: cannot listen ({printable(reason, 200)})")
 
 

@@ -257,7 +257,7 @@ class StaticPublisher:
         self.conf_path = conf_path
         self.prefix = prefix
 
-    def foreign(self, names: Iterable[str]) -> set[str]:
+    def foreign(self, _names: Iterable[str]) -> set[str]:
         return set()  # the include file is ours whole; classes of musiconhold.conf itself are not seen
 
     def current(self) -> dict[str, str]:

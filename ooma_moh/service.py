@@ -168,7 +168,7 @@ class MohService:
                         Rejection.TOO_LARGE,
                         f"the file is larger than the limit of {self.settings.max_upload_bytes:,} bytes",
                     )
-                fh = open(path, "rb")
+                fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; the try covers only the opening
             except OSError as exc:
                 raise UploadRejected(Rejection.NOT_A_FILE, f"the upload cannot be read: {exc.strerror}") from None
             with fh:

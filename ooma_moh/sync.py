@@ -236,23 +236,7 @@ class Syncer:
             report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run, refused=refused)
             if dry_run:
                 return report
-            self.mohdir.prefetch(
-                (
-                    r
-                    for item in report.plan
-                    if item.tenant is not None and not self.on_disk(item.moh_class, item.tenant)
-                    for r in item.tenant.renditions
-                ),
-                fetched=beat,
-            )
-            for item in report.plan:
-                if item.tenant is not None:
-                    report.files_written += self.mohdir.materialise(
-                        item.moh_class, item.tenant.version, item.tenant.renditions
-                    )
-                beat()
-                if progress:
-                    progress(1)
+            self._write_files(report, beat, progress)
             upserts = {
                 p.moh_class: p.directory
                 for p in report.plan
@@ -281,6 +265,28 @@ class Syncer:
             if refused:
                 raise ClassesRefused(refused, report)
             return report
+
+    def _write_files(
+        self, report: SyncReport, beat: Callable[[], None], progress: Callable[[int], None] | None
+    ) -> None:
+        """Complete every planned class's version directory (files first: step 1 of the order)."""
+        self.mohdir.prefetch(
+            (
+                r
+                for item in report.plan
+                if item.tenant is not None and not self.on_disk(item.moh_class, item.tenant)
+                for r in item.tenant.renditions
+            ),
+            fetched=beat,
+        )
+        for item in report.plan:
+            if item.tenant is not None:
+                report.files_written += self.mohdir.materialise(
+                    item.moh_class, item.tenant.version, item.tenant.renditions
+                )
+            beat()
+            if progress:
+                progress(1)
 
     def _reload(self, report: SyncReport) -> str | None:
         """Reload Asterisk's MOH; on success clear the pending mark, else say what is pending."""

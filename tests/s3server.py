@@ -84,7 +84,10 @@ class S3Server:
         ]  # volumes as the disk allows: a bucket each
         (self.dir / "data").mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
-            argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdout=open(self.log, "ab"),  # noqa: SIM115 - the process's log for its lifetime
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:

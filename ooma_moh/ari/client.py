@@ -7,6 +7,7 @@ aiohttp's exceptions are translated here and nowhere else: a connection problem 
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -75,10 +76,8 @@ class AriClient:
                 if response.status >= 400:
                     message = body
                     if response.content_type == "application/json":
-                        try:
+                        with contextlib.suppress(ValueError, AttributeError):
                             message = (await response.json()).get("message", body)
-                        except (ValueError, AttributeError):
-                            pass
                     raise AriRequestFailed(method, path, response.status, message.strip() or response.reason or "")
                 if not body:
                     return None

@@ -21,7 +21,7 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
     """The endpoint -> tenant map the ARI hold handler falls back to (list it; or set/remove)."""
     if ctx.invoked_subcommand is None:
         mapping = service_of(ctx, writable=False).catalog.endpoints()
-        emit(ctx, as_json, mapping, "\n".join(f"{e:<40} {t}" for e, t in mapping.items()) or "no endpoints mapped")
+        emit(as_json, mapping, "\n".join(f"{e:<40} {t}" for e, t in mapping.items()) or "no endpoints mapped")
 
 
 @endpoints.command("set")
@@ -34,7 +34,7 @@ def endpoints_set(ctx: click.Context, endpoint: str, tenant: str, as_json: bool)
     """Map ENDPOINT (e.g. PJSIP/acme-100) to TENANT."""
     endpoint, tenant = validate_endpoint(endpoint), validate_tenant_id(tenant)
     service_of(ctx).catalog.map_endpoint(endpoint, tenant)
-    emit(ctx, wants_json(ctx, as_json), {"endpoint": endpoint, "tenant": tenant}, f"{endpoint} -> {tenant}")
+    emit(wants_json(ctx, as_json), {"endpoint": endpoint, "tenant": tenant}, f"{endpoint} -> {tenant}")
 
 
 @endpoints.command("remove")
@@ -46,7 +46,7 @@ def endpoints_remove(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     """Remove ENDPOINT's mapping."""
     endpoint = validate_endpoint(endpoint)
     service_of(ctx).catalog.map_endpoint(endpoint, None)
-    emit(ctx, wants_json(ctx, as_json), {"endpoint": endpoint, "tenant": None}, f"{endpoint} unmapped")
+    emit(wants_json(ctx, as_json), {"endpoint": endpoint, "tenant": None}, f"{endpoint} unmapped")
 
 
 @main.group()
@@ -71,7 +71,6 @@ def tokens_create(ctx: click.Context, tenant: str | None, operator: bool, as_jso
         token, bearer = create_token(catalog, tenant_id=tenant, now=utcnow())
     who = f"tenant {tenant}" if tenant else "the operator (every tenant)"
     emit(
-        ctx,
         as_json,
         {"id": token.id, "scope": token.scope, "tenant": tenant, "token": bearer},
         f"token {token.id} for {who}; keep it secret, it is not shown again:\n{bearer}",
@@ -96,7 +95,6 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
             for t in catalog.tokens()
         ]
     emit(
-        ctx,
         as_json,
         rows,
         "\n".join(
@@ -121,7 +119,7 @@ def tokens_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
         revoked = catalog.revoke_token(token_id, utcnow())
     if not revoked:
         raise click.ClickException(f"no live token {token_id!r}")
-    emit(ctx, as_json, {"id": token_id, "revoked": True}, f"token {token_id} revoked")
+    emit(as_json, {"id": token_id, "revoked": True}, f"token {token_id} revoked")
 
 
 @tokens.command("link")
@@ -153,7 +151,6 @@ def tokens_link(ctx: click.Context, tenant: str, label: str, as_json: bool) -> N
         )
     url = f"{settings.public_url}/login/{credential}"
     emit(
-        ctx,
         as_json,
         {"id": link.id, "tenant": tenant, "expires_at": link.expires_at.isoformat(), "url": url},
         f"sign-in link for tenant {tenant} ({link.label}); it works once, until"
@@ -193,7 +190,6 @@ def tokens_sessions(ctx: click.Context, as_json: bool) -> None:
         for x in sessions
     ]
     emit(
-        ctx,
         as_json,
         rows,
         "\n".join(f"{r['kind']:<7} {r['id']}  {r['tenant']:<24} {r['by']}  until {r['expires_at']}" for r in rows)
@@ -215,7 +211,6 @@ def tokens_sign_out(ctx: click.Context, tenant: str, as_json: bool) -> None:
     with contextlib.closing(open_catalog(ctx.obj)) as catalog:
         links, sessions = catalog.sign_out_tenant(tenant, utcnow())
     emit(
-        ctx,
         as_json,
         {"tenant": tenant, "links_voided": links, "sessions_ended": sessions},
         f"tenant {tenant}: {sessions} session(s) ended, {links} unused link(s) voided",

@@ -16,7 +16,7 @@ from ..errors import OomaMohError
 from ..service import MohService
 
 
-def emit(ctx: click.Context, as_json: bool, data: Any, text: str) -> None:
+def emit(as_json: bool, data: Any, text: str) -> None:
     """Print ``data`` as JSON or ``text``."""
     click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
 
@@ -52,7 +52,7 @@ def main(ctx: click.Context, config_file: str | None, home: str | None) -> None:
     ctx.obj = load_settings(config_file, overrides={"home": home})
 
 
-def _terminated(signum: int, frame: object) -> None:
+def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 

@@ -28,7 +28,6 @@ def db_upgrade(ctx: click.Context, start_over: bool, as_json: bool) -> None:
     applied = create_catalog(settings, start_over=start_over)
     where = "PostgreSQL catalog" if settings.database_url else f"SQLite catalog {settings.catalog_path}"
     emit(
-        ctx,
         as_json,
         {
             "backend": "postgresql" if settings.database_url else "sqlite",
@@ -69,7 +68,6 @@ def nodes(ctx: click.Context, as_json: bool) -> None:
         for s in statuses
     ]
     emit(
-        ctx,
         as_json,
         rows,
         "\n".join(

@@ -3,6 +3,7 @@ logging and supervision."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -52,10 +53,8 @@ def run_service(coro: Any, settings: Settings) -> None:
             await asyncio.gather(pings, return_exceptions=True)
 
     setup_logging(settings.log_format)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(supervised())
-    except KeyboardInterrupt:
-        pass
 
 
 def service_options(func: Callable[..., Any]) -> Callable[..., Any]:

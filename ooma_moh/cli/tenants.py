@@ -34,7 +34,7 @@ def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
     catalog database's schema (as `db upgrade`)."""
     create_catalog(ctx.obj, start_over=start_over)
     build_service(ctx.obj, start_over=start_over).catalog.close()  # also reclaims dead uploads' scratch
-    emit(ctx, as_json, {"home": str(ctx.obj.home)}, f"catalog ready in {ctx.obj.home}")
+    emit(as_json, {"home": str(ctx.obj.home)}, f"catalog ready in {ctx.obj.home}")
 
 
 @main.command()
@@ -69,7 +69,7 @@ def upload(
         tenant, source, accept_disclaimer=accept_disclaimer, accepted_by=accepted_by, original_name=original_name
     )
     data = tenant_dict(result, ctx.obj.class_prefix)
-    emit(ctx, as_json, data, describe(data))
+    emit(as_json, data, describe(data))
 
 
 @main.command()
@@ -93,7 +93,7 @@ def show(ctx: click.Context, tenant: str, as_json: bool) -> None:
         finally:
             registry.close()
         data["nodes"] = {"live": live, "of": total}
-    emit(ctx, as_json, data, describe(data))
+    emit(as_json, data, describe(data))
 
 
 @main.command("list")
@@ -110,7 +110,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         )
         or "no tenants"
     )
-    emit(ctx, as_json, tenants, text)
+    emit(as_json, tenants, text)
 
 
 @main.command()
@@ -122,7 +122,7 @@ def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
     """Remove TENANT's file: its callers hear the default music again."""
     validate_tenant_id(tenant)
     data = tenant_dict(service_of(ctx).delete(tenant), ctx.obj.class_prefix)
-    emit(ctx, as_json, data, f"tenant {tenant} is on default music")
+    emit(as_json, data, f"tenant {tenant} is on default music")
 
 
 @main.command()
@@ -143,7 +143,6 @@ def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
     seconds = len(audio) / 32000
     emit(
-        ctx,
         as_json,
         {"tenant": tenant, "output": output, "seconds": seconds},
         f"wrote {output}: {seconds:.2f} s, 16 kHz mono",
@@ -170,12 +169,11 @@ def demo(keep: str | None) -> None:
 )
 @click.option("--force", is_flag=True, help="Replace files that exist already.")
 @json_option
-@click.pass_context
 @handles_errors
-def write_asterisk_conf(ctx: click.Context, dest: str, force: bool, as_json: bool) -> None:
+def write_asterisk_conf(dest: str, force: bool, as_json: bool) -> None:
     """Write the Asterisk configuration ooma-moh needs (docs/asterisk.md) into DEST."""
     written = write_samples(Path(dest), force=force)
-    emit(ctx, as_json, {"dest": dest, "written": [str(p) for p in written]}, "\n".join(f"wrote {p}" for p in written))
+    emit(as_json, {"dest": dest, "written": [str(p) for p in written]}, "\n".join(f"wrote {p}" for p in written))
 
 
 def syncer_of(ctx: click.Context) -> Syncer:
@@ -207,10 +205,10 @@ def sync(ctx: click.Context, tenants: tuple[str, ...], all_: bool, dry_run: bool
     except (ReloadPending, ClassesRefused) as exc:  # done what it could: say what, then the error line
         assert isinstance(exc.report, SyncReport)
         data = report_dict(exc.report)
-        emit(ctx, as_json, data, report_text(data))
+        emit(as_json, data, report_text(data))
         raise
     data = report_dict(report)
-    emit(ctx, as_json, data, report_text(data))
+    emit(as_json, data, report_text(data))
 
 
 @main.command()
@@ -224,6 +222,6 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     diffs = run_verify(ctx.obj, syncer_of(ctx), AsteriskCli(ctx.obj.asterisk_cli_argv))
     data = {"ok": not diffs, "differences": [d.__dict__ for d in diffs]}
     text = "\n".join(f"{d.layer:<11} {d.moh_class}: {d.detail}" for d in diffs) or "catalog, disk and Asterisk agree"
-    emit(ctx, as_json, data, text)
+    emit(as_json, data, text)
     if diffs:
         ctx.exit(1)

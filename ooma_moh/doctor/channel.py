@@ -32,7 +32,7 @@ class RtpSink(asyncio.DatagramProtocol):
 
     packets: dict[int, bytes] = field(default_factory=dict)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def datagram_received(self, data: bytes, _addr: Any) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:
             return
         offset = 12 + 4 * (data[0] & 0x0F)
@@ -113,9 +113,9 @@ class ProbeChannel:
         self.channel_id = channel["id"]
         await self._wait_event("StasisStart")
 
-    async def _registered(self, timeout: float = ARI_TIMEOUT_S) -> None:
+    async def _registered(self, wait_s: float = ARI_TIMEOUT_S) -> None:
         """Wait until Asterisk lists the application (it registers it just after the handshake)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while True:
             try:
                 await self.ari.get_application(self.app)
@@ -125,9 +125,9 @@ class ProbeChannel:
                     raise
             await asyncio.sleep(0.05)
 
-    async def _wait_event(self, kind: str, timeout: float = ARI_TIMEOUT_S) -> None:
+    async def _wait_event(self, kind: str, wait_s: float = ARI_TIMEOUT_S) -> None:
         assert self._ws is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 message = await self._ws.receive(timeout=remaining)

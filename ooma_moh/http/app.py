@@ -38,7 +38,7 @@ async def private_answers(request: web.Request, response: web.StreamResponse) ->
         response.headers.setdefault("Vary", "Authorization, Cookie")
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(_request: web.Request) -> web.Response:
     """``GET /healthz``: the process answers."""
     return web.json_response({"status": "ok"})
 
@@ -53,12 +53,12 @@ async def readyz(request: web.Request) -> web.Response:
     return health.readiness_response(await catalog_problem(request.app))
 
 
-async def metrics_page(request: web.Request) -> web.Response:
+async def metrics_page(_request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus' text format (no tenant in any label)."""
     return health.metrics_response()
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(_request: web.Request) -> web.Response:
     """``GET /api/v1/openapi.json``."""
     return web.json_response(OPENAPI)
 

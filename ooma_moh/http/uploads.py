@@ -6,6 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -36,51 +37,66 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
     except (AssertionError, ValueError, KeyError, HttpProcessingError) as exc:
         raise ApiError(400, "malformed_multipart", f"the body is not multipart/form-data ({exc})") from None
     fd, name = tempfile.mkstemp(dir=request.app[INCOMING])
-    path, filename, accepted, version, size = Path(name), "upload", False, None, 0
-    other = 0  # bytes of every part but the audio: bounded too, whatever their names
-    seen_file = False
-
-    async def drain(part: BodyPartReader) -> bytes:
-        nonlocal other
-        head = b""
-        while chunk := await part.read_chunk(8192):
-            other += len(chunk)
-            if other > MULTIPART_SLACK:
-                raise ApiError(413, "too_large", f"the form fields besides the file pass {MULTIPART_SLACK:,} bytes")
-            head = (head + chunk)[:256]
-        return head
-
+    path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
+            form = _Form(limit)
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
-                if part.name in ("disclaimer", "disclaimer_version"):
-                    value = (await drain(part))[:64].decode(errors="replace").strip()
-                    if part.name == "disclaimer":
-                        accepted = value == "accepted"
-                    else:
-                        version = value
-                elif part.name == "file":
-                    if seen_file:
-                        raise ApiError(400, "malformed_multipart", "one file per upload: the body has two file parts")
-                    seen_file = True
-                    filename = part.filename or "upload"
-                    while chunk := await part.read_chunk(64 * 1024):
-                        size += len(chunk)
-                        if size > limit:
-                            raise ApiError(413, "too_large", f"the file is larger than the limit of {limit:,} bytes")
-                        out.write(chunk)
-                else:
-                    await drain(part)
+                await form.receive(part, out)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - one spool file's unlink, microseconds
         raise ApiError(
             400,
             "malformed_multipart",
             "the multipart body is malformed: " + printable(getattr(exc, "message", None) or exc, 80),
         ) from None
     except BaseException:  # too large, timed out (cancelled), client gone: leave nothing behind
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - as above
         raise
-    return Spooled(path, filename, accepted, version)
+    return Spooled(path, form.filename, form.accepted, form.version)
+
+
+class _Form:
+    """The parts of one upload's body as they arrive: the file written out, at most ``limit``
+    bytes; every other part bounded together by :data:`MULTIPART_SLACK`, whatever its name."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.filename, self.accepted = "upload", False
+        self.version: str | None = None
+        self.size = self.other = 0
+        self.seen_file = False
+
+    async def receive(self, part: BodyPartReader, out: BinaryIO) -> None:
+        if part.name in ("disclaimer", "disclaimer_version"):
+            value = (await self._drain(part))[:64].decode(errors="replace").strip()
+            if part.name == "disclaimer":
+                self.accepted = value == "accepted"
+            else:
+                self.version = value
+        elif part.name == "file":
+            await self._file(part, out)
+        else:
+            await self._drain(part)
+
+    async def _file(self, part: BodyPartReader, out: BinaryIO) -> None:
+        if self.seen_file:
+            raise ApiError(400, "malformed_multipart", "one file per upload: the body has two file parts")
+        self.seen_file = True
+        self.filename = part.filename or "upload"
+        while chunk := await part.read_chunk(64 * 1024):
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise ApiError(413, "too_large", f"the file is larger than the limit of {self.limit:,} bytes")
+            out.write(chunk)
+
+    async def _drain(self, part: BodyPartReader) -> bytes:
+        head = b""
+        while chunk := await part.read_chunk(8192):
+            self.other += len(chunk)
+            if self.other > MULTIPART_SLACK:
+                raise ApiError(413, "too_large", f"the form fields besides the file pass {MULTIPART_SLACK:,} bytes")
+            head = (head + chunk)[:256]
+        return head

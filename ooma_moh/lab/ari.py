@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -50,7 +51,7 @@ class AriHarness:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def wait_event(
-        self, kind: str, match: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 15.0
+        self, kind: str, match: Callable[[dict[str, Any]], bool] = lambda _e: True, timeout: float = 15.0
     ) -> dict[str, Any]:
         """The first event of type ``kind`` satisfying ``match``; other events stay available."""
         deadline = time.monotonic() + timeout
@@ -293,12 +294,8 @@ class Call:
         """Wait for the recording; tear down what is left of the call."""
         wav = self.lab.wait_recording(self.wav)
         for channel in (self.phone, self.user, self.caller, *self.extra):
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 self.harness.request("DELETE", f"/channels/{channel}")
-            except Exception:  # already gone
-                pass
-        try:
+        with contextlib.suppress(Exception):
             self.harness.request("DELETE", f"/bridges/{self.bridge}")
-        except Exception:
-            pass
         return wav

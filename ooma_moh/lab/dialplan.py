@@ -3,6 +3,7 @@ the dialplan bridges, not ARI — the FastAGI route's path, driven through :clas
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -122,8 +123,6 @@ class DialplanCall:
         """Wait for the recording; hang up the phone if it is still there."""
         wav = self.lab.wait_recording(self.wav)
         if self.phone is not None:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 self.harness.request("DELETE", f"/channels/{self.phone}")
-            except Exception:  # already gone
-                pass
         return wav

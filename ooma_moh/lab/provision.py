@@ -70,9 +70,9 @@ def is_mounted(path: Path) -> bool:
 
 def unmount(path: Path) -> None:
     """Unmount ``path`` if mounted; lazily when busy (a process still inside the chroot)."""
-    if is_mounted(path):
-        if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+    unmounted = not is_mounted(path) or subprocess.run(["umount", str(path)], capture_output=True).returncode == 0
+    if not unmounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 @contextlib.contextmanager
@@ -98,7 +98,7 @@ class RootProc:
         """Hold the lock shared, then make sure ``/proc`` is mounted."""
         if self._lock is not None:
             return
-        self._lock = open(self.root.with_name(self.root.name + ".lock"), "a")
+        self._lock = open(self.root.with_name(self.root.name + ".lock"), "a")  # noqa: SIM115 - held while the lab runs
         fcntl.flock(self._lock, fcntl.LOCK_SH)  # waits while a leaving lab unmounts /proc
         target = self.root / "proc"
         target.mkdir(exist_ok=True)

@@ -83,9 +83,8 @@ class BlobStore:
         if not self.root.is_dir():
             return False
         for entry in self.root.iterdir():
-            if entry.is_dir() and (len(entry.name) == 2 or entry == self.trash):
-                if any(True for _ in entry.iterdir()):
-                    return True
+            if entry.is_dir() and (len(entry.name) == 2 or entry == self.trash) and any(True for _ in entry.iterdir()):
+                return True
         return False
 
     def stored(self) -> set[str]:
@@ -146,7 +145,7 @@ class BlobStore:
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[bool]:
         with storage_errors("locking the blob store"):
-            fh = open(self._lock_path, "a+")
+            fh = open(self._lock_path, "a+")  # noqa: SIM115 - closed by the with below, outside the error mapping
         with fh:
             try:
                 fcntl.flock(fh, mode)

@@ -173,7 +173,8 @@ class SqliteCatalog:
             up["accepted_by"],
             datetime.fromisoformat(up["accepted_at"]),
             up["disclaimer_sha256"],
-            up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,
+            # sqlite3.Row has keys() but no `in` on names; the column is missing before schema version 2
+            up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,  # noqa: SIM118
         )
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, updated_at)
 

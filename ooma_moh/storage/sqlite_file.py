@@ -120,16 +120,16 @@ def migrate(db: sqlite3.Connection) -> list[int]:
     if version and not db.execute("PRAGMA user_version").fetchone()[0]:
         # made before versions were recorded: tables added since its release are created
         # (version 1's statements only create what is missing), then its version recorded
-        _apply(db, 1, MIGRATIONS[0][1], record=version)
+        _apply(db, MIGRATIONS[0][1], record=version)
     applied = []
     for number, statements in MIGRATIONS:
         if number > version:
-            _apply(db, number, statements, record=number)
+            _apply(db, statements, record=number)
             applied.append(number)
     return applied
 
 
-def _apply(db: sqlite3.Connection, number: int, statements: str, *, record: int) -> None:
+def _apply(db: sqlite3.Connection, statements: str, *, record: int) -> None:
     try:
         db.executescript(f"BEGIN IMMEDIATE;\n{statements}\nPRAGMA user_version = {record:d};\nCOMMIT;")
     except BaseException:

@@ -53,7 +53,10 @@ class Handler:
     def start(self) -> None:
         before = self.connections()
         self.proc = subprocess.Popen(
-            [*self.python, "-m", "ooma_moh", "serve", "ari"], env=self.env, stderr=open(self.log, "a"), text=True
+            [*self.python, "-m", "ooma_moh", "serve", "ari"],
+            env=self.env,
+            stderr=open(self.log, "a"),  # noqa: SIM115 - the process's log for its lifetime
+            text=True,
         )
         try:
             deadline = time.monotonic() + 15

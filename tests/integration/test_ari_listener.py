@@ -65,8 +65,8 @@ def events_url(lab: LabAsterisk, app: str, subscribe_all: bool) -> str:
     return lab.ari_url.replace("http://", "ws://") + f"/ari/events?app={app}&subscribeAll={str(subscribe_all).lower()}"
 
 
-async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, what
         await asyncio.sleep(0.01)

@@ -50,7 +50,10 @@ class Node:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **CREDENTIALS, **settings_environ(self.settings)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ooma_moh", "agent"], env=env, stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL
+            [sys.executable, "-m", "ooma_moh", "agent"],
+            env=env,
+            stderr=open(self.log, "ab"),  # noqa: SIM115 - the process's log for its lifetime
+            stdout=subprocess.DEVNULL,
         )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -72,8 +72,8 @@ class Api:
         async with self.session.get(self.url(tenant), headers=auth(token)) as r:
             return r.status, await r.json()
 
-    async def wait_live(self, tenant: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def wait_live(self, tenant: str, within_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
         while True:
             status, body = await self.get(tenant)
             assert status == 200, body
@@ -284,10 +284,12 @@ def test_openapi_document_is_valid(home: Home) -> None:
     settings, token, _ = home
 
     async def scenario() -> dict[str, Any]:
-        async with api(settings, token) as client:
-            async with client.session.get(f"http://127.0.0.1:{client.port}/api/v1/openapi.json") as r:
-                assert r.status == 200
-                return cast(dict[str, Any], await r.json())  # a JSON object
+        async with (
+            api(settings, token) as client,
+            client.session.get(f"http://127.0.0.1:{client.port}/api/v1/openapi.json") as r,
+        ):
+            assert r.status == 200
+            return cast(dict[str, Any], await r.json())  # a JSON object
 
     document = run(scenario())
     validate(document)
@@ -355,8 +357,10 @@ def test_healthz(home: Home) -> None:
     settings, token, _ = home
 
     async def scenario() -> None:
-        async with api(settings, token) as client:
-            async with client.session.get(f"http://127.0.0.1:{client.port}/healthz", headers={}) as r:
-                assert r.status == 200 and await r.json() == {"status": "ok"}
+        async with (
+            api(settings, token) as client,
+            client.session.get(f"http://127.0.0.1:{client.port}/healthz", headers={}) as r,
+        ):
+            assert r.status == 200 and await r.json() == {"status": "ok"}
 
     run(scenario())

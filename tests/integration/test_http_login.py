@@ -352,11 +352,11 @@ def test_another_site_cannot_sign_the_admin_out(home: Home) -> None:
 
     async def scenario(b: Browserish) -> None:
         assert (await b.sign_in(url)).status == 303
-        async with aiohttp.ClientSession() as other:
-            async with other.post(
-                b.base + "/logout", data={"csrf": "x"}, headers={"Origin": "http://localhost:9000"}
-            ) as r:
-                assert r.status == 401 and "Set-Cookie" not in r.headers
+        async with (
+            aiohttp.ClientSession() as other,
+            other.post(b.base + "/logout", data={"csrf": "x"}, headers={"Origin": "http://localhost:9000"}) as r,
+        ):
+            assert r.status == 401 and "Set-Cookie" not in r.headers
         assert (await b.get())[0] == 200
 
     browse(settings, scenario)
@@ -504,8 +504,9 @@ def test_secrets_never_reach_the_server_log(home: Home, tmp_path: Path) -> None:
         **settings_environ(dataclasses.replace(settings, http_listen=f"127.0.0.1:{port}")),
     }
     log = tmp_path / "serve-http.log"
+    stderr = open(log, "w")  # noqa: SIM115 - the server's log for its lifetime
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ooma_moh", "serve", "http"], env=env, stderr=open(log, "w"), stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "ooma_moh", "serve", "http"], env=env, stderr=stderr, stdout=subprocess.DEVNULL
     )
     try:
         wait_for_port(port, proc)
