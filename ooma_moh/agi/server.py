@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import health, metrics, systemd
+from .. import health, metrics
 from ..config import Settings
+from ..lifetime import serve_until_stopped
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS
 from ..resolve import ClassResolver
@@ -273,16 +273,10 @@ async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
     log.info("FastAGI listening on %s:%d", host, bound)
     if exporter is not None and maddress is not None:
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", maddress[0], mport)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    systemd.ready()  # Type=notify: systemctl start returns now
     serving = asyncio.create_task(server.serve_forever(), name="fastagi")
     try:
-        await stop.wait()
+        await serve_until_stopped()
     finally:
-        systemd.stopping()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await server.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
-from .. import health, systemd
+from .. import health
 from ..config import Settings
+from ..lifetime import serve_until_stopped
 from ..resolve import ClassResolver
 from ..storage import Catalog
 from .client import AriClient
@@ -34,25 +34,17 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
     if settings.metrics_address is not None:
         exporter, port = await health.start_server(settings.metrics_address, not_ready)
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    systemd.ready()  # Type=notify: systemctl start returns now
     reader = asyncio.create_task(listener.run(), name="ari-events")
-    stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
-        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await serve_until_stopped(reader)
     finally:
-        systemd.stopping()
         await listener.stop()
         try:  # holds being handled finish (bounded: each ARI request has its own timeout)
             await asyncio.wait_for(handler.dispatcher.drain(), 15.0)
         except TimeoutError:
             log.warning("ARI hold handler stopped with %d bridges' events unfinished", handler.dispatcher.pending)
-        for task in (reader, stopper):
-            task.cancel()
-        await asyncio.gather(reader, stopper, return_exceptions=True)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
         await client.close()
         if exporter is not None:
             await exporter.cleanup()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import signal
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from .. import health, systemd
+from .. import health
 from ..app import http_backend
 from ..config import Settings
+from ..lifetime import serve_until_stopped
 from ..logsafe import printable
 from .app import catalog_problem, make_app
 
@@ -72,15 +71,9 @@ async def run_http(settings: Settings) -> None:
     log.info("HTTP API listening on %s:%d (/metrics, /healthz, /readyz too)", settings.http_address[0], port)
     if exporter is not None and maddress is not None:
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", maddress[0], mport)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    systemd.ready()  # Type=notify: systemctl start returns now
     try:
-        await stop.wait()
+        await serve_until_stopped()
     finally:
-        systemd.stopping()
         if exporter is not None:
             await exporter.cleanup()
         await runner.cleanup()
