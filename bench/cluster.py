@@ -34,8 +34,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ooma_moh.agent import Agent  # noqa: E402
-from ooma_moh.app import build_service, create_catalog, open_blobs, open_catalog  # noqa: E402
+from ooma_moh.app import build_service, create_catalog, make_agent, open_blobs, open_catalog  # noqa: E402
 from ooma_moh.config import Settings  # noqa: E402
 from ooma_moh.lab import LabAsterisk  # noqa: E402
 from ooma_moh.model import RENDITION_FORMATS, Disclaimer, Rendition, UploadedFile  # noqa: E402
@@ -148,7 +147,7 @@ def cold_node(host: Settings, tmp: Path, tenants: int) -> None:
         s3_endpoint_url=host.s3_endpoint_url,
     )
     start = time.perf_counter()
-    Agent(cold, "cold").sync(None)
+    make_agent(cold, "cold").sync(None)
     ours = time.perf_counter() - start
     client = blobs.client  # type: ignore[attr-defined]
     bucket = blobs.bucket  # type: ignore[attr-defined]

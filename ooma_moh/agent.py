@@ -32,19 +32,15 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any
-
-import psycopg
+from typing import Protocol
 
 from . import health, metrics, systemd
-from .app import build_service, build_syncer
 from .config import Settings
 from .errors import AsteriskError, OomaMohError, ReloadPending, StorageError
 from .logsafe import printable, redact
-from .service import MohService
-from .storage.nodes import NodeRegistry
 from .sync import ClassesRefused, Syncer
 
 log = logging.getLogger(__name__)
@@ -56,20 +52,48 @@ def default_node_id() -> str:
     return socket.gethostname()
 
 
-class Agent:
-    """The loop of one node's agent; :meth:`stop` (or SIGTERM) ends it after the current sync."""
+class Changes(Protocol):
+    """Tenant changes as they happen (:class:`~ooma_moh.storage.nodes.ChangeFeed`)."""
 
-    def __init__(self, settings: Settings, node_id: str) -> None:
+    def changes(self, timeout: float) -> set[str]: ...
+    def close(self) -> None: ...
+
+
+class Registry(Protocol):
+    """Where the agent records what its node publishes (:class:`~ooma_moh.storage.nodes.NodeRegistry`)."""
+
+    def record_success(self, node_id: str, published: dict[str, str], at: datetime) -> None: ...
+    def record_error(self, node_id: str, error: str, at: datetime) -> None: ...
+    def listen(self) -> Changes: ...
+    def close(self) -> None: ...
+
+
+class Agent:
+    """The loop of one node's agent; :meth:`stop` (or SIGTERM) ends it after the current sync.
+
+    Its collaborators come from the wiring (:func:`ooma_moh.app.make_agent`): ``open_syncer()``
+    a syncer on a catalog connection of its own (closed through ``syncer.catalog``),
+    ``open_registry()`` a node registry connection. Both are kept between syncs and reopened
+    after a failure."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        node_id: str,
+        *,
+        open_syncer: Callable[[], Syncer],
+        open_registry: Callable[[], Registry],
+    ) -> None:
         if not settings.database_url:
             raise OomaMohError("the agent needs the shared catalog: set OOMA_MOH_DATABASE_URL")
         self.settings, self.node_id = settings, node_id
+        self.open_syncer, self.open_registry = open_syncer, open_registry
         self._stop = threading.Event()
         self.syncs = 0
         #: why the node is not ready (``/readyz``), None once a full sync went through
         self.problem: str | None = "starting: the first full sync is not done yet"
-        self._service: MohService | None = None
         self._syncer: Syncer | None = None
-        self._registry: NodeRegistry | None = None
+        self._registry: Registry | None = None
         #: monotonic time the loop last went round or a sync last made progress (watchdog)
         self.heartbeat = time.monotonic()
         #: what the last sync left undone although it published (refused classes, a pending
@@ -97,12 +121,10 @@ class Agent:
         """Sync ``tenants`` (None: all) on this node and record what it publishes. The catalog
         and node-registry connections are kept between syncs (a PostgreSQL connection is a
         process on the server: opening them per change is what limits a large cluster)."""
-        if self._service is None:
-            self._service = build_service(self.settings)
-            self._syncer = build_syncer(self.settings, self._service)
+        if self._syncer is None:
+            self._syncer = self.open_syncer()
         if self._registry is None:
-            self._registry = NodeRegistry(self.settings.database_url)
-        assert self._syncer is not None
+            self._registry = self.open_registry()
         self.beat()
         try:
             self._syncer.run(tenants, heartbeat=self.beat)  # logs its own line
@@ -139,17 +161,17 @@ class Agent:
 
     def _reset(self) -> None:
         """Drop the connections after a failure: the next sync opens new ones."""
-        if self._service is not None:
+        if self._syncer is not None:
             with contextlib.suppress(Exception):
-                self._service.catalog.close()
+                self._syncer.catalog.close()
         if self._registry is not None:
             with contextlib.suppress(Exception):
                 self._registry.close()
-        self._service = self._syncer = self._registry = None
+        self._syncer = self._registry = None
 
     def _record_error(self, error: str) -> None:
         try:
-            registry = NodeRegistry(self.settings.database_url)
+            registry = self.open_registry()
             try:
                 registry.record_error(self.node_id, error, datetime.now(UTC))
             finally:
@@ -164,7 +186,7 @@ class Agent:
         while not self._stop.is_set():
             listener = None
             try:
-                registry = NodeRegistry(self.settings.database_url)
+                registry = self.open_registry()
                 try:
                     listener = registry.listen()  # before the full sync: no change falls in between
                 finally:
@@ -179,7 +201,7 @@ class Agent:
                 metrics.AGENT_FAILURES.inc()
                 self.problem = failure_text(exc)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
-                if isinstance(exc, OomaMohError | psycopg.Error):
+                if isinstance(exc, OomaMohError):
                     log.warning(
                         "agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
                         self.node_id,
@@ -201,19 +223,12 @@ class Agent:
                     listener.close()
         self._reset()
 
-    def _follow(self, listener: psycopg.Connection[Any]) -> None:
+    def _follow(self, listener: Changes) -> None:
         next_full = time.monotonic() + self.settings.agent_reconcile_s
         while not self._stop.is_set():
             self.beat()
-            tenants: set[str] = set()
-            timeout = max(0.05, min(1.0, next_full - time.monotonic()))
-            for notice in listener.notifies(timeout=timeout):
-                tenants.add(notice.payload)
-                timeout = 0.05  # gather a burst, then sync it at once
-                break
-            for notice in listener.notifies(timeout=0.05):  # the rest of a burst
-                tenants.add(notice.payload)
-            if tenants:
+            tenants = listener.changes(timeout=max(0.05, min(1.0, next_full - time.monotonic())))
+            if tenants:  # a burst is synced at once
                 self.sync(sorted(tenants))
             if time.monotonic() >= next_full:
                 self.sync(None)
@@ -223,7 +238,9 @@ class Agent:
 
 def run_agent(settings: Settings, node_id: str) -> None:
     """``ooma-moh agent`` until SIGTERM/SIGINT."""
-    agent = Agent(settings, node_id)
+    from .app import make_agent  # the wiring; the agent module itself imports no back end
+
+    agent = make_agent(settings, node_id)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
     stop_metrics = None
@@ -246,7 +263,7 @@ def run_agent(settings: Settings, node_id: str) -> None:
 
 def failure_text(exc: BaseException) -> str:
     """Why the agent is backing off, for ``/readyz`` and ``ooma-moh nodes`` (one line)."""
-    if isinstance(exc, psycopg.Error | StorageError):
+    if isinstance(exc, StorageError):
         cause = "catalog or storage failing"  # the message says which: database, object storage, disk
     elif isinstance(exc, AsteriskError):
         cause = "Asterisk failing"

@@ -19,16 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from .ari.client import AriClient
 from .config import Settings
 from .errors import CatalogMissing
 from .http.backend import HttpBackend
 from .media import FfmpegConverter
+from .mohdir import MohDirectory
+from .publish import Publisher, RealtimePublisher, StaticPublisher
 from .service import MohService
 from .storage import Blobs, BlobStore, Catalog, SqliteCatalog
 from .storage.sqlite_file import catalog_exists
 from .sync import Syncer
+
+if TYPE_CHECKING:
+    from .agent import Agent
 
 
 def catalog_present(settings: Settings) -> bool:
@@ -109,15 +115,45 @@ def ari_reload(settings: Settings) -> Callable[[], None]:
     return reload
 
 
+def make_publisher(settings: Settings) -> Publisher:
+    """The publisher for ``settings.publish_mode``: realtime rows, or the static include file."""
+    if settings.publish_mode == "static":
+        return StaticPublisher(settings.classes_conf, settings.class_prefix)
+    return RealtimePublisher(settings.realtime_db, settings.class_prefix, moh_dir=settings.moh_dir)
+
+
+def make_syncer(settings: Settings, catalog: Catalog, blobs: Blobs, reload: Callable[[], None] | None = None) -> Syncer:
+    """The syncer of ``catalog`` into this host's MOH directory and publisher, reloading Asterisk
+    through ARI (static mode)."""
+    return Syncer(
+        settings,
+        catalog,
+        MohDirectory(settings.moh_dir, blobs),
+        make_publisher(settings),
+        reload or ari_reload(settings),
+    )
+
+
 def build_syncer(settings: Settings, service: MohService, reload: Callable[[], None] | None = None) -> Syncer:
     """The syncer for ``service``'s catalog and blobs, reloading Asterisk through ARI."""
-    return Syncer(settings, service.catalog, service.blobs, reload or ari_reload(settings))
+    return make_syncer(settings, service.catalog, service.blobs, reload)
 
 
 def build_service(settings: Settings, *, writable: bool = True, start_over: bool = False) -> MohService:
     """The service on the embedded default back end (SQLite catalog, local blobs, ffmpeg)."""
     catalog = open_catalog(settings, writable=writable, start_over=start_over)
     return MohService(settings, catalog, open_blobs(settings, writable=writable), FfmpegConverter(settings))
+
+
+def make_agent(settings: Settings, node_id: str) -> Agent:
+    """``ooma-moh agent``'s loop: a syncer on its own catalog connection, and the node registry."""
+    from .agent import Agent
+    from .storage.nodes import NodeRegistry
+
+    def open_syncer() -> Syncer:
+        return build_syncer(settings, build_service(settings))
+
+    return Agent(settings, node_id, open_syncer=open_syncer, open_registry=lambda: NodeRegistry(settings.database_url))
 
 
 @contextlib.contextmanager
@@ -146,7 +182,7 @@ def http_backend(settings: Settings) -> HttpBackend:
         settings=settings,
         reader=reader,
         blobs=blobs,
-        view=Syncer(settings, reader, blobs, ari_reload(settings)),
+        view=make_syncer(settings, reader, blobs),
         service=lambda: service_session(settings),
         catalog=lambda: catalog_session(settings),
         publish=publish,

@@ -23,8 +23,8 @@ from .errors import AsteriskError, ReloadPending
 from .logsafe import printable
 from .model import MohSetting, TenantMoh, validate_tenant_id
 from .mohdir import MohDirectory
-from .publish import ClassTaken, Publisher, RealtimePublisher, StaticPublisher
-from .storage import Blobs, Catalog
+from .publish import ClassTaken, Publisher
+from .storage import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,6 @@ class ClassesRefused(ClassTaken):
         self.report = report
 
 
-def make_publisher(settings: Settings) -> Publisher:
-    """The publisher for ``settings.publish_mode``."""
-    if settings.publish_mode == "static":
-        return StaticPublisher(settings.classes_conf, settings.class_prefix)
-    return RealtimePublisher(settings.realtime_db, settings.class_prefix, moh_dir=settings.moh_dir)
-
-
 class Syncer:
     """Carries out sync plans for one catalog, MOH directory and publisher."""
 
@@ -119,16 +112,16 @@ class Syncer:
         self,
         settings: Settings,
         catalog: Catalog,
-        blobs: Blobs,
+        mohdir: MohDirectory,
+        publisher: Publisher,
         reload: Callable[[], None],
-        publisher: Publisher | None = None,
     ) -> None:
         """``reload`` makes Asterisk reload res_musiconhold (static mode), raising
-        ``AsteriskError`` if it cannot; :func:`ooma_moh.app.build_syncer` gives it ARI's."""
+        ``AsteriskError`` if it cannot; :func:`ooma_moh.app.build_syncer` wires all of them."""
         self.settings = settings
         self.catalog = catalog
-        self.mohdir = MohDirectory(settings.moh_dir, blobs)
-        self.publisher = publisher or make_publisher(settings)
+        self.mohdir = mohdir
+        self.publisher = publisher
         self.reload = reload
         self._pending_marker = settings.home / "reload-pending"
 

@@ -30,6 +30,35 @@ class NodeStatus:
     lag_s: float | None  # how long the oldest such change has waited (None: none waiting)
 
 
+class ChangeFeed:
+    """Tenant ids as the catalog's trigger announces their changes (``NOTIFY``); psycopg's errors
+    become ``StorageError`` here."""
+
+    BURST_S = 0.05  # after the first change, how long the rest of a burst is gathered
+
+    def __init__(self, db: psycopg.Connection[dict[str, Any]]) -> None:
+        self._db = db
+
+    def changes(self, timeout: float) -> set[str]:
+        """The tenants changed: waits up to ``timeout`` s for a first change, then gathers the
+        rest of its burst; empty if none came."""
+        tenants: set[str] = set()
+        try:
+            for notice in self._db.notifies(timeout=timeout):
+                tenants.add(notice.payload)
+                break
+            if tenants:
+                tenants.update(notice.payload for notice in self._db.notifies(timeout=self.BURST_S))
+        except psycopg.Error as exc:
+            raise pg_error(exc, "following catalog changes") from None
+        return tenants
+
+    def close(self) -> None:
+        """Stop listening."""
+        with contextlib.suppress(psycopg.Error):
+            self._db.close()
+
+
 class NodeRegistry:
     """Node state on one connection (an agent's, or ``ooma-moh nodes``')."""
 
@@ -84,15 +113,15 @@ class NodeRegistry:
                 (node_id, at, error[:500], at),
             )
 
-    def listen(self) -> psycopg.Connection[dict[str, Any]]:
-        """A new connection subscribed to tenant changes (``notifies()`` yields them)."""
+    def listen(self) -> ChangeFeed:
+        """The tenants whose music changes from now on, on a connection of their own."""
         db = connect(self.url)
         try:
             db.execute(f"LISTEN {CHANNEL}".encode())
         except psycopg.Error as exc:
             db.close()
             raise pg_error(exc, "subscribing to catalog changes") from None
-        return db
+        return ChangeFeed(db)
 
     def count(self) -> int:
         """How many nodes have reported (0: no agent runs, the catalog's hosts publish)."""

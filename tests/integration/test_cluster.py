@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from ooma_moh import metrics
 from ooma_moh.agent import Agent
-from ooma_moh.app import build_service, create_catalog
+from ooma_moh.app import build_service, create_catalog, make_agent
 from ooma_moh.cli import main
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.model import TenantMoh
@@ -322,7 +322,7 @@ def in_process_agent(host: Settings, tmp_path: Path, **fields: Any) -> Iterator[
         classes_conf=node / "classes.conf",
         **fields,
     )
-    agent = Agent(settings, "node-r")
+    agent = make_agent(settings, "node-r")
     thread = threading.Thread(target=agent.run, name="agent", daemon=True)
     thread.start()
     registry: NodeRegistry | None = None

@@ -10,18 +10,27 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from ooma_moh import agent as agent_module
 from ooma_moh import metrics
 from ooma_moh.agent import BACKOFF_S, Agent, _watchdog, watchdog_window
 from ooma_moh.config import Settings
+from ooma_moh.errors import OomaMohError
+from ooma_moh.sync import Syncer
 
 
-def make_agent(tmp_path: Path) -> Agent:
-    return Agent(Settings(home=tmp_path / "home", database_url="postgresql://nowhere.invalid/x"), "node-u")
+def make_agent(tmp_path: Path, syncer: BlockingSyncer | None = None) -> Agent:
+    """An agent on stand-ins: ``syncer`` (none: a sync fails at once) and :class:`Registry`."""
+
+    def open_syncer() -> Syncer:
+        if syncer is None:
+            raise OomaMohError("no syncer in this test")
+        return cast(Syncer, syncer)  # run() and published() are all the agent calls
+
+    settings = Settings(home=tmp_path / "home", database_url="postgresql://nowhere.invalid/x")
+    return Agent(settings, "node-u", open_syncer=open_syncer, open_registry=Registry)
 
 
 class Registry:
@@ -39,7 +48,7 @@ class Registry:
     def record_error(self, node_id: str, error: str, at: Any) -> None:
         self.errors.append(error)
 
-    def listen(self) -> Any:
+    def listen(self) -> Listener:
         return Listener()
 
     def close(self) -> None:
@@ -47,8 +56,8 @@ class Registry:
 
 
 class Listener:
-    def notifies(self, timeout: float) -> list[Any]:
-        return []
+    def changes(self, timeout: float) -> set[str]:
+        return set()
 
     def close(self) -> None:
         pass
@@ -76,9 +85,7 @@ class BlockingSyncer:
 
 
 def syncing(tmp_path: Path, syncer: BlockingSyncer) -> tuple[Agent, threading.Thread]:
-    agent = make_agent(tmp_path)
-    # stand-ins: a service the blocking syncer never uses, the syncer and registry under test's control
-    agent._service, agent._syncer, agent._registry = object(), syncer, Registry()  # type: ignore[assignment]
+    agent = make_agent(tmp_path, syncer)
     thread = threading.Thread(target=agent.sync, args=(None,), daemon=True)
     thread.start()
     assert syncer.started.wait(10)
@@ -139,7 +146,6 @@ def test_an_unexpected_exception_is_logged_and_backed_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = make_agent(tmp_path)
-    monkeypatch.setattr(agent_module, "NodeRegistry", Registry)
     Registry.errors = []
     calls: list[list[str] | None] = []
 
