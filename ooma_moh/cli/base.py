@@ -60,7 +60,8 @@ def service_of(ctx: click.Context, *, writable: bool = True) -> MohService:
     """The service for this invocation, built once; ``writable=False`` for commands that only
     read (they then create nothing and work on a read-only or full disk)."""
     if "service" not in ctx.meta:
-        ctx.meta["service"] = build_service(ctx.obj, writable=writable)
+        ctx.meta["service"] = built = build_service(ctx.obj, writable=writable)
+        ctx.call_on_close(built.catalog.close)  # its connection, once the command is done
     service: MohService = ctx.meta["service"]
     return service
 

@@ -325,13 +325,15 @@ def test_page_language_and_headers(home: Home, accept: str, query: str | None, e
 
 @pytest.mark.embedded_only  # the SQLite file's own upgrade; PostgreSQL upgrades by migrations
 def test_old_catalog_gains_the_disclaimer_version_column(home: Home, tmp_path: Path) -> None:
-    """A catalog written before text versions were recorded: readers see None, the first writer
-    adds the column, old uploads keep version None."""
+    """A catalog written before text versions were recorded (and before schema versions were: its
+    user_version is 0): readers see None, the first writer adds the column, old uploads keep
+    version None."""
     settings, good = home
     (tmp_path / "a.mp3").write_bytes(good)
     cli(settings, "upload", "acme", str(tmp_path / "a.mp3"), "--accept-disclaimer", "--by", "x")
     db = sqlite3.connect(settings.catalog_path)
     db.execute("ALTER TABLE uploads DROP COLUMN disclaimer_version")
+    db.execute("PRAGMA user_version = 0")
     db.commit()
     db.close()
     with contextlib.closing(open_catalog(settings, writable=False)) as reader:
