@@ -24,7 +24,7 @@ from .logsafe import printable
 from .model import MohSetting, TenantMoh, validate_tenant_id
 from .mohdir import MohDirectory
 from .publish import ClassTaken, Publisher
-from .storage import Catalog
+from .storage import TenantCatalog
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Syncer:
     def __init__(
         self,
         settings: Settings,
-        catalog: Catalog,
+        catalog: TenantCatalog,
         mohdir: MohDirectory,
         publisher: Publisher,
         reload: Callable[[], None],

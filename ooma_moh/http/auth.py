@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..credentials import ApiToken, BrowserSession
 from ..errors import InvalidTenantId
-from ..model import ApiToken, BrowserSession, validate_tenant_id
+from ..model import validate_tenant_id
 from .context import READER, SETTINGS, ApiError, in_thread
 from .logins import check_session, cookie_name
 from .tokens import check_token

@@ -15,9 +15,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..credentials import BrowserSession, LoginLink
 from ..errors import InvalidActor
-from ..model import BrowserSession, LoginLink, validate_actor, validate_tenant_id
-from ..storage import Catalog
+from ..model import validate_actor, validate_tenant_id
+from ..storage import Credentials
 from .tokens import digest
 
 CREDENTIAL_RE = re.compile(r"([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -40,7 +41,7 @@ def _split(credential: str) -> tuple[str, str] | None:
 
 
 def create_login_link(
-    catalog: Catalog, *, tenant_id: str, label: str, now: datetime, ttl: timedelta
+    catalog: Credentials, *, tenant_id: str, label: str, now: datetime, ttl: timedelta
 ) -> tuple[LoginLink, str]:
     """A new link for ``tenant_id``'s admin (``label``: who it is for); returns it and the
     credential to put in the URL (shown once)."""
@@ -65,7 +66,7 @@ class LinkCheck:
     refusal: str | None
 
 
-def check_login_link(catalog: Catalog, credential: str, now: datetime) -> LinkCheck:
+def check_login_link(catalog: Credentials, credential: str, now: datetime) -> LinkCheck:
     """Whether ``credential`` is a link that can still open a session (nothing is changed)."""
     parts = _split(credential)
     found = catalog.login_link(parts[0]) if parts else None
@@ -75,7 +76,7 @@ def check_login_link(catalog: Catalog, credential: str, now: datetime) -> LinkCh
 
 
 def redeem_login_link(
-    catalog: Catalog, credential: str, now: datetime, ttl: timedelta
+    catalog: Credentials, credential: str, now: datetime, ttl: timedelta
 ) -> tuple[BrowserSession | None, str, str | None]:
     """Use the link up and open a session: (session, cookie value, None) or
     (None, "", refusal). A link opens at most one session, even when redeemed twice at once."""
@@ -92,7 +93,7 @@ def redeem_login_link(
     return session, f"{session.id}_{secret}", None
 
 
-def check_session(catalog: Catalog, cookie: str, now: datetime) -> BrowserSession | None:
+def check_session(catalog: Credentials, cookie: str, now: datetime) -> BrowserSession | None:
     """The open session a cookie value stands for, or None (malformed, unknown, wrong, ended,
     expired)."""
     parts = _split(cookie)

@@ -13,8 +13,9 @@ import re
 import secrets
 from datetime import datetime
 
-from ..model import ApiToken, validate_tenant_id
-from ..storage import Catalog
+from ..credentials import ApiToken
+from ..model import validate_tenant_id
+from ..storage import Credentials
 
 TOKEN_RE = re.compile(r"omh_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 
@@ -24,7 +25,7 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(catalog: Catalog, *, tenant_id: str | None, now: datetime) -> tuple[ApiToken, str]:
+def create_token(catalog: Credentials, *, tenant_id: str | None, now: datetime) -> tuple[ApiToken, str]:
     """A new token for ``tenant_id`` (None: operator); returns it and the bearer string."""
     if tenant_id is not None:
         validate_tenant_id(tenant_id)
@@ -34,7 +35,7 @@ def create_token(catalog: Catalog, *, tenant_id: str | None, now: datetime) -> t
     return token, f"omh_{token.id}_{secret}"
 
 
-def check_token(catalog: Catalog, bearer: str) -> ApiToken | None:
+def check_token(catalog: Credentials, bearer: str) -> ApiToken | None:
     """The live token a bearer string stands for, or None (malformed, unknown, wrong, revoked)."""
     match = TOKEN_RE.fullmatch(bearer)
     if match is None:

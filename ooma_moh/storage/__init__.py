@@ -1,7 +1,16 @@
 """Storage back ends for the catalog and the blobs it references."""
 
-from .base import AuditEntry, Blobs, Catalog
+from .base import AuditEntry, Blobs, Catalog, Credentials, EndpointMap, TenantCatalog
 from .blobs import BlobStore
 from .sqlite import SqliteCatalog
 
-__all__ = ["AuditEntry", "BlobStore", "Blobs", "Catalog", "SqliteCatalog"]
+__all__ = [
+    "AuditEntry",
+    "BlobStore",
+    "Blobs",
+    "Catalog",
+    "Credentials",
+    "EndpointMap",
+    "SqliteCatalog",
+    "TenantCatalog",
+]

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, Rendition, TenantMoh, UploadedFile
+from ..credentials import ApiToken, BrowserSession, LoginLink
+from ..model import Disclaimer, Rendition, TenantMoh, UploadedFile
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,9 @@ class AuditEntry:
     detail: dict[str, object]
 
 
-class Catalog(Protocol):
-    """Tenants and their music. Every method is one atomic transaction."""
+class TenantCatalog(Protocol):
+    """Tenants and their music: what the service, the syncer and the hold paths read and change.
+    Every method is one atomic transaction."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -48,6 +50,16 @@ class Catalog(Protocol):
     def set_default(self, tenant_id: str, at: datetime) -> TenantMoh | None:
         """Drop the tenant's file, back to default music; None if the tenant is unknown."""
 
+    def referenced_blobs(self) -> set[str]:
+        """sha256 of every original and rendition the catalog references."""
+
+    def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
+        """The tenant's history, oldest first."""
+
+
+class EndpointMap(Protocol):
+    """Which tenant an endpoint belongs to (the hold handler's last resort, ``ooma-moh endpoints``)."""
+
     def endpoint_tenant(self, endpoint: str) -> str | None:
         """The tenant an endpoint (e.g. ``PJSIP/acme-100``) is mapped to, if any."""
 
@@ -56,6 +68,10 @@ class Catalog(Protocol):
 
     def endpoints(self) -> dict[str, str]:
         """Every endpoint mapping: endpoint -> tenant."""
+
+
+class Credentials(Protocol):
+    """API tokens, login links and browser sessions (only each secret's sha256 is stored)."""
 
     def add_token(self, token: ApiToken, secret_sha256: str) -> None:
         """Store a new API token (only the sha256 of its secret)."""
@@ -91,11 +107,10 @@ class Catalog(Protocol):
     def sign_out_tenant(self, tenant_id: str, at: datetime) -> tuple[int, int]:
         """Void the tenant's unused links and end its sessions; (links, sessions) affected."""
 
-    def referenced_blobs(self) -> set[str]:
-        """sha256 of every original and rendition the catalog references."""
 
-    def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
-        """The tenant's history, oldest first."""
+class Catalog(TenantCatalog, EndpointMap, Credentials, Protocol):
+    """The three roles on one database: what the back ends (SQLite, PostgreSQL, in memory)
+    implement and the wiring opens. Code that needs one role asks for that role."""
 
 
 class Blobs(Protocol):

@@ -13,7 +13,8 @@ import dataclasses
 import threading
 from datetime import datetime
 
-from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, MohSetting, Rendition, TenantMoh, UploadedFile
+from ..credentials import ApiToken, BrowserSession, LoginLink
+from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
 

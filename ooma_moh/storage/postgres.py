@@ -21,8 +21,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ..credentials import ApiToken, BrowserSession, LoginLink
 from ..errors import StorageError
-from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, MohSetting, Rendition, TenantMoh, UploadedFile
+from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 from .postgres_db import LATEST, connect, pg_error, version_on
 

@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ..credentials import ApiToken, BrowserSession, LoginLink
 from ..errors import StorageError
-from ..model import ApiToken, BrowserSession, Disclaimer, LoginLink, MohSetting, Rendition, TenantMoh, UploadedFile
+from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 from .sqlite_file import check_version, migrate, open_read_only, storage_error, version_of
 

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from ooma_moh.app import build_service, build_syncer, open_catalog
 from ooma_moh.cli import main
 from ooma_moh.config import Settings
+from ooma_moh.credentials import ApiToken
 from ooma_moh.http.server import start_http
-from ooma_moh.model import ApiToken
 from tests.audio import tone
 
 GOOD = 440.0

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ooma_moh import disclaimer
+from ooma_moh.credentials import BrowserSession, LoginLink
 from ooma_moh.http.texts import LANGUAGES, TEXTS, pick_language
-from ooma_moh.model import BrowserSession, LoginLink
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
