@@ -12,6 +12,11 @@ service from here, so the rules for opening the data home are applied the same w
 
 With ``database_url`` set the catalog is PostgreSQL: its schema is made only by ``ooma-moh db
 upgrade`` (or ``init``), and a database without it is "missing" in the sense above.
+
+One wiring per process (docs/architecture.md): the CLI commands use :func:`open_catalog`,
+:func:`build_service` and :func:`build_syncer`; ``serve http`` gets its collaborators from
+:func:`http_backend`; the agent from :func:`make_agent`; ``serve agi`` and ``serve ari`` are given a
+read-only :func:`open_catalog` by their command.
 """
 
 from __future__ import annotations
@@ -140,7 +145,8 @@ def build_syncer(settings: Settings, service: MohService, reload: Callable[[], N
 
 
 def build_service(settings: Settings, *, writable: bool = True, start_over: bool = False) -> MohService:
-    """The service on the embedded default back end (SQLite catalog, local blobs, ffmpeg)."""
+    """The service on the configured back ends (the catalog and blobs of ``settings``: SQLite and
+    the home's blob directory by default, PostgreSQL and object storage in a cluster) and ffmpeg."""
     catalog = open_catalog(settings, writable=writable, start_over=start_over)
     return MohService(settings, catalog, open_blobs(settings, writable=writable), FfmpegConverter(settings))
 

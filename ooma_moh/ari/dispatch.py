@@ -1,8 +1,8 @@
 """Work for one key runs in order; work for different keys runs concurrently.
 
 The hold handler keys each event by its bridge: a hold and its unhold are never reordered, while
-a hold in one bridge no longer waits behind the REST round trips of every other call (at 200
-holds in a second, the p99 from ``ChannelHold`` to music was 228 ms of such queueing).
+a hold in one bridge does not wait behind the REST round trips of every other call
+(docs/benchmarks.md has what the queueing cost before).
 """
 
 from __future__ import annotations
