@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +19,11 @@ from ooma_moh import metrics
 from ooma_moh.agent import BACKOFF_S, Agent, _watchdog, watchdog_window
 from ooma_moh.config import Settings
 from ooma_moh.errors import OomaMohError
+from ooma_moh.media_fake import FakeConverter, fake_audio
+from ooma_moh.mohdir import MohDirectory
+from ooma_moh.service import MohService
+from ooma_moh.storage import BlobStore
+from ooma_moh.storage.memory import MemoryCatalog
 from ooma_moh.sync import Syncer
 
 
@@ -169,3 +175,79 @@ def test_an_unexpected_exception_is_logged_and_backed_off(
     assert len(errors) == 1 and errors[0].exc_info is not None  # log.exception: with its traceback
     assert "unexpected error" in errors[0].getMessage()
     assert Registry.errors == ["unexpected error (KeyError): 'a bug'; retrying"]
+
+
+class RecordedPublisher:
+    """What Asterisk would read: class -> directory, changed only by ``apply``."""
+
+    needs_reload = False
+
+    def __init__(self) -> None:
+        self.classes: dict[str, str] = {}
+
+    def current(self) -> dict[str, str]:
+        return dict(self.classes)
+
+    def foreign(self, names: Iterable[str]) -> set[str]:
+        return set()
+
+    def apply(self, upserts: Mapping[str, str], deletes: set[str]) -> None:
+        self.classes = {c: d for c, d in {**self.classes, **upserts}.items() if c not in deletes}
+
+
+class Feed:
+    """The catalog's change notifications: ``announce`` a tenant; the agent stops once it has
+    synced every announced change."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    def changes(self, timeout: float) -> set[str]:
+        found, self.pending = set(self.pending), []
+        if not found:
+            time.sleep(min(timeout, 0.01))
+        return found
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_agent_publishes_every_tenant_then_follows_each_change(tmp_path: Path) -> None:
+    """The agent's loop on in-memory fakes (catalog, converter, publisher, registry): a full sync
+    first, then each announced change synced alone and recorded as what the node publishes."""
+    settings = Settings(home=tmp_path / "home", moh_dir=tmp_path / "moh", database_url="postgresql://nowhere.invalid/x")
+    catalog, blobs, publisher, feed = MemoryCatalog(), BlobStore(settings.blob_dir), RecordedPublisher(), Feed()
+    service = MohService(settings, catalog, blobs, FakeConverter())
+    for tenant in ("acme", "beta"):
+        (tmp_path / f"{tenant}.fake").write_bytes(fake_audio(1500))
+        service.upload(tenant, tmp_path / f"{tenant}.fake", accept_disclaimer=True, accepted_by="test")
+    syncer = Syncer(settings, catalog, MohDirectory(settings.moh_dir, blobs), publisher, reload=lambda: None)
+    Registry.successes = []
+
+    class FollowingRegistry(Registry):
+        def listen(self) -> Feed:  # type: ignore[override]  # the feed this test drives
+            return feed
+
+    agent = Agent(settings, "node-u", open_syncer=lambda: syncer, open_registry=FollowingRegistry)
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(Registry.successes) < 1:
+            assert time.monotonic() < deadline, "no full sync"
+            time.sleep(0.01)
+        first = dict(Registry.successes[0])
+        assert set(first) == {"tenant-acme", "tenant-beta"}
+        acme = catalog.get("acme")
+        assert acme is not None and first["tenant-acme"] == acme.version
+        assert (settings.moh_dir / "tenant-acme" / acme.version / "moh.sln16").stat().st_size == 48000
+        service.delete("acme")
+        feed.pending.append("acme")
+        while len(Registry.successes) < 2:
+            assert time.monotonic() < deadline, "the change was not synced"
+            time.sleep(0.01)
+        assert set(Registry.successes[1]) == {"tenant-beta"}  # acme is back on default music
+        assert agent.problem is None and agent.syncs == 2
+    finally:
+        agent.stop()
+        thread.join(10)
