@@ -14,6 +14,7 @@ specific message; the CLI prints that line and exits non-zero. The tree::
     ├── StorageError           the server's own storage failed (disk full, permissions, a
     │   │                      stored file missing or damaged): never the uploader's fault
     │   └── CatalogMissing     the catalog is missing or empty while the blob store holds files
+    ├── ClassTaken             a tenant's class is held by a realtime row ooma-moh did not write
     ├── OutputError            a file the operator asked for could not be written
     │   └── WouldOverwrite     it exists already, and replacing it was not asked for
     └── AsteriskError          Asterisk could not be reached or refused a command
@@ -27,7 +28,9 @@ the one module that talks to that library.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
 
+from .logsafe import printable
 from .rejections import Rejection
 
 
@@ -130,3 +133,44 @@ class AriRequestFailed(AsteriskError):
     def __init__(self, method: str, path: str, status: int, message: str) -> None:
         super().__init__(f"ARI {method} {path} failed with {status}: {message}")
         self.status = status
+
+
+class ClassTaken(OomaMohError):
+    """A class ooma-moh would publish is held by a realtime row that it did not write; that row
+    is left alone. ``names`` are the classes."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = sorted(names)
+        shown = ", ".join(printable(n, 80) for n in self.names[:5]) + (" ..." if len(self.names) > 5 else "")
+        super().__init__(
+            f"{shown}: the realtime database (OOMA_MOH_REALTIME_DB) has a row of that name that ooma-moh"
+            " did not write; it is left alone and the tenant's class is not published (remove or rename"
+            " that row; if an ooma-moh with another moh_dir wrote it, delete it and sync again)"
+        )
+
+
+def upload_outcome(exc: BaseException | None) -> tuple[str, str | None]:
+    """How an upload ended, as the metrics and the log line name it: (result, reason code).
+    ``exc`` None: accepted."""
+    if exc is None:
+        return "ok", None
+    if isinstance(exc, UploadRejected):
+        return "rejected", exc.reason
+    if isinstance(exc, DisclaimerRequired):
+        return "disclaimer_required", None
+    if isinstance(exc, StorageError):
+        return "server_error", exc.reason
+    if isinstance(exc, OomaMohError) and isinstance(exc, ValueError):  # tenant id, who accepted
+        return "invalid", None
+    return "server_error", None
+
+
+def sync_failure(exc: BaseException) -> str:
+    """The reason code of a failed sync, as the metrics and the log line name it."""
+    if isinstance(exc, ReloadPending):
+        return "reload_pending"
+    if isinstance(exc, ClassTaken):
+        return "classes_refused"
+    if isinstance(exc, StorageError):
+        return exc.reason
+    return "asterisk" if isinstance(exc, AsteriskError) else "error"

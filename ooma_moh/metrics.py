@@ -16,9 +16,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from . import __version__
-from .errors import AsteriskError, DisclaimerRequired, OomaMohError, ReloadPending, StorageError, UploadRejected
+from .errors import sync_failure, upload_outcome
 from .model import DEFAULT_CLASS
-from .publish import ClassTaken
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(namespace="ooma_moh", registry=REGISTRY)  # CPU, memory, open files, start time
@@ -179,34 +178,16 @@ def agi_request(result: str, seconds: float) -> None:
 
 def upload_done(exc: BaseException | None) -> tuple[str, str | None]:
     """Count one finished upload (``exc`` None: accepted); returns (result, reason code)."""
-    reason = None
-    if exc is None:
-        result = "ok"
-    elif isinstance(exc, UploadRejected):
-        result, reason = "rejected", exc.reason
+    result, reason = upload_outcome(exc)
+    if result == "rejected" and reason is not None:
         UPLOAD_REJECTIONS.labels(reason).inc()
-    elif isinstance(exc, DisclaimerRequired):
-        result = "disclaimer_required"
-    elif isinstance(exc, StorageError):
-        result, reason = "server_error", exc.reason
-    elif isinstance(exc, OomaMohError) and isinstance(exc, ValueError):  # tenant id, who accepted
-        result = "invalid"
-    else:
-        result = "server_error"
     UPLOADS.labels(result).inc()
     return result, reason
 
 
 def sync_failed(exc: BaseException) -> str:
     """Count one failed sync; returns its reason code."""
-    if isinstance(exc, ReloadPending):
-        reason = "reload_pending"
-    elif isinstance(exc, ClassTaken):
-        reason = "classes_refused"
-    elif isinstance(exc, StorageError):
-        reason = exc.reason
-    else:
-        reason = "asterisk" if isinstance(exc, AsteriskError) else "error"
+    reason = sync_failure(exc)
     SYNC_ERRORS.labels(reason).inc()
     return reason
 

@@ -25,24 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from .errors import OomaMohError
-from .logsafe import printable
+from .errors import ClassTaken, OomaMohError
 from .model import is_tenant_class
-
-
-class ClassTaken(OomaMohError):
-    """A class ooma-moh would publish is held by a realtime row that it did not write; that row
-    is left alone. ``names`` are the classes."""
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = sorted(names)
-        shown = ", ".join(printable(n, 80) for n in self.names[:5]) + (" ..." if len(self.names) > 5 else "")
-        super().__init__(
-            f"{shown}: the realtime database (OOMA_MOH_REALTIME_DB) has a row of that name that ooma-moh"
-            " did not write; it is left alone and the tenant's class is not published (remove or rename"
-            " that row; if an ooma-moh with another moh_dir wrote it, delete it and sync again)"
-        )
-
 
 #: The musiconhold realtime table as res_musiconhold reads it (docs/asterisk-facts.md).
 REALTIME_SCHEMA = """

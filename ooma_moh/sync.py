@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from . import metrics
 from .config import Settings
-from .errors import AsteriskError, ReloadPending
+from .errors import AsteriskError, ClassTaken, ReloadPending
 from .logsafe import printable
 from .model import MohSetting, TenantMoh, validate_tenant_id
 from .mohdir import MohDirectory
-from .publish import ClassTaken, Publisher
+from .publish import Publisher
 from .storage import TenantCatalog
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from ooma_moh.asterisk_cli import parse_moh_classes, parse_realtime_row
+from ooma_moh.errors import ClassTaken
 from ooma_moh.model import MohSetting, Rendition, TenantMoh
 from ooma_moh.mohdir import MohDirectory
-from ooma_moh.publish import REALTIME_SCHEMA, ClassTaken, RealtimePublisher, StaticPublisher
+from ooma_moh.publish import REALTIME_SCHEMA, RealtimePublisher, StaticPublisher
 from ooma_moh.storage import BlobStore
 from ooma_moh.sync import Change, SyncReport, plan_sync
 
