@@ -5,6 +5,7 @@ connection cap, the environment byte budget, the overall deadline, log lines saf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import select
 import socket
@@ -137,11 +138,21 @@ def padded(block: str, total: int) -> str:
 
 
 class FakeAsterisk:
-    """Asterisk's side of one FastAGI connection."""
+    """Asterisk's side of one FastAGI connection; every one opened is closed when its test ends
+    (:func:`close_fake_connections`), a whole request's as soon as the server has closed it."""
+
+    opened: list[FakeAsterisk] = []
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.file = self.sock.makefile("rwb")
+        FakeAsterisk.opened.append(self)
+
+    def close(self) -> None:
+        """Close the connection (the buffered file holds the socket open until it is closed too)."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        self.sock.close()
 
     def send(self, text: str) -> None:
         self.file.write(text.encode())
@@ -163,7 +174,10 @@ class FakeAsterisk:
     ) -> dict[str, str]:
         """A whole request; returns the variables the server set."""
         self.send(env_block(script, account, args))
-        return self.answer(variable)
+        try:
+            return self.answer(variable)
+        finally:
+            self.close()
 
     def answer(self, variable: str | None = None) -> dict[str, str]:
         """Answer the server's commands until it closes; returns the variables it set."""
@@ -178,6 +192,13 @@ class FakeAsterisk:
             else:
                 raise AssertionError(f"unexpected command {line!r}")
         return values
+
+
+@pytest.fixture(autouse=True)
+def close_fake_connections() -> Iterator[None]:
+    yield
+    while FakeAsterisk.opened:
+        FakeAsterisk.opened.pop().close()
 
 
 @pytest.mark.parametrize(
@@ -219,7 +240,7 @@ def test_hangup_mid_request_and_hangup_response(server: AgiServer) -> None:
     port, _ = server
     half = FakeAsterisk(port)
     half.send("agi_network: yes\nagi_network_script: moh\n")
-    half.sock.close()
+    half.close()  # Asterisk hangs up mid-request
     dead = FakeAsterisk(port)
     dead.send(ENV.format(script="moh", account="alpha", args=""))
     assert dead.command().startswith("GET VARIABLE OOMA_MOH_TENANT")
@@ -297,7 +318,7 @@ def test_refusals_are_logged_in_aggregate(in_process: StartServer, caplog: pytes
         assert extra.closed()
     assert agi.server.refused == 50
     for holder in holders:
-        holder.sock.close()
+        holder.close()
     agi.close()
     refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.getMessage()]
     assert len(refusals) == 2, refusals  # the first at once, the other 49 together at close
@@ -365,25 +386,32 @@ def test_outside_values_are_logged_escaped(in_process: StartServer, caplog: pyte
         assert expected in logged, (expected, messages)
 
 
-def test_classic_agi_script_logs_escaped(settings: Settings, service: MohService) -> None:
-    proc = subprocess.Popen(
+@contextlib.contextmanager
+def classic_agi(settings: Settings) -> Iterator[subprocess.Popen[str]]:
+    """The classic AGI script as Asterisk runs it, over its three pipes (closed at the end)."""
+    with subprocess.Popen(
         [sys.executable, "-m", "ooma_moh.agi.script"],
         env=settings_env(settings),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
-    proc.stdin.write("agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: acct\x1b[31mRED\n\n")
-    proc.stdin.flush()
-    while line := proc.stdout.readline():
-        proc.stdin.write("200 result=0\n" if line.startswith("GET") else "200 result=1\n")
+    ) as proc:
+        yield proc
+
+
+def test_classic_agi_script_logs_escaped(settings: Settings, service: MohService) -> None:
+    with classic_agi(settings) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
+        proc.stdin.write("agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: acct\x1b[31mRED\n\n")
         proc.stdin.flush()
-    assert proc.wait(10) == 0
-    lines = proc.stderr.read().splitlines()
-    assert len(lines) == 1 and lines[0].isascii() and lines[0].isprintable(), lines
-    assert "tenant=acct\\x1b[31mRED " in lines[0] and "class=default" in lines[0]
+        while line := proc.stdout.readline():
+            proc.stdin.write("200 result=0\n" if line.startswith("GET") else "200 result=1\n")
+            proc.stdin.flush()
+        assert proc.wait(10) == 0
+        lines = proc.stderr.read().splitlines()
+        assert len(lines) == 1 and lines[0].isascii() and lines[0].isprintable(), lines
+        assert "tenant=acct\\x1b[31mRED " in lines[0] and "class=default" in lines[0]
 
 
 def test_classic_agi_script_over_pipes(settings: Settings, service: MohService, tmp_path: Path) -> None:
@@ -393,27 +421,20 @@ def test_classic_agi_script_over_pipes(settings: Settings, service: MohService, 
         ("", "alpha", "tenant-alpha"),
         ("", "nobody", "default"),
     ):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ooma_moh.agi.script"],
-            env=settings_env(settings),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
-        args = f"agi_arg_1: {argv_tenant}\n" if argv_tenant else ""
-        proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: {account}\n{args}\n")
-        proc.stdin.flush()
-        values = {}
-        while line := proc.stdout.readline():
-            parts = line.split(None, 3)
-            if parts[:2] == ["GET", "VARIABLE"]:
-                proc.stdin.write("200 result=0\n")
-            else:  # pyst2 quotes the name too, as AGI allows
-                values[parts[2].strip('"')] = parts[3].strip().strip('"')
-                proc.stdin.write("200 result=1\n")
+        with classic_agi(settings) as proc:
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
+            args = f"agi_arg_1: {argv_tenant}\n" if argv_tenant else ""
+            proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: {account}\n{args}\n")
             proc.stdin.flush()
-        assert proc.wait(10) == 0
-        assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}, proc.stderr.read()
-        assert f"class={expected}" in proc.stderr.read()
+            values = {}
+            while line := proc.stdout.readline():
+                parts = line.split(None, 3)
+                if parts[:2] == ["GET", "VARIABLE"]:
+                    proc.stdin.write("200 result=0\n")
+                else:  # pyst2 quotes the name too, as AGI allows
+                    values[parts[2].strip('"')] = parts[3].strip().strip('"')
+                    proc.stdin.write("200 result=1\n")
+                proc.stdin.flush()
+            assert proc.wait(10) == 0
+            assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}, proc.stderr.read()
+            assert f"class={expected}" in proc.stderr.read()
