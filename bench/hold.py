@@ -123,8 +123,8 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
     for n in (int(x) for x in args.calls.split(",")):
         baseline = run(lab, harness, n, args.hold, f"base{n}")
         log = Path(tmp) / f"handler-{n}.log"
-        stderr = open(log, "w")  # noqa: SIM115 - the handler's log for its lifetime
-        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=stderr)
+        with open(log, "w") as stderr:  # the handler keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=stderr)
         while "resynced" not in log.read_text():
             time.sleep(0.05)
         cpu0, _ = proc_usage(proc.pid)

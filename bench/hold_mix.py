@@ -191,21 +191,21 @@ def main() -> None:
         harness = AriHarness(lab).start()
         env = {**os.environ, **settings_environ(settings)}
         agi_port = free_port()
-        agi = subprocess.Popen(
-            [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{agi_port}"],
-            env=env,
-            stderr=open(Path(tmp) / "agi.log", "w"),  # noqa: SIM115 - the server's log for its lifetime
-        )
+        with open(Path(tmp) / "agi.log", "w") as stderr:  # the server keeps its own descriptor
+            agi = subprocess.Popen(
+                [sys.executable, "-m", "ooma_moh", "serve", "agi", "--listen", f"127.0.0.1:{agi_port}"],
+                env=env,
+                stderr=stderr,
+            )
         lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{agi_port}")
         try:
             for n in (int(x) for x in args.calls.split(",")):
                 baseline = run(lab, harness, n, args.hold, f"base{n}", route=False)
                 log = Path(tmp) / f"handler-{n}.log"
-                handler = subprocess.Popen(
-                    [sys.executable, "-m", "ooma_moh", "serve", "ari"],
-                    env=env,
-                    stderr=open(log, "w"),  # noqa: SIM115 - the handler's log for its lifetime
-                )
+                with open(log, "w") as stderr:  # the handler keeps its own descriptor
+                    handler = subprocess.Popen(
+                        [sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=stderr
+                    )
                 while "resynced" not in log.read_text():
                     time.sleep(0.05)
                 ours = run(lab, harness, n, args.hold, f"ours{n}", route=True)

@@ -83,12 +83,8 @@ class S3Server:
             "-master.volumeSizeLimitMB=16",
         ]  # volumes as the disk allows: a bucket each
         (self.dir / "data").mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=open(self.log, "ab"),  # noqa: SIM115 - the process's log for its lifetime
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log, "ab") as log:  # the server keeps its own descriptor
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"SeaweedFS exited:\n{self.log.read_text()[-3000:]}"

@@ -164,16 +164,15 @@ class LabAsterisk:
     def boot(self, timeout: float = 90.0) -> None:
         """Start the Asterisk process (mounts and config already in place) and wait for it.
         ``-g`` and an unlimited core size: if it crashes, :meth:`post_mortem` finds the core."""
-        log = open(self.shared / "log" / "console.log", "ab")  # noqa: SIM115 - Asterisk's stdout for its lifetime
         user = ["-U", self.run_as, "-G", self.run_as] if self.run_as is not None else []
-        self._process = subprocess.Popen(
-            ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g", *user],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2),
-        )
-        log.close()
+        with open(self.shared / "log" / "console.log", "ab") as log:  # Asterisk keeps its own descriptor
+            self._process = subprocess.Popen(
+                ["chroot", str(self.root), "asterisk", "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g", *user],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

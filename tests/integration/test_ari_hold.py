@@ -45,19 +45,15 @@ class Handler:
         """``python``: the interpreter's argv (another user's: setpriv …), ``env`` its environment,
         ``log`` where its stderr goes (default: this interpreter, the settings', the home)."""
         self.settings, self.lab = settings, lab
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.python = python or [sys.executable]
         self.env = env or settings_env(settings)
         self.log = log or settings.home / "serve-ari.log"
 
     def start(self) -> None:
         before = self.connections()
-        self.proc = subprocess.Popen(
-            [*self.python, "-m", "ooma_moh", "serve", "ari"],
-            env=self.env,
-            stderr=open(self.log, "a"),  # noqa: SIM115 - the process's log for its lifetime
-            text=True,
-        )
+        with open(self.log, "a") as log:  # the handler keeps its own descriptor
+            self.proc = subprocess.Popen([*self.python, "-m", "ooma_moh", "serve", "ari"], env=self.env, stderr=log)
         try:
             deadline = time.monotonic() + 15
             while self.connections() == before:

@@ -49,12 +49,10 @@ class Node:
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **CREDENTIALS, **settings_environ(self.settings)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ooma_moh", "agent"],
-            env=env,
-            stderr=open(self.log, "ab"),  # noqa: SIM115 - the process's log for its lifetime
-            stdout=subprocess.DEVNULL,
-        )
+        with open(self.log, "ab") as log:  # the agent keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ooma_moh", "agent"], env=env, stderr=log, stdout=subprocess.DEVNULL
+            )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

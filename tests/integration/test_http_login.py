@@ -506,10 +506,10 @@ def test_secrets_never_reach_the_server_log(home: Home, tmp_path: Path) -> None:
         **settings_environ(dataclasses.replace(settings, http_listen=f"127.0.0.1:{port}")),
     }
     log = tmp_path / "serve-http.log"
-    stderr = open(log, "w")  # noqa: SIM115 - the server's log for its lifetime
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ooma_moh", "serve", "http"], env=env, stderr=stderr, stdout=subprocess.DEVNULL
-    )
+    with open(log, "w") as stderr:  # the server keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ooma_moh", "serve", "http"], env=env, stderr=stderr, stdout=subprocess.DEVNULL
+        )
     try:
         wait_for_port(port, proc)
         path = url[url.index("/login/") :]
