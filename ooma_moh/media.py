@@ -251,7 +251,8 @@ def write_wav(sln16: bytes, out: Path) -> None:
     """Write 16 kHz signed-linear mono audio as a WAV file (what ``listen`` gives an admin)."""
     from pydub import AudioSegment  # imported here: pydub warns at import when ffmpeg is absent
 
-    AudioSegment(data=sln16, sample_width=2, frame_rate=16000, channels=1).export(str(out), format="wav")
+    # export() hands back the file it wrote, still open: closed here, not by the garbage collector
+    AudioSegment(data=sln16, sample_width=2, frame_rate=16000, channels=1).export(str(out), format="wav").close()
 
 
 def synth_sample(settings: Settings, out: Path, freq: float, seconds: float) -> Path:

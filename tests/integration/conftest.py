@@ -153,6 +153,19 @@ def ari_lab(lab: LabAsterisk) -> Iterator[AriHarness]:
     harness.stop()
 
 
+def reap(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """Wait for ``proc`` to end (SIGTERM first if it still runs) and close its pipes: a pipe left
+    to the garbage collector is a ResourceWarning, and warnings fail this suite. Its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
     import socket

@@ -18,7 +18,7 @@ from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk, free_port
 from ooma_moh.lab.ari import AriHarness
 from ooma_moh.service import MohService
 from tests.audio import tone
-from tests.integration.conftest import settings_env, tones_heard, wait_for_port
+from tests.integration.conftest import reap, settings_env, tones_heard, wait_for_port
 
 A, B = 440.0, 660.0
 HOLD_AT, HOLD_FOR, SECONDS = 1.5, 3.0, 7
@@ -37,8 +37,7 @@ def agi_server(lab: LabAsterisk, lab_settings: Settings) -> Iterator[subprocess.
     wait_for_port(port, proc)
     lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{port}")
     yield proc
-    proc.terminate()
-    proc.wait(10)
+    reap(proc)
 
 
 def held_call(

@@ -26,6 +26,7 @@ from ooma_moh.media_rules import Conversion
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, tone
 from tests.disk import fill, free_bytes, remount, tmpfs
+from tests.integration.conftest import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,8 +241,7 @@ def assert_agi_answers(settings: Settings, moh_class: str) -> None:
         wait_for_port(port, proc)
         assert FakeAsterisk(port).run(args=("acme",))["CHANNEL(musicclass)"] == moh_class
     finally:
-        proc.terminate()
-        proc.wait(10)
+        reap(proc)
 
 
 # -- the catalog lost or damaged next to existing blobs ------------------------------------------
@@ -405,7 +405,7 @@ def test_killed_upload_leaves_no_ffmpeg_and_no_scratch(
     # extend()'s None is the point of the `or`: the lambda gathers, then answers whether any was found
     _wait_until(lambda: bool(children.extend(_ffmpeg_children(proc.pid)) or children), 30, "ffmpeg to start")  # type: ignore[func-returns-value]
     os.kill(proc.pid, sig)
-    proc.wait(10)
+    reap(proc)
     assert proc.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     _wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "ffmpeg to die")
     scratch = settings.blob_dir / "tmp"

@@ -27,7 +27,7 @@ from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.lab.dialplan import DialplanCall
 from ooma_moh.service import MohService
 from tests.audio import tone
-from tests.integration.conftest import settings_env, tones_heard, wait_for_port
+from tests.integration.conftest import reap, settings_env, tones_heard, wait_for_port
 from tests.integration.test_ari_hold import Handler, segments
 
 A, B = 440.0, 660.0
@@ -62,8 +62,7 @@ def agi_route(lab: LabAsterisk, lab_settings: Settings, tenants: None) -> Iterat
         lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{port}")
         yield proc
     finally:
-        proc.terminate()
-        proc.wait(10)
+        reap(proc)
 
 
 @pytest.fixture

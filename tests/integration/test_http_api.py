@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import socket
 import time
@@ -17,7 +18,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from ooma_moh.app import build_service, build_syncer, open_catalog
+from ooma_moh.app import build_service, build_syncer, open_catalog, service_session
 from ooma_moh.cli import main
 from ooma_moh.config import Settings
 from ooma_moh.credentials import ApiToken
@@ -62,7 +63,7 @@ class Api:
         token: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         form = aiohttp.FormData()
-        form.add_field("file", data, filename=name, content_type="application/octet-stream")
+        form.add_field("file", io.BytesIO(data), filename=name, content_type="application/octet-stream")
         if disclaimer is not None:
             form.add_field("disclaimer", disclaimer)
         async with self.session.put(self.url(tenant), data=form, headers=auth(token)) as r:
@@ -134,7 +135,8 @@ def test_upload_goes_live_without_sync_then_delete(home: Home) -> None:
             live = await client.wait_live("acme")
             assert live["status"] == {"state": "live", "reason": None}
             rows = published(settings)
-            assert rows["tenant-acme"].endswith(build_service(settings, writable=False).show("acme").version)
+            with service_session(settings, writable=False) as service:
+                assert rows["tenant-acme"].endswith(service.show("acme").version)
             async with client.session.delete(client.url("acme")) as r:
                 assert r.status == 204
             gone = await client.wait_live("acme")

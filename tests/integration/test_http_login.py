@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import re
@@ -77,7 +78,7 @@ class Browserish:
         self, data: bytes, csrf: str | None, *, tenant: str = "acme", version: str | None = None, **headers: str
     ) -> tuple[int, dict[str, Any]]:
         form = aiohttp.FormData()
-        form.add_field("file", data, filename="hold.mp3", content_type="application/octet-stream")
+        form.add_field("file", io.BytesIO(data), filename="hold.mp3", content_type="application/octet-stream")
         form.add_field("disclaimer", "accepted")
         if version is not None:
             form.add_field("disclaimer_version", version)
@@ -427,8 +428,8 @@ def test_form_fields_besides_the_file_are_bounded_and_one_file_only(home: Home) 
             assert r.status == 413 and (await r.json())["error"]["code"] == "too_large"
         form = aiohttp.FormData()
         form.add_field("disclaimer", "accepted")
-        form.add_field("file", good, filename="a.mp3")
-        form.add_field("file", good, filename="b.mp3")
+        form.add_field("file", io.BytesIO(good), filename="a.mp3")
+        form.add_field("file", io.BytesIO(good), filename="b.mp3")
         async with b.session.put(b.api(), data=form, headers=headers) as r:
             assert r.status == 400 and (await r.json())["error"]["code"] == "malformed_multipart"
         async with b.session.get(b.api(), headers=headers) as r:

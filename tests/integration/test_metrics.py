@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import signal
 import subprocess
@@ -322,7 +323,9 @@ def test_serve_http_metrics_on_both_ports(settings: Settings, tmp_path: Path) ->
             async with aiohttp.ClientSession(headers=headers) as session:
                 for data, expected in ((b"not audio at all" * 64, 415), (good, 201)):
                     form = aiohttp.FormData()
-                    form.add_field("file", data, filename="hold.mp3", content_type="application/octet-stream")
+                    form.add_field(
+                        "file", io.BytesIO(data), filename="hold.mp3", content_type="application/octet-stream"
+                    )
                     form.add_field("disclaimer", "accepted")
                     async with session.put(url, data=form) as r:
                         assert r.status == expected, await r.text()

@@ -32,7 +32,7 @@ from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
 from tests.audio import tone
-from tests.integration.conftest import running_lab
+from tests.integration.conftest import reap, running_lab
 from tests.integration.test_ari_hold import Handler, hold_once_and_check
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,8 +164,11 @@ class TwoUserLab:
             values[parts[2].strip('"')] = parts[3].strip().strip('"')
             proc.stdin.write("200 result=1\n")
             proc.stdin.flush()
-        assert proc.wait(30) == 0, proc.stderr.read()
-        assert "fallback" not in (err := proc.stderr.read()), err
+        try:
+            assert proc.wait(30) == 0, proc.stderr.read()
+            assert "fallback" not in (err := proc.stderr.read()), err
+        finally:
+            reap(proc)
         return values
 
     def foreign_files(self) -> list[str]:

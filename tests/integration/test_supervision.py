@@ -6,6 +6,7 @@ real AF_UNIX datagram socket; the processes are the real commands."""
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import socket
 import subprocess
@@ -133,7 +134,7 @@ def test_sigterm_during_an_upload_lets_it_finish(initialised: Settings, tmp_path
     async def scenario() -> tuple[int, float]:
         async with aiohttp.ClientSession(headers=headers) as session:
             form = aiohttp.FormData()
-            form.add_field("file", data, filename="long.mp3", content_type="application/octet-stream")
+            form.add_field("file", io.BytesIO(data), filename="long.mp3", content_type="application/octet-stream")
             form.add_field("disclaimer", "accepted")
             upload = asyncio.ensure_future(session.put(url, data=form))
             deadline = time.monotonic() + 30

@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from ooma_moh.config import Settings, load_settings
+from tests.integration.conftest import reap
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "systemd"
@@ -408,7 +409,7 @@ def test_asterisk_reads_what_ooma_moh_publishes(realtime: tuple[Path, dict[str, 
         assert ask(reader) == "/v1"
     finally:
         reader.kill()
-        reader.wait()
+        reap(reader)
 
 
 def test_ooma_moh_republishes_while_asterisk_holds_the_database(realtime: tuple[Path, dict[str, int]]) -> None:
@@ -424,7 +425,7 @@ def test_ooma_moh_republishes_while_asterisk_holds_the_database(realtime: tuple[
         assert ask(reader) == "/v2"
     finally:
         reader.kill()
-        reader.wait()
+        reap(reader)
 
 
 CREATE_CATALOG = """
@@ -553,7 +554,7 @@ def serve_and_stop(argv: list[str], summary: Path, env: dict[str, str], probe: s
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        reap(proc)
 
 
 def test_syscall_filter_allows_upload_sync_and_serving(tmp_path: Path) -> None:

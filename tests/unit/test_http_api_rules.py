@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -112,7 +113,7 @@ def form(content: bytes, *, accepted: bool = True) -> aiohttp.FormData:
     data = aiohttp.FormData()
     if accepted:
         data.add_field("disclaimer", "accepted")
-    data.add_field("file", content, filename="hours.mp3", content_type="audio/mpeg")
+    data.add_field("file", io.BytesIO(content), filename="hours.mp3", content_type="audio/mpeg")
     return data
 
 
