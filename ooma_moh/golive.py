@@ -4,8 +4,11 @@ A change (an upload, a deletion) reaches callers when the class Asterisk reads n
 current version. The state a tenant's admin sees is decided here, from these facts read at each
 request, in this order (the first that applies wins):
 
-1. **tracked** — this server is converting or publishing the tenant's change, or its last
-   publication failed: that state (``converting``, ``publishing``, ``error`` with its reason);
+1. **tracked** — this server is converting or publishing the tenant's change: that state
+   (``converting``, ``publishing``); or its last publication failed: ``live`` if Asterisk plays
+   what the catalog says after all (a sync from the CLI did it; the error is forgotten), else
+   ``error`` with its reason — and once its backoff has passed, a request starts it again
+   (``publishing``);
 2. **a cluster** — the nodes' agents have reported (``total`` > 0): ``live`` once every node
    counted plays the current version, else ``publishing``;
 3. **a publication just ended** while the truth was being read: ``publishing`` (what was read may
@@ -62,6 +65,8 @@ def decide(
 ) -> Status | None:
     """The tenant's state by the order in the module docstring; None means rule 5: nothing is in
     progress and the tenant is not live, so the caller starts a publication."""
+    if tracked is not None and tracked.state is State.ERROR and live_here and not total:
+        return Status(State.LIVE)
     if tracked is not None:
         return tracked
     if total:

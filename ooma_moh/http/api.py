@@ -116,9 +116,12 @@ async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
         live_on, total = await in_thread(
             request, request.app[NODES].live_on, settings.class_prefix + tenant_id, version
         )
-    status = golive.decide(
-        publications.tracked(tenant_id), live_here=live, ended_during_read=moving, live_on=live_on, total=total
-    )
+    tracked = publications.tracked(tenant_id)
+    status = golive.decide(tracked, live_here=live, ended_during_read=moving, live_on=live_on, total=total)
+    if tracked is not None and tracked.state is golive.State.ERROR and status is not None and status != tracked:
+        publications.forget(tenant_id)  # live after all: the error no longer holds
+    elif status is not None and status.state is golive.State.ERROR and publications.retry_due(tenant_id):
+        status = None  # golive rule 1: its backoff has passed, try again
     body = tenant_body(tenant, settings, status or publications.start(tenant_id))
     if total:  # once agents report: a cluster
         body["status"]["nodes"] = {"live": live_on, "of": total}

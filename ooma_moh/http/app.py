@@ -79,7 +79,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if golive.publishes_here(nodes.count() if nodes is not None else 0):
             backend.publish(tenant)
 
-    app[PUBLICATIONS] = Publications(app[WORKERS], publish)
+    app[PUBLICATIONS] = Publications(app[WORKERS], publish, backend.publish_retry_s)
     yield
     await app[PUBLICATIONS].drain()
     app[WORKERS].shutdown(wait=True)

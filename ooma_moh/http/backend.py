@@ -57,6 +57,8 @@ class HttpBackend:
     catalog: Callable[[], AbstractContextManager[Catalog]]
     publish: Callable[[str], None]
     nodes: NodeCounter | None = None
+    #: seconds before a failed publication is retried, after the 1st, 2nd, … failure in a row
+    publish_retry_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
 
     def close(self) -> None:
         """Release the reader's and the registry's connections."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -28,15 +29,24 @@ class Publications:
     """Tracks converting/publishing/error per tenant and runs publications in ``executor``.
 
     ``publish(tenant)`` is the blocking work (a sync of that one tenant); it raises
-    ``OomaMohError`` when it cannot.
+    ``OomaMohError`` when it cannot. Any exception it raises is recorded as ``error`` with a reason
+    that names no path (a bug's traceback goes to the log once); a failed publication may be
+    retried after ``retry_s[n]`` seconds, the n-th failure in a row (:meth:`retry_due`).
     """
 
-    def __init__(self, executor: Executor, publish: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        publish: Callable[[str], None],
+        retry_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0),
+    ) -> None:
         self.executor = executor
         self.publish = publish
+        self.retry_s = retry_s
         self._status: dict[str, Status] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._failed: dict[str, tuple[int, float]] = {}  # failures in a row, monotonic time of the last
 
     def tracked(self, tenant_id: str) -> Status | None:
         """The remembered status (converting, publishing, error), or None: then read the truth."""
@@ -47,9 +57,18 @@ class Publications:
         self._status[tenant_id] = Status(State.CONVERTING)
 
     def forget(self, tenant_id: str) -> None:
-        """The change was refused: nothing to publish (unless a publication still runs)."""
+        """The change was refused, or a failed one is live after all: nothing to publish (unless
+        a publication still runs)."""
         if tenant_id not in self._tasks:
             self._status.pop(tenant_id, None)
+            self._failed.pop(tenant_id, None)
+
+    def retry_due(self, tenant_id: str) -> bool:
+        """Whether the tenant's last publication failed long enough ago to try again."""
+        failures, at = self._failed.get(tenant_id, (0, 0.0))
+        if not failures or tenant_id in self._tasks:
+            return False
+        return time.monotonic() - at >= self.retry_s[min(failures, len(self.retry_s)) - 1]
 
     def start(self, tenant_id: str) -> Status:
         """Publish the tenant's class in the background; a publication already running is
@@ -68,16 +87,27 @@ class Publications:
                 self._again.discard(tenant_id)
                 try:
                     await loop.run_in_executor(self.executor, self.publish, tenant_id)
-                except OomaMohError as exc:
-                    self._status[tenant_id] = Status(State.ERROR, str(exc))
-                    log.warning("publication of tenant %s failed: %s", printable(tenant_id), printable(exc))
+                except Exception as exc:  # noqa: BLE001 - whatever it is, the tenant shows error, not publishing forever
+                    self._failed_now(tenant_id, exc)
                 else:
                     self._status.pop(tenant_id, None)  # live: read from the truth from now on
+                    self._failed.pop(tenant_id, None)
                 if tenant_id not in self._again:
                     return
                 self._status[tenant_id] = Status(State.PUBLISHING)
         finally:
             self._tasks.pop(tenant_id, None)
+
+    def _failed_now(self, tenant_id: str, exc: Exception) -> None:
+        failures = self._failed.get(tenant_id, (0, 0.0))[0] + 1
+        self._failed[tenant_id] = (failures, time.monotonic())
+        if isinstance(exc, OomaMohError):
+            reason = str(exc)
+            log.warning("publication of tenant %s failed: %s", printable(tenant_id), printable(exc))
+        else:  # a bug or an error nobody translated: its text may hold a path, its traceback says where
+            reason = f"the publication failed unexpectedly ({type(exc).__name__}); the server retries it"
+            log.exception("publication of tenant %s failed unexpectedly", printable(tenant_id))
+        self._status[tenant_id] = Status(State.ERROR, reason)
 
     async def drain(self) -> None:
         """Wait for publications in progress (shutdown)."""

@@ -20,8 +20,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ooma_moh.config import Settings
+from ooma_moh.errors import OomaMohError
 from ooma_moh.http.app import make_app
 from ooma_moh.http.backend import HttpBackend
+from ooma_moh.http.context import PUBLICATIONS
 from ooma_moh.http.logins import create_login_link
 from ooma_moh.http.tokens import create_token
 from ooma_moh.media_fake import FakeConverter, fake_audio
@@ -40,6 +42,7 @@ class Asterisk:
         self.catalog, self.prefix = catalog, prefix
         self.classes: dict[str, str] = {}
         self.publications: list[str] = []
+        self.failures: list[Exception] = []  # raised by the next publications, one each
 
     def version_dir(self, tenant: TenantMoh) -> str:
         return f"{tenant.tenant_id}/{tenant.version}"
@@ -49,6 +52,8 @@ class Asterisk:
 
     def publish(self, tenant_id: str) -> None:
         self.publications.append(tenant_id)
+        if self.failures:
+            raise self.failures.pop(0)
         tenant = self.catalog.get(tenant_id)
         if tenant is None or tenant.setting is MohSetting.DEFAULT:
             self.classes.pop(self.prefix + tenant_id, None)
@@ -88,6 +93,7 @@ class World:
             catalog=lambda: contextlib.nullcontext(self.catalog),
             publish=self.asterisk.publish,
             nodes=nodes,
+            publish_retry_s=(60.0,),  # no retry within a test unless it says so
         )
         _, self.acme = create_token(self.catalog, tenant_id="acme", now=NOW)
         _, self.beta = create_token(self.catalog, tenant_id="beta", now=NOW)
@@ -270,3 +276,45 @@ def _file(world: World, duration_ms: int) -> Path:
     path = world.settings.home / "upload.fake"
     path.write_bytes(fake_audio(duration_ms))
     return path
+
+
+def test_a_publication_that_fails_unexpectedly_shows_error_then_is_retried(world: World) -> None:
+    """Any exception, not only ours, ends as ``error`` with a reason that names no path, and the
+    next request after the backoff publishes again (before: ``publishing`` until a restart)."""
+    world.asterisk.failures.append(NotADirectoryError(20, "Not a directory", "/srv/secret/moh/tenant-acme"))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert put.status == 201
+        failed = await settled(client, world.acme)
+        assert failed["status"]["state"] == "error", failed
+        assert "NotADirectoryError" in failed["status"]["reason"] and "/srv" not in failed["status"]["reason"]
+        assert client.app is not None
+        client.app[PUBLICATIONS].retry_s = (0.0,)  # as if the backoff had passed: the next read retries
+        assert (await settled(client, world.acme))["status"]["state"] == "live"
+
+    world.run(scenario)
+    assert world.asterisk.publications == ["acme", "acme"]
+
+
+def test_an_error_that_a_sync_from_elsewhere_resolved_reads_live(world: World) -> None:
+    """The tenant's publication failed here, then a sync from the CLI published it: the state is
+    read from the truth — live, not the stale error, and nothing is published again."""
+    world.asterisk.failures.append(OomaMohError("the realtime database is locked"))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert put.status == 201
+        failed = await settled(client, world.acme)
+        assert failed["status"] == {"state": "error", "reason": "the realtime database is locked"}
+        tenant = world.catalog.get("acme")
+        assert tenant is not None
+        world.asterisk.classes["tenant-acme"] = world.asterisk.version_dir(tenant)  # `ooma-moh sync acme`
+        body = await settled(client, world.acme)
+        assert body["status"] == {"state": "live", "reason": None}
+        assert client.app is not None
+        client.app[PUBLICATIONS].retry_s = (0.0,)  # were the error still held, this read would retry it
+        assert (await settled(client, world.acme))["status"]["state"] == "live"
+
+    world.run(scenario)
+    assert world.asterisk.publications == ["acme"]  # the error was not retried: it no longer held
