@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 def error_response(exc: Exception) -> web.Response:
     """The one place where errors become HTTP answers."""
+    headers: dict[str, str] = {}
     if isinstance(exc, ApiError):
-        status, code = exc.status, exc.code
+        status, code, headers = exc.status, exc.code, exc.headers
     elif isinstance(exc, UploadRejected):
         status, code = exc.rejection.status, exc.reason
     elif isinstance(exc, DisclaimerRequired):
@@ -44,7 +45,7 @@ def error_response(exc: Exception) -> web.Response:
         status, code = (507 if exc.reason == "disk_full" else 503), exc.reason
     else:
         status, code = 500, "internal"
-    return web.json_response({"error": {"code": code, "message": str(exc)}}, status=status)
+    return web.json_response({"error": {"code": code, "message": str(exc)}}, status=status, headers=headers)
 
 
 @web.middleware
@@ -56,9 +57,12 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
     except (ApiError, OomaMohError) as exc:
         return error_response(exc)
     except web.HTTPException as exc:
-        if exc.status >= 400:
+        if exc.status >= 400:  # aiohttp's own (404, 405 with its Allow, 413, …) in our shape
+            kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}
             return web.json_response(
-                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}}, status=exc.status
+                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
+                status=exc.status,
+                headers=kept,
             )
         raise
     except Exception:

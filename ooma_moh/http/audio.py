@@ -50,7 +50,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     except ValueError:
         return None
     if first > last or first >= size:
-        raise ApiError(416, "range_not_satisfiable", f"the audio has {size} bytes")
+        raise ApiError(
+            416, "range_not_satisfiable", f"the audio has {size} bytes", {"Content-Range": f"bytes */{size}"}
+        )
     return first, last
 
 

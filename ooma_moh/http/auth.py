@@ -22,6 +22,8 @@ from .tokens import check_token
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
+#: what a 401 answers with (RFC 9110 11.6.1): the scheme that would have worked
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ooma-moh"'}
 Principal = ApiToken | BrowserSession
 
 
@@ -73,7 +75,7 @@ async def principal(request: web.Request) -> Principal:
         if scheme.lower() == "bearer" and bearer:
             token = await in_thread(request, check_token, request.app[READER], bearer.strip())
         if token is None:
-            raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)")
+            raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)", CHALLENGE)
         return token
     session = await browser_session(request)
     if session is None:
@@ -81,6 +83,7 @@ async def principal(request: web.Request) -> Principal:
             401,
             "unauthorized",
             "sign in again (your session has ended) or send a bearer token (Authorization: Bearer …)",
+            CHALLENGE,
         )
     if request.method not in SAFE_METHODS:
         check_csrf(request, session, request.headers.get(CSRF_HEADER))

@@ -39,11 +39,12 @@ T = TypeVar("T")
 
 
 class ApiError(Exception):
-    """An error with its HTTP status and code, answered as JSON."""
+    """An error with its HTTP status and code, answered as JSON (with ``headers``: what the status
+    requires, such as ``WWW-Authenticate`` on 401)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.headers = status, code, headers or {}
 
 
 async def in_thread(

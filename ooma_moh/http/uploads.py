@@ -45,6 +45,10 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
                 if not isinstance(part, BodyPartReader):
                     raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
                 await form.receive(part, out)
+            if not form.seen_file:
+                raise ApiError(
+                    400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored"
+                )
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - one spool file's unlink, microseconds
         raise ApiError(
@@ -70,12 +74,10 @@ class _Form:
         self.seen_file = False
 
     async def receive(self, part: BodyPartReader, out: BinaryIO) -> None:
-        if part.name in ("disclaimer", "disclaimer_version"):
-            value = (await self._drain(part))[:64].decode(errors="replace").strip()
-            if part.name == "disclaimer":
-                self.accepted = value == "accepted"
-            else:
-                self.version = value
+        if part.name == "disclaimer":
+            self.accepted = await self._drain(part) == b"accepted"  # exactly: not a prefix, no padding
+        elif part.name == "disclaimer_version":
+            self.version = (await self._drain(part))[:64].decode(errors="replace").strip()
         elif part.name == "file":
             await self._file(part, out)
         else:

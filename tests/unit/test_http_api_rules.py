@@ -318,3 +318,43 @@ def test_an_error_that_a_sync_from_elsewhere_resolved_reads_live(world: World) -
 
     world.run(scenario)
     assert world.asterisk.publications == ["acme"]  # the error was not retried: it no longer held
+
+
+def test_answers_carry_the_headers_their_status_requires(world: World) -> None:
+    """401 says which scheme works, 405 which methods do, 416 how long the audio is (RFC 9110)."""
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        unauthorised = await client.get("/api/v1/tenants/acme/moh")
+        assert unauthorised.status == 401 and unauthorised.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong_token = await client.get("/api/v1/tenants/acme/moh", headers=bearer("omh_nope"))
+        assert wrong_token.status == 401 and "WWW-Authenticate" in wrong_token.headers
+        not_allowed = await client.post("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        allowed = {m.strip() for m in not_allowed.headers["Allow"].split(",")}
+        assert not_allowed.status == 405 and {"GET", "PUT", "DELETE"} <= allowed
+        await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        size = 44 + 32000
+        beyond = await client.get(
+            "/api/v1/tenants/acme/moh/audio", headers={**bearer(world.acme), "Range": f"bytes={size}-"}
+        )
+        assert beyond.status == 416 and beyond.headers["Content-Range"] == f"bytes */{size}"
+
+    world.run(scenario)
+
+
+def test_the_disclaimer_is_accepted_only_in_so_many_words_and_a_file_part_is_required(world: World) -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        for value in ("accepted" + " " * 56 + "not really", "accepted ", "Accepted", "acceptedx"):
+            data = aiohttp.FormData()
+            data.add_field("disclaimer", value)
+            data.add_field("file", io.BytesIO(fake_audio(1000)), filename="a.mp3")
+            refused = await client.put("/api/v1/tenants/acme/moh", data=data, headers=bearer(world.acme))
+            assert refused.status == 422, value
+            assert (await refused.json())["error"]["code"] == "disclaimer_required"
+        no_file = aiohttp.FormData(default_to_multipart=True)  # multipart, as a form with a file input sends it
+        no_file.add_field("disclaimer", "accepted")
+        missing = await client.put("/api/v1/tenants/acme/moh", data=no_file, headers=bearer(world.acme))
+        assert missing.status == 400 and (await missing.json())["error"]["code"] == "missing_file"
+
+    world.run(scenario)
+    assert world.catalog.get("acme") is None and world.converter.converted == 0
+    assert list((world.settings.home / "incoming").iterdir()) == []  # no spool file left behind
