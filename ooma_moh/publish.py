@@ -174,6 +174,8 @@ class RealtimePublisher:
             raise
 
     def current(self) -> dict[str, str]:
+        if not self.db_path.exists():
+            return {}  # nothing published yet; a read does not create the database (a full disk)
         with self._connect() as db:
             if not self._has_owned_table(db):
                 return {}  # nothing written by us yet

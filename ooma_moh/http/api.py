@@ -43,8 +43,11 @@ def error_response(exc: Exception) -> web.Response:
         status, code = 404, "no_file"
     elif isinstance(exc, StorageError):
         status, code = (507 if exc.reason == "disk_full" else 503), exc.reason
-    else:
+    else:  # ours but not the client's business (its text may name the server's paths): the log has it
         status, code = 500, "internal"
+        if isinstance(exc, OomaMohError):
+            log.warning("answered 500 internal: %s", printable(exc, 300))
+        exc = Exception("internal error: the server's log says more")
     return web.json_response({"error": {"code": code, "message": str(exc)}}, status=status, headers=headers)
 
 

@@ -12,6 +12,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..logsafe import printable
+from ..storage.blobs import storage_errors
 from .context import INCOMING, ApiError
 
 MULTIPART_SLACK = 64 * 1024  # part headers and the disclaimer fields around the audio
@@ -36,7 +37,8 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError, HttpProcessingError) as exc:
         raise ApiError(400, "malformed_multipart", f"the body is not multipart/form-data ({exc})") from None
-    fd, name = tempfile.mkstemp(dir=request.app[INCOMING])
+    with storage_errors("receiving the upload"):  # a full disk is 507, not a 500
+        fd, name = tempfile.mkstemp(dir=request.app[INCOMING])
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -45,6 +47,8 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
                 if not isinstance(part, BodyPartReader):
                     raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
                 await form.receive(part, out)
+            with storage_errors("receiving the upload"):
+                out.flush()
             if not form.seen_file:
                 raise ApiError(
                     400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored"
@@ -92,7 +96,8 @@ class _Form:
             self.size += len(chunk)
             if self.size > self.limit:
                 raise ApiError(413, "too_large", f"the file is larger than the limit of {self.limit:,} bytes")
-            out.write(chunk)
+            with storage_errors("receiving the upload"):
+                out.write(chunk)
 
     async def _drain(self, part: BodyPartReader) -> bytes:
         head = b""

@@ -6,6 +6,9 @@ Disks are real tmpfs mounts (the suite runs as root for the lab Asterisk anyway)
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import io
 import json
 import os
 import shutil
@@ -16,11 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ooma_moh.app import build_service
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.errors import StorageError
+from ooma_moh.http.server import start_http
 from ooma_moh.media import FfmpegConverter
 from ooma_moh.media_rules import Conversion
 from ooma_moh.service import MohService
@@ -211,13 +216,36 @@ def test_writer_killed_mid_commit_is_rolled_back_by_the_next_process_that_may(ho
 def test_full_home_serves_every_read(home: Home, tmp_path: Path) -> None:
     settings = home.settings
     home.service.catalog.close()
-    fill(home.disk, leave=0)
-    assert free_bytes(home.disk) < 8192
+    token = cli(settings, "tokens", "create", "--operator").stdout.strip().splitlines()[-1]
+    upload = tone(tmp_path / "inputs" / "x.wav", 440)
+
+    async def over_http() -> None:
+        """``serve http``, started before the disk filled up: an upload is 507 disk_full (was 500
+        "internal error" when the spool write failed), and the tenant still reads as it was."""
+        runner, port = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+        try:
+            fill(home.disk, leave=0)
+            assert free_bytes(home.disk) < 8192
+            url = f"http://127.0.0.1:{port}/api/v1/tenants/acme/moh"
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+                form = aiohttp.FormData()
+                form.add_field("disclaimer", "accepted")
+                form.add_field("file", io.BytesIO(upload.read_bytes()), filename="x.wav")
+                async with session.put(url, data=form) as r:
+                    assert r.status == 507, await r.text()
+                    assert (await r.json())["error"]["code"] == "disk_full"
+                async with session.get(url) as r:
+                    body = await r.json()
+                    assert r.status == 200, body
+                    assert body["file"]["sha256"] == home.before.upload.sha256  # type: ignore[union-attr]
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(over_http())
+    assert list((settings.home / "incoming").iterdir()) == []  # the partial spool file went too
     assert "acme" in cli(settings, "list").stdout
     cli(settings, "listen", "acme", "-o", str(tmp_path / "l.wav"))
-    failed = cli(
-        settings, "upload", "acme", str(tone(tmp_path / "inputs" / "x.wav", 440)), "--accept-disclaimer", code=1
-    )
+    failed = cli(settings, "upload", "acme", str(upload), "--accept-disclaimer", code=1)
     assert "disk is full" in failed.stderr
     assert_agi_answers(settings, "tenant-acme")
     home.assert_music_intact()
