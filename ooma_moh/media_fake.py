@@ -17,6 +17,7 @@ from .model import RENDITION_FORMATS
 from .rejections import Rejection
 
 MAGIC = re.compile(rb"FAKE-AUDIO (\d{1,7})\n")
+RAMP = bytes(range(251))
 
 
 def fake_audio(duration_ms: int) -> bytes:
@@ -39,7 +40,7 @@ class FakeConverter:
         for fmt in RENDITION_FORMATS:
             size = fmt.expected_bytes(fmt.sample_rate * duration_ms // 1000)
             path = workdir / f"moh.{fmt.extension}"
-            path.write_bytes(bytes(i % 251 for i in range(size)))
+            path.write_bytes((RAMP * (size // len(RAMP) + 1))[:size])
             files[fmt.extension] = path
         self.converted += 1
         return Conversion("fake", duration_ms, files)

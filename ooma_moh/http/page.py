@@ -17,6 +17,8 @@ from string import Template
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .. import disclaimer
 from .auth import browser_session, check_csrf, now, same_origin
@@ -175,7 +177,10 @@ async def logout(request: web.Request) -> web.Response:
     session = await browser_session(request)
     if session is None:
         return message_page(lang, "title", texts["signed_out"], 401)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, AssertionError, HttpProcessingError, RequestPayloadError):  # not a form: the client's fault
+        return message_page(lang, "title", texts["error_csrf_required"], 400)
     supplied = form.get("csrf")
     try:
         check_csrf(request, session, supplied if isinstance(supplied, str) else None)

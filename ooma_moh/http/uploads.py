@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..logsafe import printable
 from ..storage.blobs import storage_errors
@@ -35,7 +36,9 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
         raise ApiError(413, "too_large", f"the file is larger than the limit of {limit:,} bytes")
     try:
         reader = await request.multipart()
-    except (AssertionError, ValueError, KeyError, HttpProcessingError) as exc:
+    except (AssertionError, ValueError, KeyError, HttpProcessingError, RequestPayloadError) as exc:
+        if isinstance(exc, RequestPayloadError):
+            request.content.feed_eof()  # as below
         raise ApiError(400, "malformed_multipart", f"the body is not multipart/form-data ({exc})") from None
     with storage_errors("receiving the upload"):  # a full disk is 507, not a 500
         fd, name = tempfile.mkstemp(dir=request.app[INCOMING])
@@ -53,8 +56,14 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
                 raise ApiError(
                     400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored"
                 )
-    except (ValueError, AssertionError, HttpProcessingError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError, RequestPayloadError) as exc:
+        # the client's bytes: not multipart, not the encoding it said (a false gzip), cut short
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - one spool file's unlink, microseconds
+        if isinstance(exc, RequestPayloadError):
+            # the rest cannot be decoded either: aiohttp must not read it after the answer (its
+            # "lingering" read would raise the same error and log it as unhandled); the answer
+            # closes the connection (put_moh)
+            request.content.feed_eof()
         raise ApiError(
             400,
             "malformed_multipart",
