@@ -358,3 +358,33 @@ def test_the_disclaimer_is_accepted_only_in_so_many_words_and_a_file_part_is_req
     world.run(scenario)
     assert world.catalog.get("acme") is None and world.converter.converted == 0
     assert list((world.settings.home / "incoming").iterdir()) == []  # no spool file left behind
+
+
+def test_the_audio_is_checked_like_listen_and_ranges_follow_rfc_9110(world: World) -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        tenant = world.catalog.get("acme")
+        assert tenant is not None
+        sha = tenant.rendition("sln16").sha256
+        url, auth = "/api/v1/tenants/acme/moh/audio", bearer(world.acme)
+        whole = await client.get(url, headers=auth)
+        assert whole.status == 200 and whole.headers["ETag"] == f'"{sha}"'
+        size = len(await whole.read())
+        for ignored in ("bytes=5-3", "bytes=--5", "bytes=1_0-20", "bytes=+1-2", "bytes=a-b", "bytes=0-1,4-5"):
+            answer = await client.get(url, headers={**auth, "Range": ignored})
+            assert answer.status == 200 and len(await answer.read()) == size, ignored
+        for unsatisfiable in (f"bytes={size}-", "bytes=-0"):
+            assert (await client.get(url, headers={**auth, "Range": unsatisfiable})).status == 416, unsatisfiable
+        same = await client.get(url, headers={**auth, "If-None-Match": f'"{sha}"'})
+        assert same.status == 304
+        resumed = await client.get(url, headers={**auth, "Range": "bytes=10-19", "If-Range": f'"{sha}"'})
+        assert resumed.status == 206 and len(await resumed.read()) == 10
+        changed = await client.get(url, headers={**auth, "Range": "bytes=10-19", "If-Range": '"an-older-file"'})
+        assert changed.status == 200 and len(await changed.read()) == size  # never mixed bytes
+        blob = world.blobs.path(sha)
+        blob.chmod(0o644)
+        blob.write_bytes(b"\x01" + blob.read_bytes()[1:])  # one byte of the stored audio damaged
+        damaged = await client.get(url, headers=auth)
+        assert damaged.status == 503 and (await damaged.json())["error"]["code"] == "blob_damaged"
+
+    world.run(scenario)
