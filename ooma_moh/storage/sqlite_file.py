@@ -114,28 +114,40 @@ def version_of(db: sqlite3.Connection) -> int:
 
 def migrate(db: sqlite3.Connection) -> list[int]:
     """Apply the versions the catalog lacks (writers only); returns those applied.
-    ``StorageError`` ``schema_newer`` for a catalog of a newer ooma-moh."""
-    version = version_of(db)
-    check_version(version)
-    if version and not db.execute("PRAGMA user_version").fetchone()[0]:
-        # made before versions were recorded: tables added since its release are created
-        # (version 1's statements only create what is missing), then its version recorded
-        _apply(db, MIGRATIONS[0][1], record=version)
-    applied = []
-    for number, statements in MIGRATIONS:
-        if number > version:
-            _apply(db, statements, record=number)
-            applied.append(number)
-    return applied
+    ``StorageError`` ``schema_newer`` for a catalog of a newer ooma-moh.
 
-
-def _apply(db: sqlite3.Connection, statements: str, *, record: int) -> None:
+    The whole upgrade holds the write lock (``BEGIN IMMEDIATE``) and reads the version again
+    under it: two processes opening a new or older catalog at once apply each version once."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == LATEST:
+        return []  # the common case: no lock taken
+    db.execute("BEGIN IMMEDIATE")
     try:
-        db.executescript(f"BEGIN IMMEDIATE;\n{statements}\nPRAGMA user_version = {record:d};\nCOMMIT;")
+        version = version_of(db)
+        check_version(version)
+        applied = []
+        if version and not db.execute("PRAGMA user_version").fetchone()[0]:
+            # made before versions were recorded: tables added since its release are created
+            # (version 1's statements only create what is missing), then its version recorded
+            _run(db, MIGRATIONS[0][1])
+        for number, statements in MIGRATIONS:
+            if number > version:
+                _run(db, statements)
+                applied.append(number)
+        db.execute(f"PRAGMA user_version = {LATEST:d}")
+        db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    return applied
+
+
+def _run(db: sqlite3.Connection, statements: str) -> None:
+    """Each statement of a migration, inside the caller's transaction (``executescript`` would
+    commit it first)."""
+    for statement in statements.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def check_version(version: int) -> None:

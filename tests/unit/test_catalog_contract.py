@@ -151,3 +151,31 @@ def test_a_catalog_of_a_newer_ooma_moh_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StorageError) as caught:
             SqliteCatalog(path, writable=writable)
         assert caught.value.reason == "schema_newer", caught.value
+
+
+def test_processes_opening_a_new_catalog_at_once_each_apply_nothing_twice(tmp_path: Path) -> None:
+    """Eight writers open a catalog that does not exist yet, at once: every one opens it (the
+    versions are applied under the write lock, read again there), none sees a half-made schema
+    (before: "duplicate column name" for a writer that re-applied a version another had applied)."""
+    import threading
+
+    from ooma_moh.storage.sqlite_file import LATEST
+
+    path, errors, start = tmp_path / "catalog.sqlite3", [], threading.Barrier(8)
+
+    def writer() -> None:
+        start.wait()
+        try:
+            SqliteCatalog(path).close()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    db.close()
