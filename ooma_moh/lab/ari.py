@@ -112,6 +112,7 @@ class AriHarness:
         self.call(self.client.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
 
 
 def refer_to(lab: LabAsterisk, user: str, replaces: tuple[str, str, str] | None = None) -> str:

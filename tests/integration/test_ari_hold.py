@@ -369,9 +369,11 @@ def test_websocket_cut_during_hold_library_mode(
 
     handler.stop()  # this test runs its own
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
     client = AriClient(lab_settings.ari_url, lab_settings.ari_user, lab_settings.ari_password)
-    hold_handler = HoldHandler(client, ClassResolver(open_catalog(lab_settings, writable=False), "tenant-"))
+    catalog = open_catalog(lab_settings, writable=False)
+    hold_handler = HoldHandler(client, ClassResolver(catalog, "tenant-"))
     listener = EventListener(client, "ooma-moh-lib", hold_handler.handle, on_connect=hold_handler.resync)
     task = asyncio.run_coroutine_threadsafe(listener.run(), loop)
     run: Callable[[Coroutine[Any, Any, object]], object]
@@ -400,5 +402,8 @@ def test_websocket_cut_during_hold_library_mode(
     task.result(10)
     run(client.close())
     loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    catalog.close()
     assert_holds(windows, periods, A, call.lag())
     assert hold_handler.stats.actions["started"] == 2 and hold_handler.stats.actions["resynced"] == 1

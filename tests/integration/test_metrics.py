@@ -148,6 +148,7 @@ class Gate:
         self.server.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 def start(settings: Settings, log: Path, *command: str) -> subprocess.Popen[bytes]:
