@@ -3,7 +3,6 @@ collaborators it is given (:class:`~ooma_moh.http.backend.HttpBackend`)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +27,7 @@ from .context import (
 )
 from .openapi import OPENAPI
 from .publication import Publications
+from .spool import Spool
 
 
 async def private_answers(request: web.Request, response: web.StreamResponse) -> None:
@@ -65,10 +65,8 @@ async def openapi(_request: web.Request) -> web.Response:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     backend = app[BACKEND]
-    incoming = backend.settings.home / "incoming"  # not blobs/tmp: the blob clean-up empties that one
-    shutil.rmtree(incoming, ignore_errors=True)
-    incoming.mkdir(parents=True)
-    app[INCOMING] = incoming
+    spool = Spool(backend.settings.home / "incoming")  # not blobs/tmp: the blob clean-up empties that one
+    app[INCOMING] = spool.open()
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
     app[PROBE] = health.CatalogProbe(app[CATALOG_THREAD], backend.reader)
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
@@ -85,6 +83,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[WORKERS].shutdown(wait=True)
     app[SIGN_IN_THREAD].shutdown(wait=True)
     app[CATALOG_THREAD].shutdown(wait=True)
+    spool.close()
     backend.close()
 
 

@@ -153,6 +153,13 @@ def ari_lab(lab: LabAsterisk) -> Iterator[AriHarness]:
     harness.stop()
 
 
+def spooled(home: Path) -> list[Path]:
+    """Upload files left in the servers' spool directories of ``home`` (a running server's lock
+    file aside): none may stay once a request is answered."""
+    incoming = home / "incoming"
+    return [p for p in incoming.rglob("*") if p.is_file() and p.name != ".lock"] if incoming.exists() else []
+
+
 def reap(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
     """Wait for ``proc`` to end (SIGTERM first if it still runs) and close its pipes: a pipe left
     to the garbage collector is a ResourceWarning, and warnings fail this suite. Its exit code."""

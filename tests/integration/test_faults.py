@@ -31,7 +31,7 @@ from ooma_moh.media_rules import Conversion
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, tone
 from tests.disk import fill, free_bytes, remount, tmpfs
-from tests.integration.conftest import reap
+from tests.integration.conftest import reap, spooled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -242,7 +242,7 @@ def test_full_home_serves_every_read(home: Home, tmp_path: Path) -> None:
             await runner.cleanup()
 
     asyncio.run(over_http())
-    assert list((settings.home / "incoming").iterdir()) == []  # the partial spool file went too
+    assert spooled(settings.home) == []  # the partial spool file went too
     assert "acme" in cli(settings, "list").stdout
     cli(settings, "listen", "acme", "-o", str(tmp_path / "l.wav"))
     failed = cli(settings, "upload", "acme", str(upload), "--accept-disclaimer", code=1)

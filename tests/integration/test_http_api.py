@@ -24,6 +24,7 @@ from ooma_moh.config import Settings
 from ooma_moh.credentials import ApiToken
 from ooma_moh.http.server import start_http
 from tests.audio import tone
+from tests.integration.conftest import spooled
 
 GOOD = 440.0
 T = TypeVar("T")
@@ -275,7 +276,7 @@ def test_each_refusal_leaves_the_music_as_it_was(home: Home, tmp_path: Path, cas
             assert body["error"]["message"] and str(settings.home) not in body["error"]["message"]
             after = await client.wait_live("acme")
             assert after == before
-        assert list((settings.home / "incoming").iterdir()) == []
+        assert spooled(settings.home) == []
 
     run(scenario())
 

@@ -25,6 +25,7 @@ from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
 from tests.audio import tone
 from tests.browser import Chromium, Screens, local_link, named, serving, state, wait
+from tests.integration.conftest import spooled
 from tests.integration.test_ari_hold import A, B, Handler, hold_once_and_check
 from tests.integration.test_http_api import cli
 
@@ -198,8 +199,7 @@ def test_errors_are_sentences_in_the_page_language(
         )
         screens.shot("not-audio")
         assert state(driver) == "live" and driver.find_element(By.ID, "current-none").is_displayed()
-    incoming = list((home.home / "incoming").iterdir()) if (home.home / "incoming").exists() else []
-    assert incoming == []
+    assert spooled(home.home) == []
 
 
 def test_keyboard_alone_and_every_control_named(

@@ -23,7 +23,7 @@ from ooma_moh.config import Settings
 from ooma_moh.errors import OomaMohError
 from ooma_moh.http.app import make_app
 from ooma_moh.http.backend import HttpBackend
-from ooma_moh.http.context import PUBLICATIONS
+from ooma_moh.http.context import INCOMING, PUBLICATIONS
 from ooma_moh.http.logins import create_login_link
 from ooma_moh.http.tokens import create_token
 from ooma_moh.media_fake import FakeConverter, fake_audio
@@ -388,3 +388,28 @@ def test_the_audio_is_checked_like_listen_and_ranges_follow_rfc_9110(world: Worl
         assert damaged.status == 503 and (await damaged.json())["error"]["code"] == "blob_damaged"
 
     world.run(scenario)
+
+
+def test_a_second_server_on_the_home_leaves_the_first_ones_uploads_alone(world: World) -> None:
+    """Each server spools into a directory of its own; a server starting reclaims only what a dead
+    one left (before: it emptied the shared spool, and the first server's upload in flight became
+    'not a readable file')."""
+    incoming = world.settings.home / "incoming"
+    dead = incoming / "4242-1"  # a server killed mid-upload: its directory, no lock held
+    dead.mkdir(parents=True)
+    (dead / "tmpupload").write_bytes(b"half an upload")
+    (dead / ".lock").touch()
+
+    async def scenario(first: TestClient[Any, Any]) -> None:
+        assert first.app is not None
+        in_flight = first.app[INCOMING] / "tmpupload"
+        in_flight.write_bytes(b"being received")
+        async with TestClient(TestServer(make_app(world.backend))) as second:
+            assert second.app is not None and second.app[INCOMING] != first.app[INCOMING]
+            assert in_flight.read_bytes() == b"being received"  # the first server's upload is whole
+            put = await second.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+            assert put.status == 201
+        assert not dead.exists()  # reclaimed by the first server's start
+
+    world.run(scenario)
+    assert list(incoming.iterdir()) == []  # each server removed its own when it stopped
