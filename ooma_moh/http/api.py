@@ -176,6 +176,9 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
         response.force_close()  # the rest of an oversized body is not read
         return response
     try:
+        # the body may have taken minutes: a token revoked or a session signed out meanwhile
+        # stops the upload here, before anything is converted or stored
+        await authorised_tenant(request)
         if not spooled.accepted:
             raise DisclaimerRequired(
                 "the rights disclaimer must be accepted (part disclaimer=accepted):"

@@ -67,9 +67,10 @@ def check_csrf(request: web.Request, session: BrowserSession, supplied: str | No
 
 async def principal(request: web.Request) -> Principal:
     """The token or session the request acts with; 401 without one, 403 on a change without
-    its CSRF token."""
+    its CSRF token. An ``Authorization`` of another scheme than Bearer (a basic-auth proxy in
+    front) is not ours: the session cookie decides."""
     header = request.headers.get("Authorization", "")
-    if header:
+    if header.partition(" ")[0].lower() == "bearer":
         scheme, _, bearer = header.partition(" ")
         token = None
         if scheme.lower() == "bearer" and bearer:

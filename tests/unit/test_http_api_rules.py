@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import io
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -413,3 +413,45 @@ def test_a_second_server_on_the_home_leaves_the_first_ones_uploads_alone(world: 
 
     world.run(scenario)
     assert list(incoming.iterdir()) == []  # each server removed its own when it stopped
+
+
+def test_a_basic_auth_proxy_header_does_not_hide_the_session(world: World) -> None:
+    _, credential = create_login_link(world.catalog, tenant_id="acme", label="Camille", now=NOW, ttl=timedelta(hours=1))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        assert (await client.post(f"/login/{credential}", allow_redirects=False)).status == 303
+        behind_proxy = {"Authorization": "Basic cHJveHk6cGFzcw=="}  # what a basic-auth proxy forwards
+        answer = await client.get("/api/v1/tenants/acme/moh", headers=behind_proxy)
+        assert answer.status == 200, await answer.text()  # was 401: any Authorization header meant a token
+        assert (await client.get("/api/v1/tenants/acme/moh", headers=bearer("omh_wrong"))).status == 401
+
+    world.run(scenario)
+
+
+def test_a_token_revoked_while_its_upload_arrives_stores_nothing(world: World) -> None:
+    revoked = asyncio.Event()
+    boundary = "r3voke"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="disclaimer"\r\n\r\naccepted\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp3"\r\n\r\n'
+    ).encode() + fake_audio(1000)
+    tail = b"\0" * 1000 + f"\r\n--{boundary}--\r\n".encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        await revoked.wait()  # the operator revokes the token while the rest is on its way
+        yield tail
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        headers = {**bearer(world.acme), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        upload = asyncio.ensure_future(client.put("/api/v1/tenants/acme/moh", data=body(), headers=headers))
+        await asyncio.sleep(0.1)
+        for token in world.catalog.tokens():
+            if token.tenant_id == "acme":
+                assert world.catalog.revoke_token(token.id, datetime.now(UTC))
+        revoked.set()
+        answer = await upload
+        assert answer.status == 401, await answer.text()
+
+    world.run(scenario)
+    assert world.catalog.get("acme") is None and world.converter.converted == 0
