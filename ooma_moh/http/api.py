@@ -22,12 +22,14 @@ from ..logsafe import printable
 from ..model import MohSetting, TenantMoh
 from ..rejections import Rejection
 from ..storage import Catalog
-from .auth import authorised_tenant
+from .auth import Principal, authorised_tenant
 from .backend import HttpBackend, PublishedView
 from .context import BACKEND, NODES, PUBLICATIONS, READER, SETTINGS, VIEW, WORKERS, ApiError, in_thread
 from .uploads import Spooled, spool_upload
 
 log = logging.getLogger(__name__)
+#: what a 429 for a tenant's second upload at once asks the client to wait (seconds)
+UPLOAD_RETRY_AFTER_S = 5
 
 
 def error_response(exc: Exception) -> web.Response:
@@ -161,6 +163,25 @@ def _delete(backend: HttpBackend, tenant: str) -> None:
 async def put_moh(request: web.Request) -> web.StreamResponse:
     """``PUT /tenants/{tenant}/moh``: multipart ``file`` + ``disclaimer=accepted``."""
     who, tenant = await authorised_tenant(request)
+    publications = request.app[PUBLICATIONS]
+    if not publications.begin_upload(tenant):  # before a byte of the body is read
+        response = error_response(
+            ApiError(
+                429,
+                "upload_in_progress",
+                "another upload for this tenant is being received or converted: try again when it is done",
+                {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
+            )
+        )
+        response.force_close()
+        return response
+    try:
+        return await _receive_and_store(request, who, tenant)
+    finally:
+        publications.end_upload(tenant)
+
+
+async def _receive_and_store(request: web.Request, who: Principal, tenant: str) -> web.StreamResponse:
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
     try:
         async with asyncio.timeout(settings.http_body_timeout_s):

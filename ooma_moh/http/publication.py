@@ -47,10 +47,23 @@ class Publications:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._failed: dict[str, tuple[int, float]] = {}  # failures in a row, monotonic time of the last
+        self._uploading: set[str] = set()
 
     def tracked(self, tenant_id: str) -> Status | None:
         """The remembered status (converting, publishing, error), or None: then read the truth."""
         return self._status.get(tenant_id)
+
+    def begin_upload(self, tenant_id: str) -> bool:
+        """Claim the tenant's one upload slot (received, then converted); False while another
+        upload of the tenant holds it. One tenant so never holds more than one of the workers."""
+        if tenant_id in self._uploading:
+            return False
+        self._uploading.add(tenant_id)
+        return True
+
+    def end_upload(self, tenant_id: str) -> None:
+        """Release the slot :meth:`begin_upload` claimed."""
+        self._uploading.discard(tenant_id)
 
     def converting(self, tenant_id: str) -> None:
         """An upload for the tenant is being converted."""

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from ooma_moh.http.context import INCOMING, PUBLICATIONS
 from ooma_moh.http.logins import create_login_link
 from ooma_moh.http.tokens import create_token
 from ooma_moh.media_fake import FakeConverter, fake_audio
+from ooma_moh.media_rules import Conversion
 from ooma_moh.model import MohSetting, TenantMoh
 from ooma_moh.service import MohService
 from ooma_moh.storage import BlobStore
@@ -455,3 +457,44 @@ def test_a_token_revoked_while_its_upload_arrives_stores_nothing(world: World) -
 
     world.run(scenario)
     assert world.catalog.get("acme") is None and world.converter.converted == 0
+
+
+class GatedConverter(FakeConverter):
+    """Converts ``acme``'s files only once ``gate`` opens (a costly upload); others at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def convert(self, source: Path, workdir: Path) -> Conversion:
+        if source.read_bytes().startswith(fake_audio(4321)):
+            self.waiting.set()
+            assert self.gate.wait(10)
+        return super().convert(source, workdir)
+
+
+def test_one_upload_per_tenant_at_once_and_other_tenants_are_not_kept_waiting(world: World) -> None:
+    """While a tenant's upload is converted, its next one is refused at once with 429 and
+    Retry-After (before its body is read), and another tenant's upload goes through."""
+    gated = GatedConverter()
+    world.converter = gated
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        slow = asyncio.ensure_future(
+            client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(4321)), headers=bearer(world.acme))
+        )
+        assert await asyncio.to_thread(gated.waiting.wait, 10)  # acme's conversion holds a worker
+        again = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert again.status == 429 and again.headers["Retry-After"] == "5"
+        assert (await again.json())["error"]["code"] == "upload_in_progress"
+        other = await client.put("/api/v1/tenants/beta/moh", data=form(fake_audio(1000)), headers=bearer(world.beta))
+        assert other.status == 201  # while acme's conversion still holds a worker
+        gated.gate.set()
+        assert (await slow).status == 201
+        later = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(2000)), headers=bearer(world.acme))
+        assert later.status == 201  # the slot is free again
+
+    world.run(scenario)
+    acme = world.catalog.get("acme")
+    assert acme is not None and acme.upload is not None and acme.upload.duration_ms == 2000
