@@ -120,23 +120,26 @@ def ari_reload(settings: Settings) -> Callable[[], None]:
     return reload
 
 
-def make_publisher(settings: Settings) -> Publisher:
-    """The publisher for ``settings.publish_mode``: realtime rows, or the static include file."""
+def make_publisher(settings: Settings, *, create: bool = True) -> Publisher:
+    """The publisher for ``settings.publish_mode``: realtime rows, or the static include file;
+    ``create=False`` for a view that only reads (it never creates the realtime database)."""
     if settings.publish_mode == "static":
         return StaticPublisher(settings.classes_conf, settings.class_prefix)
-    return RealtimePublisher(settings.realtime_db, settings.class_prefix, moh_dir=settings.moh_dir)
+    return RealtimePublisher(settings.realtime_db, settings.class_prefix, moh_dir=settings.moh_dir, create=create)
 
 
-def make_syncer(settings: Settings, catalog: Catalog, blobs: Blobs, reload: Callable[[], None] | None = None) -> Syncer:
+def make_syncer(
+    settings: Settings,
+    catalog: Catalog,
+    blobs: Blobs,
+    reload: Callable[[], None] | None = None,
+    *,
+    create: bool = True,
+) -> Syncer:
     """The syncer of ``catalog`` into this host's MOH directory and publisher, reloading Asterisk
-    through ARI (static mode)."""
-    return Syncer(
-        settings,
-        catalog,
-        MohDirectory(settings.moh_dir, blobs),
-        make_publisher(settings),
-        reload or ari_reload(settings),
-    )
+    through ARI (static mode); ``create=False`` for a read-only view (see :func:`make_publisher`)."""
+    publisher = make_publisher(settings, create=create)
+    return Syncer(settings, catalog, MohDirectory(settings.moh_dir, blobs), publisher, reload or ari_reload(settings))
 
 
 def build_syncer(settings: Settings, service: MohService, reload: Callable[[], None] | None = None) -> Syncer:
@@ -188,7 +191,7 @@ def http_backend(settings: Settings) -> HttpBackend:
         settings=settings,
         reader=reader,
         blobs=blobs,
-        view=make_syncer(settings, reader, blobs),
+        view=make_syncer(settings, reader, blobs, create=False),
         service=lambda: service_session(settings),
         catalog=lambda: catalog_session(settings),
         publish=publish,

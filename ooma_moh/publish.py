@@ -98,10 +98,13 @@ class RealtimePublisher:
 
     needs_reload = False
 
-    def __init__(self, db_path: Path, prefix: str, *, moh_dir: Path | None = None) -> None:
+    def __init__(self, db_path: Path, prefix: str, *, moh_dir: Path | None = None, create: bool = True) -> None:
+        """``create=False``: a reader's view (``serve http`` asking what is live), which never
+        creates the database — on a full disk that failed; a sync creates it."""
         self.db_path = db_path
         self.prefix = prefix
         self.moh_dir = moh_dir
+        self.create = create
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -174,8 +177,8 @@ class RealtimePublisher:
             raise
 
     def current(self) -> dict[str, str]:
-        if not self.db_path.exists():
-            return {}  # nothing published yet; a read does not create the database (a full disk)
+        if not self.create and not self.db_path.exists():
+            return {}  # nothing published yet, and a reader's view does not create the database
         with self._connect() as db:
             if not self._has_owned_table(db):
                 return {}  # nothing written by us yet
