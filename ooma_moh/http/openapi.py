@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/responses/Error"}
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _CSRF = {
     "description": "a browser session's change without its X-CSRF-Token (code csrf_required)",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -36,6 +37,7 @@ OPENAPI: dict[str, Any] = {
                     "200": {"description": "the tenant's music", "content": _MOH},
                     "401": _ERROR,
                     "404": _ERROR,
+                    "503": _ERROR,
                 },
             },
             "put": {
@@ -71,6 +73,11 @@ OPENAPI: dict[str, Any] = {
                     "413": _ERROR,
                     "415": _ERROR,
                     "422": _ERROR,
+                    "429": {
+                        "description": "another upload for this tenant is being received or converted",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": _ERROR_CONTENT,
+                    },
                     "503": _ERROR,
                     "507": _ERROR,
                 },
@@ -82,6 +89,8 @@ OPENAPI: dict[str, Any] = {
                     "401": _ERROR,
                     "403": _CSRF,
                     "404": _ERROR,
+                    "503": _ERROR,
+                    "507": _ERROR,
                 },
             },
         },
@@ -92,9 +101,11 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "the audio", "content": {"audio/wav": {}}},
                     "206": {"description": "part of the audio", "content": {"audio/wav": {}}},
+                    "304": {"description": "If-None-Match names this audio's ETag: unchanged"},
                     "401": _ERROR,
                     "404": _ERROR,
                     "416": _ERROR,
+                    "503": {"description": "the stored audio is damaged or unreadable", "content": _ERROR_CONTENT},
                 },
             },
         },
