@@ -10,6 +10,7 @@ whether a tenant exists.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -22,9 +23,11 @@ from ..logsafe import printable
 from ..model import MohSetting, TenantMoh
 from ..rejections import Rejection
 from ..storage import Catalog
+from . import page
 from .auth import Principal, authorised_tenant
 from .backend import HttpBackend, PublishedView
 from .context import BACKEND, NODES, PUBLICATIONS, READER, SETTINGS, VIEW, WORKERS, ApiError, in_thread
+from .texts import TEXTS
 from .uploads import Spooled, spool_upload
 
 log = logging.getLogger(__name__)
@@ -55,24 +58,46 @@ def error_response(exc: Exception) -> web.Response:
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Domain errors and our own API errors as JSON; anything else logged and answered 500."""
+    """Domain errors and our own API errors in one shape — JSON for the API, a page in the admin's
+    language for the page's routes; anything else logged and answered 500."""
     try:
         response: web.StreamResponse = await handler(request)
         return response
     except (ApiError, OomaMohError) as exc:
-        return error_response(exc)
+        return _for_the_route(request, error_response(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:  # aiohttp's own (404, 405 with its Allow, 413, …) in our shape
             kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}
-            return web.json_response(
+            answer = web.json_response(
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
                 status=exc.status,
                 headers=kept,
             )
+            return _for_the_route(request, answer)
         raise
     except Exception:
         log.exception("HTTP %s %s failed", request.method, printable(request.path))
-        return error_response(Exception("internal error"))
+        return _for_the_route(request, error_response(Exception("internal error")))
+
+
+#: routes that answer JSON whatever happens; every other one is a page a browser shows
+JSON_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics")
+
+
+def _for_the_route(request: web.Request, answer: web.Response) -> web.Response:
+    """``answer`` (an error as JSON) as it should reach this route: unchanged for the API, as a
+    page with the error's sentence for the sign-in, sign-out and page routes."""
+    if request.path.startswith(JSON_PREFIXES) or answer.text is None:
+        return answer
+    error = json.loads(answer.text)["error"]
+    lang = page.language(request)
+    texts = TEXTS[lang]
+    sentence = texts.get(f"error_{error['code']}") or texts["error_other"].format(message=error["message"])
+    shown = page.message_page(lang, "title", sentence, answer.status)
+    for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+        if name in answer.headers:
+            shown.headers[name] = answer.headers[name]
+    return shown
 
 
 def tenant_body(tenant: TenantMoh, settings: Settings, status: golive.Status) -> dict[str, Any]:

@@ -109,3 +109,25 @@ def test_a_sign_out_with_a_malformed_form_is_refused_quietly(world: World, caplo
     with caplog.at_level(logging.DEBUG):
         world.run(scenario)
     no_errors(caplog)
+
+
+def test_the_pages_routes_answer_errors_as_pages(world: World) -> None:
+    """A browser shown raw JSON is lost: the sign-in, sign-out and page routes answer their errors
+    as a page in the admin's language, with the headers the status needs."""
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        for method, path, status in (
+            ("GET", "/login/abc/", 404),  # a trailing slash a mail client added
+            ("PUT", "/logout", 405),
+            ("GET", "/nothing-here", 404),
+        ):
+            answer = await client.request(method, path, headers={"Accept-Language": "en"})
+            assert answer.status == status, (method, path)
+            assert answer.content_type == "text/html", (method, path)
+            assert "Music on hold" in await answer.text()
+            if status == 405:
+                assert "POST" in answer.headers["Allow"]
+        api = await client.get("/api/v1/tenants/acme/moh")
+        assert api.status == 401 and api.content_type == "application/json"  # the API stays JSON
+
+    world.run(scenario)
