@@ -102,10 +102,14 @@ class SqliteCatalog:
                 self._db = open_read_only(path)
                 check_version(version_of(self._db))
                 self._db.execute("SELECT 1 FROM tenants LIMIT 1")
-        except OSError as exc:
-            raise StorageError.from_errno(exc.errno, "opening the catalog") from None
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "opening the catalog") from None
+        except BaseException as exc:
+            if hasattr(self, "_db"):
+                self._db.close()  # a catalog refused (a newer schema, a damaged file) leaves no connection open
+            if isinstance(exc, OSError):
+                raise StorageError.from_errno(exc.errno, "opening the catalog") from None
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(exc, "opening the catalog") from None
+            raise
 
     def close(self) -> None:
         """Close the database connection."""

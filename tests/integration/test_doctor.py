@@ -8,6 +8,7 @@ tests/unit/test_doctor_rules.py."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -77,7 +78,7 @@ def no_probe_left(settings: Settings) -> None:
     """Doctor removed its probe directory and realtime row."""
     assert not list(settings.moh_dir.glob(".doctor-*"))
     if settings.realtime_db.exists():
-        with sqlite3.connect(settings.realtime_db) as db:
+        with contextlib.closing(sqlite3.connect(settings.realtime_db)) as db, db:
             assert db.execute("SELECT name FROM musiconhold WHERE name LIKE 'ooma-moh.doctor.%'").fetchall() == []
 
 

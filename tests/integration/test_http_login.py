@@ -341,7 +341,8 @@ def test_old_catalog_gains_the_disclaimer_version_column(home: Home, tmp_path: P
         tenant = reader.get("acme")
         assert tenant is not None and tenant.disclaimer is not None and tenant.disclaimer.text_version is None
     open_catalog(settings).close()
-    columns = [r[1] for r in sqlite3.connect(settings.catalog_path).execute("PRAGMA table_info(uploads)")]
+    with contextlib.closing(sqlite3.connect(settings.catalog_path)) as db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(uploads)")]
     assert "disclaimer_version" in columns
     with contextlib.closing(open_catalog(settings, writable=False)) as reader:
         tenant = reader.get("acme")

@@ -6,6 +6,7 @@ the recording is matched to the tone of a tenant (or of the lab's `default` clas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -127,7 +128,7 @@ def snapshot(settings: Settings) -> dict[str, object]:
     if settings.publish_mode == "static":
         published = (settings.classes_conf.read_text(), settings.classes_conf.stat().st_mtime_ns)
     else:
-        with sqlite3.connect(settings.realtime_db) as db:
+        with contextlib.closing(sqlite3.connect(settings.realtime_db)) as db, db:
             published = db.execute("SELECT * FROM musiconhold ORDER BY name").fetchall()
     return {"tree": tree, "published": published}
 
@@ -159,7 +160,7 @@ def test_hostile_names_cannot_inject(
         text = lab_settings.classes_conf.read_text()
         assert "evil" not in text and "custom" not in text and "application" not in text
         assert re.findall(r"^\[([^\]]+)\]$", text, re.M) == ["tenant-alpha"]
-    with sqlite3.connect(lab_settings.realtime_db) as db:
+    with contextlib.closing(sqlite3.connect(lab_settings.realtime_db)) as db, db:
         names = [r[0] for r in db.execute("SELECT name FROM musiconhold")]
     assert names == (["tenant-alpha"] if lab_settings.publish_mode == "realtime" else [])
     assert_hears(tones_heard(lab.record("hostile", 2, "tenant-alpha"), [A]), A)

@@ -4,6 +4,7 @@ the real catalog fails here, not in a test that trusted it."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -136,7 +137,8 @@ def test_an_existing_sqlite_catalog_is_upgraded_in_place(tmp_path: Path, with_ve
     assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
     db.close()
     SqliteCatalog(path).close()  # opening again changes nothing
-    assert SqliteCatalog(path, writable=False).get("acme") == saved
+    with contextlib.closing(SqliteCatalog(path, writable=False)) as reader:
+        assert reader.get("acme") == saved
 
 
 def test_a_catalog_of_a_newer_ooma_moh_is_refused(tmp_path: Path) -> None:

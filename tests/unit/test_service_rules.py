@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,13 +39,14 @@ class FakeConverter:
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> tuple[MohService, FakeConverter]:
+def fake(tmp_path: Path) -> Iterator[tuple[MohService, FakeConverter]]:
     settings = Settings(home=tmp_path, max_upload_bytes=100)
     converter = FakeConverter()
     svc = MohService(
         settings, SqliteCatalog(settings.catalog_path), BlobStore(settings.blob_dir), converter, clock=lambda: NOW
     )
-    return svc, converter
+    yield svc, converter
+    svc.catalog.close()
 
 
 def test_disclaimer_required_reads_nothing(fake: tuple[MohService, FakeConverter]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -91,12 +92,12 @@ def test_parse_moh_classes() -> None:
 
 
 def musiconhold(db_path: Path) -> dict[str, str]:
-    with sqlite3.connect(db_path) as db:
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
         return dict(db.execute("SELECT name, directory FROM musiconhold"))
 
 
 def add_rows(db_path: Path, rows: dict[str, str]) -> None:
-    with sqlite3.connect(db_path) as db:
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:  # closed, and committed first
         db.execute(REALTIME_SCHEMA)
         db.executemany("INSERT INTO musiconhold (name, mode, directory) VALUES (?, 'files', ?)", rows.items())
 
@@ -116,7 +117,7 @@ def test_realtime_publisher_touches_only_rows_it_wrote(tmp_path: Path) -> None:
     assert musiconhold(db_path) == foreign  # all or nothing: tenant-b was not published either
     # a row of ours deleted by hand: its name is not ours any more once someone else takes it
     publisher.apply({"tenant-c": "/m/c/1"}, set())
-    with sqlite3.connect(db_path) as db:
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
         db.execute("DELETE FROM musiconhold WHERE name = 'tenant-c'")
     publisher.apply({"tenant-d": "/m/d/1"}, set())
     add_rows(db_path, {"tenant-c": "/other/c"})
