@@ -6,9 +6,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -17,6 +17,7 @@ from ..storage.blobs import storage_errors
 from .context import INCOMING, ApiError
 
 MULTIPART_SLACK = 64 * 1024  # part headers and the disclaimer fields around the audio
+MAX_PARTS = 16  # the page sends 2 or 3
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
     (never the whole body in memory), and read the small ``disclaimer`` fields."""
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise ApiError(413, "too_large", f"the file is larger than the limit of {limit:,} bytes")
+    body = _CountedBody(request.content, limit + MULTIPART_SLACK)
     try:
-        reader = await request.multipart()
+        reader = MultipartReader(request.headers, cast(StreamReader, body))
     except (AssertionError, ValueError, KeyError, HttpProcessingError, RequestPayloadError) as exc:
         if isinstance(exc, RequestPayloadError):
             request.content.feed_eof()  # as below
@@ -46,16 +48,7 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
     try:
         with os.fdopen(fd, "wb") as out:
             form = _Form(limit)
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
-                await form.receive(part, out)
-            with storage_errors("receiving the upload"):
-                out.flush()
-            if not form.seen_file:
-                raise ApiError(
-                    400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored"
-                )
+            await form.read_all(reader, body, out)
     except (ValueError, AssertionError, HttpProcessingError, RequestPayloadError) as exc:
         # the client's bytes: not multipart, not the encoding it said (a false gzip), cut short
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - one spool file's unlink, microseconds
@@ -75,6 +68,36 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
     return Spooled(path, form.filename, form.accepted, form.version)
 
 
+class _CountedBody:
+    """The request's body as the multipart reader reads it, every byte counted — preamble, part
+    headers, parts, epilogue: past ``bound`` it is 413 (before, only the parts' contents were)."""
+
+    def __init__(self, content: StreamReader, bound: int) -> None:
+        self._content, self.bound, self.used = content, bound, 0
+
+    def _count(self, data: bytes) -> bytes:
+        self.used += len(data)
+        if self.used > self.bound:
+            raise ApiError(413, "too_large", f"the upload's body passes {self.bound:,} bytes")
+        return data
+
+    async def readline(self, *args: Any, **kwargs: Any) -> bytes:
+        return self._count(await self._content.readline(*args, **kwargs))
+
+    async def read(self, n: int = -1) -> bytes:
+        return self._count(await self._content.read(n))
+
+    def unread_data(self, data: bytes) -> None:
+        self.used -= len(data)
+        self._content.unread_data(data)
+
+    def at_eof(self) -> bool:
+        return self._content.at_eof()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the reader may ask, uncounted reads aside
+        return getattr(self._content, name)
+
+
 class _Form:
     """The parts of one upload's body as they arrive: the file written out, at most ``limit``
     bytes; every other part bounded together by :data:`MULTIPART_SLACK`, whatever its name."""
@@ -85,6 +108,25 @@ class _Form:
         self.version: str | None = None
         self.size = self.other = 0
         self.seen_file = False
+        self.parts = 0
+
+    async def read_all(self, reader: MultipartReader, body: _CountedBody, out: BinaryIO) -> None:
+        """Every part, then the epilogue (counted too); the file written out and flushed."""
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "malformed_multipart", "nested multipart is not accepted")
+            self.parts += 1
+            if self.parts > MAX_PARTS:
+                raise ApiError(413, "too_large", f"the form has more than {MAX_PARTS} parts")
+            await self.receive(part, out)
+        while await body.read(65536):  # the epilogue after the last boundary
+            pass
+        with storage_errors("receiving the upload"):
+            out.flush()
+        if not self.seen_file:
+            raise ApiError(
+                400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored"
+            )
 
     async def receive(self, part: BodyPartReader, out: BinaryIO) -> None:
         if part.name == "disclaimer":

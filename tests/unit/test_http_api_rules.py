@@ -80,8 +80,8 @@ class Nodes:
 
 
 class World:
-    def __init__(self, tmp_path: Path, nodes: Nodes | None = None) -> None:
-        self.settings = Settings(home=tmp_path / "home")
+    def __init__(self, tmp_path: Path, nodes: Nodes | None = None, **fields: Any) -> None:
+        self.settings = Settings(home=tmp_path / "home", **fields)
         self.catalog = MemoryCatalog()
         self.blobs = BlobStore(self.settings.blob_dir)
         self.converter = FakeConverter()
@@ -498,3 +498,38 @@ def test_one_upload_per_tenant_at_once_and_other_tenants_are_not_kept_waiting(wo
     world.run(scenario)
     acme = world.catalog.get("acme")
     assert acme is not None and acme.upload is not None and acme.upload.duration_ms == 2000
+
+
+def test_every_byte_of_the_body_counts_toward_its_bound(tmp_path: Path) -> None:
+    """The preamble before the first part, the epilogue after the last and the number of parts
+    are bounded with the parts themselves (before, only the parts' contents were counted: a
+    tenant sent GBs of preamble on one connection). Chunked, so no Content-Length gives it away."""
+    world = World(tmp_path, max_upload_bytes=100_000)  # the bound: 100,000 + 64 KiB of form
+    boundary = "c0unt"
+
+    def part(name: str, content: bytes, filename: str = "") -> bytes:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        return f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+
+    parts = part("disclaimer", b"accepted") + part("file", fake_audio(1000), "a.mp3")
+    end = f"--{boundary}--\r\n".encode()
+    bodies = {
+        "preamble": b"ignore me\r\n" * 30_000 + parts + end,
+        "epilogue": parts + end + b"after the end\r\n" * 30_000,
+        "parts": b"".join(part(f"field{i}", b"x") for i in range(20)) + parts + end,
+    }
+
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 8192):
+            yield data[i : i + 8192]
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        headers = {**bearer(world.acme), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        for name, data in bodies.items():
+            answer = await client.put("/api/v1/tenants/acme/moh", data=chunks(data), headers=headers)
+            assert answer.status == 413, (name, answer.status, await answer.text())
+        fine = await client.put("/api/v1/tenants/acme/moh", data=chunks(parts + end), headers=headers)
+        assert fine.status == 201, await fine.text()
+
+    world.run(scenario)
+    assert world.converter.converted == 1
