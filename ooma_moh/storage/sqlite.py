@@ -15,17 +15,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..credentials import ApiToken, BrowserSession, LoginLink
-from ..errors import StorageError
 from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
-from .sqlite_file import check_version, migrate, open_read_only, storage_error, version_of
+from .sqlite_file import open_catalog_file, storage_error
 
 #: how long used or expired login links and ended sessions are kept (who signed in, when)
 KEEP_ENDED = timedelta(days=30)
@@ -85,31 +83,7 @@ class SqliteCatalog:
     def __init__(self, path: Path, *, writable: bool = True) -> None:
         self.path = path
         self.writable = writable
-        try:
-            if writable:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                created = not path.exists()
-                self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-                if created and path.stat().st_uid == os.geteuid():
-                    # it holds CSRF values and token hashes: not world-readable, even under root's
-                    # umask 022 (runuser); the group (Asterisk's) reads it for the classic AGI
-                    os.chmod(path, 0o640)
-                self._db.execute("PRAGMA journal_mode=DELETE")  # also converts a WAL catalog
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA foreign_keys=ON")
-                migrate(self._db)
-            else:
-                self._db = open_read_only(path)
-                check_version(version_of(self._db))
-                self._db.execute("SELECT 1 FROM tenants LIMIT 1")
-        except BaseException as exc:
-            if hasattr(self, "_db"):
-                self._db.close()  # a catalog refused (a newer schema, a damaged file) leaves no connection open
-            if isinstance(exc, OSError):
-                raise StorageError.from_errno(exc.errno, "opening the catalog") from None
-            if isinstance(exc, sqlite3.Error):
-                raise storage_error(exc, "opening the catalog") from None
-            raise
+        self._db = open_catalog_file(path, writable=writable)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -239,3 +239,36 @@ def open_read_only(path: Path) -> sqlite3.Connection:
             finally:
                 rollback.close()
     raise AssertionError("unreachable")
+
+
+def open_catalog_file(path: Path, *, writable: bool) -> sqlite3.Connection:
+    """The catalog's connection: a writer's creates the file (0640: it holds CSRF values and
+    token hashes) and brings its schema to the latest version; a reader's is read-only and refuses
+    a newer schema. A catalog refused leaves no connection open; errors are ``StorageError``."""
+    db: sqlite3.Connection | None = None
+    try:
+        if not writable:
+            db = open_read_only(path)
+            check_version(version_of(db))
+            db.execute("SELECT 1 FROM tenants LIMIT 1")
+            return db
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = not path.exists()
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        if created and path.stat().st_uid == os.geteuid():
+            # not world-readable, even under root's umask 022 (runuser); the group (Asterisk's)
+            # reads it for the classic AGI
+            os.chmod(path, 0o640)
+        db.execute("PRAGMA journal_mode=DELETE")  # also converts a WAL catalog
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        migrate(db)
+        return db
+    except BaseException as exc:
+        if db is not None:
+            db.close()
+        if isinstance(exc, OSError):
+            raise StorageError.from_errno(exc.errno, "opening the catalog") from None
+        if isinstance(exc, sqlite3.Error):
+            raise storage_error(exc, "opening the catalog") from None
+        raise
