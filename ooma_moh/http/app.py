@@ -3,6 +3,7 @@ collaborators it is given (:class:`~ooma_moh.http.backend.HttpBackend`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +28,7 @@ from .context import (
 )
 from .openapi import OPENAPI
 from .publication import Publications
+from .quiet import AIOHTTP_SERVER, MalformedRequests
 from .spool import Spool
 
 
@@ -78,7 +80,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             backend.publish(tenant)
 
     app[PUBLICATIONS] = Publications(app[WORKERS], publish, backend.publish_retry_s)
+    malformed = MalformedRequests()
+    AIOHTTP_SERVER.addFilter(malformed)
+    reporting = asyncio.create_task(malformed.report_every(60.0), name="malformed-requests")
     yield
+    reporting.cancel()
+    await asyncio.gather(reporting, return_exceptions=True)
+    AIOHTTP_SERVER.removeFilter(malformed)
+    malformed.flush()
     await app[PUBLICATIONS].drain()
     app[WORKERS].shutdown(wait=True)
     app[SIGN_IN_THREAD].shutdown(wait=True)

@@ -131,3 +131,24 @@ def test_the_pages_routes_answer_errors_as_pages(world: World) -> None:
         assert api.status == 401 and api.content_type == "application/json"  # the API stays JSON
 
     world.run(scenario)
+
+
+def test_malformed_requests_are_counted_not_logged_one_by_one(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp logs each request it cannot parse at ERROR with a traceback (anyone could fill the
+    log); while the server runs they are counted and said in one INFO line."""
+    malformed = [
+        b"GET / HTTP/1.1\r\nHost: x\r\nNo colon in this header\r\n\r\n",
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PUT /api/v1/tenants/acme/moh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nxx\r\n",
+        b"PUT /api/v1/tenants/acme/moh HTTP/1.1\r\nHost: x\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc",
+    ]
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        for request in malformed:
+            assert (await raw(client, request)).startswith(b"HTTP/1.0 400"), request[:40]
+
+    with caplog.at_level(logging.DEBUG):
+        world.run(scenario)
+    no_errors(caplog)
+    said = [r.getMessage() for r in caplog.records if r.name == "ooma_moh.http.quiet"]
+    assert len(said) == 1 and said[0].startswith(f"malformed requests answered 400: {len(malformed)} ("), said
