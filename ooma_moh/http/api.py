@@ -10,7 +10,6 @@ whether a tenant exists.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -35,25 +34,29 @@ log = logging.getLogger(__name__)
 UPLOAD_RETRY_AFTER_S = 5
 
 
-def error_response(exc: Exception) -> web.Response:
-    """The one place where errors become HTTP answers."""
-    headers: dict[str, str] = {}
+def as_api_error(exc: Exception) -> ApiError:
+    """The one place where errors get their HTTP status, code and message."""
     if isinstance(exc, ApiError):
-        status, code, headers = exc.status, exc.code, exc.headers
-    elif isinstance(exc, UploadRejected):
-        status, code = exc.rejection.status, exc.reason
-    elif isinstance(exc, DisclaimerRequired):
-        status, code = Rejection.DISCLAIMER_REQUIRED.status, Rejection.DISCLAIMER_REQUIRED.value
-    elif isinstance(exc, NoTenantFile):
-        status, code = 404, "no_file"
-    elif isinstance(exc, StorageError):
-        status, code = (507 if exc.reason == "disk_full" else 503), exc.reason
-    else:  # ours but not the client's business (its text may name the server's paths): the log has it
-        status, code = 500, "internal"
-        if isinstance(exc, OomaMohError):
-            log.warning("answered 500 internal: %s", printable(exc, 300))
-        exc = Exception("internal error: the server's log says more")
-    return web.json_response({"error": {"code": code, "message": str(exc)}}, status=status, headers=headers)
+        return exc
+    if isinstance(exc, UploadRejected):
+        return ApiError(exc.rejection.status, exc.reason, str(exc))
+    if isinstance(exc, DisclaimerRequired):
+        return ApiError(Rejection.DISCLAIMER_REQUIRED.status, Rejection.DISCLAIMER_REQUIRED.value, str(exc))
+    if isinstance(exc, NoTenantFile):
+        return ApiError(404, "no_file", str(exc))
+    if isinstance(exc, StorageError):
+        return ApiError(507 if exc.reason == "disk_full" else 503, exc.reason, str(exc))
+    # ours but not the client's business (its text may name the server's paths): the log has it
+    if isinstance(exc, OomaMohError):
+        log.warning("answered 500 internal: %s", printable(exc, 300))
+    return ApiError(500, "internal", "internal error: the server's log says more")
+
+
+def error_response(exc: Exception) -> web.Response:
+    """``exc`` answered as the API answers errors: ``{"error": {"code", "message"}}``."""
+    error = as_api_error(exc)
+    body = {"error": {"code": error.code, "message": str(error)}}
+    return web.json_response(body, status=error.status, headers=error.headers)
 
 
 @web.middleware
@@ -64,39 +67,32 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         response: web.StreamResponse = await handler(request)
         return response
     except (ApiError, OomaMohError) as exc:
-        return _for_the_route(request, error_response(exc))
+        return _for_the_route(request, as_api_error(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:  # aiohttp's own (404, 405 with its Allow, 413, …) in our shape
             kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}
-            answer = web.json_response(
-                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
-                status=exc.status,
-                headers=kept,
-            )
-            return _for_the_route(request, answer)
+            code = exc.reason.lower().replace(" ", "_")
+            return _for_the_route(request, ApiError(exc.status, code, exc.reason, kept))
         raise
     except Exception:
         log.exception("HTTP %s %s failed", request.method, printable(request.path))
-        return _for_the_route(request, error_response(Exception("internal error")))
+        return _for_the_route(request, as_api_error(Exception("internal error")))
 
 
 #: routes that answer JSON whatever happens; every other one is a page a browser shows
 JSON_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics")
 
 
-def _for_the_route(request: web.Request, answer: web.Response) -> web.Response:
-    """``answer`` (an error as JSON) as it should reach this route: unchanged for the API, as a
-    page with the error's sentence for the sign-in, sign-out and page routes."""
-    if request.path.startswith(JSON_PREFIXES) or answer.text is None:
-        return answer
-    error = json.loads(answer.text)["error"]
+def _for_the_route(request: web.Request, error: ApiError) -> web.Response:
+    """``error`` as this route answers it: JSON for the API, a page with the error's sentence in the
+    admin's language for the sign-in, sign-out and page routes (with the headers its status needs)."""
+    if request.path.startswith(JSON_PREFIXES):
+        return error_response(error)
     lang = page.language(request)
     texts = TEXTS[lang]
-    sentence = texts.get(f"error_{error['code']}") or texts["error_other"].format(message=error["message"])
-    shown = page.message_page(lang, "title", sentence, answer.status)
-    for name in ("Allow", "Retry-After", "WWW-Authenticate"):
-        if name in answer.headers:
-            shown.headers[name] = answer.headers[name]
+    sentence = texts.get(f"error_{error.code}") or texts["error_other"].format(message=str(error))
+    shown = page.message_page(lang, "title", sentence, error.status)
+    shown.headers.update(error.headers)
     return shown
 
 
