@@ -79,6 +79,14 @@ class Settings:
     #: the S3 endpoint (else AWS_ENDPOINT_URL / AWS's own); credentials always from the AWS variables
     s3_endpoint_url: str = ""
     http_body_timeout_s: float = 120.0
+    #: from a request's first byte to the end of its headers (slowloris: docs/http.md, "Limits")
+    http_header_timeout_s: float = 10.0
+    #: a connection with no request in progress (just opened, or between requests) is closed after this
+    http_idle_timeout_s: float = 30.0
+    #: connections open at once; when full, the oldest one with no request in progress makes room
+    http_max_connections: int = 1000
+    #: connections open at once from one client address (0: no such cap, e.g. behind a reverse proxy)
+    http_max_connections_per_client: int = 100
     #: the address admins' browsers use (behind a reverse proxy: its https:// URL); empty: the
     #: listen address. Login links start with it; https makes the session cookie Secure.
     http_public_url: str = ""
@@ -128,6 +136,14 @@ class Settings:
             "ffmpeg limits: ffmpeg_cpu_s and ffmpeg_wall_s >= 1, ffmpeg_memory_mb >= 64",
         )
         yield self.blob_grace_s >= 0, "blob_grace_s must be >= 0"
+        yield (
+            min(self.http_body_timeout_s, self.http_header_timeout_s, self.http_idle_timeout_s) > 0,
+            "http_body_timeout_s, http_header_timeout_s and http_idle_timeout_s must be > 0",
+        )
+        yield (
+            self.http_max_connections >= 1 and self.http_max_connections_per_client >= 0,
+            "http_max_connections must be >= 1 and http_max_connections_per_client >= 0",
+        )
         yield -70.0 <= self.loudness_lufs <= -5.0, f"loudness_lufs {self.loudness_lufs} is outside -70 .. -5"
         yield -20.0 <= self.true_peak_dbtp <= 0.0, f"true_peak_dbtp {self.true_peak_dbtp} is outside -20 .. 0"
         yield (

@@ -78,11 +78,12 @@ def serving(settings: Settings) -> Iterator[str]:
     started = asyncio.run_coroutine_threadsafe(
         start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0")), loop
     )
-    runner, port = started.result(30)
+    listening = started.result(30)
+    port = listening.port
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
+        asyncio.run_coroutine_threadsafe(listening.stop(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import golive, health
 from . import api, audio, page
@@ -82,12 +83,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[PUBLICATIONS] = Publications(app[WORKERS], publish, backend.publish_retry_s)
     malformed = MalformedRequests()
     AIOHTTP_SERVER.addFilter(malformed)
-    reporting = asyncio.create_task(malformed.report_every(60.0), name="malformed-requests")
+    reporting = asyncio.create_task(malformed.tally.report_every(), name="malformed-requests")
     yield
     reporting.cancel()
-    await asyncio.gather(reporting, return_exceptions=True)
+    await asyncio.gather(reporting, return_exceptions=True)  # its last line said
     AIOHTTP_SERVER.removeFilter(malformed)
-    malformed.flush()
     await app[PUBLICATIONS].drain()
     app[WORKERS].shutdown(wait=True)
     app[SIGN_IN_THREAD].shutdown(wait=True)
@@ -96,9 +96,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     backend.close()
 
 
-def make_app(backend: HttpBackend) -> web.Application:
-    """The API and page application over ``backend`` (closed when the application stops)."""
-    app = web.Application(middlewares=[api.errors_as_json])
+def make_app(backend: HttpBackend, *outer: Middleware) -> web.Application:
+    """The API and page application over ``backend`` (closed when the application stops), with
+    the ``outer`` middlewares (the connection guard's) around its own."""
+    app = web.Application(middlewares=[*outer, api.errors_as_json])
     app[BACKEND] = backend
     app[SETTINGS] = backend.settings
     app[READER] = backend.reader

@@ -1,10 +1,12 @@
-"""Malformed requests are the client's fault, not the server's: counted and logged in aggregate.
+"""What clients get wrong is counted, not logged one by one: one INFO line per interval.
 
 aiohttp answers a request it cannot parse (a bad header, a line too long, broken chunked encoding,
 an encoding it does not know) with 400 and logs it at ERROR with a traceback — ~600 bytes each, so
-anyone could fill the log (1,000 requests: 633 KB in 0.7 s). While a server runs, this filter on
-aiohttp's server logger drops those records and counts them by kind; one INFO line per interval
-(and one at the end) says how many there were. Errors of the server itself still log in full.
+anyone could fill the log (1,000 requests: 633 KB in 0.7 s). While a server runs,
+:class:`MalformedRequests` on aiohttp's server logger drops those records and counts them by kind;
+the connection guard (:mod:`.guard`) counts the connections it refuses or closes the same way.
+Each :class:`Tally` says once per interval (and once at the end) how many there were. Errors of the
+server itself still log in full.
 """
 
 from __future__ import annotations
@@ -19,6 +21,36 @@ from ..logsafe import printable
 
 log = logging.getLogger(__name__)
 AIOHTTP_SERVER = logging.getLogger("aiohttp.server")
+#: how often a tally is said (seconds)
+REPORT_EVERY_S = 60.0
+
+
+class Tally:
+    """Events counted by kind, said in one INFO line: ``<what>: <total> (<kind> <n>, …)``."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] += 1
+
+    def flush(self) -> None:
+        """One INFO line for what was counted since the last one (nothing if nothing was)."""
+        if self.counts:
+            total = sum(self.counts.values())
+            kinds = ", ".join(f"{printable(kind, 40)} {n}" for kind, n in self.counts.most_common(5))
+            log.info("%s: %d (%s)", self.what, total, kinds)
+            self.counts.clear()
+
+    async def report_every(self, interval_s: float = REPORT_EVERY_S) -> None:
+        """:meth:`flush` every ``interval_s`` until cancelled, then once more."""
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                self.flush()
+        finally:
+            self.flush()
 
 
 class MalformedRequests(logging.Filter):
@@ -26,25 +58,11 @@ class MalformedRequests(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.counts: Counter[str] = Counter()
+        self.tally = Tally("malformed requests answered 400")
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
-            self.counts[type(exc).__name__] += 1
+            self.tally.add(type(exc).__name__)
             return False
         return True
-
-    def flush(self) -> None:
-        """One INFO line for what was dropped since the last one (nothing if nothing was)."""
-        if self.counts:
-            total = sum(self.counts.values())
-            kinds = ", ".join(f"{printable(kind, 40)} {n}" for kind, n in self.counts.most_common(5))
-            log.info("malformed requests answered 400: %d (%s)", total, kinds)
-            self.counts.clear()
-
-    async def report_every(self, interval_s: float) -> None:
-        """:meth:`flush` every ``interval_s`` until cancelled."""
-        while True:
-            await asyncio.sleep(interval_s)
-            self.flush()

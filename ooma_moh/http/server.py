@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -15,6 +17,7 @@ from ..config import Settings
 from ..lifetime import serve_until_stopped
 from ..logsafe import printable
 from .app import catalog_problem, make_app
+from .guard import ConnectionGuard, JsonErrors, Limits, fit_descriptor_limit
 
 log = logging.getLogger(__name__)
 LOGIN_PATH = re.compile(r"/login/[^/]*")
@@ -35,37 +38,65 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-async def start_http(settings: Settings) -> tuple[web.AppRunner, int]:
-    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port.
+class Listening:
+    """A running server: its application's runner, its guarded listener and its port."""
+
+    def __init__(self, runner: web.AppRunner, listener: asyncio.Server, guard: ConnectionGuard) -> None:
+        self.runner, self.listener, self.guard = runner, listener, guard
+        self.port = int(listener.sockets[0].getsockname()[1])  # the real port when asked for port 0
+        self._reporting = asyncio.create_task(guard.tally.report_every(), name="connection-guard")
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight and publications finish, close everything."""
+        self.listener.close()
+        try:
+            await self.runner.cleanup()
+        finally:
+            self._reporting.cancel()
+            await asyncio.gather(self._reporting, return_exceptions=True)  # its last line said
+            await self.listener.wait_closed()
+
+
+async def listen(app: web.Application, guard: ConnectionGuard, settings: Settings) -> Listening:
+    """Serve ``app`` (made with ``guard.middleware``) on ``settings.http_address`` behind ``guard``.
     ``OomaMohError`` naming ``http_listen`` if it cannot listen."""
-    app = make_app(http_backend(settings))
-    runner = web.AppRunner(app, access_log=log, access_log_class=AccessLogger, shutdown_timeout=10.0)
+    handler_args: dict[str, Any] = {
+        "access_log": log,
+        "access_log_class": AccessLogger,
+        "keepalive_timeout": settings.http_idle_timeout_s,
+    }
+    runner = web.AppRunner(app, shutdown_timeout=10.0, **handler_args)
     await runner.setup()
+    server, loop = runner.server, asyncio.get_running_loop()
+    assert server is not None
     host, port = settings.http_address
     try:
-        await web.TCPSite(runner, host, port).start()
+        listener = await guard.listen(lambda: JsonErrors(server, loop=loop, **handler_args), host, port)
     except OSError as exc:  # the port taken, a privileged port, an unknown host: one line, not a traceback
         await runner.cleanup()
         raise health.cannot_listen("http_listen", (host, port), exc) from None
     except BaseException:
         await runner.cleanup()
         raise
-    bound = port
-    for address in runner.addresses:  # the real port when asked for port 0
-        if isinstance(address, tuple):
-            bound = address[1]
-    return runner, bound
+    return Listening(runner, listener, guard)
+
+
+async def start_http(settings: Settings) -> Listening:
+    """Start serving (``await listening.stop()`` to stop)."""
+    guard = ConnectionGuard(fit_descriptor_limit(Limits.of(settings)))
+    return await listen(make_app(http_backend(settings), guard.middleware), guard, settings)
 
 
 async def run_http(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; requests in flight and publications finish first."""
-    runner, port = await start_http(settings)
+    listening = await start_http(settings)
+    port, app = listening.port, listening.runner.app
     exporter, maddress = None, settings.metrics_address
     if maddress is not None:
         try:
-            exporter, mport = await health.start_server(maddress, lambda: catalog_problem(runner.app))
+            exporter, mport = await health.start_server(maddress, lambda: catalog_problem(app))
         except BaseException:
-            await runner.cleanup()
+            await listening.stop()
             raise
     # logged once every listener is open: a failure to open one is the command's only line
     log.info("HTTP API listening on %s:%d (/metrics, /healthz, /readyz too)", settings.http_address[0], port)
@@ -76,5 +107,5 @@ async def run_http(settings: Settings) -> None:
     finally:
         if exporter is not None:
             await exporter.cleanup()
-        await runner.cleanup()
+        await listening.stop()
         log.info("HTTP API stopped")

@@ -222,7 +222,8 @@ def test_full_home_serves_every_read(home: Home, tmp_path: Path) -> None:
     async def over_http() -> None:
         """``serve http``, started before the disk filled up: an upload is 507 disk_full (was 500
         "internal error" when the spool write failed), and the tenant still reads as it was."""
-        runner, port = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+        listening = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+        port = listening.port
         try:
             fill(home.disk, leave=0)
             assert free_bytes(home.disk) < 8192
@@ -239,7 +240,7 @@ def test_full_home_serves_every_read(home: Home, tmp_path: Path) -> None:
                     assert r.status == 200, body
                     assert body["file"]["sha256"] == home.before.upload.sha256  # type: ignore[union-attr]
         finally:
-            await runner.cleanup()
+            await listening.stop()
 
     asyncio.run(over_http())
     assert spooled(settings.home) == []  # the partial spool file went too

@@ -94,12 +94,13 @@ def auth(token: str | None) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def api(settings: Settings, token: str) -> AsyncIterator[Api]:
-    runner, port = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+    listening = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+    port = listening.port
     try:
         async with aiohttp.ClientSession(headers=auth(token)) as session:
             yield Api(session, port, settings)
     finally:
-        await runner.cleanup()
+        await listening.stop()
 
 
 @pytest.fixture

@@ -101,13 +101,14 @@ class Browserish:
 
 def browse(settings: Settings, scenario: Callable[[Browserish], Awaitable[None]]) -> None:
     async def main() -> None:
-        runner, port = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+        listening = await start_http(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+        port = listening.port
         try:
             jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, as a browser keeps them
             async with aiohttp.ClientSession(cookie_jar=jar) as session:
                 await scenario(Browserish(session, port))
         finally:
-            await runner.cleanup()
+            await listening.stop()
 
     asyncio.run(main())
 

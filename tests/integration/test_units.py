@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from ooma_moh.config import Settings, load_settings
+from ooma_moh.http.guard import Limits
 from tests.integration.conftest import reap
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,6 +199,8 @@ def test_unit_properties(unit: str) -> None:
     assert one(parsed, service, "ProtectSystem") == "strict"
     assert values(parsed, service, "ReadWritePaths") == ([DATA_HOME] if unit in WRITERS else [])
     assert one(parsed, service, "CapabilityBoundingSet") == ""
+    if unit == "ooma-moh-http.service":  # sized from the connection caps (http/guard.py)
+        assert int(one(parsed, service, "LimitNOFILE")) >= Limits.of(Settings()).descriptors()
     # a sandbox inherited by ffmpeg must not refuse what ffmpeg's libraries may do
     mdwe = values(parsed, service, "MemoryDenyWriteExecute")
     assert mdwe == ([] if unit in RUNS_FFMPEG else ["yes"])
