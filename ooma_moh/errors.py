@@ -54,6 +54,10 @@ class DisclaimerRequired(OomaMohError):
     """An upload was attempted without accepting the rights disclaimer."""
 
 
+class NoLongerAuthorised(OomaMohError):
+    """The credentials an upload came with were revoked or ended before it was stored."""
+
+
 class UploadRejected(OomaMohError):
     """An uploaded file was refused for ``rejection`` (:mod:`ooma_moh.rejections` lists them all);
     ``reason`` is its code."""
@@ -158,6 +162,8 @@ def upload_outcome(exc: BaseException | None) -> tuple[str, str | None]:
         return "rejected", exc.reason
     if isinstance(exc, DisclaimerRequired):
         return "disclaimer_required", None
+    if isinstance(exc, NoLongerAuthorised):
+        return "unauthorized", None
     if isinstance(exc, StorageError):
         return "server_error", exc.reason
     if isinstance(exc, OomaMohError) and isinstance(exc, ValueError):  # tenant id, who accepted

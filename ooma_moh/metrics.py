@@ -83,7 +83,7 @@ AGI_DURATION = Histogram(
 # -- uploads (serve http, upload) -------------------------------------------------------------------
 UPLOADS = Counter(
     "ooma_moh_uploads_total",
-    "Uploads, by result (ok, rejected, disclaimer_required, invalid, server_error).",
+    "Uploads, by result (ok, rejected, disclaimer_required, unauthorized, invalid, server_error).",
     ["result"],
     registry=REGISTRY,
 )

@@ -109,17 +109,22 @@ class MohService:
         accepted_by: str,
         original_name: str | None = None,
         disclaimer_version: str | None = disclaimer_text.VERSION,
+        before_commit: Callable[[], None] | None = None,
     ) -> TenantMoh:
         """Validate and convert ``source``, then make it the tenant's music in one step.
 
         ``accepted_by`` names who accepted the rights disclaimer (printable, 1-128 characters),
-        ``disclaimer_version`` which text of it they were shown.
+        ``disclaimer_version`` which text of it they were shown; ``before_commit`` runs after the
+        conversion, just before the commit, and may raise to store nothing (the HTTP API checks
+        there that the uploader's credentials still hold).
         Nothing changes unless every check and the whole conversion succeed. Counted in
         :mod:`.metrics` and logged in one line (tenant, result, reason or file).
         """
         started = time.monotonic()
         try:
-            result = self._upload(tenant_id, source, accept_disclaimer, accepted_by, original_name, disclaimer_version)
+            result = self._upload(
+                tenant_id, source, accept_disclaimer, accepted_by, original_name, disclaimer_version, before_commit
+            )
         except Exception as exc:
             outcome, reason = metrics.upload_done(exc)
             log.info(
@@ -150,6 +155,7 @@ class MohService:
         accepted_by: str,
         original_name: str | None,
         disclaimer_version: str | None,
+        before_commit: Callable[[], None] | None,
     ) -> TenantMoh:
         validate_tenant_id(tenant_id)
         accepted_by = validate_actor(accepted_by)
@@ -172,11 +178,21 @@ class MohService:
             except OSError as exc:
                 raise UploadRejected(Rejection.NOT_A_FILE, f"the upload cannot be read: {exc.strerror}") from None
             with fh:
-                return self._ingest(tenant_id, fh, original_name or path.name, accepted_by, disclaimer_version)
-        return self._ingest(tenant_id, source, original_name or "upload", accepted_by, disclaimer_version)
+                return self._ingest(
+                    tenant_id, fh, original_name or path.name, accepted_by, disclaimer_version, before_commit
+                )
+        return self._ingest(
+            tenant_id, source, original_name or "upload", accepted_by, disclaimer_version, before_commit
+        )
 
     def _ingest(
-        self, tenant_id: str, source: BinaryIO, name: str, accepted_by: str, disclaimer_version: str | None
+        self,
+        tenant_id: str,
+        source: BinaryIO,
+        name: str,
+        accepted_by: str,
+        disclaimer_version: str | None,
+        before_commit: Callable[[], None] | None,
     ) -> TenantMoh:
         with self.blobs.scratch() as work:
             staged = work / "original"
@@ -194,6 +210,8 @@ class MohService:
                 clean_original_name(name), size, sha, conversion.duration_ms, conversion.container, now
             )
             disclaimer = Disclaimer(accepted_by, now, sha, disclaimer_version)
+            if before_commit is not None:
+                before_commit()
             result = self.catalog.save_upload(tenant_id, upload, disclaimer, tuple(renditions))
         self.collect_garbage()
         return result

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from .. import disclaimer, golive
 from ..config import Settings
-from ..errors import DisclaimerRequired, NoTenantFile, OomaMohError, StorageError, UploadRejected
+from ..errors import (
+    DisclaimerRequired,
+    NoLongerAuthorised,
+    NoTenantFile,
+    OomaMohError,
+    StorageError,
+    UploadRejected,
+)
 from ..logsafe import printable
 from ..model import MohSetting, TenantMoh
 from ..rejections import Rejection
 from ..storage import Catalog
+from ..storage.base import Credentials
 from . import page
-from .auth import Principal, authorised_tenant
+from .auth import CHALLENGE, Principal, authorised_tenant, still_holds
 from .backend import HttpBackend, PublishedView
 from .context import BACKEND, NODES, PUBLICATIONS, READER, SETTINGS, VIEW, WORKERS, ApiError, in_thread
 from .texts import TEXTS
@@ -42,6 +51,8 @@ def as_api_error(exc: Exception) -> ApiError:
         return ApiError(exc.rejection.status, exc.reason, str(exc))
     if isinstance(exc, DisclaimerRequired):
         return ApiError(Rejection.DISCLAIMER_REQUIRED.status, Rejection.DISCLAIMER_REQUIRED.value, str(exc))
+    if isinstance(exc, NoLongerAuthorised):
+        return ApiError(401, "unauthorized", str(exc), CHALLENGE)
     if isinstance(exc, NoTenantFile):
         return ApiError(404, "no_file", str(exc))
     if isinstance(exc, StorageError):
@@ -164,7 +175,9 @@ async def get_moh(request: web.Request) -> web.Response:
     return web.json_response(await current(request, tenant))
 
 
-def _upload(backend: HttpBackend, tenant: str, spooled: Spooled, by: str) -> None:
+def _upload(
+    backend: HttpBackend, tenant: str, spooled: Spooled, by: str, still_valid: Callable[[Credentials], None]
+) -> None:
     with backend.service() as service:
         service.upload(
             tenant,
@@ -173,6 +186,7 @@ def _upload(backend: HttpBackend, tenant: str, spooled: Spooled, by: str) -> Non
             accepted_by=by,
             original_name=spooled.filename,
             disclaimer_version=disclaimer.VERSION,
+            before_commit=lambda: still_valid(service.catalog),  # revoked during the conversion: nothing
         )
 
 
@@ -235,7 +249,9 @@ async def _receive_and_store(request: web.Request, who: Principal, tenant: str) 
             )
         publications.converting(tenant)
         try:
-            await in_thread(request, _upload, request.app[BACKEND], tenant, spooled, who.actor, pool=WORKERS)
+            await in_thread(
+                request, _upload, request.app[BACKEND], tenant, spooled, who.actor, still_holds(request), pool=WORKERS
+            )
         except BaseException:
             publications.forget(tenant)
             raise

@@ -8,14 +8,16 @@ requests need no CSRF token: browsers never add an Authorization header by thems
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..credentials import ApiToken, BrowserSession
-from ..errors import InvalidTenantId
+from ..errors import InvalidTenantId, NoLongerAuthorised
 from ..model import validate_tenant_id
+from ..storage.base import Credentials
 from .context import READER, SETTINGS, ApiError, in_thread
 from .logins import check_session, cookie_name
 from .tokens import check_token
@@ -89,6 +91,26 @@ async def principal(request: web.Request) -> Principal:
     if request.method not in SAFE_METHODS:
         check_csrf(request, session, request.headers.get(CSRF_HEADER))
     return session
+
+
+def still_holds(request: web.Request) -> Callable[[Credentials], None]:
+    """A check of the request's credentials to run later in another thread, on that thread's
+    catalog: ``NoLongerAuthorised`` if its token was revoked or its session ended meanwhile."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, bearer = header.partition(" ")
+    cookie = request.cookies.get(cookie_name(request.app[SETTINGS].public_url), "")
+
+    def check(catalog: Credentials) -> None:
+        if scheme.lower() == "bearer":
+            valid = check_token(catalog, bearer.strip()) is not None
+        else:
+            valid = check_session(catalog, cookie, now()) is not None
+        if not valid:
+            raise NoLongerAuthorised(
+                "your token was revoked or your session ended during the upload: nothing was stored; sign in again"
+            )
+
+    return check
 
 
 async def authorised_tenant(request: web.Request) -> tuple[Principal, str]:

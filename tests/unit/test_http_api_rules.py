@@ -500,6 +500,29 @@ def test_one_upload_per_tenant_at_once_and_other_tenants_are_not_kept_waiting(wo
     assert acme is not None and acme.upload is not None and acme.upload.duration_ms == 2000
 
 
+def test_a_token_revoked_during_the_conversion_stores_nothing(world: World) -> None:
+    """The credentials are checked again just before the commit: a revocation while ffmpeg runs
+    stores nothing (before, only a revocation while the body arrived did)."""
+    gated = GatedConverter()
+    world.converter = gated
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        upload = asyncio.ensure_future(
+            client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(4321)), headers=bearer(world.acme))
+        )
+        assert await asyncio.to_thread(gated.waiting.wait, 10)  # converting
+        for token in world.catalog.tokens():
+            if token.tenant_id == "acme":
+                assert world.catalog.revoke_token(token.id, datetime.now(UTC))
+        gated.gate.set()
+        answer = await upload
+        assert answer.status == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await answer.json())["error"]["code"] == "unauthorized"
+
+    world.run(scenario)
+    assert world.catalog.get("acme") is None and gated.converted == 1  # converted, never stored
+
+
 def test_every_byte_of_the_body_counts_toward_its_bound(tmp_path: Path) -> None:
     """The preamble before the first part, the epilogue after the last and the number of parts
     are bounded with the parts themselves (before, only the parts' contents were counted: a
