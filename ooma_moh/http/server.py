@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 LOGIN_PATH = re.compile(r"/login/[^/]*")
 #: answered every few seconds to a scraper or a probe: a line only when they fail
 QUIET_PATHS = frozenset(("/metrics", "/healthz", "/readyz"))
+#: the method aiohttp gives the stand-in request of one it could not parse
+UNPARSED = "UNKNOWN"
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -31,6 +33,8 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         if request.path in QUIET_PATHS and response.status < 400:
+            return
+        if request.method == UNPARSED and response.status == 400:  # counted by quiet.MalformedRequests
             return
         path = LOGIN_PATH.sub("/login/...", request.path)
         self.logger.info(

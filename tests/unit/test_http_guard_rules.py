@@ -152,15 +152,24 @@ def test_a_slow_header_and_a_silent_connection_are_closed(tmp_path: Path, caplog
     assert said(caplog) == ["connections refused or closed early: 3 (header timeout 3)"]  # idle is ordinary
 
 
-def test_a_request_aiohttp_cannot_parse_is_answered_in_the_api_shape(tmp_path: Path) -> None:
+def test_a_request_aiohttp_cannot_parse_is_answered_in_the_api_shape(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """…and leaves no line of its own: neither aiohttp's traceback nor an access line (the minute's
+    aggregated line counts it)."""
+
     async def scenario(listening: Listening) -> None:
         async with opened(listening.port, 1, send=b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", source="127.0.0.1") as c:
             answer = await closed_by_server(c[0][0])
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.0 400") and b"application/json" in head, head  # version unknown
         assert json.loads(body)["error"]["code"] == "malformed_request"
+        assert (await healthz(listening.port)).startswith(b"HTTP/1.1 200")
 
-    run(tmp_path, scenario)
+    with caplog.at_level(logging.DEBUG):
+        run(tmp_path, scenario)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith(("ooma_moh", "aiohttp"))]
+    assert lines == ["malformed requests answered 400: 1 (BadHttpMessage 1)"], lines
 
 
 def test_the_descriptor_limit_is_raised_to_what_the_caps_need(monkeypatch: pytest.MonkeyPatch) -> None:
