@@ -33,6 +33,7 @@ from .http.backend import HttpBackend
 from .media import FfmpegConverter
 from .mohdir import MohDirectory
 from .publish import Publisher, RealtimePublisher, StaticPublisher
+from .resolve import ClassResolver, NodeClasses
 from .service import MohService
 from .storage import Blobs, BlobStore, Catalog, SqliteCatalog
 from .storage.sqlite_file import catalog_exists
@@ -70,6 +71,25 @@ def open_catalog(settings: Settings, *, writable: bool = True, start_over: bool 
 
         return PostgresCatalog(settings.database_url, writable=writable)
     return SqliteCatalog(settings.catalog_path, writable=writable)
+
+
+def open_hold_catalog(settings: Settings) -> Catalog:
+    """The read-only catalog of the hold resolvers (``serve ari``, ``serve agi``). On PostgreSQL
+    it connects at its first read, not now: a node whose database is down starts anyway and serves
+    holds from what it has published (:class:`~ooma_moh.resolve.ClassResolver`)."""
+    if settings.database_url:
+        from .storage.postgres import PostgresCatalog
+
+        return PostgresCatalog(settings.database_url, writable=False, connect_now=False)
+    return open_catalog(settings, writable=False)
+
+
+def hold_resolver(settings: Settings) -> ClassResolver:
+    """tenant -> class for the hold paths (``serve ari``, ``serve agi``, the classic AGI script):
+    the catalog (:func:`open_hold_catalog`), and this node's published classes when it is down."""
+    publisher = make_publisher(settings, create=False)
+    source = settings.classes_conf if settings.publish_mode == "static" else settings.realtime_db
+    return ClassResolver(open_hold_catalog(settings), settings.class_prefix, NodeClasses(publisher.current, source))
 
 
 def _refuse_empty_catalog(settings: Settings, *, writable: bool, start_over: bool, creating: bool = False) -> None:

@@ -19,6 +19,7 @@ from .metrics import CONTENT_TYPE, exposition
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .resolve import ClassResolver
     from .storage import Catalog
 
 #: what makes the process not ready, as one line, or None when it is ready
@@ -39,19 +40,25 @@ def probe_catalog(catalog: Catalog) -> str | None:
 
 
 class CatalogProbe:
-    """``/readyz``'s catalog check, run in the thread that owns ``catalog`` (``executor``). At most
-    one read is in flight: while one is still waiting on a hung catalog, later probes wait on it
-    too instead of queueing more reads ahead of the requests the thread serves."""
+    """``/readyz``'s catalog check (``check``: blocking, None or why not), run in the thread that
+    owns the catalog (``executor``). At most one check is in flight: while one is still waiting on
+    a hung catalog, later probes wait on it too instead of queueing more reads ahead of the
+    requests the thread serves."""
 
-    def __init__(self, executor: Executor, catalog: Catalog, timeout: float = 5.0) -> None:
-        self.executor, self.catalog, self.timeout = executor, catalog, timeout
+    def __init__(self, executor: Executor, check: Callable[[], str | None], timeout: float = 5.0) -> None:
+        self.executor, self.check, self.timeout = executor, check, timeout
         self._pending: asyncio.Future[str | None] | None = None
 
+    @classmethod
+    def of(cls, executor: Executor, catalog: Catalog, timeout: float = 5.0) -> CatalogProbe:
+        """The probe that reads ``catalog`` (:func:`probe_catalog`)."""
+        return cls(executor, lambda: probe_catalog(catalog), timeout)
+
     async def problem(self) -> str | None:
-        """None if the catalog answers a read within :attr:`timeout`, else why not."""
+        """None if the check passes within :attr:`timeout`, else why not."""
         loop = asyncio.get_running_loop()
         if self._pending is None or self._pending.done() or self._pending.get_loop() is not loop:
-            self._pending = loop.run_in_executor(self.executor, probe_catalog, self.catalog)
+            self._pending = loop.run_in_executor(self.executor, self.check)
         try:
             return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout)
         except TimeoutError:
@@ -65,10 +72,28 @@ def metrics_response() -> web.Response:
     return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
+class Degraded(str):
+    """A readiness answer that is not a problem: the process serves, in a degraded mode (what
+    it says). ``/readyz`` answers 200 ``ready, degraded: …``."""
+
+
+async def hold_readiness(resolver: ClassResolver, probe: CatalogProbe) -> str | None:
+    """``/readyz``'s catalog part for a hold path (``serve ari``, ``serve agi``): None while the
+    catalog answers (``probe``, checking ``resolver.check_catalog``); else :class:`Degraded` — holds
+    are served from this node's published classes, said with how many and how old."""
+    problem = await probe.problem()
+    if problem is None:
+        return None
+    resolver.catalog_failed_at_once(problem)  # a hung check says so only here
+    return Degraded(await asyncio.to_thread(resolver.degraded) or problem)
+
+
 def readiness_response(problem: str | None) -> web.Response:
-    """``GET /readyz``: 200 ``ready``, or 503 and the reason."""
+    """``GET /readyz``: 200 ``ready`` (or ``ready, degraded: …``), or 503 and the reason."""
     from aiohttp import web
 
+    if isinstance(problem, Degraded):
+        return web.Response(text=f"ready, degraded: {problem}\n", status=200)
     return web.Response(text=f"{problem}\n" if problem else "ready\n", status=503 if problem else 200)
 
 

@@ -5,12 +5,17 @@ has no file or cannot be read, hears ``default`` — never silence."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import NamedTuple
 
 from .errors import InvalidTenantId, OomaMohError
-from .model import DEFAULT_CLASS, MohSetting, validate_tenant_id
+from .logsafe import printable
+from .model import DEFAULT_CLASS, MohSetting, moh_class_name, validate_tenant_id
 from .storage import Catalog
 
 
@@ -55,15 +60,63 @@ class Resolution(NamedTuple):
     reason: str | None
 
 
-class ClassResolver:
-    """tenant -> class from the catalog, with a short cache; errors become ``default``."""
+#: the endpoint :meth:`ClassResolver.check_catalog` looks up (never mapped: the read only proves
+#: the catalog answers)
+PROBE_ENDPOINT = "ooma-moh/readyz"
 
-    def __init__(self, catalog: Catalog, prefix: str, cache_s: float = 2.0) -> None:
+
+class NodeClasses:
+    """The tenant classes this node publishes — what its Asterisk plays — read from the publisher
+    (the realtime database or the include file, kept current by ``sync`` or the agent), cached
+    for ``cache_s``. ``source`` is the file they are read from (its age: when it last changed)."""
+
+    def __init__(self, current: Callable[[], Mapping[str, str]], source: Path, cache_s: float = 1.0) -> None:
+        self._current, self.source, self.cache_s = current, source, cache_s
+        self._read: tuple[float, frozenset[str]] | None = None
+
+    def classes(self) -> frozenset[str]:
+        """(blocking) The classes published here; none if they cannot be read."""
+        if self._read is None or time.monotonic() - self._read[0] >= self.cache_s:
+            try:
+                classes = frozenset(self._current())
+            except (OSError, sqlite3.Error, OomaMohError):
+                classes = frozenset()
+            self._read = (time.monotonic(), classes)
+        return self._read[1]
+
+    def age_s(self) -> float | None:
+        """(blocking) Seconds since the published classes last changed (None: never published)."""
+        try:
+            return max(0.0, time.time() - self.source.stat().st_mtime)
+        except OSError:
+            return None
+
+
+class ClassResolver:
+    """tenant -> class. The rules, in order:
+
+    1. an invalid tenant id → ``default``;
+    2. while the catalog answers: its answer, cached ``cache_s`` — the tenant's class if it has a
+       file, else ``default``;
+    3. when the catalog cannot be read (an error, or no answer within :data:`CATALOG_DEADLINE_S`:
+       :func:`class_of` applies it), and for ``retry_s`` after each failure without trying it:
+       this node's published classes (:class:`NodeClasses`) — the tenant's class if this node
+       publishes it, else ``default``. Holds never wait on a database that is down.
+    """
+
+    def __init__(
+        self, catalog: Catalog, prefix: str, node: NodeClasses | None = None, cache_s: float = 2.0, retry_s: float = 5.0
+    ) -> None:
         self.catalog = catalog
         self.prefix = prefix
-        self.cache_s = cache_s
+        self.node = node
+        self.cache_s, self.retry_s = cache_s, retry_s
         self._cache: dict[str, tuple[float, Resolution]] = {}
         self._lock = threading.Lock()
+        #: (until when the catalog is not tried, why it failed) after a failure
+        self._down: tuple[float, str] | None = None
+        #: the endpoint map as last copied (:meth:`copy_endpoints`)
+        self._endpoints: dict[str, str] = {}
 
     def cached(self, tenant: str) -> Resolution | None:
         """A fresh cached answer, without touching the catalog."""
@@ -73,16 +126,20 @@ class ClassResolver:
         return None
 
     def resolve(self, tenant: str) -> Resolution:
-        """The tenant's class (or ``default`` and why). Blocking: call it off the event loop."""
+        """The tenant's class (or ``default`` and why), by the rules of the class docstring.
+        Blocking: call it off the event loop (through :func:`class_of`, which bounds its wait)."""
         try:
             validate_tenant_id(tenant)
         except InvalidTenantId:
             return Resolution(DEFAULT_CLASS, "invalid tenant id")
+        if (why := self.down()) is not None:
+            return self.from_this_node(tenant, why)
         try:
             with self._lock:
                 record = self.catalog.get(tenant)
         except OomaMohError as exc:
-            return Resolution(DEFAULT_CLASS, f"catalog unavailable: {exc}")
+            return self.catalog_failed(tenant, f"catalog unavailable: {printable(exc, 200)}")
+        self._down = None
         if record is None:
             answer = Resolution(DEFAULT_CLASS, "unknown tenant")
         elif record.setting is not MohSetting.FILE:
@@ -92,10 +149,114 @@ class ClassResolver:
         self._cache[tenant] = (time.monotonic(), answer)
         return answer
 
-    def tenant_of_endpoint(self, endpoint: str) -> str | None:
-        """The tenant mapped to ``endpoint`` in the catalog (blocking; None on any problem)."""
+    def check_catalog(self) -> str | None:
+        """(blocking) Try the catalog now, whatever :meth:`down` says: None if it answers (rule 2
+        applies again at once), else why not (rule 3 for ``retry_s``)."""
         try:
             with self._lock:
-                return self.catalog.endpoint_tenant(endpoint)
-        except OomaMohError:
+                self.catalog.endpoint_tenant(PROBE_ENDPOINT)
+        except OomaMohError as exc:
+            why = f"catalog unavailable: {printable(exc, 200)}"
+            self.catalog_failed_at_once(why)
+            return why
+        self._down = None
+        return None
+
+    def down(self) -> str | None:
+        """Why the catalog failed, while it is not tried again (rule 3); else None."""
+        down = self._down
+        return down[1] if down is not None and time.monotonic() < down[0] else None
+
+    def catalog_failed(self, tenant: str, why: str) -> Resolution:
+        """Rule 3 for ``tenant`` after the catalog failed (``why``); it is not tried for ``retry_s``."""
+        self.catalog_failed_at_once(why)
+        return self.from_this_node(tenant, why)
+
+    def catalog_failed_at_once(self, why: str) -> None:
+        """The catalog failed (``why``): not tried for ``retry_s``."""
+        self._down = (time.monotonic() + self.retry_s, why)
+
+    def from_this_node(self, tenant: str, why: str) -> Resolution:
+        """(blocking) Rule 3: the tenant's class if this node publishes it, else ``default``."""
+        moh_class = moh_class_name(tenant, self.prefix)
+        if self.node is not None and moh_class in self.node.classes():
+            return Resolution(moh_class, None)
+        return Resolution(DEFAULT_CLASS, why)
+
+    def degraded(self) -> str | None:
+        """(blocking) Why holds are resolved from this node's published classes now, and how old
+        those are; None while the catalog answers."""
+        down = self._down
+        if down is None:
             return None
+        if self.node is None:
+            return f"holds hear default music: {down[1]}"
+        age = self.node.age_s()
+        published = "never published" if age is None else f"published {age:.0f} s ago"
+        return (
+            f"holds served from this node's {len(self.node.classes())} published classes"
+            f" ({published}, {self.node.source}); {down[1]}"
+        )
+
+    def tenant_of_endpoint(self, endpoint: str) -> str | None:
+        """(blocking) The tenant mapped to ``endpoint``: the catalog's answer while it answers;
+        else (and while :meth:`down`) the copy of the whole map :meth:`copy_endpoints` last
+        made, if any."""
+        if self.down() is None:
+            try:
+                with self._lock:
+                    return self.catalog.endpoint_tenant(endpoint)
+            except OomaMohError as exc:
+                self.catalog_failed_at_once(f"catalog unavailable: {printable(exc, 200)}")
+        return self._endpoints.get(endpoint)
+
+    def copy_endpoints(self) -> int:
+        """(blocking) Keep a copy of the catalog's whole endpoint map in memory, for when it is
+        down (``serve ari`` calls it every minute); returns how many endpoints it holds. A catalog
+        that does not answer leaves the last copy as it was."""
+        if self.down() is None:
+            try:
+                with self._lock:
+                    self._endpoints = self.catalog.endpoints()
+            except OomaMohError as exc:
+                self.catalog_failed_at_once(f"catalog unavailable: {printable(exc, 200)}")
+        return len(self._endpoints)
+
+
+#: how long a hold waits for the catalog before it is resolved from this node's classes (s)
+CATALOG_DEADLINE_S = 1.0
+
+
+async def tenant_of_endpoint(
+    resolver: ClassResolver, endpoint: str, run: Callable[..., Awaitable[str | None]]
+) -> str | None:
+    """The tenant of ``endpoint`` from the event loop, waiting at most :data:`CATALOG_DEADLINE_S`
+    for the catalog (then the last copy of the map, and the catalog not tried for ``retry_s``)."""
+    try:
+        return await asyncio.wait_for(run(resolver.tenant_of_endpoint, endpoint), CATALOG_DEADLINE_S)
+    except TimeoutError:
+        resolver.catalog_failed_at_once(f"catalog unavailable: no answer within {CATALOG_DEADLINE_S:g} s")
+        return await asyncio.to_thread(resolver.tenant_of_endpoint, endpoint)
+
+
+async def class_of(resolver: ClassResolver, tenant: str, run: Callable[..., Awaitable[Resolution]]) -> Resolution:
+    """The class of ``tenant``'s holds from the event loop: the cache, else ``resolver.resolve``
+    through ``run`` (a thread) for at most :data:`CATALOG_DEADLINE_S`, else rule 3 (in a thread
+    of its own: ``run``'s may be the one stuck on the catalog)."""
+    cached = resolver.cached(tenant)
+    if cached is not None:
+        return cached
+    if (why := resolver.down()) is not None:  # not tried again yet: straight to rule 3
+        return await asyncio.to_thread(resolver.from_this_node, tenant, why)
+    try:
+        return await asyncio.wait_for(run(resolver.resolve, tenant), CATALOG_DEADLINE_S)
+    except TimeoutError:
+        why = f"catalog unavailable: no answer within {CATALOG_DEADLINE_S:g} s"
+        return await asyncio.to_thread(resolver.catalog_failed, tenant, why)
+
+
+async def keep_endpoint_copy(resolver: ClassResolver, every_s: float = 60.0) -> None:
+    """:meth:`ClassResolver.copy_endpoints` now and every ``every_s`` until cancelled."""
+    while True:
+        await asyncio.to_thread(resolver.copy_endpoints)
+        await asyncio.sleep(every_s)

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from asterisk.agi import AGI, AGIException
 
-from ..app import open_catalog
+from ..app import hold_resolver
 from ..config import load_settings
 from ..errors import OomaMohError
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, TENANT_VARIABLE
-from ..resolve import ClassResolver, Resolution
+from ..resolve import Resolution
 from .protocol import AgiRequest
 from .route import choose_tenant, decide, needs_variable
 
@@ -108,9 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolved = None
         if tenant is not None:
             try:
-                settings = load_settings()
-                catalog = open_catalog(settings, writable=False)  # Asterisk's user: create nothing
-                resolved = ClassResolver(catalog, settings.class_prefix).resolve(tenant)
+                # Asterisk's user: creates nothing; this node's classes when the catalog is down
+                resolved = hold_resolver(load_settings()).resolve(tenant)
             except OomaMohError as exc:
                 resolved = Resolution(DEFAULT_CLASS, f"catalog unavailable: {printable(exc)}")
         decision = decide(tenant, source, resolved)

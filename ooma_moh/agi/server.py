@@ -13,15 +13,16 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import health, metrics
 from ..config import Settings
 from ..lifetime import serve_until_stopped
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS
-from ..resolve import ClassResolver
-from ..storage import Catalog
+from ..resolve import ClassResolver, Resolution, class_of
 from .protocol import (
     MAX_ENV_LINES,
     MAX_LINE_BYTES,
@@ -83,7 +84,7 @@ class FastAgiServer:
         self._unlogged_refusals = 0
         self._refusal_timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ooma-moh-catalog")
-        self._probe = health.CatalogProbe(self._executor, resolver.catalog)
+        self._probe = health.CatalogProbe(self._executor, resolver.check_catalog)
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -138,8 +139,9 @@ class FastAgiServer:
             self._refusal_timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL_S, self._log_refusals)
 
     async def catalog_problem(self) -> str | None:
-        """For ``/readyz``: None if the catalog answers a read (in the catalog thread), else why not."""
-        return await self._probe.problem()
+        """For ``/readyz``: None if the catalog answers a read (in the catalog thread), else how
+        holds are served without it (:func:`~ooma_moh.health.hold_readiness`)."""
+        return await health.hold_readiness(self.resolver, self._probe)
 
     async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
         raw = await asyncio.wait_for(reader.readline(), self.io_timeout)
@@ -184,10 +186,12 @@ class FastAgiServer:
         tenant, source = choose_tenant(request, variable)
         resolved = None
         if tenant is not None:
-            resolved = self.resolver.cached(tenant)
-            if resolved is None:
-                loop = asyncio.get_running_loop()
-                resolved = await loop.run_in_executor(self._executor, self.resolver.resolve, tenant)
+            loop = asyncio.get_running_loop()
+
+            def in_catalog_thread(func: Callable[..., Resolution], *args: Any) -> asyncio.Future[Resolution]:
+                return loop.run_in_executor(self._executor, func, *args)
+
+            resolved = await class_of(self.resolver, tenant, in_catalog_thread)
         return decide(tenant, source, resolved)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -248,10 +252,10 @@ class FastAgiServer:
             )
 
 
-async def run_fastagi(settings: Settings, catalog: Catalog) -> None:
+async def run_fastagi(settings: Settings, resolver: ClassResolver) -> None:
     """``ooma-moh serve agi``: serve on ``settings.agi_listen`` until SIGTERM/SIGINT."""
     server = FastAgiServer(
-        ClassResolver(catalog, settings.class_prefix),
+        resolver,
         deadline=settings.agi_deadline_s,
         max_env_bytes=settings.agi_max_env_bytes,
         max_connections=settings.agi_max_connections,

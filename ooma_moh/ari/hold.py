@@ -34,7 +34,7 @@ from .. import metrics
 from ..errors import AriRequestFailed, AsteriskError
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
-from ..resolve import ClassResolver, Resolution, tenant_of_call
+from ..resolve import ClassResolver, Resolution, class_of, tenant_of_call, tenant_of_endpoint
 from . import policy
 from .client import Ari
 from .dispatch import KeyedDispatcher
@@ -143,7 +143,7 @@ class HoldHandler:
             tenant, _ = tenant_of_call(variable=variable, accountcode=channel.accountcode)
             endpoint = endpoint_of_channel(channel.name)
             if tenant is None and endpoint is not None and not channel.is_helper:
-                mapped = await self.run_blocking(self.resolver.tenant_of_endpoint, endpoint)
+                mapped = await tenant_of_endpoint(self.resolver, endpoint, self.run_blocking)
                 tenant, _ = tenant_of_call(endpoint_tenant=mapped)
             self.state.tenants[channel.id] = tenant
         return self.state.tenants[channel.id]
@@ -151,11 +151,7 @@ class HoldHandler:
     async def _class_of(self, tenant: str | None) -> Resolution:
         if tenant is None:
             return Resolution(DEFAULT_CLASS, "no tenant on the holder")
-        cached = self.resolver.cached(tenant)
-        if cached is not None:
-            return cached
-        resolved: Resolution = await self.run_blocking(self.resolver.resolve, tenant)
-        return resolved
+        return await class_of(self.resolver, tenant, self.run_blocking)
 
     async def _parties(self, bridge: Bridge) -> list[Party]:
         """The real parties of ``bridge`` (announcers, recorders, snoops left out) with tenants."""
@@ -180,6 +176,8 @@ class HoldHandler:
 
     async def _start_music(self, channel_id: str, hold: ActiveHold) -> None:
         await self._set_class(channel_id, hold.moh_class)  # CHANNEL(musicclass) beats mohClass
+        if channel_id in self._outside:  # found out just now: Asterisk plays the dialplan's class
+            return
         await self.ari.start_moh(channel_id, hold.moh_class)
         hold.listeners.add(channel_id)
         if hold.ended:  # the hold ended while this music was starting (a joiner as the holder left)
@@ -264,12 +262,7 @@ class HoldHandler:
             return
         others = {c for c in known.channel_ids if c != holder.id}
         if others and others <= self._outside:
-            log.info(
-                "hold action=outside-stasis holder=%s bridge=%s: a dialplan bridge, Asterisk plays"
-                " the held channel's own class",
-                logfmt(holder.name),
-                logfmt(known.id),
-            )
+            self._outside_stasis(holder, known)
             return
         fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
         try:
@@ -278,6 +271,10 @@ class HoldHandler:
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
             await self._carry_out(plan, hold, mark=holder.id)
+            if plan.start_on and set(plan.start_on) <= self._outside:  # learnt while starting it
+                self.state.holds.pop(holder.id, None)
+                self._outside_stasis(holder, known)
+                return
             delay = ms_since(event.timestamp) if plan.start_on else 0.0
             # not stored: events that arrived meanwhile are newer than this answer
             fresh = Bridge.from_json(await fresh_bridge)
@@ -292,6 +289,12 @@ class HoldHandler:
                 delay = delay or ms_since(event.timestamp)
             plan = again  # what the bridge really was, for the log and the counts
         self._count(plan.action, reason, delay, hold, holder)
+
+    @staticmethod
+    def _outside_stasis(holder: Channel, bridge: Bridge) -> None:
+        """A hold in a dialplan bridge: not ours to play, not an error, not a fallback."""
+        what = "a dialplan bridge, Asterisk plays the held channel's own class"
+        log.info("hold action=outside-stasis holder=%s bridge=%s: %s", logfmt(holder.name), logfmt(bridge.id), what)
 
     async def _plan_hold(self, bridge: Bridge, holder_id: str, moh_class: str) -> HoldPlan:
         others = [p.id for p in await self._parties(bridge) if p.id != holder_id]

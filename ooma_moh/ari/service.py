@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import health
 from ..config import Settings
 from ..lifetime import serve_until_stopped
-from ..resolve import ClassResolver
-from ..storage import Catalog
+from ..resolve import ClassResolver, keep_endpoint_copy
 from .client import AriClient
 from .hold import HoldHandler
 from .listener import EventListener
@@ -17,24 +17,28 @@ from .listener import EventListener
 log = logging.getLogger(__name__)
 
 
-async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
+async def run_hold_handler(settings: Settings, resolver: ClassResolver) -> HoldHandler:
     """Run until SIGTERM/SIGINT or cancellation; returns the handler (its stats)."""
     client = AriClient(
         settings.ari_url, settings.ari_user, settings.ari_password, max_connections=settings.ari_max_connections
     )
-    handler = HoldHandler(client, ClassResolver(catalog, settings.class_prefix), parallel=settings.ari_parallel_bridges)
+    handler = HoldHandler(client, resolver, parallel=settings.ari_parallel_bridges)
+    probing = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-readyz")
     listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
 
+    probe = health.CatalogProbe(probing, resolver.check_catalog)
+
     async def not_ready() -> str | None:
-        if listener.connected.is_set():
-            return None
-        return f"not connected to Asterisk's ARI events: {listener.last_problem or 'connecting'}"
+        if not listener.connected.is_set():
+            return f"not connected to Asterisk's ARI events: {listener.last_problem or 'connecting'}"
+        return await health.hold_readiness(resolver, probe)
 
     exporter = None
     if settings.metrics_address is not None:
         exporter, port = await health.start_server(settings.metrics_address, not_ready)
         log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
     reader = asyncio.create_task(listener.run(), name="ari-events")
+    copying = asyncio.create_task(keep_endpoint_copy(resolver), name="endpoint-copy")  # for outages
     try:
         await serve_until_stopped(reader)
     finally:
@@ -44,8 +48,10 @@ async def run_hold_handler(settings: Settings, catalog: Catalog) -> HoldHandler:
         except TimeoutError:
             log.warning("ARI hold handler stopped with %d bridges' events unfinished", handler.dispatcher.pending)
         reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        copying.cancel()
+        await asyncio.gather(reader, copying, return_exceptions=True)
         await client.close()
+        probing.shutdown(wait=False, cancel_futures=True)
         if exporter is not None:
             await exporter.cleanup()
         log.info("ARI hold handler stopped; %s", handler.stats.summary())

@@ -71,7 +71,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     spool = Spool(backend.settings.home / "incoming")  # not blobs/tmp: the blob clean-up empties that one
     app[INCOMING] = spool.open()
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
-    app[PROBE] = health.CatalogProbe(app[CATALOG_THREAD], backend.reader)
+    app[PROBE] = health.CatalogProbe.of(app[CATALOG_THREAD], backend.reader)
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
     app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
     nodes = backend.nodes

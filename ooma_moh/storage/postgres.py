@@ -6,17 +6,21 @@ under an advisory lock, one transaction per version; a catalog whose schema is n
 refused with what to run. Each public method is one transaction; every change to one tenant
 holds that tenant's advisory lock, so two hosts uploading for one tenant at once end on one of
 the uploads, the other's rows removed (no lost update, nothing left dangling). psycopg errors are
-translated to ``StorageError`` by :mod:`.postgres_db`; a connection lost (a restarted server) is reopened by the
-next call.
+translated to ``StorageError`` by :mod:`.postgres_db`.
+
+Its connection is a :class:`~.postgres_db.KeptConnection`: it survives a restart or failover of
+the server without a failed call, and with ``connect_now=False`` (the hold resolvers of ``serve
+ari``/``serve agi``) it is opened at the first call, so a process starts while the database is down.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -25,59 +29,56 @@ from ..credentials import ApiToken, BrowserSession, LoginLink
 from ..errors import StorageError
 from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
-from .postgres_db import LATEST, connect, pg_error, version_on
+from .postgres_db import KeptConnection, pg_error
 
 KEEP_ENDED = timedelta(days=30)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def read(method: Callable[Concatenate[PostgresCatalog, P], R]) -> Callable[Concatenate[PostgresCatalog, P], R]:
+    """A read, run once more on a new connection when its connection was lost mid-way (rule 3 of
+    :class:`~.postgres_db.KeptConnection`)."""
+
+    @functools.wraps(method)
+    def once_more_if_lost(self: PostgresCatalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except StorageError:
+            if not self._link.lost():
+                raise
+            return method(self, *args, **kwargs)
+
+    return once_more_if_lost
 
 
 class PostgresCatalog:
     """:class:`~ooma_moh.storage.base.Catalog` on PostgreSQL. ``writable=False`` runs every
     transaction read-only."""
 
-    def __init__(self, url: str, *, writable: bool = True) -> None:
+    def __init__(self, url: str, *, writable: bool = True, connect_now: bool = True) -> None:
         self.url, self.writable = url, writable
-        self._db = self._open()
-        version = version_on(self._db)  # on the catalog's own connection: no second one
-        if version != LATEST:
-            self._db.close()
-        if version > LATEST:
-            raise StorageError(
-                "schema_newer",
-                f"the catalog database's schema is at version {version}, newer than"
-                f" this ooma-moh knows ({LATEST}): upgrade ooma-moh on this host",
-            )
-        if version != LATEST:
-            raise StorageError(
-                "schema_outdated",
-                f"the catalog database's schema is at version {version}; this"
-                f" ooma-moh needs {LATEST}: run `ooma-moh db upgrade`",
-            )
+        self._link = KeptConnection(url, writable=writable, connect_now=connect_now)
 
-    def _open(self) -> psycopg.Connection[dict[str, Any]]:
-        db = connect(self.url)
-        if not self.writable:
-            db.execute("SET default_transaction_read_only = on")
-        return db
-
-    def _conn(self) -> psycopg.Connection[dict[str, Any]]:
-        if self._db.closed or self._db.broken:  # the server restarted: a new connection
-            self._db = self._open()
-        return self._db
+    def _conn(self, *, ping: bool = False) -> psycopg.Connection[dict[str, Any]]:
+        return self._link.get(ping=ping)
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
+        self._link.close()
 
     @contextlib.contextmanager
     def _write(self, tenant_id: str | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        db = self._conn()
+        db = self._conn(ping=True)  # a write is never retried: its connection is checked first
         try:
             with db.transaction():
                 if tenant_id is not None:  # one change to a tenant at a time, across hosts
                     db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (tenant_id,))
                 yield db
         except psycopg.Error as exc:
-            raise pg_error(exc, "writing the catalog") from None
+            raise pg_error(exc, "writing the catalog", writing=True) from None
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:
@@ -118,11 +119,13 @@ class PostgresCatalog:
         disclaimer = Disclaimer(up["accepted_by"], up["accepted_at"], up["disclaimer_sha256"], up["disclaimer_version"])
         return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, row["updated_at"])
 
+    @read
     def get(self, tenant_id: str) -> TenantMoh | None:
         with self._snapshot():
             rows = self._query("SELECT * FROM tenants WHERE tenant_id = %s", (tenant_id,))
             return self._tenant(rows[0]) if rows else None
 
+    @read
     def list(self) -> builtins.list[TenantMoh]:
         with self._snapshot():
             return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
@@ -218,6 +221,7 @@ class PostgresCatalog:
             (at, tenant_id, action, Jsonb(detail)),
         )
 
+    @read
     def endpoint_tenant(self, endpoint: str) -> str | None:
         rows = self._query("SELECT tenant_id FROM endpoints WHERE endpoint = %s", (endpoint,))
         return str(rows[0]["tenant_id"]) if rows else None
@@ -233,6 +237,7 @@ class PostgresCatalog:
                     (endpoint, tenant_id),
                 )
 
+    @read
     def endpoints(self) -> dict[str, str]:
         return {r["endpoint"]: r["tenant_id"] for r in self._query("SELECT * FROM endpoints ORDER BY endpoint")}
 
@@ -243,10 +248,12 @@ class PostgresCatalog:
                 (token.id, token.scope, token.tenant_id, secret_sha256, token.created_at),
             )
 
+    @read
     def token(self, token_id: str) -> tuple[ApiToken, str] | None:
         rows = self._query("SELECT * FROM tokens WHERE id = %s", (token_id,))
         return (_token(rows[0]), rows[0]["secret_sha256"]) if rows else None
 
+    @read
     def tokens(self) -> builtins.list[ApiToken]:
         return [_token(r) for r in self._query("SELECT * FROM tokens ORDER BY created_at, id")]
 
@@ -268,6 +275,7 @@ class PostgresCatalog:
                 (link.id, link.tenant_id, link.label, secret_sha256, link.created_at, link.expires_at),
             )
 
+    @read
     def login_link(self, link_id: str) -> tuple[LoginLink, str] | None:
         rows = self._query("SELECT * FROM login_links WHERE id = %s", (link_id,))
         return (_login_link(rows[0]), rows[0]["secret_sha256"]) if rows else None
@@ -298,6 +306,7 @@ class PostgresCatalog:
             )
             return True
 
+    @read
     def browser_session(self, session_id: str) -> tuple[BrowserSession, str] | None:
         rows = self._query("SELECT * FROM browser_sessions WHERE id = %s", (session_id,))
         return (_browser_session(rows[0]), rows[0]["secret_sha256"]) if rows else None
@@ -311,6 +320,7 @@ class PostgresCatalog:
                 == 1
             )
 
+    @read
     def open_sign_ins(self, now: datetime) -> tuple[builtins.list[LoginLink], builtins.list[BrowserSession]]:
         links = [
             _login_link(r)
@@ -341,9 +351,11 @@ class PostgresCatalog:
             ).rowcount
             return links, sessions
 
+    @read
     def referenced_blobs(self) -> set[str]:
         return {r["sha256"] for r in self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")}
 
+    @read
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         return [
             AuditEntry(r["at"], r["tenant_id"], r["action"], r["detail"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from importlib import resources
 from typing import Any
 
@@ -31,20 +32,27 @@ PG_ERRORS = {
 }
 
 
-def pg_error(exc: psycopg.Error, doing: str) -> StorageError:
-    """The :class:`StorageError` for a psycopg failure while ``doing`` something."""
+def pg_error(exc: psycopg.Error, doing: str, *, writing: bool = False) -> StorageError:
+    """The :class:`StorageError` for a psycopg failure while ``doing`` something; a failed write
+    says that nothing was changed (a read changes nothing anyway: it says it could not read)."""
     state = exc.sqlstate or ""
+    outcome = "; nothing was changed" if writing else ""
     for prefix, (reason, text) in PG_ERRORS.items():
         if state.startswith(prefix):
-            return StorageError(reason, f"{text} (while {doing}); nothing was changed")
+            return StorageError(reason, f"{text} (while {doing}){outcome}")
     if isinstance(exc, psycopg.OperationalError):
         return StorageError(
             "catalog_unreachable",
-            f"the catalog database cannot be reached (while {doing}): {_first_line(exc)}; nothing was changed",
+            f"the catalog database cannot be reached (while {doing}): {_first_line(exc)}{outcome}",
         )
-    return StorageError(
-        "catalog_error", f"the catalog database failed while {doing} ({_first_line(exc)}); nothing was changed"
-    )
+    return StorageError("catalog_error", f"the catalog database failed while {doing} ({_first_line(exc)}){outcome}")
+
+
+def connection_lost(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` means the connection is gone (the server restarted, failed over, or the
+    network dropped it) rather than a problem with the statement: worth one new connection."""
+    state = exc.sqlstate or ""
+    return state.startswith(("08", "57P")) or (isinstance(exc, psycopg.OperationalError) and not state)
 
 
 def _first_line(exc: Exception) -> str:
@@ -93,6 +101,91 @@ def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
         raise pg_error(exc, "connecting to the catalog") from None
 
 
+#: a connection idle this long is checked before use (one round trip; none while busy)
+PING_AFTER_IDLE_S = 1.0
+
+
+class KeptConnection:
+    """One connection to the catalog database, kept usable across restarts and failovers of the
+    server, so that the first call after one succeeds instead of failing once:
+
+    1. a connection broken by the last call is replaced by a new one;
+    2. before a write (``get(ping=True)``), and before any use after :data:`PING_AFTER_IDLE_S`
+       idle, one ``SELECT 1`` checks it, and a lost one is replaced;
+    3. a read that failed because the connection was lost mid-way is run once more by its caller
+       (:meth:`lost` says so; ``postgres.read`` does it): a read changes nothing.
+
+    Each new connection is checked to be on the schema this code knows. ``connect_now=False``:
+    the first connection is opened at the first :meth:`get`."""
+
+    def __init__(self, url: str, *, writable: bool, connect_now: bool = True) -> None:
+        self.url, self.writable = url, writable
+        self._db: psycopg.Connection[dict[str, Any]] | None = None
+        self._used_at = 0.0
+        if connect_now:
+            self._db = self._open()
+
+    def get(self, *, ping: bool = False) -> psycopg.Connection[dict[str, Any]]:
+        """The connection, checked if it was idle (or ``ping``), replaced if lost."""
+        db, now = self._db, time.monotonic()
+        if db is not None and (ping or now - self._used_at > PING_AFTER_IDLE_S) and _idle(db):
+            try:
+                db.execute("SELECT 1")
+            except psycopg.Error as exc:
+                if not connection_lost(exc):
+                    raise pg_error(exc, "checking the connection to the catalog") from None
+                db.close()
+        if db is None or db.closed or db.broken:  # never opened, or the server restarted
+            if db is not None:
+                db.close()
+            self._db = db = self._open()
+        self._used_at = now
+        return db
+
+    def lost(self) -> bool:
+        """Whether the connection was lost (rule 3: the failed read may run once more)."""
+        return self._db is not None and (self._db.closed or self._db.broken)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def _open(self) -> psycopg.Connection[dict[str, Any]]:
+        db = connect(self.url)
+        try:
+            check_version(version_on(db))  # on the catalog's own connection: no second one
+            if not self.writable:
+                db.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as exc:
+            db.close()
+            raise pg_error(exc, "connecting to the catalog") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+
+def _idle(db: psycopg.Connection[dict[str, Any]]) -> bool:
+    """Open and outside any transaction."""
+    return not (db.closed or db.broken) and db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def check_version(version: int) -> None:
+    """``StorageError`` unless ``version`` is the schema this code knows."""
+    if version > LATEST:
+        raise StorageError(
+            "schema_newer",
+            f"the catalog database's schema is at version {version}, newer than"
+            f" this ooma-moh knows ({LATEST}): upgrade ooma-moh on this host",
+        )
+    if version != LATEST:
+        raise StorageError(
+            "schema_outdated",
+            f"the catalog database's schema is at version {version}; this"
+            f" ooma-moh needs {LATEST}: run `ooma-moh db upgrade`",
+        )
+
+
 def version_on(db: psycopg.Connection[dict[str, Any]]) -> int:
     try:
         if db.execute("SELECT to_regclass('schema_migrations') AS t").fetchone()["t"] is None:  # type: ignore[index]
@@ -129,5 +222,5 @@ def upgrade(url: str) -> list[int]:
                     db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                     applied.append(version)
         except psycopg.Error as exc:
-            raise pg_error(exc, "upgrading the catalog's schema") from None
+            raise pg_error(exc, "upgrading the catalog's schema", writing=True) from None
     return applied

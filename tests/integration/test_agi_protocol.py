@@ -421,20 +421,27 @@ def test_classic_agi_script_over_pipes(settings: Settings, service: MohService, 
         ("", "alpha", "tenant-alpha"),
         ("", "nobody", "default"),
     ):
-        with classic_agi(settings) as proc:
-            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
-            args = f"agi_arg_1: {argv_tenant}\n" if argv_tenant else ""
-            proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: {account}\n{args}\n")
+        values, said = run_classic_agi(settings, argv_tenant, account)
+        assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}, said
+        assert f"class={expected}" in said
+
+
+def run_classic_agi(settings: Settings, argv_tenant: str = "", account: str = "") -> tuple[dict[str, str], str]:
+    """One call of the classic script, answering as Asterisk would (no OOMA_MOH_TENANT on the
+    channel): the variables it set, and its stderr."""
+    with classic_agi(settings) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are pipes
+        args = f"agi_arg_1: {argv_tenant}\n" if argv_tenant else ""
+        proc.stdin.write(f"agi_request: ooma-moh-agi\nagi_channel: PJSIP/x-1\nagi_accountcode: {account}\n{args}\n")
+        proc.stdin.flush()
+        values = {}
+        while line := proc.stdout.readline():
+            parts = line.split(None, 3)
+            if parts[:2] == ["GET", "VARIABLE"]:
+                proc.stdin.write("200 result=0\n")
+            else:  # pyst2 quotes the name too, as AGI allows
+                values[parts[2].strip('"')] = parts[3].strip().strip('"')
+                proc.stdin.write("200 result=1\n")
             proc.stdin.flush()
-            values = {}
-            while line := proc.stdout.readline():
-                parts = line.split(None, 3)
-                if parts[:2] == ["GET", "VARIABLE"]:
-                    proc.stdin.write("200 result=0\n")
-                else:  # pyst2 quotes the name too, as AGI allows
-                    values[parts[2].strip('"')] = parts[3].strip().strip('"')
-                    proc.stdin.write("200 result=1\n")
-                proc.stdin.flush()
-            assert proc.wait(10) == 0
-            assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}, proc.stderr.read()
-            assert f"class={expected}" in proc.stderr.read()
+        assert proc.wait(10) == 0
+        return values, proc.stderr.read()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,17 @@ from pathlib import Path
 import pytest
 
 from ooma_moh.config import Settings
-from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
-from tests.integration.conftest import longest_silence, reset_lab, running_lab, tones_heard
+from ooma_moh.lab import DEFAULT_TONE, LabAsterisk, free_port
+from ooma_moh.lab.ari import AriHarness, Call
+from tests.integration.conftest import longest_silence, reset_lab, running_lab, tones_heard, wait_for_port
+from tests.integration.test_agi_asterisk import A, assert_hold_music, held_call
+from tests.integration.test_agi_protocol import run_classic_agi
 from tests.integration.test_blob_backends import upload_tone
 from tests.integration.test_cluster import Node, delete
 from tests.integration.test_http_lab import start_listener
+from tests.integration.test_metrics import get, scrape, start, stop, total, wait_until
 from tests.integration.test_sync_asterisk import assert_hears
+from tests.postgres import PostgresServer, wait_until_down
 
 FIRST, SECOND = 520.0, 780.0
 
@@ -147,3 +153,79 @@ def test_a_restarted_asterisk_plays_what_its_agent_rechecked(
         time.sleep(0.1)
     assert_hears(tones_heard(second_lab.record("cluster_asterisk_back", 2, "tenant-acme"), [FIRST, SECOND]), SECOND)
     assert_hears(tones_heard(lab.record("cluster_other_node", 2, "tenant-acme"), [FIRST, SECOND]), SECOND)
+
+
+def test_with_the_catalog_down_every_hold_path_plays_the_tenants_file(
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    nodes: tuple[Node, Node],
+    s3_settings: Settings,
+    postgres: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL stops: node 1's `serve agi` and `serve ari`, started during the outage, serve
+    holds from the classes node 1 publishes — a dialplan hold through FastAGI, a Stasis bridge
+    hold and the classic AGI script all give the tenant's file, not ``default`` — and `/readyz`
+    says they are degraded and why. PostgreSQL back: they are ready again at the first probe and
+    a change reaches the nodes."""
+    node1, node2 = nodes
+    alpha = upload_tone(s3_settings, "alpha", A, tmp_path)
+    for node in (node1, node2):
+        node.wait_for({"tenant-alpha": alpha.version})
+    settings = node1.settings
+    agi_port, agi_metrics, ari_metrics = free_port(), free_port(), free_port()
+    log = tmp_path / "hold-paths.log"
+    postgres.stop_server("immediate")
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_until_down(settings.database_url)
+        agi = start(
+            settings,
+            log,
+            "serve",
+            "agi",
+            "--listen",
+            f"127.0.0.1:{agi_port}",
+            "--metrics-listen",
+            f"127.0.0.1:{agi_metrics}",
+        )
+        ari = start(settings, log, "serve", "ari", "--metrics-listen", f"127.0.0.1:{ari_metrics}")
+        started += [agi, ari]
+        for port, proc in ((agi_port, agi), (agi_metrics, agi), (ari_metrics, ari)):
+            wait_for_port(port, proc)
+        for port in (agi_metrics, ari_metrics):
+            wait_until(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, "ready")  # noqa: B023
+            status, said = get(f"http://127.0.0.1:{port}/readyz")
+            assert said.startswith("ready, degraded: holds served from this node's 1 published classes"), said
+
+        lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{agi_port}")
+        windows, hold_t, unhold_t = held_call(lab, ari_lab, "pgdown_fastagi", "arg-alpha@ooma-lab-agi-call")
+        assert_hold_music(windows, hold_t, unhold_t, A)
+        # serve ari saw that dialplan bridge's hold too: not its to play, not an error, not a fallback
+        wait_until(lambda: "hold action=outside-stasis" in log.read_text(), "the dialplan hold seen by serve ari")
+        quiet = scrape(ari_metrics)
+        assert total(quiet, "ooma_moh_ari_event_errors_total") == 0 and total(quiet, "ooma_moh_fallbacks_total") == 0
+
+        call = Call(ari_lab, lab, "pgdown_ari", "alpha", 4)
+        call.record_bridge()
+        call.at(1.0)
+        call.hold()
+        call.at(2.5)
+        call.unhold()
+        heard = tones_heard(call.finish(), [A])
+        assert heard.count(A) >= 10, heard  # the tenant's tone, not default, for the 1.5 s of the hold
+
+        values, said = run_classic_agi(settings, "alpha")
+        assert values["CHANNEL(musicclass)"] == "tenant-alpha", said
+    finally:
+        postgres.start_server()
+    try:
+        for port in (agi_metrics, ari_metrics):  # the first probe after the restart finds the catalog
+            assert get(f"http://127.0.0.1:{port}/readyz") == (200, "ready\n")
+        second = upload_tone(s3_settings, "alpha", SECOND, tmp_path)
+        for node in (node1, node2):
+            node.wait_for({"tenant-alpha": second.version}, timeout=60)
+    finally:
+        for proc in started:
+            stop(proc, log)
+    assert " WARNING " not in log.read_text() and " ERROR " not in log.read_text(), log.read_text()

@@ -179,8 +179,9 @@ def test_catalog_probe_of_a_real_catalog(tmp_path: Path) -> None:
     server = FastAgiServer(ClassResolver(catalog, "tenant-"))
     assert asyncio.run(server.catalog_problem()) is None
     catalog.close()
-    problem = asyncio.run(server.catalog_problem())
-    assert problem is not None and problem.startswith("catalog unreachable") and "\n" not in problem
+    problem = asyncio.run(server.catalog_problem())  # no published classes here: default music
+    assert isinstance(problem, health.Degraded) and "\n" not in problem, problem
+    assert problem.startswith("holds hear default music: catalog unavailable"), problem
 
 
 def test_catalog_probes_of_a_hung_catalog_do_not_pile_up() -> None:
@@ -199,7 +200,7 @@ def test_catalog_probes_of_a_hung_catalog_do_not_pile_up() -> None:
 
     executor = ThreadPoolExecutor(1)
     # a catalog with only the method the probe reads, not the whole Catalog protocol
-    probe = health.CatalogProbe(executor, HungCatalog(), timeout=0.05)  # type: ignore[arg-type]
+    probe = health.CatalogProbe.of(executor, HungCatalog(), timeout=0.05)  # type: ignore[arg-type]
 
     async def scenario() -> list[str | None]:
         answers = [await probe.problem() for _ in range(5)]

@@ -1,0 +1,128 @@
+"""tenant -> class when the catalog is down (issue 25 item 1): the hold paths fall back to the
+classes this node publishes — what its Asterisk plays — instead of ``default``, never wait on a
+dead database for more than a second, and say so on ``/readyz``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from ooma_moh import health
+from ooma_moh.errors import StorageError
+from ooma_moh.model import DEFAULT_CLASS, MohSetting, TenantMoh
+from ooma_moh.resolve import ClassResolver, NodeClasses, Resolution, class_of, tenant_of_endpoint
+
+
+class Catalog:
+    """Tenants on file; ``down`` makes every read fail, ``hang`` makes it wait."""
+
+    def __init__(self, on_file: set[str], endpoints: dict[str, str] | None = None) -> None:
+        self.on_file = on_file
+        self.endpoint_map = endpoints or {}
+        self.down = False
+        self.hang = threading.Event()
+        self.hang.set()
+        self.reads = 0
+
+    def get(self, tenant_id: str) -> TenantMoh | None:
+        self.reads += 1
+        self.hang.wait(10)
+        if self.down:
+            raise StorageError("catalog_unreachable", "the connection to the catalog database failed")
+        return TenantMoh(tenant_id, MohSetting.FILE) if tenant_id in self.on_file else None
+
+    def endpoint_tenant(self, endpoint: str) -> str | None:
+        self.get("probe")  # fails or hangs as a read does
+        return self.endpoint_map.get(endpoint)
+
+    def endpoints(self) -> dict[str, str]:
+        self.get("probe")
+        return dict(self.endpoint_map)
+
+
+def node(tmp_path: Path, classes: set[str]) -> NodeClasses:
+    source = tmp_path / "realtime.sqlite3"
+    source.write_bytes(b"")
+    return NodeClasses(lambda: dict.fromkeys(classes, "/moh/x"), source)
+
+
+def resolver(tmp_path: Path, catalog: Catalog, published: set[str]) -> ClassResolver:
+    # Catalog has only the methods the resolver calls, not the whole Catalog protocol
+    return ClassResolver(catalog, "tenant-", node(tmp_path, published))  # type: ignore[arg-type]
+
+
+def test_the_catalog_decides_while_it_answers(tmp_path: Path) -> None:
+    catalog = Catalog({"acme"})
+    classes = resolver(tmp_path, catalog, published={"tenant-beta"})
+    assert classes.resolve("acme") == Resolution("tenant-acme", None)
+    assert classes.resolve("beta") == Resolution(DEFAULT_CLASS, "unknown tenant")  # published, but gone
+    assert classes.degraded() is None
+
+
+def test_with_the_catalog_down_the_nodes_published_classes_decide(tmp_path: Path) -> None:
+    catalog = Catalog({"acme", "beta"})
+    catalog.down = True
+    classes = resolver(tmp_path, catalog, published={"tenant-acme"})
+    assert classes.resolve("acme") == Resolution("tenant-acme", None)  # not default: its file is here
+    beta = classes.resolve("beta")
+    assert beta.moh_class == DEFAULT_CLASS and beta.reason is not None and "catalog unavailable" in beta.reason
+    assert catalog.reads == 1  # not tried again for retry_s
+    said = classes.degraded()
+    assert said is not None and "1 published classes" in said and "published 0 s ago" in said, said
+    catalog.down = False
+    assert classes.check_catalog() is None  # /readyz's probe finds it back: rule 2 at once
+    assert classes.resolve("beta") == Resolution("tenant-beta", None)
+    assert classes.degraded() is None
+
+
+def test_with_the_catalog_down_the_last_copy_of_the_endpoint_map_decides(tmp_path: Path) -> None:
+    catalog = Catalog({"acme"}, {"PJSIP/acme-100": "acme"})
+    classes = resolver(tmp_path, catalog, published={"tenant-acme"})
+    assert classes.tenant_of_endpoint("PJSIP/acme-100") == "acme"
+    assert classes.tenant_of_endpoint("PJSIP/nobody") is None
+    assert classes.copy_endpoints() == 1  # serve ari does it every minute
+    catalog.down = True
+    catalog.endpoint_map["PJSIP/acme-100"] = "changed meanwhile"  # unseen: the catalog is down
+    assert classes.tenant_of_endpoint("PJSIP/acme-100") == "acme"
+    assert classes.copy_endpoints() == 1  # a failed copy keeps the last one
+    assert classes.tenant_of_endpoint("PJSIP/acme-100") == "acme"
+
+
+def test_a_hung_catalog_costs_a_hold_one_second_once(tmp_path: Path) -> None:
+    catalog = Catalog({"acme"})
+    catalog.hang.clear()
+    classes = resolver(tmp_path, catalog, published={"tenant-acme"})
+
+    async def scenario() -> list[Resolution]:
+        first = await class_of(classes, "acme", asyncio.to_thread)  # waits CATALOG_DEADLINE_S
+        later = [await class_of(classes, "acme", asyncio.to_thread) for _ in range(20)]  # straight to rule 3
+        assert await tenant_of_endpoint(classes, "PJSIP/acme-1", asyncio.to_thread) is None
+        catalog.hang.set()
+        return [first, *later]
+
+    answers = asyncio.run(scenario())
+    assert set(answers) == {Resolution("tenant-acme", None)}
+    assert catalog.reads == 1  # the other 20 holds did not queue behind the hung read
+
+
+def test_readyz_of_a_hold_path_says_it_is_degraded_and_how(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    catalog = Catalog({"acme"})
+    classes = resolver(tmp_path, catalog, published={"tenant-acme", "tenant-beta"})
+    executor = ThreadPoolExecutor(1)
+    probe = health.CatalogProbe(executor, classes.check_catalog)
+
+    async def scenario() -> list[Any]:
+        ready = await health.hold_readiness(classes, probe)
+        catalog.down = True
+        degraded = await health.hold_readiness(classes, probe)
+        return [ready, degraded, health.readiness_response(degraded)]
+
+    ready, degraded, response = asyncio.run(scenario())
+    executor.shutdown()
+    assert ready is None
+    assert isinstance(degraded, health.Degraded) and "2 published classes" in degraded
+    assert response.status == 200 and response.text.startswith("ready, degraded: holds served from")
