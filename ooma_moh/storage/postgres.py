@@ -71,7 +71,10 @@ class PostgresCatalog:
 
     @contextlib.contextmanager
     def _write(self, tenant_id: str | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        db = self._conn(ping=True)  # a write is never retried: its connection is checked first
+        try:
+            db = self._conn(ping=True)  # a write is never retried: its connection is checked first
+        except StorageError as exc:
+            raise StorageError(exc.reason, f"{exc}; nothing was changed") from None
         try:
             with db.transaction():
                 if tenant_id is not None:  # one change to a tenant at a time, across hosts
