@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from .resolve import ClassResolver
-    from .storage import Catalog
+    from .storage import Blobs, Catalog
 
 #: what makes the process not ready, as one line, or None when it is ready
 Readiness = Callable[[], Awaitable[str | None]]
 
+#: the blob the blob store probe looks for (never stored: the lookup only proves the store answers)
+_PROBE_BLOB = "0" * 64
 #: the endpoint the catalog probe looks up (never mapped: the read only proves the catalog answers)
 _PROBE_ENDPOINT = "ooma-moh/readyz"
 
@@ -39,14 +41,25 @@ def probe_catalog(catalog: Catalog) -> str | None:
     return None
 
 
+def probe_blobs(blobs: Blobs) -> str | None:
+    """(blocking) None if the blob store answers a lookup, else why not, on one line."""
+    try:
+        blobs.exists(_PROBE_BLOB)
+    except OomaMohError as exc:
+        return "blob store unreachable: " + printable(exc, 200)
+    return None
+
+
 class CatalogProbe:
     """``/readyz``'s catalog check (``check``: blocking, None or why not), run in the thread that
     owns the catalog (``executor``). At most one check is in flight: while one is still waiting on
     a hung catalog, later probes wait on it too instead of queueing more reads ahead of the
     requests the thread serves."""
 
-    def __init__(self, executor: Executor, check: Callable[[], str | None], timeout: float = 5.0) -> None:
-        self.executor, self.check, self.timeout = executor, check, timeout
+    def __init__(
+        self, executor: Executor, check: Callable[[], str | None], timeout: float = 5.0, what: str = "catalog"
+    ) -> None:
+        self.executor, self.check, self.timeout, self.what = executor, check, timeout, what
         self._pending: asyncio.Future[str | None] | None = None
 
     @classmethod
@@ -62,7 +75,7 @@ class CatalogProbe:
         try:
             return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout)
         except TimeoutError:
-            return f"catalog unreachable: no answer within {self.timeout:g} s"
+            return f"{self.what} unreachable: no answer within {self.timeout:g} s"
 
 
 def metrics_response() -> web.Response:

@@ -15,6 +15,8 @@ from . import api, audio, page
 from .backend import HttpBackend
 from .context import (
     BACKEND,
+    BLOB_PROBE,
+    BLOB_THREAD,
     BLOBS,
     CATALOG_THREAD,
     INCOMING,
@@ -47,12 +49,13 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def catalog_problem(app: web.Application) -> str | None:
-    """Why the server is not ready (its catalog does not answer a read), or None."""
-    return await app[PROBE].problem()
+    """Why the server is not ready — its catalog does not answer a read, or its blob store (object
+    storage) a lookup: an upload could not be stored — or None."""
+    return await app[PROBE].problem() or await app[BLOB_PROBE].problem()
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: 200 while the catalog answers, else 503 and why."""
+    """``GET /readyz``: 200 while the catalog and the blob store answer, else 503 and why."""
     return health.readiness_response(await catalog_problem(request.app))
 
 
@@ -72,6 +75,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[INCOMING] = spool.open()
     app[CATALOG_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-catalog")
     app[PROBE] = health.CatalogProbe.of(app[CATALOG_THREAD], backend.reader)
+    app[BLOB_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-blobs")
+    blobs = backend.blobs
+    app[BLOB_PROBE] = health.CatalogProbe(app[BLOB_THREAD], lambda: health.probe_blobs(blobs), what="blob store")
     app[WORKERS] = ThreadPoolExecutor(2, thread_name_prefix="ooma-moh-upload")  # ffmpeg: one per core
     app[SIGN_IN_THREAD] = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-sign-in")
     nodes = backend.nodes
@@ -92,6 +98,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[WORKERS].shutdown(wait=True)
     app[SIGN_IN_THREAD].shutdown(wait=True)
     app[CATALOG_THREAD].shutdown(wait=True)
+    app[BLOB_THREAD].shutdown(wait=False, cancel_futures=True)
     spool.close()
     backend.close()
 

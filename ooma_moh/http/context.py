@@ -34,6 +34,9 @@ INCOMING = web.AppKey("incoming", Path)
 NODES = web.AppKey("nodes", NodeCounter)
 #: /readyz's catalog check, in the catalog thread
 PROBE = web.AppKey("probe", CatalogProbe)
+#: /readyz's blob store check (object storage), in a thread of its own
+BLOB_THREAD = web.AppKey("blob_thread", ThreadPoolExecutor)
+BLOB_PROBE = web.AppKey("blob_probe", CatalogProbe)
 
 T = TypeVar("T")
 

@@ -403,3 +403,19 @@ def test_a_pending_reload_does_not_stall_the_agent(pg_host: Settings, tmp_path: 
         upload(pg_host, "beta", 550, tmp_path)
         until("beta in the include file", lambda: "[tenant-beta]" in conf.read_text())
         assert failures() == failed_before
+
+
+def test_serve_http_is_not_ready_while_its_object_storage_is_out_of_reach(s3_settings: Settings) -> None:
+    """Uploads cannot be stored without the blob store: `/readyz` says so (it said ready)."""
+    from ooma_moh.lab import free_port
+
+    gone = dataclasses.replace(s3_settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    token = cli(gone, "tokens", "create", "--operator").strip().splitlines()[-1]
+
+    async def readiness(settings: Settings) -> tuple[int, str]:
+        async with api(settings, token) as client, client.session.get(f"http://127.0.0.1:{client.port}/readyz") as r:
+            return r.status, await r.text()
+
+    status, said = asyncio.run(readiness(gone))
+    assert status == 503 and said.startswith("blob store unreachable"), said
+    assert asyncio.run(readiness(s3_settings)) == (200, "ready\n")
