@@ -8,7 +8,10 @@ figure without the attack, in the same run, on the same server.
 2. **one tenant flooding uploads**: 8 clients of tenant ``flood`` upload 4.8 MB MP3s without
    pause while tenant ``calm`` uploads a 60 s file: calm's PUT → 201 time quiet and under the flood
    (goal: ratio ≤ 2), and how many of the flood's uploads were converted or refused (429);
-3. **log bytes per 1,000 malformed requests** (goal: one line, not one traceback each).
+3. **log bytes per 1,000 malformed requests** (goal: one line, not one traceback each);
+4. **slow authenticated uploads**: ``--slow-uploads`` (default 600) uploads of distinct tenants
+   whose bodies trickle, held open: the server's open file descriptors at the peak (goal: bounded
+   by 2 per connection, never a 500 from running out of them as before).
 
     .venv/bin/python bench/hostile.py [--slow 1000] [--requests 200]
 """
@@ -175,11 +178,42 @@ async def malformed_run(port: int) -> None:
     await asyncio.sleep(0.5)
 
 
+async def slow_uploads_run(port: int, token: str, count: int, pid: int) -> None:
+    head = (
+        "PUT /api/v1/tenants/slow{n}/moh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + "\r\n"
+        "Content-Type: multipart/form-data; boundary=s\r\nContent-Length: 1000000\r\n\r\n--s\r\n"
+    )
+    conns, answers = [], Counter[str]()
+    for n in range(count):
+        source = ATTACKERS[n // 100 % len(ATTACKERS)]  # 100 per address: the per-client cap
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        except OSError:
+            answers["connect failed"] += 1
+            continue
+        writer.write(head.format(n=n).encode())
+        conns.append((reader, writer))
+    await asyncio.sleep(2.0)  # every handler spooling its body
+    peak = len(os.listdir(f"/proc/{pid}/fd"))
+    for reader, writer in conns:
+        try:  # answered before its body ended: what was it
+            answers[(await asyncio.wait_for(reader.read(12), 0.01)).decode(errors="replace") or "closed"] += 1
+        except TimeoutError:
+            continue  # still receiving, as it should
+        except ConnectionResetError:
+            answers["reset"] += 1
+        finally:
+            writer.close()
+    print(f"4. {count} slow authenticated uploads held open: the server had {peak} file descriptors open")
+    print(f"   answered before their body ended: {dict(answers) or 'none'} (no 500)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slow", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--uploads", type=int, default=5)
+    parser.add_argument("--slow-uploads", type=int, default=600)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the attacker's own sockets
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.slow * 2 + 256)), hard))
@@ -207,6 +241,7 @@ def main() -> None:
                 calm, heavy = calm_path.read_bytes(), heavy_path.read_bytes()
                 asyncio.run(flood_run(base, token, calm, heavy, args.uploads, server.pid))
                 asyncio.run(slowloris_run(base, port, token, args.slow, args.requests))
+                asyncio.run(slow_uploads_run(port, token, args.slow_uploads, server.pid))
                 before = log.stat().st_size
                 asyncio.run(malformed_run(port))
                 grown = log.stat().st_size - before
@@ -216,7 +251,9 @@ def main() -> None:
                 server.wait(30)
         lines = log.read_text(errors="replace").splitlines()
         said = [line for line in lines if "refused or closed early" in line or "malformed requests" in line]
-        print(f"server log: {len(lines)} lines, {log.stat().st_size:,} bytes; aggregated lines:")
+        kinds = Counter(" ".join(line.split()[2:4]) for line in lines)
+        print(f"server log: {len(lines)} lines, {log.stat().st_size:,} bytes; by level and logger: {dict(kinds)}")
+        print("aggregated lines:")
         for line in said:
             print("   " + line[-160:])
 

@@ -62,7 +62,10 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
             "malformed_multipart",
             "the multipart body is malformed: " + printable(getattr(exc, "message", None) or exc, 80),
         ) from None
-    except BaseException:  # too large, timed out (cancelled), client gone: leave nothing behind
+    except ConnectionResetError:  # the client went away while its body was awaited: nobody to tell
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - as above
+        raise ApiError(400, "client_gone", "the connection was lost before the upload arrived") from None
+    except BaseException:  # too large, timed out (cancelled): leave nothing behind
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - as above
         raise
     return Spooled(path, form.filename, form.accepted, form.version)

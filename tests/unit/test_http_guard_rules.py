@@ -192,3 +192,35 @@ def test_a_hard_limit_too_low_serves_fewer_connections_and_says_so(
     assert fitted.descriptors() <= 1024
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "raise LimitNOFILE" in caplog.records[0].getMessage()
+
+
+def test_an_upload_whose_client_goes_away_is_not_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The client leaves while the server waits for its body (aiohttp raises "Connection lost"
+    into the read): answered 400 to nobody, one access line, no ERROR with a traceback."""
+    world = World(tmp_path, http_listen="127.0.0.1:0")
+    head = (
+        f"PUT /api/v1/tenants/acme/moh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.acme}\r\n"
+        "Content-Type: multipart/form-data; boundary=s\r\nContent-Length: 100000\r\n\r\n"
+    )
+
+    async def scenario(listening: Listening) -> None:
+        for sent in ("--s\r\n", '--s\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc', ""):
+            _, writer = await asyncio.open_connection("127.0.0.1", listening.port)
+            writer.write((head + sent).encode())
+            for _ in range(100):  # until its handler waits for the rest
+                if listening.guard.busy_connections():
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
+            writer.close()
+            for _ in range(100):
+                if not listening.guard.open_connections():
+                    break
+                await asyncio.sleep(0.02)
+        assert (await healthz(listening.port)).startswith(b"HTTP/1.1 200")
+
+    with caplog.at_level(logging.DEBUG):
+        serve(world, scenario)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert loud == [], loud
+    assert world.catalog.get("acme") is None and list((world.settings.home / "incoming").iterdir()) == []
