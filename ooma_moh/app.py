@@ -122,7 +122,11 @@ def open_blobs(settings: Settings, *, writable: bool = True) -> Blobs:
     from .storage.s3 import S3BlobStore
 
     return S3BlobStore(
-        settings.blob_url, local, endpoint_url=settings.s3_endpoint_url or None, grace_s=settings.blob_grace_s
+        settings.blob_url,
+        local,
+        endpoint_url=settings.s3_endpoint_url or None,
+        addressing_style=settings.s3_addressing_style,
+        grace_s=settings.blob_grace_s,
     )
 
 

@@ -27,6 +27,7 @@ ENV_PREFIX = "OOMA_MOH_"
 CONFIG_ENV = "OOMA_MOH_CONFIG"
 PUBLISH_MODES = ("realtime", "static")
 LOG_FORMATS = ("text", "json")
+S3_ADDRESSING_STYLES = ("path", "virtual", "auto")
 
 
 def _default_home() -> Path:
@@ -76,8 +77,14 @@ class Settings:
     node_id: str = ""
     #: how often an agent re-checks every tenant besides the notifications
     agent_reconcile_s: float = 60.0
+    #: how often an agent says it is alive and checks what it published (a node with no heartbeat
+    #: for 3 of these is ``down`` and not counted; docs/cluster.md, "Nodes")
+    node_heartbeat_s: float = 10.0
     #: the S3 endpoint (else AWS_ENDPOINT_URL / AWS's own); credentials always from the AWS variables
     s3_endpoint_url: str = ""
+    #: how S3 requests name the bucket: ``path`` (``endpoint/bucket/key``: what most S3-compatible
+    #: servers need), ``virtual`` (``bucket.endpoint/key``: AWS' preferred form) or ``auto`` (botocore's choice)
+    s3_addressing_style: str = "path"
     http_body_timeout_s: float = 120.0
     #: from a request's first byte to the end of its headers (slowloris: docs/http.md, "Limits")
     http_header_timeout_s: float = 10.0
@@ -151,6 +158,7 @@ class Settings:
             f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -",
         )
         yield self.retain_old_s >= 0, "retain_old_s must be >= 0"
+        yield 0.1 <= self.node_heartbeat_s <= 3600, "node_heartbeat_s must be between 0.1 and 3600"
         for name in ("agi_listen", "http_listen", "metrics_listen"):
             value = getattr(self, name)
             off = name == "metrics_listen" and not value
@@ -181,6 +189,10 @@ class Settings:
         )
         yield self.publish_mode in PUBLISH_MODES, f"publish_mode must be one of {', '.join(PUBLISH_MODES)}"
         yield self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
+        yield (
+            self.s3_addressing_style in S3_ADDRESSING_STYLES,
+            f"s3_addressing_style must be one of {', '.join(S3_ADDRESSING_STYLES)}",
+        )
 
     @property
     def catalog_path(self) -> Path:

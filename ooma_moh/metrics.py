@@ -13,6 +13,8 @@ command) simply counts into it unseen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from . import __version__
@@ -87,6 +89,11 @@ UPLOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+#: every result :func:`.errors.upload_outcome` gives; each series exists at 0 from the start, since
+#: an alert's increase() cannot see the first increment of a series that appears with it
+UPLOAD_RESULTS = ("ok", "rejected", "disclaimer_required", "unauthorized", "invalid", "server_error")
+for _result in UPLOAD_RESULTS:
+    UPLOADS.labels(_result)
 UPLOAD_REJECTIONS = Counter(
     "ooma_moh_upload_rejections_total",
     "Uploads refused for the file itself, by reason code (too_large, unrecognised_format, too_long, silent, ...).",
@@ -137,6 +144,12 @@ AGENT_INCOMPLETE_SYNCS = Counter(
 AGENT_FAILURES = Counter(
     "ooma_moh_agent_failures_total",
     "Times the agent lost the catalog or the object storage and backed off (the node kept what it publishes).",
+    registry=REGISTRY,
+)
+AGENT_READY = Gauge(
+    "ooma_moh_agent_ready",
+    "1 while the agent is ready (its /readyz answers 200: the first full sync done, not backing off,"
+    " the last sync left nothing undone), else 0. Only the agent sets it: 0 in every other process.",
     registry=REGISTRY,
 )
 
@@ -196,6 +209,12 @@ def sync_succeeded(classes: int) -> None:
     """A sync finished: ``classes`` are now published."""
     SYNC_LAST_SUCCESS.set_to_current_time()
     CLASSES_PUBLISHED.set(classes)
+
+
+def agent_readiness(problem: Callable[[], str | None]) -> None:
+    """Make :data:`AGENT_READY` say, at each scrape, what the agent's ``/readyz`` says
+    (``problem()`` None: ready), so an alert needs no probe of its own."""
+    AGENT_READY.set_function(lambda: 0.0 if problem() else 1.0)
 
 
 def exposition() -> bytes:

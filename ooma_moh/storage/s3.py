@@ -8,8 +8,9 @@ Asterisk can see. Deletion keeps the two-step rule of the local store: :meth:`co
 unreferenced object under ``<prefix>/trash/`` and deletes it ``grace_s`` after; a trashed object
 that is referenced again (a restored catalog) comes back on first use. Endpoint and credentials
 come from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``) or the ``s3_endpoint_url`` setting; boto3
-retries transient failures with backoff.
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_CA_BUNDLE`` for a private CA) or the
+``s3_endpoint_url`` and ``s3_addressing_style`` settings; boto3 retries transient failures with
+backoff.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def s3_errors(doing: str) -> Iterator[None]:
 
 class S3BlobStore:
     """The :class:`~ooma_moh.storage.blobs.BlobStore` interface over object storage, with
-    ``cache`` (a local BlobStore) holding what this host has used."""
+    ``cache`` (a local BlobStore) holding what this host has used. ``addressing_style``
+    (``s3_addressing_style``): ``path`` by default, since most S3-compatible servers (SeaweedFS,
+    MinIO) serve no bucket subdomains; ``virtual`` or ``auto`` for those that require them."""
 
     def __init__(
         self,
@@ -89,6 +92,7 @@ class S3BlobStore:
         cache: BlobStore,
         *,
         endpoint_url: str | None = None,
+        addressing_style: str = "path",
         grace_s: float = 7 * 86400.0,
         client: Any = None,
     ) -> None:
@@ -103,7 +107,7 @@ class S3BlobStore:
                 retries={"max_attempts": 5, "mode": "standard"},
                 connect_timeout=5,
                 read_timeout=30,
-                s3={"addressing_style": "path"},
+                s3={"addressing_style": addressing_style},
             ),
         )
 

@@ -37,6 +37,13 @@ OPERATOR_FILES = {
     "pjsip.conf",
     "res_config_sqlite3.conf",
 }
+DEPLOY = REPO / "ooma_moh" / "deploy"
+#: what `ooma-moh deploy-files` must write: every file of ooma_moh/deploy but its Python module
+DEPLOY_FILES = {
+    p.relative_to(DEPLOY).as_posix()
+    for p in DEPLOY.rglob("*")
+    if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+}
 
 
 @dataclass
@@ -120,6 +127,18 @@ def test_wheel_holds_the_package_and_its_configuration_and_no_tests(installed: I
     assert shipped == OPERATOR_FILES == {p.name for p in SAMPLES.glob("*.conf")}
     templates = {Path(n).name for n in names if n.startswith("ooma_moh/lab/conf/")}
     assert templates == {p.name for p in (REPO / "ooma_moh" / "lab" / "conf").glob("*.conf")}
+    deploy = {n.removeprefix("ooma_moh/deploy/") for n in names if n.startswith("ooma_moh/deploy/")}
+    assert deploy - {"__init__.py"} == DEPLOY_FILES
+    assert {  # the operators' files of issue 25 item 4
+        "systemd/ooma-moh-ari.service",
+        "systemd/ooma-moh-agent.service",
+        "systemd/ooma-moh.sysusers.conf",
+        "systemd/ooma-moh.tmpfiles.conf",
+        "systemd/ooma-moh.env.example",
+        "systemd/dropins/local-postgresql.conf",
+        "prometheus/ooma-moh-rules.yml",
+        "grafana/ooma-moh-dashboard.json",
+    } <= DEPLOY_FILES
 
 
 def test_wheel_declares_the_dependencies_of_pyproject(installed: Installed) -> None:
@@ -140,7 +159,7 @@ def test_installed_commands_run_from_the_fresh_venv(installed: Installed, tmp_pa
     assert Path(where.stdout.strip()).is_relative_to(installed.venv), where.stdout
     helped = installed.run("ooma-moh", "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
-    assert "asterisk-conf" in helped.stdout and "upload" in helped.stdout
+    assert "asterisk-conf" in helped.stdout and "deploy-files" in helped.stdout and "upload" in helped.stdout
     assert (installed.venv / "bin" / "ooma-moh-agi").exists()
 
 
@@ -153,6 +172,20 @@ def test_asterisk_conf_writes_the_repository_files(installed: Installed, tmp_pat
     for name in OPERATOR_FILES:
         assert (dest / name).read_bytes() == (SAMPLES / name).read_bytes(), name
     again = installed.run("ooma-moh", "asterisk-conf", "--dest", str(dest), cwd=tmp_path)
+    assert again.returncode == 1 and "already exist" in again.stderr
+
+
+def test_deploy_files_writes_the_repository_files(installed: Installed, tmp_path: Path) -> None:
+    """Run from the installed wheel, far from any checkout: the units, sysusers.d, tmpfiles.d, env
+    example, drop-in, alerting rules and dashboard, byte for byte as in the repository."""
+    dest = tmp_path / "deploy"
+    wrote = installed.run("ooma-moh", "deploy-files", "--dest", str(dest), "--json", cwd=tmp_path)
+    assert wrote.returncode == 0, wrote.stderr
+    written = {Path(p).relative_to(dest).as_posix() for p in json.loads(wrote.stdout)["written"]}
+    assert written == DEPLOY_FILES == {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    for name in DEPLOY_FILES:
+        assert (dest / name).read_bytes() == (DEPLOY / name).read_bytes(), name
+    again = installed.run("ooma-moh", "deploy-files", "--dest", str(dest), cwd=tmp_path)
     assert again.returncode == 1 and "already exist" in again.stderr
 
 

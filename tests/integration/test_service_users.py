@@ -36,7 +36,7 @@ from tests.integration.conftest import reap, running_lab
 from tests.integration.test_ari_hold import Handler, hold_once_and_check
 
 REPO = Path(__file__).resolve().parents[2]
-TMPFILES = REPO / "deploy/systemd/ooma-moh.tmpfiles.conf"
+TMPFILES = REPO / "ooma_moh/deploy/systemd/ooma-moh.tmpfiles.conf"
 OPERATOR_HOME = "/var/lib/ooma-moh"
 A, B = 440.0, 660.0
 

@@ -1,4 +1,4 @@
-"""Under systemd (deploy/systemd/, ``Type=notify``, ``WatchdogSec=``): every long-running process
+"""Under systemd (ooma_moh/deploy/systemd/, ``Type=notify``, ``WatchdogSec=``): every long-running process
 says ``READY=1`` once it serves, pings the watchdog from its own loop, says ``STOPPING=1`` on
 SIGTERM, lets what is in flight finish, and exits 0. systemd's notification socket is played by a
 real AF_UNIX datagram socket; the processes are the real commands."""

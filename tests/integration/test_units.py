@@ -1,4 +1,4 @@
-"""deploy/systemd: the units, sysusers.d and tmpfiles.d files, checked by systemd's own tools.
+"""ooma_moh/deploy/systemd: the units, sysusers.d and tmpfiles.d files, checked by systemd's own tools.
 
 - ``systemd-analyze verify`` on each unit (unknown keys, bad values, an ``ExecStart`` that is not
   executable). The units name ``/usr/local/bin/ooma-moh``; the test verifies copies that name this
@@ -9,7 +9,8 @@
   creates our directories there, resolving owners against that root's ``/etc/passwd``.
 - ``systemd-analyze security --offline``: the sandbox's exposure stays in the "OK" band.
 - The properties the deployment relies on, parsed from the files, and the ``ExecStart`` command
-  lines accepted by the real CLI.
+  lines accepted by the real CLI; each unit's own metrics port, which the shared environment
+  file cannot override; the environment file read alike by systemd's own parser and by a shell.
 - ``SystemCallFilter=`` allows every system call a real upload (ffmpeg under prlimit/setpriv), a
   sync, and ``serve http``/``serve agi`` make, as recorded by ``strace -f``.
 - The permissions: as the ``ooma-moh`` uid (group ``asterisk``, ``UMask=0027``) the real realtime
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -42,7 +44,7 @@ from ooma_moh.http.guard import Limits
 from tests.integration.conftest import reap
 
 REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy" / "systemd"
+DEPLOY = REPO / "ooma_moh" / "deploy" / "systemd"
 UNITS = {  # unit -> the ooma-moh arguments of its ExecStart
     "ooma-moh-ari.service": ["serve", "ari"],
     "ooma-moh-agi.service": ["serve", "agi"],
@@ -52,6 +54,16 @@ UNITS = {  # unit -> the ooma-moh arguments of its ExecStart
 ON_ASTERISK = {"ooma-moh-ari.service", "ooma-moh-agi.service", "ooma-moh-agent.service"}
 WRITERS = {"ooma-moh-http.service", "ooma-moh-agent.service"}  # the others only read
 RUNS_FFMPEG = {"ooma-moh-http.service"}
+#: unit -> its own metrics address (docs/monitoring.md): one shared env file, four listeners
+METRICS = {
+    "ooma-moh-ari.service": "127.0.0.1:9481",
+    "ooma-moh-agi.service": "127.0.0.1:9482",
+    "ooma-moh-http.service": "127.0.0.1:9483",
+    "ooma-moh-agent.service": "127.0.0.1:9484",
+}
+ENV_EXAMPLE = DEPLOY / "ooma-moh.env.example"
+#: systemd's generator for environment.d files, which it parses with the parser of EnvironmentFile=
+ENV_GENERATOR = "/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator"
 INSTALLED_BIN = "/usr/local/bin/ooma-moh"
 DATA_HOME = "/var/lib/ooma-moh"
 #: Debian's asterisk package creates these (adduser --system); sysusers must add to them, not replace.
@@ -191,6 +203,7 @@ def test_unit_properties(unit: str) -> None:
     assert one(parsed, service, "UMask") == "0027"
     assert one(parsed, service, "EnvironmentFile") == "-/etc/ooma-moh/ooma-moh.env"
     assert f"OOMA_MOH_HOME={DATA_HOME}" in words(parsed, service, "Environment")
+    assert f"OOMA_MOH_METRICS_LISTEN={METRICS[unit]}" in words(parsed, service, "Environment")
     assert one(parsed, service, "KillSignal") == "SIGTERM"
     assert float(one(parsed, service, "TimeoutStopSec")) >= 30
     assert "143" in words(parsed, service, "SuccessExitStatus")  # SIGTERM during start-up (docs/cli.md)
@@ -225,18 +238,77 @@ def test_postgresql_dropin() -> None:
     assert words(parsed, "Unit", "Wants") == words(parsed, "Unit", "After") == {"postgresql.service"}
 
 
+def example_assignments() -> dict[str, str]:
+    """Every ``VAR=value`` line of the env example, commented out or not, as written (quotes kept)."""
+    found = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = re.fullmatch(r"#?([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        if match:
+            found[match[1]] = match[2]
+    return found
+
+
 def test_env_example_names_real_settings() -> None:
-    """Every OOMA_MOH_* line of the example, commented out or not, is a setting with a valid value."""
+    """Every OOMA_MOH_* line of the example, commented out or not, is a setting with a valid value,
+    and each value is one word to a shell too: a value with a space unquoted would run the rest
+    as a command in the fallback that sources the file (docs/operations.md)."""
     fields = {name.upper() for name in Settings.__dataclass_fields__}
     environ: dict[str, str] = {}
-    for line in (DEPLOY / "ooma-moh.env.example").read_text().splitlines():
-        match = re.fullmatch(r"#?(OOMA_MOH_[A-Z0-9_]+)=(.*)", line.strip())
-        if match:
-            assert match[1].removeprefix("OOMA_MOH_") in fields, match[1]
-            environ[match[1]] = match[2]
+    for name, raw in example_assignments().items():
+        value = shlex.split(raw, comments=False)
+        assert len(value) == 1, f"{name}={raw}: {len(value)} words to a shell: quote it"
+        if name.startswith("OOMA_MOH_"):
+            assert name.removeprefix("OOMA_MOH_") in fields, name
+            environ[name] = value[0]
     assert environ["OOMA_MOH_HOME"] == DATA_HOME
     settings = load_settings(None, environ=environ)
     assert settings.home == Path(DATA_HOME)
+    assert settings.asterisk_cli_argv == ["asterisk", "-rx"]  # quoted in the file, split by ooma-moh
+    assert settings.database_url.endswith("?sslmode=verify-full&sslrootcert=/etc/ssl/ooma-moh/postgresql-ca.crt")
+
+
+def test_each_unit_has_its_own_metrics_port_whatever_the_env_file_says() -> None:
+    """One env file per host for every unit: each unit sets its own metrics port, and the example
+    does not set one (a variable from EnvironmentFile= overrides Environment=, systemd.exec(5),
+    so one there would give all four the same address: "address already in use")."""
+    assert "OOMA_MOH_METRICS_LISTEN" not in example_assignments()
+    assert "OOMA_MOH_METRICS_LISTEN" not in re.sub(r"(?m)^#.*$", "", ENV_EXAMPLE.read_text())
+    from_file = {k: shlex.split(v)[0] for k, v in example_assignments().items() if k.startswith("OOMA_MOH_")}
+    addresses: dict[str, tuple[str, int] | None] = {}
+    for unit in UNITS:
+        own = dict(word.split("=", 1) for word in words(parse_unit(DEPLOY / unit), "Service", "Environment"))
+        addresses[unit] = load_settings(None, environ=own | from_file).metrics_address  # the file wins, as in systemd
+    assert addresses == {unit: ("127.0.0.1", int(address.rsplit(":")[1])) for unit, address in METRICS.items()}
+    assert sorted(address[1] for address in addresses.values() if address) == [9481, 9482, 9483, 9484]
+    table = (REPO / "docs" / "monitoring.md").read_text()
+    for unit, address in METRICS.items():  # the table operators read says the same
+        assert re.search(rf"\| `{unit.removesuffix('.service')}` \| `{address}` \|", table), unit
+
+
+def test_systemd_and_a_shell_read_the_env_example_alike(tmp_path: Path) -> None:
+    """The example, every line uncommented, read by systemd's own parser of environment files (the
+    environment.d generator shares it with EnvironmentFile=, then expands $VAR: the example has
+    none) and by ``sh`` sourcing it, as docs/operations.md's fallback does: the same values."""
+    text = re.sub(r"(?m)^#([A-Z][A-Z0-9_]*=)", r"\1", ENV_EXAMPLE.read_text())
+    assert "$" not in "".join(line for line in text.splitlines() if not line.startswith("#"))
+    config = tmp_path / "config" / "environment.d"
+    config.mkdir(parents=True)
+    (config / "50-ooma-moh.conf").write_text(text)
+    assert os.access(ENV_GENERATOR, os.X_OK), f"{ENV_GENERATOR} is missing (Debian: apt-get install systemd)"
+    generated = run([ENV_GENERATOR], env={"XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)})
+    assert generated.returncode == 0, generated.stderr
+    by_systemd = {}
+    for line in generated.stdout.splitlines():  # it prints NAME=value, shell-quoted when needed
+        name, _, value = line.partition("=")
+        by_systemd[name] = shlex.split(value)[0] if value else ""
+    (tmp_path / "ooma-moh.env").write_text(text)
+    sourced = run(["/bin/sh", "-c", f'set -a; . "{tmp_path / "ooma-moh.env"}"; exec env -0'], env={})
+    assert sourced.returncode == 0, sourced.stderr
+    by_shell = dict(item.split("=", 1) for item in sourced.stdout.split("\0") if item)
+    names = set(example_assignments())
+    assert names and {n: by_systemd.get(n) for n in names} == {n: by_shell.get(n) for n in names}
+    assert by_systemd["OOMA_MOH_ASTERISK_CLI"] == "asterisk -rx"
+    assert by_systemd["OOMA_MOH_ARI_PASSWORD"] == "CHANGE_ME"
 
 
 # --- users and directories, in a scratch root --------------------------------------------------
