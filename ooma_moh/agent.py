@@ -22,6 +22,15 @@ classes equal to the shared catalog, and records in the catalog what the node pu
 - The watchdog (``WatchdogSec=``) pings while the loop goes round or a sync reports progress
   (each file placed or downloaded, the publication, the clean-up): a sync stuck on a dead
   connection or a hung file system is killed and restarted by systemd.
+- Every ``node_heartbeat_s`` it beats in the catalog (also during a long sync and while backing
+  off) and, between syncs, checks the version directories it publishes (:mod:`.nodecheck`): one
+  missing or altered is recorded (``ooma-moh nodes`` shows the node ``damaged``), re-published at
+  once, and the repair recorded. Silent for 3 intervals, the node is ``down`` (:mod:`.nodestate`).
+- A node id belongs to one agent process at a time (a random instance id per process, with the
+  heartbeat): an agent whose id another live agent holds refuses to start (:class:`NodeTaken`);
+  a holder that is silent — a process just killed — is waited for until its heartbeat is stale.
+  A clean stop releases the id. Without a node id the host name is used, unless it is a
+  container's, which changes at every start (:func:`node_id_to_use`).
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -41,15 +49,12 @@ from . import health, metrics, systemd
 from .config import Settings
 from .errors import AsteriskError, OomaMohError, ReloadPending, StorageError
 from .logsafe import printable, redact
+from .nodelife import NodeBook, NodeLife, NodeTaken, node_id_to_use
+from .nodelife import default_node_id as default_node_id  # the CLI's default (`agent --node-id`)
 from .sync import ClassesRefused, Syncer
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-def default_node_id() -> str:
-    """The node's name when ``OOMA_MOH_NODE_ID`` is not set: the host name."""
-    return socket.gethostname()
 
 
 class Changes(Protocol):
@@ -59,13 +64,19 @@ class Changes(Protocol):
     def close(self) -> None: ...
 
 
-class Registry(Protocol):
+class Registry(NodeBook, Protocol):
     """Where the agent records what its node publishes (:class:`~ooma_moh.storage.nodes.NodeRegistry`)."""
 
     def record_success(self, node_id: str, published: dict[str, str], at: datetime) -> None: ...
     def record_error(self, node_id: str, error: str, at: datetime) -> None: ...
     def listen(self) -> Changes: ...
     def close(self) -> None: ...
+
+
+def needs_the_catalog(settings: Settings) -> None:
+    """An agent follows the shared catalog: none set is the first thing it says."""
+    if not settings.database_url:
+        raise OomaMohError("the agent needs the shared catalog: set OOMA_MOH_DATABASE_URL")
 
 
 class Agent:
@@ -84,8 +95,7 @@ class Agent:
         open_syncer: Callable[[], Syncer],
         open_registry: Callable[[], Registry],
     ) -> None:
-        if not settings.database_url:
-            raise OomaMohError("the agent needs the shared catalog: set OOMA_MOH_DATABASE_URL")
+        needs_the_catalog(settings)
         self.settings, self.node_id = settings, node_id
         self.open_syncer, self.open_registry = open_syncer, open_registry
         self._stop = threading.Event()
@@ -99,6 +109,8 @@ class Agent:
         #: what the last sync left undone although it published (refused classes, a pending
         #: reload), or None; cleared by the next full sync that leaves nothing undone
         self.incomplete: str | None = None
+        #: its hold on the node id, its heartbeat, its check of what the node publishes
+        self.node = NodeLife(settings, node_id, self._stop, self.beat)
 
     def beat(self) -> None:
         """The loop went round, or a sync made progress."""
@@ -127,12 +139,13 @@ class Agent:
             self._registry = self.open_registry()
         self.beat()
         try:
-            self._syncer.run(tenants, heartbeat=self.beat)  # logs its own line
+            report = self._syncer.run(tenants, heartbeat=self._progress)  # logs its own line
         except ClassesRefused as exc:  # the rest is published: a success, with what it left out
+            report = exc.report
             self._incomplete(tenants, "classes_refused", f"classes not published: {printable(exc, 300)}")
         except ReloadPending as exc:
             # Asterisk still plays what it loaded at the last reload, which is what the node's
-            # record says: keep it, say why, and let the next sync retry the reload.
+            # record (and the manifest) says: keep it, say why, and let the next sync retry.
             self.beat()
             self._incomplete(tenants, "reload_pending", f"Asterisk reload pending: {printable(exc, 300)}")
             self._registry.record_error(self.node_id, f"reload pending: {redact(str(exc))}", datetime.now(UTC))
@@ -141,7 +154,9 @@ class Agent:
             if tenants is None:
                 self.incomplete = None
         self.beat()
-        published = {c: PurePath(d).name for c, d in self._syncer.published().items()}
+        directories = self._syncer.published()
+        self.node.note(report, directories)
+        published = {c: PurePath(d).name for c, d in directories.items()}
         self.syncs += 1
         self._registry.record_success(self.node_id, published, datetime.now(UTC))
         self.beat()
@@ -179,86 +194,172 @@ class Agent:
         except OomaMohError:
             pass  # the database is what failed: the log line says it
 
-    def run(self) -> None:
-        """Until stopped: reconcile, then follow notifications, reconciling every
-        ``agent_reconcile_s``; on failure back off and start over."""
-        failures = 0
-        while not self._stop.is_set():
-            listener = None
+    def start(self) -> None:
+        """Take the node id before the agent says it started: :class:`.nodelife.NodeTaken` if
+        another live agent holds it. The catalog unreachable is not an error here: the loop
+        takes the id once it is back (a node whose database is down keeps its music)."""
+        try:
+            registry = self.open_registry()
             try:
-                registry = self.open_registry()
-                try:
-                    listener = registry.listen()  # before the full sync: no change falls in between
-                finally:
-                    registry.close()
-                self.sync(None)
-                failures = 0
-                self.problem = self.incomplete
-                log.info("agent node=%s following catalog changes", self.node_id)
-                self._follow(listener)
-            except Exception as exc:  # noqa: BLE001 - whatever it is, the node keeps its music and retries
-                failures += 1
-                metrics.AGENT_FAILURES.inc()
-                self.problem = failure_text(exc)
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
-                if isinstance(exc, OomaMohError):
-                    log.warning(
-                        "agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
-                        self.node_id,
-                        printable(exc, 300),
-                        delay,
-                    )
-                else:  # a bug, or an error nobody translated: its traceback says where
-                    log.exception(
-                        "agent node=%s: unexpected error; the node keeps what it publishes; retrying in %g s",
-                        self.node_id,
-                        delay,
-                    )
-                self._reset()
-                self._record_error(redact(self.problem))
-                self.beat()
-                self._stop.wait(delay)
+                self.node.claim(registry)
             finally:
-                if listener is not None:
-                    listener.close()
+                registry.close()
+        except StorageError as exc:
+            log.warning("agent node=%s: %s; the id is taken once the catalog is back", self.node_id, printable(exc))
+
+    def run(self) -> None:
+        """Until stopped: take the node id, reconcile, then follow notifications, reconciling
+        every ``agent_reconcile_s`` and beating every ``node_heartbeat_s``; on failure back off
+        (still beating) and start over. :class:`NodeTaken` ends it; a stop releases the id."""
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                listener = None
+                try:
+                    registry = self.open_registry()
+                    try:
+                        if not self.node.claim(registry):
+                            break  # stopped while waiting
+                        listener = registry.listen()  # before the full sync: no change falls in between
+                    finally:
+                        registry.close()
+                    self.sync(None)
+                    failures = 0
+                    self.problem = self.incomplete
+                    log.info("agent node=%s following catalog changes", self.node_id)
+                    self._follow(listener)
+                except NodeTaken:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - whatever it is, the node keeps its music and retries
+                    failures += 1
+                    self._failed(exc, BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+                finally:
+                    if listener is not None:
+                        listener.close()
+        finally:
+            self._release()
+            self._reset()
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        """Say why the loop failed, drop the connections, and back off ``delay`` s."""
+        metrics.AGENT_FAILURES.inc()
+        self.problem = failure_text(exc)
+        if isinstance(exc, OomaMohError):
+            log.warning(
+                "agent node=%s: %s; the node keeps what it publishes; retrying in %g s",
+                self.node_id,
+                printable(exc, 300),
+                delay,
+            )
+        else:  # a bug, or an error nobody translated: its traceback says where
+            log.exception(
+                "agent node=%s: unexpected error; the node keeps what it publishes; retrying in %g s",
+                self.node_id,
+                delay,
+            )
         self._reset()
+        self._record_error(redact(self.problem))
+        self.beat()
+        waited = 0.0
+        while waited < delay:  # in heartbeats: a node whose agent retries is not down
+            step = min(self.settings.node_heartbeat_s, delay - waited)
+            if self._stop.wait(step):
+                return
+            waited += step
+            self._pulse_alone()
 
     def _follow(self, listener: Changes) -> None:
         next_full = time.monotonic() + self.settings.agent_reconcile_s
         while not self._stop.is_set():
             self.beat()
-            tenants = listener.changes(timeout=max(0.05, min(1.0, next_full - time.monotonic())))
+            wait = min(1.0, next_full - time.monotonic(), self.node.until_due())
+            tenants = listener.changes(timeout=max(0.05, wait))
             if tenants:  # a burst is synced at once
                 self.sync(sorted(tenants))
             if time.monotonic() >= next_full:
                 self.sync(None)
                 next_full = time.monotonic() + self.settings.agent_reconcile_s
+            if self.node.beat_due() or self.node.check_due():
+                self._pulse()
             self.problem = self.incomplete
+
+    # -- the heartbeat and the check of what the node publishes (:mod:`.nodelife`) --------------
+
+    def _progress(self) -> None:
+        """A sync made progress: the watchdog's heartbeat, and the catalog's when it is due (a
+        long catch-up is not a node down). A failed beat does not fail the sync."""
+        self.beat()
+        if self.node.beat_due() and self._registry is not None:
+            with contextlib.suppress(StorageError):
+                self.node.heartbeat(self._registry)
+
+    def _pulse(self) -> None:
+        """Between syncs: the check of what the node publishes (and its repair), then the heartbeat."""
+        assert self._registry is not None and self._syncer is not None  # opened by the first sync
+        if self.node.check_due():
+            self.node.check(self._registry, self._syncer.mohdir.blobs.path, self.sync)
+        if self.node.beat_due():
+            self.node.heartbeat(self._registry)
+
+    def _pulse_alone(self) -> None:
+        """The heartbeat on a connection of its own (while backing off; a failure is the loop's)."""
+        try:
+            registry = self.open_registry()
+            try:
+                self.node.heartbeat(registry)
+            finally:
+                registry.close()
+        except NodeTaken:
+            raise
+        except OomaMohError:
+            pass  # the catalog is what fails: the next round says so
+
+    def _release(self) -> None:
+        """The agent stops: its node is down at once and its id free for the next start."""
+        with contextlib.suppress(OomaMohError):
+            registry = self.open_registry()
+            try:
+                self.node.release(registry)
+            finally:
+                registry.close()
 
 
 def run_agent(settings: Settings, node_id: str) -> None:
-    """``ooma-moh agent`` until SIGTERM/SIGINT."""
+    """``ooma-moh agent`` until SIGTERM/SIGINT. In order: the shared catalog set; the metrics
+    listener (a port in use is one error, before anything else); the node id
+    (:func:`.nodelife.node_id_to_use`); the node id taken (another live agent holding it:
+    :class:`.nodelife.NodeTaken`, the agent does not start; the catalog unreachable: taken once it
+    is back); then the loop."""
     from .app import make_agent  # the wiring; the agent module itself imports no back end
 
-    agent = make_agent(settings, node_id)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stop())
+    needs_the_catalog(settings)
+    started: list[Agent] = []  # for /readyz until the agent exists
     stop_metrics = None
-    if settings.metrics_address is not None:  # first: a port in use is one error, before "starting"
-        port, stop_metrics = health.serve_in_thread(settings.metrics_address, lambda: agent.problem)
-    log.info("agent node=%s starting", node_id)
     if settings.metrics_address is not None:
-        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
-    watchdog = threading.Thread(target=_watchdog, args=(agent,), name="watchdog", daemon=True)
-    watchdog.start()
-    systemd.ready()
+        port, stop_metrics = health.serve_in_thread(
+            settings.metrics_address, lambda: started[0].problem if started else "starting"
+        )
     try:
-        agent.run()
+        agent = make_agent(settings, node_id_to_use(node_id))
+        started.append(agent)
+        metrics.agent_readiness(lambda: agent.problem)  # ooma_moh_agent_ready = /readyz (docs/monitoring.md)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: agent.stop())
+        log.info("agent node=%s starting", agent.node_id)
+        agent.start()
+        if settings.metrics_address is not None:
+            log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", settings.metrics_address[0], port)
+        watchdog = threading.Thread(target=_watchdog, args=(agent,), name="watchdog", daemon=True)
+        watchdog.start()
+        systemd.ready()
+        try:
+            agent.run()
+        finally:
+            systemd.stopping()
     finally:
-        systemd.stopping()
         if stop_metrics is not None:
             stop_metrics()
-    log.info("agent node=%s stopped", node_id)
+    log.info("agent node=%s stopped", agent.node_id)
 
 
 def failure_text(exc: BaseException) -> str:

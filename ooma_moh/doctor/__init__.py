@@ -9,6 +9,9 @@ Checked, in the order printed:
 - ``catalog``: present and readable, opened read-only (doctor never creates one: a missing catalog
   is a finding about ``OOMA_MOH_HOME`` / ``OOMA_MOH_DATABASE_URL``);
 - ``blobs``: the blob store readable (object storage: reachable), the catalog's blobs present;
+- on a cluster node (``OOMA_MOH_DATABASE_URL`` set) ``registry`` (the node registry answers),
+  ``agent`` (this node's agent is live: heartbeat fresh, no damage left unrepaired) and
+  ``behind`` (the node publishes every tenant's current music);
 - ``ari``: Asterisk's REST interface answers with the configured user and password;
 - ``modules``: the Asterisk modules music on hold, the realtime publication and the ARI handler
   need are running (``GET /asterisk/modules``);
@@ -25,6 +28,7 @@ The modules:
 - :mod:`.findings`: the Finding type and the rules, without I/O (ffmpeg's lists, permission
   bits, Asterisk's modules and ARI errors, the probe audio and its comparison);
 - :mod:`.local`: ffmpeg, the catalog and the blob store;
+- :mod:`.cluster`: the node registry, this node's agent and how far behind it is;
 - :mod:`.permissions`: who Asterisk runs as, and whether it may read the MOH directory and
   read and write the realtime database;
 - :mod:`.asterisk`: ARI, the modules and the realtime mapping;
@@ -33,7 +37,10 @@ The modules:
 - :mod:`.command`: the runner and the click command.
 
 Doctor's channel lives in a temporary Stasis application (``ooma-moh-doctor-<pid>``); the probe
-row, the probe directory and the channel are removed before it exits.
+row, the probe directory and the channel are removed before it exits, and so are the MOH directory
+and the realtime table when doctor had to create them for its probes: it leaves nothing behind.
+Where the advice is to publish the classes, it names ``ooma-moh sync --all`` on a single host and
+the node's agent on a cluster (:func:`.findings.how_to_publish`).
 """
 
 from .command import doctor_command

@@ -23,7 +23,18 @@ from ..errors import OomaMohError
 from ..publish import REALTIME_SCHEMA, not_writable
 from .call import check_call, check_static_call, probe_directory, probe_path
 from .channel import ARI_TIMEOUT_S, ProbeChannel
-from .findings import CALL_MODULES, FAIL, OK, WARN, Finding, ari_failure, check_modules, not_checked, one_line
+from .findings import (
+    CALL_MODULES,
+    FAIL,
+    OK,
+    WARN,
+    Finding,
+    ari_failure,
+    check_modules,
+    how_to_publish,
+    not_checked,
+    one_line,
+)
 
 
 def probe_name() -> str:
@@ -39,7 +50,8 @@ class ProbeRowFailed(OomaMohError):
 
 @contextlib.contextmanager
 def probe_row(settings: Settings, name: str, directory: Path) -> Iterator[None]:
-    """A musiconhold row ``name`` -> ``directory`` in the realtime database, removed afterwards.
+    """A musiconhold row ``name`` -> ``directory`` in the realtime database, removed afterwards,
+    with the ``musiconhold`` table if doctor had to create it (and nobody wrote a row meanwhile).
     The database is never created here (:class:`ProbeRowFailed` if it is missing or cannot be
     written)."""
 
@@ -47,23 +59,28 @@ def probe_row(settings: Settings, name: str, directory: Path) -> Iterator[None]:
         return sqlite3.connect(f"file:{settings.realtime_db}?mode=rw", uri=True, timeout=10, isolation_level=None)
 
     try:
-        db = connect()
-        try:
+        with contextlib.closing(connect()) as db:  # an open transaction is rolled back on close
+            db.execute("BEGIN IMMEDIATE")
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'musiconhold'")
+            had_table = found.fetchone() is not None
             db.execute(REALTIME_SCHEMA)
             db.execute(
                 "INSERT OR REPLACE INTO musiconhold (name, mode, directory, sort, stamp)"
                 " VALUES (?, 'files', ?, 'alpha', ?)",
                 (name, str(directory), int(time.time())),
             )
-        finally:
-            db.close()
+            db.execute("COMMIT")
     except sqlite3.Error as exc:
         raise ProbeRowFailed(f"cannot write a probe row into {settings.realtime_db}: {exc}") from None
     try:
         yield
     finally:
         with contextlib.suppress(sqlite3.Error), contextlib.closing(connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM musiconhold WHERE name = ?", (name,))
+            if not had_table and db.execute("SELECT count(*) FROM musiconhold").fetchone()[0] == 0:
+                db.execute("DROP TABLE musiconhold")
+            db.execute("COMMIT")
 
 
 def _probe_check_names(settings: Settings, call: bool) -> list[str]:
@@ -168,7 +185,7 @@ async def _realtime_checks(channel: ProbeChannel, settings: Settings, call: bool
             ]
         findings.append(await _check_mapping(channel, settings, name, directory, running))
         if call:
-            findings.append(await check_call(channel, name, audio, "the probe class"))
+            findings.append(await check_call(channel, settings, name, audio, "the probe class"))
     return findings
 
 
@@ -182,8 +199,8 @@ def _probe_row_failure(settings: Settings, exc: ProbeRowFailed) -> Finding:
         problem[1]
         if problem
         else (
-            f"run doctor as the user that runs `ooma-moh sync`, and let it write {db} and its directory;"
-            " a damaged file: remove it and `ooma-moh sync --all` (it rebuilds it)"
+            f"run doctor as the user that publishes the classes, and let it write {db} and its directory;"
+            f" a damaged file: remove it, then {how_to_publish(settings)} (it rebuilds it)"
         )
     )
     return Finding(

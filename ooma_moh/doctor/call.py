@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import Settings
 from ..publish import StaticPublisher
 from .channel import ProbeChannel
-from .findings import FAIL, OK, WARN, Finding, heard_verdict, probe_audio
+from .findings import FAIL, OK, WARN, Finding, heard_verdict, how_to_publish, probe_audio
 
 
 def probe_path(settings: Settings) -> Path:
@@ -29,13 +29,16 @@ def probe_path(settings: Settings) -> Path:
 @contextlib.contextmanager
 def probe_directory(settings: Settings) -> Iterator[tuple[Path, bytes]]:
     """:func:`probe_path` with the probe audio as ``moh.sln16`` and ``moh.sln`` (0755 and 0644,
-    as sync makes them); a dot-name, so sync's clean-up leaves it alone. Removed afterwards."""
+    as sync makes them); a dot-name, so sync's clean-up leaves it alone. Removed afterwards, and
+    so are the MOH directory and its parents if doctor made them (unless a sync filled one
+    meanwhile)."""
     directory = probe_path(settings)
     audio = probe_audio()
     narrow = array.array("h")
     narrow.frombytes(audio)
-    settings.moh_dir.mkdir(parents=True, exist_ok=True)
+    made = [p for p in (settings.moh_dir, *settings.moh_dir.parents) if not p.exists()]  # deepest first
     try:
+        settings.moh_dir.mkdir(parents=True, exist_ok=True)
         directory.mkdir(exist_ok=True)
         os.chmod(directory, 0o755)
         for name, data in (("moh.sln16", audio), ("moh.sln", narrow[::2].tobytes())):
@@ -44,6 +47,9 @@ def probe_directory(settings: Settings) -> Iterator[tuple[Path, bytes]]:
         yield directory, audio
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        for path in made:
+            with contextlib.suppress(OSError):  # not empty: a sync published into it meanwhile
+                path.rmdir()
 
 
 async def check_static_call(channel: ProbeChannel, settings: Settings) -> Finding:
@@ -55,7 +61,7 @@ async def check_static_call(channel: ProbeChannel, settings: Settings) -> Findin
             WARN,
             f"not checked: no class is published in {settings.classes_conf} yet (static"
             " mode plays a published class; a probe class would need a reload)",
-            "run `ooma-moh sync --all` after the first upload, then `ooma-moh doctor --call`",
+            f"{how_to_publish(settings)} after the first upload, then run `ooma-moh doctor --call`",
         )
     moh_class, directory = sorted(published.items())[0]
     try:
@@ -65,12 +71,12 @@ async def check_static_call(channel: ProbeChannel, settings: Settings) -> Findin
             "call",
             FAIL,
             f"{directory}/moh.sln16 of class {moh_class} cannot be read: {exc.strerror}",
-            "run `ooma-moh sync --all`, then `ooma-moh verify`",
+            f"{how_to_publish(settings)}, then run `ooma-moh verify`",
         )
-    return await check_call(channel, moh_class, reference, "the first published tenant class")
+    return await check_call(channel, settings, moh_class, reference, "the first published tenant class")
 
 
-async def check_call(channel: ProbeChannel, moh_class: str, reference: bytes, what: str) -> Finding:
+async def check_call(channel: ProbeChannel, settings: Settings, moh_class: str, reference: bytes, what: str) -> Finding:
     """Class ``moh_class`` (``what``, for the reader), played to ``channel``, sounds like
     ``reference``, its ``.sln16`` file."""
     received = await channel.listen(moh_class)
@@ -89,6 +95,6 @@ async def check_call(channel: ProbeChannel, moh_class: str, reference: bytes, wh
         "call",
         FAIL,
         f"a channel playing {what} ({moh_class}) heard other music: {detail}, i.e. the class falls back to default",
-        "fix the findings above (realtime mapping, moh-dir); static mode: `ooma-moh sync --all` and"
-        " check that musiconhold.conf #includes OOMA_MOH_CLASSES_CONF; then `ooma-moh verify`",
+        f"fix the findings above (realtime mapping, moh-dir); static mode: {how_to_publish(settings)} and"
+        " check that musiconhold.conf #includes OOMA_MOH_CLASSES_CONF; then run `ooma-moh verify`",
     )

@@ -13,6 +13,7 @@ import click
 from ..config import Settings
 from ..errors import OomaMohError
 from .asterisk import check_asterisk
+from .cluster import check_cluster
 from .findings import FAIL, Finding, exit_status, one_line
 from .local import check_ffmpeg, check_storage
 from .permissions import asterisk_user, check_moh_dir, check_realtime_db
@@ -37,6 +38,8 @@ def run_checks(settings: Settings, *, call: bool = False) -> list[Finding]:
     """Every check, in the order they are printed."""
     findings = guarded("ffmpeg", lambda: check_ffmpeg(settings))
     findings += guarded("catalog", lambda: check_storage(settings))
+    if settings.database_url:  # a cluster node: its agent publishes
+        findings += guarded("agent", lambda: check_cluster(settings))
     facts: list[dict[str, Any] | None] = [None]
 
     def run_asterisk() -> list[Finding]:

@@ -59,6 +59,17 @@ def not_checked(name: str, why: str) -> Finding:
     return Finding(name, WARN, f"not checked: {why}", "fix the failure above, then run doctor again")
 
 
+def how_to_publish(settings: Settings) -> str:
+    """Advice that makes this host publish its classes: ``ooma-moh sync --all`` on a single host;
+    on a cluster node (``database_url``) its agent, which publishes by itself (never ``sync``)."""
+    if settings.database_url:
+        return (
+            "make sure this node's agent runs (`systemctl start ooma-moh-agent`, or `ooma-moh agent`): it"
+            " publishes every class by itself (`ooma-moh nodes` shows it)"
+        )
+    return "run `ooma-moh sync --all`"
+
+
 def exit_status(findings: Iterable[Finding]) -> int:
     """0 when nothing failed (warnings allowed), else 1."""
     return 1 if any(f.status == FAIL for f in findings) else 0

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..publish import not_writable
-from .findings import FAIL, OK, WARN, AsteriskUser, Finding, lacking
+from .findings import FAIL, OK, WARN, AsteriskUser, Finding, how_to_publish, lacking
 
 # -- Asterisk's user -----------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ def check_moh_dir(settings: Settings, who: AsteriskUser) -> list[Finding]:
                 "moh-dir",
                 WARN,
                 f"{root} does not exist yet: no class was ever published from this home",
-                "run `ooma-moh sync --all` (it creates it), or check OOMA_MOH_MOH_DIR / OOMA_MOH_HOME",
+                f"{how_to_publish(settings)}: it creates it; or check OOMA_MOH_MOH_DIR / OOMA_MOH_HOME",
             )
         ]
     st = root.stat()
@@ -261,7 +261,7 @@ def check_realtime_db(settings: Settings, who: AsteriskUser) -> list[Finding]:
                 "realtime-db",
                 FAIL,
                 f"{db} does not exist: Asterisk cannot be reading it",
-                "run `ooma-moh sync --all` (it creates it), make res_config_sqlite3.conf's dbfile this"
+                f"{how_to_publish(settings)}: it creates it; make res_config_sqlite3.conf's dbfile this"
                 " path (OOMA_MOH_REALTIME_DB), then `module reload res_config_sqlite3.so`",
             )
         ]

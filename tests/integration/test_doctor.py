@@ -19,6 +19,9 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import pytest
 from ooma_moh.app import build_syncer
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import LabAsterisk
-from ooma_moh.publish import RealtimePublisher
+from ooma_moh.publish import REALTIME_SCHEMA, RealtimePublisher
 from ooma_moh.service import MohService
 from tests.audio import tone
 
@@ -62,10 +65,46 @@ def findings(settings: Settings, *args: str, code: int, env: dict[str, str] | No
     return {f["check"]: f for f in data}
 
 
+CLUSTER_CHECKS = {"registry", "agent", "behind"}
+
+
 def expected_checks(settings: Settings, call: bool) -> set[str]:
     return (
-        ALL_CHECKS | (REALTIME_CHECKS if settings.publish_mode == "realtime" else set()) | ({"call"} if call else set())
+        ALL_CHECKS
+        | (REALTIME_CHECKS if settings.publish_mode == "realtime" else set())
+        | ({"call"} if call else set())
+        | (CLUSTER_CHECKS if settings.database_url else set())
     )
+
+
+@contextlib.contextmanager
+def node_agent(settings: Settings) -> Iterator[Settings]:
+    """On the cluster back end, the lab as a cluster node: its agent running (in a thread, node id
+    ``lab``), live and caught up; ``settings`` with that node id (doctor checks that agent). On the
+    embedded one, ``settings`` as they are."""
+    if not settings.database_url:
+        yield settings
+        return
+    from ooma_moh.app import make_agent
+    from ooma_moh.service import utcnow
+    from ooma_moh.storage.nodes import NodeRegistry
+
+    node = dataclasses.replace(settings, node_id="lab", node_heartbeat_s=1.0)
+    agent = make_agent(node, "lab")
+    thread = threading.Thread(target=agent.run, name="agent", daemon=True)
+    thread.start()
+    registry = NodeRegistry(node.database_url)
+    try:
+        deadline = time.monotonic() + 60
+        while [(s.node_id, s.state.value) for s in registry.statuses(node.class_prefix, utcnow())] != [("lab", "live")]:
+            assert time.monotonic() < deadline and thread.is_alive(), "the lab's agent never went live"
+            time.sleep(0.1)
+        yield node
+    finally:
+        registry.close()
+        agent.stop()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def assert_all_ok(settings: Settings, call: bool = False) -> None:
@@ -91,11 +130,38 @@ def publish(service: MohService, settings: Settings, tmp: Path, tenant: str = "a
 @pytest.mark.every_backend  # doctor's catalog and blob probes on PostgreSQL + S3 too
 def test_healthy_lab_is_all_ok(lab_settings: Settings, lab_service: MohService, tmp_path: Path) -> None:
     publish(lab_service, lab_settings, tmp_path)
-    assert_all_ok(lab_settings, call=True)  # realtime: the probe class; static: tenant-acme
-    no_probe_left(lab_settings)
-    text = doctor(lab_settings, code=0).stdout.splitlines()
-    assert len(text) == len(expected_checks(lab_settings, call=False)), text
+    with node_agent(lab_settings) as settings:  # a cluster node has its agent running
+        assert_all_ok(settings, call=True)  # realtime: the probe class; static: tenant-acme
+        no_probe_left(settings)
+        text = doctor(settings, code=0).stdout.splitlines()
+    assert len(text) == len(expected_checks(settings, call=False)), text
     assert all(line.startswith("ok   ") and "To do:" not in line for line in text), text
+
+
+@pytest.mark.parametrize("mode", ["realtime"])
+def test_call_leaves_nothing_behind(lab_settings: Settings) -> None:
+    """A node nothing was published to yet: no MOH directory, and a realtime database without the
+    musiconhold table (as Asterisk leaves the file it opens). `doctor --call` makes both for its
+    probe, plays it, and removes both."""
+    db = lab_settings.realtime_db
+
+    def tables() -> set[str]:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    assert not lab_settings.moh_dir.exists()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DROP TABLE IF EXISTS musiconhold")
+    before = tables()
+    try:
+        found = findings(lab_settings, "--call", code=0)
+        assert found["call"]["status"] == "ok" and found["realtime-mapping"]["status"] == "ok", found
+        assert found["moh-dir"]["status"] == "warn" and "does not exist yet" in found["moh-dir"]["found"], found
+        assert not lab_settings.moh_dir.exists()
+        assert tables() == before and "musiconhold" not in before
+    finally:
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(REALTIME_SCHEMA)  # as the lab had it
 
 
 def test_wrong_ari_password(lab_settings: Settings) -> None:

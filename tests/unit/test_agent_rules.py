@@ -21,10 +21,11 @@ from ooma_moh.config import Settings
 from ooma_moh.errors import OomaMohError
 from ooma_moh.media_fake import FakeConverter, fake_audio
 from ooma_moh.mohdir import MohDirectory
+from ooma_moh.nodestate import Holder, Process
 from ooma_moh.service import MohService
 from ooma_moh.storage import BlobStore
 from ooma_moh.storage.memory import MemoryCatalog
-from ooma_moh.sync import Syncer
+from ooma_moh.sync import Syncer, SyncReport
 
 
 def make_agent(tmp_path: Path, syncer: BlockingSyncer | None = None) -> Agent:
@@ -54,6 +55,20 @@ class Registry:
     def record_error(self, node_id: str, error: str, at: Any) -> None:
         self.errors.append(error)
 
+    def claim(self, node_id: str, me: Process, heartbeat_s: float, replacing: str | None = None) -> Holder | None:
+        return None  # always free
+
+    def heartbeat(self, node_id: str, instance_id: str, heartbeat_s: float) -> bool:
+        return True
+
+    def release(self, node_id: str, instance_id: str) -> None:
+        pass
+
+    def record_check(
+        self, node_id: str, instance_id: str, damage: str | None, classes: list[str], repaired: str | None
+    ) -> None:
+        pass
+
     def listen(self) -> Listener:
         return Listener()
 
@@ -79,12 +94,13 @@ class BlockingSyncer:
         self.release = threading.Event()
         self.beats = 0
 
-    def run(self, tenants: list[str] | None, *, heartbeat: Any = None, **_: Any) -> None:
+    def run(self, tenants: list[str] | None, *, heartbeat: Any = None, **_: Any) -> SyncReport:
         self.started.set()
         while not self.release.wait(0.01):
             if self.progress and heartbeat is not None:
                 heartbeat()
                 self.beats += 1
+        return SyncReport([])
 
     def published(self) -> dict[str, str]:
         return {}
