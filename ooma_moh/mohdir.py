@@ -44,7 +44,7 @@ class MohDirectory:
             try:
                 if path.stat().st_size != rendition.size:
                     return False
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # gone, or a file where a directory was
                 return False
         return True
 

@@ -188,8 +188,8 @@ OPENAPI: dict[str, Any] = {
                             "reason": {"type": ["string", "null"]},
                             "nodes": {
                                 "type": "object",
-                                "description": "with the shared catalog: on how many"
-                                " of the nodes that report callers hear the current music",
+                                "description": "with the shared catalog: on how many of the nodes"
+                                " that are not down (a heartbeat within 3 intervals) callers hear the current music",
                                 "properties": {"live": {"type": "integer"}, "of": {"type": "integer"}},
                             },
                         },

@@ -33,3 +33,19 @@ def test_a_full_disk_is_a_storage_error_and_leaves_nothing_behind(root: None, tm
         assert not list((mount / "tenant-acme").glob(".partial-*"))  # the half-copied file is gone
         assert not (mount / "tenant-acme" / "v2").exists()
         assert mohdir.is_complete("tenant-old", "v1", renditions)
+
+
+def test_a_file_where_a_class_directory_was_is_incomplete_and_a_storage_error(tmp_path: Path) -> None:
+    """Found by the node checks: is_complete raised NotADirectoryError (untranslated, every sync
+    failed with it); now the version reads incomplete and placing it is a StorageError."""
+    blobs = BlobStore(tmp_path / "blobs")
+    source = tmp_path / "moh.sln16"
+    source.write_bytes(os.urandom(1000))
+    sha, size = blobs.put(source)
+    renditions = (Rendition("sln16", 16000, size, sha),)
+    mohdir = MohDirectory(tmp_path / "moh", blobs)
+    (tmp_path / "moh").mkdir()
+    (tmp_path / "moh" / "tenant-acme").write_text("not a directory")
+    assert not mohdir.is_complete("tenant-acme", "v1", renditions)
+    with pytest.raises(StorageError):
+        mohdir.materialise("tenant-acme", "v1", renditions)
