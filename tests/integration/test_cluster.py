@@ -442,7 +442,7 @@ def test_after_postgresql_restarts_the_first_request_of_each_kind_succeeds(
     async def scenario() -> None:
         async with api(host, token) as client:
             assert (await client.put("acme", data))[0] == 201
-            assert (await client.get("acme"))[0] == 200
+            assert (await client.wait_live("acme"))["status"]["state"] == "live"  # published before the restart
             assert resolver.resolve("acme") == Resolution("tenant-acme", None)
             ready = f"http://127.0.0.1:{client.port}/readyz"
             async with client.session.get(ready) as r:
