@@ -1,5 +1,5 @@
 """Tenants' music: ``init``, ``upload``, ``show``, ``list``, ``delete``, ``listen``, ``demo``,
-``asterisk-conf``, ``sync``, ``verify``."""
+``sync``, ``verify``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import click
 
 from ..app import build_service, build_syncer, create_catalog
 from ..asterisk_cli import AsteriskCli
-from ..asterisk_conf import write_samples
 from ..errors import ReloadPending
 from ..media import write_wav
 from ..model import MohSetting, validate_tenant_id
@@ -158,22 +157,6 @@ def demo(keep: str | None) -> None:
 
     if not run_demo(click.echo, Path(keep) if keep else None):
         raise click.ClickException("the demo caller did not hear the tenant's music")
-
-
-@main.command("asterisk-conf")
-@click.option(
-    "--dest",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Directory to write into (created if missing); merge from there into /etc/asterisk.",
-)
-@click.option("--force", is_flag=True, help="Replace files that exist already.")
-@json_option
-@handles_errors
-def write_asterisk_conf(dest: str, force: bool, as_json: bool) -> None:
-    """Write the Asterisk configuration ooma-moh needs (docs/asterisk.md) into DEST."""
-    written = write_samples(Path(dest), force=force)
-    emit(as_json, {"dest": dest, "written": [str(p) for p in written]}, "\n".join(f"wrote {p}" for p in written))
 
 
 def syncer_of(ctx: click.Context) -> Syncer:
