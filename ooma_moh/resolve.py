@@ -117,6 +117,8 @@ class ClassResolver:
         self._down: tuple[float, str] | None = None
         #: the endpoint map as last copied (:meth:`copy_endpoints`)
         self._endpoints: dict[str, str] = {}
+        #: reads in flight on the event loop, by tenant (:func:`class_of`)
+        self.reading: dict[str, asyncio.Future[Resolution]] = {}
 
     def cached(self, tenant: str) -> Resolution | None:
         """A fresh cached answer, without touching the catalog."""
@@ -239,6 +241,13 @@ async def tenant_of_endpoint(
         return await asyncio.to_thread(resolver.tenant_of_endpoint, endpoint)
 
 
+def _forget_reading(resolver: ClassResolver, tenant: str, done: asyncio.Future[Resolution]) -> None:
+    if resolver.reading.get(tenant) is done:
+        del resolver.reading[tenant]
+    if not done.cancelled():
+        done.exception()  # retrieved: a failure is the waiters' to see, not an unhandled one
+
+
 async def class_of(resolver: ClassResolver, tenant: str, run: Callable[..., Awaitable[Resolution]]) -> Resolution:
     """The class of ``tenant``'s holds from the event loop: the cache, else ``resolver.resolve``
     through ``run`` (a thread) for at most :data:`CATALOG_DEADLINE_S`, else rule 3 (in a thread
@@ -248,8 +257,12 @@ async def class_of(resolver: ClassResolver, tenant: str, run: Callable[..., Awai
         return cached
     if (why := resolver.down()) is not None:  # not tried again yet: straight to rule 3
         return await asyncio.to_thread(resolver.from_this_node, tenant, why)
+    reading = resolver.reading.get(tenant)
+    if reading is None:  # one read per tenant at a time: a burst of its calls shares it
+        reading = resolver.reading[tenant] = asyncio.ensure_future(run(resolver.resolve, tenant))
+        reading.add_done_callback(lambda done: _forget_reading(resolver, tenant, done))
     try:
-        return await asyncio.wait_for(run(resolver.resolve, tenant), CATALOG_DEADLINE_S)
+        return await asyncio.wait_for(asyncio.shield(reading), CATALOG_DEADLINE_S)
     except TimeoutError:
         why = f"catalog unavailable: no answer within {CATALOG_DEADLINE_S:g} s"
         return await asyncio.to_thread(resolver.catalog_failed, tenant, why)

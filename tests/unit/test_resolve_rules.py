@@ -126,3 +126,20 @@ def test_readyz_of_a_hold_path_says_it_is_degraded_and_how(tmp_path: Path) -> No
     assert ready is None
     assert isinstance(degraded, health.Degraded) and "2 published classes" in degraded
     assert response.status == 200 and response.text.startswith("ready, degraded: holds served from")
+
+
+def test_a_burst_of_holds_for_one_tenant_shares_one_catalog_read(tmp_path: Path) -> None:
+    """256 dialplan calls for one tenant at once used to queue 256 reads on the catalog thread;
+    on a slow catalog the last ones passed the 1 s deadline. Now they share one read."""
+    catalog = Catalog({"acme"})
+    catalog.hang.clear()
+    classes = resolver(tmp_path, catalog, published=set())  # nothing published: rule 3 would say default
+
+    async def scenario() -> list[Resolution]:
+        burst = [asyncio.ensure_future(class_of(classes, "acme", asyncio.to_thread)) for _ in range(256)]
+        await asyncio.sleep(0.3)  # a slow read, well within the deadline
+        catalog.hang.set()
+        return list(await asyncio.gather(*burst))
+
+    assert set(asyncio.run(scenario())) == {Resolution("tenant-acme", None)}
+    assert catalog.reads == 1 and classes.reading == {}
