@@ -175,51 +175,44 @@ def test_with_the_catalog_down_every_hold_path_plays_the_tenants_file(
     settings = node1.settings
     agi_port, agi_metrics, ari_metrics = free_port(), free_port(), free_port()
     log = tmp_path / "hold-paths.log"
-    postgres.stop_server("immediate")
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[subprocess.Popen[bytes]] = []  # stopped whatever happens: none may outlive the test
     try:
-        wait_until_down(settings.database_url)
-        agi = start(
-            settings,
-            log,
-            "serve",
-            "agi",
-            "--listen",
-            f"127.0.0.1:{agi_port}",
-            "--metrics-listen",
-            f"127.0.0.1:{agi_metrics}",
-        )
-        ari = start(settings, log, "serve", "ari", "--metrics-listen", f"127.0.0.1:{ari_metrics}")
-        started += [agi, ari]
-        for port, proc in ((agi_port, agi), (agi_metrics, agi), (ari_metrics, ari)):
-            wait_for_port(port, proc)
-        for port in (agi_metrics, ari_metrics):
-            wait_until(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, "ready")  # noqa: B023
-            status, said = get(f"http://127.0.0.1:{port}/readyz")
-            assert said.startswith("ready, degraded: holds served from this node's 1 published classes"), said
+        postgres.stop_server("immediate")
+        try:
+            wait_until_down(settings.database_url)
+            agi_listen = ("--listen", f"127.0.0.1:{agi_port}", "--metrics-listen", f"127.0.0.1:{agi_metrics}")
+            started.append(start(settings, log, "serve", "agi", *agi_listen))
+            started.append(start(settings, log, "serve", "ari", "--metrics-listen", f"127.0.0.1:{ari_metrics}"))
+            agi, ari = started
+            for port, proc in ((agi_port, agi), (agi_metrics, agi), (ari_metrics, ari)):
+                wait_for_port(port, proc)
+            for port in (agi_metrics, ari_metrics):
+                wait_until(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, "ready")  # noqa: B023
+                status, said = get(f"http://127.0.0.1:{port}/readyz")
+                assert said.startswith("ready, degraded: holds served from this node's 1 published classes"), said
 
-        lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{agi_port}")
-        windows, hold_t, unhold_t = held_call(lab, ari_lab, "pgdown_fastagi", "arg-alpha@ooma-lab-agi-call")
-        assert_hold_music(windows, hold_t, unhold_t, A)
-        # serve ari saw that dialplan bridge's hold too: not its to play, not an error, not a fallback
-        wait_until(lambda: "hold action=outside-stasis" in log.read_text(), "the dialplan hold seen by serve ari")
-        quiet = scrape(ari_metrics)
-        assert total(quiet, "ooma_moh_ari_event_errors_total") == 0 and total(quiet, "ooma_moh_fallbacks_total") == 0
+            lab.cli(f"dialplan set global OOMA_MOH_AGI agi://127.0.0.1:{agi_port}")
+            windows, hold_t, unhold_t = held_call(lab, ari_lab, "pgdown_fastagi", "arg-alpha@ooma-lab-agi-call")
+            assert_hold_music(windows, hold_t, unhold_t, A)
+            # serve ari saw that dialplan bridge's hold too: not its to play, not an error, not a fallback
+            wait_until(lambda: "hold action=outside-stasis" in log.read_text(), "the dialplan hold seen by serve ari")
+            quiet = scrape(ari_metrics)
+            assert total(quiet, "ooma_moh_ari_event_errors_total") == 0
+            assert total(quiet, "ooma_moh_fallbacks_total") == 0
 
-        call = Call(ari_lab, lab, "pgdown_ari", "alpha", 4)
-        call.record_bridge()
-        call.at(1.0)
-        call.hold()
-        call.at(2.5)
-        call.unhold()
-        heard = tones_heard(call.finish(), [A])
-        assert heard.count(A) >= 10, heard  # the tenant's tone, not default, for the 1.5 s of the hold
+            call = Call(ari_lab, lab, "pgdown_ari", "alpha", 4)
+            call.record_bridge()
+            call.at(1.0)
+            call.hold()
+            call.at(2.5)
+            call.unhold()
+            heard = tones_heard(call.finish(), [A])
+            assert heard.count(A) >= 10, heard  # the tenant's tone, not default, for the 1.5 s of the hold
 
-        values, said = run_classic_agi(settings, "alpha")
-        assert values["CHANNEL(musicclass)"] == "tenant-alpha", said
-    finally:
-        postgres.start_server()
-    try:
+            values, said = run_classic_agi(settings, "alpha")
+            assert values["CHANNEL(musicclass)"] == "tenant-alpha", said
+        finally:
+            postgres.start_server()
         for port in (agi_metrics, ari_metrics):  # the first probe after the restart finds the catalog
             assert get(f"http://127.0.0.1:{port}/readyz") == (200, "ready\n")
         second = upload_tone(s3_settings, "alpha", SECOND, tmp_path)
