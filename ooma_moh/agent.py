@@ -40,7 +40,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Protocol
@@ -184,13 +184,19 @@ class Agent:
                 self._registry.close()
         self._syncer = self._registry = None
 
+    @contextlib.contextmanager
+    def _registry_briefly(self) -> Iterator[Registry]:
+        """A registry connection of its own for one step, closed after it."""
+        registry = self.open_registry()
+        try:
+            yield registry
+        finally:
+            registry.close()
+
     def _record_error(self, error: str) -> None:
         try:
-            registry = self.open_registry()
-            try:
+            with self._registry_briefly() as registry:
                 registry.record_error(self.node_id, error, datetime.now(UTC))
-            finally:
-                registry.close()
         except OomaMohError:
             pass  # the database is what failed: the log line says it
 
@@ -199,11 +205,8 @@ class Agent:
         another live agent holds it. The catalog unreachable is not an error here: the loop
         takes the id once it is back (a node whose database is down keeps its music)."""
         try:
-            registry = self.open_registry()
-            try:
+            with self._registry_briefly() as registry:
                 self.node.claim(registry)
-            finally:
-                registry.close()
         except StorageError as exc:
             log.warning("agent node=%s: %s; the id is taken once the catalog is back", self.node_id, printable(exc))
 
@@ -216,13 +219,10 @@ class Agent:
             while not self._stop.is_set():
                 listener = None
                 try:
-                    registry = self.open_registry()
-                    try:
+                    with self._registry_briefly() as registry:
                         if not self.node.claim(registry):
                             break  # stopped while waiting
                         listener = registry.listen()  # before the full sync: no change falls in between
-                    finally:
-                        registry.close()
                     self.sync(None)
                     failures = 0
                     self.problem = self.incomplete
@@ -304,11 +304,8 @@ class Agent:
     def _pulse_alone(self) -> None:
         """The heartbeat on a connection of its own (while backing off; a failure is the loop's)."""
         try:
-            registry = self.open_registry()
-            try:
+            with self._registry_briefly() as registry:
                 self.node.heartbeat(registry)
-            finally:
-                registry.close()
         except NodeTaken:
             raise
         except OomaMohError:
@@ -316,12 +313,8 @@ class Agent:
 
     def _release(self) -> None:
         """The agent stops: its node is down at once and its id free for the next start."""
-        with contextlib.suppress(OomaMohError):
-            registry = self.open_registry()
-            try:
-                self.node.release(registry)
-            finally:
-                registry.close()
+        with contextlib.suppress(OomaMohError), self._registry_briefly() as registry:
+            self.node.release(registry)
 
 
 def run_agent(settings: Settings, node_id: str) -> None:
