@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from tests.unit.test_deploy_files import OPERATORS_FILES
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "ooma_moh" / "asterisk_conf"
 OPERATOR_FILES = {
@@ -129,16 +131,7 @@ def test_wheel_holds_the_package_and_its_configuration_and_no_tests(installed: I
     assert templates == {p.name for p in (REPO / "ooma_moh" / "lab" / "conf").glob("*.conf")}
     deploy = {n.removeprefix("ooma_moh/deploy/") for n in names if n.startswith("ooma_moh/deploy/")}
     assert deploy - {"__init__.py"} == DEPLOY_FILES
-    assert {  # the operators' files of issue 25 item 4
-        "systemd/ooma-moh-ari.service",
-        "systemd/ooma-moh-agent.service",
-        "systemd/ooma-moh.sysusers.conf",
-        "systemd/ooma-moh.tmpfiles.conf",
-        "systemd/ooma-moh.env.example",
-        "systemd/dropins/local-postgresql.conf",
-        "prometheus/ooma-moh-rules.yml",
-        "grafana/ooma-moh-dashboard.json",
-    } <= DEPLOY_FILES
+    assert OPERATORS_FILES <= DEPLOY_FILES
 
 
 def test_wheel_declares_the_dependencies_of_pyproject(installed: Installed) -> None:

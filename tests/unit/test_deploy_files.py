@@ -277,6 +277,21 @@ def shipped_in_tree() -> set[str]:
     }
 
 
+#: what operators run (issue 25 item 4): each must ship, in the wheel and from deploy-files
+OPERATORS_FILES = {
+    "systemd/ooma-moh-ari.service",
+    "systemd/ooma-moh-agi.service",
+    "systemd/ooma-moh-http.service",
+    "systemd/ooma-moh-agent.service",
+    "systemd/ooma-moh.sysusers.conf",
+    "systemd/ooma-moh.tmpfiles.conf",
+    "systemd/ooma-moh.env.example",
+    "systemd/dropins/local-postgresql.conf",
+    "prometheus/ooma-moh-rules.yml",
+    "grafana/ooma-moh-dashboard.json",
+}
+
+
 def test_deploy_files_writes_every_shipped_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
     dest = tmp_path / "deploy"
     runner = CliRunner()
@@ -284,18 +299,7 @@ def test_deploy_files_writes_every_shipped_file_and_refuses_to_overwrite(tmp_pat
     assert wrote.exit_code == 0, wrote.output
     written = {Path(p).relative_to(dest).as_posix() for p in json.loads(wrote.output)["written"]}
     assert written == set(deploy_names()) == shipped_in_tree()
-    assert {
-        "systemd/ooma-moh-ari.service",
-        "systemd/ooma-moh-agi.service",
-        "systemd/ooma-moh-http.service",
-        "systemd/ooma-moh-agent.service",
-        "systemd/ooma-moh.sysusers.conf",
-        "systemd/ooma-moh.tmpfiles.conf",
-        "systemd/ooma-moh.env.example",
-        "systemd/dropins/local-postgresql.conf",
-        "prometheus/ooma-moh-rules.yml",
-        "grafana/ooma-moh-dashboard.json",
-    } <= written
+    assert written >= OPERATORS_FILES
     for name in written:
         assert (dest / name).read_bytes() == (DEPLOY / name).read_bytes(), name
     assert not list(dest.rglob("*.partial"))
