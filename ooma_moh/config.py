@@ -52,6 +52,16 @@ class Settings:
     blob_grace_s: float = 7 * 86400.0
     loudness_lufs: float = -20.0
     true_peak_dbtp: float = -2.0
+    #: remove leading and trailing silence (below ``silence_threshold_db``) from the renditions
+    trim_silence: bool = True
+    #: the level under which audio counts as silence (trimming, ``mostly_silence``), dBFS
+    silence_threshold_db: float = -50.0
+    #: the end of the renditions crossfaded into their start over this long (0: no crossfade)
+    loop_crossfade_ms: int = 250
+    #: how long a draft (an analysed upload not yet saved) is kept
+    draft_ttl_s: float = 3600.0
+    #: drafts a tenant may hold at once (one more: 429)
+    max_drafts_per_tenant: int = 3
     class_prefix: str = "tenant-"
     ffmpeg: str = "ffmpeg"
     # derived from home in __post_init__ when unset, so always a Path once built
@@ -154,6 +164,15 @@ class Settings:
         yield -70.0 <= self.loudness_lufs <= -5.0, f"loudness_lufs {self.loudness_lufs} is outside -70 .. -5"
         yield -20.0 <= self.true_peak_dbtp <= 0.0, f"true_peak_dbtp {self.true_peak_dbtp} is outside -20 .. 0"
         yield (
+            -90.0 <= self.silence_threshold_db <= -20.0,
+            f"silence_threshold_db {self.silence_threshold_db} is outside -90 .. -20",
+        )
+        yield 0 <= self.loop_crossfade_ms <= 5000, f"loop_crossfade_ms {self.loop_crossfade_ms} is outside 0 .. 5000"
+        yield (
+            self.draft_ttl_s > 0 and self.max_drafts_per_tenant >= 1,
+            "draft_ttl_s must be > 0 and max_drafts_per_tenant at least 1",
+        )
+        yield (
             CLASS_PREFIX_PATTERN.fullmatch(self.class_prefix) is not None,
             f"class_prefix {self.class_prefix!r} must be 1-16 characters A-Z a-z 0-9 _ -",
         )
@@ -243,6 +262,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 def _coerce(name: str, raw: Any) -> Any:
     kind = _FIELDS[name].type
+    if kind == "bool":
+        return _boolean(name, raw)
     try:
         if "int" in kind:
             return int(raw)
@@ -253,6 +274,18 @@ def _coerce(name: str, raw: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {raw!r} is not a valid {kind.split(' ')[0]}") from None
     return str(raw)
+
+
+def _boolean(name: str, raw: Any) -> bool:
+    """A TOML boolean, or ``true``/``false``/``1``/``0``/``yes``/``no``/``on``/``off`` as text."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not true or false")
 
 
 def load_settings(

@@ -10,8 +10,9 @@ the durations and rendition sizes ffmpeg's log and files must agree with. Each r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import ffmpeg
 from .config import Settings
@@ -115,6 +116,9 @@ class Conversion:
     container: str
     duration_ms: int
     files: dict[str, Path]
+    #: what the analysis found (JSON-ready; keys in docs/http.md, "Analysis"); empty from a
+    #: converter that does not analyse
+    analysis: dict[str, Any] = field(default_factory=dict)
 
 
 #: ffmpeg's names of channel layouts (5.1's av_channel_layout_describe) -> channel count.
