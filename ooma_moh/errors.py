@@ -10,6 +10,9 @@ specific message; the CLI prints that line and exits non-zero. The tree::
     ├── DisclaimerRequired     an upload without the rights disclaimer
     ├── UploadRejected         the file is not acceptable (size, format, duration, damage)
     ├── NoTenantFile           the tenant is on default music (nothing to listen to)
+    ├── NoSuchDraft            no such draft for this tenant (never made, expired or saved)
+    ├── TooManyDrafts          the tenant holds max_drafts_per_tenant drafts already
+    ├── NothingToRestore       no previous file to restore
     ├── MediaToolError         ffmpeg is missing or failed on our own, already-valid data
     ├── StorageError           the server's own storage failed (disk full, permissions, a
     │   │                      stored file missing or damaged): never the uploader's fault
@@ -70,6 +73,18 @@ class UploadRejected(OomaMohError):
 
 class NoTenantFile(OomaMohError, LookupError):
     """The tenant has no uploaded file (it uses the platform default music)."""
+
+
+class NoSuchDraft(OomaMohError, LookupError):
+    """The tenant has no such draft: never made, another tenant's, expired, or already saved."""
+
+
+class TooManyDrafts(OomaMohError):
+    """The tenant already holds as many drafts as ``max_drafts_per_tenant`` allows."""
+
+
+class NothingToRestore(OomaMohError, LookupError):
+    """The tenant has no previous file to restore."""
 
 
 class MediaToolError(OomaMohError):

@@ -14,6 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .errors import InvalidActor, InvalidTenantId
 
@@ -143,6 +144,9 @@ class UploadedFile:
     duration_ms: int
     container: str
     uploaded_at: datetime
+    #: what the conversion's analysis found (docs/http.md, "Analysis"); None for files converted
+    #: before analyses were recorded
+    analysis: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ class TenantMoh:
     disclaimer: Disclaimer | None = None
     renditions: tuple[Rendition, ...] = ()
     updated_at: datetime | None = None
+    #: the file the last change replaced or removed, kept so that it can be restored
+    previous: UploadedFile | None = None
 
     def moh_class(self, prefix: str) -> str:
         """The class a held caller of this tenant should hear."""
@@ -184,10 +190,15 @@ class TenantMoh:
 
     def rendition(self, extension: str) -> Rendition:
         """The rendition with ``extension``; ``KeyError`` if absent."""
-        for rendition in self.renditions:
-            if rendition.extension == extension:
-                return rendition
-        raise KeyError(extension)
+        return find_rendition(self.renditions, extension)
+
+
+def find_rendition(renditions: tuple[Rendition, ...], extension: str) -> Rendition:
+    """The rendition with ``extension``; ``KeyError`` if absent."""
+    for rendition in renditions:
+        if rendition.extension == extension:
+            return rendition
+    raise KeyError(extension)
 
 
 def version_of_content(lines: str) -> str:
@@ -197,3 +208,19 @@ def version_of_content(lines: str) -> str:
     for line in lines.splitlines():
         digest.update(f"{line}\n".encode())
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An upload converted and analysed but not saved: the admin listens to it first. It never
+    changes what callers hear; saving it makes it the tenant's file (docs/http.md, "Drafts")."""
+
+    draft_id: str
+    tenant_id: str
+    upload: UploadedFile
+    renditions: tuple[Rendition, ...]
+    expires_at: datetime
+
+    def rendition(self, extension: str) -> Rendition:
+        """The rendition with ``extension``; ``KeyError`` if absent."""
+        return find_rendition(self.renditions, extension)

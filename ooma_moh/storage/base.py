@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..credentials import ApiToken, BrowserSession, LoginLink
-from ..model import Disclaimer, Rendition, TenantMoh, UploadedFile
+from ..model import Disclaimer, Draft, Rendition, TenantMoh, UploadedFile
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,34 @@ class TenantCatalog(Protocol):
         upload: UploadedFile,
         disclaimer: Disclaimer,
         renditions: tuple[Rendition, ...],
+        draft_id: str | None = None,
     ) -> TenantMoh:
-        """Make ``upload`` the tenant's file (setting ``file``), replacing any previous one."""
+        """Make ``upload`` the tenant's file (setting ``file``); the file it replaces becomes the
+        tenant's ``previous`` (rules in :mod:`.sql_history`); ``draft_id``: the draft this saves,
+        removed in the same transaction."""
 
     def set_default(self, tenant_id: str, at: datetime) -> TenantMoh | None:
-        """Drop the tenant's file, back to default music; None if the tenant is unknown."""
+        """Back to default music, the file kept as ``previous``; None if the tenant is unknown."""
+
+    def restore_previous(self, tenant_id: str, disclaimer: Disclaimer, at: datetime) -> TenantMoh | None:
+        """Make the previous file current again (``disclaimer`` accepted anew); the current one
+        becomes ``previous``. None, nothing changed, when there is no previous file."""
+
+    def add_draft(self, draft: Draft, limit: int, now: datetime) -> bool:
+        """Store ``draft``; False (nothing stored) if its tenant already holds ``limit`` live drafts."""
+
+    def draft(self, tenant_id: str, draft_id: str, now: datetime) -> Draft | None:
+        """The tenant's draft if it exists and has not expired at ``now`` (another tenant's: None)."""
+
+    def drop_draft(self, tenant_id: str, draft_id: str) -> bool:
+        """Forget the tenant's draft; False if there was none."""
+
+    def drop_expired_drafts(self, now: datetime) -> int:
+        """Delete drafts expired at ``now`` (their blobs become unreferenced); how many."""
 
     def referenced_blobs(self) -> set[str]:
-        """sha256 of every original and rendition the catalog references."""
+        """sha256 of every original and rendition the catalog references (current and previous
+        files, drafts)."""
 
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         """The tenant's history, oldest first."""

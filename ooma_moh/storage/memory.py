@@ -14,7 +14,7 @@ import threading
 from datetime import datetime
 
 from ..credentials import ApiToken, BrowserSession, LoginLink
-from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
+from ..model import Disclaimer, Draft, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
 
@@ -29,6 +29,9 @@ class MemoryCatalog:
         self._links: dict[str, tuple[LoginLink, str]] = {}
         self._sessions: dict[str, tuple[BrowserSession, str]] = {}
         self._audit: list[AuditEntry] = []
+        #: tenant -> its previous file, whole (rule 1 of :mod:`.sql_history`)
+        self._previous: dict[str, TenantMoh] = {}
+        self._drafts: dict[str, Draft] = {}
         self.closed = False
 
     def close(self) -> None:
@@ -43,13 +46,36 @@ class MemoryCatalog:
         with self._lock:
             return [self._tenants[t] for t in sorted(self._tenants)]
 
+    def _point(self, tenant_id: str, tenant: TenantMoh) -> TenantMoh:
+        """Make ``tenant`` the record; the file it replaces becomes ``previous`` (rule 1)."""
+        before = self._tenants.get(tenant_id)
+        keep = self._previous.get(tenant_id)
+        if before is not None and before.upload is not None and before.upload != tenant.upload:
+            keep = dataclasses.replace(before, previous=None)
+        if keep is None or keep.upload == tenant.upload:
+            self._previous.pop(tenant_id, None)
+            keep = None
+        else:
+            self._previous[tenant_id] = keep
+        tenant = dataclasses.replace(tenant, previous=keep.upload if keep else None)
+        self._tenants[tenant_id] = tenant
+        return tenant
+
     def save_upload(
-        self, tenant_id: str, upload: UploadedFile, disclaimer: Disclaimer, renditions: tuple[Rendition, ...]
+        self,
+        tenant_id: str,
+        upload: UploadedFile,
+        disclaimer: Disclaimer,
+        renditions: tuple[Rendition, ...],
+        draft_id: str | None = None,
     ) -> TenantMoh:
         with self._lock:
             previous = self._tenants.get(tenant_id)
-            tenant = TenantMoh(tenant_id, MohSetting.FILE, upload, disclaimer, renditions, upload.uploaded_at)
-            self._tenants[tenant_id] = tenant
+            tenant = self._point(
+                tenant_id, TenantMoh(tenant_id, MohSetting.FILE, upload, disclaimer, renditions, upload.uploaded_at)
+            )
+            if draft_id is not None and draft_id in self._drafts and self._drafts[draft_id].tenant_id == tenant_id:
+                del self._drafts[draft_id]
             detail: dict[str, object] = {
                 "original_name": upload.original_name,
                 "size": upload.size,
@@ -68,20 +94,67 @@ class MemoryCatalog:
             previous = self._tenants.get(tenant_id)
             if previous is None:
                 return None
-            tenant = TenantMoh(tenant_id, MohSetting.DEFAULT, updated_at=at)
-            self._tenants[tenant_id] = tenant
+            tenant = self._point(tenant_id, TenantMoh(tenant_id, MohSetting.DEFAULT, updated_at=at))
             removed = previous.upload.sha256 if previous.upload else None
             self._audit.append(AuditEntry(at, tenant_id, "delete", {"removed_upload": removed}))
             return tenant
 
+    def restore_previous(self, tenant_id: str, disclaimer: Disclaimer, at: datetime) -> TenantMoh | None:
+        with self._lock:
+            kept = self._previous.get(tenant_id)
+            if kept is None or kept.upload is None:
+                return None
+            before = self._tenants[tenant_id]
+            restored = TenantMoh(tenant_id, MohSetting.FILE, kept.upload, disclaimer, kept.renditions, at)
+            tenant = self._point(tenant_id, restored)
+            detail: dict[str, object] = {
+                "sha256": kept.upload.sha256,
+                "original_name": kept.upload.original_name,
+                "accepted_by": disclaimer.accepted_by,
+                "disclaimer_version": disclaimer.text_version,
+                "replaced_upload": before.upload.sha256 if before.upload else None,
+            }
+            self._audit.append(AuditEntry(at, tenant_id, "restore", detail))
+            return tenant
+
+    # -- drafts (rules 3-5 of :mod:`.sql_history`) ------------------------------------------------
+    def add_draft(self, draft: Draft, limit: int, now: datetime) -> bool:
+        with self._lock:
+            self._expire(now)
+            if sum(d.tenant_id == draft.tenant_id for d in self._drafts.values()) >= limit:
+                return False
+            self._drafts[draft.draft_id] = draft
+            return True
+
+    def draft(self, tenant_id: str, draft_id: str, now: datetime) -> Draft | None:
+        with self._lock:
+            found = self._drafts.get(draft_id)
+            return found if found and found.tenant_id == tenant_id and found.expires_at > now else None
+
+    def drop_draft(self, tenant_id: str, draft_id: str) -> bool:
+        with self._lock:
+            found = self._drafts.get(draft_id)
+            if found is None or found.tenant_id != tenant_id:
+                return False
+            del self._drafts[draft_id]
+            return True
+
+    def drop_expired_drafts(self, now: datetime) -> int:
+        with self._lock:
+            return self._expire(now)
+
+    def _expire(self, now: datetime) -> int:
+        gone = [k for k, d in self._drafts.items() if d.expires_at <= now]
+        for key in gone:
+            del self._drafts[key]
+        return len(gone)
+
     def referenced_blobs(self) -> set[str]:
         with self._lock:
-            return {
-                sha
-                for t in self._tenants.values()
-                if t.upload is not None
-                for sha in (t.upload.sha256, *(r.sha256 for r in t.renditions))
-            }
+            held = [*self._tenants.values(), *self._previous.values()]
+            files = [(t.upload, t.renditions) for t in held if t.upload is not None]
+            files += [(d.upload, d.renditions) for d in self._drafts.values()]
+            return {sha for upload, renditions in files for sha in (upload.sha256, *(r.sha256 for r in renditions))}
 
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         with self._lock:

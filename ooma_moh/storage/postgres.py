@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -30,6 +30,7 @@ from ..errors import StorageError
 from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 from .postgres_db import KeptConnection, pg_error
+from .sql_history import Row, SqlHistory
 
 KEEP_ENDED = timedelta(days=30)
 
@@ -54,7 +55,7 @@ def read(method: Callable[Concatenate[PostgresCatalog, P], R]) -> Callable[Conca
     return once_more_if_lost
 
 
-class PostgresCatalog:
+class PostgresCatalog(SqlHistory):
     """:class:`~ooma_moh.storage.base.Catalog` on PostgreSQL. ``writable=False`` runs every
     transaction read-only."""
 
@@ -105,10 +106,22 @@ class PostgresCatalog:
         except psycopg.Error as exc:
             raise pg_error(exc, "reading the catalog") from None
 
+    # -- the hooks of SqlHistory --------------------------------------------------------------------
+    def _exec(self, db: psycopg.Connection[dict[str, Any]], sql: str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = db.execute(sql.replace("?", "%s").encode(), tuple(params))
+        return cursor.fetchall() if cursor.description else []
+
+    def _select(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self._query(sql.replace("?", "%s"), tuple(params))
+
+    def _json_param(self, value: object) -> object:
+        return None if value is None else Jsonb(value)
+
     def _tenant(self, row: dict[str, Any]) -> TenantMoh:
         setting = MohSetting(row["setting"])
+        previous = self._previous_of(row)
         if row["upload_id"] is None:
-            return TenantMoh(row["tenant_id"], setting, updated_at=row["updated_at"])
+            return TenantMoh(row["tenant_id"], setting, updated_at=row["updated_at"], previous=previous)
         (up,) = self._query("SELECT * FROM uploads WHERE id = %s", (row["upload_id"],))
         renditions = tuple(
             Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
@@ -116,11 +129,10 @@ class PostgresCatalog:
                 "SELECT * FROM renditions WHERE upload_id = %s ORDER BY extension", (row["upload_id"],)
             )
         )
-        upload = UploadedFile(
-            up["original_name"], up["size"], up["sha256"], up["duration_ms"], up["container"], up["uploaded_at"]
-        )
         disclaimer = Disclaimer(up["accepted_by"], up["accepted_at"], up["disclaimer_sha256"], up["disclaimer_version"])
-        return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, row["updated_at"])
+        return TenantMoh(
+            row["tenant_id"], setting, self._upload_of(up), disclaimer, renditions, row["updated_at"], previous
+        )
 
     @read
     def get(self, tenant_id: str) -> TenantMoh | None:
@@ -134,13 +146,18 @@ class PostgresCatalog:
             return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
 
     def save_upload(
-        self, tenant_id: str, upload: UploadedFile, disclaimer: Disclaimer, renditions: tuple[Rendition, ...]
+        self,
+        tenant_id: str,
+        upload: UploadedFile,
+        disclaimer: Disclaimer,
+        renditions: tuple[Rendition, ...],
+        draft_id: str | None = None,
     ) -> TenantMoh:
         with self._write(tenant_id) as db:
             row = db.execute(
                 "INSERT INTO uploads (tenant_id, original_name, size, sha256, duration_ms, container, uploaded_at,"
-                " accepted_by, accepted_at, disclaimer_sha256, disclaimer_version)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                " accepted_by, accepted_at, disclaimer_sha256, disclaimer_version, analysis)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (
                     tenant_id,
                     upload.original_name,
@@ -153,6 +170,7 @@ class PostgresCatalog:
                     disclaimer.accepted_at,
                     disclaimer.sha256,
                     disclaimer.text_version,
+                    self._json_param(upload.analysis),
                 ),
             ).fetchone()
             assert row is not None
@@ -163,7 +181,9 @@ class PostgresCatalog:
                     " VALUES (%s, %s, %s, %s, %s)",
                     [(upload_id, r.extension, r.sample_rate, r.size, r.sha256) for r in renditions],
                 )
-            previous = self._replace_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
+            previous = self._point_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
+            if draft_id is not None:
+                db.execute("DELETE FROM drafts WHERE id = %s AND tenant_id = %s", (draft_id, tenant_id))
             self._audit(
                 db,
                 upload.uploaded_at,
@@ -188,33 +208,9 @@ class PostgresCatalog:
         with self._write(tenant_id) as db:
             if not db.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant_id,)).fetchone():
                 return None
-            previous = self._replace_tenant(db, tenant_id, MohSetting.DEFAULT, None, at)
+            previous = self._point_tenant(db, tenant_id, MohSetting.DEFAULT, None, at)
             self._audit(db, at, tenant_id, "delete", {"removed_upload": previous})
         return self.get(tenant_id)
-
-    def _replace_tenant(
-        self,
-        db: psycopg.Connection[dict[str, Any]],
-        tenant_id: str,
-        setting: MohSetting,
-        upload_id: int | None,
-        at: datetime,
-    ) -> str | None:
-        """Point the tenant at ``upload_id``; drop its previous upload; return that one's sha256."""
-        row = db.execute(
-            "SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id WHERE t.tenant_id = %s",
-            (tenant_id,),
-        ).fetchone()
-        db.execute(
-            "INSERT INTO tenants (tenant_id, setting, upload_id, updated_at) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (tenant_id) DO UPDATE SET setting = excluded.setting,"
-            " upload_id = excluded.upload_id, updated_at = excluded.updated_at",
-            (tenant_id, setting.value, upload_id, at),
-        )
-        if row is None:
-            return None
-        db.execute("DELETE FROM uploads WHERE id = %s", (row["id"],))
-        return str(row["sha256"])
 
     def _audit(
         self, db: psycopg.Connection[dict[str, Any]], at: datetime, tenant_id: str, action: str, detail: dict[str, Any]
@@ -356,7 +352,9 @@ class PostgresCatalog:
 
     @read
     def referenced_blobs(self) -> set[str]:
-        return {r["sha256"] for r in self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")}
+        with self._snapshot():
+            rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")
+            return {r["sha256"] for r in rows} | self._draft_blobs()
 
     @read
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:

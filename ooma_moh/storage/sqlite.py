@@ -16,13 +16,14 @@ import builtins
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..credentials import ApiToken, BrowserSession, LoginLink
 from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
+from .sql_history import Row, SqlHistory
 from .sqlite_file import open_catalog_file, storage_error
 
 #: how long used or expired login links and ended sessions are kept (who signed in, when)
@@ -73,7 +74,7 @@ def _token(row: sqlite3.Row) -> ApiToken:
     )
 
 
-class SqliteCatalog:
+class SqliteCatalog(SqlHistory):
     """:class:`~ooma_moh.storage.base.Catalog` on a local SQLite file.
 
     ``writable=False`` opens it read-only (``mode=ro``): nothing is created, no schema change,
@@ -90,7 +91,9 @@ class SqliteCatalog:
         self._db.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, tenant_id: str | None = None) -> Iterator[sqlite3.Connection]:  # noqa: ARG002
+        """One write transaction (``tenant_id`` is for PostgreSQL's per-tenant lock: SQLite has one
+        writer at a time anyway)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -130,23 +133,37 @@ class SqliteCatalog:
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading the catalog") from None
 
+    # -- the hooks of SqlHistory --------------------------------------------------------------------
+    def _exec(self, db: sqlite3.Connection, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = db.execute(sql, tuple(params))
+        cursor.row_factory = sqlite3.Row
+        return cursor.fetchall()
+
+    def _select(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self._query(sql, tuple(params))
+
+    def _time_param(self, value: datetime) -> object:
+        return _ts(value)
+
+    def _time_cell(self, value: str) -> datetime:
+        return datetime.fromisoformat(value)
+
+    def _json_param(self, value: object) -> object:
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def _json_cell(self, value: str | None) -> object:
+        return None if value is None else json.loads(value)
+
     def _tenant(self, row: sqlite3.Row) -> TenantMoh:
         setting = MohSetting(row["setting"])
         updated_at = datetime.fromisoformat(row["updated_at"])
+        previous = self._previous_of(row)
         if row["upload_id"] is None:
-            return TenantMoh(row["tenant_id"], setting, updated_at=updated_at)
+            return TenantMoh(row["tenant_id"], setting, updated_at=updated_at, previous=previous)
         (up,) = self._query("SELECT * FROM uploads WHERE id = ?", (row["upload_id"],))
         renditions = tuple(
             Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
             for r in self._query("SELECT * FROM renditions WHERE upload_id = ? ORDER BY extension", (row["upload_id"],))
-        )
-        upload = UploadedFile(
-            up["original_name"],
-            up["size"],
-            up["sha256"],
-            up["duration_ms"],
-            up["container"],
-            datetime.fromisoformat(up["uploaded_at"]),
         )
         disclaimer = Disclaimer(
             up["accepted_by"],
@@ -155,7 +172,7 @@ class SqliteCatalog:
             # sqlite3.Row has keys() but no `in` on names; the column is missing before schema version 2
             up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,  # noqa: SIM118
         )
-        return TenantMoh(row["tenant_id"], setting, upload, disclaimer, renditions, updated_at)
+        return TenantMoh(row["tenant_id"], setting, self._upload_of(up), disclaimer, renditions, updated_at, previous)
 
     def get(self, tenant_id: str) -> TenantMoh | None:
         with self._snapshot():
@@ -172,12 +189,13 @@ class SqliteCatalog:
         upload: UploadedFile,
         disclaimer: Disclaimer,
         renditions: tuple[Rendition, ...],
+        draft_id: str | None = None,
     ) -> TenantMoh:
         with self._write() as db:
             upload_id = db.execute(
                 "INSERT INTO uploads (tenant_id, original_name, size, sha256, duration_ms, container,"
-                " uploaded_at, accepted_by, accepted_at, disclaimer_sha256, disclaimer_version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " uploaded_at, accepted_by, accepted_at, disclaimer_sha256, disclaimer_version, analysis)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     tenant_id,
                     upload.original_name,
@@ -190,13 +208,16 @@ class SqliteCatalog:
                     _ts(disclaimer.accepted_at),
                     disclaimer.sha256,
                     disclaimer.text_version,
+                    self._json_param(upload.analysis),
                 ),
             ).lastrowid
             db.executemany(
                 "INSERT INTO renditions (upload_id, extension, sample_rate, size, sha256) VALUES (?, ?, ?, ?, ?)",
                 [(upload_id, r.extension, r.sample_rate, r.size, r.sha256) for r in renditions],
             )
-            previous = self._replace_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
+            previous = self._point_tenant(db, tenant_id, MohSetting.FILE, upload_id, upload.uploaded_at)
+            if draft_id is not None:
+                db.execute("DELETE FROM drafts WHERE id = ? AND tenant_id = ?", (draft_id, tenant_id))
             self._audit(
                 db,
                 upload.uploaded_at,
@@ -221,28 +242,9 @@ class SqliteCatalog:
         with self._write() as db:
             if not db.execute("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
                 return None
-            previous = self._replace_tenant(db, tenant_id, MohSetting.DEFAULT, None, at)
+            previous = self._point_tenant(db, tenant_id, MohSetting.DEFAULT, None, at)
             self._audit(db, at, tenant_id, "delete", {"removed_upload": previous})
         return self.get(tenant_id)
-
-    def _replace_tenant(
-        self, db: sqlite3.Connection, tenant_id: str, setting: MohSetting, upload_id: int | None, at: datetime
-    ) -> str | None:
-        """Point the tenant at ``upload_id``; drop its previous upload; return that one's sha256."""
-        row = db.execute(
-            "SELECT u.id, u.sha256 FROM tenants t JOIN uploads u ON u.id = t.upload_id WHERE t.tenant_id = ?",
-            (tenant_id,),
-        ).fetchone()
-        db.execute(
-            "INSERT INTO tenants (tenant_id, setting, upload_id, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (tenant_id) DO UPDATE SET setting = excluded.setting,"
-            " upload_id = excluded.upload_id, updated_at = excluded.updated_at",
-            (tenant_id, setting.value, upload_id, _ts(at)),
-        )
-        if row is None:
-            return None
-        db.execute("DELETE FROM uploads WHERE id = ?", (row[0],))
-        return str(row[1]) if row[1] is not None else None
 
     def _audit(
         self, db: sqlite3.Connection, at: datetime, tenant_id: str, action: str, detail: dict[str, object]
@@ -366,8 +368,9 @@ class SqliteCatalog:
             return links, sessions
 
     def referenced_blobs(self) -> set[str]:
-        rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")
-        return {row[0] for row in rows}
+        with self._snapshot():
+            rows = self._query("SELECT sha256 FROM uploads UNION SELECT sha256 FROM renditions")
+            return {row[0] for row in rows} | self._draft_blobs()
 
     def audit(self, tenant_id: str) -> builtins.list[AuditEntry]:
         return [

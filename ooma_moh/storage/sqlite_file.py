@@ -96,6 +96,28 @@ CREATE TABLE IF NOT EXISTS browser_sessions (
     ),
     # the text version of the disclaimer each upload accepted
     (2, "ALTER TABLE uploads ADD COLUMN disclaimer_version TEXT;"),
+    # issue 21: each upload's analysis, the previous file kept for "restore", drafts
+    (
+        3,
+        """
+ALTER TABLE uploads ADD COLUMN analysis TEXT;
+ALTER TABLE tenants ADD COLUMN previous_upload_id INTEGER REFERENCES uploads(id);
+CREATE TABLE IF NOT EXISTS drafts (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    original_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    container TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    analysis TEXT,
+    renditions TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drafts_tenant ON drafts (tenant_id, expires_at);
+""",
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

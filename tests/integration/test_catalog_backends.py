@@ -20,10 +20,12 @@ from ooma_moh.errors import CatalogMissing, StorageError
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
 from ooma_moh.model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
+from ooma_moh.storage import Catalog
 from ooma_moh.storage import postgres_db as pg
 from ooma_moh.storage.postgres import PostgresCatalog
 from tests.audio import tone
 from tests.postgres import PostgresServer, wait_until_down
+from tests.unit import test_catalog_contract as contract
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -52,17 +54,39 @@ def test_upload_replace_delete_and_audit(backend_settings: Settings, tmp_path: P
         assert second.upload is not None and first.upload is not None and second.upload.sha256 != first.upload.sha256
         assert service.catalog.get("acme") == second
         assert [t.tenant_id for t in service.catalog.list()] == ["acme"]
-        assert {r.sha256 for r in second.renditions} | {second.upload.sha256} == service.catalog.referenced_blobs()
+        blobs = {r.sha256 for r in second.renditions} | {second.upload.sha256}
+        blobs_first = {r.sha256 for r in first.renditions} | {first.upload.sha256}
+        assert blobs | blobs_first == service.catalog.referenced_blobs()  # the replaced file is kept
+        assert second.previous == first.upload and second.upload.analysis is not None
         service.delete("acme")
         after = service.catalog.get("acme")
         assert after is not None and after.setting is MohSetting.DEFAULT and after.upload is None
-        assert service.catalog.referenced_blobs() == set()
+        assert service.catalog.referenced_blobs() == blobs and after.previous == second.upload
         audit = service.catalog.audit("acme")
         assert [e.action for e in audit] == ["upload", "upload", "delete"]
         assert audit[1].detail["replaced_upload"] == first.upload.sha256 and audit[1].detail["accepted_by"] == "bob"
         assert audit[0].at.tzinfo is not None
     finally:
         service.catalog.close()
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        contract.test_restore_brings_back_the_previous_file_and_twice_comes_back,
+        contract.test_drafts_are_the_tenants_own_bounded_and_expire,
+    ],
+    ids=["restore", "drafts"],
+)
+def test_previous_restore_and_drafts_keep_the_contract(
+    backend_settings: Settings, scenario: Callable[[Catalog], None]
+) -> None:
+    """The contract scenarios of tests/unit/test_catalog_contract.py on this back end."""
+    catalog = open_catalog(backend_settings)
+    try:
+        scenario(catalog)
+    finally:
+        catalog.close()
 
 
 def test_tokens_endpoints_links_and_sessions(backend_settings: Settings) -> None:
@@ -94,8 +118,8 @@ def test_tokens_endpoints_links_and_sessions(backend_settings: Settings) -> None
 
 def test_two_hosts_changing_one_tenant_at_once_end_consistent(backend_settings: Settings) -> None:
     """Each thread is a separate host with its own connection: 2 x 15 uploads and deletes for
-    one tenant at once. At the end the tenant points at exactly one upload (or none), and no
-    upload row of it is left dangling."""
+    one tenant at once. At the end the tenant points at exactly one upload (or none) and one
+    previous one, and no upload row of it is left dangling."""
     errors: list[BaseException] = []
 
     def host(offset: int) -> None:
@@ -122,8 +146,11 @@ def test_two_hosts_changing_one_tenant_at_once_end_consistent(backend_settings: 
     try:
         tenant = catalog.get("acme")
         assert tenant is not None
-        expected = {tenant.upload.sha256, *(r.sha256 for r in tenant.renditions)} if tenant.upload else set()
-        assert catalog.referenced_blobs() == expected  # exactly one upload's blobs, or none
+        held = {tenant.upload.sha256, *(r.sha256 for r in tenant.renditions)} if tenant.upload else set()
+        assert tenant.previous is not None  # 30 changes: the last one replaced or removed a file
+        numbers = {int(sha, 16) for sha in catalog.referenced_blobs()} - {int(sha, 16) for sha in held}
+        n = int(tenant.previous.sha256, 16)
+        assert numbers == {n, n + 10**6, n + 2 * 10**6}  # exactly the current and the previous upload's blobs
         assert len(catalog.audit("acme")) == 30
     finally:
         catalog.close()

@@ -5,6 +5,7 @@ the real catalog fails here, not in a test that trusted it."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ import pytest
 from ooma_moh.errors import StorageError
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
-from ooma_moh.model import Disclaimer, MohSetting, Rendition, UploadedFile
+from ooma_moh.model import Disclaimer, Draft, MohSetting, Rendition, UploadedFile
 from ooma_moh.storage import Catalog, SqliteCatalog
 from ooma_moh.storage.memory import MemoryCatalog
 
@@ -29,6 +30,17 @@ def fake_upload(n: int, at: datetime) -> tuple[UploadedFile, Disclaimer, tuple[R
         Disclaimer("tester", at, sha, "v1"),
         (Rendition("sln", 8000, 48000, f"{n + 10**6:064x}"), Rendition("ulaw", 8000, 24000, f"{n + 2 * 10**6:064x}")),
     )
+
+
+def blobs_of(n: int) -> set[str]:
+    upload, _, renditions = fake_upload(n, T0)
+    return {upload.sha256, *(r.sha256 for r in renditions)}
+
+
+def fake_draft(n: int, tenant: str, expires: datetime) -> Draft:
+    upload, _, renditions = fake_upload(n, T0)
+    upload = dataclasses.replace(upload, analysis={"warnings": ["too_short"], "duration_ms": 3000})
+    return Draft(f"d{n}", tenant, upload, renditions, expires)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -46,17 +58,70 @@ def test_a_tenant_uploads_replaces_and_returns_to_default_with_its_history(catal
     assert first.disclaimer == fake_upload(1, T0)[1] and first.renditions == fake_upload(1, T0)[2]
     second = catalog.save_upload("acme", *fake_upload(2, T0 + timedelta(seconds=1)))
     assert catalog.get("acme") == second and [t.tenant_id for t in catalog.list()] == ["acme"]
-    assert second.upload is not None
-    assert catalog.referenced_blobs() == {second.upload.sha256, *(r.sha256 for r in second.renditions)}
+    assert second.upload is not None and second.previous == first.upload  # the replaced file is kept
+    assert catalog.referenced_blobs() == blobs_of(1) | blobs_of(2)
     after = catalog.set_default("acme", T0 + timedelta(seconds=2))
     assert after is not None and after.setting is MohSetting.DEFAULT and after.upload is None
-    assert catalog.get("acme") == after and catalog.referenced_blobs() == set()
+    assert after.previous == second.upload  # the removed file is kept; the one before is dropped
+    assert catalog.get("acme") == after and catalog.referenced_blobs() == blobs_of(2)
     audit = catalog.audit("acme")
     assert [e.action for e in audit] == ["upload", "upload", "delete"]
     assert audit[1].detail["replaced_upload"] == f"{1:064x}" and audit[1].detail["accepted_by"] == "tester"
     assert audit[2].detail == {"removed_upload": f"{2:064x}"} and audit[2].at == T0 + timedelta(seconds=2)
     catalog.save_upload("beta", *fake_upload(3, T0))
     assert [t.tenant_id for t in catalog.list()] == ["acme", "beta"] and catalog.audit("nobody") == []
+
+
+def test_restore_brings_back_the_previous_file_and_twice_comes_back(catalog: Catalog) -> None:
+    later = Disclaimer("restorer", T0 + timedelta(seconds=9), f"{1:064x}", "v2")
+    assert catalog.restore_previous("acme", later, T0) is None  # unknown tenant
+    first = catalog.save_upload("acme", *fake_upload(1, T0))
+    assert first.previous is None and catalog.restore_previous("acme", later, T0) is None  # nothing replaced yet
+    catalog.save_upload("acme", *fake_upload(2, T0))
+    restored = catalog.restore_previous("acme", later, T0 + timedelta(seconds=3))
+    assert restored is not None and restored.setting is MohSetting.FILE
+    assert restored.upload == first.upload and restored.renditions == first.renditions
+    assert restored.disclaimer == later and restored.previous == fake_upload(2, T0)[0]
+    again = catalog.restore_previous("acme", Disclaimer("x", T0, f"{2:064x}", "v2"), T0 + timedelta(seconds=4))
+    assert again is not None and again.upload == fake_upload(2, T0)[0] and again.previous == first.upload
+    assert catalog.get("acme") == again
+    # deleted, then restored: back on the file, nothing left to restore
+    catalog.set_default("acme", T0 + timedelta(seconds=5))
+    back = catalog.restore_previous("acme", later, T0 + timedelta(seconds=6))
+    assert back is not None and back.upload == fake_upload(2, T0)[0] and back.previous is None
+    assert catalog.referenced_blobs() == blobs_of(2)
+    audit = catalog.audit("acme")
+    assert [e.action for e in audit][-3:] == ["restore", "delete", "restore"]
+    assert audit[2].detail["accepted_by"] == "restorer" and audit[2].detail["replaced_upload"] == f"{2:064x}"
+
+
+def test_drafts_are_the_tenants_own_bounded_and_expire(catalog: Catalog) -> None:
+    end = T0 + timedelta(hours=1)
+    assert catalog.add_draft(fake_draft(1, "acme", end), 2, T0)
+    assert catalog.add_draft(fake_draft(2, "acme", end), 2, T0)
+    assert not catalog.add_draft(fake_draft(3, "acme", end), 2, T0)  # the limit
+    assert catalog.add_draft(fake_draft(4, "beta", end), 2, T0)  # another tenant's count
+    found = catalog.draft("acme", "d1", T0)
+    assert found == fake_draft(1, "acme", end) and found.upload.analysis == {
+        "warnings": ["too_short"],
+        "duration_ms": 3000,
+    }
+    assert catalog.draft("beta", "d1", T0) is None  # never another tenant's
+    assert catalog.draft("acme", "d1", end) is None  # expired: as if it did not exist
+    assert catalog.referenced_blobs() == blobs_of(1) | blobs_of(2) | blobs_of(4)  # drafts' blobs are kept
+    assert not catalog.drop_draft("beta", "d2") and catalog.drop_draft("acme", "d2")
+    assert catalog.draft("acme", "d2", T0) is None and not catalog.drop_draft("acme", "d2")
+    # saving a draft removes it in the same step
+    draft = catalog.draft("acme", "d1", T0)
+    assert draft is not None
+    saved = catalog.save_upload("acme", draft.upload, fake_upload(1, T0)[1], draft.renditions, draft_id="d1")
+    assert saved.upload == draft.upload and catalog.draft("acme", "d1", T0) is None
+    assert catalog.get("acme") == saved and saved.upload is not None and saved.upload.analysis == draft.upload.analysis
+    # expired drafts go, and make room
+    assert catalog.add_draft(fake_draft(5, "beta", T0 + timedelta(seconds=1)), 2, T0)
+    assert not catalog.add_draft(fake_draft(6, "beta", end), 2, T0)
+    assert catalog.add_draft(fake_draft(6, "beta", end), 2, T0 + timedelta(seconds=1))
+    assert catalog.drop_expired_drafts(end) == 2 and catalog.referenced_blobs() == blobs_of(1)
 
 
 def test_endpoint_map(catalog: Catalog) -> None:

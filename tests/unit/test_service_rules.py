@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ooma_moh.config import Settings
-from ooma_moh.errors import DisclaimerRequired, InvalidTenantId, NoTenantFile, UploadRejected
+from ooma_moh.errors import (
+    DisclaimerRequired,
+    InvalidTenantId,
+    NoSuchDraft,
+    NoTenantFile,
+    NothingToRestore,
+    TooManyDrafts,
+    UploadRejected,
+)
 from ooma_moh.media_rules import Conversion
 from ooma_moh.model import MohSetting
 from ooma_moh.rejections import Rejection
@@ -35,7 +43,7 @@ class FakeConverter:
         for ext in ("sln", "sln16", "ulaw", "alaw", "g722"):
             files[ext] = workdir / f"r.{ext}"
             files[ext].write_bytes(source.read_bytes()[:8] + ext.encode())
-        return Conversion("wav", 2000, files)
+        return Conversion("wav", 2000, files, {"duration_ms": 2000, "warnings": []})
 
 
 @pytest.fixture
@@ -99,16 +107,67 @@ def test_replace_then_delete_collects_old_blobs(fake: tuple[MohService, FakeConv
     svc, _ = fake
     first = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True, accepted_by="tester")
     assert first.upload is not None
-    svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True, accepted_by="tester")
-    assert not svc.blobs.exists(first.upload.sha256)
+    second = svc.upload("acme", io.BytesIO(b"second.."), accept_disclaimer=True, accepted_by="tester")
+    assert svc.blobs.exists(first.upload.sha256) and second.previous == first.upload  # kept for "restore"
+    third = svc.upload("acme", io.BytesIO(b"third..."), accept_disclaimer=True, accepted_by="tester")
+    assert third.upload is not None and second.upload is not None
+    assert not svc.blobs.exists(first.upload.sha256) and svc.blobs.exists(second.upload.sha256)
     deleted = svc.delete("acme")
     assert deleted.setting is MohSetting.DEFAULT and deleted.moh_class("tenant-") == "default"
-    assert svc.catalog.referenced_blobs() == set()
-    assert [e.action for e in svc.catalog.audit("acme")] == ["upload", "upload", "delete"]
+    assert deleted.previous == third.upload and not svc.blobs.exists(second.upload.sha256)
+    assert svc.catalog.referenced_blobs() == {third.upload.sha256, *(r.sha256 for r in third.renditions)}
+    assert [e.action for e in svc.catalog.audit("acme")] == ["upload", "upload", "upload", "delete"]
     with pytest.raises(NoTenantFile, match="default music"):
         svc.rendition_bytes("acme", "sln16")
     assert svc.delete("acme").setting is MohSetting.DEFAULT  # idempotent
     assert svc.delete("never-seen").setting is MohSetting.DEFAULT
+
+
+def test_a_draft_changes_nothing_until_saved_then_restore_undoes_the_save(
+    fake: tuple[MohService, FakeConverter],
+) -> None:
+    svc, converter = fake
+    first = svc.upload("acme", io.BytesIO(b"first..."), accept_disclaimer=True, accepted_by="tester")
+    draft = svc.make_draft("acme", io.BytesIO(b"draft..."), "new.mp3")
+    assert converter.calls == 2 and svc.show("acme") == first  # callers hear the same file
+    assert draft.upload.original_name == "new.mp3" and draft.upload.analysis  # the fake's analysis
+    assert svc.draft("acme", draft.draft_id) == draft
+    with pytest.raises(NoSuchDraft):
+        svc.draft("beta", draft.draft_id)  # never another tenant's
+    with pytest.raises(DisclaimerRequired):
+        svc.save_draft("acme", draft.draft_id, accept_disclaimer=False, accepted_by="tester")
+    saved = svc.save_draft("acme", draft.draft_id, accept_disclaimer=True, accepted_by="admin")
+    assert saved.upload is not None and saved.upload.sha256 == draft.upload.sha256 and saved.previous == first.upload
+    assert (
+        saved.renditions == draft.renditions
+        and saved.disclaimer is not None
+        and saved.disclaimer.accepted_by == "admin"
+    )
+    with pytest.raises(NoSuchDraft):
+        svc.save_draft("acme", draft.draft_id, accept_disclaimer=True, accepted_by="admin")  # saved once
+    restored = svc.restore("acme", accept_disclaimer=True, accepted_by="oops")
+    assert restored.upload == first.upload and restored.previous == saved.upload
+    assert svc.blobs.exists(saved.renditions[0].sha256)  # what restore replaced can be restored in turn
+    with pytest.raises(NothingToRestore):
+        svc.restore("beta", accept_disclaimer=True, accepted_by="x")
+
+
+def test_drafts_are_bounded_and_expire(fake: tuple[MohService, FakeConverter]) -> None:
+    svc, _ = fake
+    drafts = [svc.make_draft("acme", io.BytesIO(f"draft {n}".encode())) for n in range(3)]
+    with pytest.raises(TooManyDrafts, match="3 drafts"):
+        svc.make_draft("acme", io.BytesIO(b"one more"))
+    svc.drop_draft("acme", drafts[0].draft_id)
+    with pytest.raises(NoSuchDraft):
+        svc.drop_draft("acme", drafts[0].draft_id)
+    kept = svc.make_draft("acme", io.BytesIO(b"one more"))
+    files = kept.renditions[0].sha256
+    assert svc.blobs.exists(files)
+    svc.clock = lambda: NOW + timedelta(hours=2)  # past draft_ttl_s
+    with pytest.raises(NoSuchDraft):
+        svc.draft("acme", kept.draft_id)
+    svc.collect_garbage()
+    assert not svc.blobs.exists(files)  # an expired draft's files go with it
 
 
 def test_invalid_tenant_everywhere(fake: tuple[MohService, FakeConverter]) -> None:
