@@ -21,9 +21,12 @@ from ..config import Settings
 from ..errors import (
     DisclaimerRequired,
     NoLongerAuthorised,
+    NoSuchDraft,
     NoTenantFile,
+    NothingToRestore,
     OomaMohError,
     StorageError,
+    TooManyDrafts,
     UploadRejected,
 )
 from ..logsafe import printable
@@ -36,11 +39,24 @@ from .auth import CHALLENGE, Principal, authorised_tenant, still_holds
 from .backend import HttpBackend, PublishedView
 from .context import BACKEND, NODES, PUBLICATIONS, READER, SETTINGS, VIEW, WORKERS, ApiError, in_thread
 from .texts import TEXTS
-from .uploads import Spooled, spool_upload
+from .uploads import Spooled, fields_only, spool_upload
 
 log = logging.getLogger(__name__)
 #: what a 429 for a tenant's second upload at once asks the client to wait (seconds)
 UPLOAD_RETRY_AFTER_S = 5
+#: what a 429 for one draft too many asks the client to wait (seconds): drafts last an hour
+DRAFTS_RETRY_AFTER_S = 60
+
+
+#: domain errors whose answer is always the same: (error, status, code, headers)
+FIXED_ANSWERS: tuple[tuple[type[Exception], int, str, dict[str, str]], ...] = (
+    (DisclaimerRequired, Rejection.DISCLAIMER_REQUIRED.status, Rejection.DISCLAIMER_REQUIRED.value, {}),
+    (NoLongerAuthorised, 401, "unauthorized", CHALLENGE),
+    (NoTenantFile, 404, "no_file", {}),
+    (NoSuchDraft, 404, "no_draft", {}),
+    (TooManyDrafts, 429, "too_many_drafts", {"Retry-After": str(DRAFTS_RETRY_AFTER_S)}),
+    (NothingToRestore, 409, "nothing_to_restore", {}),
+)
 
 
 def as_api_error(exc: Exception) -> ApiError:
@@ -49,12 +65,9 @@ def as_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, UploadRejected):
         return ApiError(exc.rejection.status, exc.reason, str(exc))
-    if isinstance(exc, DisclaimerRequired):
-        return ApiError(Rejection.DISCLAIMER_REQUIRED.status, Rejection.DISCLAIMER_REQUIRED.value, str(exc))
-    if isinstance(exc, NoLongerAuthorised):
-        return ApiError(401, "unauthorized", str(exc), CHALLENGE)
-    if isinstance(exc, NoTenantFile):
-        return ApiError(404, "no_file", str(exc))
+    for kind, status, code, headers in FIXED_ANSWERS:
+        if isinstance(exc, kind):
+            return ApiError(status, code, str(exc), headers)
     if isinstance(exc, StorageError):
         return ApiError(507 if exc.reason == "disk_full" else 503, exc.reason, str(exc))
     # ours but not the client's business (its text may name the server's paths): the log has it
@@ -127,6 +140,16 @@ def tenant_body(tenant: TenantMoh, settings: Settings, status: golive.Status) ->
             "uploaded_at": up.uploaded_at.isoformat(),
             "uploaded_by": tenant.disclaimer.accepted_by if tenant.disclaimer else None,
         }
+    body["analysis"] = tenant.upload.analysis if tenant.upload is not None else None
+    body["previous"] = None
+    if tenant.previous is not None:
+        before = tenant.previous
+        body["previous"] = {
+            "original_name": before.original_name,
+            "size": before.size,
+            "duration_ms": before.duration_ms,
+            "uploaded_at": before.uploaded_at.isoformat(),
+        }
     if tenant.disclaimer is not None:
         body["disclaimer"] = {
             "accepted_by": tenant.disclaimer.accepted_by,
@@ -178,6 +201,8 @@ async def get_moh(request: web.Request) -> web.Response:
 def _upload(
     backend: HttpBackend, tenant: str, spooled: Spooled, by: str, still_valid: Callable[[Credentials], None]
 ) -> None:
+    if spooled.path is None:
+        raise ApiError(400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored")
     with backend.service() as service:
         service.upload(
             tenant,
@@ -216,47 +241,86 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
         publications.end_upload(tenant)
 
 
-async def _receive_and_store(request: web.Request, who: Principal, tenant: str) -> web.StreamResponse:
-    settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
+def closing_error(exc: ApiError) -> web.Response:
+    """``exc`` answered, and the connection closed (the rest of its body is not read)."""
+    response = error_response(exc)
+    response.force_close()
+    return response
+
+
+async def receive_body(request: web.Request) -> Spooled | web.Response:
+    """The multipart body spooled (``spool_upload``) within ``http_body_timeout_s``, or the error
+    response that ends the request."""
+    settings = request.app[SETTINGS]
     try:
         async with asyncio.timeout(settings.http_body_timeout_s):
-            spooled = await spool_upload(request, settings.max_upload_bytes)
+            if request.content_type == "application/x-www-form-urlencoded":  # fields only: no file
+                return fields_only(await request.post())
+            return await spool_upload(request, settings.max_upload_bytes)
     except TimeoutError:
-        response = error_response(
+        return closing_error(
             ApiError(408, "timeout", f"the upload did not arrive within {settings.http_body_timeout_s:g} s")
         )
-        response.force_close()
-        return response
     except ApiError as exc:
-        response = error_response(exc)
-        response.force_close()  # the rest of an oversized body is not read
-        return response
+        return closing_error(exc)
+
+
+def check_disclaimer(accepted: bool, version: str | None) -> None:
+    """``DisclaimerRequired`` unless the form accepted the disclaimer; 409 ``disclaimer_changed``
+    if it names a version of the text other than today's."""
+    if not accepted:
+        raise DisclaimerRequired(
+            "the rights disclaimer must be accepted (part disclaimer=accepted):"
+            " confirm you hold the rights to play this file to callers; nothing was stored"
+        )
+    if version not in (None, disclaimer.VERSION):
+        raise ApiError(
+            Rejection.DISCLAIMER_CHANGED.status,
+            Rejection.DISCLAIMER_CHANGED.value,
+            "the disclaimer's text has changed since it was shown"
+            f" (version {disclaimer.VERSION}): read it again; nothing was stored",
+        )
+
+
+def _save_draft(
+    backend: HttpBackend, tenant: str, draft_id: str, by: str, still_valid: Callable[[Credentials], None]
+) -> None:
+    with backend.service() as service:
+        service.save_draft(
+            tenant,
+            draft_id,
+            accept_disclaimer=True,
+            accepted_by=by,
+            disclaimer_version=disclaimer.VERSION,
+            before_commit=lambda: still_valid(service.catalog),
+        )
+
+
+async def _receive_and_store(request: web.Request, who: Principal, tenant: str) -> web.StreamResponse:
+    publications = request.app[PUBLICATIONS]
+    spooled = await receive_body(request)
+    if isinstance(spooled, web.Response):
+        return spooled
     try:
         # the body may have taken minutes: a token revoked or a session signed out meanwhile
         # stops the upload here, before anything is converted or stored
         await authorised_tenant(request)
-        if not spooled.accepted:
-            raise DisclaimerRequired(
-                "the rights disclaimer must be accepted (part disclaimer=accepted):"
-                " confirm you hold the rights to play this file to callers; nothing was stored"
-            )
-        if spooled.disclaimer_version not in (None, disclaimer.VERSION):
-            raise ApiError(
-                Rejection.DISCLAIMER_CHANGED.status,
-                Rejection.DISCLAIMER_CHANGED.value,
-                "the disclaimer's text has changed since it was shown"
-                f" (version {disclaimer.VERSION}): read it again; nothing was stored",
-            )
+        check_disclaimer(spooled.accepted, spooled.disclaimer_version)
+        if spooled.draft is not None and spooled.has_file:
+            raise ApiError(400, "file_and_draft", "send a file or a draft to save, not both: nothing was stored")
         publications.converting(tenant)
         try:
-            await in_thread(
-                request, _upload, request.app[BACKEND], tenant, spooled, who.actor, still_holds(request), pool=WORKERS
-            )
+            if spooled.draft is not None:
+                args: tuple[Any, ...] = (_save_draft, request.app[BACKEND], tenant, spooled.draft)
+            else:
+                args = (_upload, request.app[BACKEND], tenant, spooled)
+            await in_thread(request, *args, who.actor, still_holds(request), pool=WORKERS)
         except BaseException:
             publications.forget(tenant)
             raise
     finally:
-        spooled.path.unlink(missing_ok=True)
+        if spooled.path is not None:
+            spooled.path.unlink(missing_ok=True)
     publications.start(tenant)
     return web.json_response(await current(request, tenant), status=201)
 

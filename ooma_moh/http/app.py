@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .. import golive, health
-from . import api, audio, page
+from . import api, audio, drafts, page
 from .backend import HttpBackend
 from .context import (
     BACKEND,
@@ -124,5 +124,12 @@ def make_app(backend: HttpBackend, *outer: Middleware) -> web.Application:
     app.router.add_put("/api/v1/tenants/{tenant}/moh", api.put_moh)
     app.router.add_delete("/api/v1/tenants/{tenant}/moh", api.delete_moh)
     app.router.add_get("/api/v1/tenants/{tenant}/moh/audio", audio.get_audio)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/waveform", audio.get_waveform)
+    app.router.add_post("/api/v1/tenants/{tenant}/moh/restore", drafts.post_restore)
+    app.router.add_post("/api/v1/tenants/{tenant}/moh/drafts", drafts.post_draft)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}", drafts.get_draft)
+    app.router.add_delete("/api/v1/tenants/{tenant}/moh/drafts/{draft}", drafts.delete_draft)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}/audio", audio.get_draft_audio)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}/waveform", audio.get_draft_waveform)
     page.add_routes(app)
     return app

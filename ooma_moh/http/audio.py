@@ -1,31 +1,74 @@
-"""``GET …/moh/audio``: what callers hear, as a 16 kHz WAV streamed from the rendition, with Range."""
+"""``GET …/moh/audio`` and ``…/moh/waveform``, for the tenant's file and for its drafts: what
+callers hear, as a WAV streamed from a published rendition (with Range), and its outline.
+
+Which rendition, in order:
+
+1. ``quality=wideband`` (the default): the 16 kHz signed-linear rendition, as it is;
+2. ``quality=phone``: the 8 kHz μ-law rendition — the bytes Asterisk sends a G.711 caller —
+   decoded to 16-bit PCM sample for sample (the G.711 table, no resampling);
+3. anything else: 400 ``invalid_quality``.
+
+A rendition's bytes are checked against their sha256 once per file version (``blob_damaged``
+otherwise). The waveform is at most :data:`MAX_PEAKS` (min, max) pairs of the 16 kHz rendition,
+−1..1, remembered per rendition.
+"""
 
 from __future__ import annotations
 
 import struct
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from ..errors import NoTenantFile, StorageError
+from ..errors import NoSuchDraft, NoTenantFile, StorageError
 from ..model import MohSetting
 from ..storage import Blobs, Catalog
 from ..storage.blobs import sha256_file, storage_errors
 from .auth import authorised_tenant
-from .context import BLOBS, READER, ApiError, in_thread
+from .context import BLOBS, READER, WORKERS, ApiError, in_thread
+
+with warnings.catch_warnings():  # deprecated in 3.11-3.12 (audioop-lts on 3.13): pydub needs it anyway
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+MAX_PEAKS = 2000
+#: quality -> (rendition, sample rate of the WAV, whether its bytes are μ-law to decode)
+QUALITIES: dict[str, tuple[str, int, bool]] = {"wideband": ("sln16", 16000, False), "phone": ("ulaw", 8000, True)}
 
 #: (path, size, mtime) of renditions whose bytes were checked against their sha256 (bounded)
 _CHECKED: dict[tuple[str, int, int], str] = {}
+_WAVEFORMS: dict[str, dict[str, Any]] = {}
 
 
-def _audio_source(reader: Catalog, blobs: Blobs, tenant_id: str) -> tuple[Path, str]:
-    """(blocking) The tenant's 16 kHz rendition, checked as ``ooma-moh listen`` checks it: its
-    bytes must have its sha256 (once per file version: the result is remembered), or
-    ``StorageError`` ``blob_damaged``; and that sha256 (the audio's ETag)."""
-    tenant = reader.get(tenant_id)
-    if tenant is None or tenant.setting is not MohSetting.FILE:
-        raise NoTenantFile("this tenant uses the default music: there is no uploaded file")
-    sha = tenant.rendition("sln16").sha256
+def _ulaw_tables() -> tuple[bytes, bytes]:
+    """Low and high bytes of the 16-bit value of each μ-law byte (ITU-T G.711), so that a whole
+    chunk decodes with two ``bytes.translate`` calls."""
+    low, high = bytearray(256), bytearray(256)
+    for code in range(256):
+        value = ~code & 0xFF
+        magnitude = (((value & 0x0F) << 3) + 0x84) << ((value & 0x70) >> 4)
+        sample = (0x84 - magnitude) if value & 0x80 else (magnitude - 0x84)
+        low[code], high[code] = struct.pack("<h", sample)
+    return bytes(low), bytes(high)
+
+
+ULAW_LOW, ULAW_HIGH = _ulaw_tables()
+
+
+def decode_ulaw(data: bytes) -> bytes:
+    """μ-law bytes as 16-bit little-endian PCM."""
+    out = bytearray(2 * len(data))
+    out[0::2] = data.translate(ULAW_LOW)
+    out[1::2] = data.translate(ULAW_HIGH)
+    return bytes(out)
+
+
+def _checked(blobs: Blobs, sha: str) -> Path:
+    """(blocking) A local path of the blob, its bytes checked against ``sha`` (once per version)."""
     path = blobs.locate(sha)
     with storage_errors("reading a stored file"):
         st = path.stat()
@@ -40,7 +83,28 @@ def _audio_source(reader: Catalog, blobs: Blobs, tenant_id: str) -> tuple[Path, 
             if len(_CHECKED) >= 1024:
                 _CHECKED.clear()
             _CHECKED[key] = sha
-    return path, sha
+    return path
+
+
+def _current_rendition(reader: Catalog, blobs: Blobs, tenant_id: str, _draft: str, extension: str) -> tuple[Path, str]:
+    """(blocking) The tenant's current rendition ``extension``: its checked path and sha256."""
+    tenant = reader.get(tenant_id)
+    if tenant is None or tenant.setting is not MohSetting.FILE:
+        raise NoTenantFile("this tenant uses the default music: there is no uploaded file")
+    sha = tenant.rendition(extension).sha256
+    return _checked(blobs, sha), sha
+
+
+def _draft_rendition(reader: Catalog, blobs: Blobs, tenant_id: str, draft_id: str, extension: str) -> tuple[Path, str]:
+    """(blocking) The rendition ``extension`` of the tenant's live draft ``draft_id``."""
+    found = reader.draft(tenant_id, draft_id, datetime.now(UTC))
+    if found is None:
+        raise NoSuchDraft("no such draft: it expired, was saved, or never existed")
+    sha = found.rendition(extension).sha256
+    return _checked(blobs, sha), sha
+
+
+Finder = Callable[[Catalog, Blobs, str, str, str], tuple[Path, str]]
 
 
 def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
@@ -88,15 +152,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
-async def get_audio(request: web.Request) -> web.StreamResponse:
-    """``GET /tenants/{tenant}/moh/audio``: what callers hear (16 kHz WAV), with Range support."""
+def quality_of(request: web.Request) -> tuple[str, int, bool]:
+    """The rendition, WAV rate and whether to decode μ-law, for the request's ``quality``."""
+    quality = request.query.get("quality", "wideband")
+    if quality not in QUALITIES:
+        raise ApiError(400, "invalid_quality", "quality must be phone or wideband")
+    return QUALITIES[quality]
+
+
+async def _serve(request: web.Request, find: Finder) -> web.StreamResponse:
+    """The WAV of one rendition, with ETag, If-None-Match, Range and If-Range."""
     _, tenant = await authorised_tenant(request)
-    source, sha = await in_thread(request, _audio_source, request.app[READER], request.app[BLOBS], tenant)
+    extension, rate, ulaw = quality_of(request)
+    draft = request.match_info.get("draft", "")
+    source, sha = await in_thread(request, find, request.app[READER], request.app[BLOBS], tenant, draft, extension)
     etag = f'"{sha}"'  # strong: the WAV is the rendition's bytes behind a header made from their size
     if etag in (tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")):
         return web.Response(status=304, headers={"ETag": etag})
-    data_bytes = source.stat().st_size
-    header = wav_header(data_bytes)
+    scale = 2 if ulaw else 1  # bytes of PCM per byte of the rendition
+    data_bytes = source.stat().st_size * scale
+    header = wav_header(data_bytes, rate)
     size = len(header) + data_bytes
     wanted = None
     if request.headers.get("If-Range", etag) == etag:  # a resumed download of another file: all of it
@@ -114,14 +189,65 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
         await response.write(header[first : last + 1])
     # an immutable blob on local disk; reads of 64 KiB do not stall the loop
     with open(source, "rb") as fh:  # noqa: ASYNC230
-        position = max(first, len(header)) - len(header)
-        fh.seek(position)
-        remaining = last + 1 - len(header) - position
-        while remaining > 0:
-            chunk = fh.read(min(65536, remaining))
+        position = max(first, len(header)) - len(header)  # in the WAV's data
+        end = last + 1 - len(header)
+        fh.seek(position // scale)
+        skip = position % scale
+        while position < end:
+            chunk = fh.read(65536)
             if not chunk:
                 break
-            await response.write(chunk)
-            remaining -= len(chunk)
+            data = decode_ulaw(chunk) if ulaw else chunk
+            data = data[skip : skip + end - position]
+            skip = 0
+            await response.write(data)
+            position += len(data)
     await response.write_eof()
     return response
+
+
+async def get_audio(request: web.Request) -> web.StreamResponse:
+    """``GET /tenants/{tenant}/moh/audio[?quality=phone|wideband]``: what callers hear."""
+    return await _serve(request, _current_rendition)
+
+
+async def get_draft_audio(request: web.Request) -> web.StreamResponse:
+    """``GET /tenants/{tenant}/moh/drafts/{draft}/audio[?quality=…]``: what callers would hear."""
+    return await _serve(request, _draft_rendition)
+
+
+def waveform(path: Path, sha: str) -> dict[str, Any]:
+    """(blocking) At most :data:`MAX_PEAKS` (min, max) pairs of a 16 kHz 16-bit rendition."""
+    if sha in _WAVEFORMS:
+        return _WAVEFORMS[sha]
+    peaks = []
+    with storage_errors("reading a stored file"), open(path, "rb") as fh:
+        samples = path.stat().st_size // 2
+        buckets = min(MAX_PEAKS, samples)
+        for n in range(buckets):  # one bucket read at a time: a 30-minute file is 58 MB
+            count = (n + 1) * samples // buckets - n * samples // buckets
+            low, high = audioop.minmax(fh.read(2 * count), 2)
+            peaks.append([round(low / 32768, 4), round(high / 32767, 4)])
+    body = {"duration_ms": samples * 1000 // 16000, "peaks": peaks}
+    if len(_WAVEFORMS) >= 64:
+        _WAVEFORMS.clear()
+    _WAVEFORMS[sha] = body
+    return body
+
+
+async def _waveform(request: web.Request, find: Finder) -> web.Response:
+    _, tenant = await authorised_tenant(request)
+    draft = request.match_info.get("draft", "")
+    path, sha = await in_thread(request, find, request.app[READER], request.app[BLOBS], tenant, draft, "sln16")
+    body = await in_thread(request, waveform, path, sha, pool=WORKERS)
+    return web.json_response(body, headers={"ETag": f'"{sha}"'})
+
+
+async def get_waveform(request: web.Request) -> web.Response:
+    """``GET /tenants/{tenant}/moh/waveform``: the outline of the tenant's current file."""
+    return await _waveform(request, _current_rendition)
+
+
+async def get_draft_waveform(request: web.Request) -> web.Response:
+    """``GET /tenants/{tenant}/moh/drafts/{draft}/waveform``."""
+    return await _waveform(request, _draft_rendition)

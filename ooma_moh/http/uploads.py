@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -24,10 +25,12 @@ MAX_PARTS = 16  # the page sends 2 or 3
 class Spooled:
     """An upload received to a temporary file, with its form fields."""
 
-    path: Path
+    path: Path | None  # None: the form had no file (a urlencoded one)
     filename: str
     accepted: bool  # the ``disclaimer`` part said ``accepted``
     disclaimer_version: str | None  # the ``disclaimer_version`` part, if sent
+    draft: str | None = None  # the ``draft`` part (saving a draft instead of sending a file)
+    has_file: bool = True
 
 
 async def spool_upload(request: web.Request, limit: int) -> Spooled:
@@ -68,7 +71,19 @@ async def spool_upload(request: web.Request, limit: int) -> Spooled:
     except BaseException:  # too large, timed out (cancelled): leave nothing behind
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - as above
         raise
-    return Spooled(path, form.filename, form.accepted, form.version)
+    return Spooled(path, form.filename, form.accepted, form.version, form.draft, form.seen_file)
+
+
+def fields_only(form: Mapping[str, Any]) -> Spooled:
+    """A urlencoded form (aiohttp bounds it with ``client_max_size``): its fields, no file."""
+
+    def text(name: str) -> str | None:
+        value = form.get(name)
+        return value[:64].strip() or None if isinstance(value, str) else None
+
+    return Spooled(
+        None, "upload", form.get("disclaimer") == "accepted", text("disclaimer_version"), text("draft"), False
+    )
 
 
 class _CountedBody:
@@ -109,6 +124,7 @@ class _Form:
         self.limit = limit
         self.filename, self.accepted = "upload", False
         self.version: str | None = None
+        self.draft: str | None = None
         self.size = self.other = 0
         self.seen_file = False
         self.parts = 0
@@ -126,7 +142,7 @@ class _Form:
             pass
         with storage_errors("receiving the upload"):
             out.flush()
-        if not self.seen_file:
+        if not self.seen_file and not self.draft:
             raise ApiError(
                 400, "missing_file", "the form has no part named file (the audio to upload): nothing was stored"
             )
@@ -136,6 +152,8 @@ class _Form:
             self.accepted = await self._drain(part) == b"accepted"  # exactly: not a prefix, no padding
         elif part.name == "disclaimer_version":
             self.version = (await self._drain(part))[:64].decode(errors="replace").strip()
+        elif part.name == "draft":
+            self.draft = (await self._drain(part))[:64].decode(errors="replace").strip() or None
         elif part.name == "file":
             await self._file(part, out)
         else:

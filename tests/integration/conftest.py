@@ -195,3 +195,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     from ooma_moh.config import settings_environ
 
     return {**os.environ, **settings_environ(settings)}
+
+
+@pytest.fixture
+def home(backend_settings: Settings, tmp_path: Path) -> tuple[Settings, str, bytes]:
+    """A home with a catalog (SQLite, then PostgreSQL), an operator token, and a good 3 s MP3
+    (the HTTP API's tests: test_http_api.py, test_http_drafts.py)."""
+    from tests.audio import tone
+    from tests.integration.test_http_api import GOOD, cli, new_token
+
+    settings = backend_settings
+    cli(settings, "init")
+    return settings, new_token(settings, "--operator"), tone(tmp_path / "good.mp3", GOOD, 3, "mp3").read_bytes()

@@ -28,7 +28,8 @@ from tests.integration.conftest import spooled
 
 GOOD = 440.0
 T = TypeVar("T")
-#: The ``home`` fixture: settings with a catalog, an operator token, a good MP3.
+#: The ``home`` fixture (tests/integration/conftest.py): settings with a catalog, an operator
+#: token, a good MP3.
 Home = tuple[Settings, str, bytes]
 
 
@@ -101,14 +102,6 @@ async def api(settings: Settings, token: str) -> AsyncIterator[Api]:
             yield Api(session, port, settings)
     finally:
         await listening.stop()
-
-
-@pytest.fixture
-def home(backend_settings: Settings, tmp_path: Path) -> Home:
-    """A home with a catalog (SQLite, then PostgreSQL), an operator token, and a good 3 s MP3."""
-    settings = backend_settings
-    cli(settings, "init")
-    return settings, new_token(settings, "--operator"), tone(tmp_path / "good.mp3", GOOD, 3, "mp3").read_bytes()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
