@@ -18,7 +18,18 @@ def tenant_dict(tenant: TenantMoh, prefix: str) -> dict[str, Any]:
         "file": None,
         "disclaimer": None,
         "renditions": [],
+        "analysis": tenant.upload.analysis if tenant.upload else None,
+        "previous": None,
     }
+    if tenant.previous:
+        before = tenant.previous
+        data["previous"] = {
+            "original_name": before.original_name,
+            "size": before.size,
+            "sha256": before.sha256,
+            "duration_ms": before.duration_ms,
+            "uploaded_at": before.uploaded_at.isoformat(),
+        }
     if tenant.upload:
         up = tenant.upload
         data["file"] = {
@@ -61,11 +72,34 @@ def describe(data: dict[str, Any]) -> str:
     if data["disclaimer"]:
         d = data["disclaimer"]
         lines.append(f"disclaimer  accepted by {d['accepted_by']} at {d['accepted_at']} for sha256 {d['sha256'][:16]}…")
+    if data.get("analysis"):
+        lines.append(f"analysis    {analysis_line(data['analysis'])}")
+    if data.get("previous"):
+        p = data["previous"]
+        lines.append(
+            f"previous    {p['original_name']} ({p['size']:,} bytes, {p['duration_ms'] / 1000:.2f} s)"
+            f" uploaded {p['uploaded_at']}: `ooma-moh restore` brings it back"
+        )
     if "nodes" in data:
         lines.append(f"nodes       live on {data['nodes']['live']} of {data['nodes']['of']}")
     for r in data["renditions"]:
         lines.append(f"rendition   .{r['format']:<6} {r['codec']:<11} {r['rate']:>6} Hz {r['bytes']:>10,} bytes")
     return "\n".join(lines)
+
+
+def analysis_line(analysis: dict[str, Any]) -> str:
+    """One line of an upload's analysis for people: loudness, trimmed silence, warnings."""
+    parts = []
+    if "loudness_lufs_in" in analysis and "loudness_lufs_out" in analysis:
+        parts.append(f"loudness {analysis['loudness_lufs_in']} -> {analysis['loudness_lufs_out']} LUFS")
+    trimmed = analysis.get("silence_trimmed_ms") or {}
+    if trimmed.get("start") or trimmed.get("end"):
+        parts.append(f"silence trimmed {trimmed.get('start', 0)} ms + {trimmed.get('end', 0)} ms")
+    if analysis.get("loop_seam"):
+        parts.append(f"loop {analysis['loop_seam']}")
+    warnings = analysis.get("warnings") or []
+    parts.append("warnings: " + (", ".join(warnings) if warnings else "none"))
+    return "; ".join(parts)
 
 
 def report_dict(report: SyncReport) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Tenants' music: ``init``, ``upload``, ``show``, ``list``, ``delete``, ``listen``, ``demo``,
-``sync``, ``verify``."""
+"""Tenants' music: ``init``, ``upload``, ``show``, ``list``, ``delete``, ``listen``, ``restore``,
+``demo``, ``sync``, ``verify``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import click
 from ..app import build_service, build_syncer, create_catalog
 from ..asterisk_cli import AsteriskCli
 from ..errors import ReloadPending
-from ..media import write_wav
 from ..model import MohSetting, validate_tenant_id
+from ..pcm import QUALITIES, as_wav
 from ..sync import ClassesRefused, Syncer, SyncReport
 from .base import emit, handles_errors, json_option, main, service_of
 from .present import describe, report_dict, report_text, tenant_dict
@@ -129,23 +129,52 @@ def delete(ctx: click.Context, tenant: str, as_json: bool) -> None:
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True), help="WAV file to write."
 )
+@click.option(
+    "--quality",
+    type=click.Choice(sorted(QUALITIES)),
+    default="wideband",
+    show_default=True,
+    help="phone: the 8 kHz μ-law rendition a G.711 caller gets, decoded; wideband: the 16 kHz one.",
+)
 @json_option
 @click.pass_context
 @handles_errors
-def listen(ctx: click.Context, tenant: str, output: str, as_json: bool) -> None:
-    """Write what TENANT's callers hear (the 16 kHz rendition) as a WAV file."""
+def listen(ctx: click.Context, tenant: str, output: str, quality: str, as_json: bool) -> None:
+    """Write what TENANT's callers hear as a WAV file."""
     validate_tenant_id(tenant)
-    audio = service_of(ctx, writable=False).rendition_bytes(tenant, "sln16")
+    extension, rate, _ = QUALITIES[quality]
+    wav = as_wav(service_of(ctx, writable=False).rendition_bytes(tenant, extension), quality)
     try:
-        write_wav(audio, Path(output))
+        Path(output).write_bytes(wav)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
-    seconds = len(audio) / 32000
+    seconds = (len(wav) - 44) / (2 * rate)
     emit(
         as_json,
-        {"tenant": tenant, "output": output, "seconds": seconds},
-        f"wrote {output}: {seconds:.2f} s, 16 kHz mono",
+        {"tenant": tenant, "output": output, "seconds": seconds, "quality": quality, "rate": rate},
+        f"wrote {output}: {seconds:.2f} s, {rate // 1000} kHz mono ({quality})",
     )
+
+
+@main.command()
+@click.argument("tenant")
+@click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to the previous file.")
+@click.option(
+    "--by",
+    "accepted_by",
+    default=getpass.getuser,
+    show_default="the Unix user",
+    help="Who accepted the disclaimer: printable text, 1-128 characters.",
+)
+@json_option
+@click.pass_context
+@handles_errors
+def restore(ctx: click.Context, tenant: str, accept_disclaimer: bool, accepted_by: str, as_json: bool) -> None:
+    """Make the file TENANT's last change replaced or removed current again."""
+    validate_tenant_id(tenant)
+    result = service_of(ctx).restore(tenant, accept_disclaimer=accept_disclaimer, accepted_by=accepted_by)
+    data = tenant_dict(result, ctx.obj.class_prefix)
+    emit(as_json, data, describe(data))
 
 
 @main.command()

@@ -9,14 +9,12 @@ Which rendition, in order:
 3. anything else: 400 ``invalid_quality``.
 
 A rendition's bytes are checked against their sha256 once per file version (``blob_damaged``
-otherwise). The waveform is at most :data:`MAX_PEAKS` (min, max) pairs of the 16 kHz rendition,
-−1..1, remembered per rendition.
+otherwise). The waveform is at most 2,000 (min, max) pairs of the 16 kHz rendition, −1..1,
+remembered per rendition (:mod:`ooma_moh.pcm` makes both).
 """
 
 from __future__ import annotations
 
-import struct
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,45 +24,15 @@ from aiohttp import web
 
 from ..errors import NoSuchDraft, NoTenantFile, StorageError
 from ..model import MohSetting
+from ..pcm import QUALITIES, decode_ulaw, peaks, wav_header
 from ..storage import Blobs, Catalog
 from ..storage.blobs import sha256_file, storage_errors
 from .auth import authorised_tenant
 from .context import BLOBS, READER, WORKERS, ApiError, in_thread
 
-with warnings.catch_warnings():  # deprecated in 3.11-3.12 (audioop-lts on 3.13): pydub needs it anyway
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
-MAX_PEAKS = 2000
-#: quality -> (rendition, sample rate of the WAV, whether its bytes are μ-law to decode)
-QUALITIES: dict[str, tuple[str, int, bool]] = {"wideband": ("sln16", 16000, False), "phone": ("ulaw", 8000, True)}
-
 #: (path, size, mtime) of renditions whose bytes were checked against their sha256 (bounded)
 _CHECKED: dict[tuple[str, int, int], str] = {}
 _WAVEFORMS: dict[str, dict[str, Any]] = {}
-
-
-def _ulaw_tables() -> tuple[bytes, bytes]:
-    """Low and high bytes of the 16-bit value of each μ-law byte (ITU-T G.711), so that a whole
-    chunk decodes with two ``bytes.translate`` calls."""
-    low, high = bytearray(256), bytearray(256)
-    for code in range(256):
-        value = ~code & 0xFF
-        magnitude = (((value & 0x0F) << 3) + 0x84) << ((value & 0x70) >> 4)
-        sample = (0x84 - magnitude) if value & 0x80 else (magnitude - 0x84)
-        low[code], high[code] = struct.pack("<h", sample)
-    return bytes(low), bytes(high)
-
-
-ULAW_LOW, ULAW_HIGH = _ulaw_tables()
-
-
-def decode_ulaw(data: bytes) -> bytes:
-    """μ-law bytes as 16-bit little-endian PCM."""
-    out = bytearray(2 * len(data))
-    out[0::2] = data.translate(ULAW_LOW)
-    out[1::2] = data.translate(ULAW_HIGH)
-    return bytes(out)
 
 
 def _checked(blobs: Blobs, sha: str) -> Path:
@@ -105,18 +73,6 @@ def _draft_rendition(reader: Catalog, blobs: Blobs, tenant_id: str, draft_id: st
 
 
 Finder = Callable[[Catalog, Blobs, str, str, str], tuple[Path, str]]
-
-
-def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
-    """The 44-byte header of a 16-bit mono PCM WAV holding ``data_bytes``."""
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36 + data_bytes)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )
 
 
 def _digits(text: str) -> bool:
@@ -217,18 +173,12 @@ async def get_draft_audio(request: web.Request) -> web.StreamResponse:
 
 
 def waveform(path: Path, sha: str) -> dict[str, Any]:
-    """(blocking) At most :data:`MAX_PEAKS` (min, max) pairs of a 16 kHz 16-bit rendition."""
+    """(blocking) The outline of a 16 kHz 16-bit rendition (:func:`~ooma_moh.pcm.peaks`)."""
     if sha in _WAVEFORMS:
         return _WAVEFORMS[sha]
-    peaks = []
     with storage_errors("reading a stored file"), open(path, "rb") as fh:
         samples = path.stat().st_size // 2
-        buckets = min(MAX_PEAKS, samples)
-        for n in range(buckets):  # one bucket read at a time: a 30-minute file is 58 MB
-            count = (n + 1) * samples // buckets - n * samples // buckets
-            low, high = audioop.minmax(fh.read(2 * count), 2)
-            peaks.append([round(low / 32768, 4), round(high / 32767, 4)])
-    body = {"duration_ms": samples * 1000 // 16000, "peaks": peaks}
+        body = {"duration_ms": samples * 1000 // 16000, "peaks": peaks(fh, samples)}
     if len(_WAVEFORMS) >= 64:
         _WAVEFORMS.clear()
     _WAVEFORMS[sha] = body

@@ -19,6 +19,44 @@ _TENANT = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"},
 }
 
+_DRAFT = {"name": "draft", "in": "path", "required": True, "schema": {"type": "string"}}
+_QUALITY = {
+    "name": "quality",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["wideband", "phone"], "default": "wideband"},
+    "description": "phone: the 8 kHz μ-law rendition a G.711 caller gets, decoded sample for sample to"
+    " 16-bit PCM (8 kHz WAV); wideband: the 16 kHz rendition (16 kHz WAV)",
+}
+_WAV: dict[str, Any] = {"audio/wav": {}}
+_AUDIO_RESPONSES = {
+    "200": {"description": "the audio", "content": _WAV},
+    "206": {"description": "part of the audio", "content": _WAV},
+    "304": {"description": "If-None-Match names this audio's ETag: unchanged"},
+    "400": _ERROR,
+    "401": _ERROR,
+    "404": _ERROR,
+    "416": _ERROR,
+    "503": {"description": "the stored audio is damaged or unreadable", "content": _ERROR_CONTENT},
+}
+_WAVEFORM = {
+    "summary": "The outline of what callers hear: at most 2,000 (min, max) pairs, -1..1",
+    "responses": {
+        "200": {
+            "description": "the waveform",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Waveform"}}},
+        },
+        "401": _ERROR,
+        "404": _ERROR,
+        "503": _ERROR,
+    },
+}
+_DRAFT_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Draft"}}}
+_ACCEPTED_FORM = {
+    "type": "object",
+    "required": ["disclaimer"],
+    "properties": {"disclaimer": {"type": "string", "enum": ["accepted"]}, "disclaimer_version": {"type": "string"}},
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -41,16 +79,21 @@ OPENAPI: dict[str, Any] = {
                 },
             },
             "put": {
-                "summary": "Upload the tenant's file (at most 5,242,880 bytes) with the rights disclaimer",
+                "summary": "Upload the tenant's file (at most 5,242,880 bytes), or save a draft (`draft`"
+                " instead of `file`), with the rights disclaimer",
                 "requestBody": {
                     "required": True,
                     "content": {
                         "multipart/form-data": {
                             "schema": {
                                 "type": "object",
-                                "required": ["file", "disclaimer"],
+                                "required": ["disclaimer"],
                                 "properties": {
                                     "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                                    "draft": {
+                                        "type": "string",
+                                        "description": "the id of a draft to save (then no file)",
+                                    },
                                     "disclaimer": {"type": "string", "enum": ["accepted"]},
                                     "disclaimer_version": {
                                         "type": "string",
@@ -95,20 +138,91 @@ OPENAPI: dict[str, Any] = {
             },
         },
         "/tenants/{tenant}/moh/audio": {
+            "parameters": [_TENANT, _QUALITY],
+            "get": {"summary": "What callers hear, as a WAV (Range requests supported)", "responses": _AUDIO_RESPONSES},
+        },
+        "/tenants/{tenant}/moh/waveform": {"parameters": [_TENANT], "get": _WAVEFORM},
+        "/tenants/{tenant}/moh/restore": {
             "parameters": [_TENANT],
-            "get": {
-                "summary": "What callers hear, as a 16 kHz mono WAV (Range requests supported)",
+            "post": {
+                "summary": "Make the file the last change replaced or removed current again",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {"schema": _ACCEPTED_FORM},
+                        "multipart/form-data": {"schema": _ACCEPTED_FORM},
+                    },
+                },
                 "responses": {
-                    "200": {"description": "the audio", "content": {"audio/wav": {}}},
-                    "206": {"description": "part of the audio", "content": {"audio/wav": {}}},
-                    "304": {"description": "If-None-Match names this audio's ETag: unchanged"},
+                    "201": {"description": "restored; status says when callers hear it", "content": _MOH},
                     "401": _ERROR,
+                    "403": _CSRF,
                     "404": _ERROR,
-                    "416": _ERROR,
-                    "503": {"description": "the stored audio is damaged or unreadable", "content": _ERROR_CONTENT},
+                    "409": {"description": "nothing_to_restore, or disclaimer_changed", "content": _ERROR_CONTENT},
+                    "422": _ERROR,
+                    "503": _ERROR,
                 },
             },
         },
+        "/tenants/{tenant}/moh/drafts": {
+            "parameters": [_TENANT],
+            "post": {
+                "summary": "Convert and analyse a file without changing what callers hear (no disclaimer)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "string", "contentMediaType": "application/octet-stream"}
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "the draft", "content": _DRAFT_BODY},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _CSRF,
+                    "404": _ERROR,
+                    "408": _ERROR,
+                    "413": _ERROR,
+                    "415": _ERROR,
+                    "422": _ERROR,
+                    "429": {
+                        "description": "too_many_drafts (the tenant holds max_drafts_per_tenant), or another"
+                        " upload for this tenant is being converted (upload_in_progress)",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": _ERROR_CONTENT,
+                    },
+                    "503": _ERROR,
+                    "507": _ERROR,
+                },
+            },
+        },
+        "/tenants/{tenant}/moh/drafts/{draft}": {
+            "parameters": [_TENANT, _DRAFT],
+            "get": {
+                "summary": "A draft (404 no_draft: expired, saved, or another tenant's)",
+                "responses": {
+                    "200": {"description": "the draft", "content": _DRAFT_BODY},
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+            "delete": {
+                "summary": "Forget a draft",
+                "responses": {"204": {"description": "forgotten"}, "401": _ERROR, "403": _CSRF, "404": _ERROR},
+            },
+        },
+        "/tenants/{tenant}/moh/drafts/{draft}/audio": {
+            "parameters": [_TENANT, _DRAFT, _QUALITY],
+            "get": {"summary": "What callers would hear, as a WAV", "responses": _AUDIO_RESPONSES},
+        },
+        "/tenants/{tenant}/moh/drafts/{draft}/waveform": {"parameters": [_TENANT, _DRAFT], "get": _WAVEFORM},
     },
     "components": {
         "securitySchemes": {
@@ -121,8 +235,8 @@ OPENAPI: dict[str, Any] = {
                 "type": "apiKey",
                 "in": "cookie",
                 "name": "omh_session",
-                "description": "the page's session, opened by a `ooma-moh tokens link` URL; PUT and"
-                " DELETE also need the session's X-CSRF-Token header",
+                "description": "the page's session, opened by a `ooma-moh tokens link` URL; PUT, POST"
+                " and DELETE also need the session's X-CSRF-Token header",
             },
         },
         "responses": {
@@ -141,6 +255,64 @@ OPENAPI: dict[str, Any] = {
                         "required": ["code", "message"],
                         "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
                     }
+                },
+            },
+            "Analysis": {
+                "type": ["object", "null"],
+                "description": "what the conversion found (docs/http.md, Analysis); null for files converted"
+                " before analyses were recorded",
+                "properties": {
+                    "loudness_lufs_in": {"type": "number"},
+                    "loudness_lufs_out": {"type": "number"},
+                    "true_peak_dbtp_in": {"type": "number"},
+                    "clipped_ratio": {"type": "number"},
+                    "dc_offset": {"type": "number"},
+                    "silence_trimmed_ms": {
+                        "type": "object",
+                        "properties": {"start": {"type": "integer"}, "end": {"type": "integer"}},
+                    },
+                    "mono_loss_db": {"type": "number"},
+                    "phone_band_ratio": {"type": "number"},
+                    "duration_ms": {"type": "integer"},
+                    "loop_seam": {"type": "string", "enum": ["crossfaded", "clean"]},
+                    "warnings": {
+                        "type": "array",
+                        "items": {
+                            "type": "string",
+                            "enum": [
+                                "clipping",
+                                "dc_offset",
+                                "mono_cancellation",
+                                "outside_phone_band",
+                                "mostly_silence",
+                                "too_short",
+                            ],
+                        },
+                    },
+                },
+            },
+            "Draft": {
+                "type": "object",
+                "required": ["draft", "analysis", "expires_at", "original_name", "size", "duration_ms"],
+                "properties": {
+                    "draft": {"type": "string"},
+                    "analysis": {"$ref": "#/components/schemas/Analysis"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "original_name": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "duration_ms": {"type": "integer"},
+                },
+            },
+            "Waveform": {
+                "type": "object",
+                "required": ["duration_ms", "peaks"],
+                "properties": {
+                    "duration_ms": {"type": "integer"},
+                    "peaks": {
+                        "type": "array",
+                        "maxItems": 2000,
+                        "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                    },
                 },
             },
             "Moh": {
@@ -179,6 +351,22 @@ OPENAPI: dict[str, Any] = {
                                 },
                             },
                         ]
+                    },
+                    "analysis": {"$ref": "#/components/schemas/Analysis"},
+                    "previous": {
+                        "description": "the file the last change replaced or removed (POST …/restore)",
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "original_name": {"type": "string"},
+                                    "size": {"type": "integer"},
+                                    "duration_ms": {"type": "integer"},
+                                    "uploaded_at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        ],
                     },
                     "status": {
                         "type": "object",

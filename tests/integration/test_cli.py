@@ -134,3 +134,32 @@ def test_asterisk_conf_writes_refuses_to_overwrite_and_forces(run: Run, tmp_path
     assert forced == {"dest": str(dest), "written": [str(dest / n) for n in names]}
     assert (dest / "pjsip.conf").read_bytes() == (samples / "pjsip.conf").read_bytes()
     assert (dest / "http.conf").exists()
+
+
+def test_listen_in_phone_quality_and_restore_the_previous_file(run: Run, tmp_path: Path) -> None:
+    first = tone(tmp_path / "first.wav", 440, seconds=3)
+    second = tone(tmp_path / "second.wav", 660, seconds=3)
+    run("upload", "acme", str(first), "--accept-disclaimer", "--by", "alice")
+    assert "restore" in run("restore", "acme", "--accept-disclaimer", code=1)  # nothing replaced yet
+    replaced = json.loads(run("upload", "acme", str(second), "--accept-disclaimer", "--by", "bob", "--json"))
+    assert replaced["previous"]["original_name"] == "first.wav" and "analysis" in replaced
+    assert "previous    first.wav" in run("show", "acme")
+
+    out = tmp_path / "phone.wav"
+    listened = json.loads(run("listen", "acme", "-o", str(out), "--quality", "phone", "--json"))
+    assert listened["rate"] == 8000 and listened["quality"] == "phone"
+    with wave.open(str(out)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (8000, 1, 2)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    assert dominant_frequency(samples, 8000) == pytest.approx(660, abs=3)
+    ulaw = next(r for r in replaced["renditions"] if r["format"] == "ulaw")
+    assert len(samples) == ulaw["bytes"]  # sample for sample what a G.711 caller gets
+
+    assert "disclaimer" in run("restore", "acme", code=1)  # the disclaimer is accepted anew
+    restored = json.loads(run("restore", "acme", "--accept-disclaimer", "--by", "carol", "--json"))
+    assert restored["file"]["original_name"] == "first.wav" and restored["disclaimer"]["accepted_by"] == "carol"
+    assert restored["previous"]["original_name"] == "second.wav"
+    run("listen", "acme", "-o", str(out))
+    with wave.open(str(out)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    assert dominant_frequency(samples, 16000) == pytest.approx(440, abs=3)
