@@ -62,6 +62,9 @@ class Settings:
     draft_ttl_s: float = 3600.0
     #: drafts a tenant may hold at once (one more: 429)
     max_drafts_per_tenant: int = 3
+    #: the platform's default music under a recorded voice (``bed=default``): a file, or the
+    #: directory of files Asterisk's ``default`` class plays (in name order)
+    music_bed_default: Path = Path("/var/lib/asterisk/moh")
     class_prefix: str = "tenant-"
     ffmpeg: str = "ffmpeg"
     # derived from home in __post_init__ when unset, so always a Path once built
