@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import signal
 from collections.abc import Callable
@@ -35,6 +36,14 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+#: who accepted the rights disclaimer (``upload``, ``restore``)
+by_option = click.option(
+    "--by",
+    "accepted_by",
+    default=getpass.getuser,
+    show_default="the Unix user",
+    help="Who accepted the disclaimer: printable text, 1-128 characters.",
+)
 
 
 @click.group()

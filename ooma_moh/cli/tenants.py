@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from ..errors import ReloadPending
 from ..model import MohSetting, validate_tenant_id
 from ..pcm import QUALITIES, as_wav
 from ..sync import ClassesRefused, Syncer, SyncReport
-from .base import emit, handles_errors, json_option, main, service_of
+from .base import by_option, emit, handles_errors, json_option, main, service_of
 from .present import describe, report_dict, report_text, tenant_dict
 
 
@@ -40,13 +39,7 @@ def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
 @click.argument("tenant")
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to this file.")
-@click.option(
-    "--by",
-    "accepted_by",
-    default=getpass.getuser,
-    show_default="the Unix user",
-    help="Who accepted the disclaimer: printable text, 1-128 characters.",
-)
+@by_option
 @click.option("--name", "original_name", help="Original file name to record (default: FILE's name).")
 @json_option
 @click.pass_context
@@ -159,13 +152,7 @@ def listen(ctx: click.Context, tenant: str, output: str, quality: str, as_json: 
 @main.command()
 @click.argument("tenant")
 @click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to the previous file.")
-@click.option(
-    "--by",
-    "accepted_by",
-    default=getpass.getuser,
-    show_default="the Unix user",
-    help="Who accepted the disclaimer: printable text, 1-128 characters.",
-)
+@by_option
 @json_option
 @click.pass_context
 @handles_errors
