@@ -13,6 +13,7 @@ specific message; the CLI prints that line and exits non-zero. The tree::
     ├── NoSuchDraft            no such draft for this tenant (never made, expired or saved)
     ├── TooManyDrafts          the tenant holds max_drafts_per_tenant drafts already
     ├── NothingToRestore       no previous file to restore
+    ├── BedUnavailable         the default music to put under a voice cannot be read
     ├── MediaToolError         ffmpeg is missing or failed on our own, already-valid data
     ├── StorageError           the server's own storage failed (disk full, permissions, a
     │   │                      stored file missing or damaged): never the uploader's fault
@@ -85,6 +86,11 @@ class TooManyDrafts(OomaMohError):
 
 class NothingToRestore(OomaMohError, LookupError):
     """The tenant has no previous file to restore."""
+
+
+class BedUnavailable(OomaMohError):
+    """The music to put under a voice (``music_bed_default``) is missing or unreadable: the
+    operator's configuration, not the admin's file."""
 
 
 class MediaToolError(OomaMohError):

@@ -6,22 +6,20 @@ constructor, so these rules are tested without ffmpeg or disk, and each edge is 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import logging
-import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
+from . import beds, metrics
 from . import disclaimer as disclaimer_text
-from . import metrics
 from .config import Settings
-from .errors import DisclaimerRequired, NoSuchDraft, NoTenantFile, NothingToRestore, TooManyDrafts, UploadRejected
+from .errors import DisclaimerRequired, NoSuchDraft, NoTenantFile, NothingToRestore, TooManyDrafts
+from .intake import clean_original_name, opened, stage
 from .logsafe import logfmt
 from .media_rules import Conversion
 from .model import (
@@ -35,13 +33,10 @@ from .model import (
     validate_actor,
     validate_tenant_id,
 )
-from .rejections import Rejection
 from .storage import Blobs, Catalog
 from .storage.blobs import storage_errors
 
 log = logging.getLogger(__name__)
-MAX_NAME_CHARS = 255
-CHUNK = 1 << 16
 
 
 class Converter(Protocol):
@@ -51,24 +46,17 @@ class Converter(Protocol):
         """Validate ``source``; write its renditions under ``workdir``."""
 
 
-def _read(source: BinaryIO, size: int) -> bytes:
-    """Read from the uploader's stream: a failure there is the upload's, not the server's."""
-    try:
-        return source.read(size)
-    except OSError as exc:
-        raise UploadRejected(Rejection.UNREADABLE, f"the upload could not be read: {exc.strerror}") from None
+class Mixer(Protocol):
+    """Puts music under a voice (see :mod:`ooma_moh.media`)."""
+
+    def mix(self, voice: Path, beds: list[tuple[Path, tuple[str, ...]]], out_wav: Path, bed_level_db: float) -> None:
+        """Put the music ``beds`` (files with their ffmpeg input options) under ``voice`` (an
+        upload, decoded as :meth:`convert` decodes one) into the WAV ``out_wav``."""
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def clean_original_name(name: str) -> str:
-    """The uploaded file's name as a record: base name only, no control characters, bounded."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    printable = "".join(ch for ch in base if ch.isprintable())
-    return printable[:MAX_NAME_CHARS] or "upload"
 
 
 class MohService:
@@ -87,22 +75,6 @@ class MohService:
         self.blobs = blobs
         self.converter = converter
         self.clock = clock
-
-    def _stage(self, source: BinaryIO, target: Path) -> tuple[int, str]:
-        """Copy at most ``max_upload_bytes`` of ``source`` to ``target``; return size and sha256."""
-        limit = self.settings.max_upload_bytes
-        digest = hashlib.sha256()
-        size = 0
-        with storage_errors("receiving the upload"), open(target, "wb") as out:
-            while chunk := _read(source, min(CHUNK, limit + 1 - size)):
-                size += len(chunk)
-                if size > limit:
-                    raise UploadRejected(Rejection.TOO_LARGE, f"the file is larger than the limit of {limit:,} bytes")
-                digest.update(chunk)
-                out.write(chunk)
-        if size == 0:
-            raise UploadRejected(Rejection.EMPTY, "the file is empty")
-        return size, digest.hexdigest()
 
     def upload(
         self,
@@ -162,38 +134,18 @@ class MohService:
         before_commit: Callable[[], None] | None,
     ) -> TenantMoh:
         accepted_by = self._accepting(tenant_id, accept_disclaimer, accepted_by)
-        with self._opened(source) as (fh, default_name):
+        with opened(source, self.settings.max_upload_bytes) as (fh, default_name):
             return self._ingest(
                 tenant_id, fh, original_name or default_name, accepted_by, disclaimer_version, before_commit
             )
 
-    @contextlib.contextmanager
-    def _opened(self, source: Path | BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
-        """The upload as a stream, and the name to record if none is given; a path is checked
-        (a readable file within ``max_upload_bytes``) before anything is read."""
-        if not isinstance(source, (str, os.PathLike)):
-            yield source, "upload"
-            return
-        path = Path(source)
-        try:
-            if not path.is_file():
-                raise UploadRejected(Rejection.NOT_A_FILE, "the upload is not a readable file")
-            if path.stat().st_size > self.settings.max_upload_bytes:
-                raise UploadRejected(
-                    Rejection.TOO_LARGE,
-                    f"the file is larger than the limit of {self.settings.max_upload_bytes:,} bytes",
-                )
-            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; the try covers only the opening
-        except OSError as exc:
-            raise UploadRejected(Rejection.NOT_A_FILE, f"the upload cannot be read: {exc.strerror}") from None
-        with fh:
-            yield fh, path.name
-
-    def _convert(self, source: BinaryIO, name: str, work: Path) -> tuple[UploadedFile, tuple[Rendition, ...]]:
+    def _convert(
+        self, source: BinaryIO, name: str, work: Path, limit: int | None = None
+    ) -> tuple[UploadedFile, tuple[Rendition, ...]]:
         """Stage, validate and convert ``source`` in ``work``; store the original and the
         renditions as blobs (safe from the clean-up while ``work`` is open)."""
         staged = work / "original"
-        size, sha = self._stage(source, staged)
+        size, sha = stage(source, staged, limit or self.settings.max_upload_bytes)
         with metrics.CONVERSION.time():
             conversion = self.converter.convert(staged, work)
         renditions = []
@@ -237,21 +189,57 @@ class MohService:
         without changing what callers hear; ``TooManyDrafts`` beyond ``max_drafts_per_tenant``."""
         validate_tenant_id(tenant_id)
         started = time.monotonic()
-        with self._opened(source) as (fh, default_name), self.blobs.scratch() as work:
+        with opened(source, self.settings.max_upload_bytes) as (fh, default_name), self.blobs.scratch() as work:
             upload, renditions = self._convert(fh, original_name or default_name, work)
-            expires = upload.uploaded_at + timedelta(seconds=self.settings.draft_ttl_s)
-            draft = Draft(secrets.token_hex(8), tenant_id, upload, renditions, expires)
-            if not self.catalog.add_draft(draft, self.settings.max_drafts_per_tenant, upload.uploaded_at):
-                raise TooManyDrafts(
-                    f"this tenant already has {self.settings.max_drafts_per_tenant} drafts: save one,"
-                    f" or wait until one expires ({self.settings.draft_ttl_s / 60:g} minutes after it was made)"
-                )
+            draft = self._keep_draft(tenant_id, upload, renditions)
         log.info(
             "draft tenant=%s id=%s sha256=%s duration_ms=%d in %.1f s",
             logfmt(tenant_id),
             draft.draft_id,
             upload.sha256,
             upload.duration_ms,
+            time.monotonic() - started,
+        )
+        return draft
+
+    def _keep_draft(self, tenant_id: str, upload: UploadedFile, renditions: tuple[Rendition, ...]) -> Draft:
+        expires = upload.uploaded_at + timedelta(seconds=self.settings.draft_ttl_s)
+        draft = Draft(secrets.token_hex(8), tenant_id, upload, renditions, expires)
+        if not self.catalog.add_draft(draft, self.settings.max_drafts_per_tenant, upload.uploaded_at):
+            raise TooManyDrafts(
+                f"this tenant already has {self.settings.max_drafts_per_tenant} drafts: save one,"
+                f" or wait until one expires ({self.settings.draft_ttl_s / 60:g} minutes after it was made)"
+            )
+        return draft
+
+    def mix_draft(self, tenant_id: str, draft_id: str, *, bed: str, bed_level_db: float = -18.0) -> Draft:
+        """A new draft: the voice of draft ``draft_id`` over music (``bed``: ``default`` or
+        ``current``, rules in :mod:`.beds`), analysed and converted like any upload."""
+        voice = self.draft(tenant_id, draft_id)
+        if bed == "current":
+            tenant = self.show(tenant_id)
+            if tenant.setting is not MohSetting.FILE:
+                raise NoTenantFile(
+                    "this tenant uses the default music: there is no current file to put under the voice"
+                )
+            music = [(self.blobs.locate(tenant.rendition("sln16").sha256), beds.FORMATS["sln16"])]
+        else:
+            music = beds.default_bed(self.settings.music_bed_default)
+        started = time.monotonic()
+        with self.blobs.scratch() as work:
+            mixed = work / "mixed.wav"
+            cast(Mixer, self.converter).mix(self.blobs.locate(voice.upload.sha256), music, mixed, bed_level_db)
+            name = f"{Path(voice.upload.original_name).stem} + music.wav"
+            with storage_errors("reading the mix"), open(mixed, "rb") as fh:
+                # our own file: as long as the voice allows (max_duration_s), not max_upload_bytes
+                upload, renditions = self._convert(fh, name, work, limit=1 << 40)
+            draft = self._keep_draft(tenant_id, upload, renditions)
+        log.info(
+            "mix tenant=%s voice=%s bed=%s draft=%s in %.1f s",
+            logfmt(tenant_id),
+            draft_id,
+            bed,
+            draft.draft_id,
             time.monotonic() - started,
         )
         return draft

@@ -19,10 +19,11 @@ from ooma_moh.errors import (
     TooManyDrafts,
     UploadRejected,
 )
+from ooma_moh.intake import clean_original_name
 from ooma_moh.media_rules import Conversion
 from ooma_moh.model import MohSetting
 from ooma_moh.rejections import Rejection
-from ooma_moh.service import MohService, clean_original_name
+from ooma_moh.service import MohService
 from ooma_moh.storage import BlobStore, SqliteCatalog
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
