@@ -9,6 +9,10 @@ Input: a ~4.8 MB, 300 s, 128 kbit/s stereo MP3 (generated: pink noise plus a mel
   command that does both, one-pass ``loudnorm``, is timed too with ``--loudnorm``.
 - ours without the rendition verification (``FfmpegConverter(verify=False)``), to show what the
   checks added for issue 8 cost, in the same run;
+- ours without the analysis branches (``FfmpegConverter(analyse=False)``: no astats, volumedetect,
+  band filters; silencedetect stays, trimming needs it), and ours without the analysis *and*
+  without the loop processing (``trim_silence=False``, ``loop_crossfade_ms=0``: the encode run of
+  before issue 21), to show what each added in the same run;
 - the worst accepted input: the longest accepted duration (30 min) at the lowest accepted sample
   rate (8 kHz), an 8 kbit/s mono MP3 of 1.8 MB, uploaded in a child process whose children's CPU
   seconds and peak RSS (ffmpeg's) are reported; and the 3,444-byte 1 Hz WAV of issue 8, which
@@ -21,6 +25,7 @@ Prints the median of ``--runs`` runs of each and the ratios ours / baseline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -248,21 +253,37 @@ def main() -> None:
         make_input(source)
         print(f"input: {source.stat().st_size:,} bytes MP3, 300 s")
         service = build_service(Settings(home=tmpdir / "home"))
-        unverified = MohService(
-            service.settings, service.catalog, service.blobs, FfmpegConverter(service.settings, verify=False)
+        settings = service.settings
+        unverified = MohService(settings, service.catalog, service.blobs, FfmpegConverter(settings, verify=False))
+        unanalysed = MohService(settings, service.catalog, service.blobs, FfmpegConverter(settings, analyse=False))
+        unlooped_settings = dataclasses.replace(settings, trim_silence=False, loop_crossfade_ms=0)
+        unlooped = MohService(
+            unlooped_settings, service.catalog, service.blobs, FfmpegConverter(unlooped_settings, analyse=False)
         )
-        ours, bare, base = [], [], []
-        for run in range(args.runs):  # interleaved, so drift in machine load hits all three alike
+        variants = {"ours": service, "unverified": unverified, "unanalysed": unanalysed, "unlooped": unlooped}
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        base: list[float] = []
+        for run in range(args.runs):  # interleaved, so drift in machine load hits all of them alike
             base.append(timed(baseline, source, tmpdir))
-            for svc, times, tenant in ((service, ours, f"t{run}"), (unverified, bare, f"u{run}")):
-                times.append(
+            for name, svc in variants.items():
+                tenant = f"{name}{run}"
+                times[name].append(
                     timed(lambda s=svc, t=tenant: s.upload(t, source, accept_disclaimer=True, accepted_by="bench"))
                 )
-        o, u, b = statistics.median(ours), statistics.median(bare), statistics.median(base)
-        print(f"ours     (upload)              median {o:6.2f} s  runs {[round(x, 2) for x in ours]}")
-        print(f"ours without verification      median {u:6.2f} s  runs {[round(x, 2) for x in bare]}")
+        m = {name: statistics.median(values) for name, values in times.items()}
+        o, u, b = m["ours"], m["unverified"], statistics.median(base)
+        for name, label in (
+            ("ours", "ours     (upload)            "),
+            ("unverified", "ours without verification    "),
+            ("unanalysed", "ours without analysis        "),
+            ("unlooped", "ours without analysis, loop  "),
+        ):
+            print(f"{label}  median {m[name]:6.2f} s  runs {[round(x, 2) for x in times[name]]}")
         print(f"baseline (ebur128 + encode)    median {b:6.2f} s  runs {[round(x, 2) for x in base]}")
         print(f"ratio ours/baseline: {o / b:.2f}; without verification: {u / b:.2f}; verified/unverified: {o / u:.3f}")
+        analysis, loop = m["ours"] - m["unanalysed"], m["unanalysed"] - m["unlooped"]
+        both = m["unlooped"] / b
+        print(f"analysis costs {analysis:+.2f} s, loop processing {loop:+.2f} s; ratio without both: {both:.2f}")
         if not args.no_worst_case:
             worst, one_hz = tmpdir / "worst.mp3", tmpdir / "onehz.wav"
             make_worst_case(worst)

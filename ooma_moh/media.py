@@ -8,9 +8,12 @@ Conversion is two ffmpeg runs over the upload:
 
 1. *decode + measure*: decode once (at most ``max_duration_s`` + 1 s of it) to 16 kHz mono float
    PCM in the work directory, while an ``ebur128`` branch measures integrated loudness and true
-   peak of that same signal;
-2. *encode*: apply the gain that brings it to the target loudness (and a limiter only when the
-   gain would push the true peak over the ceiling), then write the five renditions in one pass.
+   peak of that same signal, and the analysis branches (:mod:`ooma_moh.analysis`) measure
+   clipping, DC offset, mono compatibility, the phone band's share and the silences;
+2. *encode*: trim the leading and trailing silence, subtract the DC offset, apply the gain that
+   brings it to the target loudness (and a limiter only when the gain would push the true peak
+   over the ceiling), crossfade the end into the start (:func:`ooma_moh.analysis.plan_loop`),
+   then write the five renditions in one pass.
 
 The measured values are rounded before use, so the same input and settings give byte-identical
 renditions.
@@ -19,9 +22,21 @@ renditions.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import ffmpeg
+from .analysis import (
+    LOSSLESS_CONTAINERS,
+    LoopPlan,
+    Measures,
+    analysis_dict,
+    dc_to_remove,
+    decode_graph,
+    parse_measures,
+    plan_loop,
+    silences,
+)
 from .config import Settings
 from .errors import MediaToolError, StorageError, UploadRejected
 from .media_rules import (
@@ -45,12 +60,27 @@ from .model import RENDITION_FORMATS
 from .rejections import Rejection
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """What the decode run found: the container, loudness and true peak of the 16 kHz mono PCM,
+    its length, the analysis (None when not analysed) and the silences (empty when not looked for)."""
+
+    container: str
+    lufs: float
+    peak: float
+    samples: int
+    measures: Measures | None
+    silences: tuple[tuple[float, float], ...]
+
+
 class FfmpegConverter:
     """Validates and converts uploads with a restricted, resource-limited ffmpeg."""
 
-    def __init__(self, settings: Settings, *, verify: bool = True) -> None:
+    def __init__(self, settings: Settings, *, verify: bool = True, analyse: bool = True) -> None:
         self.settings = settings
-        self.verify = verify  # False only in bench/ingest.py, to measure what verification costs
+        # both False only in bench/ingest.py, to measure what verification and analysis cost
+        self.verify = verify
+        self.analyse = analyse
         self.limits = ffmpeg.Limits(settings.ffmpeg_cpu_s, settings.ffmpeg_wall_s, settings.ffmpeg_memory_mb << 20)
 
     def _run(self, args: list[str], watch: InputWatch | None = None) -> ffmpeg.Run:
@@ -73,15 +103,19 @@ class FfmpegConverter:
         if number is not None:
             raise StorageError.from_errno(number, doing)
 
-    def decode(self, source: Path, pcm: Path) -> tuple[str, float, float, int]:
-        """Decode ``source`` to 16 kHz mono f32le at ``pcm``; return container, LUFS, peak, samples."""
+    def decode(self, source: Path, pcm: Path) -> Decoded:
+        """Decode ``source`` to 16 kHz mono f32le at ``pcm``, measuring it on the way."""
         with open(source, "rb") as fh:
             container = sniff_container(fh.read(64))
         demuxer, whitelist, decoders = CONTAINERS[container]
         limit = self.settings.max_duration_s + 1.0
-        graph = (
-            f"[0:a:0]aresample={PCM_RATE},aformat=sample_fmts=flt:channel_layouts=mono,"
-            "asplit=2[pcm][m];[m]ebur128=peak=true[e];[e]anullsink"
+        clipping = container in LOSSLESS_CONTAINERS
+        graph = decode_graph(  # downmix first: the resampler then has one channel to work on
+            f"aresample,aformat=sample_fmts=flt:channel_layouts=mono,aresample={PCM_RATE},aformat=sample_fmts=flt",
+            self.settings.silence_threshold_db,
+            analyse=self.analyse,
+            find_silence=self.settings.trim_silence,
+            clipping=clipping,
         )
         watch = InputWatch(self.settings)
         run = self._run(
@@ -126,7 +160,8 @@ class FfmpegConverter:
         lufs, peak = parse_ebur128(run.log)
         if lufs <= SILENCE_LUFS:
             raise UploadRejected(Rejection.SILENT, "the file is silent")
-        return container, lufs, peak, samples
+        measures = parse_measures(run.log, watch.channels, clipping) if self.analyse else None
+        return Decoded(container, lufs, peak, samples, measures, tuple(silences(run.log)))
 
     def _check_duration(self, samples: int, declared: float | None, container: str) -> None:
         seconds = samples / PCM_RATE
@@ -153,10 +188,11 @@ class FfmpegConverter:
             last = (run.errors() or run.log.strip().splitlines() or [f"exit {run.returncode}"])[-1]
             raise MediaToolError(f"ffmpeg failed {doing}: {public_detail(last)}")
 
-    def encode(self, pcm: Path, plan: LoudnessPlan, out_base: Path) -> dict[str, Path]:
-        """Write the five renditions of ``pcm`` next to ``out_base``; return extension -> path."""
+    def encode(self, pcm: Path, plan: LoudnessPlan, loop: LoopPlan, out_base: Path) -> dict[str, Path]:
+        """Write the five renditions of ``pcm``, cut by ``loop``, next to ``out_base``; return
+        extension -> path."""
         graph = (
-            f"[0:a]{plan.filters()},asplit=2[hi][lo];[hi]asplit=2[sln16][g722];"
+            f"{loop.graph(plan.filters())};[looped]asplit=2[hi][lo];[hi]asplit=2[sln16][g722];"
             "[lo]aresample=8000,asplit=3[sln][ulaw][alaw]"
         )
         files = {f.extension: out_base.with_name(f"{out_base.name}.{f.extension}") for f in RENDITION_FORMATS}
@@ -178,7 +214,7 @@ class FfmpegConverter:
         return files
 
     def verify_renditions(self, files: dict[str, Path], samples_16k: int) -> None:
-        """Every rendition present and of the length its input implies (see
+        """Every rendition present and of the length the loop plan implies (``samples_16k``, see
         :func:`check_rendition_size`); ``StorageError`` otherwise — ffmpeg may say it succeeded."""
         for fmt in RENDITION_FORMATS:
             try:
@@ -222,16 +258,18 @@ class FfmpegConverter:
     def convert(self, source: Path, workdir: Path) -> Conversion:
         """Validate ``source`` and produce its verified renditions inside ``workdir``."""
         pcm = workdir / "decoded.f32"
-        container, lufs, peak, samples = self.decode(source, pcm)
+        decoded = self.decode(source, pcm)
+        samples, measures = decoded.samples, decoded.measures
         target, ceiling = self.settings.loudness_lufs, self.settings.true_peak_dbtp
-        plan = plan_loudness(lufs, peak, target, ceiling)
+        lufs = decoded.lufs
+        plan = plan_loudness(lufs, decoded.peak, target, ceiling, dc_to_remove(measures))
         # Limiting lowers loudness: limit into a new PCM, re-measure, and plan the rest from there,
         # until the remaining gain is small or needs no limiter (peaky input only; rare).
         for round_ in range(MAX_LIMIT_ROUNDS):
             if plan.limit_linear is None or abs(plan.gain_db) < 0.3:
                 break
             limited = workdir / f"limited{round_}.f32"
-            lufs_now, peak_now = self.limit(pcm, plan, limited)
+            lufs, peak_now = self.limit(pcm, plan, limited)
             if limited.stat().st_size != samples * PCM_BYTES_PER_SAMPLE:
                 raise StorageError(
                     "incomplete",
@@ -239,12 +277,19 @@ class FfmpegConverter:
                 )
             pcm.unlink()
             pcm = limited
-            plan = plan_loudness(lufs_now, peak_now, target, ceiling)
-        files = self.encode(pcm, plan, workdir / "rendition")
+            plan = plan_loudness(lufs, peak_now, target, ceiling)  # the offset went with the first round
+        s = self.settings
+        loop = plan_loop(samples, decoded.silences, s.trim_silence, s.loop_crossfade_ms)
+        files = self.encode(pcm, plan, loop, workdir / "rendition")
         pcm.unlink()
         if self.verify:
-            self.verify_renditions(files, samples)
-        return Conversion(container, samples * 1000 // PCM_RATE, files)
+            self.verify_renditions(files, loop.samples)
+        analysis = (
+            analysis_dict(measures, (decoded.lufs, decoded.peak), lufs + plan.gain_db, samples, loop)
+            if measures
+            else {}
+        )
+        return Conversion(decoded.container, loop.duration_ms, files, analysis)
 
 
 def write_wav(sln16: bytes, out: Path) -> None:

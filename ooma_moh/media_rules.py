@@ -89,24 +89,32 @@ class LoudnessPlan:
 
     gain_db: float
     limit_linear: float | None
+    #: subtracted before the gain (the measured mean; 0 once a limited PCM has none left)
+    dc_offset: float = 0.0
 
     def filters(self) -> str:
-        """The ffmpeg filter chain for this plan."""
-        chain = f"volume={self.gain_db:.2f}dB:precision=double"
+        """The ffmpeg filter chain for this plan (``aeval``: float, no clamping, unlike ``dcshift``)."""
+        chain = f"aeval=val(0)-({self.dc_offset:.4f}):c=same," if self.dc_offset else ""
+        chain += f"volume={self.gain_db:.2f}dB:precision=double"
         if self.limit_linear is not None:
             chain += f",alimiter=limit={self.limit_linear:.5f}:level=0:latency=1:attack=5:release=50"
         return chain
 
 
-def plan_loudness(lufs: float, true_peak: float, target_lufs: float, ceiling_dbtp: float) -> LoudnessPlan:
-    """Gain to ``target_lufs``; a limiter under the ceiling if the peak would exceed it.
+def plan_loudness(
+    lufs: float, true_peak: float, target_lufs: float, ceiling_dbtp: float, dc_offset: float = 0.0
+) -> LoudnessPlan:
+    """Gain to ``target_lufs``; a limiter under the ceiling if the peak would exceed it; the DC
+    offset (rounded to 4 decimals, as reported) subtracted first.
 
     The limiter works on samples and G.722 overshoots, hence the margin (see LIMITER_MARGIN_DB).
+    The peak was measured with the offset in: at worst a limiting round more, which removes it.
     """
     gain = round(target_lufs - lufs, 2)
+    dc = round(dc_offset, 4) + 0.0  # + 0.0: no "-0.0000"
     if true_peak + gain <= ceiling_dbtp:
-        return LoudnessPlan(gain, None)
-    return LoudnessPlan(gain, round(10 ** ((ceiling_dbtp - LIMITER_MARGIN_DB) / 20), 5))
+        return LoudnessPlan(gain, None, dc)
+    return LoudnessPlan(gain, round(10 ** ((ceiling_dbtp - LIMITER_MARGIN_DB) / 20), 5), dc)
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class Conversion:
     container: str
     duration_ms: int
     files: dict[str, Path]
-    #: what the analysis found (JSON-ready; keys in docs/http.md, "Analysis"); empty from a
+    #: what the analysis found (JSON-ready; keys in docs/configuration.md, "Analysis warnings"); empty from a
     #: converter that does not analyse
     analysis: dict[str, Any] = field(default_factory=dict)
 
@@ -181,6 +189,7 @@ class InputWatch:
         self.section = ""
         self.audio_seen = False
         self.other_codecs: set[str] = set()
+        self.channels = 0  # of the first audio stream, once seen
         self.rejection: UploadRejected | None = None
 
     def __call__(self, line: str) -> str | None:
@@ -206,6 +215,7 @@ class InputWatch:
         if match is None:
             return UploadRejected(Rejection.UNDECODABLE, "the file's audio stream declares no sample rate")
         rate, channels = int(match.group(1)), channel_count(match.group(2))
+        self.channels = channels or 0
         if rate < s.min_sample_rate:
             return UploadRejected(
                 Rejection.SAMPLE_RATE,

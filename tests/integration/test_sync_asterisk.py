@@ -14,8 +14,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -24,8 +26,9 @@ from ooma_moh.cli import main
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
 from ooma_moh.service import MohService
-from tests.audio import tone
+from tests.audio import decode_raw, tone
 from tests.integration.conftest import longest_silence, settings_env, tones_heard
+from tests.integration.test_conversion import MUSIC, generated, quietest_window
 
 A, B, C = 440.0, 660.0, 880.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +77,33 @@ def test_each_tenant_hears_its_own_class(
     # a class that was never published falls back to default: Asterisk gives no error
     assert_hears(tones_heard(lab.record("gamma2", 2, "tenant-gamma"), [A, B, C]), DEFAULT_TONE)
     assert cli(lab_settings, "verify").strip() == "catalog, disk and Asterisk agree"
+    if lab_settings.publish_mode == "realtime":  # the loop is the file's, not the mode's: once
+        assert_loops_seamlessly(lab, lab_service, tmp_path)
+
+
+def assert_loops_seamlessly(lab: LabAsterisk, service: MohService, tmp: Path) -> None:
+    """A held caller hears a 3 s music-like file loop at least twice: around each loop point no
+    100 ms window of silence, and no sample-to-sample jump larger than the music's own."""
+    source = generated(tmp / "music.wav", MUSIC, seconds=3, channels=2)
+    result = service.upload("delta", source, accept_disclaimer=True, accepted_by="tester")
+    cli(service.settings, "sync", "delta")
+    music, rate = decode_raw(service.blobs.path(result.rendition("sln").sha256), "sln")
+    loop = len(music)
+    with wave.open(str(lab.record("delta", 3 * loop // rate + 2, "tenant-delta"))) as wav:
+        assert wav.getframerate() == rate  # the recorder's 8 kHz: the .sln rendition is played
+        heard = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    head = music[: rate // 5]  # where the file's start is heard: its best match in the recording
+    match = np.correlate(heard[: len(heard) - loop], head, mode="valid")
+    start = int(np.argmax(match))
+    assert np.max(np.abs(heard[start : start + len(head)] - head)) < 0.01  # found: heard as written
+    seams = [p for p in range(start % loop, len(heard) - rate // 10, loop) if p > rate // 2]
+    assert len(seams) >= 2, (start, loop, len(heard))
+    within = float(np.max(np.abs(np.diff(music))))
+    for seam in seams:
+        quietest = quietest_window(heard[seam - rate // 2 : seam + rate // 2], rate)
+        assert quietest > 10 ** (service.settings.silence_threshold_db / 20), (seam, quietest)
+        jump = float(np.max(np.abs(np.diff(heard[seam - rate // 100 : seam + rate // 100]))))
+        assert jump <= within, (seam, jump, within)
 
 
 def test_replace_while_a_caller_listens(

@@ -74,3 +74,10 @@ def test_plan_limits_when_peak_would_exceed_ceiling() -> None:
     assert plan.gain_db == 10.0
     assert plan.limit_linear == pytest.approx(10 ** (-4 / 20), abs=1e-5)
     assert "alimiter" in plan.filters() and "level=0" in plan.filters()
+
+
+def test_plan_subtracts_the_dc_offset_first() -> None:
+    plan = plan_loudness(-30.0, -12.0, -20.0, -2.0, dc_offset=-0.012345)
+    assert plan.dc_offset == -0.0123
+    assert plan.filters() == "aeval=val(0)-(-0.0123):c=same,volume=10.00dB:precision=double"
+    assert plan_loudness(-30.0, -12.0, -20.0, -2.0, dc_offset=0.00004).filters().startswith("volume=")
