@@ -45,7 +45,7 @@ FLAGS = (
     "--mute-audio",
 )
 #: elements that can carry an accessible name the page promises
-NAMED = "h1, button, input, a, progress, label"
+NAMED = "h1, button, input, a, progress, label, summary"
 
 #: What the ``browser`` fixture gives: :func:`chromium`, ``with browser(lang) as driver``.
 Chromium = Callable[[str], AbstractContextManager[webdriver.Chrome]]
@@ -104,17 +104,29 @@ class Screens:
         for old in self.dir.glob("*.png"):
             old.unlink()
 
-    def shot(self, step: str) -> Path:
+    def shot(self, step: str, whole_page: bool = False) -> Path:
+        """The window (or, with ``whole_page``, the whole page, however long) as NN-step.png."""
         self.count += 1
         path = self.dir / f"{self.count:02d}-{step}.png"
-        assert self.driver.save_screenshot(str(path)), path
+        size = self.driver.get_window_size()
+        if whole_page:
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(size["width"], max(size["height"], int(height) + 150))
+        try:
+            assert self.driver.save_screenshot(str(path)), path
+        finally:
+            if whole_page:
+                self.driver.set_window_size(size["width"], size["height"])
         return path
 
 
-def named(driver: webdriver.Chrome, name: str, role: str | None = None) -> WebElement:
-    """The one visible element whose accessible name (as Chromium computes it) is ``name``."""
+def named(driver: webdriver.Chrome, name: str, role: str | None = None, within: WebElement | None = None) -> WebElement:
+    """The one visible element whose accessible name (as Chromium computes it) is ``name``, on the
+    page or ``within`` one of its parts (the same control can appear once per file shown)."""
     found = [
-        e for e in driver.find_elements(By.CSS_SELECTOR, NAMED) if e.is_displayed() or e.get_attribute("type") == "file"
+        e
+        for e in (within or driver).find_elements(By.CSS_SELECTOR, NAMED)
+        if e.is_displayed() or e.get_attribute("type") == "file"
     ]
     matches = [e for e in found if e.accessible_name == name and (role is None or e.aria_role == role)]
     assert len(matches) == 1, (name, role, sorted({e.accessible_name for e in found}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,63 @@ def test_every_refusal_the_api_makes_has_a_sentence() -> None:
     for lang in LANGUAGES:
         missing = {code for code in codes if f"error_{code}" not in TEXTS[lang]}
         assert not missing, (lang, missing)
+
+
+def test_every_analysis_warning_is_one_plain_sentence() -> None:
+    """Issue 21: each warning the analysis can give is said to a business admin in one sentence,
+    in both languages, without an engineer's units."""
+    from ooma_moh.analysis import WARNINGS
+
+    assert set(WARNINGS) == {
+        "clipping",
+        "dc_offset",
+        "mono_cancellation",
+        "outside_phone_band",
+        "mostly_silence",
+        "too_short",
+    }
+    for lang in LANGUAGES:
+        for code in WARNINGS:
+            text = TEXTS[lang][f"warning_{code}"]
+            assert text.endswith(".") and ". " not in text, (lang, code, text)
+            assert not re.search(r"\b(dB|LUFS|dBTP|DC|RMS|mono loss)\b", text), (lang, code, text)
+    assert "3\u00a0400" in TEXTS["fr"]["warning_outside_phone_band"]  # a number never split over two lines
+    assert "3,400" in TEXTS["en"]["warning_outside_phone_band"]
+
+
+def test_drafts_and_restore_refusals_have_sentences() -> None:
+    """What the page's new calls (a draft, saving it, restore) can be refused with is a sentence."""
+    from ooma_moh.http.api import FIXED_ANSWERS
+
+    answered = {code for _, _, code, _ in FIXED_ANSWERS}
+    assert {"no_draft", "too_many_drafts", "nothing_to_restore"} <= answered
+    for lang in LANGUAGES:
+        for code in ("no_draft", "too_many_drafts", "nothing_to_restore", "upload_in_progress"):
+            assert f"error_{code}" in TEXTS[lang], (lang, code)
+
+
+STATIC = Path(__file__).resolve().parents[2] / "ooma_moh" / "http" / "static"
+#: the page's fields page.py fills itself, not from the sentences
+PAGE_FIELDS = {"lang", "other_lang", "csrf", "config_json", "account"}
+#: sentences the script picks by a prefix and a code (``t["warning_" + code]``)
+DYNAMIC_PREFIXES = ("error_", "warning_", "status_")
+
+
+def test_every_sentence_the_page_uses_exists_and_every_sentence_is_used() -> None:
+    script = (STATIC / "page.js").read_text(encoding="utf-8")
+    page = (STATIC / "page.html").read_text(encoding="utf-8")
+    used_by_script = set(re.findall(r"\bt\.(\w+)", script)) | set(re.findall(r"\bt\[\"(\w+)\"\]", script))
+    prefixes = set(re.findall(r"\bt\[\"(\w+_)\" \+", script))
+    assert prefixes == set(DYNAMIC_PREFIXES), prefixes
+    used_by_page = set(re.findall(r"\$\{(\w+)\}", page)) - PAGE_FIELDS
+    for lang in LANGUAGES:
+        assert not (used_by_script | used_by_page) - TEXTS[lang].keys(), lang
+    # and no sentence is left behind: each is in the page, the script, or the server's Python
+    python = "".join(path.read_text(encoding="utf-8") for path in (STATIC.parent).glob("*.py"))
+    for key in TEXTS["en"]:
+        if key in used_by_script | used_by_page or key.startswith(DYNAMIC_PREFIXES):
+            continue
+        assert f'"{key}"' in python, f"sentence {key} is never shown"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
-// The Music on hold page: shows the tenant's music, uploads a file with a progress bar, plays
-// it back, deletes it, and follows the status until the change is live. No framework, no build.
+// The Music on hold page: shows the tenant's music and what callers hear; sends a chosen file to be
+// analysed as a draft (nothing changes for callers yet) and shows its warnings, its waveform with
+// the silence trimmed, and plays it in phone or HD quality; saves the draft, restores the previous
+// music, deletes; follows the status until the change is live. No framework, no build.
 "use strict";
 
 (function () {
@@ -7,20 +9,55 @@
   const t = config.texts;
   const api = "/api/v1/tenants/" + encodeURIComponent(config.tenant) + "/moh";
   const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
   const form = $("moh-form"), save = $("save"), file = $("file"), disclaimer = $("disclaimer");
   const fileFields = $("file-fields"), progress = $("progress"), error = $("error"), status = $("status");
-  const player = $("player"), listen = $("listen");
+  const draftStatus = $("draft-status"), restore = $("restore");
   let current = null;   // the last body of GET …/moh
-  let busy = false;     // an upload or deletion is under way
+  let busy = false;     // a save, restore or deletion is under way
   let polling = null;
+  let wanted = null;    // the file the admin chose last (null: none, or one refused in the browser)
+  let sending = null;   // the file being sent for analysis
+  let draft = null;     // the analysed draft: {id, file, body}
+  const waveforms = new Map();  // waveform URL (one per file version) -> promise of its JSON, null if it failed
 
   function format(text, values) {
     return text.replace(/\{(\w+)\}/g, (_, key) => (key in values ? values[key] : ""));
   }
 
+  function decimal(value, digits) {
+    const text = value.toFixed(digits);
+    return config.lang === "fr" ? text.replace(".", ",") : text;
+  }
+
   function megabytes(bytes) {
-    const value = (bytes / 1048576).toFixed(1);
-    return (config.lang === "fr" ? value.replace(".", ",") + " Mo" : value + " MB");
+    return decimal(bytes / 1048576, 1) + (config.lang === "fr" ? " Mo" : " MB");
+  }
+
+  function duration(ms) {
+    const total = Math.round(ms / 1000);
+    if (total < 60) return total + " s";
+    const minutes = Math.floor(total / 60), seconds = total % 60;
+    return minutes + " min" + (seconds ? " " + String(seconds).padStart(2, "0") + " s" : "");
+  }
+
+  function when(iso) {
+    const date = new Date(iso);
+    if (isNaN(date.getTime())) return iso;
+    return date.toLocaleString(config.lang === "fr" ? "fr-FR" : "en-GB", { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  function element(tag, className, text) {
+    const made = document.createElement(tag);
+    if (className) made.className = className;
+    if (text !== undefined) made.textContent = text;
+    return made;
+  }
+
+  function svg(tag, attributes) {
+    const made = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) made.setAttribute(name, String(value));
+    return made;
   }
 
   function showError(text) { error.textContent = text || ""; }
@@ -52,6 +89,155 @@
     });
   }
 
+  function draftUrl(id) { return api + "/drafts/" + encodeURIComponent(id); }
+
+  // ---- listening: one player per file, each with its quality choice -------------------------
+
+  const players = [];
+
+  function makePlayer(button, player, label, qualityName, sourceFor) {
+    const me = {};
+    const radios = Array.from(document.querySelectorAll("input[name=" + qualityName + "]"));
+    const quality = () => (radios.find((radio) => radio.checked) || radios[0]).value;
+    me.stop = () => { player.pause(); button.textContent = label; };
+    me.forget = () => { me.stop(); player.removeAttribute("src"); player.hidden = true; };
+    function play() {
+      const source = sourceFor(quality());
+      if (!source) return;
+      if (player.getAttribute("src") !== source) player.setAttribute("src", source);
+      for (const other of players) if (other !== me) other.stop();
+      player.hidden = false;
+      player.controls = true;
+      player.play().then(() => { button.textContent = t.pause; }, (e) => {
+        if (e && e.name === "AbortError") return;  // another quality was asked for meanwhile
+        showError(format(t.error_other, { message: "audio" }));
+      });
+    }
+    button.addEventListener("click", () => { if (!player.paused) me.stop(); else play(); });
+    for (const radio of radios) {
+      radio.addEventListener("change", () => {  // switch quality where the admin is listening
+        if (!player.getAttribute("src")) return;
+        const at = player.currentTime, playing = !player.paused;
+        const source = sourceFor(quality());
+        if (!source) return;
+        player.setAttribute("src", source);
+        if (playing) {
+          player.addEventListener("loadedmetadata", () => { player.currentTime = at; }, { once: true });
+          play();
+        }
+      });
+    }
+    player.addEventListener("ended", () => { button.textContent = label; });
+    player.addEventListener("pause", () => { button.textContent = label; });
+    players.push(me);
+    return me;
+  }
+
+  const currentPlayer = makePlayer($("listen"), $("player"), t.listen, "current-quality", (quality) =>
+    current && current.file
+      ? api + "/audio?quality=" + quality + "&v=" + encodeURIComponent(current.file.sha256) : null);
+  const draftPlayer = makePlayer($("draft-listen"), $("draft-player"), t.listen_draft, "draft-quality", (quality) =>
+    draft ? draftUrl(draft.id) + "/audio?quality=" + quality : null);
+
+  // ---- the analysis: warnings, waveform with the trimmed silence, key figures ----------------
+
+  function waveform(url) {
+    if (!waveforms.has(url)) {
+      waveforms.set(url, request("GET", url, null).then((answer) => (answer.status === 200 ? answer.body : null)));
+    }
+    return waveforms.get(url);
+  }
+
+  function drawWave(figure, prefix, analysis, wave) {
+    const trimmed = (analysis && analysis.silence_trimmed_ms) || {};
+    const start = Math.max(0, trimmed.start || 0), end = Math.max(0, trimmed.end || 0);
+    const sound = Math.max(1, wave.duration_ms);
+    const total = start + sound + end;
+    const W = 1000, H = 120, mid = H / 2;
+    const x0 = (W * start) / total, x1 = (W * (start + sound)) / total;
+    const labels = [];
+    if (start > 0) labels.push(["trim-start", format(t.trimmed_start, { seconds: decimal(start / 1000, 1) })]);
+    if (end > 0) labels.push(["trim-end", format(t.trimmed_end, { seconds: decimal(end / 1000, 1) })]);
+    const alt = [format(t.wave_alt, { duration: duration(sound) })].concat(labels.map((l) => l[1] + ".")).join(" ");
+    const drawing = svg("svg", {
+      viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", class: "waveform", role: "img",
+      "aria-label": alt,
+    });
+    const hatch = prefix + "-hatch";
+    const pattern = svg("pattern", {
+      id: hatch, width: 10, height: 10, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)",
+    });
+    pattern.append(svg("rect", { class: "hatch-ground", width: 10, height: 10 }));
+    pattern.append(svg("line", { class: "hatch-line", x1: 0, y1: 0, x2: 0, y2: 10 }));
+    const defs = svg("defs", {});
+    defs.append(pattern);
+    drawing.append(defs);
+    if (start > 0) drawing.append(svg("rect", { class: "silence silence-start", x: 0, y: 0, width: x0, height: H, fill: "url(#" + hatch + ")" }));
+    if (end > 0) drawing.append(svg("rect", { class: "silence silence-end", x: x1, y: 0, width: W - x1, height: H, fill: "url(#" + hatch + ")" }));
+    drawing.append(svg("line", { class: "axis", x1: 0, y1: mid, x2: W, y2: mid }));
+    const peaks = wave.peaks || [];
+    if (peaks.length) {
+      const step = (x1 - x0) / peaks.length, top = [], bottom = [];
+      peaks.forEach(([low, high], i) => {
+        const x = (x0 + (i + 0.5) * step).toFixed(1);
+        const hi = Math.max(high, low + 0.01);  // a flat stretch still shows as a thin line
+        top.push(x + " " + (mid - hi * mid).toFixed(1));
+        bottom.push(x + " " + (mid - low * mid).toFixed(1));
+      });
+      drawing.append(svg("path", { class: "peaks", d: "M" + top.join("L") + "L" + bottom.reverse().join("L") + "Z" }));
+    }
+    const caption = element("figcaption");
+    for (const [className, text] of labels) caption.append(element("span", "trim " + className, text));
+    figure.replaceChildren(drawing, caption);
+  }
+
+  function renderAnalysis(container, prefix, analysis, waveUrl, key) {
+    if (container.dataset.key === key) return;  // already shown for this file
+    container.dataset.key = key;
+    container.replaceChildren();
+    if (analysis) {
+      const warnings = analysis.warnings || [];
+      if (warnings.length) {
+        const list = element("ul", "warnings");
+        list.setAttribute("aria-label", t.warnings_label);
+        for (const code of warnings) {
+          const item = element("li", "", t["warning_" + code] || code);
+          item.dataset.code = code;
+          list.append(item);
+        }
+        container.append(list);
+      } else {
+        container.append(element("p", "no-warnings", t.no_warnings));
+      }
+    }
+    const figure = element("figure", "wave");
+    container.append(figure);
+    if (analysis) {
+      const details = element("details", "figures");
+      details.append(element("summary", "", t.figures));
+      const facts = element("ul");
+      facts.append(element("li", "", format(t.figure_duration, { duration: duration(analysis.duration_ms) })));
+      if (typeof analysis.loudness_lufs_in === "number" && typeof analysis.loudness_lufs_out === "number") {
+        facts.append(element("li", "", format(t.figure_loudness, {
+          before: decimal(analysis.loudness_lufs_in, 1), after: decimal(analysis.loudness_lufs_out, 1),
+        })));
+      }
+      if (analysis.loop_seam === "crossfaded") facts.append(element("li", "", t.figure_loop));
+      details.append(facts);
+      container.append(details);
+    }
+    waveform(waveUrl).then((wave) => {
+      if (wave && container.dataset.key === key) drawWave(figure, prefix, analysis, wave);
+    });
+  }
+
+  function clearAnalysis(container) {
+    delete container.dataset.key;
+    container.replaceChildren();
+  }
+
+  // ---- the page's state -------------------------------------------------------------------
+
   function chosenSetting() {
     const checked = form.querySelector("input[name=setting]:checked");
     return checked ? checked.value : "default";
@@ -61,10 +247,14 @@
     const wantsFile = chosenSetting() === "file";
     fileFields.hidden = !wantsFile;
     const hasFile = current && current.setting === "file";
+    const hasPrevious = Boolean(current && current.previous);
+    $("disclaimer-box").hidden = !(wantsFile || hasPrevious);
     let ready;
-    if (wantsFile) ready = file.files.length === 1 && file.files[0].size <= config.max_bytes && disclaimer.checked;
+    if (wantsFile) ready = Boolean(draft && draft.file === wanted && !sending && disclaimer.checked);
     else ready = Boolean(hasFile);
     save.disabled = busy || !ready;
+    restore.disabled = busy || !hasPrevious || !disclaimer.checked;
+    $("restore-hint").hidden = disclaimer.checked;
   }
 
   function render(body) {
@@ -74,10 +264,21 @@
     $("current-none").hidden = Boolean(hasFile);
     if (hasFile) {
       $("current-name").textContent = body.file.name;
-      $("current-details").textContent = "(" + megabytes(body.file.size) + ", " +
-        Math.round(body.file.duration_ms / 1000) + " s)";
+      $("current-details").textContent = "(" + megabytes(body.file.size) + ", " + duration(body.file.duration_ms) + ")";
+      renderAnalysis($("current-analysis"), "current", body.analysis,
+        api + "/waveform?v=" + encodeURIComponent(body.file.sha256), body.file.sha256);
     } else {
-      stopPlaying();
+      currentPlayer.forget();
+      clearAnalysis($("current-analysis"));
+    }
+    const previous = body.previous;
+    $("previous").hidden = !previous;
+    if (previous) {
+      $("previous-text").textContent = format(t.previous, {
+        name: previous.original_name,
+        details: megabytes(previous.size) + ", " + duration(previous.duration_ms),
+        date: when(previous.uploaded_at),
+      });
     }
     if (!busy) {
       $("setting-" + (hasFile ? "file" : "default")).checked = true;
@@ -87,7 +288,6 @@
     else if (state === "error") status.textContent = format(t.status_error, { reason: body.status.reason || "" });
     else status.textContent = t["status_" + state] || state;
     status.dataset.state = state;
-    if (!busy && (state === "live" || state === "error")) progress.hidden = true;  // shown until live
     refreshControls();
     if (state === "converting" || state === "publishing") schedulePoll();
   }
@@ -109,22 +309,107 @@
     else showError(apiError(answer.status, answer.body));
   }
 
-  function stopPlaying() {
-    player.pause();
-    listen.textContent = t.listen;
+  // ---- drafts: a chosen file is analysed at once; saving commits it --------------------------
+
+  function renderDraft() {
+    $("draft").hidden = !draft;
+    $("draft").dataset.draft = draft ? draft.id : "";
+    if (!draft) {
+      draftPlayer.forget();
+      clearAnalysis($("draft-analysis"));
+      return;
+    }
+    const body = draft.body;
+    $("draft-name").textContent = body.original_name;
+    $("draft-details").textContent = "(" + megabytes(body.size) + ", " + duration(body.duration_ms) + ")";
+    renderAnalysis($("draft-analysis"), "draft", body.analysis, draftUrl(draft.id) + "/waveform", draft.id);
   }
 
-  listen.addEventListener("click", () => {
-    if (!player.paused) { stopPlaying(); return; }
-    const source = api + "/audio?v=" + encodeURIComponent(current.file.sha256);
-    if (player.getAttribute("src") !== source) player.setAttribute("src", source);
-    player.hidden = false;
-    player.controls = true;
-    player.play().then(() => { listen.textContent = t.pause; },
-                       () => showError(format(t.error_other, { message: "audio" })));
-  });
-  player.addEventListener("ended", () => { listen.textContent = t.listen; });
-  player.addEventListener("pause", () => { listen.textContent = t.listen; });
+  function forgetDraft(discard) {
+    if (draft && discard) request("DELETE", draftUrl(draft.id), null);  // frees one of the tenant's drafts
+    draft = null;
+    if (!sending) draftStatus.textContent = "";
+    renderDraft();
+  }
+
+  function forgetChoice() {
+    wanted = null;
+    file.value = "";
+    $("file-chosen").textContent = "";
+  }
+
+  async function analyse() {
+    if (sending || !wanted || (draft && draft.file === wanted)) return;
+    const chosen = wanted;
+    sending = chosen;
+    forgetDraft(true);
+    progress.hidden = false;
+    progress.value = 0;
+    draftStatus.textContent = t.draft_sending;
+    refreshControls();
+    const body = new FormData();
+    body.append("file", chosen, chosen.name);
+    const answer = await request("POST", api + "/drafts", body, (fraction) => {
+      progress.value = Math.round(fraction * 100);
+    });
+    sending = null;
+    progress.hidden = true;
+    draftStatus.textContent = "";
+    if (chosen !== wanted) {  // another file was chosen meanwhile: only that one counts
+      if (answer.status === 201) request("DELETE", draftUrl(answer.body.draft), null);
+      if (wanted) { analyse(); return; }
+    } else if (answer.status === 201) {
+      draft = { id: answer.body.draft, file: chosen, body: answer.body };
+      renderDraft();
+      draftStatus.textContent = t.draft_ready;
+    } else {
+      showError(apiError(answer.status, answer.body));
+    }
+    refreshControls();
+  }
+
+  async function saveDraft() {
+    if (!draft) { showError(t.choose_file); return; }
+    if (!disclaimer.checked) { showError(t.accept_disclaimer); return; }
+    const body = new FormData();
+    body.append("draft", draft.id);
+    body.append("disclaimer", "accepted");
+    body.append("disclaimer_version", config.disclaimer_version);
+    busy = true; refreshControls(); showError("");
+    status.textContent = t.status_publishing; status.dataset.state = "saving";
+    const answer = await request("PUT", api, body);
+    busy = false;
+    if (answer.status !== 201) {
+      showError(apiError(answer.status, answer.body));
+      if (answer.status === 404) { forgetDraft(false); forgetChoice(); }  // expired: choose it again
+      await load();
+      return;
+    }
+    forgetDraft(false);  // saved: the server has no draft left to discard
+    forgetChoice();
+    disclaimer.checked = false;
+    render(answer.body);
+  }
+
+  async function restorePrevious() {
+    if (!disclaimer.checked) { showError(t.accept_disclaimer); return; }
+    const body = new FormData();
+    body.append("disclaimer", "accepted");
+    body.append("disclaimer_version", config.disclaimer_version);
+    busy = true; refreshControls(); showError("");
+    status.textContent = t.status_publishing; status.dataset.state = "restoring";
+    const answer = await request("POST", api + "/restore", body);
+    busy = false;
+    if (answer.status !== 201) {
+      showError(apiError(answer.status, answer.body));
+      await load();
+      return;
+    }
+    disclaimer.checked = false;
+    currentPlayer.forget();
+    render(answer.body);
+  }
+  restore.addEventListener("click", restorePrevious);
 
   async function remove() {
     if (!window.confirm(t.confirm_delete)) return;
@@ -132,49 +417,46 @@
     const answer = await request("DELETE", api, null);
     busy = false;
     if (answer.status !== 204) { showError(apiError(answer.status, answer.body) + " " + t.kept); refreshControls(); return; }
-    file.value = ""; disclaimer.checked = false; $("file-chosen").textContent = "";
+    forgetChoice();
+    forgetDraft(true);
+    disclaimer.checked = false;
     $("setting-default").checked = true;
     await load();
   }
   $("delete").addEventListener("click", remove);
 
-  async function upload() {
-    const chosen = file.files[0];
-    if (!chosen) { showError(t.choose_file); return; }
-    if (chosen.size > config.max_bytes) { showError(format(t.file_too_large, { size: megabytes(chosen.size) })); return; }
-    if (!disclaimer.checked) { showError(t.accept_disclaimer); return; }
-    const body = new FormData();
-    body.append("disclaimer", "accepted");
-    body.append("disclaimer_version", config.disclaimer_version);
-    body.append("file", chosen, chosen.name);
-    busy = true; refreshControls(); showError("");
-    progress.hidden = false; progress.value = 0;
-    status.textContent = t.status_converting; status.dataset.state = "uploading";
-    const answer = await request("PUT", api, body, (fraction) => { progress.value = Math.round(fraction * 100); });
-    busy = false;
-    if (answer.status !== 201) {
-      progress.hidden = true;
-      showError(apiError(answer.status, answer.body));
-      await load();
-      return;
-    }
-    file.value = ""; disclaimer.checked = false; $("file-chosen").textContent = "";
-    render(answer.body);
-  }
-
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     if (save.disabled) return;
-    if (chosenSetting() === "file") upload(); else remove();
+    if (chosenSetting() === "file") saveDraft(); else remove();
   });
   form.addEventListener("change", (event) => {
     if (event.target === file) {
-      const chosen = file.files[0];
+      const chosen = file.files[0] || null;
       showError("");
       $("file-chosen").textContent = chosen ? chosen.name + " (" + megabytes(chosen.size) + ")" : "";
-      if (chosen && chosen.size > config.max_bytes) showError(format(t.file_too_large, { size: megabytes(chosen.size) }));
+      if (chosen && chosen.size > config.max_bytes) {
+        showError(format(t.file_too_large, { size: megabytes(chosen.size) }));
+        wanted = null;
+        forgetDraft(true);
+      } else {
+        wanted = chosen;
+        if (chosen) analyse(); else forgetDraft(true);
+      }
     }
     refreshControls();
+  });
+
+  // leaving the page: its draft will never be saved, free it now rather than in an hour
+  window.addEventListener("pagehide", () => {
+    if (!draft) return;
+    fetch(draftUrl(draft.id), {
+      method: "DELETE", headers: { "X-CSRF-Token": config.csrf }, keepalive: true, credentials: "same-origin",
+    }).catch(() => {});
+    draft = null;
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) { forgetChoice(); renderDraft(); refreshControls(); }
   });
 
   load();
