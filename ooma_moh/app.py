@@ -174,8 +174,12 @@ def build_syncer(settings: Settings, service: MohService, reload: Callable[[], N
 def build_service(settings: Settings, *, writable: bool = True, start_over: bool = False) -> MohService:
     """The service on the configured back ends (the catalog and blobs of ``settings``: SQLite and
     the home's blob directory by default, PostgreSQL and object storage in a cluster) and ffmpeg."""
+    from .voiceover import FfmpegMixer
+
     catalog = open_catalog(settings, writable=writable, start_over=start_over)
-    return MohService(settings, catalog, open_blobs(settings, writable=writable), FfmpegConverter(settings))
+    converter = FfmpegConverter(settings)
+    blobs = open_blobs(settings, writable=writable)
+    return MohService(settings, catalog, blobs, converter, mixer=FfmpegMixer(settings, converter))
 
 
 def make_agent(settings: Settings, node_id: str) -> Agent:

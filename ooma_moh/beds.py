@@ -38,6 +38,7 @@ PREFERENCE = tuple(FORMATS)
 BEDS = ("default", "current")
 #: the bed's level relative to the voice in pauses accepted from the API and the CLI, dB
 BED_LEVEL_RANGE = (-40.0, 0.0)
+DEFAULT_BED_LEVEL_DB = -18.0
 
 
 def default_bed(location: Path) -> list[tuple[Path, tuple[str, ...]]]:

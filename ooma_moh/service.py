@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, Protocol
 
 from . import beds, metrics
 from . import disclaimer as disclaimer_text
 from .config import Settings
-from .errors import DisclaimerRequired, NoSuchDraft, NoTenantFile, NothingToRestore, TooManyDrafts
+from .errors import DisclaimerRequired, MediaToolError, NoSuchDraft, NoTenantFile, NothingToRestore, TooManyDrafts
 from .intake import clean_original_name, opened, stage
 from .logsafe import logfmt
 from .media_rules import Conversion
@@ -69,12 +69,14 @@ class MohService:
         blobs: Blobs,
         converter: Converter,
         clock: Callable[[], datetime] = utcnow,
+        mixer: Mixer | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.blobs = blobs
         self.converter = converter
         self.clock = clock
+        self.mixer = mixer
 
     def upload(
         self,
@@ -228,7 +230,9 @@ class MohService:
         started = time.monotonic()
         with self.blobs.scratch() as work:
             mixed = work / "mixed.wav"
-            cast(Mixer, self.converter).mix(self.blobs.locate(voice.upload.sha256), music, mixed, bed_level_db)
+            if self.mixer is None:
+                raise MediaToolError("this server was started without a mixer")
+            self.mixer.mix(self.blobs.locate(voice.upload.sha256), music, mixed, bed_level_db)
             name = f"{Path(voice.upload.original_name).stem} + music.wav"
             with storage_errors("reading the mix"), open(mixed, "rb") as fh:
                 # our own file: as long as the voice allows (max_duration_s), not max_upload_bytes
@@ -243,6 +247,27 @@ class MohService:
             time.monotonic() - started,
         )
         return draft
+
+    def upload_over_music(
+        self,
+        tenant_id: str,
+        voice: Path | BinaryIO,
+        *,
+        bed: str,
+        bed_level_db: float,
+        accept_disclaimer: bool,
+        accepted_by: str,
+        original_name: str | None = None,
+    ) -> TenantMoh:
+        """``voice`` over music made the tenant's file in one command (``upload --bed``): a draft
+        of the voice, its mix, the mix saved; the voice's draft is dropped whatever happens."""
+        self._accepting(tenant_id, accept_disclaimer, accepted_by)  # before anything is read
+        spoken = self.make_draft(tenant_id, voice, original_name)
+        try:
+            mixed = self.mix_draft(tenant_id, spoken.draft_id, bed=bed, bed_level_db=bed_level_db)
+        finally:
+            self.catalog.drop_draft(tenant_id, spoken.draft_id)
+        return self.save_draft(tenant_id, mixed.draft_id, accept_disclaimer=True, accepted_by=accepted_by)
 
     def draft(self, tenant_id: str, draft_id: str) -> Draft:
         """The tenant's live draft; ``NoSuchDraft`` otherwise (another tenant's too)."""

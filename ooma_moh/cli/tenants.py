@@ -10,6 +10,7 @@ import click
 
 from ..app import build_service, build_syncer, create_catalog
 from ..asterisk_cli import AsteriskCli
+from ..beds import BED_LEVEL_RANGE, BEDS, DEFAULT_BED_LEVEL_DB
 from ..errors import ReloadPending
 from ..model import MohSetting, validate_tenant_id
 from ..pcm import QUALITIES, as_wav
@@ -41,6 +42,18 @@ def init(ctx: click.Context, start_over: bool, as_json: bool) -> None:
 @click.option("--accept-disclaimer", is_flag=True, help="Confirm the tenant holds the rights to this file.")
 @by_option
 @click.option("--name", "original_name", help="Original file name to record (default: FILE's name).")
+@click.option(
+    "--bed",
+    type=click.Choice(BEDS),
+    help="Put music under FILE (a voice): default = the platform's default music, current = TENANT's current file.",
+)
+@click.option(
+    "--bed-level-db",
+    type=click.FloatRange(*BED_LEVEL_RANGE),
+    default=DEFAULT_BED_LEVEL_DB,
+    show_default=True,
+    help="With --bed: the music's level in the voice's pauses, relative to the voice (dB).",
+)
 @json_option
 @click.pass_context
 @handles_errors
@@ -51,15 +64,28 @@ def upload(
     accept_disclaimer: bool,
     accepted_by: str,
     original_name: str | None,
+    bed: str | None,
+    bed_level_db: float,
     as_json: bool,
 ) -> None:
     """Make FILE the music TENANT's callers hear on hold (FILE may be - for stdin)."""
     validate_tenant_id(tenant)
     service = service_of(ctx)
     source = sys.stdin.buffer if file == "-" else Path(file)
-    result = service.upload(
-        tenant, source, accept_disclaimer=accept_disclaimer, accepted_by=accepted_by, original_name=original_name
-    )
+    if bed is not None:
+        result = service.upload_over_music(
+            tenant,
+            source,
+            bed=bed,
+            bed_level_db=bed_level_db,
+            accept_disclaimer=accept_disclaimer,
+            accepted_by=accepted_by,
+            original_name=original_name,
+        )
+    else:
+        result = service.upload(
+            tenant, source, accept_disclaimer=accept_disclaimer, accepted_by=accepted_by, original_name=original_name
+        )
     data = tenant_dict(result, ctx.obj.class_prefix)
     emit(as_json, data, describe(data))
 

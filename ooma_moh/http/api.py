@@ -19,6 +19,7 @@ from aiohttp import web
 from .. import disclaimer, golive
 from ..config import Settings
 from ..errors import (
+    BedUnavailable,
     DisclaimerRequired,
     NoLongerAuthorised,
     NoSuchDraft,
@@ -56,6 +57,7 @@ FIXED_ANSWERS: tuple[tuple[type[Exception], int, str, dict[str, str]], ...] = (
     (NoSuchDraft, 404, "no_draft", {}),
     (TooManyDrafts, 429, "too_many_drafts", {"Retry-After": str(DRAFTS_RETRY_AFTER_S)}),
     (NothingToRestore, 409, "nothing_to_restore", {}),
+    (BedUnavailable, 503, "bed_unavailable", {}),
 )
 
 

@@ -131,5 +131,6 @@ def make_app(backend: HttpBackend, *outer: Middleware) -> web.Application:
     app.router.add_delete("/api/v1/tenants/{tenant}/moh/drafts/{draft}", drafts.delete_draft)
     app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}/audio", audio.get_draft_audio)
     app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}/waveform", audio.get_draft_waveform)
+    app.router.add_post("/api/v1/tenants/{tenant}/moh/drafts/{draft}/mix", drafts.post_mix)
     page.add_routes(app)
     return app

@@ -6,6 +6,8 @@
 - ``GET`` / ``DELETE …/moh/drafts/{draft}``: the draft, or forget it; another tenant's draft, an
   expired or a saved one is 404 ``no_draft`` (the audio and waveform are in :mod:`.audio`);
 - ``PUT …/moh`` with ``draft=<id>`` saves one (:mod:`.api`);
+- ``POST …/moh/drafts/{draft}/mix`` with JSON ``{"bed": "default"|"current", "bed_level_db": -18}``
+  → ``201`` a new draft: the draft's voice over music (rules in :mod:`ooma_moh.beds`);
 - ``POST …/moh/restore`` with ``disclaimer=accepted`` makes the previous file current again →
   ``201`` as an upload; ``409 nothing_to_restore``.
 """
@@ -17,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import disclaimer
+from ..beds import DEFAULT_BED_LEVEL_DB, check_bed
 from ..model import Draft
 from .api import UPLOAD_RETRY_AFTER_S, check_disclaimer, closing_error, current, receive_body
 from .auth import authorised_tenant
@@ -40,6 +43,11 @@ def draft_body(draft: Draft) -> dict[str, Any]:
 def _make(backend: HttpBackend, tenant: str, path: Any, name: str) -> Draft:
     with backend.service() as service:
         return service.make_draft(tenant, path, name)
+
+
+def _mix(backend: HttpBackend, tenant: str, draft_id: str, bed: str, level: float) -> Draft:
+    with backend.service() as service:
+        return service.mix_draft(tenant, draft_id, bed=bed, bed_level_db=level)
 
 
 def _find(backend: HttpBackend, tenant: str, draft_id: str) -> Draft:
@@ -84,6 +92,33 @@ async def post_draft(request: web.Request) -> web.StreamResponse:
         finally:
             if spooled.path is not None:
                 spooled.path.unlink(missing_ok=True)  # noqa: ASYNC240 - one spool file's unlink
+    finally:
+        publications.end_upload(tenant)
+    return web.json_response(draft_body(made), status=201)
+
+
+async def post_mix(request: web.Request) -> web.StreamResponse:
+    """``POST /tenants/{tenant}/moh/drafts/{draft}/mix``."""
+    _, tenant = await authorised_tenant(request)
+    try:
+        asked = await request.json()
+        bed, level = check_bed(asked.get("bed"), asked.get("bed_level_db", DEFAULT_BED_LEVEL_DB))
+    except (ValueError, AttributeError) as exc:  # not JSON, not an object, or out of range
+        raise ApiError(400, "invalid_mix", f"the body must be JSON {{bed, bed_level_db}}: {exc}") from None
+    publications = request.app[PUBLICATIONS]
+    if not publications.begin_upload(tenant):  # a mix is a conversion: one per tenant at a time
+        return closing_error(
+            ApiError(
+                429,
+                "upload_in_progress",
+                "another upload for this tenant is being received or converted: try again when it is done",
+                {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
+            )
+        )
+    try:
+        made = await in_thread(
+            request, _mix, request.app[BACKEND], tenant, request.match_info["draft"], bed, level, pool=WORKERS
+        )
     finally:
         publications.end_upload(tenant)
     return web.json_response(draft_body(made), status=201)

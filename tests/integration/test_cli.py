@@ -163,3 +163,29 @@ def test_listen_in_phone_quality_and_restore_the_previous_file(run: Run, tmp_pat
     with wave.open(str(out)) as wav:
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
     assert dominant_frequency(samples, 16000) == pytest.approx(440, abs=3)
+
+
+def test_upload_a_voice_over_the_default_music(tmp_path: Path) -> None:
+    beds = tmp_path / "moh"
+    beds.mkdir()
+    tone(beds / "tune.wav", 300, seconds=3)
+    voice = tone(tmp_path / "voice.wav", 1000, seconds=4)
+    env = {"OOMA_MOH_MUSIC_BED_DEFAULT": str(beds)}
+    home = ["--home", str(tmp_path / "home")]
+    result = CliRunner().invoke(
+        main, [*home, "upload", "acme", str(voice), "--bed", "default", "--accept-disclaimer", "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    uploaded = json.loads(result.output)
+    assert uploaded["file"]["original_name"] == "voice + music.wav"
+    assert uploaded["file"]["duration_ms"] > 4000  # the voice plus the bed's intro and outro
+    out = tmp_path / "heard.wav"
+    assert CliRunner().invoke(main, [*home, "listen", "acme", "-o", str(out)]).exit_code == 0
+    with wave.open(str(out)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    spectrum = np.abs(np.fft.rfft(samples))
+    freqs = np.fft.rfftfreq(len(samples), 1 / 16000)
+    assert dominant_frequency(samples, 16000) == pytest.approx(1000, abs=3)
+    assert spectrum[np.argmin(abs(freqs - 300))] > 0.02 * spectrum.max()  # the music under it
+    bad = CliRunner().invoke(main, [*home, "upload", "acme", str(voice), "--bed", "jazz", "--accept-disclaimer"])
+    assert bad.exit_code == 2  # a usage error

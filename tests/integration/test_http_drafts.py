@@ -4,6 +4,7 @@ until it is saved; restore brings the replaced file back."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 from pathlib import Path
@@ -65,14 +66,14 @@ def test_a_draft_is_heard_and_analysed_before_it_is_saved_then_restore_undoes_th
         async with api(settings, token) as client:
             assert (await client.put("acme", good))[0] == 201
             first = await client.wait_live("acme")
-            assert first["previous"] is None and "analysis" in first  # TIGHTEN
+            assert first["previous"] is None and first["analysis"]["warnings"] == ["too_short"]
             before = published(settings)
 
             status, draft = await post_draft(client, "acme", drafted)
             assert status == 201, draft
             assert set(draft) == {"draft", "analysis", "expires_at", "original_name", "size", "duration_ms"}
             assert draft["original_name"] == "draft.mp3" and draft["size"] == len(drafted)
-            assert "analysis" in draft  # TIGHTEN
+            assert draft["analysis"]["duration_ms"] == draft["duration_ms"] and "loop_seam" in draft["analysis"]
             # nothing callers hear has changed
             status, now = await client.get("acme")
             assert now["file"] == first["file"] and published(settings) == before
@@ -182,5 +183,60 @@ def test_audio_ranges_in_both_qualities(home: Home, quality: str) -> None:
                     assert r.status == 206, spec
                     first, last = (int(x) for x in r.headers["Content-Range"].split()[1].split("/")[0].split("-"))
                     assert await r.read() == whole[first : last + 1], spec
+
+    run(scenario())
+
+
+def test_a_voice_draft_gets_music_under_it_from_either_bed(home: Home, tmp_path: Path) -> None:
+    """bed=default from a directory like Asterisk's default class (one base name in two formats,
+    another file, a file of another kind), bed=current from the tenant's file; the levels
+    themselves are measured in tests/integration/test_mix.py."""
+    settings, token, good = home
+    beds = tmp_path / "default-moh"
+    beds.mkdir()
+    tone(beds / "a-tune.wav", 300, 4)
+    (beds / "a-tune.ulaw").write_bytes(b"\xff" * 8000)  # the same name in a worse format: not used
+    (beds / "README.txt").write_text("not music")
+    voice = tone(tmp_path / "voice.mp3", 1000, 4, "mp3").read_bytes()
+    settings = dataclasses.replace(settings, music_bed_default=beds)
+
+    async def scenario() -> None:
+        async with api(settings, token) as client:
+            status, spoken = await post_draft(client, "acme", voice)
+            assert status == 201, spoken
+            mix_url = client.url("acme", f"/drafts/{spoken['draft']}/mix")
+            async with client.session.post(mix_url, json={"bed": "current"}) as r:
+                assert r.status == 404 and (await r.json())["error"]["code"] == "no_file"  # on default music
+            for bad in ({"bed": "jazz"}, {"bed": "default", "bed_level_db": 5}, [1, 2]):
+                async with client.session.post(mix_url, json=bad) as r:
+                    assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_mix", bad
+            async with client.session.post(mix_url, json={"bed": "default", "bed_level_db": -12}) as r:
+                assert r.status == 201, await r.text()
+                mixed = await r.json()
+            assert mixed["draft"] != spoken["draft"] and mixed["original_name"] == "draft + music.wav"
+            assert mixed["duration_ms"] > spoken["duration_ms"]  # intro and outro
+            rate, heard = await wav(client, client.url("acme", f"/drafts/{mixed['draft']}/audio"))
+            spectrum = np.abs(np.fft.rfft(heard))
+            freqs = np.fft.rfftfreq(len(heard), 1 / rate)
+            assert spectrum[np.argmin(abs(freqs - 300))] > 0.05 * spectrum.max()  # the bed is there
+            assert abs(dominant_frequency(heard, rate) - 1000) < 5  # the voice above it
+            status, _ = await client.get("acme")
+            assert published(settings) == {}  # drafts and mixes change nothing callers hear
+
+            assert (await save_draft(client, "acme", mixed["draft"]))[0] == 201
+            async with client.session.delete(client.url("acme", f"/drafts/{spoken['draft']}")) as r:
+                assert r.status == 204  # within max_drafts_per_tenant for what follows
+            status, spoken = await post_draft(client, "acme", voice)
+            async with client.session.post(
+                client.url("acme", f"/drafts/{spoken['draft']}/mix"), json={"bed": "current"}
+            ) as r:
+                assert r.status == 201, await r.text()
+            broken = dataclasses.replace(settings, music_bed_default=tmp_path / "nowhere")
+        async with api(broken, token) as client:
+            status, spoken = await post_draft(client, "acme", voice)
+            async with client.session.post(
+                client.url("acme", f"/drafts/{spoken['draft']}/mix"), json={"bed": "default"}
+            ) as r:
+                assert r.status == 503 and (await r.json())["error"]["code"] == "bed_unavailable"
 
     run(scenario())
