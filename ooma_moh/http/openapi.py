@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .schemas import SCHEMAS
+
 _ERROR = {"$ref": "#/components/responses/Error"}
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _CSRF = {
@@ -223,6 +225,37 @@ OPENAPI: dict[str, Any] = {
             "get": {"summary": "What callers would hear, as a WAV", "responses": _AUDIO_RESPONSES},
         },
         "/tenants/{tenant}/moh/drafts/{draft}/waveform": {"parameters": [_TENANT, _DRAFT], "get": _WAVEFORM},
+        "/tenants/{tenant}/moh/drafts/{draft}/mix": {
+            "parameters": [_TENANT, _DRAFT],
+            "post": {
+                "summary": "A new draft: this draft's voice over music (the platform's default, or the current file)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["bed"],
+                                "properties": {
+                                    "bed": {"type": "string", "enum": ["default", "current"]},
+                                    "bed_level_db": {"type": "number", "minimum": -40, "maximum": 0, "default": -18},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "the new draft", "content": _DRAFT_BODY},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _CSRF,
+                    "404": _ERROR,
+                    "422": _ERROR,
+                    "429": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
     },
     "components": {
         "securitySchemes": {
@@ -245,145 +278,6 @@ OPENAPI: dict[str, Any] = {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
         },
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                    }
-                },
-            },
-            "Analysis": {
-                "type": ["object", "null"],
-                "description": "what the conversion found (docs/http.md, Analysis); null for files converted"
-                " before analyses were recorded",
-                "properties": {
-                    "loudness_lufs_in": {"type": "number"},
-                    "loudness_lufs_out": {"type": "number"},
-                    "true_peak_dbtp_in": {"type": "number"},
-                    "clipped_ratio": {"type": "number"},
-                    "dc_offset": {"type": "number"},
-                    "silence_trimmed_ms": {
-                        "type": "object",
-                        "properties": {"start": {"type": "integer"}, "end": {"type": "integer"}},
-                    },
-                    "mono_loss_db": {"type": "number"},
-                    "phone_band_ratio": {"type": "number"},
-                    "duration_ms": {"type": "integer"},
-                    "loop_seam": {"type": "string", "enum": ["crossfaded", "clean"]},
-                    "warnings": {
-                        "type": "array",
-                        "items": {
-                            "type": "string",
-                            "enum": [
-                                "clipping",
-                                "dc_offset",
-                                "mono_cancellation",
-                                "outside_phone_band",
-                                "mostly_silence",
-                                "too_short",
-                            ],
-                        },
-                    },
-                },
-            },
-            "Draft": {
-                "type": "object",
-                "required": ["draft", "analysis", "expires_at", "original_name", "size", "duration_ms"],
-                "properties": {
-                    "draft": {"type": "string"},
-                    "analysis": {"$ref": "#/components/schemas/Analysis"},
-                    "expires_at": {"type": "string", "format": "date-time"},
-                    "original_name": {"type": "string"},
-                    "size": {"type": "integer"},
-                    "duration_ms": {"type": "integer"},
-                },
-            },
-            "Waveform": {
-                "type": "object",
-                "required": ["duration_ms", "peaks"],
-                "properties": {
-                    "duration_ms": {"type": "integer"},
-                    "peaks": {
-                        "type": "array",
-                        "maxItems": 2000,
-                        "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
-                    },
-                },
-            },
-            "Moh": {
-                "type": "object",
-                "required": ["tenant", "setting", "class", "file", "disclaimer", "status"],
-                "properties": {
-                    "tenant": {"type": "string"},
-                    "setting": {"type": "string", "enum": ["default", "file"]},
-                    "class": {"type": "string"},
-                    "file": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "size": {"type": "integer"},
-                                    "duration_ms": {"type": "integer"},
-                                    "sha256": {"type": "string"},
-                                    "uploaded_at": {"type": "string", "format": "date-time"},
-                                    "uploaded_by": {"type": ["string", "null"]},
-                                },
-                            },
-                        ]
-                    },
-                    "disclaimer": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "accepted_by": {"type": "string"},
-                                    "accepted_at": {"type": "string", "format": "date-time"},
-                                    "file_sha256": {"type": "string"},
-                                    "text_version": {"type": ["string", "null"]},
-                                },
-                            },
-                        ]
-                    },
-                    "analysis": {"$ref": "#/components/schemas/Analysis"},
-                    "previous": {
-                        "description": "the file the last change replaced or removed (POST …/restore)",
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "original_name": {"type": "string"},
-                                    "size": {"type": "integer"},
-                                    "duration_ms": {"type": "integer"},
-                                    "uploaded_at": {"type": "string", "format": "date-time"},
-                                },
-                            },
-                        ],
-                    },
-                    "status": {
-                        "type": "object",
-                        "required": ["state"],
-                        "properties": {
-                            "state": {"type": "string", "enum": ["converting", "publishing", "live", "error"]},
-                            "reason": {"type": ["string", "null"]},
-                            "nodes": {
-                                "type": "object",
-                                "description": "with the shared catalog: on how many of the nodes"
-                                " that are not down (a heartbeat within 3 intervals) callers hear the current music",
-                                "properties": {"live": {"type": "integer"}, "of": {"type": "integer"}},
-                            },
-                        },
-                    },
-                },
-            },
-        },
+        "schemas": SCHEMAS,
     },
 }
