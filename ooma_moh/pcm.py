@@ -46,13 +46,14 @@ def decode_ulaw(data: bytes) -> bytes:
     return bytes(out)
 
 
-def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
-    """The 44-byte header of a 16-bit mono PCM WAV holding ``data_bytes``."""
+def wav_header(data_bytes: int, rate: int = 16000, *, float32: bool = False) -> bytes:
+    """The 44-byte header of a mono WAV holding ``data_bytes``: 16-bit PCM, or 32-bit IEEE float."""
+    tag, width = (3, 4) if float32 else (1, 2)
     return (
         b"RIFF"
         + struct.pack("<I", 36 + data_bytes)
         + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + struct.pack("<IHHIIHH", 16, tag, 1, rate, rate * width, width, 8 * width)
         + b"data"
         + struct.pack("<I", data_bytes)
     )

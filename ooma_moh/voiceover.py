@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import shutil
-import struct
 from pathlib import Path
 
 from .config import Settings
@@ -20,19 +19,8 @@ from .errors import BedUnavailable, MediaToolError
 from .media import FfmpegConverter
 from .media_rules import PCM_RATE
 from .mix import mix_voice_over_bed, run_tool
+from .pcm import wav_header
 from .storage.blobs import storage_errors
-
-
-def float_wav_header(data_bytes: int, rate: int = PCM_RATE) -> bytes:
-    """The header of a mono 32-bit IEEE float WAV holding ``data_bytes``."""
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36 + data_bytes)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 3, 1, rate, rate * 4, 4, 32)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )
 
 
 class FfmpegMixer:
@@ -71,7 +59,7 @@ class FfmpegMixer:
         with storage_errors("writing the mix"):
             size = mixed.stat().st_size
             with open(out_wav, "wb") as out, open(mixed, "rb") as pcm:
-                out.write(float_wav_header(size))
+                out.write(wav_header(size, PCM_RATE, float32=True))
                 shutil.copyfileobj(pcm, out, 1 << 20)
             for scratch in (voice_pcm, bed_pcm, mixed):
                 scratch.unlink(missing_ok=True)

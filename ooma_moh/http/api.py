@@ -227,20 +227,23 @@ async def put_moh(request: web.Request) -> web.StreamResponse:
     who, tenant = await authorised_tenant(request)
     publications = request.app[PUBLICATIONS]
     if not publications.begin_upload(tenant):  # before a byte of the body is read
-        response = error_response(
-            ApiError(
-                429,
-                "upload_in_progress",
-                "another upload for this tenant is being received or converted: try again when it is done",
-                {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
-            )
-        )
-        response.force_close()
-        return response
+        return upload_in_progress()
     try:
         return await _receive_and_store(request, who, tenant)
     finally:
         publications.end_upload(tenant)
+
+
+def upload_in_progress() -> web.Response:
+    """429 for a tenant's second conversion at once (upload, draft, mix), the connection closed."""
+    return closing_error(
+        ApiError(
+            429,
+            "upload_in_progress",
+            "another upload for this tenant is being received or converted: try again when it is done",
+            {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
+        )
+    )
 
 
 def closing_error(exc: ApiError) -> web.Response:

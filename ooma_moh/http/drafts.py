@@ -21,7 +21,7 @@ from aiohttp import web
 from .. import disclaimer
 from ..beds import DEFAULT_BED_LEVEL_DB, check_bed
 from ..model import Draft
-from .api import UPLOAD_RETRY_AFTER_S, check_disclaimer, closing_error, current, receive_body
+from .api import check_disclaimer, current, receive_body, upload_in_progress
 from .auth import authorised_tenant
 from .backend import HttpBackend
 from .context import BACKEND, PUBLICATIONS, WORKERS, ApiError, in_thread
@@ -70,14 +70,7 @@ async def post_draft(request: web.Request) -> web.StreamResponse:
     _, tenant = await authorised_tenant(request)
     publications = request.app[PUBLICATIONS]
     if not publications.begin_upload(tenant):  # one conversion per tenant at a time
-        return closing_error(
-            ApiError(
-                429,
-                "upload_in_progress",
-                "another upload for this tenant is being received or converted: try again when it is done",
-                {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
-            )
-        )
+        return upload_in_progress()
     try:
         spooled = await receive_body(request)
         if isinstance(spooled, web.Response):
@@ -107,14 +100,7 @@ async def post_mix(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_mix", f"the body must be JSON {{bed, bed_level_db}}: {exc}") from None
     publications = request.app[PUBLICATIONS]
     if not publications.begin_upload(tenant):  # a mix is a conversion: one per tenant at a time
-        return closing_error(
-            ApiError(
-                429,
-                "upload_in_progress",
-                "another upload for this tenant is being received or converted: try again when it is done",
-                {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
-            )
-        )
+        return upload_in_progress()
     try:
         made = await in_thread(
             request, _mix, request.app[BACKEND], tenant, request.match_info["draft"], bed, level, pool=WORKERS
