@@ -9,10 +9,13 @@ Input: a ~4.8 MB, 300 s, 128 kbit/s stereo MP3 (generated: pink noise plus a mel
   command that does both, one-pass ``loudnorm``, is timed too with ``--loudnorm``.
 - ours without the rendition verification (``FfmpegConverter(verify=False)``), to show what the
   checks added for issue 8 cost, in the same run;
-- ours without the analysis branches (``FfmpegConverter(analyse=False)``: no astats, volumedetect,
+- ours without the analysis branches (``FfmpegConverter(analyse=False)``: no volumedetect, astats,
   band filters; silencedetect stays, trimming needs it), and ours without the analysis *and*
   without the loop processing (``trim_silence=False``, ``loop_crossfade_ms=0``: the encode run of
   before issue 21), to show what each added in the same run;
+- a draft (``MohService.make_draft``: the upload's conversion and analysis without the commit:
+  what the page waits for before it shows the analysis), against ours without the analysis and
+  the loop (the upload of before issue 21);
 - the worst accepted input: the longest accepted duration (30 min) at the lowest accepted sample
   rate (8 kHz), an 8 kbit/s mono MP3 of 1.8 MB, uploaded in a child process whose children's CPU
   seconds and peak RSS (ffmpeg's) are reported; and the 3,444-byte 1 Hz WAV of issue 8, which
@@ -261,7 +264,7 @@ def main() -> None:
             unlooped_settings, service.catalog, service.blobs, FfmpegConverter(unlooped_settings, analyse=False)
         )
         variants = {"ours": service, "unverified": unverified, "unanalysed": unanalysed, "unlooped": unlooped}
-        times: dict[str, list[float]] = {name: [] for name in variants}
+        times: dict[str, list[float]] = {name: [] for name in (*variants, "draft")}
         base: list[float] = []
         for run in range(args.runs):  # interleaved, so drift in machine load hits all of them alike
             base.append(timed(baseline, source, tmpdir))
@@ -270,6 +273,7 @@ def main() -> None:
                 times[name].append(
                     timed(lambda s=svc, t=tenant: s.upload(t, source, accept_disclaimer=True, accepted_by="bench"))
                 )
+            times["draft"].append(timed(service.make_draft, f"draft{run}", source))
         m = {name: statistics.median(values) for name, values in times.items()}
         o, u, b = m["ours"], m["unverified"], statistics.median(base)
         for name, label in (
@@ -277,6 +281,7 @@ def main() -> None:
             ("unverified", "ours without verification    "),
             ("unanalysed", "ours without analysis        "),
             ("unlooped", "ours without analysis, loop  "),
+            ("draft", "draft (make_draft)           "),
         ):
             print(f"{label}  median {m[name]:6.2f} s  runs {[round(x, 2) for x in times[name]]}")
         print(f"baseline (ebur128 + encode)    median {b:6.2f} s  runs {[round(x, 2) for x in base]}")
@@ -284,6 +289,7 @@ def main() -> None:
         analysis, loop = m["ours"] - m["unanalysed"], m["unanalysed"] - m["unlooped"]
         both = m["unlooped"] / b
         print(f"analysis costs {analysis:+.2f} s, loop processing {loop:+.2f} s; ratio without both: {both:.2f}")
+        print(f"draft / ours without analysis and loop: {m['draft'] / m['unlooped']:.2f} (goal <= 1.2)")
         if not args.no_worst_case:
             worst, one_hz = tmpdir / "worst.mp3", tmpdir / "onehz.wav"
             make_worst_case(worst)

@@ -11,11 +11,20 @@ The analysis costs no second decode: its branches are added to the decode run's 
    only (a fifth of astats' cost; see ``clipped_ratio`` for why nothing is lost);
 2. on the 16 kHz mono PCM the renditions are made from — ffmpeg's own downmix, to float (measured
    on ffmpeg 5.1: it sums stereo as (L + R) * 0.7071, so identical channels keep the sum of their
-   powers; to an integer format it would normalise the sum to (L + R) / 2), then resampled:
-   ``ebur128`` (loudness, true peak; already there), ``astats@mono`` (DC offset, the power of
-   the mix callers hear), ``silencedetect`` (runs of at least
-   ``SILENCE_MIN_S`` below ``silence_threshold_db``) and ``astats@band`` behind a 300 Hz
-   high-pass and a 3,400 Hz low-pass (4th-order Butterworth each): the phone band's power.
+   powers; to an integer format it would normalise the sum to (L + R) / 2), then resampled, in
+   frames of ``FRAME_SAMPLES``: ``ebur128`` (loudness, true peak; already there),
+   ``volumedetect@mono`` (the power of the mix callers hear), ``astats@dc`` on that PCM
+   resampled to ``DC_RATE`` (the DC offset: the resampler's low-pass keeps the mean, to within
+   5e-5 measured, under the 4 decimals reported), ``silencedetect`` (runs of at least ``SILENCE_MIN_S`` below
+   ``silence_threshold_db``) and ``volumedetect@band`` behind a 300 Hz high-pass and a 3,400 Hz
+   low-pass (4th-order Butterworth each): the phone band's power.
+
+``volumedetect`` counts 16-bit samples (the PCM, converted in its own branch: the renditions'
+own precision; float peaks over full scale are clipped there) and prints its mean in 0.1 dB
+steps; ``astats`` costs about 170 instructions a sample where ``volumedetect`` costs under 10
+(astats computes some twenty statistics, a sliding noise-floor histogram among them, whatever it
+is asked to print), so astats measures only what needs it: the clipping at the native rate of
+lossless inputs, and the offset at 1 kHz (docs/benchmarks.md, "Ingest").
 
 Definitions (docs/configuration.md, "Analysis warnings", has the thresholds):
 
@@ -31,11 +40,14 @@ Definitions (docs/configuration.md, "Analysis warnings", has the thresholds):
   capped at ``MONO_LOSS_CAP_DB``. The channels are measured at the native rate, the downmix at
   16 kHz (measuring the native downmix as well cost ~0.15 s more per 5 min of 48 kHz stereo):
   energy above 8 kHz counts as lost, tenths of a dB for music, a few dB for hiss-like material.
+  Within 0.1 dB (the downmix's power in 0.1 dB steps; the lossy inputs' channels too).
 - ``phone_band_ratio``: band power / power of the 16 kHz mono PCM (energy above 8 kHz, which no
-  rendition carries, is not counted).
-- ``dc_offset``: the mean of the 16 kHz mono PCM — the offset the renditions would carry, and
-  what the encode run subtracts when it is at least ``DC_REMOVAL_MIN`` (below, -60 dBFS, it is
-  inaudible, and the subtraction costs a pass of ``aeval``: 0.15 s per 5 minutes).
+  rendition carries, is not counted); both in 0.1 dB steps, so within ±2.3 % of itself (0.50 ±
+  0.012).
+- ``dc_offset``: the mean of the 16 kHz mono PCM (measured at 1 kHz, above) — the offset the
+  renditions would carry, and what the encode run subtracts when it is at least
+  ``DC_REMOVAL_MIN`` (below, -60 dBFS, it is inaudible, and the subtraction costs a pass of
+  ``aeval``: 0.15 s per 5 minutes).
 - ``mostly_silence``: the silences found by ``silencedetect`` add up to ``MOSTLY_SILENCE`` or
   more of the decoded audio (silence is judged with the DC offset still in).
 
@@ -90,8 +102,16 @@ EDGE_SLACK_S = 0.02
 
 WARNINGS = ("clipping", "dc_offset", "mono_cancellation", "outside_phone_band", "mostly_silence", "too_short")
 
+#: the decode run's PCM frames (samples): ffmpeg's per-frame work in the graph, paid by every
+#: branch, falls by a quarter from the decoder's ~384 samples at 16 kHz; the PCM is the same
+FRAME_SAMPLES = 4096
+#: the rate the DC offset is measured at (the mean survives the resampler's low-pass)
+DC_RATE = 1000
+#: to 16 bits for ``volumedetect``, its own branch's copy (``aresample`` has formats of its own)
+TO_S16 = "aresample,aformat=sample_fmts=s16"
+
 _LABELLED_RE = re.compile(r"^\[astats@(\w+) @ [^\]]*\] (?:\[info\] )?(.*?)\s*$", re.M)
-_MEAN_VOLUME_RE = re.compile(r"^\[volumedetect@native @ [^\]]*\] (?:\[info\] )?mean_volume: (-?[\d.]+|-?inf) dB", re.M)
+_MEAN_VOLUME_RE = re.compile(r"^\[volumedetect@(\w+) @ [^\]]*\] (?:\[info\] )?mean_volume: (-?[\d.]+|-?inf) dB", re.M)
 _SILENCE_RE = re.compile(r"silence_(start|end): (-?[\d.e+-]+|-?inf)")
 
 
@@ -101,24 +121,25 @@ def butterworth4(kind: str, hz: int) -> str:
 
 
 def decode_graph(to_pcm: str, threshold_db: float, *, analyse: bool, find_silence: bool, clipping: bool) -> str:
-    """The decode run's graph: ``to_pcm`` (input to 16 kHz mono) into ``[pcm]``, ``ebur128`` on
-    it, and the analysis branches (module docstring) and/or ``silencedetect`` when asked.
-    ``to_pcm`` must start with a filter of its own formats (``aresample``), or the native
-    branch's layout would be negotiated to the PCM's mono."""
+    """The decode run's graph: ``to_pcm`` (input to 16 kHz mono) into ``[pcm]`` in frames of
+    ``FRAME_SAMPLES``, ``ebur128`` on it, and the analysis branches (module docstring) and/or
+    ``silencedetect`` when asked. ``to_pcm`` must start with a filter of its own formats
+    (``aresample``), or the native branch's layout would be negotiated to the PCM's mono."""
     mono = ["[e]ebur128=peak=true,anullsink"]
     if analyse:
         low, high = PHONE_BAND_HZ
         mono += [
-            "[m]astats@mono=measure_perchannel=none:measure_overall=DC_offset+RMS_level:threads=1,anullsink",
-            f"[b]{butterworth4('highpass', low)},{butterworth4('lowpass', high)},"
-            "astats@band=measure_perchannel=none:measure_overall=RMS_level:threads=1,anullsink",
+            f"[m]{TO_S16},volumedetect@mono,anullsink",
+            f"[d]aresample={DC_RATE}:filter_size=8,"
+            "astats@dc=measure_perchannel=none:measure_overall=DC_offset:threads=1,anullsink",
+            f"[b]{butterworth4('highpass', low)},{butterworth4('lowpass', high)},{TO_S16},volumedetect@band,anullsink",
         ]
     if analyse or find_silence:
         mono.append(
             f"[s]asetpts=PTS-STARTPTS,silencedetect=noise={threshold_db:.1f}dB:duration={SILENCE_MIN_S},anullsink"
         )
     labels = "".join(part[:3] for part in mono)
-    split = f"{to_pcm},asplit={len(mono) + 1}[pcm]{labels};" + ";".join(mono)
+    split = f"{to_pcm},asetnsamples=n={FRAME_SAMPLES}:p=0,asplit={len(mono) + 1}[pcm]{labels};" + ";".join(mono)
     if not analyse:
         return f"[0:a:0]{split}"
     native = (
@@ -204,6 +225,14 @@ class Measures:
         return min(1.0, max(0.0, 10 ** ((self.band_power_db - self.mono_power_db) / 10)))
 
 
+def mean_volume(log: str, label: str) -> float:
+    """The last mean power (dBFS, 0.1 dB steps) a labelled ``volumedetect`` printed."""
+    found = [value for name, value in _MEAN_VOLUME_RE.findall(log) if name == label]
+    if not found:
+        raise MediaToolError(f"ffmpeg printed no {label} volumedetect summary")
+    return float(found[-1])
+
+
 def parse_measures(log: str, channels: int, clipping: bool) -> Measures:
     """The analysis branches' summaries in a decode run's log (``channels``: the input's)."""
     if clipping:
@@ -212,19 +241,14 @@ def parse_measures(log: str, channels: int, clipping: bool) -> Measures:
         ratio = clipped_ratio(per_channel, overall.get("Number of samples", 0.0))
         power = overall.get("RMS level dB", -math.inf)
     else:
-        means = _MEAN_VOLUME_RE.findall(log)
-        if not means:
-            raise MediaToolError("ffmpeg printed no volumedetect summary")
-        ratio, power = 0.0, float(means[-1])
-    mono = labelled_sections(log, "mono")[-1]
-    band = labelled_sections(log, "band")[-1]
+        ratio, power = 0.0, mean_volume(log, "native")
     return Measures(
         channels=channels,
         clipped_ratio=ratio,
         channel_power_db=power,
-        dc_offset=mono.get("DC offset", 0.0),
-        mono_power_db=mono.get("RMS level dB", -math.inf),
-        band_power_db=band.get("RMS level dB", -math.inf),
+        dc_offset=labelled_sections(log, "dc")[-1].get("DC offset", 0.0),
+        mono_power_db=mean_volume(log, "mono"),
+        band_power_db=mean_volume(log, "band"),
         silences=tuple(silences(log)),
     )
 

@@ -96,10 +96,14 @@ class FfmpegConverter:
         return run
 
     @staticmethod
-    def _storage_check(run: ffmpeg.Run, doing: str) -> None:
+    def _storage_check(run: ffmpeg.Run, doing: str, source: Path | None = None) -> None:
         """Raise ``StorageError`` if ffmpeg failed for lack of space or permission (the server's
-        problem, never reported as the upload's)."""
-        number = ffmpeg.storage_failure(run.log)
+        problem, never reported as the upload's). An input/output error on ``source`` itself is
+        the file's: the Matroska and FLAC demuxers answer EIO to a file that ends inside a header."""
+        log = run.log
+        if source is not None:
+            log = "\n".join(line for line in log.splitlines() if not line.endswith(f"{source}: Input/output error"))
+        number = ffmpeg.storage_failure(log)
         if number is not None:
             raise StorageError.from_errno(number, doing)
 
@@ -148,8 +152,10 @@ class FfmpegConverter:
         if watch.other_codecs and not watch.audio_seen:
             raise UploadRejected(Rejection.NO_AUDIO, "the file contains no audio (only pictures or video)")
         refuse_if_too_costly(run)
-        self._storage_check(run, "decoding the upload")
+        self._storage_check(run, "decoding the upload", source)
         errors = watch.upload_errors(run.errors())
+        if refused := watch.codec_refused(errors, container):
+            raise refused
         if run.returncode != 0 or errors:
             detail = (errors or run.log.strip().splitlines() or ["no output"])[-1]
             raise UploadRejected(

@@ -28,6 +28,8 @@ CONTAINERS: dict[str, tuple[str, str, str]] = {
     "wav": ("wav", "wav", "pcm_s16le,pcm_s24le,pcm_s32le,pcm_f32le,pcm_f64le,pcm_u8,pcm_mulaw,pcm_alaw"),
     "mp3": ("mp3", "mp3", "mp3float,mp3"),
     "ogg": ("ogg", "ogg", "vorbis,libvorbis,opus,libopus"),
+    # Matroska and WebM (what browsers' MediaRecorder writes): one demuxer, named "matroska,webm"
+    "webm": ("matroska", "matroska,webm", "opus,libopus,vorbis,libvorbis"),
     "flac": ("flac", "flac", "flac"),
     "m4a": ("mov", "mov,mp4,m4a,3gp,3g2,mj2", "aac,aac_fixed,alac"),
     "aac": ("aac", "aac", "aac,aac_fixed"),
@@ -50,6 +52,8 @@ def sniff_container(head: bytes) -> str:
         return "flac"
     if head[:4] == b"OggS":
         return "ogg"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: WebM or Matroska
+        return "webm"
     if len(head) >= 12 and head[4:8] == b"ftyp":
         return "m4a"
     if head[:3] == b"ID3":
@@ -59,7 +63,7 @@ def sniff_container(head: bytes) -> str:
         return "aac" if layer == 0 else "mp3"
     raise UploadRejected(
         Rejection.UNRECOGNISED_FORMAT,
-        "not a supported audio file: upload WAV, MP3, OGG (Vorbis/Opus), FLAC or M4A/AAC",
+        "not a supported audio file: upload WAV, MP3, OGG or WebM (Vorbis/Opus), FLAC or M4A/AAC",
     )
 
 
@@ -190,6 +194,7 @@ class InputWatch:
         self.audio_seen = False
         self.other_codecs: set[str] = set()
         self.channels = 0  # of the first audio stream, once seen
+        self.audio_codec = ""  # of the first audio stream, once seen
         self.rejection: UploadRejected | None = None
 
     def __call__(self, line: str) -> str | None:
@@ -205,6 +210,7 @@ class InputWatch:
             self.other_codecs.add(codec)
             return None
         self.audio_seen = True
+        self.audio_codec = codec
         self.rejection = self.check_audio(rest)
         return self.rejection.reason if self.rejection else None
 
@@ -238,6 +244,16 @@ class InputWatch:
     def upload_errors(self, errors: list[str]) -> list[str]:
         """``errors`` minus the whitelist refusals of streams that are never decoded."""
         return [line for line in errors if not ((m := _WHITELIST_RE.search(line)) and m.group(1) in self.other_codecs)]
+
+    def codec_refused(self, errors: list[str], container: str) -> UploadRejected | None:
+        """The refusal when the codec whitelist refused the audio's own decoder (``errors``: the
+        upload's, from :meth:`upload_errors`): an audio codec that container may not hold."""
+        if not any(_WHITELIST_RE.search(line) for line in errors):
+            return None
+        return UploadRejected(
+            Rejection.UNDECODABLE,
+            f"the audio of this {container} file is {self.audio_codec}, which is not accepted in a {container} file",
+        )
 
 
 def public_detail(line: str) -> str:

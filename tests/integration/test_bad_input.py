@@ -17,6 +17,7 @@ from ooma_moh.errors import InvalidTenantId, UploadRejected
 from ooma_moh.model import TenantMoh
 from ooma_moh.service import MohService
 from tests.audio import ffmpeg, make_audio, tone
+from tests.ebml import BAD_WEBMS
 
 if TYPE_CHECKING:  # click is imported by the fixture that runs it
     from click.testing import Result
@@ -90,6 +91,10 @@ def _video_only_mp4(tmp: Path) -> Path:
     return path
 
 
+def _flac_head(tmp: Path) -> Path:
+    return _bytes("cut.flac", tone(tmp / "whole.flac", 440, container="flac").read_bytes()[:30])(tmp)
+
+
 def _forty_minutes(tmp: Path) -> Path:
     path = tmp / "long.mp3"  # 8 kbit/s keeps 40 minutes under the size limit
     ffmpeg(
@@ -144,6 +149,8 @@ BAD_UPLOADS: dict[str, tuple[Maker, str]] = {
     "flac header then garbage": (_bytes("x.flac", b"fLaC" + NOISE(8000)), "undecodable"),
     "adts header then garbage": (_bytes("x.aac", b"\xff\xf1\x50\x80" + NOISE(8000)), "undecodable"),
     "ogg page header then garbage": (_bytes("x.ogg", b"OggS\x00\x02" + NOISE(8000)), "undecodable"),
+    "flac cut inside its header": (_flac_head, "undecodable"),
+    **BAD_WEBMS,
 }
 
 

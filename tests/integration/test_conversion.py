@@ -16,6 +16,7 @@ from ooma_moh.config import Settings
 from ooma_moh.model import RENDITION_FORMATS
 from ooma_moh.service import MohService
 from tests.audio import decode_raw, dominant_frequency, loudness, make_audio, tone
+from tests.ebml import as_media_recorder, written_by_ffmpeg
 
 CONTAINERS = ["wav", "mp3", "ogg", "opus", "flac", "m4a"]
 TARGET = -20.0
@@ -105,6 +106,28 @@ def test_conversion_is_deterministic_and_content_based(service: MohService, tmp_
     assert b.upload is not None
     assert b.upload.container == "m4a"
     assert [r.sha256 for r in a.renditions] == [r.sha256 for r in b.renditions]
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [
+        ("-c:a", "libopus"),  # Chrome's and Firefox's MediaRecorder
+        ("-c:a", "libvorbis"),
+        ("-c:v", "libvpx", "-c:a", "libopus"),  # a screen recording: the picture is never decoded
+    ],
+    ids=["opus", "vorbis", "video and opus"],
+)
+def test_webm_as_a_browser_records_it(service: MohService, tmp_path: Path, codec: tuple[str, ...]) -> None:
+    """MediaRecorder's WebM: Segment and Clusters of unknown size, no duration, no cues."""
+    sources = ("-f", "lavfi", "-i", "testsrc=s=64x64:d=3") if "libvpx" in codec else ()
+    written = written_by_ffmpeg(tmp_path / "in.webm", *sources, *codec, "-ac", "2", source="sine=f=440:d=3")
+    recorded = tmp_path / "recording.webm"
+    recorded.write_bytes(as_media_recorder(written.read_bytes()))
+    result = service.upload("acme", recorded, accept_disclaimer=True, accepted_by="tester")
+    assert result.upload is not None and result.upload.container == "webm"
+    assert abs(result.upload.duration_ms - 2750) <= 20
+    samples, rate = decode_raw(service.blobs.path(result.rendition("sln16").sha256), "sln16")
+    assert dominant_frequency(samples[rate // 2 : rate // 2 + rate], rate) == pytest.approx(440, abs=3)
 
 
 # --- the analysis: for each warning, a file that triggers it and one that must not ---------------

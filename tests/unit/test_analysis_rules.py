@@ -17,6 +17,7 @@ from ooma_moh.analysis import (
     dc_to_remove,
     decode_graph,
     labelled_sections,
+    mean_volume,
     parse_measures,
     plan_loop,
     silences,
@@ -26,17 +27,21 @@ from ooma_moh.analysis import (
 from ooma_moh.errors import MediaToolError
 
 # Captured from ffmpeg 5.1 (the decode graph on a 3.5 s stereo WAV: 1 s silence, 1 s tone, silence;
-# channel 2 from a clipped file's), with a summary of another filter between.
+# channel 2 from a clipped file's, the mono and band powers from a quieter one's), with a summary of
+# another filter between.
 LOG = """\
 [silencedetect @ 0x555f7dc68b40] [info] silence_start: 0
 [silencedetect @ 0x555f7dc68b40] [info] silence_end: 1 | silence_duration: 1
 [silencedetect @ 0x555f7dc68b40] [info] silence_start: 2.00006
 [silencedetect @ 0x555f7dc68b40] [info] silence_end: 3.5 | silence_duration: 1.49994
-[astats@band @ 0x555f7dc665c0] [info] Overall
-[astats@band @ 0x555f7dc665c0] [info] RMS level dB: -14.669919
-[astats@mono @ 0x555f7dc60b00] [info] Overall
-[astats@mono @ 0x555f7dc60b00] [info] DC offset: -0.000000
-[astats@mono @ 0x555f7dc60b00] [info] RMS level dB: -14.471386
+[volumedetect@band @ 0x55677c1db4c0] [info] n_samples: 56000
+[volumedetect@band @ 0x55677c1db4c0] [info] mean_volume: -14.7 dB
+[volumedetect@band @ 0x55677c1db4c0] [info] max_volume: -2.1 dB
+[astats@dc @ 0x55677c1d8a80] [info] Overall
+[astats@dc @ 0x55677c1d8a80] [info] DC offset: -0.000000
+[volumedetect@mono @ 0x55677c1d7a40] [info] n_samples: 56000
+[volumedetect@mono @ 0x55677c1d7a40] [info] mean_volume: -14.5 dB
+[volumedetect@mono @ 0x55677c1d7a40] [info] max_volume: -3.0 dB
 [Parsed_volumedetect_7 @ 0x555f7dc8a340] [info] mean_volume: -14.5 dB
 [astats@native @ 0x555f7dc5bb40] [info] Channel: 1
 [astats@native @ 0x555f7dc5bb40] [info] Peak level dB: -6.020335
@@ -69,10 +74,10 @@ def test_parse_measures_from_a_captured_log() -> None:
     # channel 2 is at full scale in runs (flat factor > 0): its peak count over both channels' samples
     assert m.clipped_ratio == pytest.approx(101880 / (2 * 154350))
     assert m.channel_power_db == -17.481309
-    assert m.dc_offset == 0.0 and m.mono_power_db == -14.471386 and m.band_power_db == -14.669919
+    assert m.dc_offset == 0.0 and m.mono_power_db == -14.5 and m.band_power_db == -14.7
     assert m.silences == ((0.0, 1.0), (2.00006, 3.5))
-    assert m.mono_loss_db == pytest.approx(-17.481309 + 10 * math.log10(2) + 14.471386)
-    assert m.phone_band_ratio == pytest.approx(10 ** ((-14.669919 + 14.471386) / 10))
+    assert m.mono_loss_db == pytest.approx(-17.481309 + 10 * math.log10(2) + 14.5)
+    assert m.phone_band_ratio == pytest.approx(10 ** (-0.2 / 10))
 
 
 def test_lossy_input_has_its_power_from_volumedetect() -> None:
@@ -96,8 +101,12 @@ def test_a_missing_summary_is_the_tools_failure() -> None:
 
 
 def test_the_last_summary_wins() -> None:
-    empty_first = "[astats@mono @ 0x1] [info] Overall\n[astats@mono @ 0x1] [info] RMS level dB: -inf\n"
-    assert labelled_sections(empty_first + LOG, "mono") == [{"DC offset": -0.0, "RMS level dB": -14.471386}]
+    empty_first = "[astats@dc @ 0x1] [info] Overall\n[astats@dc @ 0x1] [info] DC offset: nan\n"
+    assert labelled_sections(empty_first + LOG, "dc") == [{"DC offset": -0.0}]
+    first_graph = (
+        "[volumedetect@mono @ 0x1] [info] n_samples: 0\n[volumedetect@mono @ 0x1] [info] mean_volume: -3.0 dB\n"
+    )
+    assert mean_volume(first_graph + LOG, "mono") == -14.5
     twice = LOG + LOG.replace("Peak count: 200", "Peak count: 7")
     native = labelled_sections(twice, "native")
     assert len(native) == 3 and native[0]["Peak count"] == 7 and native[2]["Number of samples"] == 154350
@@ -137,15 +146,18 @@ def test_phone_band_ratio_is_a_share() -> None:
 def test_decode_graph_branches() -> None:
     to_pcm = "aresample=16000,aformat=sample_fmts=flt:channel_layouts=mono"
     plain = decode_graph(to_pcm, -50.0, analyse=False, find_silence=False, clipping=True)
-    assert plain == f"[0:a:0]{to_pcm},asplit=2[pcm][e];[e]ebur128=peak=true,anullsink"
+    assert plain == f"[0:a:0]{to_pcm},asetnsamples=n=4096:p=0,asplit=2[pcm][e];[e]ebur128=peak=true,anullsink"
     trims = decode_graph(to_pcm, -45.0, analyse=False, find_silence=True, clipping=True)
     assert "asplit=3[pcm][e][s]" in trims and "silencedetect=noise=-45.0dB:duration=0.05" in trims
     full = decode_graph(to_pcm, -50.0, analyse=True, find_silence=False, clipping=True)
     assert full.startswith("[0:a:0]asplit=2[n][r];[n]astats@native=")
     lossy = decode_graph(to_pcm, -50.0, analyse=True, find_silence=False, clipping=False)
     assert lossy.startswith("[0:a:0]asplit=2[n][r];[n]aresample,volumedetect@native,anullsink;")
-    assert f"[r]{to_pcm},asplit=5[pcm][e][m][b][s]" in full and "silencedetect" in full  # the analysis needs it
+    assert f"[r]{to_pcm},asetnsamples=n=4096:p=0,asplit=6[pcm][e][m][d][b][s]" in full
+    assert "silencedetect" in full  # the analysis needs it
     assert full.count("highpass=f=300") == 2 and full.count("lowpass=f=3400") == 2
+    assert "[m]aresample,aformat=sample_fmts=s16,volumedetect@mono," in full  # 16 bits in its own branch
+    assert "[d]aresample=1000:filter_size=8,astats@dc=" in full and ",volumedetect@band," in full
 
 
 def test_loop_keeps_some_leading_silence_and_trims_the_end() -> None:

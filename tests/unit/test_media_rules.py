@@ -15,6 +15,7 @@ from ooma_moh.media_rules import declared_duration_s, parse_ebur128, plan_loudne
         (b"RIFF\x24\x00\x00\x00WAVEfmt ", "wav"),
         (b"fLaC\x00\x00\x00\x22", "flac"),
         (b"OggS\x00\x02" + b"\x00" * 20, "ogg"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81", "webm"),  # EBML: WebM or Matroska
         (b"\x00\x00\x00\x20ftypM4A \x00\x00", "m4a"),
         (b"ID3\x04\x00\x00\x00\x00\x00\x00", "mp3"),
         (b"\xff\xfb\x90\x64\x00", "mp3"),
