@@ -82,12 +82,32 @@ def exit_status(findings: Iterable[Finding]) -> int:
 FFMPEG_NEEDS: dict[str, tuple[str, ...]] = {
     "demuxers": ("wav", "mp3", "f32le"),
     "decoders": ("pcm_s16le", "mp3float|mp3"),
-    "filters": ("aresample", "aformat", "asplit", "ebur128", "anullsink", "volume", "alimiter"),
+    "filters": (
+        "aresample",
+        "aformat",
+        "asplit",
+        "ebur128",
+        "anullsink",
+        "volume",
+        "alimiter",
+        # the analysis and the loop (analysis.py)
+        "asetnsamples",
+        "astats",
+        "volumedetect",
+        "silencedetect",
+        "highpass",
+        "lowpass",
+        "atrim",
+        "aeval",
+        "acrossfade",
+    ),
     "encoders": ("pcm_s16le", "pcm_mulaw", "pcm_alaw", "adpcm_g722"),
     "muxers": ("s16le", "mulaw", "alaw", "g722", "f32le"),
 }
 FFMPEG_WANTS: dict[str, tuple[str, ...]] = {
-    "demuxers": ("ogg", "flac", "mov", "aac"),
+    "demuxers": ("ogg", "flac", "mov", "aac", "matroska"),
+    # music under a voice (mix.py, voiceover.py)
+    "filters": ("sidechaingate", "amix", "concat", "apad", "adelay", "afade", "aloop"),
     "decoders": ("vorbis|libvorbis", "opus|libopus", "flac", "aac|aac_fixed", "alac"),
 }
 
