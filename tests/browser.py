@@ -3,6 +3,11 @@ scripts/bootstrap), the HTTP server in a thread beside it, and screenshots of ea
 
 If Chromium or its driver is missing or cannot start, the test fails with the reason: nothing is
 skipped.
+
+The microphone: Chromium's fake capture device can be fed a WAV file (``capture``), which it loops.
+Whether the page may use it is Chromium's own permission, set per origin with :func:`microphone`
+(the DevTools protocol's ``Browser.setPermission``); before that, headless Chromium dismisses the
+request, as an admin who closes the prompt would.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -45,22 +50,30 @@ FLAGS = (
     "--mute-audio",
 )
 #: elements that can carry an accessible name the page promises
-NAMED = "h1, button, input, a, progress, label, summary"
-
-#: What the ``browser`` fixture gives: :func:`chromium`, ``with browser(lang) as driver``.
-Chromium = Callable[[str], AbstractContextManager[webdriver.Chrome]]
+NAMED = "h1, button, input, a, progress, label, summary, meter"
 T = TypeVar("T")
 
 
+class Chromium(Protocol):
+    """What the ``browser`` fixture gives: :func:`chromium`, ``with browser(lang) as driver``."""
+
+    def __call__(self, lang: str, capture: Path | None = None) -> AbstractContextManager[webdriver.Chrome]: ...
+
+
 @contextlib.contextmanager
-def chromium(lang: str) -> Iterator[webdriver.Chrome]:
-    """A new Chromium whose preferred language is ``lang`` (its Accept-Language)."""
+def chromium(lang: str, capture: Path | None = None) -> Iterator[webdriver.Chrome]:
+    """A new Chromium whose preferred language is ``lang`` (its Accept-Language); with ``capture``
+    (a WAV file), a fake microphone that plays it in a loop (allow it with :func:`microphone`)."""
     for path in (CHROMIUM, CHROMEDRIVER):
         assert path.exists(), f"{path} is missing: run scripts/bootstrap (Debian chromium, chromium-driver)"
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
         options.add_argument(flag)
+    if capture is not None:
+        assert capture.is_file(), capture
+        options.add_argument("--use-fake-device-for-media-stream")
+        options.add_argument(f"--use-file-for-fake-audio-capture={capture}")
     options.add_experimental_option("prefs", {"intl.accept_languages": f"{lang},{lang}-{lang.upper()}"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -87,6 +100,15 @@ def serving(settings: Settings) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def microphone(driver: webdriver.Chrome, origin: str, allowed: bool) -> None:
+    """Chromium's own permission for ``origin`` to use the microphone, as if the admin had
+    answered its prompt (or the site settings) with Allow or Block."""
+    driver.execute_cdp_cmd(
+        "Browser.setPermission",
+        {"permission": {"name": "microphone"}, "setting": "granted" if allowed else "denied", "origin": origin},
+    )
 
 
 def local_link(url: str, base: str) -> str:

@@ -36,6 +36,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
+    # the page records a message with the microphone (its own origin only); nothing else is asked for
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=(), display-capture=()",
 }
 #: why a link is refused -> (HTTP status, sentence key)
 LINK_REFUSALS = {

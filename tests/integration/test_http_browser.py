@@ -5,15 +5,22 @@ analysed before anything is saved (its warnings as sentences, its waveform with 
 silence, a preview in phone quality), Save disabled until the disclaimer is ticked, save, status
 until live, listen in HD — then a lab caller put on hold (a real SIP re-INVITE, the ARI handler
 running) hears the new file; "Rétablir la musique précédente" brings the file before it back, and
-the caller hears that one; after "Corbeille" the caller hears the default music. Screenshots of
-each step go to build/test-output/browser/<test>/.
+the caller hears that one; after "Corbeille" the caller hears the default music. Then a message
+recorded in the page (Chromium's fake microphone fed a tone in bursts, Chromium's own permission),
+analysed like a file, with the platform's default music put under it, saved: the caller hears the
+voice over the music, the voice louder while it speaks. Screenshots of each step go to
+build/test-output/browser/<test>/.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import wave
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
@@ -23,13 +30,14 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as EC
 
+from ooma_moh.app import open_catalog
 from ooma_moh.config import Settings
 from ooma_moh.http.texts import TEXTS
-from ooma_moh.lab import DEFAULT_TONE, LabAsterisk
+from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
 from tests.audio import ffmpeg, tone
-from tests.browser import Chromium, Screens, local_link, named, serving, state, wait
-from tests.integration.conftest import spooled
+from tests.browser import Chromium, Screens, local_link, microphone, named, serving, state, wait
+from tests.integration.conftest import spooled, tones_heard
 from tests.integration.test_ari_hold import A, B, Handler, hold_once_and_check
 from tests.integration.test_http_api import cli
 
@@ -50,6 +58,13 @@ NAMES = {
         "figures": "Chiffres clés",
         "delete": "Corbeille",
         "progress": "Envoi du fichier",
+        "record": "Enregistrer un message",
+        "record_again": "Enregistrer à nouveau",
+        "stop": "Arrêter",
+        "level": "Niveau du micro",
+        "mix_add": "Ajouter la musique de fond",
+        "bed_default": "Musique par défaut de la plateforme",
+        "bed_current": "Votre musique actuelle",
     },
     "en": {
         "title": "Music on hold",
@@ -66,6 +81,13 @@ NAMES = {
         "figures": "Key figures",
         "delete": "Delete",
         "progress": "Upload progress",
+        "record": "Record a message",
+        "record_again": "Record again",
+        "stop": "Stop",
+        "level": "Microphone level",
+        "mix_add": "Add background music",
+        "bed_default": "The platform's default music",
+        "bed_current": "Your current music",
     },
 }
 #: tenant, the tone of its first file, the tone of its second (out-of-phase) file
@@ -76,6 +98,25 @@ TRIMMED = {
     "en": (r"Silence removed at the start: (\d+)\.(\d) s", r"Silence removed at the end: (\d+)\.(\d) s"),
 }
 SILENCE_S, SOUND_S, END_SILENCE_S = 3.0, 16.0, 2.0
+#: the recorded "voice": not the lab's TALK_TONE (1,000 Hz, what the held party says before the
+#: hold), nor A, B or DEFAULT_TONE, so that each window of the caller's recording says who it is
+VOICE = 800.0
+#: what the page names a recording, and the draft of it over music (ooma_moh/service.py)
+RECORDING, MIXED = "message.webm", "message + music.wav"
+
+
+def spoken(path: Path, freq: float, seconds: float = 12.0) -> Path:
+    """What Chromium's fake microphone plays (in a loop): ``freq`` in speech-like bursts, 0.7 s
+    spoken and 0.5 s of pause, 48 kHz mono 16-bit WAV."""
+    voice = f"0.3*lt(mod(t\\,1.2)\\,0.7)*sin(2*PI*{freq:g}*t)"
+    ffmpeg("-f", "lavfi", "-i", f"aevalsrc=exprs='{voice}':s=48000:d={seconds:g}", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+def silence(path: Path, seconds: float = 6.0) -> Path:
+    """A microphone that hears nothing (muted, or the wrong one chosen)."""
+    ffmpeg("-f", "lavfi", "-i", f"anullsrc=r=48000:cl=mono:d={seconds:g}", "-c:a", "pcm_s16le", str(path))
+    return path
 
 
 def out_of_phase(path: Path, freq: float) -> Path:
@@ -109,18 +150,20 @@ def choose_file(driver: webdriver.Chrome, names: dict[str, str], path: Path) -> 
     named(driver, names["choose"]).send_keys(str(path))
 
 
-def analysed(driver: webdriver.Chrome, path: Path) -> WebElement:
-    """Wait until the draft of ``path`` is shown with its waveform; the draft's part of the page."""
+def analysed(driver: webdriver.Chrome, path: Path | str) -> WebElement:
+    """Wait until the draft of ``path`` (or of the file named so) is shown with its waveform; the
+    draft's part of the page."""
+    name = path.name if isinstance(path, Path) else path
     draft = driver.find_element(By.ID, "draft")
     wait(
         driver,
         lambda d: (
             draft.is_displayed()
-            and d.find_element(By.ID, "draft-name").text == path.name
+            and d.find_element(By.ID, "draft-name").text == name
             and d.find_elements(By.CSS_SELECTOR, "#draft-analysis svg.waveform path.peaks")
         ),
         timeout=60,
-        message=f"the analysis and waveform of {path.name} before saving",
+        message=f"the analysis and waveform of {name} before saving",
     )
     return draft
 
@@ -174,6 +217,78 @@ def watch_progress(driver: webdriver.Chrome) -> None:
     )
 
 
+def record(driver: webdriver.Chrome, names: dict[str, str], seconds: int, screens: Screens | None = None) -> None:
+    """Press the record button, follow the timer and the level meter, stop from the keyboard
+    after ``seconds``."""
+    named(driver, names["record"], "button").click()
+    stop = wait(
+        driver, lambda d: d.find_element(By.ID, "record-stop").is_displayed() and d.find_element(By.ID, "record-stop")
+    )
+    assert stop == named(driver, names["stop"], "button") and stop == driver.switch_to.active_element, "focus on Stop"
+    assert not driver.find_element(By.ID, "record").is_displayed()
+    level = named(driver, names["level"])
+    timer = driver.find_element(By.ID, "record-time")
+    if screens:  # a tone in bursts: the meter rises while it sounds
+        wait(driver, lambda d: timer.text == "0:02", message="the timer runs")
+        wait(driver, lambda d: float(level.get_dom_attribute("value") or 0) > 0.5, message="the level meter moves")
+        screens.shot("recording")
+    wait(driver, lambda d: timer.text == f"0:{seconds:02d}", timeout=seconds + 10, message="the timer runs")
+    stop.send_keys(Keys.ENTER)
+
+
+def draft_count(settings: Settings) -> int:
+    """How many drafts the catalog holds for any tenant: each one counted as expired a year from
+    now (and so dropped — only ever called where none may exist)."""
+    catalog = open_catalog(settings)
+    try:
+        return catalog.drop_expired_drafts(datetime.now(UTC) + timedelta(days=365))
+    finally:
+        catalog.close()
+
+
+def tone_db(samples: np.ndarray, rate: int, freq: float) -> float:
+    """The level of ``freq`` in ``samples`` (dB, Hann window; a tone at full scale is about 0)."""
+    window = np.hanning(len(samples))
+    phase = np.exp(-2j * np.pi * freq * np.arange(len(samples)) / rate)
+    amplitude = 2 * abs(np.sum(samples * window * phase)) / np.sum(window)
+    return float(20 * np.log10(amplitude + 1e-9))
+
+
+def voice_over_music(wav_path: Path, hold_t: float, unhold_t: float, slack: float) -> None:
+    """The caller held from ``hold_t`` to ``unhold_t`` hears the recorded voice (:data:`VOICE`)
+    and the platform's music under it (the lab's DEFAULT_TONE), nothing else; while the voice
+    speaks it is well above the music, and in its pauses the music is heard on its own."""
+    heard = tones_heard(wav_path, [VOICE])
+    first, last = round((hold_t + 0.4 + slack) * 10), round((unhold_t - 0.3) * 10)
+    what = f"heard {heard}, held from window {first} to {last}"
+    assert heard[1 : round((hold_t - 0.4) * 10)] == [TALK_TONE] * (round((hold_t - 0.4) * 10) - 1), what
+    held = heard[first:last]
+    assert set(held) <= {VOICE, DEFAULT_TONE, None}, what
+    with wave.open(str(wav_path)) as recording:
+        rate = recording.getframerate()
+        samples = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2") / 32768.0
+    step = rate // 10
+    levels = [
+        (
+            tone_db(samples[i * step : (i + 1) * step], rate, VOICE),
+            tone_db(samples[i * step : (i + 1) * step], rate, DEFAULT_TONE),
+        )
+        for i in range(first, last)
+    ]
+    loudest = max(voice for voice, _ in levels)
+    # windows the voice fills (a window it starts or stops in is partly music)
+    speaking = [voice - music for voice, music in levels if voice >= loudest - 6]
+    music_alone = [music for voice, music in levels if music > -50 and music - voice >= 10]
+    what += (
+        f"; voice {np.round([voice for voice, _ in levels])} dBFS, over the music while speaking"
+        f" {np.round(speaking)} dB, music alone {np.round(music_alone)} dBFS"
+    )
+    assert len(speaking) >= 15, what  # a 5 s message, 0.7 s of each 1.2 s spoken
+    assert min(speaking) >= 12 and float(np.median(speaking)) >= 20, what
+    assert len(music_alone) >= 15, what  # the intro, the pauses, the outro
+    print(what)
+
+
 @pytest.mark.parametrize("mode", ["realtime"])
 @pytest.mark.parametrize("lang", ["fr", "en"])
 def test_admin_flow_then_a_held_caller_hears_it(
@@ -189,11 +304,14 @@ def test_admin_flow_then_a_held_caller_hears_it(
     tenant, first_freq, second_freq = TENANT_TONES[lang]
     first = tone(tmp_path / f"{tenant}.mp3", first_freq, 4, "mp3")
     second = out_of_phase(tmp_path / f"{tenant}-stereo.flac", second_freq)
+    voice = spoken(tmp_path / "voice.wav", VOICE)
     cli(lab_settings, "init")
     handler = Handler(lab_settings, lab)
     handler.start()
+    # the platform's default music, under a voice: what the lab's `default` class plays
+    served = dataclasses.replace(lab_settings, music_bed_default=lab.default_moh)
     try:
-        with serving(lab_settings) as base, browser(lang) as driver:
+        with serving(served) as base, browser(lang, capture=voice) as driver:
             screens = Screens(driver, request.node.name)
             sign_in(driver, lab_settings, base, tenant, screens)
             assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
@@ -232,6 +350,9 @@ def test_admin_flow_then_a_held_caller_hears_it(
             choose_file(driver, names, second)
             draft = analysed(driver, second)
             assert warnings_shown(draft) == [texts["warning_mono_cancellation"]]
+            mix = driver.find_element(By.ID, "mix")  # background music may go under any draft
+            assert mix.is_displayed() and named(driver, names["bed_default"], "radio", within=mix).is_selected()
+            named(driver, names["bed_current"], "radio", within=mix)  # the tenant has a file now
             labels = [e.text for e in draft.find_elements(By.CSS_SELECTOR, "figcaption .trim")]
             assert len(labels) == 2, labels
             found = [re.fullmatch(pattern, label) for pattern, label in zip(TRIMMED[lang], labels, strict=True)]
@@ -301,6 +422,44 @@ def test_admin_flow_then_a_held_caller_hears_it(
 
             call = Call(ari_lab, lab, f"browser_{lang}_default", tenant, 6)
             hold_once_and_check(call, DEFAULT_TONE)
+
+            # a message recorded in the page: analysed like a chosen file, nothing saved yet
+            microphone(driver, base, allowed=True)
+            named(driver, names["file"], "radio").click()
+            record(driver, names, 5, screens)
+            draft = analysed(driver, RECORDING)
+            chosen = driver.find_element(By.ID, "file-chosen").text
+            pattern = re.escape(texts["recorded"]).replace(re.escape("{duration}"), r"[56] s")
+            assert re.fullmatch(pattern, chosen), (pattern, chosen)
+            assert texts["warning_too_short"] in warnings_shown(draft)
+            named(driver, names["record_again"], "button")
+            mix = driver.find_element(By.ID, "mix")
+            assert mix.is_displayed() and named(driver, names["bed_default"], "radio", within=mix).is_selected()
+            assert not driver.find_element(By.ID, "bed-current").is_displayed(), "no current music on default"
+            named(driver, names["listen_draft"], "button").click()
+            plays(driver, "draft-player", "phone")
+            voice_draft = draft.get_dom_attribute("data-draft")
+
+            # the platform's music under it: a new draft, the voice's own is deleted
+            named(driver, names["mix_add"], "button").click()
+            draft = analysed(driver, MIXED)
+            assert not mix.is_displayed() and driver.find_element(By.ID, "draft-status").text == texts["mix_ready"]
+            assert voice_draft and draft_status(driver, voice_draft, tenant) == 404, "the voice alone is deleted"
+            assert driver.find_element(By.ID, "draft-listen") == driver.switch_to.active_element
+            named(driver, names["listen_draft"], "button").send_keys(Keys.ENTER)
+            plays(driver, "draft-player", "phone")
+            screens.shot("mixed", whole_page=True)
+            named(driver, names["disclaimer"], "checkbox").click()
+            named(driver, names["save"], "button").click()
+            live_with(driver, texts, MIXED, "status live with the message over music")
+            screens.shot("message-live")
+
+            call = Call(ari_lab, lab, f"browser_{lang}_message", tenant, 14)
+            call.at(1.5)
+            hold_t = call.hold()
+            call.at(12.0)
+            unhold_t = call.unhold()
+            voice_over_music(call.finish(), hold_t, unhold_t, call.lag())
     finally:
         handler.stop()
     assert "Traceback" not in handler.log.read_text(), handler.log.read_text()
@@ -325,7 +484,7 @@ def test_errors_are_sentences_in_the_page_language(
     big.write_bytes(b"\xff\xfb" * (3 * 1024 * 1024))  # 6 MB: refused in the browser, never sent
     text = tmp_path / "notes.mp3"
     text.write_text("these are meeting notes, not audio\n" * 20)
-    with serving(home) as base, browser(lang) as driver:
+    with serving(home) as base, browser(lang, capture=silence(tmp_path / "silence.wav")) as driver:
         screens = Screens(driver, request.node.name)
         sign_in(driver, home, base, "acme")
         choose_file(driver, names, big)
@@ -347,6 +506,30 @@ def test_errors_are_sentences_in_the_page_language(
         assert not driver.find_element(By.ID, "progress").is_displayed()
         screens.shot("not-audio")
         assert state(driver) == "live" and driver.find_element(By.ID, "current-none").is_displayed()
+
+        # the microphone blocked in Chromium: said, and nothing sent
+        microphone(driver, base, allowed=False)
+        driver.execute_script("performance.clearResourceTimings()")
+        named(driver, names["record"], "button").click()
+        wait(driver, lambda d: d.find_element(By.ID, "error").text == texts["mic_denied"], message="mic refused")
+        assert not driver.find_element(By.ID, "recorder").is_displayed()
+        assert named(driver, names["record"], "button") == driver.switch_to.active_element, "focus stays"
+        sent = driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+        assert not [url for url in sent if "/drafts" in url], sent
+        assert draft_count(home) == 0
+        screens.shot("microphone-blocked")
+
+        # allowed, but the microphone hears nothing: the server's 422 silent, said for a recording
+        microphone(driver, base, allowed=True)
+        record(driver, names, 3)
+        wait(
+            driver,
+            lambda d: d.find_element(By.ID, "error").text == texts["error_silent_recording"],
+            message="a silent recording refused",
+        )
+        assert not driver.find_element(By.ID, "draft").is_displayed()
+        assert not named(driver, names["save"], "button").is_enabled(), "nothing to save"
+        screens.shot("silent-recording")
     assert spooled(home.home) == []
 
 
@@ -386,6 +569,9 @@ def test_keyboard_alone_and_every_control_named(
         assert radio.is_selected()
         radio.send_keys(Keys.ARROW_DOWN)
         assert named(driver, names["file"], "radio").is_selected()
+        microphone(driver, base, allowed=True)  # allowed, but this Chromium has no microphone at all
+        named(driver, names["record"], "button").send_keys(Keys.ENTER)
+        wait(driver, lambda d: d.find_element(By.ID, "error").text == texts["mic_missing"], message="no microphone")
         for music in (first, second):  # two saves: the first becomes the previous music
             named(driver, names["choose"]).send_keys(str(music))
             analysed(driver, music)
@@ -411,7 +597,10 @@ def test_keyboard_alone_and_every_control_named(
             names["figures"],
             names["file"],
             names["choose"],
+            names["record"],
             names["listen_draft"],
+            names["bed_default"],
+            names["mix_add"],
             names["restore"],
             names["disclaimer"],
             names["save"],
@@ -441,13 +630,14 @@ def test_keyboard_alone_and_every_control_named(
         wait(driver, lambda d: draft_status(d, left) == 404, message="the draft left behind is deleted")
 
 
-def draft_status(driver: webdriver.Chrome, draft: str) -> int:
-    """The status of ``GET …/moh/drafts/<draft>`` for tenant acme, asked by the page's session."""
+def draft_status(driver: webdriver.Chrome, draft: str, tenant: str = "acme") -> int:
+    """The status of ``GET …/moh/drafts/<draft>`` for ``tenant``, asked by the page's session."""
     script = (
         "const done = arguments[arguments.length - 1];"
-        " fetch('/api/v1/tenants/acme/moh/drafts/' + arguments[0]).then((r) => done(r.status), () => done(0));"
+        " fetch('/api/v1/tenants/' + arguments[1] + '/moh/drafts/' + arguments[0])"
+        ".then((r) => done(r.status), () => done(0));"
     )
-    return int(driver.execute_async_script(script, draft))
+    return int(driver.execute_async_script(script, draft, tenant))
 
 
 def test_replayed_link_and_sign_out_in_the_browser(

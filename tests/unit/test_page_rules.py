@@ -75,6 +75,35 @@ def test_drafts_and_restore_refusals_have_sentences() -> None:
             assert f"error_{code}" in TEXTS[lang], (lang, code)
 
 
+def test_recording_and_background_music_are_said_in_both_languages() -> None:
+    """Issue 26: the record button, the microphone's refusals, a silent recording, the background
+    music and what its request can be refused with — each a sentence in French and in English."""
+    from ooma_moh.http.api import FIXED_ANSWERS
+
+    names = {
+        "record": ("Enregistrer un message", "Record a message"),
+        "record_stop": ("Arrêter", "Stop"),
+        "mix_add": ("Ajouter la musique de fond", "Add background music"),
+        "bed_default": ("Musique par défaut de la plateforme", "The platform's default music"),
+        "bed_current": ("Votre musique actuelle", "Your current music"),
+    }
+    for key, (fr, en) in names.items():
+        assert (TEXTS["fr"][key], TEXTS["en"][key]) == (fr, en), key
+    answered = {code for _, _, code, _ in FIXED_ANSWERS}
+    assert {"no_file", "bed_unavailable"} <= answered
+    mix_refusals = ("bed_unavailable", "no_file", "invalid_mix", "too_many_drafts", "upload_in_progress")
+    for lang in LANGUAGES:
+        texts = TEXTS[lang]
+        for code in mix_refusals:
+            assert texts[f"error_{code}"].endswith("."), (lang, code)
+        # a recording nobody can hear is not a "silent file": it says what to check
+        assert texts["error_silent_recording"] != texts["error_silent"]
+        for key in ("mic_denied", "mic_missing", "mic_busy", "error_silent_recording", "recording_too_large"):
+            assert texts[key].endswith(".") and len(set(texts[key].split())) > 5, (lang, key)
+        assert "5" in texts["recording"] and "5" in texts["record_hint"], "the 5-minute limit is said"
+    assert "Rien n'a été envoyé" in TEXTS["fr"]["mic_denied"] and "Nothing was sent" in TEXTS["en"]["mic_denied"]
+
+
 STATIC = Path(__file__).resolve().parents[2] / "ooma_moh" / "http" / "static"
 #: the page's fields page.py fills itself, not from the sentences
 PAGE_FIELDS = {"lang", "other_lang", "csrf", "config_json", "account"}
@@ -148,3 +177,27 @@ def test_redact_hides_every_credential_secret_but_keeps_its_id() -> None:
     assert "cIjVOY1d" not in out and "SNC_hd" not in out
     assert out.count("ff8d183210fbe51d_<secret>") == 3 and "omh_0123abcd_<secret>" in out
     assert redact("tenant acme uploaded hold_music_final_v2.mp3") == "tenant acme uploaded hold_music_final_v2.mp3"
+
+
+def test_the_recorder_and_the_mix_request_follow_the_server() -> None:
+    """The page's recording and mix rules match the server's: the beds it offers, the level it
+    asks for, the 5-minute stop, the size checked before sending; it styles nothing inline (the
+    Content-Security-Policy has no 'unsafe-inline'), and the microphone is allowed to the page only."""
+    from ooma_moh.beds import BED_LEVEL_RANGE, BEDS, DEFAULT_BED_LEVEL_DB
+    from ooma_moh.http.page import SECURITY_HEADERS
+
+    script = (STATIC / "page.js").read_text(encoding="utf-8")
+    page = (STATIC / "page.html").read_text(encoding="utf-8")
+    assert set(re.findall(r'name="bed" value="(\w+)"', page)) == set(BEDS)
+    asked = re.search(r"bed_level_db: (-?\d+)", script)
+    assert asked and float(asked[1]) == DEFAULT_BED_LEVEL_DB
+    assert BED_LEVEL_RANGE[0] <= DEFAULT_BED_LEVEL_DB <= BED_LEVEL_RANGE[1]
+    assert "const MAX_RECORDING_MS = 5 * 60 * 1000;" in script
+    assert "blob.size > config.max_bytes" in script, "a recording over the cap is refused in the browser"
+    assert '"audio/webm;codecs=opus"' in script and "/mix" in script and '"Content-Type": "application/json"' in script
+    for text in (script, page):
+        assert not re.search(r"\bstyle\s*=|\.style\b|setAttribute\(\s*\"style", text), "no inline style"
+    csp = SECURITY_HEADERS["Content-Security-Policy"]
+    assert "style-src 'self';" in csp and "unsafe-inline" not in csp
+    policy = SECURITY_HEADERS["Permissions-Policy"]
+    assert "microphone=(self)" in policy and "camera=()" in policy

@@ -1,6 +1,7 @@
-// The Music on hold page: shows the tenant's music and what callers hear; sends a chosen file to be
-// analysed as a draft (nothing changes for callers yet) and shows its warnings, its waveform with
-// the silence trimmed, and plays it in phone or HD quality; saves the draft, restores the previous
+// The Music on hold page: shows the tenant's music and what callers hear; sends a chosen file, or a
+// message recorded with the microphone, to be analysed as a draft (nothing changes for callers yet)
+// and shows its warnings, its waveform with the silence trimmed, and plays it in phone or HD
+// quality; puts background music under it (a new draft); saves the draft, restores the previous
 // music, deletes; follows the status until the change is live. No framework, no build.
 "use strict";
 
@@ -18,7 +19,10 @@
   let polling = null;
   let wanted = null;    // the file the admin chose last (null: none, or one refused in the browser)
   let sending = null;   // the file being sent for analysis
-  let draft = null;     // the analysed draft: {id, file, body}
+  let draft = null;     // the analysed draft: {id, file, body, mixed}
+  let mixing = null;    // the draft whose voice is being put over music
+  let recorder = null;  // the recording under way (see startRecording)
+  const recordings = new WeakSet();  // the files that are recordings made in this page
   const waveforms = new Map();  // waveform URL (one per file version) -> promise of its JSON, null if it failed
 
   function format(text, values) {
@@ -62,20 +66,22 @@
 
   function showError(text) { error.textContent = text || ""; }
 
-  function apiError(status, body) {
+  function apiError(status, body, recorded) {
     if (status === 0) return t.error_network;
     const code = body && body.error && body.error.code;
     if (status === 401) return t.error_unauthorized;
+    if (recorded && code === "silent") return t.error_silent_recording;  // the microphone heard nothing
     if (code && t["error_" + code]) return t["error_" + code];
     const message = (body && body.error && body.error.message) || ("HTTP " + status);
     return format(t.error_other, { message: message });
   }
 
-  function request(method, url, body, onProgress) {
+  function request(method, url, body, onProgress, headers) {
     return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       xhr.open(method, url);
       xhr.setRequestHeader("X-CSRF-Token", config.csrf);
+      for (const [name, value] of Object.entries(headers || {})) xhr.setRequestHeader(name, value);
       xhr.responseType = "text";
       if (onProgress) xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
       xhr.onload = () => {
@@ -250,9 +256,22 @@
     const hasPrevious = Boolean(current && current.previous);
     $("disclaimer-box").hidden = !(wantsFile || hasPrevious);
     let ready;
-    if (wantsFile) ready = Boolean(draft && draft.file === wanted && !sending && disclaimer.checked);
-    else ready = Boolean(hasFile);
+    if (wantsFile) {
+      ready = Boolean(draft && draft.file === wanted && !sending && !mixing && !recorder && disclaimer.checked);
+    } else {
+      ready = Boolean(hasFile);
+    }
     save.disabled = busy || !ready;
+    recordButton.hidden = !canRecord || Boolean(recorder && recorder.media);
+    recordButton.disabled = busy || Boolean(recorder);  // while the browser asks for the microphone
+    recordButton.textContent = wanted && recordings.has(wanted) ? t.record_again : t.record;
+    $("record-hint").hidden = !canRecord;
+    recorderPanel.hidden = !(recorder && recorder.media);
+    const mix = $("mix");
+    mix.hidden = !(draft && !draft.mixed && draft.file === wanted);
+    $("mix-add").disabled = busy || Boolean(sending || mixing || recorder);
+    $("bed-current-choice").hidden = !hasFile;
+    if (!hasFile && $("bed-current").checked) $("bed-default").checked = true;
     restore.disabled = busy || !hasPrevious || !disclaimer.checked;
     $("restore-hint").hidden = disclaimer.checked;
   }
@@ -309,6 +328,140 @@
     else showError(apiError(answer.status, answer.body));
   }
 
+  // ---- recording a message with the microphone: it becomes a draft like a chosen file --------
+
+  const canRecord = Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.MediaRecorder);
+  const MAX_RECORDING_MS = 5 * 60 * 1000;  // it stops by itself; the size is checked before sending
+  const recordButton = $("record"), recorderPanel = $("recorder"), stopButton = $("record-stop");
+  const timer = $("record-time"), meter = $("record-level");
+  // what MediaRecorder can write, best first, and the file name's extension the server sniffs anyway
+  const RECORDING_TYPES = [["audio/webm;codecs=opus", "webm"], ["audio/ogg;codecs=opus", "ogg"], ["audio/webm", "webm"],
+    ["audio/mp4", "m4a"]];
+
+  function clock(ms) {
+    const seconds = Math.floor(ms / 1000);
+    return Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
+  }
+
+  function micError(e) {
+    const name = e && e.name;
+    if (name === "NotAllowedError" || name === "SecurityError") return t.mic_denied;
+    if (name === "NotFoundError" || name === "OverconstrainedError") return t.mic_missing;
+    if (name === "NotReadableError" || name === "AbortError") return t.mic_busy;
+    return format(t.error_other, { message: name || "microphone" });
+  }
+
+  function level(analyser, samples) {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const x of samples) sum += x * x;
+    const db = 20 * Math.log10(Math.sqrt(sum / samples.length) + 1e-9);
+    return Math.max(0, Math.min(1, (db + 60) / 60));  // -60 dBFS .. 0 dBFS
+  }
+
+  async function startRecording() {
+    if (recorder || busy) return;
+    showError("");
+    const Context = window.AudioContext || window.webkitAudioContext;
+    const audio = Context ? new Context() : null;  // made in the click, so it may run
+    const session = { stream: null, audio: audio, media: null, chunks: [], started: 0, ticker: null, discard: false };
+    recorder = session;
+    draftStatus.textContent = t.record_waiting;
+    refreshControls();
+    let stream;
+    try {
+      // what the microphone hears, unprocessed: the server evens the loudness out itself
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      });
+    } catch (e) {
+      if (audio) audio.close().catch(() => {});
+      if (recorder === session) recorder = null;
+      if (draftStatus.textContent === t.record_waiting) draftStatus.textContent = "";
+      refreshControls();
+      if (!session.discard) { showError(micError(e)); recordButton.focus(); }
+      return;
+    }
+    session.stream = stream;
+    if (session.discard) { finishRecording(session); return; }  // given up while the browser asked
+    const [type, extension] = RECORDING_TYPES.find(([candidate]) => MediaRecorder.isTypeSupported(candidate))
+      || ["", "webm"];
+    session.extension = extension;
+    try {
+      session.media = new MediaRecorder(stream, type ? { mimeType: type, audioBitsPerSecond: 64000 } : {});
+    } catch (e) {
+      finishRecording(session);
+      showError(micError(e));
+      return;
+    }
+    session.media.addEventListener("dataavailable", (event) => { if (event.data && event.data.size) session.chunks.push(event.data); });
+    session.media.addEventListener("stop", () => finishRecording(session));
+    let analyser = null, samples = null;
+    if (audio) {
+      analyser = audio.createAnalyser();
+      analyser.fftSize = 2048;
+      audio.createMediaStreamSource(stream).connect(analyser);
+      samples = new Float32Array(analyser.fftSize);
+      audio.resume().catch(() => {});
+    }
+    session.media.start(1000);
+    session.started = performance.now();
+    draftStatus.textContent = "";
+    timer.textContent = clock(0);
+    meter.value = 0;
+    refreshControls();
+    stopButton.focus();
+    session.ticker = setInterval(() => {
+      const elapsed = performance.now() - session.started;
+      timer.textContent = clock(elapsed);
+      if (analyser) meter.value = level(analyser, samples);
+      if (elapsed >= MAX_RECORDING_MS) stopRecording(false);
+    }, 100);
+  }
+
+  function stopRecording(discard) {
+    const session = recorder;
+    if (!session) return;
+    if (discard) session.discard = true;
+    if (!session.media) return;  // the browser is still asking for the microphone: given up when it answers
+    clearInterval(session.ticker);
+    session.elapsed = performance.now() - session.started;
+    if (session.media.state !== "inactive") session.media.stop();  // its last data, then "stop"
+    else finishRecording(session);
+  }
+
+  function finishRecording(session) {
+    if (session.finished) return;
+    session.finished = true;
+    clearInterval(session.ticker);
+    if (session.stream) for (const track of session.stream.getTracks()) track.stop();
+    if (session.audio) session.audio.close().catch(() => {});
+    if (recorder === session) recorder = null;
+    meter.value = 0;
+    refreshControls();
+    if (session.discard || !session.media) return;
+    recordButton.focus();
+    const blob = new Blob(session.chunks, { type: session.media.mimeType || "audio/webm" });
+    const size = megabytes(blob.size);
+    if (blob.size > config.max_bytes) {  // as for a chosen file: refused here, nothing sent
+      showError(format(t.recording_too_large, { size: size }));
+      wanted = null;
+      forgetDraft(true);
+      refreshControls();
+      return;
+    }
+    const made = new File([blob], "message." + session.extension, { type: blob.type });
+    recordings.add(made);
+    file.value = "";
+    $("file-chosen").textContent = format(t.recorded, { duration: duration(session.elapsed) });
+    wanted = made;
+    analyse();
+    refreshControls();
+  }
+
+  recordButton.addEventListener("click", startRecording);
+  stopButton.addEventListener("click", () => stopRecording(false));
+
   // ---- drafts: a chosen file is analysed at once; saving commits it --------------------------
 
   function renderDraft() {
@@ -339,7 +492,7 @@
   }
 
   async function analyse() {
-    if (sending || !wanted || (draft && draft.file === wanted)) return;
+    if (sending || mixing || !wanted || (draft && draft.file === wanted)) return;
     const chosen = wanted;
     sending = chosen;
     forgetDraft(true);
@@ -363,10 +516,46 @@
       renderDraft();
       draftStatus.textContent = t.draft_ready;
     } else {
-      showError(apiError(answer.status, answer.body));
+      showError(apiError(answer.status, answer.body, recordings.has(chosen)));
     }
     refreshControls();
   }
+
+  // ---- background music under a draft (a recorded message): a new draft replaces it ----------
+
+  async function addMusic() {
+    if (!draft || draft.mixed || sending || mixing || recorder || busy) return;
+    const voice = draft;
+    const bed = (form.querySelector("input[name=bed]:checked") || $("bed-default")).value;
+    mixing = voice;
+    showError("");
+    draftStatus.textContent = t.mix_sending;
+    refreshControls();
+    const answer = await request("POST", draftUrl(voice.id) + "/mix", JSON.stringify({ bed: bed, bed_level_db: -18 }),
+      null, { "Content-Type": "application/json" });
+    mixing = null;
+    draftStatus.textContent = "";
+    if (draft !== voice || wanted !== voice.file) {  // another file or recording meanwhile: only that one counts
+      if (answer.status === 201) request("DELETE", draftUrl(answer.body.draft), null);
+      analyse();
+    } else if (answer.status === 201) {
+      request("DELETE", draftUrl(voice.id), null);  // the voice alone will not be saved: free it
+      draftPlayer.forget();
+      draft = { id: answer.body.draft, file: voice.file, body: answer.body, mixed: true };
+      renderDraft();
+      draftStatus.textContent = t.mix_ready;
+      refreshControls();
+      $("draft-listen").focus();  // the mix controls are gone: go on with listening to the result
+    } else {
+      showError(apiError(answer.status, answer.body));
+      if (answer.status === 404 && answer.body && answer.body.error && answer.body.error.code === "no_draft") {
+        forgetDraft(false);  // expired: record or choose it again
+        forgetChoice();
+      }
+    }
+    refreshControls();
+  }
+  $("mix-add").addEventListener("click", addMusic);
 
   async function saveDraft() {
     if (!draft) { showError(t.choose_file); return; }
@@ -431,6 +620,7 @@
     if (chosenSetting() === "file") saveDraft(); else remove();
   });
   form.addEventListener("change", (event) => {
+    if (recorder && (event.target === file || chosenSetting() !== "file")) stopRecording(true);  // given up
     if (event.target === file) {
       const chosen = file.files[0] || null;
       showError("");
@@ -449,6 +639,7 @@
 
   // leaving the page: its draft will never be saved, free it now rather than in an hour
   window.addEventListener("pagehide", () => {
+    stopRecording(true);
     if (!draft) return;
     fetch(draftUrl(draft.id), {
       method: "DELETE", headers: { "X-CSRF-Token": config.csrf }, keepalive: true, credentials: "same-origin",
