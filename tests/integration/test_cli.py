@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ooma_moh.cli import main
-from tests.audio import dominant_frequency, tone
+from tests.audio import dominant_frequency, ffmpeg, tone
 
 
 class Run(Protocol):
@@ -165,11 +165,12 @@ def test_listen_in_phone_quality_and_restore_the_previous_file(run: Run, tmp_pat
     assert dominant_frequency(samples, 16000) == pytest.approx(440, abs=3)
 
 
-def test_upload_a_voice_over_the_default_music(tmp_path: Path) -> None:
+def test_upload_a_webm_voice_over_the_default_music(tmp_path: Path) -> None:
     beds = tmp_path / "moh"
     beds.mkdir()
     tone(beds / "tune.wav", 300, seconds=3)
-    voice = tone(tmp_path / "voice.wav", 1000, seconds=4)
+    voice = tmp_path / "voice.webm"  # as a browser records it: WebM/Opus
+    ffmpeg("-f", "lavfi", "-i", "sine=f=1000:d=4", "-c:a", "libopus", "-b:a", "48k", "-f", "webm", str(voice))
     env = {"OOMA_MOH_MUSIC_BED_DEFAULT": str(beds)}
     home = ["--home", str(tmp_path / "home")]
     result = CliRunner().invoke(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ooma_moh.app import build_service
-from tests.audio import dominant_frequency, tone
+from tests.audio import dominant_frequency, ffmpeg, tone
 from tests.integration.test_http_api import Api, Home, api, auth, new_token, published, run
 
 DRAFTED = 660.0
@@ -197,7 +197,9 @@ def test_a_voice_draft_gets_music_under_it_from_either_bed(home: Home, tmp_path:
     tone(beds / "a-tune.wav", 300, 4)
     (beds / "a-tune.ulaw").write_bytes(b"\xff" * 8000)  # the same name in a worse format: not used
     (beds / "README.txt").write_text("not music")
-    voice = tone(tmp_path / "voice.mp3", 1000, 4, "mp3").read_bytes()
+    webm = tmp_path / "voice.webm"  # as a browser records it: WebM/Opus, through the API
+    ffmpeg("-f", "lavfi", "-i", "sine=f=1000:d=4", "-c:a", "libopus", "-b:a", "48k", "-f", "webm", str(webm))
+    voice = webm.read_bytes()
     settings = dataclasses.replace(settings, music_bed_default=beds)
 
     async def scenario() -> None:
