@@ -12,6 +12,7 @@ refuses a newer one.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -164,12 +165,21 @@ def migrate(db: sqlite3.Connection) -> list[int]:
     return applied
 
 
+_ADD_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.I)
+
+
 def _run(db: sqlite3.Connection, statements: str) -> None:
     """Each statement of a migration, inside the caller's transaction (``executescript`` would
-    commit it first)."""
+    commit it first). A column the catalog has already is not added again: a catalog made before
+    versions were recorded is placed in the history by its columns, and may have some of a later
+    version's."""
     for statement in statements.split(";"):
-        if statement.strip():
-            db.execute(statement)
+        if not statement.strip():
+            continue
+        adding = _ADD_COLUMN.match(statement)
+        if adding and adding[2] in {row[1] for row in db.execute(f"PRAGMA table_info({adding[1]})")}:
+            continue
+        db.execute(statement)
 
 
 def check_version(version: int) -> None:

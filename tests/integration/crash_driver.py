@@ -43,13 +43,13 @@ def arm(service: MohService, point: str) -> None:
         blobs.put = put  # type: ignore[method-assign]  # patching the class is this driver's purpose
     elif point == "in-transaction":
         # a private method of the SQLite and PostgreSQL catalogs, not part of the Catalog protocol
-        original_replace = catalog._replace_tenant  # type: ignore[attr-defined]
+        original_replace = catalog._point_tenant  # type: ignore[attr-defined]
 
         def replace(self: Catalog, db: object, *args: object) -> None:
             original_replace(self, db, *args)
             die()
 
-        catalog._replace_tenant = replace  # type: ignore[attr-defined]  # (the same private method)
+        catalog._point_tenant = replace  # type: ignore[attr-defined]  # (the same private method)
     elif point == "committed":
         # replaced by a stand-in that kills the process where the original would return
         blobs.collect = lambda *a, **k: die()  # type: ignore[method-assign, assignment]
