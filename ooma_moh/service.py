@@ -217,6 +217,8 @@ class MohService:
     def mix_draft(self, tenant_id: str, draft_id: str, *, bed: str, bed_level_db: float = -18.0) -> Draft:
         """A new draft: the voice of draft ``draft_id`` over music (``bed``: ``default`` or
         ``current``, rules in :mod:`.beds`), analysed and converted like any upload."""
+        if self.mixer is None:
+            raise MediaToolError("this server was started without a mixer")
         voice = self.draft(tenant_id, draft_id)
         if bed == "current":
             tenant = self.show(tenant_id)
@@ -230,8 +232,6 @@ class MohService:
         started = time.monotonic()
         with self.blobs.scratch() as work:
             mixed = work / "mixed.wav"
-            if self.mixer is None:
-                raise MediaToolError("this server was started without a mixer")
             self.mixer.mix(self.blobs.locate(voice.upload.sha256), music, mixed, bed_level_db)
             name = f"{Path(voice.upload.original_name).stem} + music.wav"
             with storage_errors("reading the mix"), open(mixed, "rb") as fh:

@@ -94,9 +94,15 @@ class SqlHistory:
     ) -> str | None:
         """Point the tenant at ``upload_id``; keep the file it had as ``previous`` and drop the
         one ``previous`` held (rule 1); return the replaced file's sha256."""
-        rows = self._exec(db, "SELECT upload_id, previous_upload_id FROM tenants WHERE tenant_id = ?", (tenant_id,))
-        current = rows[0]["upload_id"] if rows else None
-        older = rows[0]["previous_upload_id"] if rows else None
+        rows = self._exec(
+            db,
+            "SELECT t.upload_id, t.previous_upload_id, u.sha256 FROM tenants t"
+            " LEFT JOIN uploads u ON u.id = t.upload_id WHERE t.tenant_id = ?",
+            (tenant_id,),
+        )
+        current, older, current_sha = (
+            (rows[0]["upload_id"], rows[0]["previous_upload_id"], rows[0]["sha256"]) if rows else (None, None, None)
+        )
         keep = current if current is not None and current != upload_id else older
         if keep == upload_id:
             keep = None
@@ -110,9 +116,7 @@ class SqlHistory:
         )
         if older is not None and older not in (keep, upload_id):
             self._exec(db, "DELETE FROM uploads WHERE id = ?", (older,))
-        if current is None or current == upload_id:
-            return None
-        return str(self._exec(db, "SELECT sha256 FROM uploads WHERE id = ?", (current,))[0]["sha256"])
+        return None if current is None or current == upload_id else str(current_sha)
 
     # -- rule 2: restore ---------------------------------------------------------------------------
     def restore_previous(self, tenant_id: str, disclaimer: Disclaimer, at: datetime) -> TenantMoh | None:
