@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..analysis import WARNINGS
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -38,14 +40,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "string",
-                    "enum": [
-                        "clipping",
-                        "dc_offset",
-                        "mono_cancellation",
-                        "outside_phone_band",
-                        "mostly_silence",
-                        "too_short",
-                    ],
+                    "enum": list(WARNINGS),
                 },
             },
         },
