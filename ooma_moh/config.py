@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import shlex
+import string
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,14 @@ CONFIG_ENV = "OOMA_MOH_CONFIG"
 PUBLISH_MODES = ("realtime", "static")
 LOG_FORMATS = ("text", "json")
 S3_ADDRESSING_STYLES = ("path", "virtual", "auto")
+
+
+def _template_fields(template: str) -> list[str]:
+    """The field names of a ``str.format`` template; a malformed one gives ``["?"]``."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return ["?"]
 
 
 def _default_home() -> Path:
@@ -65,6 +74,13 @@ class Settings:
     #: the platform's default music under a recorded voice (``bed=default``): a file, or the
     #: directory of files Asterisk's ``default`` class plays (in name order)
     music_bed_default: Path = Path("/var/lib/asterisk/moh")
+    #: days of hold statistics kept per tenant (``serve ari`` drops older days)
+    stats_retention_days: int = 400
+    #: the dial string of "call my phone", over ``{endpoint}`` (``PJSIP/acme-100``), ``{tech}``
+    #: (``PJSIP``) and ``{resource}`` (``acme-100``)
+    test_call_dial: str = "{endpoint}"
+    #: how long the phone of a test call hears the tenant's music before the call ends
+    test_call_seconds: float = 30.0
     class_prefix: str = "tenant-"
     ffmpeg: str = "ffmpeg"
     # derived from home in __post_init__ when unset, so always a Path once built
@@ -174,6 +190,12 @@ class Settings:
         yield (
             self.draft_ttl_s > 0 and self.max_drafts_per_tenant >= 1,
             "draft_ttl_s must be > 0 and max_drafts_per_tenant at least 1",
+        )
+        yield 1 <= self.stats_retention_days <= 3660, "stats_retention_days must be between 1 and 3660"
+        yield 1 <= self.test_call_seconds <= 600, "test_call_seconds must be between 1 and 600"
+        yield (
+            all(f in ("endpoint", "tech", "resource") for f in _template_fields(self.test_call_dial)),
+            f"test_call_dial {self.test_call_dial!r} may only use {{endpoint}}, {{tech}} and {{resource}}",
         )
         yield (
             CLASS_PREFIX_PATTERN.fullmatch(self.class_prefix) is not None,

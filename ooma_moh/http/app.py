@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .. import golive, health
-from . import api, audio, drafts, page
+from . import api, audio, drafts, page, stats, testcall
 from .backend import HttpBackend
 from .context import (
     BACKEND,
@@ -132,5 +132,9 @@ def make_app(backend: HttpBackend, *outer: Middleware) -> web.Application:
     app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}/audio", audio.get_draft_audio)
     app.router.add_get("/api/v1/tenants/{tenant}/moh/drafts/{draft}/waveform", audio.get_draft_waveform)
     app.router.add_post("/api/v1/tenants/{tenant}/moh/drafts/{draft}/mix", drafts.post_mix)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/stats", stats.get_stats)
+    app.router.add_get("/api/v1/tenants/{tenant}/endpoints", testcall.get_endpoints)
+    app.router.add_post("/api/v1/tenants/{tenant}/moh/test-call", testcall.post_test_call)
+    app.router.add_get("/api/v1/tenants/{tenant}/moh/test-call/{call}", testcall.get_test_call)
     page.add_routes(app)
     return app

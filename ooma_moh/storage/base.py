@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
 
 from ..credentials import ApiToken, BrowserSession, LoginLink
+from ..holdstats import HoldDay
 from ..model import Disclaimer, Draft, Rendition, TenantMoh, UploadedFile
 
 
@@ -128,8 +129,27 @@ class Credentials(Protocol):
         """Void the tenant's unused links and end its sessions; (links, sessions) affected."""
 
 
-class Catalog(TenantCatalog, EndpointMap, Credentials, Protocol):
-    """The three roles on one database: what the back ends (SQLite, PostgreSQL, in memory)
+class HoldStatistics(Protocol):
+    """Per tenant and day hold figures (rules in :mod:`ooma_moh.holdstats`): only ever added to."""
+
+    def add_hold_days(self, rows: Sequence[tuple[str, HoldDay]]) -> None:
+        """Add each (tenant, day's figures) to what is stored for that tenant and day, in one
+        transaction; two writers adding at once both count."""
+
+    def hold_days(self, tenant_id: str, first: date, last: date) -> builtins.list[HoldDay]:
+        """The tenant's stored days from ``first`` to ``last`` (both included), oldest first;
+        days without holds are absent."""
+
+    def hold_totals(self, first: date, last: date) -> dict[str, HoldDay]:
+        """Every tenant's figures from ``first`` to ``last`` added up (``day`` is ``first``),
+        for tenants with at least one hold."""
+
+    def drop_hold_days_before(self, day: date) -> int:
+        """Forget every tenant's days before ``day``; how many (tenant, day) were dropped."""
+
+
+class Catalog(TenantCatalog, EndpointMap, Credentials, HoldStatistics, Protocol):
+    """The four roles on one database: what the back ends (SQLite, PostgreSQL, in memory)
     implement and the wiring opens. Code that needs one role asks for that role."""
 
 

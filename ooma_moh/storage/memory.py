@@ -11,9 +11,11 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import threading
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import date, datetime
 
 from ..credentials import ApiToken, BrowserSession, LoginLink
+from ..holdstats import HoldDay
 from ..model import Disclaimer, Draft, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 
@@ -32,6 +34,7 @@ class MemoryCatalog:
         #: tenant -> its previous file, whole (rule 1 of :mod:`.sql_history`)
         self._previous: dict[str, TenantMoh] = {}
         self._drafts: dict[str, Draft] = {}
+        self._hold_days: dict[tuple[str, date], HoldDay] = {}
         self.closed = False
 
     def close(self) -> None:
@@ -249,3 +252,29 @@ class MemoryCatalog:
                 session, sha = self._sessions[k]
                 self._sessions[k] = (dataclasses.replace(session, ended_at=at), sha)
             return len(links), len(sessions)
+
+    # -- hold statistics ---------------------------------------------------------------------
+    def add_hold_days(self, rows: Sequence[tuple[str, HoldDay]]) -> None:
+        with self._lock:
+            for tenant_id, figures in rows:
+                self._hold_days.setdefault((tenant_id, figures.day), HoldDay(figures.day)).add(figures)
+
+    def hold_days(self, tenant_id: str, first: date, last: date) -> builtins.list[HoldDay]:
+        with self._lock:
+            stored = [d for (t, day), d in self._hold_days.items() if t == tenant_id and first <= day <= last]
+            return [dataclasses.replace(d, buckets=dict(d.buckets)) for d in sorted(stored, key=lambda d: d.day)]
+
+    def hold_totals(self, first: date, last: date) -> dict[str, HoldDay]:
+        with self._lock:
+            totals: dict[str, HoldDay] = {}
+            for (tenant_id, day), figures in self._hold_days.items():
+                if first <= day <= last:
+                    totals.setdefault(tenant_id, HoldDay(first)).add(figures)
+            return totals
+
+    def drop_hold_days_before(self, day: date) -> int:
+        with self._lock:
+            gone = [key for key in self._hold_days if key[1] < day]
+            for key in gone:
+                del self._hold_days[key]
+            return len(gone)

@@ -31,6 +31,7 @@ from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 from .postgres_db import KeptConnection, pg_error
 from .sql_history import Row, SqlHistory
+from .sql_holdstats import SqlHoldStats
 
 KEEP_ENDED = timedelta(days=30)
 
@@ -55,7 +56,7 @@ def read(method: Callable[Concatenate[PostgresCatalog, P], R]) -> Callable[Conca
     return once_more_if_lost
 
 
-class PostgresCatalog(SqlHistory):
+class PostgresCatalog(SqlHistory, SqlHoldStats):
     """:class:`~ooma_moh.storage.base.Catalog` on PostgreSQL. ``writable=False`` runs every
     transaction read-only."""
 

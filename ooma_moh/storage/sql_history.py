@@ -30,10 +30,10 @@ from ..model import Disclaimer, Draft, MohSetting, Rendition, TenantMoh, Uploade
 Row = Any
 
 
-class SqlHistory:
-    """Mixin of :class:`~.sqlite.SqliteCatalog` and :class:`~.postgres.PostgresCatalog`."""
+class SqlBackEnd:
+    """The hooks each SQL back end supplies to the statements its mixins share (``?``
+    placeholders): :class:`SqlHistory` here, :class:`~.sql_holdstats.SqlHoldStats`."""
 
-    # -- the back end's hooks ------------------------------------------------------------------
     def _write(self, tenant_id: str | None = None) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError
 
@@ -60,6 +60,10 @@ class SqlHistory:
     def _json_cell(self, value: Any) -> Any:
         """A JSON value as the database gives it (PostgreSQL's JSONB: already decoded)."""
         return value
+
+
+class SqlHistory(SqlBackEnd):
+    """Mixin of :class:`~.sqlite.SqliteCatalog` and :class:`~.postgres.PostgresCatalog`."""
 
     def get(self, tenant_id: str) -> TenantMoh | None:
         raise NotImplementedError

@@ -24,6 +24,7 @@ from ..credentials import ApiToken, BrowserSession, LoginLink
 from ..model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
 from .base import AuditEntry
 from .sql_history import Row, SqlHistory
+from .sql_holdstats import SqlHoldStats
 from .sqlite_file import open_catalog_file, storage_error
 
 #: how long used or expired login links and ended sessions are kept (who signed in, when)
@@ -74,7 +75,7 @@ def _token(row: sqlite3.Row) -> ApiToken:
     )
 
 
-class SqliteCatalog(SqlHistory):
+class SqliteCatalog(SqlHistory, SqlHoldStats):
     """:class:`~ooma_moh.storage.base.Catalog` on a local SQLite file.
 
     ``writable=False`` opens it read-only (``mode=ro``): nothing is created, no schema change,

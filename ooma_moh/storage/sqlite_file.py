@@ -119,6 +119,30 @@ CREATE TABLE IF NOT EXISTS drafts (
 CREATE INDEX IF NOT EXISTS drafts_tenant ON drafts (tenant_id, expires_at);
 """,
     ),
+    # issue 22: hold statistics per tenant and UTC day (ooma_moh/storage/sql_holdstats.py)
+    (
+        4,
+        """
+CREATE TABLE IF NOT EXISTS hold_days (
+    tenant_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    holds INTEGER NOT NULL,
+    milliseconds INTEGER NOT NULL,
+    hung_up INTEGER NOT NULL,
+    fallback INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day)
+);
+CREATE INDEX IF NOT EXISTS hold_days_day ON hold_days (day);
+CREATE TABLE IF NOT EXISTS hold_buckets (
+    tenant_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    holds INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day, bucket)
+);
+CREATE INDEX IF NOT EXISTS hold_buckets_day ON hold_buckets (day);
+""",
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

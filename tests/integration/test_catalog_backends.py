@@ -17,6 +17,7 @@ import pytest
 from ooma_moh.app import build_service, create_catalog, open_catalog
 from ooma_moh.config import Settings
 from ooma_moh.errors import CatalogMissing, StorageError
+from ooma_moh.holdstats import HoldDay, bucket_of
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
 from ooma_moh.model import Disclaimer, MohSetting, Rendition, TenantMoh, UploadedFile
@@ -75,8 +76,9 @@ def test_upload_replace_delete_and_audit(backend_settings: Settings, tmp_path: P
     [
         contract.test_restore_brings_back_the_previous_file_and_twice_comes_back,
         contract.test_drafts_are_the_tenants_own_bounded_and_expire,
+        contract.test_hold_days_are_only_added_to_and_merge_across_writers,
     ],
-    ids=["restore", "drafts"],
+    ids=["restore", "drafts", "hold-days"],
 )
 def test_previous_restore_and_drafts_keep_the_contract(
     backend_settings: Settings, scenario: Callable[[Catalog], None]
@@ -152,6 +154,42 @@ def test_two_hosts_changing_one_tenant_at_once_end_consistent(backend_settings: 
         n = int(tenant.previous.sha256, 16)
         assert numbers == {n, n + 10**6, n + 2 * 10**6}  # exactly the current and the previous upload's blobs
         assert len(catalog.audit("acme")) == 30
+    finally:
+        catalog.close()
+
+
+def test_two_handlers_adding_hold_days_at_once_lose_nothing(backend_settings: Settings) -> None:
+    """Two hosts' `serve ari` writing one tenant's day at the same moments (20 writes each, the
+    same rows in opposite orders): every hold counted, no deadlock, no lost update."""
+    day, errors = T0.date(), list[BaseException]()
+
+    def handler(tenants: list[str]) -> None:
+        catalog = open_catalog(backend_settings)
+        try:
+            for _ in range(20):
+                rows = []
+                for tenant in tenants:
+                    figures = HoldDay(day)
+                    figures.count(3.0, hung_up=True, fallback=False)
+                    rows.append((tenant, figures))
+                catalog.add_hold_days(rows)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            catalog.close()
+
+    threads = [threading.Thread(target=handler, args=(order,)) for order in (["a", "b"], ["b", "a"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    catalog = open_catalog(backend_settings, writable=False)
+    try:
+        for tenant in ("a", "b"):
+            (figures,) = catalog.hold_days(tenant, day, day)
+            assert (figures.holds, figures.hung_up, figures.buckets) == (40, 40, {bucket_of(3.0): 40})
+            assert figures.seconds == 120.0
     finally:
         catalog.close()
 

@@ -8,12 +8,13 @@ import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ooma_moh.errors import StorageError
+from ooma_moh.holdstats import HoldDay, bucket_of
 from ooma_moh.http.logins import check_session, create_login_link, redeem_login_link
 from ooma_moh.http.tokens import check_token, create_token
 from ooma_moh.model import Disclaimer, Draft, MohSetting, Rendition, UploadedFile
@@ -246,3 +247,34 @@ def test_processes_opening_a_new_catalog_at_once_each_apply_nothing_twice(tmp_pa
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
     db.close()
+
+
+def test_hold_days_are_only_added_to_and_merge_across_writers(catalog: Catalog) -> None:
+    """Rule 4 of ooma_moh/holdstats.py: two writes for one tenant and day add up (counts, time,
+    buckets); other tenants and days stay apart; a span reads only its days; old days drop."""
+    day1, day2 = date(2026, 12, 1), date(2026, 12, 2)
+    a = HoldDay(day1)
+    a.count(4.0, hung_up=False, fallback=False)
+    a.count(6.5, hung_up=True, fallback=False)
+    b = HoldDay(day1)
+    b.count(6.2, hung_up=False, fallback=True)
+    c = HoldDay(day2)
+    c.count(100.0, hung_up=False, fallback=False)
+    catalog.add_hold_days([("acme", a), ("acme", c)])
+    catalog.add_hold_days([("acme", b), ("zeta", dataclasses.replace(b, buckets=dict(b.buckets)))])
+    catalog.add_hold_days([])
+    days = catalog.hold_days("acme", day1, day2)
+    assert [d.day for d in days] == [day1, day2]
+    assert (days[0].holds, days[0].hung_up, days[0].fallback) == (3, 1, 1)
+    assert days[0].seconds == pytest.approx(16.7)
+    assert days[0].buckets == {bucket_of(4.0): 1, bucket_of(6.5): 2}
+    assert days[1].buckets == {bucket_of(100.0): 1} and days[1].seconds == pytest.approx(100.0)
+    assert catalog.hold_days("acme", day2, day2) == [days[1]]
+    assert catalog.hold_days("nobody", day1, day2) == []
+    totals = catalog.hold_totals(day1, day2)
+    assert set(totals) == {"acme", "zeta"}
+    assert (totals["acme"].holds, totals["acme"].day, totals["zeta"].holds) == (4, day1, 1)
+    assert totals["acme"].buckets == {bucket_of(4.0): 1, bucket_of(6.5): 2, bucket_of(100.0): 1}
+    assert catalog.hold_totals(day2, day2)["acme"].holds == 1 and "zeta" not in catalog.hold_totals(day2, day2)
+    assert catalog.drop_hold_days_before(day2) == 2  # acme's and zeta's first day
+    assert catalog.hold_days("acme", day1, day2) == [days[1]] and catalog.hold_totals(day1, day1) == {}
