@@ -84,6 +84,16 @@ def open_hold_catalog(settings: Settings) -> Catalog:
     return open_catalog(settings, writable=False)
 
 
+def open_stats_catalog(settings: Settings) -> Catalog:
+    """The catalog ``serve ari`` writes hold statistics to (writable; on PostgreSQL it connects at
+    its first write). Opened by the statistics writer at its first write, not at the start."""
+    if settings.database_url:
+        from .storage.postgres import PostgresCatalog
+
+        return PostgresCatalog(settings.database_url, writable=True, connect_now=False)
+    return open_catalog(settings, writable=True)
+
+
 def hold_resolver(settings: Settings) -> ClassResolver:
     """tenant -> class for the hold paths (``serve ari``, ``serve agi``, the classic AGI script):
     the catalog (:func:`open_hold_catalog`), and this node's published classes when it is down."""

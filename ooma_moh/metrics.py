@@ -55,6 +55,18 @@ FALLBACKS = Counter(
     ["route", "reason"],
     registry=REGISTRY,
 )
+HOLD_STATS_WRITES = Counter(
+    "ooma_moh_hold_stats_writes_total",
+    "Writes of hold statistics to the catalog (one a second at most), by result (ok, failed:"
+    " kept and retried). Per-tenant figures live in the catalog, not here.",
+    ["result"],
+    registry=REGISTRY,
+)
+HOLD_STATS_UNWRITTEN = Gauge(
+    "ooma_moh_hold_stats_unwritten",
+    "Tenant-days of hold statistics counted but not yet written (the catalog did not answer).",
+    registry=REGISTRY,
+)
 ARI_EVENT_ERRORS = Counter(
     "ooma_moh_ari_event_errors_total",
     "ARI events whose handling failed on an ARI request (the channel gone, Asterisk erring), by event type.",

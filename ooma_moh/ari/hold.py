@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .. import metrics
 from ..errors import AriRequestFailed, AsteriskError
+from ..holdstats import is_fallback
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
 from ..resolve import ClassResolver, Resolution, class_of, tenant_of_call, tenant_of_endpoint
@@ -40,7 +41,9 @@ from .client import Ari
 from .dispatch import KeyedDispatcher
 from .events import Bridge, Channel, Event
 from .policy import HoldAction, HoldPlan, Party
+from .resync import resync
 from .state import ActiveHold, CallState, HoldStats, ms_since
+from .tally import TALLY_ONLY, HoldTally
 
 log = logging.getLogger(__name__)
 MUSIC_CLASS = "CHANNEL(musicclass)"
@@ -61,6 +64,10 @@ class HoldHandler:
         self.run_blocking = run_blocking or asyncio.to_thread
         self.state = CallState()
         self.stats = HoldStats()
+        #: hold statistics, counted from the events in :meth:`observe` (:mod:`.tally`)
+        self.tally = HoldTally()
+        #: background lookups of dialplan holds' tenants, for the statistics
+        self._lookups: set[asyncio.Task[None]] = set()
         self.dispatcher = KeyedDispatcher(parallel)
         self._delivery_ms: dict[str, float] = {}
         #: channels ARI may not touch (409 "not in Stasis": the dialplan's own bridges)
@@ -87,6 +94,7 @@ class HoldHandler:
             self.state.channels[event.channel.id] = event.channel
             if event.type == "ChannelHold":  # how late Asterisk delivered it, for the hold's log line
                 self._delivery_ms[event.channel.id] = ms_since(event.timestamp)
+            self.tally.observe(event, self._others(event.channel.id))
         if event.bridge is not None:
             if event.type == "BridgeDestroyed":
                 self.state.drop_bridge(event.bridge.id)
@@ -102,17 +110,26 @@ class HoldHandler:
         """Process one ARI event (JSON as received) to the end; unrelated events are ignored."""
         if (event := self._event(data)) is not None:
             self.observe(event)
-            await self._act(event)
+            if event.type in self._table:
+                await self._act(event)
 
     async def dispatch(self, data: dict[str, Any]) -> None:
         """Take one event and return at once: its ARI work runs after the earlier events of its
         bridge, concurrently with other bridges' (see :mod:`.dispatch`). For the listener."""
         if (event := self._event(data)) is not None:
             key = self.observe(event)
-            self.dispatcher.submit(key, lambda: self._act(event), event.type)
+            if event.type in self._table:
+                self.dispatcher.submit(key, lambda: self._act(event), event.type)
 
     def _event(self, data: dict[str, Any]) -> Event | None:
-        return Event.from_json(data) if data.get("type", "") in self._table else None
+        kind = data.get("type", "")
+        return Event.from_json(data) if kind in self._table or kind in TALLY_ONLY else None
+
+    def _others(self, channel_id: str) -> list[str]:
+        """The other real parties in the channel's bridge, as events told us."""
+        bridge = self.state.bridge_of(channel_id)
+        members = (self.state.channels.get(c) for c in bridge.channel_ids if c != channel_id) if bridge else ()
+        return [m.id for m in members if m is not None and not m.is_helper]
 
     async def _act(self, event: Event) -> None:
         try:
@@ -263,10 +280,12 @@ class HoldHandler:
         others = {c for c in known.channel_ids if c != holder.id}
         if others and others <= self._outside:
             self._outside_stasis(holder, known)
-            return
+            return self._look_up_later(holder, sorted(others))
         fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
         try:
-            moh_class, reason = await self._class_of(await self._tenant_of(holder))
+            tenant = await self._tenant_of(holder)
+            moh_class, reason = await self._class_of(tenant)
+            self.tally.classify(holder.id, tenant, fallback=is_fallback(moh_class, moh_class, reason))
             hold = ActiveHold(holder.id, known.id, moh_class)
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
@@ -274,7 +293,7 @@ class HoldHandler:
             if plan.start_on and set(plan.start_on) <= self._outside:  # learnt while starting it
                 self.state.holds.pop(holder.id, None)
                 self._outside_stasis(holder, known)
-                return
+                return self._look_up_later(holder, plan.start_on)
             delay = ms_since(event.timestamp) if plan.start_on else 0.0
             # not stored: events that arrived meanwhile are newer than this answer
             fresh = Bridge.from_json(await fresh_bridge)
@@ -288,6 +307,8 @@ class HoldHandler:
                 await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
                 delay = delay or ms_since(event.timestamp)
             plan = again  # what the bridge really was, for the log and the counts
+        if not plan.action.hears_music:
+            self.tally.discard(holder.id)
         self._count(plan.action, reason, delay, hold, holder)
 
     @staticmethod
@@ -295,6 +316,23 @@ class HoldHandler:
         """A hold in a dialplan bridge: not ours to play, not an error, not a fallback."""
         what = "a dialplan bridge, Asterisk plays the held channel's own class"
         log.info("hold action=outside-stasis holder=%s bridge=%s: %s", logfmt(holder.name), logfmt(bridge.id), what)
+
+    def _look_up_later(self, holder: Channel, held: Sequence[str]) -> None:
+        """A dialplan hold: its tenant and whether the held party was given the tenant's class
+        are found for the statistics in the background, after the hold's own work."""
+        task = asyncio.create_task(self._classify_outside(holder, held), name="hold-stats-lookup")
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    async def _classify_outside(self, holder: Channel, held: Sequence[str]) -> None:
+        try:
+            tenant = await self._tenant_of(holder)
+            expected, reason = await self._class_of(tenant)
+            heard = await self.ari.get_variable(held[0], MUSIC_CLASS) if held else None
+        except AsteriskError as exc:  # the channels are gone: the tenant stays unknown
+            log.debug("hold statistics: no tenant for %s: %s", printable(holder.id), printable(exc))
+            return
+        self.tally.classify(holder.id, tenant, fallback=is_fallback(heard or expected, expected, reason))
 
     async def _plan_hold(self, bridge: Bridge, holder_id: str, moh_class: str) -> HoldPlan:
         others = [p.id for p in await self._parties(bridge) if p.id != holder_id]
@@ -347,51 +385,5 @@ class HoldHandler:
 
     # -- after (re)connection -----------------------------------------------------------------
     async def resync(self) -> None:
-        """Rebuild state from ``GET /channels`` and ``GET /bridges``; re-attach holds in progress.
-        Work still queued from before (a reconnection) finishes first."""
-        await self.dispatcher.drain()
-        channels = {c.id: c for c in map(Channel.from_json, await self.ari.list_channels())}
-        bridges = {b.id: b for b in map(Bridge.from_json, await self.ari.list_bridges())}
-        previous = self.state.replace(channels, bridges)
-        for bridge in bridges.values():
-            await self._preset(bridge)
-            for cid in bridge.channel_ids:
-                channel = channels.get(cid)
-                if channel is None:
-                    continue
-                moh_class = channel.holding_class
-                if moh_class is None and HOLD_VARIABLE not in channel.variables:
-                    moh_class = await self.ari.get_variable(cid, HOLD_VARIABLE) or None
-                if not moh_class:
-                    continue
-                others = [p.id for p in await self._parties(bridge) if p.id != cid]
-                if await self._still_held(cid) is False:
-                    await self._stop_music(
-                        policy.to_stop_after_missed_unhold(others, bridge.forwards_hold), "missed unhold"
-                    )
-                    await self._remember_hold(cid, "")
-                    self.stats.actions[HoldAction.MISSED_UNHOLD.value] += 1
-                    metrics.hold(HoldAction.MISSED_UNHOLD.value, False, moh_class, None)
-                    log.info("hold ended while disconnected holder=%s: music stopped", logfmt(channel.name))
-                    continue
-                known = previous.get(cid)
-                hold = ActiveHold(cid, bridge.id, moh_class)
-                self.state.holds[cid] = hold
-                plan = policy.plan_reattach(others, bridge.forwards_hold, known.listeners if known else ())
-                await self._carry_out(plan, hold)
-                self._count(plan.action, None, 0.0, hold, channel)
-        log.info(
-            "resynced: %d channels, %d bridges, %d holds in progress",
-            len(channels),
-            len(bridges),
-            len(self.state.holds),
-        )
-
-    async def _still_held(self, channel_id: str) -> bool | None:
-        """Whether the holder's phone still holds: ``CHANNEL(rtp,hold)`` (PJSIP channels; None
-        where Asterisk cannot say)."""
-        try:
-            value = await self.ari.get_variable(channel_id, "CHANNEL(rtp,hold)")
-        except AsteriskError:
-            return None
-        return None if value is None else value.strip() == "1"
+        """Rebuild state after a (re)connection: :func:`.resync.resync`."""
+        await resync(self)

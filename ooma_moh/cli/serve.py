@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..app import hold_resolver, open_catalog
+from ..app import hold_resolver, open_catalog, open_stats_catalog
 from ..config import Settings
 from .base import handles_errors, main
 
@@ -111,7 +111,7 @@ def serve_ari(ctx: click.Context, app: str | None, metrics_listen: str | None, l
     from ..ari.service import run_hold_handler
 
     settings = with_options(ctx.obj, ari_app=app, metrics_listen=metrics_listen, log_format=log_format)
-    run_service(run_hold_handler(settings, hold_resolver(settings)), settings)
+    run_service(run_hold_handler(settings, hold_resolver(settings), lambda: open_stats_catalog(settings)), settings)
 
 
 @serve.command("http")

@@ -132,6 +132,9 @@ class Credentials(Protocol):
 class HoldStatistics(Protocol):
     """Per tenant and day hold figures (rules in :mod:`ooma_moh.holdstats`): only ever added to."""
 
+    def close(self) -> None:
+        """Close the connection."""
+
     def add_hold_days(self, rows: Sequence[tuple[str, HoldDay]]) -> None:
         """Add each (tenant, day's figures) to what is stored for that tenant and day, in one
         transaction; two writers adding at once both count."""

@@ -52,7 +52,7 @@ UNITS = {  # unit -> the ooma-moh arguments of its ExecStart
     "ooma-moh-agent.service": ["agent"],
 }
 ON_ASTERISK = {"ooma-moh-ari.service", "ooma-moh-agi.service", "ooma-moh-agent.service"}
-WRITERS = {"ooma-moh-http.service", "ooma-moh-agent.service"}  # the others only read
+WRITERS = {"ooma-moh-http.service", "ooma-moh-agent.service", "ooma-moh-ari.service"}  # agi only reads
 RUNS_FFMPEG = {"ooma-moh-http.service"}
 #: unit -> its own metrics address (docs/monitoring.md): one shared env file, four listeners
 METRICS = {
