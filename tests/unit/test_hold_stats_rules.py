@@ -65,7 +65,9 @@ def test_summary_has_every_day_with_zeros_and_a_total_that_merges_buckets() -> N
     ],
     ids=["unhold", "held-hangs-up", "held-destroyed", "holder-hangs-up", "holder-leaves", "held-leaves"],
 )
-def test_a_hold_ends_by_the_first_rule_that_applies(events: list[tuple[str, str, float]], expected: tuple) -> None:
+def test_a_hold_ends_by_the_first_rule_that_applies(
+    events: list[tuple[str, str, float]], expected: tuple[float, bool]
+) -> None:
     tally = HoldTally()
     tally.observe(ev("ChannelHold", "user", 0.0), ["caller"])
     tally.classify("user", "acme", fallback=False)
@@ -100,7 +102,8 @@ def test_only_classified_holds_with_a_tenant_that_played_music_count(monkeypatch
 class FlakyStore(MemoryCatalog):
     def __init__(self) -> None:
         super().__init__()
-        self.down, self.writes, self.pruned = False, 0, []
+        self.down, self.writes = False, 0
+        self.pruned: list[date] = []
 
     def add_hold_days(self, rows: Any) -> None:
         if self.down:
