@@ -2,10 +2,12 @@
 
 The rules, in order:
 
-1. A *hold* is counted for the holder's tenant (a holder without a tenant is not counted), on the
-   UTC day it started, when it ends: the holder unholds, leaves the bridge or hangs up, or the held
-   party hangs up (then it is also ``hung_up``). Its length is the time between Asterisk's
-   ``ChannelHold`` and the event that ended it (Asterisk's own timestamps).
+1. A *hold* is counted for the holder's tenant — on a dialplan bridge whose holder has none, for
+   the tenant whose class the dialplan's route gave the held party (``tenant-<id>``); a hold with
+   neither is not counted — on the UTC day it started, when it ends: the holder unholds, leaves
+   the bridge or hangs up, or the held party hangs up (then it is also ``hung_up``). Its length
+   is the time between Asterisk's ``ChannelHold`` and the event that ended it (Asterisk's own
+   timestamps).
 2. A hold is a ``fallback`` when its held party heard ``default`` — or, on a dialplan bridge, any
    class other than the tenant's — although the tenant's music was not ``default`` by choice:
    :func:`is_fallback`. A tenant without a file, or on the default music, is never a fallback.
@@ -88,6 +90,12 @@ def is_fallback(heard: str, expected: str, reason: str | None) -> bool:
     if reason is not None:  # the catalog failed and this node does not publish the tenant
         return True
     return heard != expected
+
+
+def tenant_of_class(moh_class: str, prefix: str) -> str | None:
+    """The tenant whose class ``moh_class`` is (``tenant-acme`` → ``acme``), else None."""
+    tenant = moh_class.removeprefix(prefix)
+    return tenant if tenant != moh_class and tenant else None
 
 
 def day_of(moment: datetime) -> date:

@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import metrics
 from ..errors import AriRequestFailed, AsteriskError
-from ..holdstats import is_fallback
+from ..holdstats import is_fallback, tenant_of_class
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
 from ..resolve import ClassResolver, Resolution, class_of, tenant_of_call, tenant_of_endpoint
@@ -285,7 +285,6 @@ class HoldHandler:
         try:
             tenant = await self._tenant_of(holder)
             moh_class, reason = await self._class_of(tenant)
-            self.tally.classify(holder.id, tenant, fallback=is_fallback(moh_class, moh_class, reason))
             hold = ActiveHold(holder.id, known.id, moh_class)
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
@@ -307,7 +306,9 @@ class HoldHandler:
                 await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
                 delay = delay or ms_since(event.timestamp)
             plan = again  # what the bridge really was, for the log and the counts
-        if not plan.action.hears_music:
+        if plan.action.hears_music:  # a dialplan bridge's hold (returned above) is looked up later
+            self.tally.classify(holder.id, tenant, fallback=is_fallback(moh_class, moh_class, reason))
+        else:
             self.tally.discard(holder.id)
         self._count(plan.action, reason, delay, hold, holder)
 
@@ -325,10 +326,12 @@ class HoldHandler:
         task.add_done_callback(self._lookups.discard)
 
     async def _classify_outside(self, holder: Channel, held: Sequence[str]) -> None:
+        """The holder's tenant, else (rule 1 of :mod:`ooma_moh.holdstats`) the tenant whose class
+        the dialplan's route gave the held party."""
         try:
-            tenant = await self._tenant_of(holder)
-            expected, reason = await self._class_of(tenant)
             heard = await self.ari.get_variable(held[0], MUSIC_CLASS) if held else None
+            tenant = await self._tenant_of(holder) or tenant_of_class(heard or "", self.resolver.prefix)
+            expected, reason = await self._class_of(tenant)
         except AsteriskError as exc:  # the channels are gone: the tenant stays unknown
             log.debug("hold statistics: no tenant for %s: %s", printable(holder.id), printable(exc))
             return

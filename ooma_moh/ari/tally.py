@@ -176,7 +176,7 @@ class StatsWriter:
         except OomaMohError as exc:
             metrics.HOLD_STATS_WRITES.labels("failed").inc()
             if not self._failing:
-                log.warning("hold statistics not written (kept, retried): %s", printable(exc))
+                log.info("hold statistics kept in memory until the catalog answers: %s", printable(exc))
             self._failing = True
         else:
             if rows:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import time
 import wave
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +21,7 @@ import pytest
 
 from ooma_moh.app import build_service, open_catalog
 from ooma_moh.config import Settings
+from ooma_moh.holdstats import HoldDay
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk, provision
 from ooma_moh.publish import RealtimePublisher, write_atomically
 from ooma_moh.service import MohService
@@ -186,6 +189,24 @@ def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 15.0)
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {port}")
+
+
+def hold_figures(settings: Settings, tenant: str, holds: int, timeout: float = 10.0) -> HoldDay:
+    """The tenant's hold statistics of today and yesterday (UTC: a run across midnight) added up,
+    once the catalog holds at least ``holds`` holds (written by `serve ari` once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        catalog = open_catalog(settings, writable=False)
+        try:
+            last = datetime.now(UTC).date()
+            total = HoldDay(last)
+            for day in catalog.hold_days(tenant, last - timedelta(days=1), last):
+                total.add(day)
+        finally:
+            catalog.close()
+        if total.holds >= holds or time.monotonic() > deadline:
+            return total
+        time.sleep(0.1)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -23,7 +23,7 @@ from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.service import MohService
 from tests.audio import tone
-from tests.integration.conftest import settings_env, tones_heard
+from tests.integration.conftest import hold_figures, settings_env, tones_heard
 
 A, B = 440.0, 660.0
 pytestmark = pytest.mark.parametrize("mode", ["realtime"])
@@ -253,7 +253,11 @@ def test_conference_gets_no_music(lab: LabAsterisk, ari_lab: AriHarness, handler
     assert heard.count(TALK_TONE) >= 0.9 * len(heard), segments(windows)
 
 
-def test_hold_unhold_twenty_times(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:
+def test_hold_unhold_twenty_times(
+    lab: LabAsterisk, ari_lab: AriHarness, lab_settings: Settings, handler: Handler
+) -> None:
+    """... and the hold statistics (issue 22) count exactly 20 holds of alpha, their time on hold
+    within 0.5 s of what the phone did, the median in the right bucket."""
     call = Call(ari_lab, lab, "ari_twenty", "alpha", 25)
     periods = []
     for i in range(20):
@@ -262,6 +266,10 @@ def test_hold_unhold_twenty_times(lab: LabAsterisk, ari_lab: AriHarness, handler
         call.at(1.6 + i * 1.1)
         periods.append((hold_t, call.unhold()))
     check_call(call, periods, A)
+    figures = hold_figures(lab_settings, "alpha", 20)
+    assert (figures.holds, figures.hung_up, figures.fallback) == (20, 0, 0), figures
+    assert abs(figures.seconds - sum(u - h for h, u in periods)) <= 0.5, (figures.seconds, periods)
+    assert figures.buckets == {0: 20}  # each about 0.6 s: all in the first bucket, (0, 1] s
 
 
 @pytest.mark.parametrize("recorded", [False, True])
@@ -281,14 +289,16 @@ def test_holder_hangs_up_during_hold(lab: LabAsterisk, ari_lab: AriHarness, hand
 
 
 def test_caller_hangs_up_during_hold_then_next_hold_works(
-    lab: LabAsterisk, ari_lab: AriHarness, handler: Handler
+    lab: LabAsterisk, ari_lab: AriHarness, lab_settings: Settings, handler: Handler
 ) -> None:
+    """... and the hold statistics (issue 22) say so: 2 holds, 1 hung up, their time within
+    0.5 s; SIGTERM writes what the last second counted; a restarted handler adds to them."""
     call = Call(ari_lab, lab, "ari_caller_gone", "alpha", 6)
     call.record_bridge()
     call.at(1.5)
-    call.hold()
+    first_hold = call.hold()
     call.at(2.5)
-    call.hangup("caller")
+    gone_t = call.hangup("caller")
     call.unhold()
     call.finish()
     nxt = Call(ari_lab, lab, "ari_after_gone", "alpha", 5)
@@ -299,6 +309,20 @@ def test_caller_hangs_up_during_hold_then_next_hold_works(
     check_call(nxt, periods, A)
     assert handler.proc is not None
     assert handler.proc.poll() is None
+    handler.stop()  # SIGTERM right after the unhold: the last holds are written on the way out
+    figures = hold_figures(lab_settings, "alpha", 2, timeout=0)
+    assert (figures.holds, figures.hung_up, figures.fallback) == (2, 1, 0), figures
+    held_for = (gone_t - first_hold) + (periods[0][1] - periods[0][0])
+    assert abs(figures.seconds - held_for) <= 0.5, (figures.seconds, held_for)
+    handler.start()  # a new process adds to the stored figures
+    again = Call(ari_lab, lab, "ari_after_restart", "alpha", 3)
+    again.at(1.0)
+    again_hold = again.hold()
+    again.at(2.0)
+    held_for += again.unhold() - again_hold
+    again.finish()
+    figures = hold_figures(lab_settings, "alpha", 3)
+    assert (figures.holds, figures.hung_up) == (3, 1) and abs(figures.seconds - held_for) <= 0.5, figures
 
 
 def test_handler_restarted_during_hold_resyncs(lab: LabAsterisk, ari_lab: AriHarness, handler: Handler) -> None:

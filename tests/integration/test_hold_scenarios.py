@@ -27,7 +27,7 @@ from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.lab.dialplan import DialplanCall
 from ooma_moh.service import MohService
 from tests.audio import tone
-from tests.integration.conftest import reap, settings_env, tones_heard, wait_for_port
+from tests.integration.conftest import hold_figures, reap, settings_env, tones_heard, wait_for_port
 from tests.integration.test_ari_hold import Handler, segments
 
 A, B = 440.0, 660.0
@@ -153,10 +153,17 @@ def swap_five_times(
 
 @pytest.mark.parametrize("path", ["ari", "agi", "agi+ari"])
 def test_call_waiting_swap_five_times(
-    request: pytest.FixtureRequest, lab: LabAsterisk, ari_lab: AriHarness, tenants: None, path: str
+    request: pytest.FixtureRequest,
+    lab: LabAsterisk,
+    ari_lab: AriHarness,
+    lab_settings: Settings,
+    tenants: None,
+    path: str,
 ) -> None:
     """Each held caller hears alpha's music, the one the phone talks to hears talk, five swaps.
-    agi+ari: dialplan calls while the ARI handler runs too (it sees their bridges)."""
+    agi+ari: dialplan calls while the ARI handler runs too (it sees their bridges). With the
+    handler, the hold statistics (issue 22) count the 6 holds for alpha on either path — on the
+    dialplan's bridges from the class the route gave the caller — their time within 0.5 s."""
     if "ari" in path:
         request.getfixturevalue("ari_handler")
     if path == "ari":
@@ -178,6 +185,22 @@ def test_call_waiting_swap_five_times(
     second, events = swap_five_times(first, answer_second)
     for call in (first, second):
         assert_heard(tones_heard(call.finish(), [A, B]), expected_for(events, call, A))
+    if "ari" in path:
+        figures = hold_figures(lab_settings, "alpha", SWAPS + 1)
+        assert (figures.holds, figures.hung_up, figures.fallback) == (SWAPS + 1, 0, 0), figures
+        assert abs(figures.seconds - time_on_hold(events)) <= 0.5, (figures.seconds, time_on_hold(events))
+
+
+def time_on_hold(events: list[tuple[float, Phone, str]]) -> float:
+    """Seconds the phone held its calls, from its (time, call, hold|unhold) events."""
+    since: dict[int, float] = {}
+    total = 0.0
+    for t, call, kind in events:
+        if kind == "hold":
+            since[id(call)] = t
+        else:
+            total += t - since.pop(id(call))
+    return total
 
 
 # -- 2. park -------------------------------------------------------------------------------------
