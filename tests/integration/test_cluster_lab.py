@@ -17,7 +17,14 @@ import pytest
 from ooma_moh.config import Settings
 from ooma_moh.lab import DEFAULT_TONE, LabAsterisk, free_port
 from ooma_moh.lab.ari import AriHarness, Call
-from tests.integration.conftest import longest_silence, reset_lab, running_lab, tones_heard, wait_for_port
+from tests.integration.conftest import (
+    hold_figures,
+    longest_silence,
+    reset_lab,
+    running_lab,
+    tones_heard,
+    wait_for_port,
+)
 from tests.integration.test_agi_asterisk import A, assert_hold_music, held_call
 from tests.integration.test_agi_protocol import run_classic_agi
 from tests.integration.test_blob_backends import upload_tone
@@ -158,6 +165,7 @@ def test_a_restarted_asterisk_plays_what_its_agent_rechecked(
 def test_with_the_catalog_down_every_hold_path_plays_the_tenants_file(
     lab: LabAsterisk,
     ari_lab: AriHarness,
+    second_lab: LabAsterisk,
     nodes: tuple[Node, Node],
     s3_settings: Settings,
     postgres: PostgresServer,
@@ -167,7 +175,8 @@ def test_with_the_catalog_down_every_hold_path_plays_the_tenants_file(
     holds from the classes node 1 publishes — a dialplan hold through FastAGI, a Stasis bridge
     hold and the classic AGI script all give the tenant's file, not ``default`` — and `/readyz`
     says they are degraded and why. PostgreSQL back: they are ready again at the first probe and
-    a change reaches the nodes."""
+    a change reaches the nodes. The hold statistics (issue 22) counted during the outage are
+    written once PostgreSQL is back, and node 2's handler adds its own holds to the same days."""
     node1, node2 = nodes
     alpha = upload_tone(s3_settings, "alpha", A, tmp_path)
     for node in (node1, node2):
@@ -200,12 +209,13 @@ def test_with_the_catalog_down_every_hold_path_plays_the_tenants_file(
             assert total(quiet, "ooma_moh_ari_event_errors_total") == 0
             assert total(quiet, "ooma_moh_fallbacks_total") == 0
 
+            held_for = unhold_t - hold_t  # the FastAGI dialplan hold
             call = Call(ari_lab, lab, "pgdown_ari", "alpha", 4)
             call.record_bridge()
             call.at(1.0)
-            call.hold()
+            ari_hold = call.hold()
             call.at(2.5)
-            call.unhold()
+            held_for += call.unhold() - ari_hold
             heard = tones_heard(call.finish(), [A])
             assert heard.count(A) >= 10, heard  # the tenant's tone, not default, for the 1.5 s of the hold
 
@@ -218,6 +228,23 @@ def test_with_the_catalog_down_every_hold_path_plays_the_tenants_file(
         second = upload_tone(s3_settings, "alpha", SECOND, tmp_path)
         for node in (node1, node2):
             node.wait_for({"tenant-alpha": second.version}, timeout=60)
+        figures = hold_figures(settings, "alpha", 2)  # kept in memory through the outage
+        assert (figures.holds, figures.hung_up, figures.fallback) == (2, 0, 0), figures
+        assert abs(figures.seconds - held_for) <= 0.5, (figures.seconds, held_for)
+        started.append(start(node2.settings, log, "serve", "ari"))  # node 2's handler, same catalog
+        wait_until(lambda: log.read_text().count("resynced") >= 2, "node 2's handler connected")
+        harness = AriHarness(second_lab).start()
+        try:
+            on_node2 = Call(harness, second_lab, "node2_ari", "alpha", 3)
+            on_node2.at(1.0)
+            node2_hold = on_node2.hold()
+            on_node2.at(2.0)
+            held_for += on_node2.unhold() - node2_hold
+            on_node2.finish()
+        finally:
+            harness.stop()
+        figures = hold_figures(settings, "alpha", 3)
+        assert (figures.holds, figures.fallback) == (3, 0) and abs(figures.seconds - held_for) <= 0.5, figures
     finally:
         for proc in started:
             stop(proc, log)
