@@ -15,7 +15,11 @@ If the lab Asterisk dies or fails a request during a run, the benchmark says so 
 where its logs and any core file were copied: ``--keep-logs``, by default
 ``~/.cache/ooma-moh/bench-logs/``) instead of leaving only a traceback from the next ARI request.
 
-    .venv/bin/python bench/hold.py [--calls 50,200] [--hold 2.0] [--keep-logs DIR]
+    .venv/bin/python bench/hold.py [--calls 50,200] [--hold 2.0] [--stats on,off] [--keep-logs DIR]
+
+``--stats on,off`` runs the handler once with hold statistics counted and written (issue 22) and
+once without (``hold_stats = false``), on the same calls, and prints the ratio of their p99
+ChannelHold -> music (goal <= 1.05) and the rows written.
 
 Holds of other kinds (call waiting, attended transfers, parked callers) mixed with plain ones, on
 the ARI and the dialplan paths: bench/hold_mix.py.
@@ -32,11 +36,13 @@ import sys
 import tempfile
 import time
 import wave
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ooma_moh.app import build_service, build_syncer
+from ooma_moh.app import build_service, build_syncer, open_catalog
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.errors import AriRequestFailed
+from ooma_moh.holdstats import HoldDay
 from ooma_moh.lab import TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
 from ooma_moh.lab.tones import classify_windows
@@ -97,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="50,200")
     parser.add_argument("--hold", type=float, default=2.0)
+    parser.add_argument("--stats", default="on", help="on, off, or on,off: one handler run each")
     logs = Path.home() / ".cache" / "ooma-moh" / "bench-logs" / time.strftime("hold-%Y%m%d-%H%M%S")
     parser.add_argument("--keep-logs", type=Path, default=logs)
     args = parser.parse_args()
@@ -110,6 +117,65 @@ def main() -> None:
             ) from exc
 
 
+def run_handler(
+    lab: LabAsterisk,
+    harness: AriHarness,
+    settings: Settings,
+    tmp: Path,
+    n: int,
+    hold_s: float,
+    stats: str,
+    baseline: dict[str, float],
+) -> float:
+    """One run of N calls with `serve ari` (hold statistics ``stats``: on/off); prints what it
+    measured and returns the p99 ChannelHold -> music (ms)."""
+    log = Path(tmp) / f"handler-{n}-{stats}.log"
+    env = {**os.environ, **settings_environ(settings), "OOMA_MOH_HOLD_STATS": "true" if stats == "on" else "false"}
+    before = sum(d.holds for d in hold_days(settings))
+    with open(log, "w") as stderr:  # the handler keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=stderr)
+    while "resynced" not in log.read_text():
+        time.sleep(0.05)
+    cpu0, _ = proc_usage(proc.pid)
+    ours = run(lab, harness, n, hold_s, f"ours{n}{stats}")
+    cpu1, peak = proc_usage(proc.pid)
+    proc.terminate()
+    proc.wait(10)
+    text = log.read_text()
+    delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
+    started = re.findall(r"action=started .*?to_music_ms=([\d.]+) delivered_after_ms=([\d.]+)", text)
+    actions = re.findall(r"hold action=(\w+)", text)
+    q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
+    counted = sum(d.holds for d in hold_days(settings)) - before
+    print(
+        f"N={n}, statistics {stats}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
+        f" without {baseline['wrong_share']:.0%}; holds counted in the catalog {counted}"
+    )
+    print(
+        f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
+        f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}"
+    )
+    if len(started) > 1:
+        total = statistics.quantiles([float(t) for t, _ in started], n=100)
+        delivered = statistics.quantiles([float(d) for _, d in started], n=100)
+        print(
+            f"       holds we started ({len(started)}): p50/p99 to music {total[49]:.1f}/{total[98]:.1f} ms,"
+            f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms"
+        )
+    print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
+    return q[98]
+
+
+def hold_days(settings: Settings) -> list[HoldDay]:
+    """Every tenant's stored hold days (today and yesterday, UTC)."""
+    catalog = open_catalog(settings, writable=False)
+    try:
+        last = datetime.now(UTC).date()
+        return [d for tenant in TONES for d in catalog.hold_days(tenant, last - timedelta(days=1), last)]
+    finally:
+        catalog.close()
+
+
 def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
     """Both runs (without and with the handler) for each N."""
     settings = Settings(**lab.settings_overrides())
@@ -119,40 +185,14 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
         service.upload(tenant, sample, accept_disclaimer=True, accepted_by="bench")
     build_syncer(settings, service).run(None)
     harness = AriHarness(lab).start()
-    env = {**os.environ, **settings_environ(settings)}
     for n in (int(x) for x in args.calls.split(",")):
         baseline = run(lab, harness, n, args.hold, f"base{n}")
-        log = Path(tmp) / f"handler-{n}.log"
-        with open(log, "w") as stderr:  # the handler keeps its own descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=stderr)
-        while "resynced" not in log.read_text():
-            time.sleep(0.05)
-        cpu0, _ = proc_usage(proc.pid)
-        ours = run(lab, harness, n, args.hold, f"ours{n}")
-        cpu1, peak = proc_usage(proc.pid)
-        proc.terminate()
-        proc.wait(10)
-        text = log.read_text()
-        delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
-        started = re.findall(r"action=started .*?to_music_ms=([\d.]+) delivered_after_ms=([\d.]+)", text)
-        actions = re.findall(r"hold action=(\w+)", text)
-        q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [0.0] * 99
-        print(
-            f"N={n}: holds with a wrong or silent window: with handler {ours['wrong_share']:.0%},"
-            f" without {baseline['wrong_share']:.0%}"
-        )
-        print(
-            f"       ChannelHold -> music (handler log, {len(delays)} holds): p50 {q[49]:.1f} ms,"
-            f" p99 {q[98]:.1f} ms; actions {dict((a, actions.count(a)) for a in set(actions))}"
-        )
-        if len(started) > 1:
-            total = statistics.quantiles([float(t) for t, _ in started], n=100)
-            delivered = statistics.quantiles([float(d) for _, d in started], n=100)
-            print(
-                f"       holds we started ({len(started)}): p50/p99 to music {total[49]:.1f}/{total[98]:.1f} ms,"
-                f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms"
-            )
-        print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
+        p99: dict[str, float] = {}
+        for stats in args.stats.split(","):
+            p99[stats] = run_handler(lab, harness, settings, tmp, n, args.hold, stats, baseline)
+        if len(p99) == 2:
+            ratio = p99["on"] / p99["off"] if p99["off"] else float("nan")
+            print(f"N={n}: p99 ChannelHold -> music, statistics on / off: {ratio:.2f} (goal <= 1.05)")
     harness.stop()
     service.catalog.close()
 

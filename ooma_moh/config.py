@@ -74,6 +74,8 @@ class Settings:
     #: the platform's default music under a recorded voice (``bed=default``): a file, or the
     #: directory of files Asterisk's ``default`` class plays (in name order)
     music_bed_default: Path = Path("/var/lib/asterisk/moh")
+    #: ``serve ari`` counts holds per tenant and day and writes them to the catalog
+    hold_stats: bool = True
     #: days of hold statistics kept per tenant (``serve ari`` drops older days)
     stats_retention_days: int = 400
     #: the dial string of "call my phone", over ``{endpoint}`` (``PJSIP/acme-100``), ``{tech}``

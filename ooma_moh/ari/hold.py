@@ -58,6 +58,7 @@ class HoldHandler:
         resolver: ClassResolver,
         run_blocking: Callable[..., Awaitable[Any]] | None = None,
         parallel: int | None = None,
+        tally: HoldTally | None = None,
     ) -> None:
         self.ari = ari
         self.resolver = resolver
@@ -65,7 +66,7 @@ class HoldHandler:
         self.state = CallState()
         self.stats = HoldStats()
         #: hold statistics, counted from the events in :meth:`observe` (:mod:`.tally`)
-        self.tally = HoldTally()
+        self.tally = tally if tally is not None else HoldTally()
         #: background lookups of dialplan holds' tenants, for the statistics
         self._lookups: set[asyncio.Task[None]] = set()
         self.dispatcher = KeyedDispatcher(parallel)

@@ -15,7 +15,7 @@ from ..storage.base import HoldStatistics
 from .client import AriClient
 from .hold import HoldHandler
 from .listener import EventListener
-from .tally import StatsWriter
+from .tally import HoldTally, NoTally, StatsWriter
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ async def run_hold_handler(
     client = AriClient(
         settings.ari_url, settings.ari_user, settings.ari_password, max_connections=settings.ari_max_connections
     )
-    handler = HoldHandler(client, resolver, parallel=settings.ari_parallel_bridges)
+    tally = HoldTally() if settings.hold_stats else NoTally()
+    handler = HoldHandler(client, resolver, parallel=settings.ari_parallel_bridges, tally=tally)
     probing = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-readyz")
     listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
     writer = StatsWriter(handler.tally, open_stats, settings.stats_retention_days)

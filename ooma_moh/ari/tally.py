@@ -126,6 +126,16 @@ class HoldTally:
         self.ended = waiting
 
 
+class NoTally(HoldTally):
+    """Hold statistics turned off (``hold_stats = false``): nothing followed, nothing counted."""
+
+    def observe(self, event: Event, others: Sequence[str]) -> None:
+        """Nothing."""
+
+    def classify(self, holder_id: str, tenant: str | None, *, fallback: bool) -> None:
+        """Nothing."""
+
+
 class StatsWriter:
     """Writes a :class:`HoldTally`'s figures every ``interval`` seconds (one transaction), and what
     is left at :meth:`close`; drops days older than ``retention_days`` once an hour. The catalog is
