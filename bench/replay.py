@@ -10,8 +10,11 @@ after ``--latency`` ms (a REST round trip to a local Asterisk).
    arrival order (the baseline: the handler before issue 9) against keyed by bridge
    (``HoldHandler.dispatch``), same process, same fake.
 2. ceiling: with no latency, how many events a second one core handles (whole call streams).
+3. hold statistics (issue 22): the keyed burst and the ceiling with the statistics counted
+   (``HoldTally``) and without (``NoTally``), alternately ``--stats-runs`` times each, same
+   process: ratio of the burst's p99 and of the ceiling's events/s (goal: p99 ratio <= 1.05).
 
-    .venv/bin/python bench/replay.py [--calls 200] [--latency 2.0] [--ceiling-calls 5000]
+    .venv/bin/python bench/replay.py [--calls 200] [--latency 2.0] [--ceiling-calls 5000] [--stats-runs 5]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ooma_moh.ari.hold import HoldHandler  # noqa: E402
+from ooma_moh.ari.tally import HoldTally, NoTally  # noqa: E402
 from tests.unit.fake_ari import FakeAri, inline, resolver  # noqa: E402
 
 
@@ -85,11 +89,15 @@ async def setup(handler: HoldHandler, ari: FakeAri, calls: int) -> None:
             await handler.handle(ari.event("ChannelEnteredBridge", cid, f"b{i}"))
 
 
-async def burst(calls: int, latency: float, concurrent: bool) -> list[float]:
+def tally(stats: bool) -> HoldTally:
+    return HoldTally() if stats else NoTally()
+
+
+async def burst(calls: int, latency: float, concurrent: bool, stats: bool = True) -> list[float]:
     """Per-hold latency (ms) from arrival to the end of its handling."""
     ari = SlowAri(0.0)
     build(ari, calls)
-    handler = HoldHandler(ari, resolver({"alpha", "beta"}), run_blocking=inline)
+    handler = HoldHandler(ari, resolver({"alpha", "beta"}), run_blocking=inline, tally=tally(stats))
     await setup(handler, ari, calls)
     ari.latency = latency / 1000
     done: list[float] = []
@@ -110,11 +118,11 @@ async def burst(calls: int, latency: float, concurrent: bool) -> list[float]:
     return done
 
 
-async def ceiling(calls: int) -> tuple[int, float]:
+async def ceiling(calls: int, stats: bool = True) -> tuple[int, float]:
     """Events and seconds for ``calls`` whole call streams, no latency, one at a time."""
     ari = FakeAri()
     build(ari, calls)
-    handler = HoldHandler(ari, resolver({"alpha", "beta"}), run_blocking=inline)
+    handler = HoldHandler(ari, resolver({"alpha", "beta"}), run_blocking=inline, tally=tally(stats))
     events = 0
     start = time.perf_counter()
     for i in range(calls):
@@ -141,6 +149,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--latency", type=float, default=2.0, help="ms per ARI request")
     parser.add_argument("--ceiling-calls", type=int, default=5000)
+    parser.add_argument("--stats-runs", type=int, default=5)
     args = parser.parse_args()
     seq = asyncio.run(burst(args.calls, args.latency, concurrent=False))
     par = asyncio.run(burst(args.calls, args.latency, concurrent=True))
@@ -152,6 +161,26 @@ def main() -> None:
     print(
         f"ceiling: {events:,} events of {args.ceiling_calls:,} calls in {seconds:.2f} s on one core:"
         f" {events / seconds:,.0f} events/s ({args.ceiling_calls / seconds:,.0f} calls/s)"
+    )
+    with_stats(args)
+
+
+def with_stats(args: argparse.Namespace) -> None:
+    """Part 3: statistics on and off, alternating, pooled."""
+    holds: dict[bool, list[float]] = {True: [], False: []}
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(args.stats_runs):
+        for stats in (False, True):
+            holds[stats] += asyncio.run(burst(args.calls, args.latency, concurrent=True, stats=stats))
+            events, seconds = asyncio.run(ceiling(args.ceiling_calls, stats=stats))
+            rates[stats].append(events / seconds)
+    on, off = pct(holds[True], 99), pct(holds[False], 99)
+    print(f"hold statistics, {args.stats_runs} runs each, alternating:")
+    print(f"  keyed burst p99: statistics on {on:.1f} ms, off {off:.1f} ms: ratio {on / off:.3f} (goal <= 1.05)")
+    rate_on, rate_off = statistics.median(rates[True]), statistics.median(rates[False])
+    print(
+        f"  ceiling: on {rate_on:,.0f} events/s, off {rate_off:,.0f}: the statistics cost"
+        f" {(1 / rate_on - 1 / rate_off) * 1e6:.1f} µs per event (ratio off/on {rate_off / rate_on:.3f})"
     )
 
 

@@ -95,7 +95,7 @@ class HoldHandler:
             self.state.channels[event.channel.id] = event.channel
             if event.type == "ChannelHold":  # how late Asterisk delivered it, for the hold's log line
                 self._delivery_ms[event.channel.id] = ms_since(event.timestamp)
-            self.tally.observe(event, self._others(event.channel.id))
+            self.tally.observe(event, self._others(event.channel.id) if event.type == "ChannelHold" else ())
         if event.bridge is not None:
             if event.type == "BridgeDestroyed":
                 self.state.drop_bridge(event.bridge.id)

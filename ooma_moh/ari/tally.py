@@ -68,6 +68,8 @@ class HoldTally:
     """Holds in progress and ended, and the figures not yet taken for writing."""
 
     open: dict[str, TalliedHold] = field(default_factory=dict)
+    #: held channel -> the holders holding it (so an event costs the same however many holds)
+    held_by: dict[str, set[str]] = field(default_factory=dict)
     ended: list[TalliedHold] = field(default_factory=list)
     counted: dict[tuple[str, date], HoldDay] = field(default_factory=dict)
 
@@ -79,15 +81,18 @@ class HoldTally:
         if event.type == "ChannelHold":
             if others and channel_id not in self.open:
                 self.open[channel_id] = TalliedHold(channel_id, at, set(others))
+                for held in others:
+                    self.held_by.setdefault(held, set()).add(channel_id)
             return
         if event.type in HOLDER_ENDS and channel_id in self.open:
-            self._end(self.open.pop(channel_id), at, hung_up=False)
-        for hold in [h for h in self.open.values() if channel_id in h.held]:
-            if event.type in HANG_UPS or event.type == "ChannelLeftBridge":
-                hold.held.discard(channel_id)
-                if not hold.held:
-                    del self.open[hold.holder_id]
-                    self._end(hold, at, hung_up=event.type in HANG_UPS)
+            self._end(self._close(channel_id), at, hung_up=False)
+        if event.type not in HANG_UPS and event.type != "ChannelLeftBridge":
+            return
+        for holder in self.held_by.pop(channel_id, ()):
+            hold = self.open[holder]
+            hold.held.discard(channel_id)
+            if not hold.held:
+                self._end(self._close(holder), at, hung_up=event.type in HANG_UPS)
 
     def classify(self, holder_id: str, tenant: str | None, *, fallback: bool) -> None:
         """The hold's tenant (None: not counted) and whether it fell back to ``default``."""
@@ -98,7 +103,18 @@ class HoldTally:
 
     def discard(self, holder_id: str) -> None:
         """The hold played no music (a conference, nobody else): not a caller waiting."""
-        self.open.pop(holder_id, None)
+        if holder_id in self.open:
+            self._close(holder_id)
+
+    def _close(self, holder_id: str) -> TalliedHold:
+        """Stop following a hold in progress."""
+        hold = self.open.pop(holder_id)
+        for held in hold.held:
+            holders = self.held_by.get(held, set())
+            holders.discard(holder_id)
+            if not holders:
+                self.held_by.pop(held, None)
+        return hold
 
     def take(self) -> list[tuple[str, HoldDay]]:
         """The figures counted since the last take (emptied)."""
