@@ -97,9 +97,15 @@ def open_stats_catalog(settings: Settings) -> Catalog:
 def hold_resolver(settings: Settings) -> ClassResolver:
     """tenant -> class for the hold paths (``serve ari``, ``serve agi``, the classic AGI script):
     the catalog (:func:`open_hold_catalog`), and this node's published classes when it is down."""
+    return ClassResolver(open_hold_catalog(settings), settings.class_prefix, node_classes(settings))
+
+
+def node_classes(settings: Settings) -> NodeClasses:
+    """The tenant classes this node publishes, read from its publisher (a hold's class when the
+    catalog is down)."""
     publisher = make_publisher(settings, create=False)
     source = settings.classes_conf if settings.publish_mode == "static" else settings.realtime_db
-    return ClassResolver(open_hold_catalog(settings), settings.class_prefix, NodeClasses(publisher.current, source))
+    return NodeClasses(publisher.current, source)
 
 
 def _refuse_empty_catalog(settings: Settings, *, writable: bool, start_over: bool, creating: bool = False) -> None:
@@ -212,7 +218,8 @@ def catalog_session(settings: Settings) -> Iterator[Catalog]:
 
 def http_backend(settings: Settings) -> HttpBackend:
     """``serve http``'s collaborators: a read-only catalog and blob store for its reads, a service
-    per upload or deletion, and the node registry when the catalog is shared (a cluster)."""
+    per upload or deletion, the node registry when the catalog is shared (a cluster), and the hold
+    paths' class resolution over its reader for test calls (their ARI is the ARI settings')."""
     reader = open_catalog(settings, writable=False)
     blobs = open_blobs(settings, writable=False)
     nodes = None
@@ -234,6 +241,7 @@ def http_backend(settings: Settings) -> HttpBackend:
         catalog=lambda: catalog_session(settings),
         publish=publish,
         nodes=nodes,
+        classes=ClassResolver(reader, settings.class_prefix, node_classes(settings)),  # a test call's music
     )
 
 

@@ -68,18 +68,27 @@ def bucket_bounds(index: int) -> tuple[float, float]:
 def quantile(buckets: Mapping[int, int], q: float) -> float | None:
     """The ``q`` quantile (0-1) of the lengths counted in ``buckets`` (index -> holds), by rule 3;
     None when nothing is counted."""
+    return quantiles(buckets, (q,))[0]
+
+
+def quantiles(buckets: Mapping[int, int], qs: tuple[float, ...]) -> list[float | None]:
+    """:func:`quantile` for each of ``qs`` (ascending), in one pass over the buckets."""
     total = sum(buckets.values())
     if total == 0:
-        return None
-    rank = q * total
+        return [None] * len(qs)
+    answers: list[float | None] = []
     seen = 0
+    ranks = iter(q * total for q in qs)
+    rank = next(ranks)
     for index in sorted(buckets):
         count = buckets[index]
-        if count and seen + count >= rank:
+        while count and seen + count >= rank:
             lower, upper = bucket_bounds(index)
-            return round(lower + (upper - lower) * (rank - seen) / count, 1)
+            answers.append(round(lower + (upper - lower) * (rank - seen) / count, 1))
+            if (rank := next(ranks, -1.0)) < 0:
+                return answers
         seen += count
-    return bucket_bounds(max(buckets))[1]  # pragma: no cover - rank <= total always stops above
+    return answers  # pragma: no cover - every rank <= total stops above
 
 
 def is_fallback(heard: str, expected: str, reason: str | None) -> bool:
@@ -121,8 +130,9 @@ class HoldDay:
         self.seconds += other.seconds
         self.hung_up += other.hung_up
         self.fallback += other.fallback
+        mine = self.buckets
         for index, count in other.buckets.items():
-            self.buckets[index] = self.buckets.get(index, 0) + count
+            mine[index] = mine.get(index, 0) + count
 
     def count(self, seconds: float, *, hung_up: bool, fallback: bool) -> None:
         """Count one hold of ``seconds``."""
@@ -130,11 +140,12 @@ class HoldDay:
 
     def figures(self) -> dict[str, object]:
         """The API's figures (rule 3 for the percentiles; 0 when there was no hold)."""
+        median, p90 = quantiles(self.buckets, (0.5, 0.9))
         return {
             "holds": self.holds,
             "seconds": round(self.seconds, 1),
-            "median_s": quantile(self.buckets, 0.5) or 0.0,
-            "p90_s": quantile(self.buckets, 0.9) or 0.0,
+            "median_s": median or 0.0,
+            "p90_s": p90 or 0.0,
             "hung_up": self.hung_up,
             "fallback": self.fallback,
         }

@@ -50,7 +50,7 @@ FLAGS = (
     "--mute-audio",
 )
 #: elements that can carry an accessible name the page promises
-NAMED = "h1, button, input, a, progress, label, summary, meter"
+NAMED = "h1, button, input, select, a, progress, label, summary, meter"
 T = TypeVar("T")
 
 

@@ -145,3 +145,16 @@ class AriClient:
     async def stop_moh(self, channel_id: str) -> None:
         """``DELETE /channels/{id}/moh``."""
         await self.request("DELETE", f"/channels/{channel_id}/moh")
+
+    # -- the calls of "call my phone" (ari/testcall.py) ------------------------------------------
+    async def originate(self, endpoint: str, *, app: str, channel_id: str, timeout_s: int, caller_id: str) -> None:
+        """``POST /channels``: dial ``endpoint`` (a dial string), ringing at most ``timeout_s``;
+        once answered the channel enters the Stasis application ``app``, which gets its events
+        from the start (ringing, and its end if it is never answered)."""
+        await self.request(
+            "POST", "/channels", endpoint=endpoint, app=app, channelId=channel_id, timeout=timeout_s, callerId=caller_id
+        )
+
+    async def hangup(self, channel_id: str) -> None:
+        """``DELETE /channels/{id}`` (normal clearing)."""
+        await self.request("DELETE", f"/channels/{channel_id}")

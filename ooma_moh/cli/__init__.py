@@ -2,16 +2,17 @@
 print the result (``--json`` for scripts), turn ``OomaMohError`` into a one-line failure.
 
 One module per group of commands (:mod:`.tenants`, :mod:`.access`, :mod:`.serve`,
-:mod:`.cluster`, :mod:`.deploy`), what they share in :mod:`.base`, how results are shown in :mod:`.present`.
+:mod:`.cluster`, :mod:`.deploy`, :mod:`.stats`), what they share in :mod:`.base`, how results are
+shown in :mod:`.present` (hold statistics in :mod:`.stats` itself).
 """
 
 from __future__ import annotations
 
 from ..doctor import doctor_command
-from . import access, cluster, deploy, serve, tenants
+from . import access, cluster, deploy, serve, stats, tenants
 from .base import main
 from .serve import setup_logging
 
 main.add_command(doctor_command)
 
-__all__ = ["access", "cluster", "deploy", "main", "serve", "setup_logging", "tenants"]
+__all__ = ["access", "cluster", "deploy", "main", "serve", "setup_logging", "stats", "tenants"]

@@ -115,6 +115,7 @@ def make_app(backend: HttpBackend, *outer: Middleware) -> web.Application:
     if backend.nodes is not None:
         app[NODES] = backend.nodes
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(testcall.lifecycle)  # after _lifecycle: it uses the catalog thread
     app.on_response_prepare.append(private_answers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

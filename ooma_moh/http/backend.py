@@ -12,13 +12,17 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
 from ..errors import OomaMohError
 from ..model import TenantMoh
 from ..service import MohService
 from ..storage import Blobs, Catalog
+
+if TYPE_CHECKING:
+    from ..ari.testcall import CallAri, Listen
+    from ..resolve import ClassResolver
 
 
 class PublishedView(Protocol):
@@ -59,6 +63,12 @@ class HttpBackend:
     nodes: NodeCounter | None = None
     #: seconds before a failed publication is retried, after the 1st, 2nd, … failure in a row
     publish_retry_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    #: tenant -> class as the hold paths resolve it, over ``reader`` (the music of a test call);
+    #: None: a resolver over ``reader`` alone
+    classes: ClassResolver | None = None
+    #: the ARI of test calls, made in the server's event loop; None: from the ARI settings
+    #: (:func:`ooma_moh.ari.testcall.ari_line`)
+    test_call_line: Callable[[], tuple[CallAri, Listen]] | None = None
 
     def close(self) -> None:
         """Release the reader's and the registry's connections."""

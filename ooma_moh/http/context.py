@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..ari.testcall import Dialler
 from ..config import Settings
 from ..health import CatalogProbe
 from ..storage import Blobs, Catalog
@@ -37,6 +38,8 @@ PROBE = web.AppKey("probe", CatalogProbe)
 #: /readyz's blob store check (object storage), in a thread of its own
 BLOB_THREAD = web.AppKey("blob_thread", ThreadPoolExecutor)
 BLOB_PROBE = web.AppKey("blob_probe", CatalogProbe)
+#: "call my phone": the test calls this server places and follows (http/testcall.py)
+TEST_CALLS = web.AppKey("test_calls", Dialler)
 
 T = TypeVar("T")
 

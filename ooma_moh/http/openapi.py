@@ -53,6 +53,19 @@ _WAVEFORM = {
     },
 }
 _DRAFT_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Draft"}}}
+_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+
+
+def _object_of(key: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with one required ``key`` (a string unless ``schema`` says otherwise)."""
+    return {"type": "object", "required": [key], "properties": {key: schema or {"type": "string"}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON response."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 _ACCEPTED_FORM = {
     "type": "object",
     "required": ["disclaimer"],
@@ -253,6 +266,74 @@ OPENAPI: dict[str, Any] = {
                     "422": _ERROR,
                     "429": _ERROR,
                     "503": _ERROR,
+                },
+            },
+        },
+        "/tenants/{tenant}/moh/stats": {
+            "parameters": [_TENANT],
+            "get": {
+                "summary": "Hold statistics: the tenant's holds per UTC day over the last `days` days (today"
+                " included, days without holds with zeros) and their total",
+                "parameters": [
+                    {
+                        "name": "days",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 400, "default": 30},
+                        "description": "how many days; anything else is 400 invalid_days",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the figures",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HoldStats"}}},
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/tenants/{tenant}/endpoints": {
+            "parameters": [_TENANT],
+            "get": {
+                "summary": "The tenant's endpoints in the endpoint map, sorted: those a test call may ring",
+                "responses": {
+                    "200": _json("the endpoints", _object_of("endpoints", _LIST)),
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+        },
+        "/tenants/{tenant}/moh/test-call": {
+            "parameters": [_TENANT],
+            "post": {
+                "summary": "Ring one of the tenant's endpoints; once answered it hears the tenant's music for"
+                " test_call_seconds (docs/http.md, Test call)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _object_of("endpoint")}}},
+                "responses": {
+                    "202": _json("dialled; follow it with GET …/test-call/{call}", _object_of("call")),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _CSRF,
+                    "404": _ERROR,
+                    "429": {
+                        "description": "one test call at a time per tenant, 5 an hour: Retry-After says when",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": _ERROR_CONTENT,
+                    },
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/tenants/{tenant}/moh/test-call/{call}": {
+            "parameters": [_TENANT, {"name": "call", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {
+                "summary": "A test call's state",
+                "responses": {
+                    "200": _json("the call", {"$ref": "#/components/schemas/TestCall"}),
+                    "401": _ERROR,
+                    "404": _ERROR,
                 },
             },
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..analysis import WARNINGS
+from ..testcall import CallState, FailReason
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -55,6 +56,56 @@ SCHEMAS: dict[str, Any] = {
             "original_name": {"type": "string"},
             "size": {"type": "integer"},
             "duration_ms": {"type": "integer"},
+        },
+    },
+    "HoldFigures": {
+        "type": "object",
+        "description": "holds counted on their UTC start day (docs/http.md, Hold statistics)",
+        "required": ["holds", "seconds", "median_s", "p90_s", "hung_up", "fallback"],
+        "properties": {
+            "holds": {"type": "integer", "description": "holds that ended"},
+            "seconds": {"type": "number", "description": "their total length"},
+            "median_s": {"type": "number", "description": "median length of a hold (fixed buckets); 0 without holds"},
+            "p90_s": {"type": "number", "description": "its 90th percentile, likewise"},
+            "hung_up": {"type": "integer", "description": "holds whose caller hung up while on hold"},
+            "fallback": {"type": "integer", "description": "holds that played default although the tenant had a file"},
+        },
+    },
+    "HoldStats": {
+        "type": "object",
+        "required": ["days", "total"],
+        "properties": {
+            "days": {
+                "type": "array",
+                "description": "every day of the window, oldest first",
+                "items": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/HoldFigures"},
+                        {
+                            "type": "object",
+                            "required": ["date"],
+                            "properties": {"date": {"type": "string", "format": "date"}},
+                        },
+                    ]
+                },
+            },
+            "total": {"$ref": "#/components/schemas/HoldFigures"},
+        },
+    },
+    "TestCall": {
+        "type": "object",
+        "description": "a test call (docs/http.md, Test call); the times are UTC, null until they happen",
+        "required": ["call", "state", "reason", "endpoint", "class", "seconds", "placed_at"],
+        "properties": {
+            "call": {"type": "string"},
+            "state": {"type": "string", "enum": [s.value for s in CallState]},
+            "reason": {"enum": [*(r.value for r in FailReason), None], "description": "why it failed"},
+            "endpoint": {"type": "string"},
+            "class": {"type": ["string", "null"], "description": "the class the phone hears, once answered"},
+            "seconds": {"type": "number", "description": "how long the answered phone hears it"},
+            "placed_at": {"type": "string", "format": "date-time"},
+            "answered_at": {"type": ["string", "null"], "format": "date-time"},
+            "ended_at": {"type": ["string", "null"], "format": "date-time"},
         },
     },
     "Waveform": {

@@ -60,6 +60,8 @@ class PostgresCatalog(SqlHistory, SqlHoldStats):
     """:class:`~ooma_moh.storage.base.Catalog` on PostgreSQL. ``writable=False`` runs every
     transaction read-only."""
 
+    _JOIN = "string_agg"
+
     def __init__(self, url: str, *, writable: bool = True, connect_now: bool = True) -> None:
         self.url, self.writable = url, writable
         self._link = KeptConnection(url, writable=writable, connect_now=connect_now)

@@ -43,19 +43,26 @@ class SqlHoldStats(SqlBackEnd):
                 for bucket, holds in sorted(d.buckets.items()):
                     self._exec(db, _ADD_BUCKET, (tenant_id, day, bucket, holds))
 
+    #: the back end's aggregate joining text with a separator (SQLite ``group_concat``)
+    _JOIN = "group_concat"
+
     def hold_days(self, tenant_id: str, first: date, last: date) -> list[HoldDay]:
-        span = (tenant_id, first.isoformat(), last.isoformat())
-        where = "WHERE tenant_id = ? AND day >= ? AND day <= ?"
-        days = {
-            row["day"]: _figures(row, date.fromisoformat(row["day"]))
-            for row in self._select(
-                f"SELECT day, holds, milliseconds, hung_up, fallback FROM hold_days {where} ORDER BY day", span
-            )
-        }
-        for row in self._select(f"SELECT day, bucket, holds FROM hold_buckets {where}", span):
-            if (figures := days.get(row["day"])) is not None:
-                figures.buckets[int(row["bucket"])] = int(row["holds"])
-        return list(days.values())
+        # one row a day, its buckets as "index,holds,index,holds…": 400 rows to read, not 400 x 75
+        rows = self._select(
+            "SELECT d.day, d.holds, d.milliseconds, d.hung_up, d.fallback,"
+            f" (SELECT {self._JOIN}(b.bucket || ',' || b.holds, ',') FROM hold_buckets b"
+            "  WHERE b.tenant_id = d.tenant_id AND b.day = d.day) AS buckets"
+            " FROM hold_days d WHERE d.tenant_id = ? AND d.day >= ? AND d.day <= ? ORDER BY d.day",
+            (tenant_id, first.isoformat(), last.isoformat()),
+        )
+        days = []
+        for row in rows:
+            figures = _figures(row, date.fromisoformat(row["day"]))
+            if row["buckets"]:
+                numbers = list(map(int, row["buckets"].split(",")))
+                figures.buckets = dict(zip(numbers[::2], numbers[1::2], strict=True))
+            days.append(figures)
+        return days
 
     def hold_totals(self, first: date, last: date) -> dict[str, HoldDay]:
         span = (first.isoformat(), last.isoformat())

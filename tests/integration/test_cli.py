@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import wave
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ooma_moh.app import open_catalog
 from ooma_moh.cli import main
+from ooma_moh.config import load_settings
+from ooma_moh.holdstats import HoldDay, summary
 from tests.audio import dominant_frequency, ffmpeg, tone
 
 
@@ -190,3 +194,47 @@ def test_upload_a_webm_voice_over_the_default_music(tmp_path: Path) -> None:
     assert spectrum[np.argmin(abs(freqs - 300))] > 0.02 * spectrum.max()  # the music under it
     bad = CliRunner().invoke(main, [*home, "upload", "acme", str(voice), "--bed", "jazz", "--accept-disclaimer"])
     assert bad.exit_code == 2  # a usage error
+
+
+def test_hold_statistics_of_a_tenant_and_of_every_tenant(run: Run, tmp_path: Path) -> None:
+    """``stats TENANT`` and ``stats --all`` read what the hold handlers wrote to the catalog: the
+    API's figures for the tenant (``--json``), its days with holds as a table, every tenant's total."""
+    assert "no catalog" in run("stats", "acme", code=1)  # reading never creates a home
+    assert not (tmp_path / "home").exists()
+    run("init")
+    today = datetime.now(UTC).date()
+    acme = {today - timedelta(days=ago): HoldDay(today - timedelta(days=ago)) for ago in (0, 5, 40)}
+    for ago, lengths in ((0, (12.0, 30.0, 95.0)), (5, (7.0,)), (40, (600.0,))):
+        for seconds in lengths:
+            acme[today - timedelta(days=ago)].count(seconds, hung_up=seconds > 90, fallback=ago == 5)
+    beta = HoldDay(today)
+    beta.count(44.0, hung_up=False, fallback=False)
+    catalog = open_catalog(load_settings(None, overrides={"home": str(tmp_path / "home")}))
+    try:
+        catalog.add_hold_days([*(("acme", d) for d in acme.values()), ("beta", beta)])
+    finally:
+        catalog.close()
+
+    shown = json.loads(run("stats", "acme", "--json"))
+    first, last = (date.fromisoformat(shown["days"][i]["date"]) for i in (0, -1))
+    assert (last - first).days == 29 and last >= today  # the API's 30 days, today (UTC) included
+    assert shown == summary(acme.values(), first, last)
+    assert shown["total"]["holds"] == 4 and shown["total"]["hung_up"] == 1 and shown["total"]["fallback"] == 1
+    table = run("stats", "acme").splitlines()
+    assert table[0] == f"holds of acme in the last 30 days (UTC, {first} to {last})"
+    assert table[1].split() == ["date", "holds", "on", "hold", "median", "s", "p90", "s", "hung", "up", "fallback"]
+    rows = [line.split() for line in table[2:]]
+    assert [row[0] for row in rows] == [str(today - timedelta(days=5)), str(today), "total"]  # days with holds
+    assert rows[-1] == ["total", "4", "2:24", *(f"{shown['total'][k]:.1f}" for k in ("median_s", "p90_s")), "1", "1"]
+    year = json.loads(run("stats", "acme", "--days", "400", "--json"))
+    assert len(year["days"]) == 400 and year["total"]["holds"] == 5
+    assert run("stats", "nobody").startswith("no holds for nobody in the last 30 days (UTC, ")
+
+    every = json.loads(run("stats", "--all", "--json"))
+    assert [t["tenant"] for t in every["tenants"]] == ["acme", "beta"]  # sorted, each with holds
+    assert every["tenants"][0] == {"tenant": "acme", **shown["total"]}
+    assert every["tenants"][1] == {"tenant": "beta", **beta.figures()}
+    lines = run("stats", "--all", "--days", "1").splitlines()
+    assert [line.split()[:2] for line in lines[2:]] == [["acme", "3"], ["beta", "1"]]
+    assert run("stats", code=2) and "give TENANT or --all" in run("stats", "acme", "--all", code=2)
+    assert "401 is not in the range" in run("stats", "acme", "--days", "401", code=2)

@@ -8,14 +8,17 @@ running) hears the new file; "Rétablir la musique précédente" brings the file
 the caller hears that one; after "Corbeille" the caller hears the default music. Then a message
 recorded in the page (Chromium's fake microphone fed a tone in bursts, Chromium's own permission),
 analysed like a file, with the platform's default music put under it, saved: the caller hears the
-voice over the music, the voice louder while it speaks. Screenshots of each step go to
-build/test-output/browser/<test>/.
+voice over the music, the voice louder while it speaks. Without Asterisk: the last 30 days of
+holds (seeded in the catalog as the hold handlers write them) as a chart with its text alternative
+and one sentence, in both languages; "call my phone" listing the tenant's own phones and placing a
+call from the keyboard. Screenshots of each step go to build/test-output/browser/<test>/.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +35,7 @@ from selenium.webdriver.support import expected_conditions as EC
 
 from ooma_moh.app import open_catalog
 from ooma_moh.config import Settings
+from ooma_moh.holdstats import HoldDay
 from ooma_moh.http.texts import TEXTS
 from ooma_moh.lab import DEFAULT_TONE, TALK_TONE, LabAsterisk
 from ooma_moh.lab.ari import AriHarness, Call
@@ -306,10 +310,15 @@ def test_admin_flow_then_a_held_caller_hears_it(
     second = out_of_phase(tmp_path / f"{tenant}-stereo.flac", second_freq)
     voice = spoken(tmp_path / "voice.wav", VOICE)
     cli(lab_settings, "init")
+    catalog = open_catalog(lab_settings)
+    try:  # the tenant's phone: the lab's, which answers a test call and records what it hears
+        catalog.map_endpoint("PJSIP/lab-phone", tenant)
+    finally:
+        catalog.close()
     handler = Handler(lab_settings, lab)
     handler.start()
     # the platform's default music, under a voice: what the lab's `default` class plays
-    served = dataclasses.replace(lab_settings, music_bed_default=lab.default_moh)
+    served = dataclasses.replace(lab_settings, music_bed_default=lab.default_moh, test_call_seconds=TEST_CALL_SECONDS)
     try:
         with serving(served) as base, browser(lang, capture=voice) as driver:
             screens = Screens(driver, request.node.name)
@@ -344,6 +353,8 @@ def test_admin_flow_then_a_held_caller_hears_it(
             live_with(driver, texts, first.name, "status live with the first file")
             assert not draft.is_displayed() and not box.is_selected()
             screens.shot("first-live")
+            call_my_phone(driver, texts, lab, first_freq)
+            screens.shot("test-call-ended")
 
             # a stereo file whose channels cancel in mono, after 3 s of silence: the warning, the
             # waveform with the trimmed silence and the phone preview, all before saving
@@ -663,3 +674,152 @@ def test_replayed_link_and_sign_out_in_the_browser(
         assert driver.find_element(By.ID, "message").text == TEXTS["en"]["signed_out"]
         assert driver.get_cookies() == [] or all(c["name"] != "omh_session" for c in driver.get_cookies())
         named(driver, "Music on hold")  # the signed-out page says where the admin is
+
+
+#: the hold statistics' sentence the page promises (issue 22), for the holds seeded below
+HOLDS_SENTENCE = {
+    "fr": "412 appels mis en attente ces 30 derniers jours · attente médiane 37 s"
+    " · 7\u00a0% ont raccroché pendant l'attente",
+    "en": "412 calls put on hold in the last 30 days · median wait 37 s · 7% hung up while on hold",
+}
+NO_HOLDS_SENTENCE = {
+    "fr": "Aucun appel mis en attente ces 30 derniers jours",
+    "en": "No calls put on hold in the last 30 days",
+}
+CHART_ALT = {"fr": "Graphique des 30 derniers jours", "en": "Chart of the last 30 days"}
+
+
+def seed_holds(settings: Settings) -> dict[str, int]:
+    """acme's holds as the hold handlers would have written them: 400 holds of 37 s yesterday (29
+    of them hung up), 12 of 12 s ten days ago; the holds of each day by its date."""
+    today = datetime.now(UTC).date()
+    yesterday, earlier = HoldDay(today - timedelta(days=1)), HoldDay(today - timedelta(days=10))
+    for i in range(400):
+        yesterday.count(37.0, hung_up=i < 29, fallback=False)
+    for _ in range(12):
+        earlier.count(12.0, hung_up=False, fallback=False)
+    catalog = open_catalog(settings)
+    try:
+        catalog.add_hold_days([("acme", yesterday), ("acme", earlier)])
+    finally:
+        catalog.close()
+    return {yesterday.day.isoformat(): 400, earlier.day.isoformat(): 12}
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_the_last_30_days_of_holds_as_a_chart_and_a_sentence(
+    home: Settings, lang: str, browser: Chromium, request: pytest.FixtureRequest
+) -> None:
+    seeded = seed_holds(home)
+    with serving(home) as base, browser(lang) as driver:
+        screens = Screens(driver, request.node.name)
+        sign_in(driver, home, base, "acme")
+        shown = wait(driver, lambda d: d.find_element(By.ID, "holds-sentence").text, message="the sentence")
+        sentence = driver.find_element(By.ID, "holds-sentence").get_attribute("textContent")  # .text drops the nbsp
+        assert sentence == HOLDS_SENTENCE[lang] and shown == sentence.replace("\u00a0", " ")
+        chart = driver.find_element(By.ID, "holds-chart")
+        assert chart.is_displayed()
+        drawing = chart.find_element(By.CSS_SELECTOR, "svg")
+        assert drawing.aria_role == "image" and drawing.accessible_name.startswith(CHART_ALT[lang])
+        bars = chart.find_elements(By.CSS_SELECTOR, "rect.hold-bar")
+        assert len(bars) == 30, "a bar for every day, zeros included"
+        holds = {b.get_dom_attribute("data-date"): int(b.get_dom_attribute("data-holds") or 0) for b in bars}
+        assert {day: n for day, n in holds.items() if n} == seeded
+        tall = {b.get_dom_attribute("data-date"): float(b.get_dom_attribute("height") or 0) for b in bars}
+        high, low = (tall[day] for day in sorted(seeded, key=seeded.__getitem__, reverse=True))
+        assert high > 0 and abs(low / high - 12 / 400) < 0.005, "bars are proportional to the holds"
+        assert sum(1 for h in tall.values() if h) == 2
+        dots = chart.find_elements(By.CSS_SELECTOR, "circle.median-dot")
+        # each day's median from its buckets: 11 + 1 x 6/12 s, 35 + 5 x 200/400 s (the total's: 37.4 s)
+        assert sorted(float(d.get_dom_attribute("data-median") or 0) for d in dots) == [11.5, 37.5]
+        # the text alternative: one row a day, read by screen readers (visually hidden)
+        rows = chart.find_elements(By.CSS_SELECTOR, "#holds-table tbody tr")
+        cells = [[c.get_attribute("textContent") for c in r.find_elements(By.CSS_SELECTOR, "th, td")] for r in rows]
+        assert len(cells) == 30 and sorted(c[1:] for c in cells if c[1] != "0") == [["12", "12 s"], ["400", "38 s"]]
+        assert all(c[2] == "–" for c in cells if c[1] == "0"), "no holds, no wait"
+        caption = chart.find_element(By.CSS_SELECTOR, "#holds-table caption").get_attribute("textContent")
+        assert caption == TEXTS[lang]["chart_table"]
+        driver.execute_script("document.getElementById('holds').scrollIntoView({block: 'center'})")
+        screens.shot("chart")
+
+        # a tenant nobody put on hold: one sentence, no chart
+        sign_in(driver, home, base, "beta")
+        wait(driver, lambda d: d.find_element(By.ID, "holds-sentence").text == NO_HOLDS_SENTENCE[lang])
+        assert not driver.find_element(By.ID, "holds-chart").is_displayed()
+        screens.shot("no-holds")
+
+
+#: the accessible names of "call my phone" the page promises (issue 22; in French: "Téléphone à
+#: appeler", "Tester sur mon téléphone", checked with the other sentences in tests/unit/test_page_rules.py)
+CALL_NAMES = ("Phone to call", "Call my phone")
+TEST_CALL_SECONDS = 2
+
+
+def call_my_phone(driver: webdriver.Chrome, texts: dict[str, str], lab: LabAsterisk, freq: float) -> None:
+    """The button calls the lab's phone for real: the page follows the call to its end, and the
+    phone heard the tenant's music (``freq``) for the call's seconds — recorded at the far end."""
+    recording = lab.recordings / "testcall-lab-phone.wav"
+    for stale in (recording, recording.with_suffix(".done")):
+        stale.unlink(missing_ok=True)
+    wait(driver, lambda d: d.find_element(By.ID, "test-call").is_displayed(), message="the call section")
+    phones = named(driver, texts["call_endpoint"], "combobox")
+    assert [o.text for o in phones.find_elements(By.TAG_NAME, "option")] == ["PJSIP/lab-phone"]
+    named(driver, texts["call_button"], "button").click()
+    status = driver.find_element(By.ID, "call-status")
+    wait(driver, lambda d: status.get_dom_attribute("data-state") == "playing", message="the phone answered")
+    assert status.text == texts["call_playing"]
+    wait(driver, lambda d: status.get_dom_attribute("data-state") == "ended", message="the call is over")
+    assert status.text == texts["call_ended"]
+    heard = tones_heard(lab.wait_recording(recording, 20), [freq])
+    assert DEFAULT_TONE not in heard and abs(heard.count(freq) / 10 - TEST_CALL_SECONDS) <= 0.5, heard
+
+
+def record_requests(driver: webdriver.Chrome) -> None:
+    """Remember each request the page's script sends (method, URL, body) in ``window.omhSent``."""
+    driver.execute_script(
+        "window.omhSent = []; const open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;"
+        " XMLHttpRequest.prototype.open = function (method, url) { this.omhAsked = [method, url];"
+        " return open.apply(this, arguments); };"
+        " XMLHttpRequest.prototype.send = function (body) {"
+        " window.omhSent.push([...this.omhAsked, typeof body === 'string' ? body : null]);"
+        " return send.apply(this, arguments); };"
+    )
+
+
+def test_call_my_phone_lists_the_tenants_phones_and_follows_the_call(
+    home: Settings, browser: Chromium, request: pytest.FixtureRequest
+) -> None:
+    """The tenant's phones only, chosen and called from the keyboard: the POST names the phone and
+    the page says what became of the call — here ARI does not answer (no Asterisk behind this
+    server), so it says the phone system is down (the lab's browser scenario follows a real call)."""
+    catalog = open_catalog(home)
+    try:
+        for endpoint, tenant in (("PJSIP/acme-101", "acme"), ("PJSIP/beta-100", "beta"), ("PJSIP/acme-100", "acme")):
+            catalog.map_endpoint(endpoint, tenant)
+    finally:
+        catalog.close()
+    with socket.socket() as closed:  # a port nothing listens on: ARI is down
+        closed.bind(("127.0.0.1", 0))
+        no_ari = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    phone_label, button_name = CALL_NAMES
+    with serving(dataclasses.replace(home, ari_url=no_ari)) as base, browser("en") as driver:
+        screens = Screens(driver, request.node.name)
+        sign_in(driver, home, base, "acme")
+        wait(driver, lambda d: d.find_element(By.ID, "test-call").is_displayed(), message="the call section")
+        phones = named(driver, phone_label, "combobox")
+        options = [o.text for o in phones.find_elements(By.TAG_NAME, "option")]
+        assert options == ["PJSIP/acme-100", "PJSIP/acme-101"], "the tenant's own phones only, sorted"
+        record_requests(driver)
+        phones.send_keys(Keys.ARROW_DOWN)
+        assert phones.get_property("value") == "PJSIP/acme-101"
+        button = named(driver, button_name, "button")
+        button.send_keys(Keys.ENTER)
+        status = driver.find_element(By.ID, "call-status")
+        wait(driver, lambda d: status.get_dom_attribute("data-state") in ("failed", "refused"), message="the call ends")
+        assert status.text == TEXTS["en"]["call_ari_down"]
+        sent = [s for s in driver.execute_script("return window.omhSent") if s[0] == "POST"]
+        assert [(method, url.rsplit("/", 2)[1:], body) for method, url, body in sent] == [
+            ("POST", ["moh", "test-call"], '{"endpoint":"PJSIP/acme-101"}')
+        ]
+        assert driver.switch_to.active_element == button, "the focus stays on the button"
+        screens.shot("phone-system-down")

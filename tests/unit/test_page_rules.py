@@ -201,3 +201,38 @@ def test_the_recorder_and_the_mix_request_follow_the_server() -> None:
     assert "style-src 'self';" in csp and "unsafe-inline" not in csp
     policy = SECURITY_HEADERS["Permissions-Policy"]
     assert "microphone=(self)" in policy and "camera=()" in policy
+
+
+def test_every_test_call_state_and_reason_and_the_statistics_are_said_in_both_languages() -> None:
+    """Issue 22: the page has a sentence for each state and failure a test call can report, reads
+    them by the API's own values, and says the hold statistics' sentence in both languages."""
+    from ooma_moh.testcall import CallState, FailReason
+
+    script = (STATIC / "page.js").read_text(encoding="utf-8")
+    states = re.search(r"const CALL_STATES = \{(.*?)\};", script, re.S)
+    failures = re.search(r"const CALL_FAILURES = \{(.*?)\};", script, re.S)
+    assert states and failures
+    said = dict(re.findall(r'"?(\w[\w ]*)"?: t\.(\w+)', states[1]))
+    assert set(said) == {s.value for s in CallState} - {"failed"}, said  # a failure is said by its reason
+    why = dict(re.findall(r'"?(\w[\w ]*)"?: t\.(\w+)', failures[1]))
+    assert set(why) == {r.value for r in FailReason}, why
+    for lang in LANGUAGES:
+        texts = TEXTS[lang]
+        for key in [*said.values(), *why.values(), "call_failed", "call_unknown_endpoint", "call_too_soon"]:
+            assert texts[key].endswith("."), (lang, key)
+        assert "{wait}" in texts["call_too_soon"] and "5" in texts["call_too_soon"], "when to try again"
+    assert (TEXTS["fr"]["call_button"], TEXTS["en"]["call_button"]) == ("Tester sur mon téléphone", "Call my phone")
+    for lang, expected in (
+        ("fr", "412 appels mis en attente ces 30 derniers jours · attente médiane 38 s · 7\u00a0% ont raccroché"),
+        ("en", "412 calls put on hold in the last 30 days · median wait 38 s · 7% hung up while on hold"),
+    ):
+        texts = TEXTS[lang]
+        sentence = " · ".join(
+            (
+                texts["holds_count"].format(count=412, days=30),
+                texts["holds_median"].format(wait="38 s"),
+                texts["holds_hung_up"].format(percent=7),
+            )
+        )
+        assert sentence.startswith(expected), sentence
+    assert '" · "' in script, "the page joins the three parts as above"

@@ -2,7 +2,9 @@
 // message recorded with the microphone, to be analysed as a draft (nothing changes for callers yet)
 // and shows its warnings, its waveform with the silence trimmed, and plays it in phone or HD
 // quality; puts background music under it (a new draft); saves the draft, restores the previous
-// music, deletes; follows the status until the change is live. No framework, no build.
+// music, deletes; follows the status until the change is live. Below: the last 30 days' holds (a
+// chart drawn here, a sentence, a table for screen readers) and "call my phone" (a test call placed
+// to one of the tenant's phones and followed until it ends). No framework, no build.
 "use strict";
 
 (function () {
@@ -87,10 +89,10 @@
       xhr.onload = () => {
         let parsed = null;
         try { parsed = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch (e) { parsed = null; }
-        resolve({ status: xhr.status, body: parsed });
+        resolve({ status: xhr.status, body: parsed, header: (name) => xhr.getResponseHeader(name) });
       };
-      xhr.onerror = () => resolve({ status: 0, body: null });
-      xhr.ontimeout = () => resolve({ status: 0, body: null });
+      xhr.onerror = () => resolve({ status: 0, body: null, header: () => null });
+      xhr.ontimeout = () => resolve({ status: 0, body: null, header: () => null });
       xhr.send(body);
     });
   }
@@ -650,5 +652,163 @@
     if (event.persisted) { forgetChoice(); renderDraft(); refreshControls(); }
   });
 
+  // ---- hold statistics: the last 30 days as a chart, one sentence and a table ---------------
+
+  const STATS_DAYS = 30;
+  const locale = config.lang === "fr" ? "fr-FR" : "en-GB";
+
+  function count(n) { return n.toLocaleString(locale); }
+
+  function dayLabel(iso) {  // the API's days are UTC days
+    return new Date(iso + "T00:00:00Z").toLocaleDateString(locale, { day: "numeric", month: "short", timeZone: "UTC" });
+  }
+
+  function holdsSentence(total, days) {
+    if (!total.holds) return format(t.holds_none, { days: days });
+    return [
+      total.holds === 1 ? format(t.holds_count_one, { days: days })
+        : format(t.holds_count, { count: count(total.holds), days: days }),
+      format(t.holds_median, { wait: duration(total.median_s * 1000) }),
+      format(t.holds_hung_up, { percent: count(Math.round((100 * total.hung_up) / total.holds)) }),
+    ].join(" · ");
+  }
+
+  function drawHolds(days) {
+    const W = 600, H = 170, left = 40, right = 48, top = 14, bottom = 24;
+    const height = H - top - bottom, step = (W - left - right) / days.length, base = top + height;
+    const most = Math.max(1, ...days.map((day) => day.holds));
+    const longest = Math.max(1, ...days.map((day) => day.median_s));
+    const drawing = svg("svg", {
+      viewBox: "0 0 " + W + " " + H, class: "holds-drawing", role: "img",
+      "aria-label": format(t.chart_alt, { days: days.length }),
+    });
+    drawing.append(svg("line", { class: "axis", x1: left, y1: base, x2: W - right, y2: base }));
+    const label = (x, y, anchor, className, text) => {
+      const made = svg("text", { x: x, y: y, "text-anchor": anchor, class: className });
+      made.textContent = text;
+      drawing.append(made);
+    };
+    label(left - 6, top + 4, "end", "scale scale-holds", count(most));
+    label(left - 6, base, "end", "scale scale-holds", "0");
+    label(W - right + 6, top + 4, "start", "scale scale-median", duration(longest * 1000));
+    label(left, H - 6, "start", "scale", dayLabel(days[0].date));
+    label(W - right, H - 6, "end", "scale", dayLabel(days[days.length - 1].date));
+    let line = "", previous = false;
+    days.forEach((day, i) => {
+      const tall = (height * day.holds) / most;
+      drawing.append(svg("rect", {
+        class: "hold-bar", x: (left + i * step + step * 0.15).toFixed(1), y: (base - tall).toFixed(1),
+        width: (step * 0.7).toFixed(1), height: tall.toFixed(1), "data-date": day.date, "data-holds": day.holds,
+      }));
+      if (!day.holds) { previous = false; return; }  // no hold, no wait: the line breaks there
+      const x = (left + (i + 0.5) * step).toFixed(1), y = (base - (height * day.median_s) / longest).toFixed(1);
+      line += (previous ? "L" : "M") + x + " " + y;
+      previous = true;
+      drawing.append(svg("circle", {
+        class: "median-dot", cx: x, cy: y, r: 3.5, "data-date": day.date, "data-median": day.median_s,
+      }));
+    });
+    if (line) drawing.insertBefore(svg("path", { class: "median-line", d: line }), drawing.querySelector("circle"));
+    $("holds-drawing").replaceChildren(drawing);
+    $("holds-table").tBodies[0].replaceChildren(...days.map((day) => {
+      const row = element("tr");
+      row.append(element("th", "", dayLabel(day.date)), element("td", "", count(day.holds)),
+        element("td", "", day.holds ? duration(day.median_s * 1000) : "–"));
+      row.firstChild.scope = "row";
+      return row;
+    }));
+  }
+
+  async function loadHolds() {
+    const answer = await request("GET", api + "/stats?days=" + STATS_DAYS, null);
+    if (answer.status !== 200 || !answer.body) return;  // the page works without its statistics
+    const { days, total } = answer.body;
+    $("holds-sentence").textContent = holdsSentence(total, days.length);
+    $("holds-chart").hidden = !total.holds;
+    if (total.holds) drawHolds(days);
+    $("holds").hidden = false;
+  }
+
+  // ---- "call my phone": a test call to one of the tenant's phones, followed until it ends ----
+
+  const callButton = $("call"), callStatus = $("call-status"), phones = $("call-endpoint");
+  const CALL_STATES = { ringing: t.call_ringing, playing: t.call_playing, ended: t.call_ended };
+  const CALL_FAILURES = {
+    busy: t.call_busy, "no answer": t.call_no_answer, unreachable: t.call_unreachable, "ARI down": t.call_ari_down,
+  };
+  let calling = null;  // the test call being followed: {id, timer}
+
+  function showCall(state, text) {
+    callStatus.dataset.state = state;
+    callStatus.textContent = text;
+  }
+
+  function callDone() {
+    if (calling) clearTimeout(calling.timer);
+    calling = null;
+    callButton.removeAttribute("aria-disabled");  // never disabled: the keyboard's focus stays on it
+  }
+
+  function followCall(call) {
+    call.timer = setTimeout(async () => {
+      const answer = await request("GET", api + "/test-call/" + encodeURIComponent(call.id), null);
+      if (calling !== call) return;
+      if (answer.status === 200 && answer.body) {
+        const { state, reason } = answer.body;
+        showCall(state, state === "failed" ? CALL_FAILURES[reason] || t.call_failed : CALL_STATES[state] || state);
+        if (state === "ended" || state === "failed") { callDone(); return; }
+      } else if (answer.status !== 0) {  // not the network: the server cannot say any more
+        showCall("failed", apiError(answer.status, answer.body));
+        callDone();
+        return;
+      }
+      followCall(call);
+    }, 1000);
+  }
+
+  async function placeCall() {
+    if (calling || !phones.value) return;
+    const call = { id: null, timer: null };
+    calling = call;
+    callButton.setAttribute("aria-disabled", "true");
+    showCall("placing", t.call_placing);
+    const answer = await request("POST", api + "/test-call", JSON.stringify({ endpoint: phones.value }), null,
+      { "Content-Type": "application/json" });
+    if (calling !== call) return;
+    if (answer.status === 202 && answer.body && answer.body.call) {
+      call.id = answer.body.call;
+      showCall("ringing", t.call_ringing);
+      followCall(call);
+      return;
+    }
+    callDone();
+    if (answer.status === 429) {  // one at a time, 5 an hour: say when it can be tried again
+      const seconds = parseInt(answer.header("Retry-After") || "", 10);
+      showCall("refused", format(t.call_too_soon, { wait: duration(1000 * Math.max(1, seconds || 60)) }));
+    } else if (answer.status === 404) {
+      showCall("refused", t.call_unknown_endpoint);
+    } else if (answer.status === 503) {
+      showCall("refused", t.call_ari_down);
+    } else {
+      showCall("refused", apiError(answer.status, answer.body));
+    }
+  }
+  callButton.addEventListener("click", placeCall);
+
+  async function loadPhones() {
+    const answer = await request("GET", "/api/v1/tenants/" + encodeURIComponent(config.tenant) + "/endpoints", null);
+    const names = answer.status === 200 && answer.body && Array.isArray(answer.body.endpoints)
+      ? answer.body.endpoints : [];
+    phones.replaceChildren(...names.map((name) => {
+      const option = element("option", "", name);
+      option.value = name;
+      return option;
+    }));
+    $("test-call").hidden = !names.length;  // no phone of the tenant's own: nothing to call
+  }
+  window.addEventListener("pagehide", callDone);
+
   load();
+  loadHolds();
+  loadPhones();
 })();
