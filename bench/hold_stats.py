@@ -6,8 +6,8 @@
    1,000 holds for 50 tenants) — against the baseline of parsing the same events, which the
    handler does anyway.
 2. Reading: ``GET …/moh/stats?days=400`` for one tenant with 100,000 holds on each of the 400 days
-   (every length bucket used): the catalog read and the summary the handler answers with, against
-   a bare ``SELECT`` of the same rows on the same connection. Goal: under 50 ms.
+   (every length bucket used): the catalog read and the summary the handler answers with, and
+   each part alone. Goal: under 50 ms.
 
     .venv/bin/python bench/hold_stats.py [--holds 20000] [--runs 7]
 """
@@ -96,17 +96,21 @@ def reading(runs: int, tmp: Path) -> None:
         rows.append(("acme", day))
     catalog.add_hold_days(rows)
 
-    def baseline() -> None:
-        catalog._select("SELECT * FROM hold_days WHERE tenant_id = ?", ("acme",))
-        catalog._select("SELECT * FROM hold_buckets WHERE tenant_id = ?", ("acme",))
+    stored = catalog.hold_days("acme", first, last)
+
+    def read() -> None:
+        catalog.hold_days("acme", first, last)
+
+    def answer() -> None:
+        summary(stored, first, last)
 
     def ours() -> None:
-        answer = summary(catalog.hold_days("acme", first, last), first, last)
-        assert answer["total"]["holds"] == 100_000 * MAX_DAYS  # type: ignore[index]
+        answered = summary(catalog.hold_days("acme", first, last), first, last)
+        assert answered["total"]["holds"] == 100_000 * MAX_DAYS  # type: ignore[index]
 
-    base, mine = wall(baseline, runs), wall(ours, runs)
-    print(f"GET …/stats?days=400 at 100,000 holds a day: {mine * 1e3:.1f} ms (goal < 50 ms);")
-    print(f"  a bare SELECT of the same rows {base * 1e3:.1f} ms: ratio {mine / base:.2f}")
+    mine = wall(ours, runs)
+    print(f"GET …/stats?days=400 at 100,000 holds a day: {mine * 1e3:.1f} ms (goal < 50 ms):")
+    print(f"  the catalog read {wall(read, runs) * 1e3:.1f} ms, the summary {wall(answer, runs) * 1e3:.1f} ms")
     catalog.close()
 
 
