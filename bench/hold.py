@@ -6,6 +6,13 @@ is being recorded through ARI, which makes it softmix). All N calls are set up,
 then all phones hold (real re-INVITE a=sendonly), then all unhold. Run twice in the same process:
 with `ooma-moh serve ari` running, and without it (the baseline: what Asterisk does alone).
 
+With the floor (issue 24; ``--no-floor`` skips it), a third run: a *bare* ARI application in this
+process that knows each call's class in advance and does nothing on ChannelHold but start MOH
+where Asterisk does not forward the hold (:class:`BareApp`). Printed: wrong holds for Asterisk
+alone / the bare application / ours; ChannelHold -> music p50/p99 ours and bare; and what the
+caller hears: from each recording, the time from asking the hold to the first 100 ms of the
+tenant's music, ours / bare / Asterisk alone; goals p99 ours/bare <= 1.2 for both.
+
 Prints, per N: share of holds where the caller heard anything but the tenant's tone while held
 (any wrong-class or silent 100 ms window), the handler's ChannelHold -> music latency (its own
 log: 0 when Asterisk forwarded the hold with the preset class), and the handler's CPU time and
@@ -29,18 +36,27 @@ the ARI and the dialplan paths: bench/hold_mix.py.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ooma_moh.app import build_service, build_syncer, open_catalog
+from ooma_moh.ari.client import AriClient
+from ooma_moh.ari.events import parse_timestamp
+from ooma_moh.ari.listener import EventListener
+from ooma_moh.ari.state import ms_since
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.errors import AriRequestFailed
 from ooma_moh.holdstats import HoldDay
@@ -63,41 +79,118 @@ def proc_usage(pid: int) -> tuple[float, int]:
     """CPU seconds used and peak RSS (kB) of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    peak = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+    found = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    assert found is not None
+    peak = int(found.group(1))
     return cpu, peak
 
 
-def run(lab: LabAsterisk, harness: AriHarness, n: int, hold_s: float, tag: str) -> dict[str, float]:
+class BareApp:
+    """The floor (issue 24): the least an ARI application can do on the same Asterisk for the same
+    calls. It knows each call's class in advance — set on the caller when the call is set up, so a
+    hold Asterisk forwards plays it — and on ``ChannelHold`` does nothing but ``POST
+    /channels/{caller}/moh`` where Asterisk does not forward (softmix), each hold in a task of its
+    own; ``DELETE …/moh`` on unhold. Same client and listener code as ``serve ari``, same
+    subscription, in this process."""
+
+    def __init__(self, lab: LabAsterisk, app: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
+        self.listener = EventListener(self.client, app, self.on_event)
+        #: holder (the user leg) -> (caller, class, softmix)
+        self.plan: dict[str, tuple[str, str, bool]] = {}
+        #: ChannelHold (Asterisk's timestamp) -> music started, ms (0: forwarded by Asterisk)
+        self.to_music_ms: list[float] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> BareApp:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.listener.run(), self.loop)
+        asyncio.run_coroutine_threadsafe(asyncio.wait_for(self.listener.connected.wait(), 10), self.loop).result(15)
+        return self
+
+    def prepare(self, calls: list[tuple[str, Call]]) -> None:
+        """Learn the calls and preset each caller's class (the floor knows it in advance)."""
+        for tenant, call in calls:
+            moh_class, softmix = f"tenant-{tenant}", call.name.endswith("_rec")
+            self.plan[call.user] = (call.caller, moh_class, softmix)
+            asyncio.run_coroutine_threadsafe(
+                self.client.set_variable(call.caller, "CHANNEL(musicclass)", moh_class), self.loop
+            ).result(15)
+
+    async def on_event(self, data: dict[str, Any]) -> None:
+        channel = (data.get("channel") or {}).get("id")
+        if channel not in self.plan or data.get("type") not in ("ChannelHold", "ChannelUnhold"):
+            return
+        task = asyncio.create_task(self.act(data["type"], channel, parse_timestamp(data.get("timestamp"))))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def act(self, kind: str, holder: str, stamp: datetime | None) -> None:
+        caller, moh_class, softmix = self.plan[holder]
+        if kind == "ChannelHold":
+            if softmix:
+                await self.client.start_moh(caller, moh_class)
+            self.to_music_ms.append(ms_since(stamp) if softmix else 0.0)
+        elif softmix:
+            await self.client.stop_moh(caller)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.listener.stop(), self.loop).result(15)
+        asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def run(
+    lab: LabAsterisk,
+    harness: AriHarness,
+    n: int,
+    hold_s: float,
+    tag: str,
+    before_hold: Callable[[list[tuple[str, Call]]], None] | None = None,
+) -> dict[str, Any]:
+    """N calls set up, held, unheld; for each, whether the caller heard anything but its tenant
+    while held, and the heard gap: from asking the hold to the first 100 ms of the tenant's music
+    in the caller's recording (inf: never)."""
     calls = []
     for i in range(n):
         tenant = "alpha" if i % 2 == 0 else "beta"
         # setting a call up over ARI takes ~0.85 s on a 2-core machine (N=200: ~170 s): each
         # recording must outlast the set-up of all of them, the holds and the unholds
-        call = Call(harness, lab, f"{tag}_{i}", tenant, seconds=int(n * 1.1 + 30))
-        if i % 4 == 3:
+        recorded = i % 4 == 3
+        call = Call(harness, lab, f"{tag}_{i}{'_rec' if recorded else ''}", tenant, seconds=int(n * 1.1 + 30))
+        if recorded:
             call.record_bridge()  # a recorded call: softmix, Asterisk does not forward the hold
         calls.append((tenant, call))
+    if before_hold is not None:
+        before_hold(calls)
     time.sleep(0.5)
+    asked = {}
     for _, call in calls:
-        call.hold()
+        asked[call.name] = call.hold()
     time.sleep(hold_s)
     for _, call in calls:
         call.unhold()
     time.sleep(1.0)
-    wrong = 0
+    wrong, gaps = 0, []
     for tenant, call in calls:
         try:
             call.hangup("caller")
         except AriRequestFailed as exc:  # the recording already ended and Asterisk hung it up
             if exc.status != 404:
                 raise
-        windows = heard(call.finish())[1:-1]
+        everything = heard(call.finish())
+        windows = everything[1:-1]
         expected = TONES[tenant]
         music = sum(1 for w in windows if w == expected)
         others = [w for w in windows if w not in (expected, TALK_TONE)]
         if others or music < (hold_s - 0.3) * 10:
             wrong += 1
-    return {"wrong_share": wrong / n}
+        start = int(asked[call.name] * 10)
+        first = next((i for i in range(start, len(everything)) if everything[i] == expected), None)
+        gaps.append(math.inf if first is None else max(0.0, first / 10 - asked[call.name]) * 1000)
+    return {"wrong_share": wrong / n, "gaps_ms": gaps}
 
 
 def main() -> None:
@@ -106,6 +199,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=2.0)
     parser.add_argument("--stats", default="on", help="on, off, or off,on: one handler run each")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each --stats value, alternating")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare ARI application's run")
     logs = Path.home() / ".cache" / "ooma-moh" / "bench-logs" / time.strftime("hold-%Y%m%d-%H%M%S")
     parser.add_argument("--keep-logs", type=Path, default=logs)
     args = parser.parse_args()
@@ -127,8 +221,8 @@ def run_handler(
     n: int,
     hold_s: float,
     stats: str,
-    baseline: dict[str, float],
-) -> tuple[list[float], list[float]]:
+    baseline: dict[str, Any],
+) -> tuple[list[float], list[float], list[float]]:
     """One run of N calls with `serve ari` (hold statistics ``stats``: on…/off…); prints what it
     measured and returns the ChannelHold -> music of every hold and the handler's own part of it
     for the holds it started (ms)."""
@@ -166,11 +260,44 @@ def run_handler(
             f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms"
         )
     print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
-    return delays, [float(t) - float(d) for t, d in started]
+    return delays, [float(t) - float(d) for t, d in started], ours["gaps_ms"]
 
 
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) > 1 else float("nan")
+
+
+def report_floor(
+    n: int, alone: dict[str, Any], floor: dict[str, Any], ours: tuple[list[float], list[float], list[float]]
+) -> None:
+    """Ours against the bare ARI application and Asterisk alone, same run (issue 24's goals)."""
+
+    def show(values: list[float]) -> str:
+        q = [pct(values, 50), pct(values, 99)]
+        return "/".join("never" if math.isinf(v) else f"{v:.0f}" for v in q)
+
+    print(f"N={n} against the floor: wrong holds: Asterisk alone {alone['wrong_share']:.0%},")
+    print(f"       bare application {floor['wrong_share']:.0%} (goal 0 %)")
+    delays, _, gaps = ours
+    ratio = pct(delays, 99) / pct(floor["to_music_ms"], 99) if pct(floor["to_music_ms"], 99) else math.nan
+    print(
+        f"       ChannelHold -> music p50/p99 ms: ours {show(delays)}, bare {show(floor['to_music_ms'])}:"
+        f" p99 ours/bare {ratio:.2f} (goal <= 1.2)"
+    )
+    heard_ratio = pct(gaps, 99) / pct(floor["gaps_ms"], 99) if pct(floor["gaps_ms"], 99) else math.nan
+    print(
+        f"       heard gap (hold asked -> the tenant's music in the recording) p50/p99 ms: ours {show(gaps)},"
+        f" bare {show(floor['gaps_ms'])}, Asterisk alone {show(alone['gaps_ms'])}:"
+        f" p99 ours/bare {heard_ratio:.2f} (goal <= 1.2)"
+    )
+
+
+def pct(values: list[float], p: int) -> float:
+    """The nearest-rank percentile (``inf`` when a caller never heard the music)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def hold_days(settings: Settings) -> list[HoldDay]:
@@ -194,12 +321,21 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
     harness = AriHarness(lab).start()
     for n in (int(x) for x in args.calls.split(",")):
         baseline = run(lab, harness, n, args.hold, f"base{n}")
-        pooled: dict[str, tuple[list[float], list[float]]] = {}
+        floor = None
+        if not args.no_floor:
+            bare = BareApp(lab, settings.ari_app).start()
+            floor = run(lab, harness, n, args.hold, f"bare{n}", before_hold=bare.prepare)
+            floor["to_music_ms"] = bare.to_music_ms
+            bare.stop()
+        pooled: dict[str, tuple[list[float], list[float], list[float]]] = {}
         for k in range(args.repeat):
             for stats in args.stats.split(","):
-                delays, own = run_handler(lab, harness, settings, tmp, n, args.hold, f"{stats}{k}", baseline)
-                pooled.setdefault(stats, ([], []))[0].extend(delays)
-                pooled[stats][1].extend(own)
+                runs = run_handler(lab, harness, settings, tmp, n, args.hold, f"{stats}{k}", baseline)
+                for kept, more in zip(pooled.setdefault(stats, ([], [], [])), runs, strict=True):
+                    kept.extend(more)
+        if floor is not None:
+            ours = pooled.get("on") or pooled["off"]
+            report_floor(n, baseline, floor, ours)
         if set(pooled) == {"on", "off"}:
             for what, i in (("ChannelHold -> music, every hold", 0), ("the handler's own part, holds it started", 1)):
                 on, off = (p99(pooled[s][i]) for s in ("on", "off"))
