@@ -32,11 +32,14 @@ S3_ADDRESSING_STYLES = ("path", "virtual", "auto")
 
 
 def _template_fields(template: str) -> list[str]:
-    """The field names of a ``str.format`` template; a malformed one gives ``["?"]``."""
+    """The field names of a ``str.format`` template; a malformed one, or a field with a format
+    spec or a conversion (``{endpoint:>999999999}`` would build a gigabyte a call), gives ``["?"]``."""
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        fields = list(string.Formatter().parse(template))
     except ValueError:
         return ["?"]
+    named = [(name, spec, conversion) for _, name, spec, conversion in fields if name is not None]
+    return [name if not spec and conversion is None else "?" for name, spec, conversion in named]
 
 
 def _default_home() -> Path:

@@ -4,7 +4,8 @@ The rules, in order:
 
 1. A *hold* is counted for the holder's tenant — on a dialplan bridge whose holder has none, for
    the tenant whose class the dialplan's route gave the held party (``tenant-<id>``); a hold with
-   neither is not counted — on the UTC day it started, when it ends: the holder unholds, leaves
+   neither, or whose tenant is not a valid tenant id (a dialplan's ``OOMA_MOH_TENANT`` is any
+   text), is not counted — on the UTC day it started, when it ends: the holder unholds, leaves
    the bridge or hangs up, or the held party hangs up (then it is also ``hung_up``). Its length
    is the time between Asterisk's ``ChannelHold`` and the event that ended it (Asterisk's own
    timestamps).
@@ -24,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+
+from .model import TENANT_ID_PATTERN
 
 #: the buckets' upper bounds in seconds; a hold longer than the last is in a last, open bucket
 BUCKETS_S: tuple[float, ...] = (
@@ -102,9 +105,16 @@ def is_fallback(heard: str, expected: str, reason: str | None) -> bool:
 
 
 def tenant_of_class(moh_class: str, prefix: str) -> str | None:
-    """The tenant whose class ``moh_class`` is (``tenant-acme`` → ``acme``), else None."""
+    """The tenant whose class ``moh_class`` is (``tenant-acme`` → ``acme``), else None — also
+    for a class a dialplan made up that holds no valid tenant id (``tenant-a b``)."""
     tenant = moh_class.removeprefix(prefix)
-    return tenant if tenant != moh_class and tenant else None
+    return tenant if tenant != moh_class and is_tenant_id(tenant) else None
+
+
+def is_tenant_id(value: str | None) -> bool:
+    """Whether ``value`` is a valid tenant id (:func:`ooma_moh.model.validate_tenant_id`): only
+    those are counted and stored (rule 1)."""
+    return value is not None and TENANT_ID_PATTERN.fullmatch(value) is not None
 
 
 def day_of(moment: datetime) -> date:

@@ -11,7 +11,11 @@ Rules, in order, when a test call is asked for (:meth:`CallBook.admit`):
    seconds until it will have ended at the latest;
 3. at most :data:`PER_HOUR` calls per tenant in any :data:`WINDOW_S` seconds: the next is refused
    until the oldest of them leaves the window. A call counts once it is placed (rung, busy or
-   unreachable alike); one that ARI never took (:meth:`CallBook.withdraw`) does not.
+   unreachable alike); one that ARI never took (:meth:`CallBook.withdraw`) does not;
+4. at most :data:`AT_ONCE` calls ringing or playing in the server, whatever their tenants: rules 2
+   and 3 bound one tenant, not a thousand tenants (or an operator token) asking at once — each a
+   real call Asterisk dials and plays. The next is refused, not counted, with the seconds until
+   the first of them will have ended at the latest.
 
 A call's life: ``ringing`` (placed, until the phone answers) → ``playing`` (answered, the music
 started) → ``ended`` (hung up, by us after ``test_call_seconds`` or by the phone). A call never
@@ -35,6 +39,8 @@ from typing import Any
 
 #: at most this many test calls per tenant in any WINDOW_S seconds
 PER_HOUR = 5
+#: at most this many test calls ringing or playing at once in one server, all tenants together
+AT_ONCE = 20
 WINDOW_S = 3600.0
 #: how long a test call rings before Asterisk gives up on it (``no answer``)
 RING_S = 30
@@ -176,7 +182,7 @@ class CallBook:
 
     # -- placing --------------------------------------------------------------------------------
     def admit(self, tenant: str, endpoint: str, dial: str, by: str) -> Call:
-        """A new call for ``tenant``, counted at once (rules 2 and 3); :class:`CallRefused` if a
+        """A new call for ``tenant``, counted at once (rules 2 to 4); :class:`CallRefused` if a
         rule refuses it."""
         now = self.clock()
         self._forget(now)
@@ -194,6 +200,12 @@ class CallBook:
                 "too_many_test_calls",
                 f"at most {PER_HOUR} test calls an hour: try again later",
                 self._whole(recent[-PER_HOUR] + WINDOW_S - now),
+            )
+        if len(everyone := self.active()) >= AT_ONCE:
+            raise CallRefused(
+                "test_calls_busy",
+                f"{AT_ONCE} test calls are in progress on this server: try again shortly",
+                self._whole(min(self._latest_end(c) for c in everyone) - now),
             )
         call = Call(secrets.token_hex(8), tenant, endpoint, dial, by, now, self.wall())
         self._calls[call.id] = call

@@ -3,8 +3,8 @@
 ``OOMA_MOH_HOLD`` mark the handler leaves on each holder (:mod:`.hold`). A hold whose holder
 unheld while we were away (``CHANNEL(rtp,hold)`` says so) has its music stopped.
 
-Holds re-attached here are not counted in the hold statistics (their start was not seen); see
-:mod:`.tally`.
+Holds re-attached here are not counted in the hold statistics (their start was not seen), nor
+are those whose end went by unseen (:meth:`~.tally.HoldTally.forget_gone`); see :mod:`.tally`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ async def resync(handler: HoldHandler) -> None:
     channels = {c.id: c for c in map(Channel.from_json, await handler.ari.list_channels())}
     bridges = {b.id: b for b in map(Bridge.from_json, await handler.ari.list_bridges())}
     previous = handler.state.replace(channels, bridges)
+    handler.tally.forget_gone(channels)  # holds whose end went by while we were away
     for bridge in bridges.values():
         await handler._preset(bridge)
         for cid in bridge.channel_ids:
@@ -52,6 +53,7 @@ async def resync(handler: HoldHandler) -> None:
                     policy.to_stop_after_missed_unhold(others, bridge.forwards_hold), "missed unhold"
                 )
                 await handler._remember_hold(cid, "")
+                handler.tally.discard(cid)  # its length is unknown: not counted
                 handler.stats.actions[HoldAction.MISSED_UNHOLD.value] += 1
                 metrics.hold(HoldAction.MISSED_UNHOLD.value, False, moh_class, None)
                 log.info("hold ended while disconnected holder=%s: music stopped", logfmt(channel.name))

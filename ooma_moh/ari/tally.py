@@ -14,7 +14,10 @@ at most once per ``interval`` from a task of its own, through a thread. A hold e
 A hold is written once it has ended *and* its tenant is known (:meth:`HoldTally.classify`: the
 handler on a Stasis bridge, a background lookup on a dialplan bridge); one without a tenant, or
 that played no music (a conference, alone: :meth:`HoldTally.discard`), is not counted; one whose
-tenant is still unknown :data:`UNCLASSIFIED_S` after it ended is dropped. What was counted but not
+tenant is still unknown :data:`UNCLASSIFIED_S` after it ended is dropped; one whose end was
+missed while the events WebSocket was down (its channels gone, or an unhold :mod:`.resync` found
+missed) is dropped at the reconnection (:meth:`HoldTally.forget_gone`, :meth:`HoldTally.discard`):
+what is followed is bounded by the holds in progress. What was counted but not
 yet written is lost on ``kill -9`` (at most one interval); SIGTERM writes it
 (:meth:`StatsWriter.close`); a write that fails (the database down) is kept and retried.
 """
@@ -24,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .. import metrics
 from ..errors import OomaMohError
-from ..holdstats import HoldDay, day_of
+from ..holdstats import HoldDay, day_of, is_tenant_id
 from ..logsafe import printable
 from ..storage.base import HoldStatistics
 from .events import Event
@@ -95,7 +98,9 @@ class HoldTally:
                 self._end(self._close(holder), at, hung_up=event.type in HANG_UPS)
 
     def classify(self, holder_id: str, tenant: str | None, *, fallback: bool) -> None:
-        """The hold's tenant (None: not counted) and whether it fell back to ``default``."""
+        """The hold's tenant (None, or not a valid tenant id: not counted) and whether it fell back
+        to ``default``."""
+        tenant = tenant if is_tenant_id(tenant) else None  # a channel variable of any text never reaches the catalog
         hold = self.open.get(holder_id) or next((h for h in self.ended if h.holder_id == holder_id), None)
         if hold is not None and not hold.classified:
             hold.tenant, hold.fallback, hold.classified = tenant, fallback, True
@@ -105,6 +110,15 @@ class HoldTally:
         """The hold played no music (a conference, nobody else): not a caller waiting."""
         if holder_id in self.open:
             self._close(holder_id)
+
+    def forget_gone(self, live: Collection[str]) -> None:
+        """After a reconnection (``live``: the channels Asterisk has now): stop following the holds
+        whose holder, or every held party, went away while the events were lost — when they
+        ended is unknown, so they are not counted, and without this they would be followed for
+        ever (nothing more is ever said of a channel that is gone)."""
+        for holder_id, hold in list(self.open.items()):
+            if holder_id not in live or not any(held in live for held in hold.held):
+                self._close(holder_id)
 
     def _close(self, holder_id: str) -> TalliedHold:
         """Stop following a hold in progress."""

@@ -135,6 +135,13 @@ class Dialler:
             return call
         except AsteriskError as exc:
             raise await self._withdraw(call, exc) from None
+        except Exception:  # an answer we cannot read: maybe dialled, so counted, but never left "ringing"
+            log.exception("test-call call=%s: the origination failed unexpectedly", call.id)
+            self.book.originated(call)
+            await self._give_up(call, FailReason.ARI_DOWN)
+            self._log_placed(call, "the origination failed unexpectedly")
+            await self._finish(call)
+            return call
         self.book.originated(call)
         self._log_placed(call, None)
         task = asyncio.create_task(self._follow(call), name=f"test-call-{call.id}")

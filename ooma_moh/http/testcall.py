@@ -66,7 +66,12 @@ def owns(reader: Catalog, tenant: str, endpoint: str) -> bool:
 async def endpoint_asked(request: web.Request) -> str:
     """The ``endpoint`` of the JSON body; 400 ``invalid_test_call`` unless it is a JSON object of
     at most MAX_BODY bytes with a string ``endpoint``."""
-    body = await request.content.read(MAX_BODY + 1)
+    body = b""
+    while len(body) <= MAX_BODY:  # read() answers what has arrived: a body in two packets is read whole
+        chunk = await request.content.read(MAX_BODY + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     asked: Any = None
     if len(body) <= MAX_BODY:
         with contextlib.suppress(ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

@@ -100,3 +100,12 @@ def test_settings_environ_round_trips(tmp_path: Path) -> None:
         agi_listen="127.0.0.1:5000",
     )
     assert load_settings(environ=settings_environ(original)) == original
+
+
+@pytest.mark.parametrize("template", ["{endpoint:>999999999}", "{endpoint!r}", "{resource.upper}", "{0}", "{", "{who}"])
+def test_a_test_call_dial_template_is_plain_fields_only(template: str) -> None:
+    """A format spec would let one test call build a gigabyte; only {endpoint}, {tech} and
+    {resource}, as they are (docs/configuration.md)."""
+    with pytest.raises(ConfigError, match="test_call_dial"):
+        Settings(test_call_dial=template)
+    assert Settings(test_call_dial="Local/{resource}@test-calls{tech}").test_call_dial.startswith("Local/")
