@@ -30,6 +30,7 @@ from .ari.client import AriClient
 from .config import Settings
 from .errors import CatalogMissing
 from .http.backend import HttpBackend
+from .http.memview import FileMark, Mark, Notifications, SqliteMark, StatusMemory
 from .media import FfmpegConverter
 from .mohdir import MohDirectory
 from .publish import Publisher, RealtimePublisher, StaticPublisher
@@ -218,15 +219,27 @@ def catalog_session(settings: Settings) -> Iterator[Catalog]:
 
 def http_backend(settings: Settings) -> HttpBackend:
     """``serve http``'s collaborators: a read-only catalog and blob store for its reads, a service
-    per upload or deletion, the node registry when the catalog is shared (a cluster), and the hold
-    paths' class resolution over its reader for test calls (their ARI is the ARI settings')."""
+    per upload or deletion, the node registry when the catalog is shared (a cluster), the hold
+    paths' class resolution over its reader for test calls (their ARI is the ARI settings'), and the
+    memory of its reads with the change marks of the catalog and of what Asterisk reads (SQLite:
+    ``data_version``; PostgreSQL: its notifications, heard by a thread started here)."""
     reader = open_catalog(settings, writable=False)
     blobs = open_blobs(settings, writable=False)
     nodes = None
+    asterisk: Mark = (
+        FileMark(settings.classes_conf)
+        if settings.publish_mode == "static"
+        else SqliteMark(settings.realtime_db, absent_ok=True)
+    )
     if settings.database_url:
         from .storage.nodes import NodeRegistry
 
         nodes = NodeRegistry(settings.database_url)
+        notifications = Notifications(nodes.listen)
+        notifications.start()
+        memory = StatusMemory([asterisk], notifications, credentials=False)
+    else:
+        memory = StatusMemory([SqliteMark(settings.catalog_path, absent_ok=False), asterisk])
 
     def publish(tenant: str) -> None:
         with service_session(settings) as service:
@@ -242,6 +255,7 @@ def http_backend(settings: Settings) -> HttpBackend:
         publish=publish,
         nodes=nodes,
         classes=ClassResolver(reader, settings.class_prefix, node_classes(settings)),  # a test call's music
+        memory=memory,
     )
 
 

@@ -10,8 +10,10 @@ whether a tenant exists.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -169,35 +171,80 @@ def read_state(settings: Settings, reader: Catalog, view: PublishedView, tenant_
     return tenant, golive.is_live(tenant, view.published(), settings.class_prefix, version_dir)
 
 
-async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
-    """The tenant's body with its status (decided by :func:`ooma_moh.golive.decide`); starts a
-    publication if the tenant is neither live nor moving. In a cluster (agents have reported),
-    ``status.nodes`` says on how many nodes callers hear the current music."""
+@dataclass
+class Known:
+    """What a read of the truth found for a tenant — kept by :mod:`.memview` while it holds — and
+    the JSON of its usual answer (live, nothing tracked, no cluster), made once."""
+
+    tenant: TenantMoh
+    live: bool
+    live_answer: str | None = None
+
+
+async def read_or_recall(request: web.Request, tenant_id: str) -> Known:
+    """:func:`read_state` in the catalog thread — or what it found last time, while no source has
+    changed since (the rules of :mod:`ooma_moh.http.memview`)."""
+    memory = request.app[BACKEND].memory
+    read = (read_state, request.app[SETTINGS], request.app[READER], request.app[VIEW], tenant_id)
+    if memory is None:
+        return Known(*await in_thread(request, *read))
+    publications = request.app[PUBLICATIONS]
+    known: Known | None = memory.recall(tenant_id, publications.changes(tenant_id))
+    if known is not None:
+        return known
+    ticket = memory.ticket(tenant_id, publications.changes(tenant_id))
+    known = Known(*await in_thread(request, *read))
+    memory.keep(ticket, tenant_id, publications.changes(tenant_id), known)
+    return known
+
+
+async def decided(request: web.Request, tenant_id: str) -> tuple[Known, golive.Status, int, int]:
+    """The tenant as read or recalled, its status (decided by :func:`ooma_moh.golive.decide`),
+    and (live_on, total) in a cluster; starts a publication if the tenant is neither live nor
+    moving."""
     settings, publications = request.app[SETTINGS], request.app[PUBLICATIONS]
     moving = publications.tracked(tenant_id) is not None  # before the read: golive rule 3
-    tenant, live = await in_thread(request, read_state, settings, request.app[READER], request.app[VIEW], tenant_id)
+    known = await read_or_recall(request, tenant_id)
     live_on = total = 0
     if NODES in request.app:
-        version = tenant.version if tenant.setting is MohSetting.FILE else None
+        version = known.tenant.version if known.tenant.setting is MohSetting.FILE else None
         live_on, total = await in_thread(
             request, request.app[NODES].live_on, settings.class_prefix + tenant_id, version
         )
     tracked = publications.tracked(tenant_id)
-    status = golive.decide(tracked, live_here=live, ended_during_read=moving, live_on=live_on, total=total)
+    status = golive.decide(tracked, live_here=known.live, ended_during_read=moving, live_on=live_on, total=total)
     if tracked is not None and tracked.state is golive.State.ERROR and status is not None and status != tracked:
         publications.forget(tenant_id)  # live after all: the error no longer holds
     elif status is not None and status.state is golive.State.ERROR and publications.retry_due(tenant_id):
         status = None  # golive rule 1: its backoff has passed, try again
-    body = tenant_body(tenant, settings, status or publications.start(tenant_id))
+    return known, status or publications.start(tenant_id), live_on, total
+
+
+def _body(settings: Settings, known: Known, status: golive.Status, live_on: int, total: int) -> dict[str, Any]:
+    body = tenant_body(known.tenant, settings, status)
     if total:  # once agents report: a cluster
         body["status"]["nodes"] = {"live": live_on, "of": total}
     return body
 
 
+async def current(request: web.Request, tenant_id: str) -> dict[str, Any]:
+    """The tenant's body with its status (:func:`decided`). In a cluster (agents have reported),
+    ``status.nodes`` says on how many nodes callers hear the current music."""
+    return _body(request.app[SETTINGS], *await decided(request, tenant_id))
+
+
+LIVE = golive.Status(golive.State.LIVE)
+
+
 async def get_moh(request: web.Request) -> web.Response:
-    """``GET /tenants/{tenant}/moh``."""
-    _, tenant = await authorised_tenant(request)
-    return web.json_response(await current(request, tenant))
+    """``GET /tenants/{tenant}/moh``; the usual answer (live on this host) made once per read."""
+    _, tenant_id = await authorised_tenant(request)
+    known, status, live_on, total = await decided(request, tenant_id)
+    if status == LIVE and not total:
+        if known.live_answer is None:
+            known.live_answer = json.dumps(tenant_body(known.tenant, request.app[SETTINGS], LIVE))
+        return web.Response(text=known.live_answer, content_type="application/json")
+    return web.json_response(_body(request.app[SETTINGS], known, status, live_on, total))
 
 
 def _upload(

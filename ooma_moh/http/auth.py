@@ -18,7 +18,7 @@ from ..credentials import ApiToken, BrowserSession
 from ..errors import InvalidTenantId, NoLongerAuthorised
 from ..model import validate_tenant_id
 from ..storage.base import Credentials
-from .context import READER, SETTINGS, ApiError, in_thread
+from .context import SETTINGS, ApiError, remembered
 from .logins import check_session, cookie_name
 from .tokens import check_token
 
@@ -39,8 +39,8 @@ async def browser_session(request: web.Request) -> BrowserSession | None:
     cookie = request.cookies.get(cookie_name(request.app[SETTINGS].public_url))
     if not cookie:
         return None
-    session: BrowserSession | None = await in_thread(request, check_session, request.app[READER], cookie, now())
-    return session
+    session = await remembered(request, "session", cookie, lambda reader, value: check_session(reader, value, now()))
+    return session if session is not None and session.open_at(now()) else None  # kept: its end still holds
 
 
 def same_origin(request: web.Request) -> bool:
@@ -76,7 +76,7 @@ async def principal(request: web.Request) -> Principal:
         scheme, _, bearer = header.partition(" ")
         token = None
         if scheme.lower() == "bearer" and bearer:
-            token = await in_thread(request, check_token, request.app[READER], bearer.strip())
+            token = await remembered(request, "token", bearer.strip(), check_token)
         if token is None:
             raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)", CHALLENGE)
         return token

@@ -3,7 +3,8 @@ wiring function (:func:`ooma_moh.app.http_backend`, or a test's in-memory fakes)
 
 Handlers never open a catalog: they read through ``reader`` (in the catalog thread) and get a
 unit of writing work from ``service()`` or ``catalog()`` — each a context manager with its own
-connection, closed afterwards (SQLite connections are not shared between threads).
+connection, closed afterwards (SQLite connections are not shared between threads). What a read
+found is kept in ``memory`` until a source says it changed (:mod:`ooma_moh.http.memview`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..storage import Blobs, Catalog
 if TYPE_CHECKING:
     from ..ari.testcall import CallAri, Listen
     from ..resolve import ClassResolver
+    from .memview import StatusMemory
 
 
 class PublishedView(Protocol):
@@ -69,9 +71,13 @@ class HttpBackend:
     #: the ARI of test calls, made in the server's event loop; None: from the ARI settings
     #: (:func:`ooma_moh.ari.testcall.ari_line`)
     test_call_line: Callable[[], tuple[CallAri, Listen]] | None = None
+    #: the last reads of the truth and the change marks that void them; None: every GET reads
+    memory: StatusMemory | None = None
 
     def close(self) -> None:
-        """Release the reader's and the registry's connections."""
+        """Release the reader's, the memory's and the registry's connections."""
+        if self.memory is not None:
+            self.memory.close()
         with contextlib.suppress(OomaMohError):
             self.reader.close()
         if self.nodes is not None:

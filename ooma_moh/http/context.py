@@ -53,6 +53,23 @@ class ApiError(Exception):
         self.status, self.code, self.headers = status, code, headers or {}
 
 
+async def remembered(
+    request: web.Request, kind: str, secret: str, check: Callable[[Catalog, str], T | None]
+) -> T | None:
+    """``check(reader, secret)`` (a token's or a session's, in the catalog thread), or what it
+    found last time while the catalog has not changed since (:mod:`ooma_moh.http.memview`)."""
+    memory = request.app[BACKEND].memory
+    if memory is None:
+        return await in_thread(request, check, request.app[READER], secret)
+    known: T | None = memory.recall_credential(kind, secret)
+    if known is not None:
+        return known
+    ticket = memory.credential_ticket()
+    found = await in_thread(request, check, request.app[READER], secret)
+    memory.keep_credential(ticket, kind, secret, found)
+    return found
+
+
 async def in_thread(
     request: web.Request, func: Callable[..., T], *args: Any, pool: web.AppKey[Any] = CATALOG_THREAD
 ) -> T:

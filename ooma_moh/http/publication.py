@@ -2,11 +2,13 @@
 
 A change made through the API goes live without anyone running ``sync``: the server converts the
 upload (``converting``), then publishes that tenant's class (``publishing``) in a worker thread,
-never on the event loop. ``live`` is not remembered but read from the truth each time — the class
+never on the event loop. ``live`` is not remembered here but read from the truth — the class
 Asterisk reads (realtime row or static include) names the tenant's current version, or, for a
 tenant on default music, no class of its is published — so it survives restarts and changes made
-from the CLI. A tenant found not live with nothing in progress gets a publication started
-(:mod:`ooma_moh.golive` decides the state; this module only tracks the work in progress).
+from the CLI (:mod:`ooma_moh.http.memview` keeps the last read until a source says it changed, or
+:meth:`Publications.changes` moves). A tenant found not live with nothing in progress gets a
+publication started (:mod:`ooma_moh.golive` decides the state; this module only tracks the work in
+progress).
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ class Publications:
         self._again: set[str] = set()
         self._failed: dict[str, tuple[int, float]] = {}  # failures in a row, monotonic time of the last
         self._uploading: set[str] = set()
+        self._changes: dict[str, int] = {}
+
+    def changes(self, tenant_id: str) -> int:
+        """How many publications of the tenant this server has started or seen end: a read of the
+        truth made before the count moved may predate this server's own change (an upload, a
+        deletion, a restore, a saved draft) or what its publication did."""
+        return self._changes.get(tenant_id, 0)
+
+    def _changed(self, tenant_id: str) -> None:
+        self._changes[tenant_id] = self._changes.get(tenant_id, 0) + 1
 
     def tracked(self, tenant_id: str) -> Status | None:
         """The remembered status (converting, publishing, error), or None: then read the truth."""
@@ -87,6 +99,7 @@ class Publications:
         """Publish the tenant's class in the background; a publication already running is
         followed by one more, so the last change always gets published."""
         self._status[tenant_id] = Status(State.PUBLISHING)
+        self._changed(tenant_id)
         if tenant_id in self._tasks:
             self._again.add(tenant_id)
         else:
@@ -105,6 +118,8 @@ class Publications:
                 else:
                     self._status.pop(tenant_id, None)  # live: read from the truth from now on
                     self._failed.pop(tenant_id, None)
+                finally:
+                    self._changed(tenant_id)  # what Asterisk reads may have changed
                 if tenant_id not in self._again:
                     return
                 self._status[tenant_id] = Status(State.PUBLISHING)

@@ -66,19 +66,29 @@ class ChangeFeed:
     def __init__(self, db: psycopg.Connection[dict[str, Any]]) -> None:
         self._db = db
 
-    def changes(self, timeout: float) -> set[str]:
+    def changes(self, timeout: float, burst_s: float | None = None) -> set[str]:
         """The tenants changed: waits up to ``timeout`` s for a first change, then gathers the
-        rest of its burst; empty if none came."""
+        rest of its burst for ``burst_s`` (default :attr:`BURST_S`; 0: only those already
+        received); empty if none came."""
         tenants: set[str] = set()
         try:
             for notice in self._db.notifies(timeout=timeout):
                 tenants.add(notice.payload)
                 break
             if tenants:
-                tenants.update(notice.payload for notice in self._db.notifies(timeout=self.BURST_S))
+                burst = self.BURST_S if burst_s is None else burst_s
+                tenants.update(notice.payload for notice in self._db.notifies(timeout=burst))
         except psycopg.Error as exc:
             raise pg_error(exc, "following catalog changes") from None
         return tenants
+
+    def ping(self) -> None:
+        """One round trip on the listening connection: ``StorageError`` if it no longer answers
+        (notifications received meanwhile are kept for :meth:`changes`)."""
+        try:
+            self._db.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise pg_error(exc, "following catalog changes") from None
 
     def close(self) -> None:
         """Stop listening."""

@@ -6,22 +6,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiohttp
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 
 from ooma_moh.app import build_service, build_syncer, open_catalog, service_session
 from ooma_moh.cli import main
-from ooma_moh.config import Settings
+from ooma_moh.config import Settings, settings_environ
 from ooma_moh.credentials import ApiToken
+from ooma_moh.http.context import BACKEND, PUBLICATIONS
+from ooma_moh.http.memview import STALE_S
 from ooma_moh.http.server import start_http
 from tests.audio import tone
 from tests.integration.conftest import spooled
@@ -51,6 +58,7 @@ class Api:
     session: aiohttp.ClientSession
     port: int
     settings: Settings
+    app: web.Application
 
     def url(self, tenant: str, tail: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/api/v1/tenants/{tenant}/moh{tail}"
@@ -99,7 +107,7 @@ async def api(settings: Settings, token: str) -> AsyncIterator[Api]:
     port = listening.port
     try:
         async with aiohttp.ClientSession(headers=auth(token)) as session:
-            yield Api(session, port, settings)
+            yield Api(session, port, settings, listening.runner.app)
     finally:
         await listening.stop()
 
@@ -363,3 +371,82 @@ def test_healthz(home: Home) -> None:
             assert r.status == 200 and await r.json() == {"status": "ok"}
 
     run(scenario())
+
+
+def remembered(client: Api, tenant: str) -> object:
+    """What the server's memory (http/memview.py) holds for ``tenant`` now, if still valid."""
+    memory = client.app[BACKEND].memory
+    assert memory is not None
+    return memory.recall(tenant, client.app[PUBLICATIONS].changes(tenant))
+
+
+def test_a_change_by_another_process_is_seen_by_the_next_get(home: Home) -> None:
+    """The status from memory, on real SQLite (data_version) and PostgreSQL (LISTEN): the CLI's
+    change is seen by the next GET — at once on SQLite, within the listener's 100 ms on
+    PostgreSQL — and a change through the API by the very next GET."""
+    settings, token, good = home
+
+    async def scenario() -> None:
+        async with api(settings, token) as client:
+            put_status, put = await client.put("acme", good)
+            assert put_status == 201
+            assert (await client.get("acme"))[1]["file"]["sha256"] == put["file"]["sha256"]  # at once
+            live = await client.wait_live("acme")
+            assert (await client.get("acme"))[1] == live
+            assert remembered(client, "acme") is not None  # answered from memory
+            await asyncio.to_thread(cli_process, settings, "delete", "acme")  # another process
+            if settings.database_url:
+                await asyncio.sleep(STALE_S)  # the bound: a listener turn started after the commit
+            status, body = await client.get("acme")
+            assert status == 200 and body["setting"] == "default" and body["file"] is None
+            assert body["status"]["state"] in ("publishing", "live")  # this server publishes it
+            assert (await client.wait_live("acme"))["setting"] == "default"
+            async with client.session.delete(client.url("acme")) as r:  # through the API: at once
+                assert r.status == 204
+            assert (await client.put("acme", good))[0] == 201
+            assert (await client.get("acme"))[1]["setting"] == "file"
+
+    run(scenario())
+
+
+def test_the_catalog_ahead_of_asterisk_mid_publication_never_shows_live(home: Home, tmp_path: Path) -> None:
+    """Issue 18's rule from memory: the CLI uploads a new file while this server's publication is
+    held before its switch (the sync lock taken): every GET says publishing with the new file, none
+    says live; released, live with the new version, the one the realtime database names."""
+    settings, token, good = home
+    other = tone(tmp_path / "other.mp3", 660.0, 3, "mp3")
+
+    async def scenario() -> None:
+        async with api(settings, token) as client:
+            assert (await client.put("acme", good))[0] == 201
+            assert (await client.wait_live("acme"))["status"]["state"] == "live"
+            with sync_lock_held(settings):  # as a long sync from the CLI would
+                await asyncio.to_thread(cli_process, settings, "upload", "acme", str(other), "--accept-disclaimer")
+                if settings.database_url:
+                    await asyncio.sleep(STALE_S)
+                answers = [(await client.get("acme"))[1] for _ in range(30)]
+            assert {a["status"]["state"] for a in answers} == {"publishing"}, answers[0]["status"]
+            assert len({a["file"]["sha256"] for a in answers}) == 1 and answers[0]["file"]["name"] == "other.mp3"
+            after = await client.wait_live("acme")
+            assert after["status"]["state"] == "live" and after["file"]["sha256"] == answers[0]["file"]["sha256"]
+            with service_session(settings, writable=False) as service:
+                assert published(settings)["tenant-acme"].endswith(service.show("acme").version)
+
+    run(scenario())
+
+
+@contextlib.contextmanager
+def sync_lock_held(settings: Settings) -> Iterator[None]:
+    """The home's sync lock, held: this server's publications wait before their first step."""
+    with open(settings.home / "sync.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cli_process(settings: Settings, *args: str) -> None:
+    """``ooma-moh ARGS`` in a process of its own, on the same home and catalog."""
+    env = {**os.environ, **settings_environ(settings)}
+    subprocess.run([sys.executable, "-m", "ooma_moh", *args], env=env, check=True, capture_output=True)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from ooma_moh.http.app import make_app
 from ooma_moh.http.backend import HttpBackend
 from ooma_moh.http.context import INCOMING, PUBLICATIONS
 from ooma_moh.http.logins import create_login_link
+from ooma_moh.http.memview import COALESCE_S, StatusMemory
 from ooma_moh.http.tokens import create_token
 from ooma_moh.media_fake import FakeConverter, fake_audio
 from ooma_moh.media_rules import Conversion
@@ -45,6 +47,8 @@ class Asterisk:
         self.classes: dict[str, str] = {}
         self.publications: list[str] = []
         self.failures: list[Exception] = []  # raised by the next publications, one each
+        self.gate = threading.Event()  # cleared: publications wait mid-way (files written, no switch)
+        self.gate.set()
 
     def version_dir(self, tenant: TenantMoh) -> str:
         return f"{tenant.tenant_id}/{tenant.version}"
@@ -56,6 +60,7 @@ class Asterisk:
         self.publications.append(tenant_id)
         if self.failures:
             raise self.failures.pop(0)
+        assert self.gate.wait(10)
         tenant = self.catalog.get(tenant_id)
         if tenant is None or tenant.setting is MohSetting.DEFAULT:
             self.classes.pop(self.prefix + tenant_id, None)
@@ -79,8 +84,27 @@ class Nodes:
         pass
 
 
+class Truth:
+    """A change mark over the fakes, as data_version is over the SQLite files: it moves whenever
+    the catalog's tenants or credentials, or the classes Asterisk reads, change."""
+
+    def __init__(self, catalog: MemoryCatalog, asterisk: Asterisk) -> None:
+        self.catalog, self.asterisk, self.frozen = catalog, asterisk, False
+        self._last: object = None
+
+    def read(self) -> object:
+        if not self.frozen:  # frozen: a notification that has not arrived yet
+            with self.catalog._lock:
+                state = repr((self.catalog._tenants, self.catalog._tokens, self.catalog._sessions))
+            self._last = hash((state, repr(sorted(dict(self.asterisk.classes).items()))))
+        return self._last
+
+    def close(self) -> None:
+        pass
+
+
 class World:
-    def __init__(self, tmp_path: Path, nodes: Nodes | None = None, **fields: Any) -> None:
+    def __init__(self, tmp_path: Path, nodes: Nodes | None = None, *, memory: bool = False, **fields: Any) -> None:
         self.settings = Settings(home=tmp_path / "home", **fields)
         self.catalog = MemoryCatalog()
         self.blobs = BlobStore(self.settings.blob_dir)
@@ -97,8 +121,17 @@ class World:
             nodes=nodes,
             publish_retry_s=(60.0,),  # no retry within a test unless it says so
         )
+        self.truth = Truth(self.catalog, self.asterisk)
+        self.offset = 0.0  # the memory's clock: monotonic time, moved on by elsewhere()
+        if memory:  # what GET …/moh read, kept until the truth's mark moves (http/memview.py)
+            self.backend.memory = StatusMemory([self.truth], clock=lambda: time.monotonic() + self.offset)
         _, self.acme = create_token(self.catalog, tenant_id="acme", now=NOW)
         _, self.beta = create_token(self.catalog, tenant_id="beta", now=NOW)
+
+    def elsewhere(self) -> None:
+        """A change was just made behind the server's back: let the time pass after which the
+        memory's contract says the next GET sees it (``COALESCE_S``)."""
+        self.offset += COALESCE_S
 
     def run(self, scenario: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
         async def go() -> None:
@@ -108,9 +141,10 @@ class World:
         asyncio.run(go())
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield World(tmp_path)
+@pytest.fixture(params=["reads", "memory"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """Each rule with every GET reading the truth, then with the memory of http/memview.py."""
+    yield World(tmp_path, memory=request.param == "memory")
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -230,6 +264,97 @@ def test_a_change_made_elsewhere_is_published_at_the_next_read(world: World) -> 
     assert world.asterisk.publications == ["acme"]
 
 
+def _counting(world: World) -> dict[str, int]:
+    """How often the server read the catalog for a tenant and for a token, from now on."""
+    reads = {"get": 0, "token": 0}
+    for name in reads:
+        method = getattr(world.catalog, name)
+
+        def counted(*args: Any, _name: str = name, _method: Any = method) -> Any:
+            reads[_name] += 1
+            return _method(*args)
+
+        setattr(world.catalog, name, counted)
+    return reads
+
+
+def test_gets_are_answered_from_memory_until_the_truth_moves(tmp_path: Path) -> None:
+    world = World(tmp_path, memory=True)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        live = await settled(client, world.acme)
+        assert put.status == 201 and live["status"]["state"] == "live"
+        world.elsewhere()  # past the coalescing: the publication's own change is seen by this GET
+        assert await (await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))).json() == live
+        reads = _counting(world)
+        for _ in range(20):
+            response = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+            assert await response.json() == live
+        assert reads == {"get": 0, "token": 0}  # neither the tenant nor the token was read again
+        with world.backend.service() as service:  # the CLI, another process
+            service.delete("acme")
+        world.elsewhere()
+        reads.update(get=0, token=0)  # the deletion's own reads aside
+        moved = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        assert (await moved.json())["setting"] == "default" and reads["token"] == 1
+        assert reads["get"] in (1, 2)  # 2: the publication that GET started (golive rule 5) read it too
+
+    world.run(scenario)
+
+
+def test_this_servers_own_changes_are_seen_at_once_before_any_mark_moves(tmp_path: Path) -> None:
+    """Memview rule 5: the marks frozen (a PostgreSQL notification still on its way), an upload and
+    a deletion through this server are seen by the very next GET, and their publication too."""
+    world = World(tmp_path, memory=True)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        first = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        assert (await first.json())["setting"] == "default"  # kept in memory
+        world.truth.frozen = True
+        put = await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        assert put.status == 201
+        after = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        assert (await after.json())["file"]["sha256"] == (await put.json())["file"]["sha256"]
+        assert (await settled(client, world.acme))["status"]["state"] == "live"
+        assert (await client.delete("/api/v1/tenants/acme/moh", headers=bearer(world.acme))).status == 204
+        gone = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+        assert (await gone.json())["setting"] == "default"
+        body = await settled(client, world.acme)
+        assert body["setting"] == "default" and body["status"]["state"] == "live"
+
+    world.run(scenario)
+    assert world.asterisk.classes == {}
+
+
+def test_mid_publication_the_catalog_ahead_of_asterisk_never_reads_live(tmp_path: Path) -> None:
+    """Issue 18's rule from memory: while the catalog names a version Asterisk does not read yet,
+    no answer says live, however many GETs the memory answers; then live with that version."""
+    world = World(tmp_path, memory=True)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        await client.put("/api/v1/tenants/acme/moh", data=form(fake_audio(1000)), headers=bearer(world.acme))
+        before = await settled(client, world.acme)
+        assert before["status"]["state"] == "live"
+        world.asterisk.gate.clear()  # the next publication stops before its switch
+        with world.backend.service() as service:  # the CLI uploads a new file, without sync
+            service.upload("acme", _file(world, 1500), accept_disclaimer=True, accepted_by="cli")
+        world.elsewhere()
+        answers = []
+        for _ in range(30):
+            response = await client.get("/api/v1/tenants/acme/moh", headers=bearer(world.acme))
+            answers.append(await response.json())
+        assert {a["status"]["state"] for a in answers} == {"publishing"}
+        assert {a["file"]["duration_ms"] for a in answers} == {1500}
+        world.asterisk.gate.set()
+        after = await settled(client, world.acme)
+        assert after["status"]["state"] == "live" and after["file"]["duration_ms"] == 1500
+
+    world.run(scenario)
+    tenant = world.catalog.get("acme")
+    assert tenant is not None and world.asterisk.classes["tenant-acme"] == world.asterisk.version_dir(tenant)
+
+
 def test_in_a_cluster_the_agents_publish_and_every_node_counts(tmp_path: Path) -> None:
     nodes = Nodes(live=1, total=2)
     world = World(tmp_path, nodes)
@@ -312,6 +437,7 @@ def test_an_error_that_a_sync_from_elsewhere_resolved_reads_live(world: World) -
         tenant = world.catalog.get("acme")
         assert tenant is not None
         world.asterisk.classes["tenant-acme"] = world.asterisk.version_dir(tenant)  # `ooma-moh sync acme`
+        world.elsewhere()
         body = await settled(client, world.acme)
         assert body["status"] == {"state": "live", "reason": None}
         assert client.app is not None

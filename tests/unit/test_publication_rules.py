@@ -9,14 +9,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from ooma_moh.config import Settings
 from ooma_moh.http.api import current
-from ooma_moh.http.context import CATALOG_THREAD, PUBLICATIONS, READER, SETTINGS, VIEW
+from ooma_moh.http.context import BACKEND, CATALOG_THREAD, PUBLICATIONS, READER, SETTINGS, VIEW
+from ooma_moh.http.memview import StatusMemory
 from ooma_moh.http.publication import Publications
 from ooma_moh.model import MohSetting, TenantMoh
 
@@ -45,7 +48,19 @@ class StaleView:
         return {"tenant-acme": "v1"}  # read before the publication's change
 
 
-def test_a_publication_ending_during_the_read_is_not_started_again(tmp_path: Path) -> None:
+class Unmoved:
+    """A change mark that never moves (memview): only the publication's end voids the read."""
+
+    def read(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("remembering", [False, True], ids=["reads", "memory"])
+def test_a_publication_ending_during_the_read_is_not_started_again(tmp_path: Path, remembering: bool) -> None:
+    memory = StatusMemory([Unmoved()]) if remembering else None
     published: list[str] = []
     may_finish = threading.Event()
 
@@ -63,6 +78,7 @@ def test_a_publication_ending_during_the_read_is_not_started_again(tmp_path: Pat
             app[VIEW] = StaleView(publications)  # type: ignore[misc]
             app[CATALOG_THREAD] = catalog_thread
             app[PUBLICATIONS] = publications
+            app[BACKEND] = SimpleNamespace(memory=memory)  # type: ignore[misc]
             publications.start("acme")
             request = make_mocked_request("GET", "/api/v1/tenants/acme/moh", app=app)
             body = asyncio.ensure_future(current(request, "acme"))
@@ -75,3 +91,5 @@ def test_a_publication_ending_during_the_read_is_not_started_again(tmp_path: Pat
     body = asyncio.run(scenario())
     assert published == ["acme"], published  # once, not a second time for a stale read
     assert body["status"]["state"] == "publishing"  # the next read says live
+    if memory is not None:  # the stale read was not kept: the publication ended during it
+        assert memory.recall("acme", 1) is None and memory.recall("acme", 2) is None
