@@ -127,6 +127,12 @@ class ClassResolver:
             return hit[1]
         return None
 
+    def refresh_due(self, tenant: str, after_s: float) -> bool:
+        """True if the cached answer for ``tenant`` is at least ``after_s`` old and the catalog is
+        not known to be down: time to read it again ahead of expiry (:func:`class_of`)."""
+        hit = self._cache.get(tenant)
+        return hit is not None and time.monotonic() - hit[0] >= after_s and self.down() is None
+
     def resolve(self, tenant: str) -> Resolution:
         """The tenant's class (or ``default`` and why), by the rules of the class docstring.
         Blocking: call it off the event loop (through :func:`class_of`, which bounds its wait)."""
@@ -248,21 +254,47 @@ def _forget_reading(resolver: ClassResolver, tenant: str, done: asyncio.Future[R
         done.exception()  # retrieved: a failure is the waiters' to see, not an unhandled one
 
 
-async def class_of(resolver: ClassResolver, tenant: str, run: Callable[..., Awaitable[Resolution]]) -> Resolution:
+def _read(
+    resolver: ClassResolver, tenant: str, run: Callable[..., Awaitable[Resolution]]
+) -> asyncio.Future[Resolution]:
+    """The catalog read of ``tenant`` in flight, started now if there is none: one read per tenant
+    at a time, so a burst of its calls shares it."""
+    reading = resolver.reading.get(tenant)
+    if reading is None:
+        reading = resolver.reading[tenant] = asyncio.ensure_future(run(resolver.resolve, tenant))
+        reading.add_done_callback(lambda done: _forget_reading(resolver, tenant, done))
+    return reading
+
+
+async def class_of(
+    resolver: ClassResolver,
+    tenant: str,
+    run: Callable[..., Awaitable[Resolution]],
+    refresh_after_s: float | None = None,
+) -> Resolution:
     """The class of ``tenant``'s holds from the event loop: the cache, else ``resolver.resolve``
     through ``run`` (a thread) for at most :data:`CATALOG_DEADLINE_S`, else rule 3 (in a thread
-    of its own: ``run``'s may be the one stuck on the catalog)."""
+    of its own: ``run``'s may be the one stuck on the catalog).
+
+    With ``refresh_after_s``, a cached answer at least that old is still returned at once, and
+    the catalog is read again in the background (nobody waits on that read): a tenant called
+    more often than the cache lasts never waits on the catalog, and no answer is older than
+    ``resolver.cache_s`` all the same."""
     cached = resolver.cached(tenant)
     if cached is not None:
+        if (
+            refresh_after_s is not None
+            and tenant not in resolver.reading
+            and resolver.refresh_due(tenant, refresh_after_s)
+        ):
+            _read(resolver, tenant, run)
         return cached
     if (why := resolver.down()) is not None:  # not tried again yet: straight to rule 3
         return await asyncio.to_thread(resolver.from_this_node, tenant, why)
-    reading = resolver.reading.get(tenant)
-    if reading is None:  # one read per tenant at a time: a burst of its calls shares it
-        reading = resolver.reading[tenant] = asyncio.ensure_future(run(resolver.resolve, tenant))
-        reading.add_done_callback(lambda done: _forget_reading(resolver, tenant, done))
+    reading = _read(resolver, tenant, run)
     try:
-        return await asyncio.wait_for(asyncio.shield(reading), CATALOG_DEADLINE_S)
+        async with asyncio.timeout(CATALOG_DEADLINE_S):
+            return await asyncio.shield(reading)
     except TimeoutError:
         why = f"catalog unavailable: no answer within {CATALOG_DEADLINE_S:g} s"
         return await asyncio.to_thread(resolver.catalog_failed, tenant, why)

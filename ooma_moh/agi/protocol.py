@@ -48,6 +48,11 @@ class AgiResponse:
 def parse_response(line: str) -> AgiResponse:
     """Parse one response line such as ``200 result=1 (value)``; ``HANGUP`` is code 511."""
     line = line.strip()
+    known = _KNOWN_RESPONSES.get(line)
+    return known if known is not None else _parse_response(line)
+
+
+def _parse_response(line: str) -> AgiResponse:
     if line == "HANGUP":
         return AgiResponse(511, "-1", "hangup")
     match = re_code.search(line)
@@ -58,6 +63,10 @@ def parse_response(line: str) -> AgiResponse:
         if key == "result":
             return AgiResponse(code, value, data)
     return AgiResponse(code)
+
+
+#: the answers to SET and GET VARIABLE, parsed once (responses are immutable)
+_KNOWN_RESPONSES = {line: _parse_response(line) for line in ("200 result=1", "200 result=0", "HANGUP")}
 
 
 def quote(value: str) -> str:

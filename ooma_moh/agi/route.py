@@ -8,6 +8,7 @@ the accountcode), as for the ARI handler. The route never breaks a call: anythin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..model import CLASS_VARIABLE, DEFAULT_CLASS, TENANT_VARIABLE
 from ..resolve import Resolution, tenant_of_call
@@ -32,6 +33,15 @@ class Decision:
     def commands(self) -> list[str]:
         """:meth:`variables` as AGI command lines."""
         return [set_variable(name, value) for name, value in self.variables()]
+
+    def lines(self) -> tuple[bytes, ...]:
+        """:meth:`commands` encoded, as written to the socket (built once per class)."""
+        return _lines_of(self.moh_class)
+
+
+@lru_cache(maxsize=4096)
+def _lines_of(moh_class: str) -> tuple[bytes, ...]:
+    return tuple(line.encode() for line in Decision(None, "", moh_class).commands())
 
 
 def tenant_from_request(request: AgiRequest) -> str | None:
