@@ -40,7 +40,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Protocol
@@ -67,7 +67,15 @@ class Changes(Protocol):
 class Registry(NodeBook, Protocol):
     """Where the agent records what its node publishes (:class:`~ooma_moh.storage.nodes.NodeRegistry`)."""
 
-    def record_success(self, node_id: str, published: dict[str, str], at: datetime) -> None: ...
+    def record_success(
+        self,
+        node_id: str,
+        published: dict[str, str],
+        at: datetime,
+        *,
+        scope: Collection[str] | None = None,
+        instance_id: str | None = None,
+    ) -> bool: ...
     def record_error(self, node_id: str, error: str, at: datetime) -> None: ...
     def listen(self) -> Changes: ...
     def close(self) -> None: ...
@@ -154,11 +162,14 @@ class Agent:
             if tenants is None:
                 self.incomplete = None
         self.beat()
-        directories = self._syncer.published()
-        self.node.note(report, directories)
+        scope = self._syncer.classes_of(tenants)  # a change: its tenants' classes are recorded, no other
+        directories = report.now  # read by the sync: every class, or those of ``tenants``
+        self.node.note(report, directories, scope)
         published = {c: PurePath(d).name for c, d in directories.items()}
         self.syncs += 1
-        self._registry.record_success(self.node_id, published, datetime.now(UTC))
+        at = datetime.now(UTC)
+        if self._registry.record_success(self.node_id, published, at, scope=scope, instance_id=self.node.instance_id):
+            self.node.beaten()
         self.beat()
 
     def _incomplete(self, tenants: list[str] | None, reason: str, text: str) -> None:

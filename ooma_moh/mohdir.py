@@ -5,14 +5,33 @@ complete, so Asterisk never sees part of one; it is never modified afterwards. A
 no longer published is *retired* (a ``.retired`` marker inside it records when) and deleted only
 by a later sync once ``retain_s`` has passed: a caller who started listening before the switch
 keeps playing the old files until their hold ends, and would fall silent if they vanished.
+
+Version directories are completed (:meth:`MohDirectory.build`) in this order, so that a kill at
+any step leaves only complete version directories and dot-named partial builds (removed by the
+next clean-up), and a power loss none that names a file not on disk:
+
+1. the blobs the incomplete directories lack are downloaded ahead, :data:`THREADS` at once, in
+   the directories' order (each checked against its sha256 before it enters the blob cache) —
+   when there are more than :data:`THREADS` of them (a catch-up); a few (one tenant's change)
+   are fetched in step 2, one after the other, where threads would cost more CPU than they save;
+2. a batch of up to :data:`BATCH` directories, once all its blobs are local: each built under
+   its dot-name (files hard-linked from the blob store, or copied and each copy fsynced);
+3. every partial directory of the batch fsynced, at once (one commit of the file system for the
+   batch, where one per directory was a round trip each);
+4. each renamed into place (a directory of that name that is incomplete is replaced whole);
+5. every class directory of the batch fsynced, at once; only then is the batch handed to the
+   caller, which publishes it while step 1 goes on for the next batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +42,12 @@ from .storage.blobs import fsync_dir
 
 BASE_NAME = "moh"
 RETIRED_MARKER = ".retired"
+#: version directories completed, and made durable, together
+BATCH = 200
+#: downloads at once, and fsyncs at once
+THREADS = 8
+#: one version directory to complete: (class, version, renditions)
+Wanted = tuple[str, str, tuple[Rendition, ...]]
 
 
 class MohDirectory:
@@ -48,53 +73,84 @@ class MohDirectory:
                 return False
         return True
 
-    def prefetch(
-        self, renditions: Iterable[Rendition], threads: int = 8, fetched: Callable[[], None] | None = None
-    ) -> None:
-        """Bring the blobs of incomplete version directories to local disk in parallel (object
-        storage: one download at a time is what a cold node's catch-up waits on; the local store
-        has them already). Raises the first failure; what was fetched stays in the cache.
-        ``fetched()`` is called after each blob (in this thread): a catch-up's progress."""
-        missing = sorted({r.sha256 for r in renditions if not self.blobs.path(r.sha256).is_file()})
-        if len(missing) < 2:
-            return
-        with ThreadPoolExecutor(min(threads, len(missing)), thread_name_prefix="ooma-moh-fetch") as pool:
-            for _ in pool.map(self.blobs.locate, missing):
-                if fetched is not None:
-                    fetched()
+    def build(
+        self, wanted: Sequence[Wanted], *, batch: int | None = None, fetched: Callable[[], None] | None = None
+    ) -> Generator[list[int], None, None]:
+        """Complete the version directory of each of ``wanted`` (class, version, renditions), in
+        its order and in batches of ``batch`` (default :data:`BATCH`), by the rules of the module docstring; yields each
+        batch's files written (per directory) once the batch is in place and durable, and goes on
+        downloading the next batches while the caller publishes it. Close it (``contextlib.closing``)
+        when the caller stops early: the downloads not started are cancelled, and no download
+        outlives it. ``fetched()`` is called after each downloaded blob (in this thread)."""
+        missing: dict[str, None] = {}  # the blobs incomplete directories lack, in their order
+        for moh_class, version, renditions in wanted:
+            if not self.is_complete(moh_class, version, renditions):
+                missing.update((r.sha256, None) for r in renditions if not self.blobs.path(r.sha256).is_file())
+        ahead = len(missing) > THREADS  # step 1; a few are fetched as their batch is built
+        pending = {sha: _pool("fetch").submit(self.blobs.locate, sha) for sha in missing} if ahead else {}
+        size = batch or BATCH
+        try:
+            for start in range(0, len(wanted), size):
+                chunk = wanted[start : start + size]
+                for _, _, renditions in chunk:
+                    for rendition in renditions:
+                        if (future := pending.pop(rendition.sha256, None)) is not None:
+                            future.result()  # its failure is the sync's
+                            if fetched is not None:
+                                fetched()
+                yield self._build_batch(chunk, _pool("fsync"))
+        finally:
+            for future in pending.values():
+                future.cancel()
+            futures.wait(pending.values())
 
     def materialise(self, moh_class: str, version: str, renditions: tuple[Rendition, ...]) -> int:
-        """Make the version directory exist and be complete; return the number of files written.
-        A file-system failure (disk full, permissions) is a :class:`StorageError`; the partial
-        build is removed and nothing Asterisk reads has changed."""
-        target = self.version_dir(moh_class, version)
+        """Make one version directory exist and be complete (a batch of one); return the number
+        of files written. A file-system failure (disk full, permissions) is a
+        :class:`StorageError`; the partial build is removed and nothing Asterisk reads has changed."""
+        return self._build_batch([(moh_class, version, renditions)], None)[0]
+
+    def _build_batch(self, chunk: Sequence[Wanted], fsyncs: ThreadPoolExecutor | None) -> list[int]:
+        """Steps 2 to 5 of the module docstring for one batch; per directory, the files written."""
+        written: list[int] = []
+        built: list[tuple[Path, Path]] = []  # (partial, target) of the directories this batch builds
         try:
+            for moh_class, version, renditions in chunk:
+                written.append(self._build_partial(moh_class, version, renditions, built))
+            names = ", ".join(target.parent.name for _, target in built[:3]) + (", …" if len(built) > 3 else "")
+            with _fs_errors(f"writing the MOH files of class {names}"):
+                _fsync_all(fsyncs, [partial for partial, _ in built])  # step 3
+                for partial, target in built:  # step 4
+                    if target.exists():  # incomplete (e.g. damaged by hand): replaced whole
+                        shutil.rmtree(target)
+                    os.rename(partial, target)
+                _fsync_all(fsyncs, [target.parent for _, target in built])  # step 5
+        except BaseException:
+            for partial, _ in built:  # a half-copied file would only fill the disk more
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return written
+
+    def _build_partial(
+        self, moh_class: str, version: str, renditions: tuple[Rendition, ...], built: list[tuple[Path, Path]]
+    ) -> int:
+        """Step 2 for one directory, noted in ``built`` as soon as it exists (to be removed if the
+        batch fails); the files written, 0 when the directory is complete already."""
+        target = self.version_dir(moh_class, version)
+        with _fs_errors(f"preparing the MOH directory of class {moh_class}"):
             if self.is_complete(moh_class, version, renditions):
                 (target / RETIRED_MARKER).unlink(missing_ok=True)
                 return 0
-            class_dir = target.parent
-            class_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(class_dir, 0o755)
-        except OSError as exc:
-            raise StorageError.from_errno(exc.errno, f"preparing the MOH directory of class {moh_class}") from None
-        partial = class_dir / f".partial-{version}-{os.getpid()}"
-        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(target.parent, 0o755)
+        with _fs_errors(f"writing the MOH files of class {moh_class}"):
+            partial = target.parent / f".partial-{version}-{os.getpid()}"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
+            built.append((partial, target))
             for rendition in renditions:
                 self._place(self.blobs.locate(rendition.sha256), partial / f"{BASE_NAME}.{rendition.extension}")
             os.chmod(partial, 0o755)
-            fsync_dir(partial)
-            if target.exists():  # incomplete (e.g. damaged by hand): replace it whole
-                shutil.rmtree(target)
-            os.rename(partial, target)
-            fsync_dir(class_dir)
-        except OSError as exc:
-            shutil.rmtree(partial, ignore_errors=True)  # a half-copied file would only fill the disk more
-            raise StorageError.from_errno(exc.errno, f"writing the MOH files of class {moh_class}") from None
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
         return len(renditions)
 
     @staticmethod
@@ -159,3 +215,29 @@ class MohDirectory:
             if not any(class_dir.iterdir()):
                 class_dir.rmdir()
         return retired, deleted
+
+
+@functools.cache
+def _pool(kind: str) -> ThreadPoolExecutor:
+    """The process's threads for ``kind`` (downloads, fsyncs), started at first use and kept: a
+    thread started per sync was a good part of the CPU an agent spent on one change."""
+    return ThreadPoolExecutor(THREADS, thread_name_prefix=f"ooma-moh-{kind}")
+
+
+def _fsync_all(pool: ThreadPoolExecutor | None, directories: Sequence[Path]) -> None:
+    """fsync every directory, at once on ``pool`` (the file system commits them together)."""
+    if pool is None or len(directories) < 2:
+        for directory in directories:
+            fsync_dir(directory)
+        return
+    for _ in pool.map(fsync_dir, directories):
+        pass  # the first failure is raised here
+
+
+@contextlib.contextmanager
+def _fs_errors(doing: str) -> Iterator[None]:
+    """A file-system failure (disk full, permissions) as a :class:`StorageError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError.from_errno(exc.errno, doing) from None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,10 +82,13 @@ class Published:
                 entry.seen[name] = identity
         self._entries[moh_class] = entry
 
-    def keep_only(self, classes: Iterable[str]) -> None:
-        """Forget every class not in ``classes`` (no longer published)."""
+    def keep_only(self, classes: Iterable[str], within: Collection[str] | None = None) -> None:
+        """Forget every class not in ``classes`` (no longer published); with ``within``, only
+        among those (a sync of named tenants says nothing of the others)."""
         wanted = set(classes)
-        self._entries = {c: e for c, e in self._entries.items() if c in wanted}
+        self._entries = {
+            c: e for c, e in self._entries.items() if c in wanted or (within is not None and c not in within)
+        }
 
     def check(self, classes: Iterable[str] | None = None) -> list[Damage]:
         """What is wrong in the published version directories (all, or ``classes``)."""

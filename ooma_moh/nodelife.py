@@ -29,7 +29,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -208,9 +208,15 @@ class NodeLife:
     def release(self, book: NodeBook) -> None:
         book.release(self.node_id, self.instance_id)
 
-    def note(self, report: SyncReport, directories: dict[str, str]) -> None:
-        """After a sync: the manifest follows what the node now publishes (class -> directory)."""
-        self.manifest.keep_only(directories)
+    def beaten(self) -> None:
+        """The registry took another write of this agent as its heartbeat: the next is due an
+        interval from now (a node whose agent records a change every few seconds beats no more)."""
+        self._next_beat = time.monotonic() + self.interval
+
+    def note(self, report: SyncReport, directories: dict[str, str], scope: Collection[str] | None = None) -> None:
+        """After a sync: the manifest follows what the node now publishes (class -> directory;
+        with ``scope``, of those classes: the sync was of named tenants)."""
+        self.manifest.keep_only(directories, within=scope)
         for item in report.plan:
             if item.tenant is not None and item.directory and directories.get(item.moh_class) == item.directory:
                 self.manifest.note(item.moh_class, Path(item.directory), item.tenant.renditions)

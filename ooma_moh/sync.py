@@ -2,9 +2,19 @@
 
 The decision is a pure function, :func:`plan_sync`, of what should be published (from the
 catalog) and what is (read back from the publisher). :class:`Syncer` then carries it out in an
-order that is safe to kill at any point: files first (complete version directories), then the
-publication switch (one transaction or one rename), then at most one reload (static mode), then
-clean-up of versions no longer published (see :mod:`ooma_moh.mohdir`).
+order that is safe to kill at any point:
+
+1. files: complete version directories, batch by batch (:meth:`.MohDirectory.build`: a batch is
+   handed over only once every directory of it is in place and durable);
+2. the publication switch, atomic (one transaction or one rename), of nothing but complete
+   directories: in realtime mode of each batch as soon as it is handed over, while the next
+   batches download (a cold node's classes go live as they arrive), the removals with the last
+   one; in static mode once, after every batch (Asterisk reads the include only at a reload);
+3. at most one reload (static mode), marked pending before the switch;
+4. clean-up of versions no longer published (see :mod:`ooma_moh.mohdir`).
+
+Killed at any point, a run leaves published only complete directories, and the next run
+completes the rest (it is idempotent).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import enum
 import fcntl
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import metrics
@@ -81,6 +91,9 @@ class SyncReport:
     counts: dict[str, int] = field(default_factory=dict)
     #: classes published once the run is over (all of them, not only those in scope)
     classes: int = 0
+    #: what is published once the run is over (class -> directory): every class, or those of
+    #: the named tenants
+    now: dict[str, str] = field(default_factory=dict)
     #: static mode: the publication changed but Asterisk could not be told (the next sync reloads)
     reload_pending: bool = False
     #: classes of tenants on file that someone else's realtime row holds: left alone, not published
@@ -125,9 +138,15 @@ class Syncer:
         self.reload = reload
         self._pending_marker = settings.home / "reload-pending"
 
-    def published(self) -> dict[str, str]:
-        """class -> directory as published now (rows or the include file)."""
-        return self.publisher.current()
+    def published(self, classes: Collection[str] | None = None) -> dict[str, str]:
+        """class -> directory as published now (rows or the include file): all, or ``classes``."""
+        return self.publisher.current(classes)
+
+    def classes_of(self, tenant_ids: Iterable[str] | None) -> set[str] | None:
+        """The classes of ``tenant_ids`` (None: every class)."""
+        if tenant_ids is None:
+            return None
+        return {self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids}
 
     def version_dir(self, tenant: TenantMoh) -> str:
         """The directory the tenant's current version is published from."""
@@ -216,12 +235,12 @@ class Syncer:
         heartbeat: Callable[[], None] | None = None,
     ) -> SyncReport:
         beat = heartbeat or (lambda: None)
-        scope = None if tenant_ids is None else {self.settings.class_prefix + validate_tenant_id(t) for t in tenant_ids}
-        with self._exclusive():
+        scope = self.classes_of(tenant_ids)
+        with self._exclusive(), self.publisher.held():
             beat()
             desired = self.desired(tenant_ids)
             beat()
-            published = self.publisher.current()
+            published = self.publisher.current(scope)  # a sync of named tenants reads their rows only
             # a class someone else's row holds is neither replaced nor counted as ours to remove
             refused = sorted(self.publisher.foreign(desired))
             for moh_class in refused:  # said by the report and the ClassesRefused raised at the end
@@ -229,27 +248,16 @@ class Syncer:
             report = SyncReport(plan_sync(desired, published, scope), dry_run=dry_run, refused=refused)
             if dry_run:
                 return report
-            self._write_files(report, beat, progress)
-            upserts = {
-                p.moh_class: p.directory
-                for p in report.plan
-                if p.change in (Change.ADDED, Change.CHANGED) and p.directory
-            }
+            upserts = self._build_and_switch(report, beat, progress)
             deletes = {p.moh_class for p in report.plan if p.change is Change.REMOVED}
-            if upserts or deletes:
-                if self.publisher.needs_reload:
-                    # Marked before the switch: if we die before reloading, the next sync reloads.
-                    self._pending_marker.touch()
-                self.publisher.apply(upserts, deletes)
-                report.published = True
-                beat()
             pending_error = None
             if self.publisher.needs_reload and self._pending_marker.exists():
                 pending_error = self._reload(report)
             # While a reload is pending, Asterisk may still play the old versions: retire only.
             retain = float("inf") if pending_error else self.settings.retain_old_s
             now_published = {c: d for c, d in {**published, **upserts}.items() if c not in deletes}
-            report.classes = len(now_published)
+            report.now = now_published
+            report.classes = len(now_published) if scope is None else self.publisher.count()
             report.retired, report.deleted = self.mohdir.collect(now_published, retain, classes=scope)
             beat()
             if pending_error:
@@ -259,27 +267,49 @@ class Syncer:
                 raise ClassesRefused(refused, report)
             return report
 
-    def _write_files(
+    def _build_and_switch(
         self, report: SyncReport, beat: Callable[[], None], progress: Callable[[int], None] | None
-    ) -> None:
-        """Complete every planned class's version directory (files first: step 1 of the order)."""
-        self.mohdir.prefetch(
-            (
-                r
-                for item in report.plan
-                if item.tenant is not None and not self.on_disk(item.moh_class, item.tenant)
-                for r in item.tenant.renditions
-            ),
-            fetched=beat,
-        )
-        for item in report.plan:
-            if item.tenant is not None:
-                report.files_written += self.mohdir.materialise(
-                    item.moh_class, item.tenant.version, item.tenant.renditions
+    ) -> dict[str, str]:
+        """Steps 1 and 2 of the order (module docstring), pipelined: the version directories are
+        completed batch by batch (:meth:`.MohDirectory.build`), and in realtime mode each batch's
+        classes are switched in one transaction as soon as the batch is complete and durable,
+        while the next batches download; the removals go with the last switch. The include file
+        (static mode) is switched once, after every batch: Asterisk reads it only at the reload,
+        which is marked pending before that switch. Returns every class switched (class -> directory)."""
+        items = [p for p in report.plan if p.tenant is not None]
+        wanted = [(p.moh_class, p.tenant.version, p.tenant.renditions) for p in items if p.tenant is not None]
+        switched: dict[str, str] = {}
+        waiting: dict[str, str] = {}  # built, not switched yet
+        with contextlib.closing(self.mohdir.build(wanted, fetched=beat)) as batches:
+            for written in batches:
+                chunk, items = items[: len(written)], items[len(written) :]
+                report.files_written += sum(written)
+                waiting.update(
+                    (p.moh_class, p.directory) for p in chunk if p.change is not Change.UNCHANGED and p.directory
                 )
+                if waiting and items and not self.publisher.needs_reload:  # the last goes with the removals
+                    self._switch(report, waiting, set(), switched)
+                beat()
+                if progress:
+                    progress(len(chunk))
+        deletes = {p.moh_class for p in report.plan if p.change is Change.REMOVED}
+        if waiting or deletes:
+            self._switch(report, waiting, deletes, switched)
             beat()
-            if progress:
-                progress(1)
+        if progress and deletes:
+            progress(len(deletes))
+        return switched
+
+    def _switch(self, report: SyncReport, upserts: dict[str, str], deletes: set[str], switched: dict[str, str]) -> None:
+        """One atomic switch of the publication; ``upserts`` move to ``switched``."""
+        if self.publisher.needs_reload:
+            # Marked before the switch (not before the downloads: a failed one leaves nothing to
+            # reload): if we die before reloading, the next sync reloads.
+            self._pending_marker.touch()
+        self.publisher.apply(upserts, deletes)
+        report.published = True
+        switched.update(upserts)
+        upserts.clear()
 
     def _reload(self, report: SyncReport) -> str | None:
         """Reload Asterisk's MOH; on success clear the pending mark, else say what is pending."""

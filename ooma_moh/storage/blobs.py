@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,21 +93,27 @@ class BlobStore:
         with storage_errors("listing the blob store"):
             return {p.name for p in self.root.glob("??/*") if p.is_file()}
 
-    def put(self, source: Path) -> tuple[str, int]:
-        """Move ``source`` (in the scratch area) into the store; return (sha256, size)."""
+    def put(self, source: Path, *, sha256: str | None = None, cached: bool = False) -> tuple[str, int]:
+        """Move ``source`` (in the scratch area) into the store; return (sha256, size).
+        ``sha256``: its digest, computed by the caller as it wrote the file (not read again).
+        ``cached``: a copy of an object storage's object, which the caller wrote and fsynced:
+        its content is durable before it has a name here, but the name itself is not made
+        durable (lost in a power cut, the object is fetched again)."""
         with storage_errors("storing the renditions"):
-            sha = sha256_file(source)
+            sha = sha256 or sha256_file(source)
             size = source.stat().st_size
             target = self.path(sha)
             if target.is_file() and target.stat().st_size == size:
                 source.unlink()
                 return sha, size
             target.parent.mkdir(exist_ok=True)
-            with open(source, "rb") as fh:
-                os.fsync(fh.fileno())
+            if not cached:
+                with open(source, "rb") as fh:
+                    os.fsync(fh.fileno())
             os.chmod(source, 0o644)
             os.replace(source, target)
-            fsync_dir(target.parent)
+            if not cached:
+                fsync_dir(target.parent)
             return sha, size
 
     def locate(self, sha256: str) -> Path:
@@ -170,12 +177,26 @@ class BlobStore:
             stack.callback(shutil.rmtree, path, ignore_errors=True)
             yield path
 
+    @contextlib.contextmanager
+    def scratch_file(self) -> Iterator[Path]:
+        """A private scratch file's name (not created), removed afterwards if it is still there;
+        as :meth:`scratch`, but no directory is made and removed for it (a download into the
+        cache of object storage: one per object a cold node fetches)."""
+        with contextlib.ExitStack() as stack:
+            with storage_errors("preparing a download"):
+                lock = stack.enter_context(open(self._lock_path, "a+"))
+                fcntl.flock(lock, fcntl.LOCK_SH)
+            path = self.scratch_root / f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}.part"
+            stack.callback(_remove, path)
+            yield path
+
     def reclaim_scratch(self) -> None:
-        """Remove scratch directories of writers that died (``kill -9``), when no writer runs."""
+        """Remove scratch directories and files of writers that died (``kill -9``), when no
+        writer runs."""
         with self._locked(fcntl.LOCK_EX | fcntl.LOCK_NB) as acquired:
             if acquired:
                 for leftover in self.scratch_root.iterdir():
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    _remove(leftover)
 
     def collect(self, referenced: Callable[[], set[str]], now: float | None = None) -> int:
         """Move blobs not in ``referenced()`` to the trash, delete those trashed ``grace_s`` ago,
@@ -193,7 +214,7 @@ class BlobStore:
             keep = referenced()
             with storage_errors("cleaning up unused files"):
                 for leftover in self.scratch_root.iterdir():
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    _remove(leftover)
                 for shard in self.root.iterdir():
                     if not shard.is_dir() or len(shard.name) != 2:
                         continue
@@ -209,3 +230,12 @@ class BlobStore:
                     elif now - trashed.stat().st_mtime >= self.grace_s:
                         trashed.unlink()
         return moved
+
+
+def _remove(path: Path) -> None:
+    """Remove a scratch directory or file, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()

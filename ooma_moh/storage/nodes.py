@@ -9,17 +9,20 @@ agree."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
-from ..errors import OomaMohError
+from ..errors import OomaMohError, StorageError
 from ..nodestate import MISSED_BEATS, Holder, NodeState, Process, grace_s, node_state
 from .postgres_db import KeptConnection, connect, pg_error
 
+T = TypeVar("T")
+Db = psycopg.Connection[dict[str, Any]]
+Scope = Collection[str] | None
 CHANNEL = "ooma_moh_changes"  # NOTIFY payload: a tenant id (trigger on ``tenants``)
 
 
@@ -109,24 +112,62 @@ class NodeRegistry:
         self._link.close()
 
     @contextlib.contextmanager
-    def _errors(self, doing: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def _errors(self, doing: str, *, ping: bool = True) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         # checked before each use (one round trip): after a restart or failover of the server
-        # the first GET's node count or heartbeat succeeds instead of failing once
-        db = self._link.get(ping=True)
+        # the first GET's node count succeeds instead of failing once
+        db = self._link.get(ping=ping, idle_ping=ping)  # without ping: the caller runs it once more if lost
         try:
             yield db
         except psycopg.Error as exc:
             raise pg_error(exc, doing) from None
 
-    def record_success(self, node_id: str, published: dict[str, str], at: datetime) -> None:
-        """The node now publishes ``published`` (class -> version)."""
-        with self._errors("recording what the node publishes") as db, db.transaction():
-            db.execute(
-                "INSERT INTO nodes (node_id, last_seen, last_success) VALUES (%s, %s, %s)"
-                " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
-                " last_success = excluded.last_success, last_error = NULL, last_error_at = NULL",
-                (node_id, at, at),
-            )
+    def _again_if_lost(self, doing: str, write: Callable[[Db], T]) -> T:
+        """An agent's write, the same run twice as once: not checked first (one transaction more
+        per change), but run once more on a new connection if the kept one was lost (a restart
+        or failover of the server), as a catalog read is (``KeptConnection``, rule 3)."""
+        try:
+            with self._errors(doing, ping=False) as db:
+                return write(db)
+        except StorageError:
+            if not self._link.lost():
+                raise
+        with self._errors(doing, ping=False) as db:
+            return write(db)
+
+    def record_success(
+        self,
+        node_id: str,
+        published: dict[str, str],
+        at: datetime,
+        *,
+        scope: Scope = None,
+        instance_id: str | None = None,
+    ) -> bool:
+        """The node now publishes ``published`` (class -> version): all its classes, or with
+        ``scope`` those of the classes in ``scope`` (a sync of named tenants; the others stay as
+        recorded, and only those rows are read or written). One transaction, which is also the
+        heartbeat of the agent ``instance_id`` if it holds the node id: whether it was."""
+
+        def write(db: Db) -> bool:
+            with db.transaction():
+                row = db.execute(
+                    "INSERT INTO nodes (node_id, last_seen, last_success) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
+                    " last_success = excluded.last_success, last_error = NULL, last_error_at = NULL,"
+                    " heartbeat_at = CASE WHEN nodes.instance_id = %s THEN now() ELSE nodes.heartbeat_at END"
+                    " RETURNING coalesce(instance_id = %s, false) AS beat",
+                    (node_id, at, at, instance_id, instance_id),
+                ).fetchone()
+                self._record_classes(db, node_id, published, at, scope)
+            return bool(row and row["beat"])
+
+        return self._again_if_lost("recording what the node publishes", write)
+
+    @staticmethod
+    def _record_classes(db: Db, node_id: str, published: dict[str, str], at: datetime, scope: Scope) -> None:
+        """``node_classes`` of the node made ``published`` (within ``scope``); a class whose version
+        is unchanged keeps its ``published_at``."""
+        if scope is None:
             current = {
                 r["moh_class"]: r["version"]
                 for r in db.execute(
@@ -134,24 +175,30 @@ class NodeRegistry:
                 ).fetchall()
             }
             gone = [c for c in current if c not in published]
-            if gone:
-                db.execute("DELETE FROM node_classes WHERE node_id = %s AND moh_class = ANY(%s)", (node_id, gone))
-            with db.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO node_classes (node_id, moh_class, version, published_at) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (node_id, moh_class) DO UPDATE SET version = excluded.version,"
-                    " published_at = excluded.published_at",
-                    [(node_id, c, v, at) for c, v in published.items() if current.get(c) != v],
-                )
+        else:
+            current = {}
+            gone = [c for c in scope if c not in published]
+            published = {c: v for c, v in published.items() if c in scope}
+        if gone:
+            db.execute("DELETE FROM node_classes WHERE node_id = %s AND moh_class = ANY(%s)", (node_id, gone))
+        with db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO node_classes (node_id, moh_class, version, published_at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (node_id, moh_class) DO UPDATE SET version = excluded.version,"
+                " published_at = excluded.published_at WHERE node_classes.version <> excluded.version",
+                [(node_id, c, v, at) for c, v in published.items() if current.get(c) != v],
+            )
 
     def record_error(self, node_id: str, error: str, at: datetime) -> None:
-        with self._errors("recording the node's error") as db:
+        def write(db: Db) -> None:
             db.execute(
                 "INSERT INTO nodes (node_id, last_seen, last_error, last_error_at) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen,"
                 " last_error = excluded.last_error, last_error_at = excluded.last_error_at",
                 (node_id, at, error[:500], at),
             )
+
+        self._again_if_lost("recording the node's error", write)
 
     def claim(self, node_id: str, me: Process, heartbeat_s: float, replacing: str | None = None) -> Holder | None:
         """Take ``node_id`` for the agent process ``me`` and beat once, in one statement; None when
@@ -195,12 +242,15 @@ class NodeRegistry:
     def heartbeat(self, node_id: str, instance_id: str, heartbeat_s: float) -> bool:
         """The agent ``instance_id`` is alive; False if it no longer holds ``node_id`` (the row was
         removed, or another process took the id: :meth:`claim` says which)."""
-        with self._errors("recording the node's heartbeat") as db:
+
+        def write(db: Db) -> bool:
             done = db.execute(
                 "UPDATE nodes SET heartbeat_at = now(), heartbeat_s = %s WHERE node_id = %s AND instance_id = %s",
                 (heartbeat_s, node_id, instance_id),
             )
             return done.rowcount == 1
+
+        return self._again_if_lost("recording the node's heartbeat", write)
 
     def release(self, node_id: str, instance_id: str) -> None:
         """The agent ``instance_id`` stops: the node is down at once and its id free (a restart

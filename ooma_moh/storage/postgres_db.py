@@ -111,7 +111,9 @@ class KeptConnection:
 
     1. a connection broken by the last call is replaced by a new one;
     2. before a write (``get(ping=True)``), and before any use after :data:`PING_AFTER_IDLE_S`
-       idle, one ``SELECT 1`` checks it, and a lost one is replaced;
+       idle, one ``SELECT 1`` checks it, and a lost one is replaced — except for a caller that
+       runs its work once more itself when the connection was lost (``get(idle_ping=False)``:
+       an agent's idempotent writes, :mod:`.nodes`), for which the check is a transaction more;
     3. a read that failed because the connection was lost mid-way is run once more by its caller
        (:meth:`lost` says so; ``postgres.read`` does it): a read changes nothing.
 
@@ -125,10 +127,11 @@ class KeptConnection:
         if connect_now:
             self._db = self._open()
 
-    def get(self, *, ping: bool = False) -> psycopg.Connection[dict[str, Any]]:
-        """The connection, checked if it was idle (or ``ping``), replaced if lost."""
+    def get(self, *, ping: bool = False, idle_ping: bool = True) -> psycopg.Connection[dict[str, Any]]:
+        """The connection, checked if it was idle (unless not ``idle_ping``) or ``ping``, replaced if lost."""
         db, now = self._db, time.monotonic()
-        if db is not None and (ping or now - self._used_at > PING_AFTER_IDLE_S) and _idle(db):
+        idle = idle_ping and now - self._used_at > PING_AFTER_IDLE_S
+        if db is not None and (ping or idle) and _idle(db):
             try:
                 db.execute("SELECT 1")
             except psycopg.Error as exc:

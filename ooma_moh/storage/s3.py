@@ -16,6 +16,8 @@ backoff.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,11 +30,20 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError
-from .blobs import BlobStore, sha256_file
+from .blobs import CHUNK, BlobStore, sha256_file
 
 #: how old an unreferenced object must be before the clean-up trashes it: an upload in progress
 #: has stored its objects but not yet committed the catalog
 MIN_AGE_S = 3600.0
+#: tries of one download whose transfer is cut mid-way (as boto3's transfer manager does)
+ATTEMPTS = 5
+#: what a transfer cut mid-way raises while its body is read
+CUT = (
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+)
 
 
 def parse_blob_url(url: str) -> tuple[str, str]:
@@ -108,6 +119,9 @@ class S3BlobStore:
                 connect_timeout=5,
                 read_timeout=30,
                 s3={"addressing_style": addressing_style},
+                # every object fetched is checked against its sha256 (:meth:`locate`): botocore's
+                # own checksum of each response would be a second check, paid per request
+                response_checksum_validation="when_required",
             ),
         )
 
@@ -173,15 +187,19 @@ class S3BlobStore:
         return self.cache.put(source)
 
     def locate(self, sha256: str) -> Path:
-        """The local path of a blob, downloaded (and checked) into the cache if it is not there."""
+        """The local path of a blob, downloaded (and checked) into the cache if it is not there:
+        one GET of its key (a HEAD first would double the requests a cold node's catch-up waits
+        on); only if that is missing, one GET of its trashed copy, which a writable store then
+        brings back under its key."""
         local = self.cache.path(sha256)
         if local.is_file():
             return local
-        with s3_errors("fetching a stored file"), self.cache.scratch() as work:
-            key = self.key(sha256)
-            if not self._object_exists(key):
+        with s3_errors("fetching a stored file"), self.cache.scratch_file() as partial:
+            digest = self._download(self.key(sha256), partial)
+            if digest is None:
                 trashed = self.trash_key(sha256)
-                if not self._object_exists(trashed):
+                digest = self._download(trashed, partial)
+                if digest is None:
                     raise StorageError(
                         "blob_missing",
                         f"a stored file is missing from the object storage (sha256"
@@ -189,20 +207,42 @@ class S3BlobStore:
                     )
                 if self.writable:  # referenced again (a restored catalog): bring it back
                     self.client.copy_object(
-                        Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": trashed}
+                        Bucket=self.bucket, Key=self.key(sha256), CopySource={"Bucket": self.bucket, "Key": trashed}
                     )
-                else:
-                    key = trashed
-            partial = work / sha256
-            self.client.download_file(self.bucket, key, str(partial))
-            if sha256_file(partial) != sha256:
+            if digest != sha256:
                 raise StorageError(
                     "blob_damaged",
                     f"a stored file is damaged in the object storage (sha256"
                     f" {sha256[:16]}… does not match): restore it from a backup",
                 )
-            self.cache.put(partial)
+            self.cache.put(partial, sha256=sha256, cached=True)
         return local
+
+    def _download(self, key: str, dest: Path) -> str | None:
+        """GET ``key`` into ``dest``; its sha256 as it streams, or None if there is no such object.
+        A transfer cut mid-way is tried again from the start (:data:`ATTEMPTS` in all)."""
+        attempt = 1
+        while True:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            digest = hashlib.sha256()
+            try:
+                with body, open(dest, "wb") as fh:
+                    for chunk in body.iter_chunks(CHUNK):
+                        digest.update(chunk)
+                        fh.write(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())  # durable before it has a name in the cache
+            except CUT:
+                if attempt == ATTEMPTS:
+                    raise
+                attempt += 1
+                continue
+            return digest.hexdigest()
 
     def read(self, sha256: str) -> bytes:
         """The bytes of a blob, checked against its sha256."""

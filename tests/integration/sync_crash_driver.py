@@ -3,7 +3,11 @@
 
 usage: python -m tests.integration.sync_crash_driver POINT   (settings from OOMA_MOH_* variables)
 POINT: file:N (after the N-th rendition file is placed), published (after the publication
-switch, before any reload and clean-up), collect (during clean-up of old versions).
+switch, before any reload and clean-up), collect (during clean-up of old versions); in a catch-up
+of batches of 4 version directories (test_catchup.py): partial:N (after the N-th directory is
+built under its dot-name), fsync:N (after the N-th fsync of a batch's directories: odd N its
+partial builds, before their renames; even N its class directories), batch:N (after the N-th
+batch is switched).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ooma_moh import mohdir
 from ooma_moh.app import build_service, build_syncer
 from ooma_moh.config import load_settings
 from ooma_moh.mohdir import MohDirectory
@@ -22,6 +27,28 @@ from ooma_moh.publish import Publisher, RealtimePublisher, StaticPublisher
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after(owner: object, name: str, limit: int) -> None:
+    """Kill the process once ``owner.name`` has returned ``limit`` times."""
+    original, calls = getattr(owner, name), []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        result = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) >= limit:
+            die()
+        return result
+
+    setattr(owner, name, counted)
+
+
+#: the catch-up's kill points: what returns before the process is killed
+CATCH_UP: dict[str, list[tuple[object, str]]] = {
+    "partial": [(MohDirectory, "_build_partial")],
+    "fsync": [(mohdir, "_fsync_all")],
+    "batch": [(RealtimePublisher, "apply"), (StaticPublisher, "apply")],
+}
 
 
 def arm(point: str) -> None:
@@ -50,6 +77,10 @@ def arm(point: str) -> None:
                 die()
 
             cls.apply = apply  # type: ignore[method-assign]  # patching the class is this driver's purpose
+    elif point.split(":")[0] in CATCH_UP:
+        mohdir.BATCH = 4
+        for owner, name in CATCH_UP[point.split(":")[0]]:
+            after(owner, name, int(point.split(":")[1]))
     elif point == "collect":
         # replaced by a stand-in that kills the process where the original would return
         MohDirectory.collect = lambda *a, **k: die()  # type: ignore[method-assign, assignment]

@@ -6,10 +6,11 @@ tests/integration/test_cluster.py."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,13 +45,24 @@ class Registry:
     """Stands in for NodeRegistry: records what the agent records."""
 
     successes: list[dict[str, str]] = []
+    scopes: list[set[str] | None] = []
     errors: list[str] = []
 
     def __init__(self, url: str = "") -> None:
         pass
 
-    def record_success(self, node_id: str, published: dict[str, str], at: Any) -> None:
+    def record_success(
+        self,
+        node_id: str,
+        published: dict[str, str],
+        at: Any,
+        *,
+        scope: Collection[str] | None = None,
+        instance_id: str | None = None,
+    ) -> bool:
         self.successes.append(published)
+        self.scopes.append(None if scope is None else set(scope))
+        return instance_id is not None
 
     def record_error(self, node_id: str, error: str, at: Any) -> None:
         self.errors.append(error)
@@ -102,8 +114,11 @@ class BlockingSyncer:
                 self.beats += 1
         return SyncReport([])
 
-    def published(self) -> dict[str, str]:
+    def published(self, classes: Collection[str] | None = None) -> dict[str, str]:
         return {}
+
+    def classes_of(self, tenants: Iterable[str] | None) -> set[str] | None:
+        return None if tenants is None else {f"tenant-{t}" for t in tenants}
 
 
 def syncing(tmp_path: Path, syncer: BlockingSyncer) -> tuple[Agent, threading.Thread]:
@@ -201,11 +216,17 @@ class RecordedPublisher:
     def __init__(self) -> None:
         self.classes: dict[str, str] = {}
 
-    def current(self) -> dict[str, str]:
-        return dict(self.classes)
+    def current(self, classes: Collection[str] | None = None) -> dict[str, str]:
+        return {c: d for c, d in self.classes.items() if classes is None or c in classes}
+
+    def count(self) -> int:
+        return len(self.classes)
 
     def foreign(self, names: Iterable[str]) -> set[str]:
         return set()
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def apply(self, upserts: Mapping[str, str], deletes: set[str]) -> None:
         self.classes = {c: d for c, d in {**self.classes, **upserts}.items() if c not in deletes}
@@ -238,7 +259,7 @@ def test_the_agent_publishes_every_tenant_then_follows_each_change(tmp_path: Pat
         (tmp_path / f"{tenant}.fake").write_bytes(fake_audio(1500))
         service.upload(tenant, tmp_path / f"{tenant}.fake", accept_disclaimer=True, accepted_by="test")
     syncer = Syncer(settings, catalog, MohDirectory(settings.moh_dir, blobs), publisher, reload=lambda: None)
-    Registry.successes = []
+    Registry.successes, Registry.scopes = [], []
 
     class FollowingRegistry(Registry):
         def listen(self) -> Feed:  # type: ignore[override]  # the feed this test drives
@@ -262,7 +283,10 @@ def test_the_agent_publishes_every_tenant_then_follows_each_change(tmp_path: Pat
         while len(Registry.successes) < 2:
             assert time.monotonic() < deadline, "the change was not synced"
             time.sleep(0.01)
-        assert set(Registry.successes[1]) == {"tenant-beta"}  # acme is back on default music
+        # acme is back on default music; the change is recorded for acme's class alone (beta's
+        # record is left as it was)
+        assert Registry.successes[1] == {} and Registry.scopes[1:] == [{"tenant-acme"}]
+        assert Registry.scopes[0] is None  # the first sync: every class
         assert agent.problem is None and agent.syncs == 2
     finally:
         agent.stop()

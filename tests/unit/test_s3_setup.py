@@ -81,7 +81,7 @@ S3_OPERATIONS = {
     "list_objects_v2": {"ListObjectsV2"},
     "get_paginator": {"ListObjectsV2"},  # only ever for list_objects_v2
     "upload_file": {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"},
-    "download_file": {"GetObject"},
+    "get_object": {"GetObject"},
     "copy_object": {"CopyObject"},
     "delete_object": {"DeleteObject"},
 }
