@@ -239,25 +239,32 @@ class FastAgiServer:
         finally:
             writer.close()
             self.handled += 1
-        elapsed = time.perf_counter() - started
+        # The bookkeeping waits for the next turn of the loop: the close queued just above runs
+        # first, so Asterisk has its EOF (and the dialplan goes on) before the log line is written.
+        asyncio.get_running_loop().call_soon(self._done, request, decision, result, time.perf_counter() - started)
+
+    @staticmethod
+    def _done(request: AgiRequest | None, decision: Decision | None, result: str, elapsed: float) -> None:
+        """A request is over: its metrics and its log line."""
         metrics.agi_request(result, elapsed)
-        if decision is not None:
-            if decision.reason:
-                metrics.fallback("agi", decision.reason)
-            assert request is not None
-            if log.isEnabledFor(logging.INFO):
-                env = request.env
-                log.info(
-                    "agi moh tenant=%s source=%s class=%s%s in %.1f ms result=%s channel=%s uniqueid=%s",
-                    logfmt(decision.tenant),
-                    decision.source,
-                    logfmt(decision.moh_class),
-                    f" fallback={logfmt(decision.reason)}" if decision.reason else "",
-                    elapsed * 1000,
-                    result,
-                    logfmt(env.get("agi_channel", "")),
-                    logfmt(env.get("agi_uniqueid", "")),
-                )
+        if decision is None:
+            return
+        if decision.reason:
+            metrics.fallback("agi", decision.reason)
+        assert request is not None
+        if log.isEnabledFor(logging.INFO):
+            env = request.env
+            log.info(
+                "agi moh tenant=%s source=%s class=%s%s in %.1f ms result=%s channel=%s uniqueid=%s",
+                logfmt(decision.tenant),
+                decision.source,
+                logfmt(decision.moh_class),
+                f" fallback={logfmt(decision.reason)}" if decision.reason else "",
+                elapsed * 1000,
+                result,
+                logfmt(env.get("agi_channel", "")),
+                logfmt(env.get("agi_uniqueid", "")),
+            )
 
 
 async def run_fastagi(settings: Settings, resolver: ClassResolver) -> None:
