@@ -141,7 +141,7 @@ def test_a_sync_of_named_tenants_reads_only_their_rows(tmp_path: Path) -> None:
         "tenant-7": "/m/7/v1",
     }
     assert publisher.current(set()) == {} and len(publisher.current()) == 50 == publisher.count()
-    with sqlite3.connect(tmp_path / "rt.sqlite3") as db:  # another application's row
+    with contextlib.closing(sqlite3.connect(tmp_path / "rt.sqlite3")) as db, db:  # another application's row
         db.execute("INSERT INTO musiconhold (name, mode, directory) VALUES ('tenant-x', 'files', '/srv/x')")
     assert publisher.foreign(["tenant-x", "tenant-3"]) == {"tenant-x"}
     assert "tenant-x" not in publisher.current({"tenant-x"}) and publisher.count() == 50
