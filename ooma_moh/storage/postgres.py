@@ -42,16 +42,21 @@ R = TypeVar("R")
 
 def read(method: Callable[Concatenate[PostgresCatalog, P], R]) -> Callable[Concatenate[PostgresCatalog, P], R]:
     """A read, run once more on a new connection when its connection was lost mid-way (rule 3 of
-    :class:`~.postgres_db.KeptConnection`)."""
+    :class:`~.postgres_db.KeptConnection`); so its connection is not checked first when it was
+    idle (rule 2's exception: that check was a transaction more per read, an agent's per change)."""
 
     @functools.wraps(method)
     def once_more_if_lost(self: PostgresCatalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        self._reads += 1
         try:
-            return method(self, *args, **kwargs)
-        except StorageError:
-            if not self._link.lost():
-                raise
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except StorageError:
+                if not self._link.lost():
+                    raise
+                return method(self, *args, **kwargs)
+        finally:
+            self._reads -= 1
 
     return once_more_if_lost
 
@@ -65,9 +70,10 @@ class PostgresCatalog(SqlHistory, SqlHoldStats):
     def __init__(self, url: str, *, writable: bool = True, connect_now: bool = True) -> None:
         self.url, self.writable = url, writable
         self._link = KeptConnection(url, writable=writable, connect_now=connect_now)
+        self._reads = 0  # inside a @read: run once more if its connection was lost, so not checked
 
     def _conn(self, *, ping: bool = False) -> psycopg.Connection[dict[str, Any]]:
-        return self._link.get(ping=ping)
+        return self._link.get(ping=ping, idle_ping=not self._reads)
 
     def close(self) -> None:
         """Close the connection."""

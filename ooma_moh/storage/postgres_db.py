@@ -113,7 +113,8 @@ class KeptConnection:
     2. before a write (``get(ping=True)``), and before any use after :data:`PING_AFTER_IDLE_S`
        idle, one ``SELECT 1`` checks it, and a lost one is replaced — except for a caller that
        runs its work once more itself when the connection was lost (``get(idle_ping=False)``:
-       an agent's idempotent writes, :mod:`.nodes`), for which the check is a transaction more;
+       the catalog's reads, ``postgres.read``, and an agent's idempotent writes, :mod:`.nodes`),
+       for which the check is a transaction more;
     3. a read that failed because the connection was lost mid-way is run once more by its caller
        (:meth:`lost` says so; ``postgres.read`` does it): a read changes nothing.
 
