@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
 import statistics
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,11 +66,8 @@ def tone_share(wav_path: Path, freq: float) -> float:
     return sum(1 for w in windows if w == freq) / max(1, len(windows))
 
 
-def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str, float]:
-    settings = Settings(**lab.settings_overrides(), publish_mode=mode)
-    out: dict[str, float] = {}
-    syncer_service = build_service(settings)
-    reloads = []
+def reload_timer(settings: Settings, reloads: list[float]) -> Callable[[], None]:
+    """The syncer's reload: ARI PUT res_musiconhold.so, each one's seconds appended to ``reloads``."""
 
     def reload() -> None:
         start = time.perf_counter()
@@ -80,34 +79,65 @@ def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str,
         asyncio.run(go())
         reloads.append(time.perf_counter() - start)
 
-    syncer = build_syncer(settings, syncer_service, reload)
+    return reload
+
+
+def change_live(
+    lab: LabAsterisk, settings: Settings, changed: str, freq: float, work: Path, profile: Path | None = None
+) -> dict[str, float]:
+    """Step 2: ``changed`` gets a real new file (a ``freq`` Hz tone), then ``sync TENANT`` is timed
+    until a new hold can play it (realtime: the sync; static: the sync and its reload), and a
+    recorded caller on the class says which share of 100 ms windows carry the new tone.
+    ``profile``: that sync's cProfile statistics are written there."""
+    service = build_service(settings)
+    reloads: list[float] = []
+    syncer = build_syncer(settings, service, reload_timer(settings, reloads))
+    sample = synth_sample(settings, work / f"{changed}-{int(freq)}.mp3", freq, 4.0)
+    service.upload(changed, sample, accept_disclaimer=True, accepted_by="bench")
+    profiler = cProfile.Profile() if profile else None
+    start = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    report = syncer.run([changed])
+    if profiler:
+        profiler.disable()
+    out: dict[str, float] = {"change_live_s": time.perf_counter() - start}
+    if profiler and profile:
+        profiler.dump_stats(profile)
+    out["change_files"] = report.files_written
+    out["change_reloads"] = len(reloads)
+    out["change_reload_s"] = sum(reloads)
+    out["change_tone_share"] = tone_share(lab.record(f"bench_{changed}", 2, f"tenant-{changed}"), freq)
+    service.catalog.close()
+    return out
+
+
+def moh_starts(lab: LabAsterisk, tenants: int, runs: int = 9) -> dict[str, float]:
+    """Step 3: StartMusicOnHold of tenant classes spread over the N, alternating with the static
+    ``default`` class (the floor), each timed inside Asterisk; medians of ``runs``."""
+    starts, defaults = [], []
+    for i in range(runs):
+        starts.append(lab.moh_start_seconds(f"tenant-t{(i * 997) % tenants:05d}"))
+        defaults.append(lab.moh_start_seconds("default"))
+    return {"moh_start_s": statistics.median(starts), "default_start_s": statistics.median(defaults)}
+
+
+def run_mode(lab: LabAsterisk, mode: str, tenants: int, work: Path) -> dict[str, float]:
+    settings = Settings(**lab.settings_overrides(), publish_mode=mode)
+    out: dict[str, float] = {}
+    syncer_service = build_service(settings)
+    reloads: list[float] = []
+    syncer = build_syncer(settings, syncer_service, reload_timer(settings, reloads))
     start = time.perf_counter()
     report = syncer.run(None)
     out["full_sync_s"] = time.perf_counter() - start
     out["full_files"] = report.files_written
     out["full_reloads"] = len(reloads)
     out["full_reload_s"] = sum(reloads)
-
-    changed = f"t{tenants // 2:05d}"
-    freq = 880.0 if mode == "realtime" else 660.0
-    sample = synth_sample(settings, work / f"{mode}.mp3", freq, 4.0)
-    syncer_service.upload(changed, sample, accept_disclaimer=True, accepted_by="bench")
-    reloads.clear()
-    start = time.perf_counter()
-    report = syncer.run([changed])
-    out["change_live_s"] = time.perf_counter() - start
-    out["change_files"] = report.files_written
-    out["change_reloads"] = len(reloads)
-    out["change_reload_s"] = sum(reloads)
-    out["change_tone_share"] = tone_share(lab.record(f"bench_{mode}", 2, f"tenant-{changed}"), freq)
-
-    starts, defaults = [], []
-    for i in range(9):
-        starts.append(lab.moh_start_seconds(f"tenant-t{(i * 997) % tenants:05d}"))
-        defaults.append(lab.moh_start_seconds("default"))
-    out["moh_start_s"] = statistics.median(starts)
-    out["default_start_s"] = statistics.median(defaults)
     syncer_service.catalog.close()
+    freq = 880.0 if mode == "realtime" else 660.0
+    out.update(change_live(lab, settings, f"t{tenants // 2:05d}", freq, work))
+    out.update(moh_starts(lab, tenants))
     return out
 
 
