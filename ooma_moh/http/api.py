@@ -168,7 +168,9 @@ def read_state(settings: Settings, reader: Catalog, view: PublishedView, tenant_
     """(blocking) The tenant as the catalog has it, and whether Asterisk plays exactly that."""
     tenant = reader.get(tenant_id) or TenantMoh(tenant_id, MohSetting.DEFAULT)
     version_dir = view.version_dir(tenant) if tenant.setting is MohSetting.FILE else None
-    return tenant, golive.is_live(tenant, view.published(), settings.class_prefix, version_dir)
+    # its own class only: a read of every published row was 142 ms a GET at 100,000 tenants
+    published = view.published({settings.class_prefix + tenant_id})
+    return tenant, golive.is_live(tenant, published, settings.class_prefix, version_dir)
 
 
 @dataclass

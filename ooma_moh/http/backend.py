@@ -10,7 +10,7 @@ found is kept in ``memory`` until a source says it changed (:mod:`ooma_moh.http.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 class PublishedView(Protocol):
     """What Asterisk on this host reads (a :class:`~ooma_moh.sync.Syncer`, read-only)."""
 
-    def published(self) -> dict[str, str]:
-        """class -> version directory as published now."""
+    def published(self, classes: Collection[str] | None = None) -> dict[str, str]:
+        """class -> version directory as published now: every class, or those of ``classes``."""
 
     def version_dir(self, tenant: TenantMoh) -> str:
         """The directory the tenant's current version is published under."""

@@ -71,9 +71,11 @@ def arm(point: str) -> None:
                 self: Publisher,
                 upserts: Mapping[str, str],
                 deletes: set[str],
+                *,
+                sweep: bool = False,
                 _original: Callable[..., None] = original_apply,
             ) -> None:
-                _original(self, upserts, deletes)
+                _original(self, upserts, deletes, sweep=sweep)
                 die()
 
             cls.apply = apply  # type: ignore[method-assign]  # patching the class is this driver's purpose

@@ -228,7 +228,7 @@ class RecordedPublisher:
     def held(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def apply(self, upserts: Mapping[str, str], deletes: set[str]) -> None:
+    def apply(self, upserts: Mapping[str, str], deletes: set[str], *, sweep: bool = False) -> None:  # noqa: ARG002
         self.classes = {c: d for c, d in {**self.classes, **upserts}.items() if c not in deletes}
 
 

@@ -68,7 +68,7 @@ class Recorder:
     def held(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def apply(self, upserts: Mapping[str, str], deletes: set[str]) -> None:
+    def apply(self, upserts: Mapping[str, str], deletes: set[str], *, sweep: bool = False) -> None:  # noqa: ARG002
         for moh_class, directory in upserts.items():
             tenant = self.by_class[moh_class]
             assert self.mohdir.is_complete(moh_class, tenant.version, tenant.renditions), moh_class

@@ -12,7 +12,7 @@ import io
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,8 @@ class Asterisk:
     def version_dir(self, tenant: TenantMoh) -> str:
         return f"{tenant.tenant_id}/{tenant.version}"
 
-    def published(self) -> dict[str, str]:
-        return dict(self.classes)
+    def published(self, classes: Collection[str] | None = None) -> dict[str, str]:
+        return {c: d for c, d in self.classes.items() if classes is None or c in classes}
 
     def publish(self, tenant_id: str) -> None:
         self.publications.append(tenant_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,7 +41,7 @@ class StaleView:
     def __init__(self, publications: Publications) -> None:
         self.publications = publications
 
-    def published(self) -> dict[str, str]:
+    def published(self, classes: Collection[str] | None = None) -> dict[str, str]:  # noqa: ARG002
         deadline = time.monotonic() + 10
         while self.publications.tracked("acme") is not None:
             assert time.monotonic() < deadline, "the publication never ended"

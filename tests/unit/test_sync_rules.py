@@ -122,6 +122,22 @@ def test_realtime_publisher_touches_only_rows_it_wrote(tmp_path: Path) -> None:
     publisher.apply({"tenant-d": "/m/d/1"}, set())
     add_rows(db_path, {"tenant-c": "/other/c"})
     assert publisher.current() == {"tenant-d": "/m/d/1"} and publisher.foreign(["tenant-c"]) == {"tenant-c"}
+    # a row deleted by hand before the trigger that forgets ownership existed: a full sync's sweep
+    publisher.apply({"tenant-e": "/m/e/1"}, set())
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
+        db.execute("DROP TRIGGER ooma_moh_owned_forget")
+        db.execute("DELETE FROM musiconhold WHERE name = 'tenant-e'")
+
+    def owned() -> set[str]:
+        with contextlib.closing(sqlite3.connect(db_path)) as db:
+            return {name for (name,) in db.execute("SELECT name FROM ooma_moh_owned")}
+
+    publisher.apply({}, set())
+    assert "tenant-e" in owned()  # a switch of named tenants does not scan the table for it...
+    publisher.apply({}, set(), sweep=True)
+    assert "tenant-e" not in owned()  # ... a full sync's last switch does
+    add_rows(db_path, {"tenant-e": "/other/e"})
+    assert publisher.foreign(["tenant-e"]) == {"tenant-e"}
 
 
 def test_realtime_rows_of_an_earlier_version_are_adopted_by_directory(tmp_path: Path) -> None:
