@@ -29,6 +29,13 @@ and without (``hold_stats = false``), alternately K times each on the same kind 
 prints the ratio of their pooled p99 ChannelHold -> music (goal <= 1.05), and of the handler's own
 part of it (from the event reaching it to the music: what Asterisk's delivery does not blur).
 
+``--repeat K`` runs K rounds of the floor, the handler and (``--compare DIR``: a directory holding
+another copy of ``ooma_moh``, e.g. the code before a change, run with ``PYTHONPATH=DIR``) the other
+handler, in an order that turns by one each round (nobody always runs first on a machine whose
+speed drifts); figures are pooled over the rounds. ``--handler-logs DIR`` keeps each handler log,
+``--profile DIR`` runs the handler under cProfile, ``--gc-log`` logs its garbage collections of
+5 ms or more.
+
 Holds of other kinds (call waiting, attended transfers, parked callers) mixed with plain ones, on
 the ARI and the dialplan paths: bench/hold_mix.py.
 """
@@ -142,6 +149,23 @@ class BareApp:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+#: ``serve ari`` with every garbage collection of 5 ms or more logged to stderr (``--gc-log``)
+GC_LOGGED = """
+import gc, runpy, sys, time
+started = [0.0]
+def pause(phase, info):
+    if phase == "start":
+        started[0] = time.perf_counter()
+    elif (ms := (time.perf_counter() - started[0]) * 1000) >= 5:
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
+        sys.stderr.write(f"{stamp} gc generation {info['generation']} paused the handler {ms:.1f} ms\\n")
+gc.callbacks.append(pause)
+sys.argv = ["ooma_moh", "serve", "ari"]
+runpy.run_module("ooma_moh", run_name="__main__", alter_sys=True)
+"""
+
+
 def run(
     lab: LabAsterisk,
     harness: AriHarness,
@@ -198,8 +222,18 @@ def main() -> None:
     parser.add_argument("--calls", default="50,200")
     parser.add_argument("--hold", type=float, default=2.0)
     parser.add_argument("--stats", default="on", help="on, off, or off,on: one handler run each")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each --stats value, alternating")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the floor, each --stats value and --compare, in turn"
+    )
     parser.add_argument("--no-floor", action="store_true", help="skip the bare ARI application's run")
+    parser.add_argument("--profile", type=Path, help="a directory: run the handler under cProfile, one file a run")
+    parser.add_argument("--handler-logs", type=Path, help="a directory: keep the handler's log of each run")
+    parser.add_argument(
+        "--gc-log", action="store_true", help="the handler logs each garbage collection of 5 ms or more"
+    )
+    parser.add_argument(
+        "--compare", type=Path, help="a directory holding another copy of ooma_moh: its handler runs too, in turn"
+    )
     logs = Path.home() / ".cache" / "ooma-moh" / "bench-logs" / time.strftime("hold-%Y%m%d-%H%M%S")
     parser.add_argument("--keep-logs", type=Path, default=logs)
     args = parser.parse_args()
@@ -222,23 +256,36 @@ def run_handler(
     hold_s: float,
     stats: str,
     baseline: dict[str, Any],
+    profile: Path | None = None,
+    logs: Path | None = None,
+    pythonpath: Path | None = None,
+    gc_log: bool = False,
 ) -> tuple[list[float], list[float], list[float]]:
     """One run of N calls with `serve ari` (hold statistics ``stats``: on…/off…); prints what it
     measured and returns the ChannelHold -> music of every hold and the handler's own part of it
     for the holds it started (ms)."""
     log = Path(tmp) / f"handler-{n}-{stats}.log"
     env = {**os.environ, **settings_environ(settings), "OOMA_MOH_HOLD_STATS": str(stats.startswith("on")).lower()}
+    if pythonpath is not None:  # --compare: another copy of the package (e.g. before a change)
+        env["PYTHONPATH"] = str(pythonpath)
     before = sum(d.holds for d in hold_days(settings))
     with open(log, "w") as stderr:  # the handler keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "ooma_moh", "serve", "ari"], env=env, stderr=stderr)
-    while "resynced" not in log.read_text():
-        time.sleep(0.05)
-    cpu0, _ = proc_usage(proc.pid)
-    ours = run(lab, harness, n, hold_s, f"ours{n}{stats}")
-    cpu1, peak = proc_usage(proc.pid)
-    proc.terminate()
-    proc.wait(10)
+        # with --profile, the handler runs under cProfile (written when SIGTERM stops it)
+        profiling = ["-m", "cProfile", "-o", str(profile / f"handler-{n}-{stats}.prof")] if profile else []
+        command = ["-c", GC_LOGGED] if gc_log else [*profiling, "-m", "ooma_moh", "serve", "ari"]
+        proc = subprocess.Popen([sys.executable, *command], env=env, stderr=stderr)
+    try:  # a run that fails must not leave the handler behind
+        while "resynced" not in log.read_text():
+            time.sleep(0.05)
+        cpu0, _ = proc_usage(proc.pid)
+        ours = run(lab, harness, n, hold_s, f"ours{n}{stats}")
+        cpu1, peak = proc_usage(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
     text = log.read_text()
+    if logs:
+        (logs / log.name).write_text(text)
     delays = [float(x) for x in re.findall(r"to_music_ms=([\d.]+)", text)]
     started = re.findall(r"action=started .*?to_music_ms=([\d.]+) delivered_after_ms=([\d.]+)", text)
     actions = re.findall(r"hold action=(\w+)", text)
@@ -259,7 +306,10 @@ def run_handler(
             f"       holds we started ({len(started)}): p50/p99 to music {total[49]:.1f}/{total[98]:.1f} ms,"
             f" of which Asterisk's delivery of ChannelHold {delivered[49]:.1f}/{delivered[98]:.1f} ms"
         )
-    print(f"       handler CPU {cpu1 - cpu0:.2f} s for {n} calls, peak RSS {peak / 1024:.1f} MB")
+    print(
+        f"       heard gap p99 {pct(ours['gaps_ms'], 99):.0f} ms; handler CPU {cpu1 - cpu0:.2f} s for {n} calls,"
+        f" peak RSS {peak / 1024:.1f} MB"
+    )
     return delays, [float(t) - float(d) for t, d in started], ours["gaps_ms"]
 
 
@@ -310,8 +360,25 @@ def hold_days(settings: Settings) -> list[HoldDay]:
         catalog.close()
 
 
+def run_bare(
+    lab: LabAsterisk, harness: AriHarness, settings: Settings, n: int, hold_s: float, tag: str
+) -> dict[str, Any]:
+    """One run of N calls with the floor (:class:`BareApp`) instead of the handler."""
+    bare = BareApp(lab, settings.ari_app).start()
+    once = run(lab, harness, n, hold_s, tag, before_hold=bare.prepare)
+    bare.stop()
+    once["to_music_ms"] = bare.to_music_ms
+    print(
+        f"N={n} bare run {tag}: p99 ChannelHold -> music {pct(bare.to_music_ms, 99):.0f} ms,"
+        f" heard gap p99 {pct(once['gaps_ms'], 99):.0f} ms, wrong {once['wrong_share']:.0%}"
+    )
+    return once
+
+
 def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
-    """Both runs (without and with the handler) for each N."""
+    """Asterisk alone, then for each of ``--repeat`` rounds the floor, the handler (each
+    ``--stats`` value) and the ``--compare`` copy, in an order that turns by one each round
+    (nobody always runs first on a machine whose speed drifts), for each N."""
     settings = Settings(**lab.settings_overrides())
     service = build_service(settings)
     for tenant, freq in TONES.items():
@@ -319,32 +386,63 @@ def measure(args: argparse.Namespace, tmp: Path, lab: LabAsterisk) -> None:
         service.upload(tenant, sample, accept_disclaimer=True, accepted_by="bench")
     build_syncer(settings, service).run(None)
     harness = AriHarness(lab).start()
+    turns = ([] if args.no_floor else ["bare"]) + args.stats.split(",") + ([] if args.compare is None else ["compared"])
     for n in (int(x) for x in args.calls.split(",")):
         baseline = run(lab, harness, n, args.hold, f"base{n}")
-        floor = None
-        if not args.no_floor:
-            bare = BareApp(lab, settings.ari_app).start()
-            floor = run(lab, harness, n, args.hold, f"bare{n}", before_hold=bare.prepare)
-            floor["to_music_ms"] = bare.to_music_ms
-            bare.stop()
+        floor: dict[str, Any] = {"wrong": [], "to_music_ms": [], "gaps_ms": []}
         pooled: dict[str, tuple[list[float], list[float], list[float]]] = {}
         for k in range(args.repeat):
-            for stats in args.stats.split(","):
-                runs = run_handler(lab, harness, settings, tmp, n, args.hold, f"{stats}{k}", baseline)
-                for kept, more in zip(pooled.setdefault(stats, ([], [], [])), runs, strict=True):
-                    kept.extend(more)
-        if floor is not None:
-            ours = pooled.get("on") or pooled["off"]
-            report_floor(n, baseline, floor, ours)
-        if set(pooled) == {"on", "off"}:
-            for what, i in (("ChannelHold -> music, every hold", 0), ("the handler's own part, holds it started", 1)):
-                on, off = (p99(pooled[s][i]) for s in ("on", "off"))
-                print(
-                    f"N={n} pooled over {args.repeat} runs each: p99 {what}: on {on:.1f} ms, off {off:.1f} ms,"
-                    f" ratio {on / off if off else float('nan'):.2f} (goal <= 1.05)"
+            for turn in turns[k % len(turns) :] + turns[: k % len(turns)]:
+                if turn == "bare":
+                    once = run_bare(lab, harness, settings, n, args.hold, f"bare{n}_{k}")
+                    floor["wrong"].append(once["wrong_share"])
+                    floor["to_music_ms"].extend(once["to_music_ms"])
+                    floor["gaps_ms"].extend(once["gaps_ms"])
+                    continue
+                compared = turn == "compared"  # --compare: the other copy of the package, hold statistics on
+                label = f"oncompared{k}" if compared else f"{turn}{k}"
+                runs = run_handler(
+                    lab,
+                    harness,
+                    settings,
+                    tmp,
+                    n,
+                    args.hold,
+                    label,
+                    baseline,
+                    None if compared else args.profile,
+                    args.handler_logs,
+                    args.compare if compared else None,
+                    args.gc_log,
                 )
+                for kept, more in zip(pooled.setdefault(turn, ([], [], [])), runs, strict=True):
+                    kept.extend(more)
+        report(args, n, baseline, floor, pooled)
     harness.stop()
     service.catalog.close()
+
+
+def report(
+    args: argparse.Namespace,
+    n: int,
+    baseline: dict[str, Any],
+    floor: dict[str, Any],
+    pooled: dict[str, tuple[list[float], list[float], list[float]]],
+) -> None:
+    """The pooled comparisons: against the floor, and statistics on/off."""
+    if floor["wrong"]:
+        floor["wrong_share"] = max(floor["wrong"])
+        report_floor(n, baseline, floor, pooled.get("on") or pooled["off"])
+        if "compared" in pooled:
+            print(f"N={n} the handler from {args.compare}:")
+            report_floor(n, baseline, floor, pooled["compared"])
+    if "on" in pooled and "off" in pooled:
+        for what, i in (("ChannelHold -> music, every hold", 0), ("the handler's own part, holds it started", 1)):
+            on, off = (p99(pooled[s][i]) for s in ("on", "off"))
+            print(
+                f"N={n} pooled over {args.repeat} runs each: p99 {what}: on {on:.1f} ms, off {off:.1f} ms,"
+                f" ratio {on / off if off else float('nan'):.2f} (goal <= 1.05)"
+            )
 
 
 if __name__ == "__main__":

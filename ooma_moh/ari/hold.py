@@ -15,7 +15,11 @@ nothing; starting MOH only after ``ChannelHold`` leaves ~0.5 s of the wrong musi
 
 The holder's class is also stored on the holder as ``OOMA_MOH_HOLD``, so a restarted handler
 (or one whose WebSocket dropped) rebuilds the holds in progress from ``GET /channels`` and
-``GET /bridges`` (see :meth:`HoldHandler.resync`).
+``GET /bridges`` (see :meth:`HoldHandler.resync`). On a hold's path only the fresh bridge's read
+and what makes the held party hear the music are sent (the music and the mark together); a
+forwarded hold's mark follows once the burst of holds quiets, and each 2-party bridge is read
+when its membership settles, so that a recorded bridge is known before anyone holds
+(:mod:`.followup`, its rules in order).
 
 Three parts: :mod:`.state` (what is known), :mod:`.policy` (the rules, pure), and this module,
 which gathers the facts over an :class:`~ooma_moh.ari.client.Ari` and carries the plans out.
@@ -27,19 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from .. import metrics
 from ..errors import AriRequestFailed, AsteriskError
-from ..holdstats import is_fallback, tenant_of_class
+from ..holdstats import is_fallback
 from ..logsafe import logfmt, printable
 from ..model import DEFAULT_CLASS, HOLD_VARIABLE, TENANT_VARIABLE, endpoint_of_channel
 from ..resolve import ClassResolver, Resolution, class_of, tenant_of_call, tenant_of_endpoint
-from . import policy
+from . import outside, policy
 from .client import Ari
 from .dispatch import KeyedDispatcher
 from .events import Bridge, Channel, Event
+from .followup import FollowUps, correct, mark_later, refresh
 from .policy import HoldAction, HoldPlan, Party
 from .resync import resync
 from .state import ActiveHold, CallState, HoldStats, ms_since
@@ -70,6 +76,8 @@ class HoldHandler:
         #: background lookups of dialplan holds' tenants, for the statistics
         self._lookups: set[asyncio.Task[None]] = set()
         self.dispatcher = KeyedDispatcher(parallel)
+        #: the forwarded hold's mark put off until holds quiet; bridges read once settled
+        self.followups = FollowUps(self.dispatcher)
         self._delivery_ms: dict[str, float] = {}
         #: channels ARI may not touch (409 "not in Stasis": the dialplan's own bridges)
         self._outside: set[str] = set()
@@ -101,6 +109,8 @@ class HoldHandler:
                 self.state.drop_bridge(event.bridge.id)
             else:
                 self.state.put_bridge(event.bridge)
+            if event.type in ("ChannelEnteredBridge", "ChannelLeftBridge", "BridgeDestroyed"):
+                self.followups.settle(event.bridge, lambda bridge_id: refresh(self, bridge_id))
             return event.bridge.id
         if event.channel is not None:
             bridge = self.state.bridge_of(event.channel.id)
@@ -113,12 +123,16 @@ class HoldHandler:
             self.observe(event)
             if event.type in self._table:
                 await self._act(event)
+                if self.followups.waiting:  # to the end: the hold's follow-up too
+                    await self.followups.flush()
 
     async def dispatch(self, data: dict[str, Any]) -> None:
         """Take one event and return at once: its ARI work runs after the earlier events of its
         bridge, concurrently with other bridges' (see :mod:`.dispatch`). For the listener."""
         if (event := self._event(data)) is not None:
             key = self.observe(event)
+            if event.type == "ChannelHold":
+                self.followups.hold_seen()
             if event.type in self._table:
                 self.dispatcher.submit(key, lambda: self._act(event), event.type)
 
@@ -201,21 +215,26 @@ class HoldHandler:
         if hold.ended:  # the hold ended while this music was starting (a joiner as the holder left)
             await self._stop_music((channel_id,), "hold ended while it started")
 
-    async def _carry_out(self, plan: HoldPlan, hold: ActiveHold, mark: str | None = None) -> None:
-        """Start the plan's music. With ``mark`` (the holder), the hold is marked on it at the
-        same time, not after: a handler killed right after starting music leaves a hold its
-        successor's resync finds (and stops, if the unhold was missed meanwhile), at no cost in
-        time to the music."""
+    async def _carry_out(
+        self, plan: HoldPlan, hold: ActiveHold, mark: bool = False, since: datetime | None = None
+    ) -> float:
+        """Start the plan's music; returns the ms from ``since`` to the music started (0 when
+        the plan starts none). With ``mark``, the hold is marked on the holder at the same time,
+        not after: a handler killed right after starting music leaves a hold its successor's
+        resync finds (and stops, if the unhold was missed meanwhile), at no cost in time to the
+        music."""
 
-        async def music() -> None:
+        async def music() -> float:
             for channel_id in plan.start_on:
                 await self._start_music(channel_id, hold)
+            return ms_since(since) if plan.start_on else 0.0
 
-        if mark is None:
-            await music()
+        if mark:
+            _, delay = await asyncio.gather(self._mark(hold), music())
         else:
-            await asyncio.gather(self._remember_hold(mark, hold.moh_class), music())
+            delay = await music()
         hold.listeners.update(plan.listeners)
+        return delay
 
     async def _stop_music(self, channel_ids: set[str] | tuple[str, ...], why: str) -> None:
         for channel_id in channel_ids:
@@ -223,6 +242,12 @@ class HoldHandler:
                 await self.ari.stop_moh(channel_id)
             except AsteriskError as exc:
                 log.info("stop MOH on %s (%s): %s", printable(channel_id), why, printable(exc))
+
+    async def _mark(self, hold: ActiveHold) -> None:
+        """Mark the hold on its holder (``OOMA_MOH_HOLD``), once; cleared when it ends."""
+        if not hold.marked:
+            hold.marked = True  # before the answer: a mark asked for is cleared at the end
+            await self._remember_hold(hold.holder_id, hold.moh_class)
 
     async def _remember_hold(self, holder_id: str, moh_class: str) -> None:
         try:
@@ -268,11 +293,12 @@ class HoldHandler:
         """Make sure the held party hears the holder's tenant class.
 
         Acts at once on the membership events have told us, while ``GET /bridges/{id}`` runs
-        alongside: a bridge's *technology* in events can lag (a third party joins a
-        ``simple_bridge`` that only becomes ``softmix`` afterwards), so the fresh bridge is checked
-        after the music started, and what it adds (a party we did not know, a bridge that does not
-        forward after all) is carried out then. Music started on a bridge that turns out to
-        forward is harmless: the same class, stopped by us on unhold."""
+        alongside: a bridge's *technology* in events can lag (a bridge being recorded through ARI
+        becomes ``softmix`` with no event saying so), so the fresh bridge is checked after the
+        music started, and what it adds is carried out then (:func:`.followup.correct`). Music
+        started on a bridge that turns out to forward is harmless: the same class, stopped by us
+        on unhold. The hold's mark goes with music we start; a hold whose music is Asterisk's is
+        marked once the burst of holds quiets (:mod:`.followup`)."""
         holder = event.channel
         assert holder is not None
         known = self.state.bridge_of(holder.id)
@@ -280,8 +306,7 @@ class HoldHandler:
             return
         others = {c for c in known.channel_ids if c != holder.id}
         if others and others <= self._outside:
-            self._outside_stasis(holder, known)
-            return self._look_up_later(holder, sorted(others))
+            return outside.hold_outside_stasis(self, holder, known, sorted(others))
         fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
         try:
             tenant = await self._tenant_of(holder)
@@ -289,54 +314,22 @@ class HoldHandler:
             hold = ActiveHold(holder.id, known.id, moh_class)
             self.state.holds[holder.id] = hold
             plan = await self._plan_hold(known, holder.id, moh_class)
-            await self._carry_out(plan, hold, mark=holder.id)
+            delay = await self._carry_out(plan, hold, mark=bool(plan.start_on), since=event.timestamp)
             if plan.start_on and set(plan.start_on) <= self._outside:  # learnt while starting it
                 self.state.holds.pop(holder.id, None)
-                self._outside_stasis(holder, known)
-                return self._look_up_later(holder, plan.start_on)
-            delay = ms_since(event.timestamp) if plan.start_on else 0.0
-            # not stored: events that arrived meanwhile are newer than this answer
+                return outside.hold_outside_stasis(self, holder, known, plan.start_on)
             fresh = Bridge.from_json(await fresh_bridge)
         finally:
             if not fresh_bridge.done():
                 fresh_bridge.cancel()
-        if fresh.forwards_hold != known.forwards_hold or set(fresh.channel_ids) != set(known.channel_ids):
-            again = await self._plan_hold(fresh, holder.id, moh_class)
-            extra = tuple(c for c in again.start_on if c not in plan.start_on)
-            if extra:
-                await self._carry_out(HoldPlan(again.action, extra, again.listeners), hold)
-                delay = delay or ms_since(event.timestamp)
-            plan = again  # what the bridge really was, for the log and the counts
+        plan, delay = await correct(self, known, fresh, plan, hold, delay, event.timestamp)
         if plan.action.hears_music:  # a dialplan bridge's hold (returned above) is looked up later
             self.tally.classify(holder.id, tenant, fallback=is_fallback(moh_class, moh_class, reason))
         else:
             self.tally.discard(holder.id)
         self._count(plan.action, reason, delay, hold, holder)
-
-    @staticmethod
-    def _outside_stasis(holder: Channel, bridge: Bridge) -> None:
-        """A hold in a dialplan bridge: not ours to play, not an error, not a fallback."""
-        what = "a dialplan bridge, Asterisk plays the held channel's own class"
-        log.info("hold action=outside-stasis holder=%s bridge=%s: %s", logfmt(holder.name), logfmt(bridge.id), what)
-
-    def _look_up_later(self, holder: Channel, held: Sequence[str]) -> None:
-        """A dialplan hold: its tenant and whether the held party was given the tenant's class
-        are found for the statistics in the background, after the hold's own work."""
-        task = asyncio.create_task(self._classify_outside(holder, held), name="hold-stats-lookup")
-        self._lookups.add(task)
-        task.add_done_callback(self._lookups.discard)
-
-    async def _classify_outside(self, holder: Channel, held: Sequence[str]) -> None:
-        """The holder's tenant, else (rule 1 of :mod:`ooma_moh.holdstats`) the tenant whose class
-        the dialplan's route gave the held party."""
-        try:
-            heard = await self.ari.get_variable(held[0], MUSIC_CLASS) if held else None
-            tenant = await self._tenant_of(holder) or tenant_of_class(heard or "", self.resolver.prefix)
-            expected, reason = await self._class_of(tenant)
-        except AsteriskError as exc:  # the channels are gone: the tenant stays unknown
-            log.debug("hold statistics: no tenant for %s: %s", printable(holder.id), printable(exc))
-            return
-        self.tally.classify(holder.id, tenant, fallback=is_fallback(heard or expected, expected, reason))
+        if not hold.marked:
+            self.followups.put_off(known.id, lambda: mark_later(self, hold), "hold mark")
 
     async def _plan_hold(self, bridge: Bridge, holder_id: str, moh_class: str) -> HoldPlan:
         others = [p.id for p in await self._parties(bridge) if p.id != holder_id]
@@ -361,7 +354,7 @@ class HoldHandler:
         while pending := hold.listeners - stopped:  # a joiner's music may start meanwhile
             stopped |= pending
             await self._stop_music(tuple(pending), why)
-        if policy.clears_hold_mark(why):
+        if hold.marked and policy.clears_hold_mark(why):  # a hold that ended before its follow-up has none
             await self._remember_hold(holder_id, "")
         log.info("hold ended holder=%s reason=%s music stopped on %d", logfmt(holder_id), why, len(hold.listeners))
 

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 async def resync(handler: HoldHandler) -> None:
     """Rebuild state from ``GET /channels`` and ``GET /bridges``; re-attach holds in progress.
-    Work still queued from before (a reconnection) finishes first."""
-    await handler.dispatcher.drain()
+    Work still queued from before (a reconnection) finishes first, put-off follow-ups included
+    (:mod:`.followup`): their marks are what this resync finds."""
+    await handler.followups.flush()
     channels = {c.id: c for c in map(Channel.from_json, await handler.ari.list_channels())}
     bridges = {b.id: b for b in map(Bridge.from_json, await handler.ari.list_bridges())}
     previous = handler.state.replace(channels, bridges)
@@ -59,7 +60,7 @@ async def resync(handler: HoldHandler) -> None:
                 log.info("hold ended while disconnected holder=%s: music stopped", logfmt(channel.name))
                 continue
             known = previous.get(cid)
-            hold = ActiveHold(cid, bridge.id, moh_class)
+            hold = ActiveHold(cid, bridge.id, moh_class, marked=True)  # found by its mark
             handler.state.holds[cid] = hold
             plan = policy.plan_reattach(others, bridge.forwards_hold, known.listeners if known else ())
             await handler._carry_out(plan, hold)

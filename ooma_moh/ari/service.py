@@ -52,8 +52,9 @@ async def run_hold_handler(
         await serve_until_stopped(reader)
     finally:
         await listener.stop()
-        try:  # holds being handled finish (bounded: each ARI request has its own timeout)
-            await asyncio.wait_for(handler.dispatcher.drain(), 15.0)
+        handler.followups.stop_settling()
+        try:  # holds being handled finish, and their put-off marks (bounded: each ARI request has its own timeout)
+            await asyncio.wait_for(handler.followups.flush(), 15.0)
         except TimeoutError:
             log.warning("ARI hold handler stopped with %d bridges' events unfinished", handler.dispatcher.pending)
         reader.cancel()

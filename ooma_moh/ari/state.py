@@ -22,6 +22,8 @@ class ActiveHold:
     listeners: set[str] = field(default_factory=set)
     #: the hold is over (unhold, hang-up): music a joiner was being given meanwhile must stop
     ended: bool = False
+    #: ``OOMA_MOH_HOLD`` was asked for on the holder (so it is cleared when the hold ends)
+    marked: bool = False
 
 
 @dataclass

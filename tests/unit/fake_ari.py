@@ -84,6 +84,8 @@ class FakeAri:
 
     async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
         self.requests += 1
+        if bridge_id not in self.bridges:
+            raise AriRequestFailed("GET", f"/bridges/{bridge_id}", 404, "Bridge not found")
         return dict(self.bridges[bridge_id])
 
     async def list_bridges(self) -> list[dict[str, Any]]:
