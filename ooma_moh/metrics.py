@@ -217,10 +217,11 @@ def sync_failed(exc: BaseException) -> str:
     return reason
 
 
-def sync_succeeded(classes: int) -> None:
-    """A sync finished: ``classes`` are now published."""
+def sync_succeeded(classes: int | None) -> None:
+    """A sync finished: ``classes`` are now published (None: not counted, the gauge stays)."""
     SYNC_LAST_SUCCESS.set_to_current_time()
-    CLASSES_PUBLISHED.set(classes)
+    if classes is not None:
+        CLASSES_PUBLISHED.set(classes)
 
 
 def agent_readiness(problem: Callable[[], str | None]) -> None:

@@ -89,9 +89,6 @@ class Publisher(Protocol):
         """Published classes we own: class name -> directory; all, or those of ``classes`` (a
         sync of named tenants reads their rows, not every tenant's)."""
 
-    def count(self) -> int:
-        """How many classes we own are published."""
-
     def held(self) -> contextlib.AbstractContextManager[None]:
         """Every call inside shares one connection (a sync's reads and switches), opened once."""
 
@@ -225,17 +222,6 @@ class RealtimePublisher:
                 rows = db.execute(f"{sql} AND m.name IN {NAMES}", (json.dumps(sorted(classes)),)).fetchall()
         return {name: directory for name, directory in rows if is_tenant_class(name, self.prefix)}
 
-    def count(self) -> int:
-        if not self.create and not self.db_path.exists():
-            return 0
-        with self._connect() as db:
-            if not self._has_owned_table(db):
-                return 0
-            rows = db.execute(
-                f"SELECT m.name FROM musiconhold AS m JOIN {OWNED_TABLE} AS o ON o.name = m.name WHERE m.mode = 'files'"
-            )
-            return sum(1 for (name,) in rows if is_tenant_class(name, self.prefix))
-
     def foreign(self, names: Iterable[str]) -> set[str]:
         wanted = set(names)
         if not wanted:
@@ -300,9 +286,6 @@ class StaticPublisher:
 
     def foreign(self, _names: Iterable[str]) -> set[str]:
         return set()  # the include file is ours whole; classes of musiconhold.conf itself are not seen
-
-    def count(self) -> int:
-        return len(self.current())
 
     def current(self, classes: Collection[str] | None = None) -> dict[str, str]:
         try:

@@ -89,8 +89,9 @@ class SyncReport:
     retired: int = 0
     deleted: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    #: classes published once the run is over (all of them, not only those in scope)
-    classes: int = 0
+    #: classes published once the run is over (all of them, not only those in scope); None: not
+    #: counted (a sync of named tenants by a syncer that has not counted them yet)
+    classes: int | None = 0
     #: what is published once the run is over (class -> directory): every class, or those of
     #: the named tenants
     now: dict[str, str] = field(default_factory=dict)
@@ -269,15 +270,14 @@ class Syncer:
                 raise ClassesRefused(refused, report)
             return report
 
-    def _count_classes(self, before: dict[str, str], after: dict[str, str], scope: set[str] | None) -> int:
+    def _count_classes(self, before: dict[str, str], after: dict[str, str], scope: set[str] | None) -> int | None:
         """How many classes are published now: counted by a full sync; after a sync of named
-        tenants, the last count moved by what changed within their scope (reading every row to
-        count them was most of one change's time at 100,000 tenants), or read if there is none."""
+        tenants, the last count moved by what changed within their scope, or None if this
+        syncer has not counted yet (reading every row to count them was most of one change's
+        time at 100,000 tenants; an agent's first sync is a full one)."""
         if scope is None:
             self._classes = len(after)
-        elif self._classes is None:
-            self._classes = self.publisher.count()
-        else:
+        elif self._classes is not None:
             self._classes += len(after) - len(before)  # both read or made within the scope
         return self._classes
 
