@@ -89,6 +89,9 @@ class Publisher(Protocol):
         """Published classes we own: class name -> directory; all, or those of ``classes`` (a
         sync of named tenants reads their rows, not every tenant's)."""
 
+    def count(self) -> int:
+        """How many classes we own are published (counted by the database, not read row by row)."""
+
     def held(self) -> contextlib.AbstractContextManager[None]:
         """Every call inside shares one connection (a sync's reads and switches), opened once."""
 
@@ -222,6 +225,19 @@ class RealtimePublisher:
                 rows = db.execute(f"{sql} AND m.name IN {NAMES}", (json.dumps(sorted(classes)),)).fetchall()
         return {name: directory for name, directory in rows if is_tenant_class(name, self.prefix)}
 
+    def count(self) -> int:
+        if not self.create and not self.db_path.exists():
+            return 0
+        with self._connect() as db:
+            if not self._has_owned_table(db):
+                return 0
+            (n,) = db.execute(
+                f"SELECT count(*) FROM musiconhold AS m JOIN {OWNED_TABLE} AS o ON o.name = m.name"
+                " WHERE m.mode = 'files' AND substr(m.name, 1, length(?1)) = ?1",
+                (self.prefix,),
+            ).fetchone()
+            return int(n)
+
     def foreign(self, names: Iterable[str]) -> set[str]:
         wanted = set(names)
         if not wanted:
@@ -283,6 +299,9 @@ class StaticPublisher:
 
     def held(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()  # one file, read whole at each call
+
+    def count(self) -> int:
+        return len(self.current())
 
     def foreign(self, _names: Iterable[str]) -> set[str]:
         return set()  # the include file is ours whole; classes of musiconhold.conf itself are not seen

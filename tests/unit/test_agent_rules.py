@@ -219,6 +219,9 @@ class RecordedPublisher:
     def current(self, classes: Collection[str] | None = None) -> dict[str, str]:
         return {c: d for c, d in self.classes.items() if classes is None or c in classes}
 
+    def count(self) -> int:
+        return len(self.classes)
+
     def foreign(self, names: Iterable[str]) -> set[str]:
         return set()
 

@@ -59,6 +59,9 @@ class Recorder:
     def current(self, classes: Collection[str] | None = None) -> dict[str, str]:
         return {c: d for c, d in self.classes.items() if classes is None or c in classes}
 
+    def count(self) -> int:
+        return len(self.classes)
+
     def foreign(self, names: Iterable[str]) -> set[str]:
         return set()
 
@@ -141,7 +144,7 @@ def test_a_sync_of_named_tenants_reads_only_their_rows(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "rt.sqlite3")) as db, db:  # another application's row
         db.execute("INSERT INTO musiconhold (name, mode, directory) VALUES ('tenant-x', 'files', '/srv/x')")
     assert publisher.foreign(["tenant-x", "tenant-3"]) == {"tenant-x"}
-    assert "tenant-x" not in publisher.current({"tenant-x"}) and len(publisher.current()) == 50
+    assert "tenant-x" not in publisher.current({"tenant-x"}) and len(publisher.current()) == 50 == publisher.count()
 
 
 def test_the_manifest_of_a_scoped_sync_forgets_only_within_its_scope(tmp_path: Path) -> None:
