@@ -233,8 +233,8 @@ class RealtimePublisher:
                 return 0
             (n,) = db.execute(
                 f"SELECT count(*) FROM musiconhold AS m JOIN {OWNED_TABLE} AS o ON o.name = m.name"
-                " WHERE m.mode = 'files' AND substr(m.name, 1, length(?1)) = ?1",
-                (self.prefix,),
+                " WHERE m.mode = 'files' AND substr(m.name, 1, length(?)) = ?",
+                (self.prefix, self.prefix),
             ).fetchone()
             return int(n)
 
