@@ -42,19 +42,17 @@ R = TypeVar("R")
 
 def read(method: Callable[Concatenate[PostgresCatalog, P], R]) -> Callable[Concatenate[PostgresCatalog, P], R]:
     """A read, run once more on a new connection when its connection was lost mid-way (rule 3 of
-    :class:`~.postgres_db.KeptConnection`); so its connection is not checked first when it was
-    idle (rule 2's exception: that check was a transaction more per read, an agent's per change)."""
+    :class:`~.postgres_db.KeptConnection`), so not checked first when idle (rule 2's exception)."""
 
     @functools.wraps(method)
     def once_more_if_lost(self: PostgresCatalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
         self._reads += 1
         try:
-            try:
-                return method(self, *args, **kwargs)
-            except StorageError:
-                if not self._link.lost():
-                    raise
-                return method(self, *args, **kwargs)
+            return method(self, *args, **kwargs)
+        except StorageError:
+            if not self._link.lost():
+                raise
+            return method(self, *args, **kwargs)
         finally:
             self._reads -= 1
 
