@@ -30,8 +30,8 @@ from .ari.client import AriClient
 from .config import Settings
 from .errors import CatalogMissing
 from .http.backend import HttpBackend
-from .http.memview import FileMark, Mark, Notifications, SqliteMark, StatusMemory
 from .media import FfmpegConverter
+from .memview import FileMark, Mark, Notifications, SqliteMark, StatusMemory
 from .mohdir import MohDirectory
 from .publish import Publisher, RealtimePublisher, StaticPublisher
 from .resolve import ClassResolver, NodeClasses
@@ -95,10 +95,15 @@ def open_stats_catalog(settings: Settings) -> Catalog:
     return open_catalog(settings, writable=True)
 
 
-def hold_resolver(settings: Settings) -> ClassResolver:
+def hold_resolver(settings: Settings, *, remember: bool = False) -> ClassResolver:
     """tenant -> class for the hold paths (``serve ari``, ``serve agi``, the classic AGI script):
-    the catalog (:func:`open_hold_catalog`), and this node's published classes when it is down."""
-    return ClassResolver(open_hold_catalog(settings), settings.class_prefix, node_classes(settings))
+    the catalog (:func:`open_hold_catalog`), and this node's published classes when it is down.
+    ``remember`` (the servers): a SQLite catalog's answers are kept until its ``data_version``
+    moves (:class:`~ooma_moh.memview.StatusMemory`); a PostgreSQL catalog's are cached 2 s."""
+    memory = None
+    if remember and not settings.database_url:
+        memory = StatusMemory([SqliteMark(settings.catalog_path, absent_ok=False)], credentials=False)
+    return ClassResolver(open_hold_catalog(settings), settings.class_prefix, node_classes(settings), memory=memory)
 
 
 def node_classes(settings: Settings) -> NodeClasses:

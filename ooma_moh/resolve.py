@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from .errors import InvalidTenantId, OomaMohError
 from .logsafe import printable
+from .memview import StatusMemory
 from .model import DEFAULT_CLASS, MohSetting, moh_class_name, validate_tenant_id
 from .storage import Catalog
 
@@ -96,8 +97,10 @@ class ClassResolver:
     """tenant -> class. The rules, in order:
 
     1. an invalid tenant id → ``default``;
-    2. while the catalog answers: its answer, cached ``cache_s`` — the tenant's class if it has a
-       file, else ``default``;
+    2. while the catalog answers: its answer — the tenant's class if it has a file, else
+       ``default`` — kept in ``memory`` until the catalog's change mark moves, where there is one
+       (a SQLite catalog: :mod:`~ooma_moh.memview`'s rules), else, and while that mark cannot
+       be read, cached ``cache_s``;
     3. when the catalog cannot be read (an error, or no answer within :data:`CATALOG_DEADLINE_S`:
        :func:`class_of` applies it), and for ``retry_s`` after each failure without trying it:
        this node's published classes (:class:`NodeClasses`) — the tenant's class if this node
@@ -105,7 +108,13 @@ class ClassResolver:
     """
 
     def __init__(
-        self, catalog: Catalog, prefix: str, node: NodeClasses | None = None, cache_s: float = 2.0, retry_s: float = 5.0
+        self,
+        catalog: Catalog,
+        prefix: str,
+        node: NodeClasses | None = None,
+        cache_s: float = 2.0,
+        retry_s: float = 5.0,
+        memory: StatusMemory | None = None,
     ) -> None:
         self.catalog = catalog
         self.prefix = prefix
@@ -113,6 +122,10 @@ class ClassResolver:
         self.cache_s, self.retry_s = cache_s, retry_s
         self._cache: dict[str, tuple[float, Resolution]] = {}
         self._lock = threading.Lock()
+        #: the catalog's answers while its mark holds (rule 2); used from the loop and the
+        #: catalog's thread, so only under ``_memory_lock`` (a few system calls at most)
+        self.memory = memory
+        self._memory_lock = threading.Lock()
         #: (until when the catalog is not tried, why it failed) after a failure
         self._down: tuple[float, str] | None = None
         #: the endpoint map as last copied (:meth:`copy_endpoints`)
@@ -120,18 +133,37 @@ class ClassResolver:
         #: reads in flight on the event loop, by tenant (:func:`class_of`)
         self.reading: dict[str, asyncio.Future[Resolution]] = {}
 
+    def remembered(self, tenant: str) -> tuple[Resolution | None, bool]:
+        """(the catalog's answer kept while its change mark has not moved, if any; whether the
+        memory could say — False without one, or while the mark cannot be read) — rule 2."""
+        if self.memory is None:
+            return None, False
+        with self._memory_lock:
+            kept: Resolution | None = self.memory.recall(tenant, 0)
+            return kept, kept is not None or self.memory.ticket(tenant, 0) is not None
+
     def cached(self, tenant: str) -> Resolution | None:
-        """A fresh cached answer, without touching the catalog."""
+        """A fresh answer without touching the catalog: what the memory keeps while it can say
+        (:meth:`remembered`), else one cached ``cache_s``."""
+        kept, said = self.remembered(tenant)
+        if said:
+            return kept
         hit = self._cache.get(tenant)
         if hit and time.monotonic() - hit[0] < self.cache_s:
             return hit[1]
         return None
 
     def refresh_due(self, tenant: str, after_s: float) -> bool:
-        """True if the cached answer for ``tenant`` is at least ``after_s`` old and the catalog is
-        not known to be down: time to read it again ahead of expiry (:func:`class_of`)."""
+        """True if the answer for ``tenant`` is cached ``cache_s`` (not :meth:`remembered`), at
+        least ``after_s`` old, and the catalog is not known to be down: time to read it again
+        ahead of expiry (:func:`class_of`)."""
         hit = self._cache.get(tenant)
-        return hit is not None and time.monotonic() - hit[0] >= after_s and self.down() is None
+        return (
+            hit is not None
+            and time.monotonic() - hit[0] >= after_s
+            and self.down() is None
+            and not self.remembered(tenant)[1]
+        )
 
     def resolve(self, tenant: str) -> Resolution:
         """The tenant's class (or ``default`` and why), by the rules of the class docstring.
@@ -142,6 +174,10 @@ class ClassResolver:
             return Resolution(DEFAULT_CLASS, "invalid tenant id")
         if (why := self.down()) is not None:
             return self.from_this_node(tenant, why)
+        ticket = None
+        if self.memory is not None:
+            with self._memory_lock:
+                ticket = self.memory.ticket(tenant, 0)
         try:
             with self._lock:
                 record = self.catalog.get(tenant)
@@ -155,6 +191,9 @@ class ClassResolver:
         else:
             answer = Resolution(record.moh_class(self.prefix), None)
         self._cache[tenant] = (time.monotonic(), answer)
+        if self.memory is not None:
+            with self._memory_lock:  # kept only if the mark did not move during the read
+                self.memory.keep(ticket, tenant, 0, answer)
         return answer
 
     def check_catalog(self) -> str | None:

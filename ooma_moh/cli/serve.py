@@ -98,7 +98,7 @@ def serve_agi(ctx: click.Context, listen: str | None, metrics_listen: str | None
     from ..agi.server import run_fastagi
 
     settings = with_options(ctx.obj, agi_listen=listen, metrics_listen=metrics_listen, log_format=log_format)
-    run_service(run_fastagi(settings, hold_resolver(settings)), settings)
+    run_service(run_fastagi(settings, hold_resolver(settings, remember=True)), settings)
 
 
 @serve.command("ari")
@@ -111,7 +111,10 @@ def serve_ari(ctx: click.Context, app: str | None, metrics_listen: str | None, l
     from ..ari.service import run_hold_handler
 
     settings = with_options(ctx.obj, ari_app=app, metrics_listen=metrics_listen, log_format=log_format)
-    run_service(run_hold_handler(settings, hold_resolver(settings), lambda: open_stats_catalog(settings)), settings)
+    run_service(
+        run_hold_handler(settings, hold_resolver(settings, remember=True), lambda: open_stats_catalog(settings)),
+        settings,
+    )
 
 
 @serve.command("http")

@@ -175,7 +175,7 @@ def read_state(settings: Settings, reader: Catalog, view: PublishedView, tenant_
 
 @dataclass
 class Known:
-    """What a read of the truth found for a tenant — kept by :mod:`.memview` while it holds — and
+    """What a read of the truth found for a tenant — kept by :mod:`ooma_moh.memview` while it holds — and
     the JSON of its usual answer (live, nothing tracked, no cluster), made once."""
 
     tenant: TenantMoh
@@ -185,7 +185,7 @@ class Known:
 
 async def read_or_recall(request: web.Request, tenant_id: str) -> Known:
     """:func:`read_state` in the catalog thread — or what it found last time, while no source has
-    changed since (the rules of :mod:`ooma_moh.http.memview`)."""
+    changed since (the rules of :mod:`ooma_moh.memview`)."""
     memory = request.app[BACKEND].memory
     read = (read_state, request.app[SETTINGS], request.app[READER], request.app[VIEW], tenant_id)
     if memory is None:

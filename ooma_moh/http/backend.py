@@ -4,7 +4,7 @@ wiring function (:func:`ooma_moh.app.http_backend`, or a test's in-memory fakes)
 Handlers never open a catalog: they read through ``reader`` (in the catalog thread) and get a
 unit of writing work from ``service()`` or ``catalog()`` — each a context manager with its own
 connection, closed afterwards (SQLite connections are not shared between threads). What a read
-found is kept in ``memory`` until a source says it changed (:mod:`ooma_moh.http.memview`).
+found is kept in ``memory`` until a source says it changed (:mod:`ooma_moh.memview`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from ..storage import Blobs, Catalog
 
 if TYPE_CHECKING:
     from ..ari.testcall import CallAri, Listen
+    from ..memview import StatusMemory
     from ..resolve import ClassResolver
-    from .memview import StatusMemory
 
 
 class PublishedView(Protocol):

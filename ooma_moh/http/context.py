@@ -57,7 +57,7 @@ async def remembered(
     request: web.Request, kind: str, secret: str, check: Callable[[Catalog, str], T | None]
 ) -> T | None:
     """``check(reader, secret)`` (a token's or a session's, in the catalog thread), or what it
-    found last time while the catalog has not changed since (:mod:`ooma_moh.http.memview`)."""
+    found last time while the catalog has not changed since (:mod:`ooma_moh.memview`)."""
     memory = request.app[BACKEND].memory
     if memory is None:
         return await in_thread(request, check, request.app[READER], secret)

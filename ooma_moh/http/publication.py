@@ -5,7 +5,7 @@ upload (``converting``), then publishes that tenant's class (``publishing``) in 
 never on the event loop. ``live`` is not remembered here but read from the truth — the class
 Asterisk reads (realtime row or static include) names the tenant's current version, or, for a
 tenant on default music, no class of its is published — so it survives restarts and changes made
-from the CLI (:mod:`ooma_moh.http.memview` keeps the last read until a source says it changed, or
+from the CLI (:mod:`ooma_moh.memview` keeps the last read until a source says it changed, or
 :meth:`Publications.changes` moves). A tenant found not live with nothing in progress gets a
 publication started (:mod:`ooma_moh.golive` decides the state; this module only tracks the work in
 progress).

@@ -23,6 +23,7 @@ import pytest
 from ooma_moh.agi.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENV_BYTES, FastAgiServer
 from ooma_moh.config import Settings
 from ooma_moh.lab import free_port
+from ooma_moh.memview import COALESCE_S
 from ooma_moh.resolve import ClassResolver
 from ooma_moh.service import MohService
 from tests.audio import tone
@@ -221,6 +222,23 @@ def test_route_sets_class_and_variable(server: AgiServer, request_kwargs: dict[s
     port, _ = server
     values = FakeAsterisk(port).run(**request_kwargs)
     assert values == {"CHANNEL(musicclass)": expected, "OOMA_MOH_CLASS": expected}
+
+
+def test_a_catalog_change_reaches_the_next_call_at_once(server: AgiServer, service: MohService, tmp_path: Path) -> None:
+    """``serve agi`` keeps each tenant's answer until the SQLite catalog's ``data_version``
+    moves (issue 24 item 2), not for a fixed 2 s: a deletion or an upload committed by another
+    process is what the next call hears."""
+    port, _ = server
+    alpha = {"CHANNEL(musicclass)": "tenant-alpha", "OOMA_MOH_CLASS": "tenant-alpha"}
+    default = {"CHANNEL(musicclass)": "default", "OOMA_MOH_CLASS": "default"}
+    for _ in range(3):
+        assert FakeAsterisk(port).run(script="moh?tenant=alpha") == alpha
+    service.delete("alpha")
+    time.sleep(COALESCE_S * 5)  # the marks are read at most every COALESCE_S (memview rule 2)
+    assert FakeAsterisk(port).run(script="moh?tenant=alpha") == default
+    service.upload("alpha", tone(tmp_path / "a2.wav", 660, seconds=2), accept_disclaimer=True, accepted_by="tester")
+    time.sleep(COALESCE_S * 5)
+    assert FakeAsterisk(port).run(script="moh?tenant=alpha") == alpha
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,8 @@ from ooma_moh.cli import main
 from ooma_moh.config import Settings, settings_environ
 from ooma_moh.credentials import ApiToken
 from ooma_moh.http.context import BACKEND, PUBLICATIONS
-from ooma_moh.http.memview import STALE_S
 from ooma_moh.http.server import start_http
+from ooma_moh.memview import STALE_S
 from tests.audio import tone
 from tests.integration.conftest import spooled
 
@@ -374,7 +374,7 @@ def test_healthz(home: Home) -> None:
 
 
 def remembered(client: Api, tenant: str) -> object:
-    """What the server's memory (http/memview.py) holds for ``tenant`` now, if still valid."""
+    """What the server's memory (memview.py) holds for ``tenant`` now, if still valid."""
     memory = client.app[BACKEND].memory
     assert memory is not None
     return memory.recall(tenant, client.app[PUBLICATIONS].changes(tenant))

@@ -27,10 +27,10 @@ from ooma_moh.http.app import make_app
 from ooma_moh.http.backend import HttpBackend
 from ooma_moh.http.context import INCOMING, PUBLICATIONS
 from ooma_moh.http.logins import create_login_link
-from ooma_moh.http.memview import COALESCE_S, StatusMemory
 from ooma_moh.http.tokens import create_token
 from ooma_moh.media_fake import FakeConverter, fake_audio
 from ooma_moh.media_rules import Conversion
+from ooma_moh.memview import COALESCE_S, StatusMemory
 from ooma_moh.model import MohSetting, TenantMoh
 from ooma_moh.service import MohService
 from ooma_moh.storage import BlobStore
@@ -123,7 +123,7 @@ class World:
         )
         self.truth = Truth(self.catalog, self.asterisk)
         self.offset = 0.0  # the memory's clock: monotonic time, moved on by elsewhere()
-        if memory:  # what GET …/moh read, kept until the truth's mark moves (http/memview.py)
+        if memory:  # what GET …/moh read, kept until the truth's mark moves (memview.py)
             self.backend.memory = StatusMemory([self.truth], clock=lambda: time.monotonic() + self.offset)
         _, self.acme = create_token(self.catalog, tenant_id="acme", now=NOW)
         _, self.beta = create_token(self.catalog, tenant_id="beta", now=NOW)
@@ -143,7 +143,7 @@ class World:
 
 @pytest.fixture(params=["reads", "memory"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    """Each rule with every GET reading the truth, then with the memory of http/memview.py."""
+    """Each rule with every GET reading the truth, then with the memory of memview.py."""
     yield World(tmp_path, memory=request.param == "memory")
 
 

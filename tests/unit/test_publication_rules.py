@@ -20,8 +20,8 @@ from aiohttp.test_utils import make_mocked_request
 from ooma_moh.config import Settings
 from ooma_moh.http.api import current
 from ooma_moh.http.context import BACKEND, CATALOG_THREAD, PUBLICATIONS, READER, SETTINGS, VIEW
-from ooma_moh.http.memview import StatusMemory
 from ooma_moh.http.publication import Publications
+from ooma_moh.memview import StatusMemory
 from ooma_moh.model import MohSetting, TenantMoh
 
 TENANT = TenantMoh("acme", MohSetting.DEFAULT)  # on default music: live once no class of its is published

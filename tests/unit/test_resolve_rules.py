@@ -11,6 +11,7 @@ from typing import Any
 
 from ooma_moh import health
 from ooma_moh.errors import StorageError
+from ooma_moh.memview import COALESCE_S, StatusMemory
 from ooma_moh.model import DEFAULT_CLASS, MohSetting, TenantMoh
 from ooma_moh.resolve import ClassResolver, NodeClasses, Resolution, class_of, tenant_of_endpoint
 
@@ -143,3 +144,85 @@ def test_a_burst_of_holds_for_one_tenant_shares_one_catalog_read(tmp_path: Path)
 
     assert set(asyncio.run(scenario())) == {Resolution("tenant-acme", None)}
     assert catalog.reads == 1 and classes.reading == {}
+
+
+class Mark:
+    """The catalog's change mark, moved by the test (None: cannot be read)."""
+
+    def __init__(self) -> None:
+        self.value: object = 0
+
+    def read(self) -> object:
+        return self.value
+
+    def close(self) -> None:
+        pass
+
+
+def remembering(tmp_path: Path, catalog: Catalog) -> tuple[ClassResolver, Mark]:
+    """A resolver whose time-based cache would hold a minute: while the mark can be read, only
+    the memory decides."""
+    mark = Mark()
+    memory = StatusMemory([mark], credentials=False)
+    classes = ClassResolver(catalog, "tenant-", node(tmp_path, set()), cache_s=60, memory=memory)  # type: ignore[arg-type]
+    return classes, mark
+
+
+def test_an_answer_is_kept_until_the_catalogs_mark_moves(tmp_path: Path) -> None:
+    """Rule 2 with a mark: no read at all while the catalog has not changed, however long; the
+    next answer after a change is the catalog's new one (not up to 2 s late)."""
+    catalog = Catalog({"acme"})
+    classes, mark = remembering(tmp_path, catalog)
+
+    async def scenario() -> None:
+        for _ in range(50):
+            assert await class_of(classes, "acme", asyncio.to_thread, refresh_after_s=0) == Resolution(
+                "tenant-acme", None
+            )
+        assert catalog.reads == 1 and classes.reading == {}  # no read-ahead either
+        catalog.on_file.discard("acme")
+        mark.value = 1  # the deletion committed
+        await asyncio.sleep(COALESCE_S * 2)
+        assert await class_of(classes, "acme", asyncio.to_thread) == Resolution(DEFAULT_CLASS, "unknown tenant")
+        assert catalog.reads == 2
+
+    asyncio.run(scenario())
+
+
+def test_an_unreadable_mark_falls_back_to_the_time_limited_cache(tmp_path: Path) -> None:
+    catalog = Catalog({"acme"})
+    classes, mark = remembering(tmp_path, catalog)
+    mark.value = None  # e.g. a commit in progress: nothing is recalled, nothing kept
+    assert classes.resolve("acme") == Resolution("tenant-acme", None)
+    assert classes.remembered("acme") == (None, False)
+    assert classes.cached("acme") == Resolution("tenant-acme", None)  # cached cache_s, as without a mark
+    assert classes.refresh_due("acme", 0)  # and read ahead of expiry, as without a mark
+    mark.value = 1
+    assert classes.cached("acme") is None  # readable again: the mark decides, and nothing is kept
+    assert catalog.reads == 1
+
+
+def test_an_answer_read_while_the_catalog_changed_is_not_kept(tmp_path: Path) -> None:
+    """The mark moved during the read (rule 4): the read may have seen the change half."""
+    catalog = Catalog({"acme"})
+    classes, mark = remembering(tmp_path, catalog)
+    reading = catalog.get
+
+    def get_while_committing(tenant_id: str) -> TenantMoh | None:
+        mark.value = 7
+        return reading(tenant_id)
+
+    catalog.get = get_while_committing  # type: ignore[method-assign]
+    classes.resolve("acme")
+    assert classes.cached("acme") is None
+    catalog.get = reading  # type: ignore[method-assign]
+    classes.resolve("acme")
+    assert classes.cached("acme") == Resolution("tenant-acme", None) and catalog.reads == 2
+
+
+def test_a_catalog_failure_is_never_kept(tmp_path: Path) -> None:
+    catalog = Catalog({"acme"})
+    classes, _ = remembering(tmp_path, catalog)
+    catalog.down = True
+    assert classes.resolve("acme").moh_class == DEFAULT_CLASS
+    assert classes.remembered("acme") == (None, True)  # the memory can say: nothing kept

@@ -1,9 +1,13 @@
-"""What ``GET …/moh`` answers from memory, and when it reads the truth instead.
+"""What a read answers from memory, and when it reads the truth instead: ``GET …/moh``'s status,
+and the hold paths' class of a tenant.
 
 The truth is the catalog and what Asterisk reads (the realtime database or the include file).
-:class:`StatusMemory` keeps, per tenant, the last read of it — the tenant as the catalog has it
-and whether Asterisk plays exactly that — and, on a SQLite catalog, the credentials a request
-was last checked with. The rules, in order:
+:class:`StatusMemory` keeps, per tenant, the last read of it — for ``serve http`` the tenant as
+the catalog has it and whether Asterisk plays exactly that, and, on a SQLite catalog, the
+credentials a request was last checked with; for the hold paths (``serve ari``, ``serve agi``:
+:class:`ooma_moh.resolve.ClassResolver`) the tenant's class as the catalog's answer makes it,
+under the SQLite catalog's mark alone (rule 5 does not apply: they change nothing). The rules,
+in order:
 
 1. **Marks.** Each local source has a mark that changes whenever anything is committed to it: the
    SQLite catalog's ``PRAGMA data_version`` with the file's inode (:class:`SqliteMark`), the
@@ -50,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import OomaMohError
+from .errors import OomaMohError
 
 log = logging.getLogger(__name__)
 STALE_S = 0.1

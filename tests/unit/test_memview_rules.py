@@ -1,4 +1,4 @@
-"""The rules of ooma_moh/http/memview.py, in its docstring's order, on fake marks, a fake clock and
+"""The rules of ooma_moh/memview.py, in its docstring's order, on fake marks, a fake clock and
 a fake notification feed; then the two local marks on real files (SQLite's data_version, a
 renamed file). No server: tests/unit/test_http_api_rules.py drives them through the API and
 tests/integration/test_http_api.py on real SQLite and PostgreSQL."""
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ooma_moh import memview
 from ooma_moh.errors import StorageError
-from ooma_moh.http import memview
-from ooma_moh.http.memview import ABSENT, COALESCE_S, STALE_S, FileMark, Notifications, SqliteMark, StatusMemory
+from ooma_moh.memview import ABSENT, COALESCE_S, STALE_S, FileMark, Notifications, SqliteMark, StatusMemory
 
 
 class Clock:
