@@ -25,20 +25,18 @@ next clean-up), and a power loss none that names a file not on disk:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import shutil
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .errors import StorageError
 from .model import Rendition
 from .storage.base import Blobs
-from .storage.blobs import fsync_dir
+from .storage.blobs import fsync_dir, storage_errors
 
 BASE_NAME = "moh"
 RETIRED_MARKER = ".retired"
@@ -118,7 +116,7 @@ class MohDirectory:
             for moh_class, version, renditions in chunk:
                 written.append(self._build_partial(moh_class, version, renditions, built))
             names = ", ".join(target.parent.name for _, target in built[:3]) + (", …" if len(built) > 3 else "")
-            with _fs_errors(f"writing the MOH files of class {names}"):
+            with storage_errors(f"writing the MOH files of class {names}"):
                 _fsync_all(fsyncs, [partial for partial, _ in built])  # step 3
                 for partial, target in built:  # step 4
                     if target.exists():  # incomplete (e.g. damaged by hand): replaced whole
@@ -137,13 +135,13 @@ class MohDirectory:
         """Step 2 for one directory, noted in ``built`` as soon as it exists (to be removed if the
         batch fails); the files written, 0 when the directory is complete already."""
         target = self.version_dir(moh_class, version)
-        with _fs_errors(f"preparing the MOH directory of class {moh_class}"):
+        with storage_errors(f"preparing the MOH directory of class {moh_class}"):
             if self.is_complete(moh_class, version, renditions):
                 (target / RETIRED_MARKER).unlink(missing_ok=True)
                 return 0
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(target.parent, 0o755)
-        with _fs_errors(f"writing the MOH files of class {moh_class}"):
+        with storage_errors(f"writing the MOH files of class {moh_class}"):
             partial = target.parent / f".partial-{version}-{os.getpid()}"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
@@ -186,10 +184,8 @@ class MohDirectory:
 
         Returns (retired now, deleted).
         """
-        try:
+        with storage_errors("cleaning up old versions in the MOH directory"):
             return self._collect(published, retain_s, time.time() if now is None else now, classes)
-        except OSError as exc:
-            raise StorageError.from_errno(exc.errno, "cleaning up old versions in the MOH directory") from None
 
     def _collect(
         self, published: dict[str, str], retain_s: float, now: float, classes: Iterable[str] | None
@@ -232,12 +228,3 @@ def _fsync_all(pool: ThreadPoolExecutor | None, directories: Sequence[Path]) -> 
         return
     for _ in pool.map(fsync_dir, directories):
         pass  # the first failure is raised here
-
-
-@contextlib.contextmanager
-def _fs_errors(doing: str) -> Iterator[None]:
-    """A file-system failure (disk full, permissions) as a :class:`StorageError`."""
-    try:
-        yield
-    except OSError as exc:
-        raise StorageError.from_errno(exc.errno, doing) from None
