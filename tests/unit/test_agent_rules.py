@@ -6,11 +6,10 @@ tests/integration/test_cluster.py."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +26,7 @@ from ooma_moh.service import MohService
 from ooma_moh.storage import BlobStore
 from ooma_moh.storage.memory import MemoryCatalog
 from ooma_moh.sync import Syncer, SyncReport
+from tests.unit.fake_publisher import RecordedPublisher
 
 
 def make_agent(tmp_path: Path, syncer: BlockingSyncer | None = None) -> Agent:
@@ -206,30 +206,6 @@ def test_an_unexpected_exception_is_logged_and_backed_off(
     assert len(errors) == 1 and errors[0].exc_info is not None  # log.exception: with its traceback
     assert "unexpected error" in errors[0].getMessage()
     assert Registry.errors == ["unexpected error (KeyError): 'a bug'; retrying"]
-
-
-class RecordedPublisher:
-    """What Asterisk would read: class -> directory, changed only by ``apply``."""
-
-    needs_reload = False
-
-    def __init__(self) -> None:
-        self.classes: dict[str, str] = {}
-
-    def current(self, classes: Collection[str] | None = None) -> dict[str, str]:
-        return {c: d for c, d in self.classes.items() if classes is None or c in classes}
-
-    def count(self) -> int:
-        return len(self.classes)
-
-    def foreign(self, names: Iterable[str]) -> set[str]:
-        return set()
-
-    def held(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def apply(self, upserts: Mapping[str, str], deletes: set[str], *, sweep: bool = False) -> None:  # noqa: ARG002
-        self.classes = {c: d for c, d in {**self.classes, **upserts}.items() if c not in deletes}
 
 
 class Feed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from ooma_moh.storage import BlobStore, TenantCatalog
 from ooma_moh.storage.base import Blobs
 from ooma_moh.storage.memory import MemoryCatalog
 from ooma_moh.sync import Syncer
+from tests.unit.fake_publisher import RecordedPublisher
 
 
 def seed(catalog: TenantCatalog, blobs: Blobs, scratch: Path, tenants: int) -> list[TenantMoh]:
@@ -46,35 +47,23 @@ def seed(catalog: TenantCatalog, blobs: Blobs, scratch: Path, tenants: int) -> l
     return made
 
 
-class Recorder:
+class Recorder(RecordedPublisher):
     """A publisher that records each switch and checks, at the switch, that every directory it
     is given is complete on disk (the rule: nothing is published before its files)."""
 
     def __init__(self, mohdir: MohDirectory, tenants: list[TenantMoh], needs_reload: bool = False) -> None:
+        super().__init__()
         self.mohdir, self.needs_reload = mohdir, needs_reload
         self.by_class = {f"tenant-{t.tenant_id}": t for t in tenants}
-        self.classes: dict[str, str] = {}
         self.switches: list[tuple[list[str], list[str]]] = []
 
-    def current(self, classes: Collection[str] | None = None) -> dict[str, str]:
-        return {c: d for c, d in self.classes.items() if classes is None or c in classes}
-
-    def count(self) -> int:
-        return len(self.classes)
-
-    def foreign(self, names: Iterable[str]) -> set[str]:
-        return set()
-
-    def held(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def apply(self, upserts: Mapping[str, str], deletes: set[str], *, sweep: bool = False) -> None:  # noqa: ARG002
+    def apply(self, upserts: Mapping[str, str], deletes: set[str], *, sweep: bool = False) -> None:
         for moh_class, directory in upserts.items():
             tenant = self.by_class[moh_class]
             assert self.mohdir.is_complete(moh_class, tenant.version, tenant.renditions), moh_class
             assert directory == str(self.mohdir.version_dir(moh_class, tenant.version))
         self.switches.append((sorted(upserts), sorted(deletes)))
-        self.classes = {c: d for c, d in {**self.classes, **upserts}.items() if c not in deletes}
+        super().apply(upserts, deletes, sweep=sweep)
 
 
 def syncer_of(tmp_path: Path, tenants: int, needs_reload: bool = False) -> tuple[Syncer, Recorder, BlobStore]:
