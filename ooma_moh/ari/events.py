@@ -17,6 +17,9 @@ from ..model import HOLD_VARIABLE
 HELPER_PREFIXES = ("Announcer/", "Recorder/", "Snoop/", "UnicastRTP/", "AudioSocket/", "WebSocket/", "Multicast/")
 #: Bridge technologies that forward a hold to the other party (2-party bridges).
 FORWARDING_TECHNOLOGIES = ("simple_bridge", "native_rtp")
+#: Events about a recording or a playback, which name their target (``bridge:<id>``): a bridge's
+#: recorder or announcer is an internal channel no membership event shows (measured, issue 24)
+MEDIA_EVENTS = frozenset({"RecordingStarted", "RecordingFinished", "RecordingFailed", "PlaybackStarted"})
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,22 @@ class Event:
     channel: Channel | None = None
     bridge: Bridge | None = None
     timestamp: datetime | None = None
+    #: the bridge a recording or playback event (:data:`MEDIA_EVENTS`) is about, if any
+    target_bridge: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
         """Build from an event as received on the WebSocket."""
         channel = Channel.from_json(data["channel"]) if isinstance(data.get("channel"), dict) else None
         bridge = Bridge.from_json(data["bridge"]) if isinstance(data.get("bridge"), dict) else None
-        return cls(data.get("type", ""), channel, bridge, parse_timestamp(data.get("timestamp")))
+        kind = data.get("type", "")
+        target = None
+        if kind in MEDIA_EVENTS:
+            media = data.get("recording") or data.get("playback")
+            uri = media.get("target_uri") if isinstance(media, dict) else None
+            if isinstance(uri, str) and uri.startswith("bridge:"):
+                target = uri.removeprefix("bridge:")
+        return cls(kind, channel, bridge, parse_timestamp(data.get("timestamp")), target)
 
 
 def parse_timestamp(value: object) -> datetime | None:

@@ -1,14 +1,26 @@
 """What comes after a hold's first plan: the fresh bridge's correction, and the mark put off.
 
-A hold is planned on what events said of its bridge, with ``GET /bridges/{id}`` in flight
-alongside; :func:`correct` carries out what the answer adds. It stays on the hold's path: a
-bridge recorded through ARI turns ``softmix`` (and stops forwarding holds) with no event saying so
-— the recorder is an internal channel that events do not show — so for such a bridge the answer
-is the only way to learn that the music is ours to start (measured on the lab, issue 24). So
-that a hold need not wait for it, a 2-party bridge is also read :data:`SETTLE_S` after its
-membership last changed (:meth:`FollowUps.settle`, :func:`refresh`: a recording started as the
-call is bridged is then known before anyone holds); its technology is kept unless an event about
-the bridge came meanwhile. The check on the hold's path stays: a recording may start later.
+A bridge recorded through ARI turns ``softmix`` (and stops forwarding holds) with no membership
+event: the recorder is an internal channel that events do not show, and no event says the
+technology changed. What does say it (measured on the lab, 2026-12-05): ``RecordingStarted`` and
+``RecordingFinished`` with ``target_uri`` ``bridge:<id>``, which an application subscribed to all
+bridges receives (Asterisk forwards the recorder channel's topic to the bridge's). So a bridge's
+technology is Asterisk's own (:attr:`~.state.CallState.known_technology`) after a read
+(``GET /bridges/{id}``) or a recording's start, until an event about the bridge replaces it:
+
+1. each 2-party bridge is read :data:`SETTLE_S` after its membership last changed
+   (:meth:`FollowUps.settle`, :func:`refresh`), its technology kept unless an event about the
+   bridge came meanwhile;
+2. ``RecordingStarted`` on a bridge makes it ``softmix`` at once; a recording's end or failure,
+   or a playback on the bridge (its announcer may stay), makes it unknown, and it is read again
+   :data:`SETTLE_S` later (:func:`media`);
+3. a hold in a bridge whose technology is known sends no read; otherwise it is planned on what
+   events said, with ``GET /bridges/{id}`` in flight alongside, and :func:`correct` carries out
+   what the answer adds.
+
+What this leaves: a bridge whose technology changes with no event at all — MOH started on the
+whole bridge by another application (``POST /bridges/{id}/moh``: an announcer, no playback event)
+— is taken for the forwarding bridge it was read as; a hold there plays what the bridge plays.
 
 The ``OOMA_MOH_HOLD`` mark on the holder lets a restarted handler's resync find the hold
 (:mod:`.resync`). Music the handler starts is marked in the same moment (a handler killed then
@@ -38,6 +50,7 @@ holding, the held party's music (Asterisk's own) is not stopped by us.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -45,7 +58,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AsteriskError
 from .dispatch import KeyedDispatcher
-from .events import Bridge
+from .events import Bridge, Event
 from .policy import HoldPlan
 from .state import ActiveHold
 
@@ -147,7 +160,7 @@ async def correct(
     the music. The fresh technology is kept when no event about the bridge came meanwhile (the
     next hold there then starts its music at once)."""
     if handler.state.bridges.get(known.id) is known and set(fresh.channel_ids) == set(known.channel_ids):
-        handler.state.put_bridge(fresh)
+        handler.state.put_read(fresh)
     if fresh.forwards_hold == known.forwards_hold and set(fresh.channel_ids) == set(known.channel_ids):
         return plan, delay
     again = await handler._plan_hold(fresh, hold.holder_id, hold.moh_class)
@@ -156,6 +169,21 @@ async def correct(
         late = await handler._carry_out(HoldPlan(again.action, extra, again.listeners), hold, mark=True, since=since)
         delay = delay or late
     return again, delay
+
+
+def media(handler: HoldHandler, event: Event) -> None:
+    """A recording or playback on a bridge (``event.target_bridge``): a recording started makes
+    it softmix — it stops forwarding holds — which is then known without a read; a recording's end
+    or a playback (whose announcer may stay in the bridge) leave its technology unknown until the
+    bridge is read again, :data:`SETTLE_S` later (holds meanwhile read it on their path)."""
+    bridge = handler.state.bridges.get(event.target_bridge or "")
+    if bridge is None:
+        return
+    if event.type == "RecordingStarted":
+        handler.state.put_read(dataclasses.replace(bridge, technology="softmix"))
+    else:
+        handler.state.known_technology.discard(bridge.id)
+        handler.followups.settle(bridge, lambda bridge_id: refresh(handler, bridge_id))
 
 
 async def mark_later(handler: HoldHandler, hold: ActiveHold) -> None:
@@ -176,4 +204,4 @@ async def refresh(handler: HoldHandler, bridge_id: str) -> None:
     except AsteriskError:  # gone: its events say the rest
         return
     if handler.state.bridges.get(bridge_id) is seen and set(fresh.channel_ids) == set(seen.channel_ids):
-        handler.state.put_bridge(fresh)
+        handler.state.put_read(fresh)

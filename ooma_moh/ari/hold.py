@@ -15,11 +15,12 @@ nothing; starting MOH only after ``ChannelHold`` leaves ~0.5 s of the wrong musi
 
 The holder's class is also stored on the holder as ``OOMA_MOH_HOLD``, so a restarted handler
 (or one whose WebSocket dropped) rebuilds the holds in progress from ``GET /channels`` and
-``GET /bridges`` (see :meth:`HoldHandler.resync`). On a hold's path only the fresh bridge's read
-and what makes the held party hear the music are sent (the music and the mark together); a
-forwarded hold's mark follows once the burst of holds quiets, and each 2-party bridge is read
-when its membership settles, so that a recorded bridge is known before anyone holds
-(:mod:`.followup`, its rules in order).
+``GET /bridges`` (see :meth:`HoldHandler.resync`). On a hold's path only what makes the held
+party hear the music is sent (the music and the mark together), and a read of the bridge only when
+its technology is not known since its last change; a forwarded hold's mark follows once the burst
+of holds quiets, and each 2-party bridge is read when its membership settles and followed through
+recording events, so that a recorded bridge is known before anyone holds (:mod:`.followup`, its
+rules in order).
 
 Three parts: :mod:`.state` (what is known), :mod:`.policy` (the rules, pure), and this module,
 which gathers the facts over an :class:`~ooma_moh.ari.client.Ari` and carries the plans out.
@@ -44,8 +45,8 @@ from ..resolve import ClassResolver, Resolution, class_of, tenant_of_call, tenan
 from . import outside, policy
 from .client import Ari
 from .dispatch import KeyedDispatcher
-from .events import Bridge, Channel, Event
-from .followup import FollowUps, correct, mark_later, refresh
+from .events import MEDIA_EVENTS, Bridge, Channel, Event
+from .followup import FollowUps, correct, mark_later, media, refresh
 from .policy import HoldAction, HoldPlan, Party
 from .resync import resync
 from .state import ActiveHold, CallState, HoldStats, ms_since
@@ -99,6 +100,9 @@ class HoldHandler:
         """The part of an event that only updates what we know, done at once and in arrival order
         (so the next event is keyed on up-to-date membership); returns the event's key: its
         bridge, the bridge its channel is in, else the channel."""
+        if event.target_bridge is not None:  # a recording or playback on a bridge
+            media(self, event)
+            return event.target_bridge
         if event.channel is not None:
             self.state.channels[event.channel.id] = event.channel
             if event.type == "ChannelHold":  # how late Asterisk delivered it, for the hold's log line
@@ -138,7 +142,8 @@ class HoldHandler:
 
     def _event(self, data: dict[str, Any]) -> Event | None:
         kind = data.get("type", "")
-        return Event.from_json(data) if kind in self._table or kind in TALLY_ONLY else None
+        known = kind in self._table or kind in TALLY_ONLY or kind in MEDIA_EVENTS
+        return Event.from_json(data) if known else None
 
     def _others(self, channel_id: str) -> list[str]:
         """The other real parties in the channel's bridge, as events told us."""
@@ -292,10 +297,11 @@ class HoldHandler:
     async def on_hold(self, event: Event) -> None:
         """Make sure the held party hears the holder's tenant class.
 
-        Acts at once on the membership events have told us, while ``GET /bridges/{id}`` runs
-        alongside: a bridge's *technology* in events can lag (a bridge being recorded through ARI
-        becomes ``softmix`` with no event saying so), so the fresh bridge is checked after the
-        music started, and what it adds is carried out then (:func:`.followup.correct`). Music
+        Acts at once on the membership events have told us. A bridge's *technology* in events can
+        lag (a bridge being recorded through ARI becomes ``softmix`` with no membership event), so
+        unless it is known since the bridge's last change (read, or told by a recording's event:
+        :mod:`.followup`), ``GET /bridges/{id}`` runs alongside, the fresh bridge is checked after
+        the music started, and what it adds is carried out then (:func:`.followup.correct`). Music
         started on a bridge that turns out to forward is harmless: the same class, stopped by us
         on unhold. The hold's mark goes with music we start; a hold whose music is Asterisk's is
         marked once the burst of holds quiets (:mod:`.followup`)."""
@@ -307,7 +313,8 @@ class HoldHandler:
         others = {c for c in known.channel_ids if c != holder.id}
         if others and others <= self._outside:
             return outside.hold_outside_stasis(self, holder, known, sorted(others))
-        fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id))
+        read = known.id not in self.state.known_technology  # else no read (.followup rule 3)
+        fresh_bridge = asyncio.ensure_future(self.ari.get_bridge(known.id)) if read else None
         try:
             tenant = await self._tenant_of(holder)
             moh_class, reason = await self._class_of(tenant)
@@ -318,11 +325,12 @@ class HoldHandler:
             if plan.start_on and set(plan.start_on) <= self._outside:  # learnt while starting it
                 self.state.holds.pop(holder.id, None)
                 return outside.hold_outside_stasis(self, holder, known, plan.start_on)
-            fresh = Bridge.from_json(await fresh_bridge)
+            fresh = Bridge.from_json(await fresh_bridge) if fresh_bridge is not None else None
         finally:
-            if not fresh_bridge.done():
+            if fresh_bridge is not None and not fresh_bridge.done():
                 fresh_bridge.cancel()
-        plan, delay = await correct(self, known, fresh, plan, hold, delay, event.timestamp)
+        if fresh is not None:
+            plan, delay = await correct(self, known, fresh, plan, hold, delay, event.timestamp)
         if plan.action.hears_music:  # a dialplan bridge's hold (returned above) is looked up later
             self.tally.classify(holder.id, tenant, fallback=is_fallback(moh_class, moh_class, reason))
         else:

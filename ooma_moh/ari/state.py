@@ -38,9 +38,18 @@ class CallState:
     tenants: dict[str, str | None] = field(default_factory=dict)
     #: channel -> bridge it is in, kept with ``bridges`` (every event asks; a scan was O(bridges))
     member_of: dict[str, str] = field(default_factory=dict)
+    #: bridges whose technology is Asterisk's, not an event's: read (``GET /bridges/{id}``) or
+    #: told by a recording's event, and not replaced by an event about the bridge since
+    known_technology: set[str] = field(default_factory=set)
+
+    def put_read(self, bridge: Bridge) -> None:
+        """Record a bridge whose technology is Asterisk's own (:attr:`known_technology`)."""
+        self.put_bridge(bridge)
+        self.known_technology.add(bridge.id)
 
     def put_bridge(self, bridge: Bridge) -> None:
         """Record a bridge as an event or a listing shows it (members replace the old ones)."""
+        self.known_technology.discard(bridge.id)
         old = self.bridges.get(bridge.id)
         for cid in old.channel_ids if old else ():
             if self.member_of.get(cid) == bridge.id:
@@ -51,6 +60,7 @@ class CallState:
 
     def drop_bridge(self, bridge_id: str) -> None:
         """A bridge is gone."""
+        self.known_technology.discard(bridge_id)
         old = self.bridges.pop(bridge_id, None)
         for cid in old.channel_ids if old else ():
             if self.member_of.get(cid) == bridge_id:
@@ -79,7 +89,7 @@ class CallState:
     def replace(self, channels: dict[str, Channel], bridges: dict[str, Bridge]) -> dict[str, ActiveHold]:
         """Start over from a fresh listing (after a reconnection); returns the holds known before,
         which the caller re-attaches or ends. What we knew of vanished channels is dropped."""
-        self.channels, self.bridges, self.member_of = channels, {}, {}
+        self.channels, self.bridges, self.member_of, self.known_technology = channels, {}, {}, set()
         for bridge in bridges.values():
             self.put_bridge(bridge)
         self.tenants = {k: v for k, v in self.tenants.items() if k in channels}

@@ -188,7 +188,7 @@ def test_a_bridge_recorded_as_it_is_bridged_is_known_before_the_hold() -> None:
         await handler.dispatch(ari.event("ChannelHold", "user1"))
         for _ in range(50):
             await asyncio.sleep(0)
-        assert ("moh", "caller1", "tenant-acme") in ari.actions  # its GET /bridges/b1 still waits
+        assert ("moh", "caller1", "tenant-acme") in ari.actions  # without a GET /bridges/b1 (rule 3)
         ari.gate.set()
         await settle(handler)
         assert handler.stats.actions == {"started": 1}
@@ -227,5 +227,79 @@ def test_no_bridge_is_read_once_settling_stopped() -> None:
         await asyncio.sleep(0.1)
         await settle(handler)
         assert ari.requests == requests
+
+    asyncio.run(scenario())
+
+
+def recording(kind: str, bridge: str) -> dict[str, object]:
+    return {"type": kind, "recording": {"name": "r", "state": "recording", "target_uri": f"bridge:{bridge}"}}
+
+
+async def read_once_settled(ari: FakeAri, handler: HoldHandler) -> None:
+    handler.followups.settle_s = 0.01
+    call(ari, 1)
+    await bridged(ari, handler, 1)
+    await asyncio.sleep(0.05)
+    await settle(handler)
+    assert "b1" in handler.state.known_technology
+
+
+def test_a_hold_in_a_bridge_read_since_its_last_change_sends_no_read() -> None:
+    """Rules 1 and 3: the settled read told the technology; the hold's path sends nothing (the
+    music is Asterisk's, the mark is put off)."""
+
+    async def scenario() -> None:
+        ari, handler = scene()
+        await read_once_settled(ari, handler)
+        requests = ari.requests
+        await handler.dispatch(ari.event("ChannelHold", "user1"))
+        await settle(handler)
+        assert ari.requests == requests and handler.stats.actions == {"forwarded": 1}
+        await handler.dispatch(ari.event("ChannelEnteredBridge", "caller1", "b1"))  # an event about b1
+        assert "b1" not in handler.state.known_technology  # its technology is the event's again
+
+    asyncio.run(scenario())
+
+
+def test_a_recording_started_on_a_bridge_makes_its_next_hold_start_music_at_once() -> None:
+    """Rule 2: ``RecordingStarted`` (bridge:b1) says softmix without a read; the hold starts MOH
+    on the held party with no GET /bridges on its path."""
+
+    async def scenario() -> None:
+        ari, handler = scene()
+        await read_once_settled(ari, handler)
+        ari.bridge("b1", ["user1", "caller1"], "softmix")  # what Asterisk now has
+        await handler.dispatch(recording("RecordingStarted", "b1"))
+        assert handler.state.bridges["b1"].technology == "softmix" and "b1" in handler.state.known_technology
+        ari.actions.clear()
+        requests = ari.requests
+        await handler.dispatch(ari.event("ChannelHold", "user1"))
+        await settle(handler)
+        assert sorted(ari.actions) == [("mark", "user1", "tenant-acme"), ("moh", "caller1", "tenant-acme")]
+        assert ari.requests == requests + 2  # the music and the mark: no read
+
+    asyncio.run(scenario())
+
+
+def test_a_recording_finished_makes_the_technology_unknown_until_read_again() -> None:
+    """Rule 2: after ``RecordingFinished`` the last technology known (softmix) still plans a hold
+    — music started where Asterisk may forward is harmless, silence is not — and the bridge is
+    read again once settled: Asterisk made it a 2-party bridge again, and the next hold sends
+    nothing."""
+
+    async def scenario() -> None:
+        ari, handler = scene()
+        await read_once_settled(ari, handler)
+        await handler.dispatch(recording("RecordingStarted", "b1"))
+        ari.bridge("b1", ["user1", "caller1"], "simple_bridge")  # the recorder left
+        await handler.dispatch(recording("RecordingFinished", "b1"))
+        assert "b1" not in handler.state.known_technology
+        await asyncio.sleep(0.05)
+        await settle(handler)
+        assert handler.state.bridges["b1"].forwards_hold and "b1" in handler.state.known_technology
+        requests = ari.requests
+        await handler.dispatch(ari.event("ChannelHold", "user1"))
+        await settle(handler)
+        assert ari.requests == requests and handler.stats.actions == {"forwarded": 1}
 
     asyncio.run(scenario())
