@@ -92,6 +92,11 @@ class HoldHandler:
         }
 
     @property
+    def event_types(self) -> frozenset[str]:
+        """The events the handler uses (the listener asks Asterisk for these only)."""
+        return frozenset(self._table) | TALLY_ONLY | MEDIA_EVENTS
+
+    @property
     def holds(self) -> dict[str, ActiveHold]:
         """Holds in progress, by holder."""
         return self.state.holds

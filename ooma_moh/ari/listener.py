@@ -14,6 +14,12 @@ drop the registration it just made (about 1 in 25 immediate reconnects in the la
 WebSocket that never delivers an event. A refused subscription, or a later check finding the
 application gone, closes the WebSocket and the listener connects again.
 
+With ``event_types``, the application's event filter (``PUT /applications/{app}/eventFilter``)
+is set to those types after each subscription, so Asterisk does not write to the WebSocket the
+events the owner ignores (with every channel subscribed, most are ``ChannelVarset``,
+``ChannelDialplan`` and the like). An Asterisk that refuses the filter only costs that: it is
+logged once and events come unfiltered.
+
 After every (re)connection ``on_connect`` runs before any event is delivered, so the owner can
 resync its state from ``GET /channels`` and ``GET /bridges``.
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import aiohttp
@@ -65,6 +71,7 @@ class EventListener:
         *,
         on_connect: Callable[[], Awaitable[None]] | None = None,
         event_sources: Sequence[str] = ALL_CHANNELS_AND_BRIDGES,
+        event_types: Collection[str] = (),
         min_backoff: float = 0.2,
         max_backoff: float = 5.0,
         check_interval: float = 10.0,
@@ -74,6 +81,8 @@ class EventListener:
         self.on_event = on_event
         self.on_connect = on_connect
         self.event_sources = tuple(event_sources)
+        self.event_types = sorted(event_types)
+        self._filter_refused = False
         self.check_interval = check_interval
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
@@ -157,6 +166,7 @@ class EventListener:
         try:
             if subscribe and self.event_sources:
                 await self.client.subscribe(self.app, self.event_sources)
+                await self._filter()
             else:
                 await self.client.get_application(self.app)
         except AriRequestFailed as exc:
@@ -164,6 +174,18 @@ class EventListener:
                 raise
             return False
         return True
+
+    async def _filter(self) -> None:
+        """Allow only :attr:`event_types` (none: no filter); a refusal is logged once."""
+        if not self.event_types:
+            return
+        allowed = {"allowed": [{"type": kind} for kind in self.event_types]}
+        try:
+            await self.client.request("PUT", f"/applications/{self.app}/eventFilter", body=allowed)
+        except AriRequestFailed as exc:
+            if not self._filter_refused:
+                log.warning("ARI event filter refused (%s): every event of the subscription comes", printable(exc))
+            self._filter_refused = True
 
     async def _watch(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Every ``check_interval`` s: is the application still registered? If not, close the

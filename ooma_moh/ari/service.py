@@ -31,7 +31,9 @@ async def run_hold_handler(
     tally = HoldTally() if settings.hold_stats else NoTally()
     handler = HoldHandler(client, resolver, parallel=settings.ari_parallel_bridges, tally=tally)
     probing = ThreadPoolExecutor(1, thread_name_prefix="ooma-moh-readyz")
-    listener = EventListener(client, settings.ari_app, handler.dispatch, on_connect=handler.resync)
+    listener = EventListener(
+        client, settings.ari_app, handler.dispatch, on_connect=handler.resync, event_types=handler.event_types
+    )
     writer = StatsWriter(handler.tally, open_stats, settings.stats_retention_days)
 
     probe = health.CatalogProbe(probing, resolver.check_catalog)

@@ -198,9 +198,14 @@ def test_tenant_on_default_or_unknown_hears_default(
 def test_recorded_bridge_caller_hears_music_not_silence(
     lab: LabAsterisk, ari_lab: AriHarness, handler: Handler
 ) -> None:
+    """The recording starts 1.5 s into the call, long after the handler read the settled bridge
+    (as forwarding), and the hold comes 0.3 s later, before any new read: the handler, which no
+    longer reads a known bridge on the hold's path, learns of the softmix switch from the
+    ``RecordingStarted`` event (docs/asterisk-facts.md) and starts the music itself."""
     call = Call(ari_lab, lab, "ari_recorded", "alpha", 7)
+    call.at(1.5)
     call.record_bridge()
-    call.at(2.0)
+    call.at(1.8)
     hold_t = call.hold()
     call.at(5.0)
     periods = [(hold_t, call.unhold())]

@@ -98,19 +98,23 @@ def test_control_subscribe_all_wedges_asterisk(churning_lab: LabAsterisk) -> Non
 def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsterisk) -> None:
     """Our listener (subscribeAll=false + subscription to every channel and bridge): every one of
     100 drops is followed by a working, registered connection; at the end it still gets events
-    for channels it does not own, and stopping it unregisters the application."""
+    for channels it does not own — of the types it asked for only (the event filter, set again
+    at each connection) — and stopping it unregisters the application."""
     lab = churning_lab
     app = "ooma-moh-churn"
 
     async def scenario() -> None:
         client = AriClient(lab.ari_url, lab.ari_user, lab.ari_password)
         created: list[str] = []
+        kinds: set[str] = set()
+        wanted = {"ChannelCreated", "ChannelDestroyed"}
 
         async def on_event(event: dict[str, Any]) -> None:
+            kinds.add(event.get("type", ""))
             if event.get("type") == "ChannelCreated":
                 created.append(event["channel"]["name"])
 
-        listener = EventListener(client, app, on_event, min_backoff=0.01)
+        listener = EventListener(client, app, on_event, event_types=wanted, min_backoff=0.01)
         task = asyncio.create_task(listener.run())
         for i in range(1, CYCLES + 1):
             await eventually(
@@ -125,13 +129,17 @@ def test_listener_reconnects_a_hundred_times_under_churn(churning_lab: LabAsteri
         assert registered["device_names"] == [], registered
         assert "__AST_CHANNEL_ALL_TOPIC" in registered["channel_ids"], registered
         assert "__AST_BRIDGE_ALL_TOPIC" in registered["bridge_ids"], registered
+        assert sorted(e["type"] for e in registered["events_allowed"]) == sorted(wanted), registered
 
+        kinds.clear()  # (the lab's churn before the first filter was set is not this check's)
         await asyncio.to_thread(lab.cli, "channel originate Local/talk@ooma-lab-talker application Wait 1")
         await eventually(
             lambda: any(n.startswith("Local/talk@ooma-lab-talker") for n in created),
             10,
             "no event for a channel another application owns",
         )
+        # the originated channel also went through the dialplan, changed state and variables
+        assert kinds <= wanted, kinds
 
         await listener.stop()
         await asyncio.wait_for(task, 10)
