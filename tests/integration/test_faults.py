@@ -434,6 +434,9 @@ def test_killed_upload_leaves_no_ffmpeg_and_no_scratch(
     # extend()'s None is the point of the `or`: the lambda gathers, then answers whether any was found
     _wait_until(lambda: bool(children.extend(_ffmpeg_children(proc.pid)) or children), 30, "ffmpeg to start")  # type: ignore[func-returns-value]
     os.kill(proc.pid, sig)
+    # it unwinds (scratch removed, ffmpeg killed) before it exits: reap() now would send a second
+    # SIGTERM, which during the interpreter's shutdown (its handlers reset) kills it with -15
+    proc.wait(30)
     reap(proc)
     assert proc.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     _wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "ffmpeg to die")
