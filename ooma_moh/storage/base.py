@@ -156,6 +156,17 @@ class Catalog(TenantCatalog, EndpointMap, Credentials, HoldStatistics, Protocol)
     implement and the wiring opens. Code that needs one role asks for that role."""
 
 
+class Fetcher(Protocol):
+    """Blobs fetched for many version directories at once (a catch-up): :meth:`fetch` from any
+    thread, then :meth:`settle` before using them."""
+
+    def fetch(self, sha256: str) -> None:
+        """Bring the blob here, checked against its sha256; not durable until :meth:`settle`."""
+
+    def settle(self) -> None:
+        """Make every blob fetched so far durable (one commit of the file system) and stored."""
+
+
 class Blobs(Protocol):
     """Content-addressed files: the local directory (:class:`~ooma_moh.storage.blobs.BlobStore`)
     or object storage with a local cache (:class:`~ooma_moh.storage.s3.S3BlobStore`)."""
@@ -186,6 +197,10 @@ class Blobs(Protocol):
 
     def read(self, sha256: str) -> bytes:
         """The blob's bytes, checked against its sha256."""
+
+    def fetching(self) -> contextlib.AbstractContextManager[Fetcher]:
+        """A :class:`Fetcher` for many blobs at once (a catch-up); what
+        it fetched and did not settle is gone when the context ends."""
 
     def scratch(self) -> contextlib.AbstractContextManager[Path]:
         """A private local scratch directory; blobs put meanwhile are safe from the clean-up."""

@@ -9,6 +9,7 @@ shared, and deleted from there after a grace period.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -17,8 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import StorageError
+
+if TYPE_CHECKING:
+    from .base import Fetcher
 
 CHUNK = 1 << 20
 
@@ -48,6 +53,46 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written so far on the file system holding ``path`` durable, file data
+    and names alike, in one commit of that file system (``syncfs(2)``): for a batch of hundreds of
+    files, where an ``fsync`` each is a commit each; ``sync(2)`` where the C library has no
+    ``syncfs``. A write-back error of that file system is an ``OSError``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS is None:
+            os.sync()
+        elif _SYNCFS(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+    finally:
+        os.close(fd)
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _syncfs()
+
+
+class _Present:
+    """The local store's :class:`Fetcher`: its blobs are here and durable already (a trashed
+    one is brought back)."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    def fetch(self, sha256: str) -> None:
+        self.store.locate(sha256)
+
+    def settle(self) -> None:
+        pass
 
 
 class BlobStore:
@@ -176,6 +221,11 @@ class BlobStore:
                 path.mkdir()
             stack.callback(shutil.rmtree, path, ignore_errors=True)
             yield path
+
+    @contextlib.contextmanager
+    def fetching(self) -> Iterator[Fetcher]:
+        """A :class:`Fetcher`: blobs here are already complete and durable."""
+        yield _Present(self)
 
     @contextlib.contextmanager
     def scratch_file(self) -> Iterator[Path]:

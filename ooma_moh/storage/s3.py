@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,8 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError
-from .blobs import CHUNK, BlobStore, sha256_file
+from .base import Fetcher
+from .blobs import CHUNK, BlobStore, sha256_file, storage_errors, sync_filesystem
 
 #: how old an unreferenced object must be before the clean-up trashes it: an upload in progress
 #: has stored its objects but not yet committed the catalog
@@ -190,37 +192,51 @@ class S3BlobStore:
         """The local path of a blob, downloaded (and checked) into the cache if it is not there:
         one GET of its key (a HEAD first would double the requests a cold node's catch-up waits
         on); only if that is missing, one GET of its trashed copy, which a writable store then
-        brings back under its key."""
+        brings back under its key. The copy is fsynced before it has a name in the cache."""
         local = self.cache.path(sha256)
         if local.is_file():
             return local
         with s3_errors("fetching a stored file"), self.cache.scratch_file() as partial:
-            digest = self._download(self.key(sha256), partial)
-            if digest is None:
-                trashed = self.trash_key(sha256)
-                digest = self._download(trashed, partial)
-                if digest is None:
-                    raise StorageError(
-                        "blob_missing",
-                        f"a stored file is missing from the object storage (sha256"
-                        f" {sha256[:16]}…): restore the bucket from a backup",
-                    )
-                if self.writable:  # referenced again (a restored catalog): bring it back
-                    self.client.copy_object(
-                        Bucket=self.bucket, Key=self.key(sha256), CopySource={"Bucket": self.bucket, "Key": trashed}
-                    )
-            if digest != sha256:
-                raise StorageError(
-                    "blob_damaged",
-                    f"a stored file is damaged in the object storage (sha256"
-                    f" {sha256[:16]}… does not match): restore it from a backup",
-                )
+            self._fetch_into(sha256, partial, durable=True)
             self.cache.put(partial, sha256=sha256, cached=True)
         return local
 
-    def _download(self, key: str, dest: Path) -> str | None:
-        """GET ``key`` into ``dest``; its sha256 as it streams, or None if there is no such object.
-        A transfer cut mid-way is tried again from the start (:data:`ATTEMPTS` in all)."""
+    @contextlib.contextmanager
+    def fetching(self) -> Iterator[Fetcher]:
+        """A :class:`Fetcher` whose downloads wait in a scratch directory, not fsynced, until
+        :meth:`Fetcher.settle` makes all of them durable in one commit of the file system and
+        moves them into the cache: a catch-up of thousands of objects is not a commit per object."""
+        with self.cache.scratch() as work:
+            yield _Fetcher(self, work)
+
+    def _fetch_into(self, sha256: str, dest: Path, *, durable: bool) -> None:
+        """Download the blob (or its trashed copy) into ``dest`` and check it (rules of
+        :meth:`locate`); ``durable``: fsynced."""
+        digest = self._download(self.key(sha256), dest, durable)
+        if digest is None:
+            trashed = self.trash_key(sha256)
+            digest = self._download(trashed, dest, durable)
+            if digest is None:
+                raise StorageError(
+                    "blob_missing",
+                    f"a stored file is missing from the object storage (sha256"
+                    f" {sha256[:16]}…): restore the bucket from a backup",
+                )
+            if self.writable:  # referenced again (a restored catalog): bring it back
+                self.client.copy_object(
+                    Bucket=self.bucket, Key=self.key(sha256), CopySource={"Bucket": self.bucket, "Key": trashed}
+                )
+        if digest != sha256:
+            raise StorageError(
+                "blob_damaged",
+                f"a stored file is damaged in the object storage (sha256"
+                f" {sha256[:16]}… does not match): restore it from a backup",
+            )
+
+    def _download(self, key: str, dest: Path, durable: bool) -> str | None:
+        """GET ``key`` into ``dest`` (fsynced if ``durable``); its sha256 as it streams, or None
+        if there is no such object. A transfer cut mid-way is tried again from the start
+        (:data:`ATTEMPTS` in all)."""
         attempt = 1
         while True:
             try:
@@ -235,8 +251,9 @@ class S3BlobStore:
                     for chunk in body.iter_chunks(CHUNK):
                         digest.update(chunk)
                         fh.write(chunk)
-                    fh.flush()
-                    os.fsync(fh.fileno())  # durable before it has a name in the cache
+                    if durable:
+                        fh.flush()
+                        os.fsync(fh.fileno())
             except CUT:
                 if attempt == ATTEMPTS:
                     raise
@@ -283,3 +300,31 @@ class S3BlobStore:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             yield from page.get("Contents", [])
+
+
+class _Fetcher:
+    """:meth:`S3BlobStore.fetching`'s downloads, in ``work`` (a scratch directory: the store's
+    clean-up leaves it alone while it exists) until settled."""
+
+    def __init__(self, store: S3BlobStore, work: Path) -> None:
+        self.store, self.work = store, work
+        self._fetched: list[str] = []  # downloaded, not settled
+        self._lock = threading.Lock()
+
+    def fetch(self, sha256: str) -> None:
+        if self.store.cache.path(sha256).is_file():
+            return
+        with s3_errors("fetching a stored file"):
+            self.store._fetch_into(sha256, self.work / sha256, durable=False)
+        with self._lock:
+            self._fetched.append(sha256)
+
+    def settle(self) -> None:
+        with self._lock:
+            fetched, self._fetched = self._fetched, []
+        if not fetched:
+            return
+        with storage_errors("storing the fetched files"):
+            sync_filesystem(self.work)
+        for sha256 in fetched:
+            self.store.cache.put(self.work / sha256, sha256=sha256, cached=True)

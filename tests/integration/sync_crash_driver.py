@@ -46,7 +46,7 @@ def after(owner: object, name: str, limit: int) -> None:
 #: the catch-up's kill points: what returns before the process is killed
 CATCH_UP: dict[str, list[tuple[object, str]]] = {
     "partial": [(MohDirectory, "_build_partial")],
-    "fsync": [(mohdir, "_fsync_all")],
+    "fsync": [(MohDirectory, "_make_durable")],
     "batch": [(RealtimePublisher, "apply"), (StaticPublisher, "apply")],
 }
 

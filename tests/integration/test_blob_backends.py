@@ -74,6 +74,31 @@ def test_a_damaged_object_never_reaches_the_cache(s3: S3Server, s3_settings: Set
     assert not any((tmp_path / "cold" / "blobs" / "tmp").iterdir())
 
 
+def test_a_catch_up_stores_what_it_fetched_only_once_settled(
+    s3: S3Server, s3_settings: Settings, tmp_path: Path
+) -> None:
+    """A catch-up's downloads (``fetching()``) wait, checked, in a scratch directory until
+    ``settle()`` makes them durable in one commit and names them in the cache; a damaged object
+    fails its fetch; what was not settled is gone when the catch-up ends."""
+    tenant = upload_tone(s3_settings, "acme", 440, tmp_path)
+    good, damaged, unsettled = (tenant.rendition(e).sha256 for e in ("ulaw", "alaw", "sln16"))
+    bucket = s3_settings.blob_url.split("/")[2]
+    s3.client().put_object(Bucket=bucket, Key=f"moh/{damaged[:2]}/{damaged}", Body=b"\x00" * 100)
+    cold = open_blobs(dataclasses.replace(s3_settings, home=tmp_path / "cold"))
+    scratch = tmp_path / "cold" / "blobs" / "tmp"
+    with cold.fetching() as fetcher:
+        fetcher.fetch(good)
+        assert not cold.path(good).exists()  # downloaded, not yet durable: no name in the cache
+        with pytest.raises(StorageError) as caught:
+            fetcher.fetch(damaged)
+        assert caught.value.reason == "blob_damaged"
+        fetcher.settle()
+        assert sha256_file(cold.path(good)) == good
+        fetcher.fetch(unsettled)
+    assert not cold.path(damaged).exists() and not cold.path(unsettled).exists()
+    assert not any(scratch.iterdir())
+
+
 def test_clean_up_trashes_then_deletes_and_a_restored_catalog_gets_its_objects_back(
     s3: S3Server, s3_settings: Settings, tmp_path: Path
 ) -> None:

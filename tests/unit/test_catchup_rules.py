@@ -90,6 +90,39 @@ def test_realtime_switches_each_batch_once_it_is_complete(tmp_path: Path, monkey
     assert again.files_written == 0 and len(recorder.switches) == 3  # nothing to switch
 
 
+def test_a_batch_of_many_directories_is_made_durable_by_one_commit_each_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than THREADS directories in a batch: their partial builds, then their class
+    directories, each made durable by one commit of the file system (not an fsync each); a batch
+    of a few: an fsync of each directory."""
+    from ooma_moh import mohdir
+    from ooma_moh.storage.blobs import fsync_dir, sync_filesystem
+
+    commits: list[Path] = []
+    fsynced: list[Path] = []
+
+    def commit(path: Path) -> None:
+        commits.append(path)
+        sync_filesystem(path)
+
+    def fsync(path: Path) -> None:
+        fsynced.append(path)
+        fsync_dir(path)
+
+    monkeypatch.setattr(mohdir, "sync_filesystem", commit)
+    monkeypatch.setattr(mohdir, "fsync_dir", fsync)
+    syncer, recorder, _ = syncer_of(tmp_path, mohdir.THREADS + 2)
+    report = syncer.run(None)
+    assert report.files_written == 5 * (mohdir.THREADS + 2) and len(recorder.switches) == 1
+    assert commits == [tmp_path / "moh"] * 2 and fsynced == []
+    monkeypatch.setattr(mohdir, "BATCH", 4)
+    commits.clear()
+    syncer, recorder, _ = syncer_of(tmp_path / "small", 4)
+    syncer.run(None)
+    assert commits == [] and len(fsynced) == 4 + 4  # the 4 partial builds, then their 4 class directories
+
+
 def test_static_mode_switches_once_after_every_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The include file is read by Asterisk only at a reload: one switch, one reload, marked
     pending before the switch."""
