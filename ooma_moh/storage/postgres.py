@@ -124,33 +124,16 @@ class PostgresCatalog(SqlHistory, SqlHoldStats):
     def _json_param(self, value: object) -> object:
         return None if value is None else Jsonb(value)
 
-    def _tenant(self, row: dict[str, Any]) -> TenantMoh:
-        setting = MohSetting(row["setting"])
-        previous = self._previous_of(row)
-        if row["upload_id"] is None:
-            return TenantMoh(row["tenant_id"], setting, updated_at=row["updated_at"], previous=previous)
-        (up,) = self._query("SELECT * FROM uploads WHERE id = %s", (row["upload_id"],))
-        renditions = tuple(
-            Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
-            for r in self._query(
-                "SELECT * FROM renditions WHERE upload_id = %s ORDER BY extension", (row["upload_id"],)
-            )
-        )
-        disclaimer = Disclaimer(up["accepted_by"], up["accepted_at"], up["disclaimer_sha256"], up["disclaimer_version"])
-        return TenantMoh(
-            row["tenant_id"], setting, self._upload_of(up), disclaimer, renditions, row["updated_at"], previous
-        )
-
     @read
     def get(self, tenant_id: str) -> TenantMoh | None:
         with self._snapshot():
-            rows = self._query("SELECT * FROM tenants WHERE tenant_id = %s", (tenant_id,))
-            return self._tenant(rows[0]) if rows else None
+            found = self._tenants("WHERE tenant_id = ?", (tenant_id,))
+            return found[0] if found else None
 
     @read
     def list(self) -> builtins.list[TenantMoh]:
         with self._snapshot():
-            return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
+            return self._tenants()
 
     def save_upload(
         self,

@@ -84,13 +84,50 @@ class SqlHistory(SqlBackEnd):
             analysis,
         )
 
-    def _previous_of(self, row: Row) -> UploadedFile | None:
-        """The tenant's previous file, from its ``tenants`` row (None before schema 3/0004)."""
+    def _tenants(self, where: str = "", params: Sequence[object] = ()) -> list[TenantMoh]:
+        """The tenants whose ``tenants`` rows match ``where`` (``?`` placeholders), by id, in three
+        queries however many they are: their rows, the uploads they name (current and previous),
+        the renditions of the current ones. Run inside the back end's snapshot."""
+        rows = self._select(f"SELECT * FROM tenants {where} ORDER BY tenant_id", params)
+        if not rows:
+            return []
+        named, named_params = f"SELECT upload_id FROM tenants {where}", tuple(params)
+        if "previous_upload_id" in rows[0].keys():  # noqa: SIM118 - a column since schema 3/0004
+            named, named_params = f"{named} UNION SELECT previous_upload_id FROM tenants {where}", named_params * 2
+        uploads = {r["id"]: r for r in self._select(f"SELECT * FROM uploads WHERE id IN ({named})", named_params)}
+        renditions: dict[int, list[Rendition]] = {}
+        for r in self._select(
+            f"SELECT * FROM renditions WHERE upload_id IN (SELECT upload_id FROM tenants {where})"
+            " ORDER BY upload_id, extension",
+            params,
+        ):
+            renditions.setdefault(r["upload_id"], []).append(
+                Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
+            )
+        return [self._tenant_of(row, uploads, renditions) for row in rows]
+
+    def _tenant_of(self, row: Row, uploads: dict[int, Row], renditions: dict[int, list[Rendition]]) -> TenantMoh:
+        setting, updated_at = MohSetting(row["setting"]), self._time_cell(row["updated_at"])
         previous_id = row["previous_upload_id"] if "previous_upload_id" in row.keys() else None  # noqa: SIM118
-        if previous_id is None:
-            return None
-        rows = self._select("SELECT * FROM uploads WHERE id = ?", (previous_id,))
-        return self._upload_of(rows[0]) if rows else None
+        previous = self._upload_of(uploads[previous_id]) if previous_id in uploads else None
+        if row["upload_id"] is None:
+            return TenantMoh(row["tenant_id"], setting, updated_at=updated_at, previous=previous)
+        up = uploads[row["upload_id"]]
+        disclaimer = Disclaimer(
+            up["accepted_by"],
+            self._time_cell(up["accepted_at"]),
+            up["disclaimer_sha256"],
+            up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,  # noqa: SIM118 - schema 2
+        )
+        return TenantMoh(
+            row["tenant_id"],
+            setting,
+            self._upload_of(up),
+            disclaimer,
+            tuple(renditions.get(row["upload_id"], ())),
+            updated_at,
+            previous,
+        )
 
     # -- rule 1: what a change keeps ---------------------------------------------------------------
     def _point_tenant(

@@ -155,34 +155,14 @@ class SqliteCatalog(SqlHistory, SqlHoldStats):
     def _json_cell(self, value: str | None) -> object:
         return None if value is None else json.loads(value)
 
-    def _tenant(self, row: sqlite3.Row) -> TenantMoh:
-        setting = MohSetting(row["setting"])
-        updated_at = datetime.fromisoformat(row["updated_at"])
-        previous = self._previous_of(row)
-        if row["upload_id"] is None:
-            return TenantMoh(row["tenant_id"], setting, updated_at=updated_at, previous=previous)
-        (up,) = self._query("SELECT * FROM uploads WHERE id = ?", (row["upload_id"],))
-        renditions = tuple(
-            Rendition(r["extension"], r["sample_rate"], r["size"], r["sha256"])
-            for r in self._query("SELECT * FROM renditions WHERE upload_id = ? ORDER BY extension", (row["upload_id"],))
-        )
-        disclaimer = Disclaimer(
-            up["accepted_by"],
-            datetime.fromisoformat(up["accepted_at"]),
-            up["disclaimer_sha256"],
-            # sqlite3.Row has keys() but no `in` on names; the column is missing before schema version 2
-            up["disclaimer_version"] if "disclaimer_version" in up.keys() else None,  # noqa: SIM118
-        )
-        return TenantMoh(row["tenant_id"], setting, self._upload_of(up), disclaimer, renditions, updated_at, previous)
-
     def get(self, tenant_id: str) -> TenantMoh | None:
         with self._snapshot():
-            rows = self._query("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,))
-            return self._tenant(rows[0]) if rows else None
+            found = self._tenants("WHERE tenant_id = ?", (tenant_id,))
+            return found[0] if found else None
 
     def list(self) -> list[TenantMoh]:
         with self._snapshot():
-            return [self._tenant(row) for row in self._query("SELECT * FROM tenants ORDER BY tenant_id")]
+            return self._tenants()
 
     def save_upload(
         self,
