@@ -143,3 +143,37 @@ def test_watchdog_returns_at_once_when_not_asked(
     manager.settimeout(0)
     with pytest.raises(BlockingIOError):
         manager.recv(4096)  # and sent nothing
+
+
+def test_a_server_sets_its_start_up_aside_from_the_collector_before_ready(
+    manager: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve_until_stopped`` (every server's life): what the start-up made is frozen (a full
+    garbage collection no longer walks it: no pause of the loop in a burst of holds) by the time
+    systemd hears READY=1."""
+    import gc
+
+    from ooma_moh import lifetime
+
+    frozen_at_ready: list[int] = []
+    real_ready = systemd.ready
+
+    def ready() -> bool:
+        frozen_at_ready.append(gc.get_freeze_count())
+        return real_ready()
+
+    monkeypatch.setattr(systemd, "ready", ready)  # lifetime calls it as systemd.ready
+    gc.unfreeze()
+    started = [object() for _ in range(1000)]  # the start-up's objects
+
+    async def run() -> None:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # a watched part that has ended: the server stops at once
+        await lifetime.serve_until_stopped(done)
+
+    try:
+        asyncio.run(run())
+    finally:
+        gc.unfreeze()
+    assert receive(manager) == "READY=1"
+    assert len(frozen_at_ready) == 1 and frozen_at_ready[0] >= len(started)
