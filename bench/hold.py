@@ -151,10 +151,27 @@ def run(
         others = [w for w in windows if w not in (expected, TALK_TONE)]
         if others or music < (hold_s - 0.3) * 10:
             wrong += 1
+            print(
+                f"       wrong hold {call.name} ({tenant}): heard from the hold on {runs(everything, asked[call.name])}"
+            )
         start = int(asked[call.name] * 10)
         first = next((i for i in range(start, len(everything)) if everything[i] == expected), None)
         gaps.append(math.inf if first is None else max(0.0, first / 10 - asked[call.name]) * 1000)
     return {"wrong_share": wrong / n, "gaps_ms": gaps}
+
+
+def runs(windows: list[float | None], asked_s: float) -> str:
+    """What a caller heard, as runs of 100 ms windows from the hold's request on (``660x12``:
+    1.2 s of the 660 Hz tone; ``-``: silence or no tone)."""
+    out: list[str] = []
+    start = int(asked_s * 10)
+    for window in windows[start:]:
+        name = "-" if window is None else f"{window:.0f}"
+        if out and out[-1].rsplit("x", 1)[0] == name:
+            out[-1] = f"{name}x{int(out[-1].rsplit('x', 1)[1]) + 1}"
+        else:
+            out.append(f"{name}x1")
+    return " ".join(out[:12])
 
 
 def main() -> None:
