@@ -83,8 +83,13 @@ class S3Server:
             "-master.volumeSizeLimitMB=16",
         ]  # volumes as the disk allows: a bucket each
         (self.dir / "data").mkdir(exist_ok=True)
+        # SeaweedFS takes AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in its environment as an identity
+        # (auth on), and also loads the filer's (empty) identities a moment after start: a server
+        # started from a test that has set the client's credentials refused them once right after
+        # its probe passed. Every server here is anonymous, whatever the test's environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with open(self.log, "ab") as log:  # the server keeps its own descriptor
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"SeaweedFS exited:\n{self.log.read_text()[-3000:]}"
