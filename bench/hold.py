@@ -43,6 +43,7 @@ the ARI and the dialplan paths: bench/hold_mix.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
@@ -164,10 +165,10 @@ def listen(
     3-30 s after the unhold amid the phone's talk, in the bare application's calls as in ours)
     is not the hold's — and the heard gap: from asking the hold to the first 100 ms of the tenant's music
     (inf: never)."""
-    windows = everything[int(asked_s * 10) + 1 : int((ended_s + 0.5) * 10)]
+    start = int(asked_s * 10)
+    windows = everything[start + 1 : int((ended_s + 0.5) * 10)]
     music = sum(1 for w in windows if w == expected)
     right = not [w for w in windows if w not in (expected, TALK_TONE)] and music >= (hold_s - 0.3) * 10
-    start = int(asked_s * 10)
     first = next((i for i in range(start, len(everything)) if everything[i] == expected), None)
     return right, math.inf if first is None else max(0.0, first / 10 - asked_s) * 1000
 
@@ -175,15 +176,8 @@ def listen(
 def runs(windows: list[float | None], asked_s: float) -> str:
     """What a caller heard, as runs of 100 ms windows from the hold's request on (``660x12``:
     1.2 s of the 660 Hz tone; ``-``: silence or no tone)."""
-    out: list[str] = []
-    start = int(asked_s * 10)
-    for window in windows[start:]:
-        name = "-" if window is None else f"{window:.0f}"
-        if out and out[-1].rsplit("x", 1)[0] == name:
-            out[-1] = f"{name}x{int(out[-1].rsplit('x', 1)[1]) + 1}"
-        else:
-            out.append(f"{name}x1")
-    return " ".join(out[:12])
+    names = ("-" if window is None else f"{window:.0f}" for window in windows[int(asked_s * 10) :])
+    return " ".join(f"{name}x{len(list(same))}" for name, same in itertools.islice(itertools.groupby(names), 12))
 
 
 def main() -> None:

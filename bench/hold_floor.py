@@ -58,9 +58,10 @@ class BareApp:
         channel = (data.get("channel") or {}).get("id")
         if channel not in self.plan or data.get("type") not in ("ChannelHold", "ChannelUnhold"):
             return
+        stamp = parse_timestamp(data.get("timestamp"))
         if data["type"] == "ChannelHold" and self.plan[channel][2]:
-            self.delivered_ms.append(ms_since(parse_timestamp(data.get("timestamp"))))
-        task = asyncio.create_task(self.act(data["type"], channel, parse_timestamp(data.get("timestamp"))))
+            self.delivered_ms.append(ms_since(stamp))
+        task = asyncio.create_task(self.act(data["type"], channel, stamp))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
